@@ -1,0 +1,393 @@
+//! `imgforge build`: verify the ISO, compile the plan, assemble the USB image.
+//!
+//! Order matters for trust: the signature on SHA256SUMS is checked first,
+//! then the ISO's hash against the signed list, and only then is anything
+//! read out of the ISO. The ISO bytes written into the image are hashed
+//! again while they are copied, so a file changed under our feet is caught.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use imgforge_plan::Plan;
+
+use crate::compile::{self, IsoFacts, MediaGuids};
+use crate::image::{self, UsbLayout};
+use crate::iso::IsoReader;
+use crate::profile::{self, LoadedProfile};
+use crate::verify::{self, HashingReader, Sha256Sums, TrustedKeys};
+
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub profile: PathBuf,
+    pub iso: Option<PathBuf>,
+    pub sha256sums: Option<PathBuf>,
+    pub signature: Option<PathBuf>,
+    pub keyring: Option<PathBuf>,
+    pub out_dir: PathBuf,
+    /// The static installer agent; found next to the `imgforge` binary when not given.
+    pub agent: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct BuildOutput {
+    pub image: PathBuf,
+    pub plan_file: PathBuf,
+    pub plan: Plan,
+    pub image_size: u64,
+    pub signer: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Profile(#[from] profile::ProfileError),
+    #[error("{0}")]
+    Source(String),
+    #[error("{what} {path}: {source}")]
+    Io { what: String, path: PathBuf, source: std::io::Error },
+    #[error("verifying {path}: {source}")]
+    Verify { path: PathBuf, source: verify::VerifyError },
+    #[error("reading {path} from the ISO: {source}")]
+    Iso { path: String, source: crate::iso::IsoError },
+    #[error("assembling the image: {0}")]
+    Image(#[from] image::ImageError),
+    #[error("installer agent {path}: {reason}")]
+    Agent { path: PathBuf, reason: String },
+}
+
+fn io(what: impl Into<String>, path: &Path) -> impl FnOnce(std::io::Error) -> BuildError {
+    let (what, path) = (what.into(), path.to_path_buf());
+    move |source| BuildError::Io { what, path, source }
+}
+
+/// The verified inputs: trusted only after [`verify_sources`] returned them.
+struct VerifiedIso {
+    path: PathBuf,
+    file: File,
+    facts: IsoFacts,
+    signer: String,
+}
+
+pub fn build(opts: &BuildOptions) -> Result<BuildOutput, BuildError> {
+    let loaded = profile::load(&opts.profile)?;
+    let agent_path = match &opts.agent {
+        Some(p) => p.clone(),
+        None => find_agent()?,
+    };
+    let agent = read_static_agent(&agent_path)?;
+
+    let mut iso = verify_sources(&loaded, opts)?;
+    let guids = compile::media_guids(&loaded.name, &iso.facts);
+    let plan = compile::compile(&loaded, &iso.facts, &guids);
+    let plan_json = plan.to_json();
+
+    let esp_files = esp_contents(&mut iso, &plan, &agent, plan_json.as_bytes(), &guids)?;
+    let esp = image::fat32_image(&esp_files, "IMGFORGE", esp_volume_id(&guids))?;
+
+    std::fs::create_dir_all(&opts.out_dir).map_err(io("creating output directory", &opts.out_dir))?;
+    let image_path = opts.out_dir.join(format!("{}.img", loaded.name));
+    let image_size = write_image_atomically(&image_path, &mut iso, &guids, &esp)?;
+    let plan_file = opts.out_dir.join(format!("{}.plan.json", loaded.name));
+    write_atomically(&plan_file, plan_json.as_bytes())?;
+    Ok(BuildOutput { image: image_path, plan_file, plan, image_size, signer: iso.signer })
+}
+
+fn source_path(loaded: &LoadedProfile, cli: &Option<PathBuf>, key: &str, value: &Option<String>) -> Result<PathBuf, BuildError> {
+    if let Some(p) = cli {
+        return Ok(p.clone());
+    }
+    match value {
+        Some(v) if v.contains("://") => Err(BuildError::Source(format!(
+            "{}: source.{key} = {v:?} is a URL; downloading is not built in yet: download it and pass --{key} PATH",
+            loaded.path.display()
+        ))),
+        Some(v) => Ok(loaded.resolve(v)),
+        None => Err(BuildError::Source(format!(
+            "{}: no source.{key} in the profile and no --{key} given; pass --{key} PATH (a local copy of the file)",
+            loaded.path.display()
+        ))),
+    }
+}
+
+fn verify_sources(loaded: &LoadedProfile, opts: &BuildOptions) -> Result<VerifiedIso, BuildError> {
+    let src = &loaded.profile.source;
+    let iso_path = source_path(loaded, &opts.iso, "iso", &src.iso)?;
+    let sums_path = source_path(loaded, &opts.sha256sums, "sha256sums", &src.sha256sums)?;
+    let sig_path = source_path(loaded, &opts.signature, "signature", &src.signature)?;
+
+    let keys = match (&opts.keyring, &src.keyring) {
+        (Some(p), _) => load_keyring(p)?,
+        (None, Some(k)) => load_keyring(&loaded.resolve(k))?,
+        (None, None) => verify::ubuntu_cdimage_keys(),
+    };
+    let sums_bytes = std::fs::read(&sums_path).map_err(io("reading", &sums_path))?;
+    let sig_bytes = std::fs::read(&sig_path).map_err(io("reading", &sig_path))?;
+    let good = verify::verify_detached(&keys, &sums_bytes, &sig_bytes)
+        .map_err(|source| BuildError::Verify { path: sums_path.clone(), source })?;
+    let signer = good.primary_fingerprint.clone();
+
+    let sums_text = String::from_utf8_lossy(&sums_bytes);
+    let sums = Sha256Sums::parse(&sums_text).map_err(|source| BuildError::Verify { path: sums_path.clone(), source })?;
+    let iso_name = iso_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| BuildError::Source(format!("{} is not a file path", iso_path.display())))?;
+    let expected = sums.get(&iso_name).ok_or_else(|| {
+        BuildError::Source(format!(
+            "{} has no entry for {iso_name:?} (it lists: {}); name the ISO file as the checksum list does",
+            sums_path.display(),
+            sums.names().collect::<Vec<_>>().join(", ")
+        ))
+    })?;
+
+    let mut file = File::open(&iso_path).map_err(io("opening ISO", &iso_path))?;
+    let (actual, size) = hash_stream(&mut file).map_err(io("reading ISO", &iso_path))?;
+    verify::check_hash(&iso_name, expected, actual).map_err(|source| BuildError::Verify { path: iso_path.clone(), source })?;
+    let sha256_hex = verify::sha256_hex(&actual);
+    if let Some(pin) = &src.sha256 {
+        if !pin.eq_ignore_ascii_case(&sha256_hex) {
+            return Err(BuildError::Source(format!(
+                "{}: source.sha256 pins {pin} but {} hashes to {sha256_hex}; the pin or the ISO is wrong",
+                loaded.path.display(),
+                iso_path.display()
+            )));
+        }
+    }
+    Ok(VerifiedIso { path: iso_path, file, facts: IsoFacts { sha256_hex, size }, signer })
+}
+
+fn load_keyring(path: &Path) -> Result<TrustedKeys, BuildError> {
+    let bytes = std::fs::read(path).map_err(io("reading keyring", path))?;
+    TrustedKeys::from_bytes(&bytes, &path.display().to_string())
+        .map_err(|source| BuildError::Verify { path: path.to_path_buf(), source })
+}
+
+fn hash_stream(file: &mut File) -> std::io::Result<([u8; 32], u64)> {
+    file.seek(SeekFrom::Start(0))?;
+    let mut reader = HashingReader::new(BufReader::with_capacity(1 << 20, &mut *file));
+    std::io::copy(&mut reader, &mut std::io::sink())?;
+    Ok(reader.finish())
+}
+
+/// Paths on the ISO that the installer ESP needs, and where they go.
+const EFI_LOADERS: [(&str, &str); 3] = [
+    ("EFI/boot/bootx64.efi", "EFI/BOOT/BOOTX64.EFI"),
+    ("EFI/boot/grubx64.efi", "EFI/BOOT/grubx64.efi"),
+    ("EFI/boot/mmx64.efi", "EFI/BOOT/mmx64.efi"),
+];
+const ISO_KERNEL: &str = "casper/vmlinuz";
+const ISO_INITRD: &str = "casper/initrd";
+const ISO_DISK_INFO: &str = ".disk/info";
+
+fn esp_contents(
+    iso: &mut VerifiedIso,
+    plan: &Plan,
+    agent: &[u8],
+    plan_json: &[u8],
+    guids: &MediaGuids,
+) -> Result<BTreeMap<String, Vec<u8>>, BuildError> {
+    iso.file.seek(SeekFrom::Start(0)).map_err(io("reading ISO", &iso.path))?;
+    let mut reader = IsoReader::open(BufReader::new(&iso.file))
+        .map_err(|source| BuildError::Iso { path: "/".into(), source })?;
+    let mut read = |path: &str| reader.read_file(path).map_err(|source| BuildError::Iso { path: path.into(), source });
+    let mut files = BTreeMap::new();
+    for (from, to) in EFI_LOADERS {
+        files.insert(to.to_owned(), read(from)?);
+    }
+    files.insert("casper/vmlinuz".to_owned(), read(ISO_KERNEL)?);
+    let base_initrd = read(ISO_INITRD)?;
+    // grub's signed image looks for /.disk/info to find its root.
+    files.insert(".disk/info".to_owned(), read(ISO_DISK_INFO)?);
+    files.insert("casper/initrd".to_owned(), image::installer_initrd(&base_initrd, agent, plan_json)?);
+    files.insert("boot/grub/grub.cfg".to_owned(), installer_grub_cfg(plan, &fat_uuid(esp_volume_id(guids))).into_bytes());
+    Ok(files)
+}
+
+fn esp_volume_id(guids: &MediaGuids) -> u32 {
+    let b = guids.esp.as_bytes();
+    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+}
+
+/// How grub and Linux print a FAT volume id.
+fn fat_uuid(volume_id: u32) -> String {
+    format!("{:04X}-{:04X}", volume_id >> 16, volume_id & 0xffff)
+}
+
+/// Kernel arguments for the installer itself: events go to both consoles,
+/// the serial one last so it is /dev/console.
+pub const INSTALLER_CONSOLE_ARGS: &str = "console=tty0 console=ttyS0,115200n8";
+
+/// grub.cfg on the installer ESP: boot the installer at once, no menu.
+pub fn installer_grub_cfg(plan: &Plan, esp_uuid: &str) -> String {
+    format!(
+        "# Written by imgforge for profile {name}. Booting this entry installs\n\
+         # the system onto the disk chosen by the profile's rules.\n\
+         set timeout=0\n\
+         set default=0\n\
+         search --no-floppy --fs-uuid --set=root {esp_uuid}\n\
+         menuentry \"Install {name} (imgforge)\" {{\n\
+         \tlinux /casper/vmlinuz {INSTALLER_CONSOLE_ARGS} ---\n\
+         \tinitrd /casper/initrd\n\
+         }}\n",
+        name = plan.name
+    )
+}
+
+fn write_image_atomically(path: &Path, iso: &mut VerifiedIso, guids: &MediaGuids, esp: &[u8]) -> Result<u64, BuildError> {
+    let mut tmp = TempOutput::create(path)?;
+    iso.file.seek(SeekFrom::Start(0)).map_err(io("reading ISO", &iso.path))?;
+    let mut payload = HashingReader::new(BufReader::with_capacity(1 << 20, &mut iso.file));
+    let layout = UsbLayout { disk_guid: guids.disk, esp_guid: guids.esp, payload_guid: guids.payload };
+    let summary = image::write_usb_image(tmp.file(), &layout, esp, &mut payload, iso.facts.size)?;
+    let (copied, _) = payload.finish();
+    let copied_hex = verify::sha256_hex(&copied);
+    if copied_hex != iso.facts.sha256_hex {
+        return Err(BuildError::Source(format!(
+            "{} changed while it was copied (SHA-256 {copied_hex}, verified {}); nothing was written",
+            iso.path.display(),
+            iso.facts.sha256_hex
+        )));
+    }
+    tmp.persist()?;
+    Ok(summary.image_size)
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), BuildError> {
+    let mut tmp = TempOutput::create(path)?;
+    std::io::Write::write_all(tmp.file(), bytes).map_err(io("writing", &tmp.tmp))?;
+    tmp.persist()
+}
+
+/// A file written next to its final name and renamed into place only when
+/// complete; dropped unfinished, it is removed.
+struct TempOutput {
+    tmp: PathBuf,
+    dest: PathBuf,
+    file: Option<File>,
+}
+
+impl TempOutput {
+    fn create(dest: &Path) -> Result<Self, BuildError> {
+        let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let tmp = dest.with_file_name(format!(".{name}.partial-{}", std::process::id()));
+        let file = File::create(&tmp).map_err(io("creating", &tmp))?;
+        Ok(TempOutput { tmp, dest: dest.to_path_buf(), file: Some(file) })
+    }
+
+    fn file(&mut self) -> &mut File {
+        self.file.as_mut().expect("file is present until persist")
+    }
+
+    fn persist(mut self) -> Result<(), BuildError> {
+        let file = self.file.take().expect("file is present until persist");
+        file.sync_all().map_err(io("flushing", &self.tmp))?;
+        drop(file);
+        std::fs::rename(&self.tmp, &self.dest).map_err(io("renaming into place", &self.dest))?;
+        if let Some(dir) = self.dest.parent() {
+            // Make the rename itself durable; not all filesystems allow fsync on a directory.
+            if let Ok(d) = File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for TempOutput {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+const AGENT_NAME: &str = "imgforge-agent";
+
+/// The agent is built for an explicit target (to link it statically), so
+/// cargo puts it under `target/x86_64-unknown-linux-gnu/<profile>/`; an
+/// installed imgforge keeps it next to itself.
+fn find_agent() -> Result<PathBuf, BuildError> {
+    if let Some(p) = std::env::var_os("IMGFORGE_AGENT") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().map_err(io("locating", Path::new("imgforge")))?;
+    let dir = exe.parent().unwrap_or(Path::new("."));
+    let mut candidates = vec![dir.join(AGENT_NAME)];
+    if let (Some(profile), Some(target)) = (dir.file_name(), dir.parent()) {
+        candidates.push(target.join("x86_64-unknown-linux-gnu").join(profile).join(AGENT_NAME));
+    }
+    candidates.into_iter().find(|p| p.is_file()).ok_or_else(|| BuildError::Agent {
+        path: dir.join(AGENT_NAME),
+        reason: "not found next to imgforge; build it with scripts/build (or pass --agent PATH)".into(),
+    })
+}
+
+fn read_static_agent(path: &Path) -> Result<Vec<u8>, BuildError> {
+    let bytes = std::fs::read(path).map_err(io("reading installer agent", path))?;
+    match elf_interpreter(&bytes) {
+        Err(reason) => Err(BuildError::Agent { path: path.into(), reason }),
+        Ok(true) => Err(BuildError::Agent {
+            path: path.into(),
+            reason: "is dynamically linked, but the installer initrd has no matching C library; build it with scripts/build".into(),
+        }),
+        Ok(false) => Ok(bytes),
+    }
+}
+
+/// Whether a 64-bit little-endian x86-64 ELF file asks for a dynamic loader.
+fn elf_interpreter(b: &[u8]) -> Result<bool, String> {
+    const PT_INTERP: u32 = 3;
+    let u16_at = |o: usize| b.get(o..o + 2).map(|s| u16::from_le_bytes([s[0], s[1]]));
+    let u32_at = |o: usize| b.get(o..o + 4).map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]));
+    let u64_at = |o: usize| b.get(o..o + 8).map(|s| u64::from_le_bytes(s.try_into().unwrap_or([0; 8])));
+    if b.get(..4) != Some(b"\x7fELF") || b.get(4) != Some(&2) || b.get(5) != Some(&1) || u16_at(18) != Some(62) {
+        return Err("is not an x86-64 ELF executable".into());
+    }
+    let truncated = || "is truncated (ELF header points past its end)".to_owned();
+    let phoff = u64_at(32).ok_or_else(truncated)? as usize;
+    let phentsize = u16_at(54).ok_or_else(truncated)? as usize;
+    let phnum = u16_at(56).ok_or_else(truncated)? as usize;
+    for i in 0..phnum {
+        if u32_at(phoff + i * phentsize).ok_or_else(truncated)? == PT_INTERP {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grub_cfg_boots_the_installer_without_a_menu() {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../profiles/hypervisor.toml"));
+        let loaded = profile::load(path).unwrap();
+        let facts = IsoFacts { sha256_hex: "00".repeat(32), size: 1 };
+        let plan = compile::compile(&loaded, &facts, &compile::media_guids(&loaded.name, &facts));
+        let cfg = installer_grub_cfg(&plan, "1234-ABCD");
+        assert!(cfg.contains("set timeout=0\n"));
+        assert!(cfg.contains("search --no-floppy --fs-uuid --set=root 1234-ABCD\n"));
+        assert!(cfg.contains("\tlinux /casper/vmlinuz console=tty0 console=ttyS0,115200n8 ---\n"));
+        assert!(cfg.contains("\tinitrd /casper/initrd\n"));
+    }
+
+    #[test]
+    fn fat_uuid_is_printed_like_blkid() {
+        assert_eq!(fat_uuid(0x1234_abcd), "1234-ABCD");
+        assert_eq!(fat_uuid(0x0000_00ff), "0000-00FF");
+    }
+
+    #[test]
+    fn dynamic_and_static_executables_are_told_apart() {
+        let own = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        // Test binaries are linked dynamically against glibc.
+        assert_eq!(elf_interpreter(&own), Ok(true));
+        assert!(elf_interpreter(b"#!/bin/sh\n").unwrap_err().contains("not an x86-64 ELF"));
+        let mut header_only = own[..64].to_vec();
+        header_only[32..40].copy_from_slice(&4096u64.to_le_bytes());
+        assert!(elf_interpreter(&header_only).unwrap_err().contains("truncated"));
+    }
+}

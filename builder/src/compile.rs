@@ -1,0 +1,133 @@
+//! Profile -> Plan. Pure: the same profile and ISO give the same plan.
+
+use imgforge_plan::{
+    part_type, DiskPlan, DiskRules, Filesystem, PartitionPlan, Payload, Plan, ReportPlan, SystemPlan,
+    PLAN_VERSION,
+};
+use uuid::Uuid;
+
+use crate::profile::{Layout, LoadedProfile};
+
+/// Size of the EFI system partition on the installed disk.
+pub const TARGET_ESP_BYTES: u64 = 512 << 20;
+
+/// Facts about the verified ISO that the plan records.
+#[derive(Debug, Clone)]
+pub struct IsoFacts {
+    pub sha256_hex: String,
+    pub size: u64,
+}
+
+/// GUIDs of the install medium. Derived from the ISO hash and the profile
+/// name, so rebuilding the same inputs gives a byte-identical image, and two
+/// different images never share a payload GUID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaGuids {
+    pub disk: Uuid,
+    pub esp: Uuid,
+    pub payload: Uuid,
+}
+
+/// Namespace for imgforge's name-based (v5) UUIDs.
+const IMGFORGE_NAMESPACE: Uuid = Uuid::from_u128(0x6b1f_7c3e_9a4d_4e0b_8f52_1d3c_a9e7_0b44);
+
+pub fn media_guids(profile_name: &str, iso: &IsoFacts) -> MediaGuids {
+    let derive = |what: &str| {
+        Uuid::new_v5(&IMGFORGE_NAMESPACE, format!("{what}\0{profile_name}\0{}", iso.sha256_hex).as_bytes())
+    };
+    MediaGuids { disk: derive("usb-disk"), esp: derive("usb-esp"), payload: derive("usb-payload") }
+}
+
+pub fn compile(loaded: &LoadedProfile, iso: &IsoFacts, guids: &MediaGuids) -> Plan {
+    let p = &loaded.profile;
+    let rules = &p.disk.rules;
+    Plan {
+        version: PLAN_VERSION,
+        name: loaded.name.clone(),
+        payload: Payload {
+            partition_guid: guids.payload.to_string(),
+            iso_sha256: iso.sha256_hex.clone(),
+            iso_size: iso.size,
+        },
+        disk: DiskPlan {
+            rules: DiskRules {
+                min_size_bytes: rules.min_size.map(|s| s.0),
+                max_size_bytes: rules.max_size.map(|s| s.0),
+                model: rules.model.clone(),
+                serial: rules.serial.clone(),
+                transport: rules.transport,
+                rotational: rules.rotational,
+                by_path: rules.by_path.clone(),
+            },
+            select: p.disk.select,
+            partitions: layout_partitions(p.disk.layout),
+        },
+        system: SystemPlan { hostname: p.system.hostname.clone(), kernel_args: p.system.kernel_args.clone() },
+        report: ReportPlan {
+            webhook: p.report.webhook.clone(),
+            on_success: p.report.on_success,
+            on_failure: p.report.on_failure,
+        },
+    }
+}
+
+fn layout_partitions(layout: Layout) -> Vec<PartitionPlan> {
+    match layout {
+        Layout::EfiRoot => vec![
+            PartitionPlan {
+                name: "ESP".into(),
+                type_guid: part_type::EFI_SYSTEM.into(),
+                size_bytes: Some(TARGET_ESP_BYTES),
+                filesystem: Filesystem::Vfat,
+            },
+            PartitionPlan {
+                name: "root".into(),
+                type_guid: part_type::LINUX_ROOT_X86_64.into(),
+                size_bytes: None,
+                filesystem: Filesystem::Ext4,
+            },
+        ],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile;
+    use imgforge_plan::{Action, SelectPolicy};
+    use std::path::Path;
+
+    fn reference() -> LoadedProfile {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../profiles/hypervisor.toml"));
+        profile::load(path).unwrap()
+    }
+
+    fn iso() -> IsoFacts {
+        IsoFacts { sha256_hex: "ab".repeat(32), size: 3 << 30 }
+    }
+
+    #[test]
+    fn reference_plan_has_the_rules_and_layout_of_the_profile() {
+        let loaded = reference();
+        let guids = media_guids(&loaded.name, &iso());
+        let plan = compile(&loaded, &iso(), &guids);
+        assert_eq!(plan.name, "hypervisor");
+        assert_eq!(plan.disk.rules.min_size_bytes, Some(32 << 30));
+        assert_eq!(plan.disk.select, SelectPolicy::Smallest);
+        let parts: Vec<_> = plan.disk.partitions.iter().map(|p| (p.name.as_str(), p.size_bytes)).collect();
+        assert_eq!(parts, [("ESP", Some(512 << 20)), ("root", None)]);
+        assert_eq!(plan.payload.partition_guid, guids.payload.to_string());
+        assert_eq!(plan.report.on_failure, Action::Shell);
+        assert_eq!(plan.system.kernel_args, ["biosdevname=0", "net.ifnames=0"]);
+    }
+
+    #[test]
+    fn guids_are_stable_and_distinct() {
+        let a = media_guids("hv", &iso());
+        assert_eq!(a, media_guids("hv", &iso()));
+        assert_ne!(a.payload, a.esp);
+        assert_ne!(a.payload, media_guids("other", &iso()).payload);
+        let other_iso = IsoFacts { sha256_hex: "cd".repeat(32), size: 1 };
+        assert_ne!(a.payload, media_guids("hv", &other_iso).payload);
+    }
+}

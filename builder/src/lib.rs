@@ -1,0 +1,15 @@
+//! imgforge: profile -> plan -> verified installer media.
+//!
+//! The flow (see `docs/how-it-works.md`): parse and validate the profile
+//! ([`profile`]), compile it into a [`imgforge_plan::Plan`] ([`compile`]),
+//! verify the ISO ([`verify`]), read what the installer needs from it
+//! ([`iso`]) and assemble the USB image ([`image`]). [`qemu`] boots the
+//! result for tests.
+
+pub mod build;
+pub mod compile;
+pub mod image;
+pub mod iso;
+pub mod profile;
+pub mod qemu;
+pub mod verify;

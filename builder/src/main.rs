@@ -1,0 +1,125 @@
+//! The `imgforge` command line: a thin dispatch over the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use imgforge::build::{self, BuildOptions};
+use imgforge::profile::ByteSize;
+use imgforge::qemu::{self, BootTestOptions, TargetBus};
+
+#[derive(Parser)]
+#[command(name = "imgforge", version, about = "Turns one profile file into bootable installer media for KVM/Open vSwitch hypervisors")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Verify the ISO and build the USB installer image OUT/<profile>.img.
+    Build {
+        /// The profile (TOML) describing the machine.
+        profile: PathBuf,
+        /// Local Ubuntu live-server ISO (overrides source.iso).
+        #[arg(long)]
+        iso: Option<PathBuf>,
+        /// Local SHA256SUMS (overrides source.sha256sums).
+        #[arg(long)]
+        sha256sums: Option<PathBuf>,
+        /// Local SHA256SUMS.gpg, a detached signature (overrides source.signature).
+        #[arg(long)]
+        signature: Option<PathBuf>,
+        /// OpenPGP public keys trusted to sign SHA256SUMS (default: Ubuntu's CD image key).
+        #[arg(long)]
+        keyring: Option<PathBuf>,
+        /// Output directory.
+        #[arg(long, default_value = "out")]
+        out: PathBuf,
+        /// The static installer agent (default: next to this program).
+        #[arg(long)]
+        agent: Option<PathBuf>,
+    },
+    /// Install an image into a blank disk in QEMU and report the installer's events.
+    BootTest {
+        /// The USB image built by `imgforge build`.
+        image: PathBuf,
+        /// Target disk image (created sparse when missing; kept afterwards).
+        #[arg(long)]
+        target: Option<PathBuf>,
+        /// Size of a newly created target disk.
+        #[arg(long, default_value = "40GiB")]
+        target_size: ByteSize,
+        #[arg(long, value_enum, default_value = "virtio")]
+        target_bus: TargetBus,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 900)]
+        timeout: u64,
+        #[arg(long, default_value_t = 2048)]
+        memory: u32,
+        /// Write a JSON report (events, outcome, durations) here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Directory for the console log and firmware variables.
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("imgforge: error: {err}");
+            for cause in err.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Build { profile, iso, sha256sums, signature, keyring, out, agent } => {
+            let opts = BuildOptions { profile, iso, sha256sums, signature, keyring, out_dir: out, agent };
+            let built = build::build(&opts)?;
+            eprintln!("imgforge: SHA256SUMS signed by {}", built.signer);
+            eprintln!("imgforge: ISO verified, SHA-256 {}", built.plan.payload.iso_sha256);
+            eprintln!("imgforge: plan written to {}", built.plan_file.display());
+            println!("{} ({} bytes)", built.image.display(), built.image_size);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::BootTest { image, target, target_size, target_bus, timeout, memory, report, work_dir } => {
+            let work_dir = match work_dir {
+                Some(d) => d,
+                None => std::env::temp_dir().join(format!("imgforge-boot-test-{}", std::process::id())),
+            };
+            let opts = BootTestOptions {
+                target: target.unwrap_or_else(|| work_dir.join("target.img")),
+                console_log: work_dir.join("console.log"),
+                image,
+                target_size: target_size.0,
+                target_bus,
+                timeout: Duration::from_secs(timeout),
+                memory_mib: memory,
+                work_dir,
+            };
+            let result = qemu::boot_test(&opts, |e| eprintln!("{}", qemu::describe(e)))?;
+            if let Some(path) = &report {
+                let json = serde_json::to_string_pretty(&result)?;
+                std::fs::write(path, json).with_context(|| format!("writing report {}", path.display()))?;
+            }
+            eprintln!("imgforge: boot test {:?} after {:.1}s; console log {}", result.outcome, result.total_s, opts.console_log.display());
+            if result.outcome != qemu::Outcome::Success {
+                eprintln!("imgforge: last console lines:");
+                for line in &result.console_tail {
+                    eprintln!("  | {line}");
+                }
+            }
+            Ok(ExitCode::from(result.outcome.exit_code() as u8))
+        }
+    }
+}

@@ -1,0 +1,459 @@
+//! The profile: one TOML file that describes the whole hypervisor.
+//!
+//! Parsing is strict (unknown keys are errors) and every error is located
+//! (`file:line:col`). Nothing here executes anything: the profile is turned
+//! into a [`imgforge_plan::Plan`] by [`crate::compile`].
+
+mod size;
+
+use std::path::{Path, PathBuf};
+
+use imgforge_plan::{Action, SelectPolicy, Transport};
+use serde::Deserialize;
+
+pub use size::ByteSize;
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    #[serde(default)]
+    pub source: Source,
+    #[serde(default)]
+    pub output: Output,
+    pub system: System,
+    #[serde(default)]
+    pub users: Vec<User>,
+    pub disk: Disk,
+    #[serde(default)]
+    pub packages: Packages,
+    #[serde(default)]
+    pub network: Network,
+    #[serde(default)]
+    pub openvswitch: Openvswitch,
+    #[serde(default)]
+    pub libvirt: Libvirt,
+    #[serde(default)]
+    pub report: Report,
+}
+
+/// Where the Ubuntu live-server ISO and its signed checksums come from.
+/// Relative paths are relative to the profile file.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    /// Ubuntu release, e.g. "24.04".
+    pub release: Option<String>,
+    /// ISO path or URL.
+    pub iso: Option<String>,
+    /// SHA256SUMS path or URL.
+    pub sha256sums: Option<String>,
+    /// SHA256SUMS.gpg path or URL.
+    pub signature: Option<String>,
+    /// Pinned SHA-256 of the ISO (hex).
+    pub sha256: Option<String>,
+    /// OpenPGP public keys that may sign SHA256SUMS (default: Ubuntu's CD image key).
+    pub keyring: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Format {
+    Usb,
+    Pxe,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Output {
+    #[serde(default = "default_formats")]
+    pub formats: Vec<Format>,
+}
+
+impl Default for Output {
+    fn default() -> Self {
+        Output { formats: default_formats() }
+    }
+}
+
+fn default_formats() -> Vec<Format> {
+    vec![Format::Usb]
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct System {
+    pub hostname: String,
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    #[serde(default = "default_locale")]
+    pub locale: String,
+    #[serde(default)]
+    pub kernel_args: Vec<String>,
+}
+
+fn default_timezone() -> String {
+    "UTC".into()
+}
+
+fn default_locale() -> String {
+    "C.UTF-8".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    pub name: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub ssh_authorized_keys: Vec<String>,
+    /// crypt(3) hash; without it the account has no password (ssh keys only).
+    pub password_hash: Option<String>,
+    #[serde(default)]
+    pub sudo: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Disk {
+    #[serde(rename = "match", default)]
+    pub rules: DiskMatch,
+    #[serde(default)]
+    pub select: SelectPolicy,
+    #[serde(default)]
+    pub layout: Layout,
+}
+
+/// Rules a disk must meet to be installed on. All set rules must hold.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskMatch {
+    pub min_size: Option<ByteSize>,
+    pub max_size: Option<ByteSize>,
+    pub model: Option<String>,
+    pub serial: Option<String>,
+    #[serde(default)]
+    pub transport: Transport,
+    pub rotational: Option<bool>,
+    pub by_path: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Layout {
+    /// ESP (512 MiB, FAT32) + ext4 root on the rest of the disk.
+    #[default]
+    EfiRoot,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Packages {
+    #[serde(default)]
+    pub install: Vec<String>,
+    /// Bundle packages that are not on the ISO into the image.
+    #[serde(default)]
+    pub offline: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Renderer {
+    #[default]
+    Ifupdown,
+    Netplan,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    #[serde(default)]
+    pub renderer: Renderer,
+    #[serde(default)]
+    pub bridges: Vec<Bridge>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bridge {
+    pub name: String,
+    #[serde(default)]
+    pub ports: Vec<BridgePort>,
+    #[serde(default)]
+    pub internal: Vec<InternalPort>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VlanMode {
+    Access,
+    Trunk,
+    NativeUntagged,
+    NativeTagged,
+}
+
+/// A physical NIC attached to a bridge.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BridgePort {
+    pub name: String,
+    pub tag: Option<u16>,
+    pub vlan_mode: Option<VlanMode>,
+    #[serde(default)]
+    pub trunks: Vec<u16>,
+}
+
+/// An OVS internal port: an interface of the host itself on a VLAN.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InternalPort {
+    pub name: String,
+    pub tag: Option<u16>,
+    /// Static address in CIDR form, or "dhcp".
+    pub address: Option<String>,
+    pub gateway: Option<String>,
+    #[serde(default)]
+    pub dns: Vec<String>,
+    /// Set external-ids:iface-id=<hostname>-<port>-vif.
+    #[serde(default)]
+    pub iface_id: bool,
+    pub mtu: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Openvswitch {
+    /// OVS_CTL_OPTS='--delete-bridges': the network configuration is the
+    /// only source of bridges after every start.
+    #[serde(default)]
+    pub delete_bridges_on_start: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Libvirt {
+    /// Keep the package's NAT network "default".
+    #[serde(default = "default_true")]
+    pub default_network: bool,
+    #[serde(default)]
+    pub pools: Vec<Pool>,
+    #[serde(default)]
+    pub networks: Vec<LibvirtNetwork>,
+}
+
+impl Default for Libvirt {
+    fn default() -> Self {
+        Libvirt { default_network: true, pools: Vec::new(), networks: Vec::new() }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pool {
+    pub name: String,
+    pub path: String,
+    /// Octal permission string, e.g. "0711".
+    pub mode: Option<String>,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+    #[serde(default = "default_true")]
+    pub autostart: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LibvirtNetwork {
+    pub name: String,
+    pub bridge: String,
+    pub virtualport: Option<String>,
+    #[serde(default)]
+    pub trunk: Vec<TrunkVlan>,
+    #[serde(default)]
+    pub portgroups: Vec<Portgroup>,
+    #[serde(default = "default_true")]
+    pub autostart: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrunkVlan {
+    pub tag: u16,
+    /// "untagged" or "tagged": this VLAN is the native one.
+    pub native: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Portgroup {
+    pub name: String,
+    pub tag: Option<u16>,
+    #[serde(default)]
+    pub default: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Report {
+    pub webhook: Option<String>,
+    #[serde(default = "default_on_success")]
+    pub on_success: Action,
+    #[serde(default = "default_on_failure")]
+    pub on_failure: Action,
+}
+
+impl Default for Report {
+    fn default() -> Self {
+        Report { webhook: None, on_success: default_on_success(), on_failure: default_on_failure() }
+    }
+}
+
+fn default_on_success() -> Action {
+    Action::Reboot
+}
+
+/// A failed install stays up for inspection; it must never reboot-loop.
+fn default_on_failure() -> Action {
+    Action::Shell
+}
+
+/// A profile problem with its place in the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    #[error("reading profile {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}:{line}:{col}: {message}\n  fix: {hint}")]
+    Invalid { path: PathBuf, line: usize, col: usize, message: String, hint: String },
+}
+
+/// A loaded profile with the place it came from.
+#[derive(Debug, Clone)]
+pub struct LoadedProfile {
+    pub path: PathBuf,
+    /// File stem, used to name the outputs (`hypervisor.toml` -> `hypervisor`).
+    pub name: String,
+    pub profile: Profile,
+}
+
+impl LoadedProfile {
+    /// Resolves a path written in the profile relative to the profile's directory.
+    pub fn resolve(&self, value: &str) -> PathBuf {
+        let p = Path::new(value);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.path.parent().unwrap_or(Path::new(".")).join(p)
+        }
+    }
+}
+
+pub fn load(path: &Path) -> Result<LoadedProfile, ProfileError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ProfileError::Read { path: path.to_path_buf(), source })?;
+    let profile = parse(&text, path)?;
+    let name = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "profile".into());
+    Ok(LoadedProfile { path: path.to_path_buf(), name, profile })
+}
+
+/// Parses profile text; `path` is only used in error messages.
+pub fn parse(text: &str, path: &Path) -> Result<Profile, ProfileError> {
+    toml::from_str::<Profile>(text).map_err(|e| {
+        let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
+        let message = e.message().trim().to_owned();
+        let hint = hint_for(&message);
+        ProfileError::Invalid { path: path.to_path_buf(), line, col, message, hint }
+    })
+}
+
+fn hint_for(message: &str) -> String {
+    if message.starts_with("unknown field") {
+        "remove the key or correct its spelling; `imgforge schema` lists every key".into()
+    } else if message.starts_with("missing field") {
+        "add the key to this table; docs/profile.md shows an example".into()
+    } else if message.starts_with("unknown variant") {
+        "use one of the values listed above".into()
+    } else {
+        "see docs/profile.md for the expected shape of this key".into()
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let col = before[line_start..].chars().count() + 1;
+    (line, col)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REFERENCE: &str = include_str!("../../../profiles/hypervisor.toml");
+
+    #[test]
+    fn reference_profile_parses_with_the_tutorial_values() {
+        let p = parse(REFERENCE, Path::new("hypervisor.toml")).unwrap();
+        assert_eq!(p.system.hostname, "hv01");
+        assert_eq!(p.system.kernel_args, ["biosdevname=0", "net.ifnames=0"]);
+        let br = &p.network.bridges[0];
+        assert_eq!(br.name, "vmbr0");
+        assert_eq!(br.ports[0].name, "eth0");
+        assert_eq!(br.ports[0].tag, Some(31));
+        assert_eq!(br.ports[0].vlan_mode, Some(VlanMode::NativeUntagged));
+        assert_eq!(br.ports[0].trunks, [31, 32]);
+        let addrs: Vec<_> = br.internal.iter().map(|i| i.address.as_deref()).collect();
+        assert_eq!(addrs, [Some("192.168.1.10/24"), Some("192.168.2.25/24")]);
+        assert!(p.openvswitch.delete_bridges_on_start);
+        let pools: Vec<_> = p.libvirt.pools.iter().map(|p| (p.name.as_str(), p.mode.as_deref())).collect();
+        assert_eq!(pools, [("isos", Some("0711")), ("vm-images", Some("0711"))]);
+        let net = &p.libvirt.networks[0];
+        assert_eq!(net.name, "libvirt-vmbr0");
+        assert_eq!(net.portgroups.iter().filter(|g| g.default).count(), 1);
+        assert_eq!(p.disk.rules.min_size, Some(ByteSize(32 << 30)));
+    }
+
+    #[test]
+    fn unknown_key_is_located_and_explained() {
+        let text = "[system]\nhostname = \"a\"\nhostnmae = \"b\"\n[disk]\n";
+        let err = parse(text, Path::new("p.toml")).unwrap_err().to_string();
+        assert!(err.starts_with("p.toml:3:1: unknown field `hostnmae`"), "{err}");
+        assert!(err.contains("fix: remove the key or correct its spelling"), "{err}");
+    }
+
+    #[test]
+    fn bad_enum_value_names_the_choices() {
+        let text = "[system]\nhostname = \"a\"\n[disk]\nselect = \"biggest\"\n";
+        let err = parse(text, Path::new("p.toml")).unwrap_err().to_string();
+        assert!(err.starts_with("p.toml:4:10:"), "{err}");
+        assert!(err.contains("unknown variant `biggest`") && err.contains("largest"), "{err}");
+    }
+
+    #[test]
+    fn missing_table_is_reported() {
+        let err = parse("[system]\nhostname = \"a\"\n", Path::new("p.toml")).unwrap_err().to_string();
+        assert!(err.contains("missing field `disk`"), "{err}");
+    }
+
+    #[test]
+    fn defaults_keep_a_failed_machine_up() {
+        let p = parse("[system]\nhostname = \"a\"\n[disk]\n", Path::new("p.toml")).unwrap();
+        assert_eq!(p.report.on_failure, Action::Shell);
+        assert_eq!(p.report.on_success, Action::Reboot);
+        assert_eq!(p.disk.select, SelectPolicy::Only);
+    }
+
+    #[test]
+    fn line_col_counts_characters() {
+        assert_eq!(line_col("ab\ncdé f", 8), (2, 5));
+        assert_eq!(line_col("", 0), (1, 1));
+    }
+}

@@ -1,0 +1,321 @@
+//! `imgforge boot-test`: boots an installer image in QEMU (TCG, OVMF) with a
+//! blank target disk, streams the installer's events from the serial
+//! console and decides the outcome from them.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use imgforge_plan::{Event, State};
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TargetBus {
+    Virtio,
+    Nvme,
+}
+
+#[derive(Debug, Clone)]
+pub struct BootTestOptions {
+    pub image: PathBuf,
+    /// Target disk image; created (sparse, `target_size` bytes) when missing.
+    pub target: PathBuf,
+    pub target_size: u64,
+    pub target_bus: TargetBus,
+    pub timeout: Duration,
+    pub memory_mib: u32,
+    /// Serial console log (everything QEMU printed on the serial port).
+    pub console_log: PathBuf,
+    /// Directory for the per-VM firmware variables copy.
+    pub work_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// The installer reported `install` `done`.
+    Success,
+    /// The installer reported a failed step.
+    Failed,
+    /// No outcome before the timeout.
+    Timeout,
+    /// QEMU stopped before the installer reported an outcome.
+    VmExited,
+}
+
+impl Outcome {
+    /// Process exit code for `imgforge boot-test`: distinct per outcome so
+    /// scripts can tell "installed" from "failed" from "timed out".
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Outcome::Success => 0,
+            Outcome::Failed => 1,
+            Outcome::Timeout => 2,
+            Outcome::VmExited => 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TimedEvent {
+    /// Seconds since QEMU was started, as seen by the harness.
+    pub at_s: f64,
+    pub event: Event,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BootReport {
+    pub image: PathBuf,
+    pub target: PathBuf,
+    pub target_bus: TargetBus,
+    pub outcome: Outcome,
+    pub events: Vec<TimedEvent>,
+    /// Seconds from QEMU start to the first event and to the outcome.
+    pub first_event_s: Option<f64>,
+    pub total_s: f64,
+    /// Seconds spent in each step (from its first to its last event).
+    pub step_durations_s: Vec<(String, f64)>,
+    pub console_tail: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BootTestError {
+    #[error("firmware {0} not found; install Debian's `ovmf` package")]
+    Firmware(PathBuf),
+    #[error("{what} {path}: {source}")]
+    Io { what: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("starting {program}: {source} (install Debian's `qemu-system-x86` package)")]
+    Spawn { program: String, source: std::io::Error },
+}
+
+const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+const CONSOLE_TAIL_LINES: usize = 40;
+/// After success the installer powers off or reboots by itself; give it this long.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
+
+fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> BootTestError + 'a {
+    move |source| BootTestError::Io { what, path: path.to_path_buf(), source }
+}
+
+pub fn qemu_command(opts: &BootTestOptions, vars: &Path) -> Command {
+    let mut cmd = Command::new("qemu-system-x86_64");
+    cmd.args(["-accel", "tcg", "-machine", "q35", "-smp", "2", "-m"])
+        .arg(opts.memory_mib.to_string())
+        .args(["-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot"])
+        .arg("-drive")
+        .arg(format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"))
+        .arg("-drive")
+        .arg(format!("if=pflash,format=raw,unit=1,file={}", vars.display()))
+        // The stick is attached read-only in effect: writes go to a throw-away overlay.
+        .args(["-device", "qemu-xhci,id=xhci", "-drive"])
+        .arg(format!("if=none,id=stick,format=raw,snapshot=on,file={}", opts.image.display()))
+        .args(["-device", "usb-storage,bus=xhci.0,drive=stick,bootindex=0", "-drive"])
+        .arg(format!("if=none,id=target,format=raw,file={}", opts.target.display()))
+        .arg("-device")
+        .arg(match opts.target_bus {
+            TargetBus::Virtio => "virtio-blk-pci,drive=target,serial=imgforge-target".to_owned(),
+            TargetBus::Nvme => "nvme,drive=target,serial=imgforge-target".to_owned(),
+        })
+        .args(["-nic", "none"]);
+    cmd
+}
+
+/// Runs the boot test. `on_event` sees every event as it arrives.
+pub fn boot_test(opts: &BootTestOptions, mut on_event: impl FnMut(&TimedEvent)) -> Result<BootReport, BootTestError> {
+    if !Path::new(OVMF_CODE).exists() {
+        return Err(BootTestError::Firmware(OVMF_CODE.into()));
+    }
+    std::fs::create_dir_all(&opts.work_dir).map_err(io_err("creating", &opts.work_dir))?;
+    let vars = opts.work_dir.join("OVMF_VARS.fd");
+    std::fs::copy(OVMF_VARS, &vars).map_err(io_err("copying firmware variables to", &vars))?;
+    if !opts.target.exists() {
+        let f = File::create(&opts.target).map_err(io_err("creating target disk", &opts.target))?;
+        f.set_len(opts.target_size).map_err(io_err("sizing target disk", &opts.target))?;
+    }
+    let mut console = File::create(&opts.console_log).map_err(io_err("creating console log", &opts.console_log))?;
+
+    let mut cmd = qemu_command(opts, &vars);
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let start = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .map_err(|source| BootTestError::Spawn { program: "qemu-system-x86_64".into(), source })?;
+    let lines = spawn_line_reader(&mut child);
+
+    let mut events: Vec<TimedEvent> = Vec::new();
+    let mut tail: VecDeque<String> = VecDeque::new();
+    let mut outcome = None;
+    let mut deadline = start + opts.timeout;
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        match lines.recv_timeout(deadline - now) {
+            Ok(line) => {
+                // Best effort: a full disk must not stop the test from deciding.
+                let _ = writeln!(console, "{line}");
+                if tail.len() == CONSOLE_TAIL_LINES {
+                    tail.pop_front();
+                }
+                tail.push_back(line.clone());
+                let Some(Ok(event)) = Event::from_line(&line) else { continue };
+                let timed = TimedEvent { at_s: start.elapsed().as_secs_f64(), event };
+                on_event(&timed);
+                let (success, failed) = (timed.event.is_install_success(), timed.event.state == State::Failed);
+                events.push(timed);
+                if outcome.is_none() && success {
+                    outcome = Some(Outcome::Success);
+                    deadline = Instant::now() + SHUTDOWN_GRACE;
+                } else if outcome.is_none() && failed {
+                    // The installer stays up for inspection; collect what follows briefly.
+                    outcome = Some(Outcome::Failed);
+                    deadline = Instant::now() + Duration::from_secs(3);
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => break,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    let total_s = start.elapsed().as_secs_f64();
+    // The VM is ours; whatever state it is in, it goes now.
+    let _ = child.kill();
+    let _ = child.wait();
+    let outcome = outcome.unwrap_or(if start.elapsed() >= opts.timeout { Outcome::Timeout } else { Outcome::VmExited });
+    Ok(BootReport {
+        image: opts.image.clone(),
+        target: opts.target.clone(),
+        target_bus: opts.target_bus,
+        outcome,
+        first_event_s: events.first().map(|e| e.at_s),
+        step_durations_s: step_durations(&events),
+        events,
+        total_s,
+        console_tail: tail.into_iter().collect(),
+    })
+}
+
+/// Merges QEMU's stdout (the serial console) and stderr into one line stream.
+fn spawn_line_reader(child: &mut Child) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    if let Some(out) = child.stdout.take() {
+        let tx = tx.clone();
+        std::thread::spawn(move || forward_lines(out, tx));
+    }
+    if let Some(err) = child.stderr.take() {
+        std::thread::spawn(move || forward_lines(err, tx));
+    }
+    rx
+}
+
+fn forward_lines(stream: impl std::io::Read, tx: mpsc::Sender<String>) {
+    let mut reader = BufReader::new(stream);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                let line = String::from_utf8_lossy(&buf).trim_end_matches(['\r', '\n']).to_owned();
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Time per step from the first to the last event of that step, in order of appearance.
+pub fn step_durations(events: &[TimedEvent]) -> Vec<(String, f64)> {
+    let mut out: Vec<(String, f64, f64)> = Vec::new();
+    for e in events {
+        match out.iter_mut().find(|(s, _, _)| *s == e.event.step) {
+            Some(entry) => entry.2 = e.event.ts,
+            None => out.push((e.event.step.clone(), e.event.ts, e.event.ts)),
+        }
+    }
+    out.into_iter().map(|(s, a, b)| (s, b - a)).collect()
+}
+
+/// One human-readable line per event for the terminal.
+pub fn describe(e: &TimedEvent) -> String {
+    let ev = &e.event;
+    let state = match ev.state {
+        State::Started => "started",
+        State::Progress => "progress",
+        State::Done => "done",
+        State::Failed => "FAILED",
+    };
+    let mut line = format!("[{:7.1}s] {:<12} {}", e.at_s, ev.step, state);
+    if let Some(p) = ev.percent {
+        line.push_str(&format!(" {p:.0}%"));
+    }
+    if let Some(m) = &ev.message {
+        line.push_str(": ");
+        line.push_str(m);
+    }
+    for cause in &ev.error {
+        line.push_str("\n              error: ");
+        line.push_str(cause);
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use imgforge_plan::steps;
+
+    fn timed(at_s: f64, ts: f64, step: &str, state: State) -> TimedEvent {
+        TimedEvent { at_s, event: Event::new(0, ts, step, state) }
+    }
+
+    #[test]
+    fn step_durations_follow_event_timestamps() {
+        let events = [
+            timed(1.0, 100.0, steps::AGENT, State::Started),
+            timed(2.0, 101.0, steps::PARTITION, State::Started),
+            timed(3.0, 103.5, steps::PARTITION, State::Done),
+            timed(3.1, 103.6, steps::INSTALL, State::Done),
+        ];
+        let d = step_durations(&events);
+        assert_eq!(d[0], ("agent".to_owned(), 0.0));
+        assert_eq!(d[1].0, "partition");
+        assert!((d[1].1 - 2.5).abs() < 1e-9);
+        assert_eq!(d.len(), 3);
+    }
+
+    #[test]
+    fn qemu_command_boots_the_stick_first_and_never_writes_it() {
+        let opts = BootTestOptions {
+            image: "/tmp/x.img".into(),
+            target: "/tmp/t.img".into(),
+            target_size: 1,
+            target_bus: TargetBus::Nvme,
+            timeout: Duration::from_secs(1),
+            memory_mib: 1024,
+            console_log: "/tmp/c.log".into(),
+            work_dir: "/tmp/w".into(),
+        };
+        let cmd = qemu_command(&opts, Path::new("/tmp/w/VARS.fd"));
+        let args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        let joined = args.join(" ");
+        assert!(joined.contains("-accel tcg"), "{joined}");
+        assert!(joined.contains("snapshot=on,file=/tmp/x.img"), "{joined}");
+        assert!(joined.contains("usb-storage,bus=xhci.0,drive=stick,bootindex=0"), "{joined}");
+        assert!(joined.contains("nvme,drive=target"), "{joined}");
+        assert!(joined.contains("unit=1,file=/tmp/w/VARS.fd"), "{joined}");
+    }
+
+    #[test]
+    fn exit_codes_are_distinct() {
+        let codes = [Outcome::Success, Outcome::Failed, Outcome::Timeout, Outcome::VmExited].map(Outcome::exit_code);
+        assert_eq!(codes, [0, 1, 2, 3]);
+    }
+}

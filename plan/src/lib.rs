@@ -1,0 +1,348 @@
+//! The one contract between the imgforge builder and the installer agent.
+//!
+//! The builder compiles a profile into a [`Plan`] and stores it as
+//! `/etc/imgforge/plan.json` in the installer initrd; the agent reads it and
+//! does exactly what it says. Progress flows back as [`Event`]s, one JSON
+//! object per line after [`EVENT_PREFIX`] on the console.
+//!
+//! This crate has no I/O: only types and their (de)serialisation.
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the plan format. The agent refuses a plan of another version.
+pub const PLAN_VERSION: u32 = 1;
+/// Version of the event format (`"v"` in every event).
+pub const EVENT_VERSION: u32 = 1;
+/// Where the plan lives inside the installer initrd.
+pub const PLAN_PATH: &str = "/etc/imgforge/plan.json";
+/// Every event line on the console starts with this prefix.
+pub const EVENT_PREFIX: &str = "IMGFORGE-EVENT ";
+
+/// Well-known GPT partition type GUIDs (lower case, as `uuid` prints them).
+pub mod part_type {
+    pub const EFI_SYSTEM: &str = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b";
+    pub const LINUX_ROOT_X86_64: &str = "4f68bce3-e8cd-4db1-96e7-fbcaf984b709";
+    pub const LINUX_DATA: &str = "0fc63daf-8483-4772-8e79-3d69e47de4ff";
+    pub const BASIC_DATA: &str = "ebd0a0a2-b9e5-4433-87c0-68b6b72699c7";
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    pub version: u32,
+    /// Name of the profile (file stem), used for the image name and in events.
+    pub name: String,
+    pub payload: Payload,
+    pub disk: DiskPlan,
+    pub system: SystemPlan,
+    pub report: ReportPlan,
+}
+
+/// Where the installer finds the verified ISO.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Payload {
+    /// Unique partition GUID of the payload partition on the install medium.
+    pub partition_guid: String,
+    /// SHA-256 of the ISO (hex), as verified at build time.
+    pub iso_sha256: String,
+    /// Size of the ISO in bytes.
+    pub iso_size: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskPlan {
+    pub rules: DiskRules,
+    pub select: SelectPolicy,
+    /// Partitions to create on the target, in order.
+    pub partitions: Vec<PartitionPlan>,
+}
+
+/// Every set rule must hold for a disk to be a candidate. The disk the
+/// installer booted from is never a candidate, whatever the rules say.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskRules {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_size_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size_bytes: Option<u64>,
+    /// Shell-style glob on the disk's model string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Shell-style glob on the disk's serial number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    #[serde(default)]
+    pub transport: Transport,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotational: Option<bool>,
+    /// Shell-style glob on a `/dev/disk/by-path` name (e.g. `pci-0000:00:04.0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by_path: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Transport {
+    #[default]
+    Any,
+    Virtio,
+    Nvme,
+    Sata,
+    Scsi,
+    Usb,
+}
+
+/// What to do when more than one disk matches the rules.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SelectPolicy {
+    /// Exactly one disk must match; several is an error.
+    #[default]
+    Only,
+    Smallest,
+    Largest,
+    /// The first by kernel name order (vda before vdb, nvme0n1 before nvme1n1).
+    First,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionPlan {
+    /// GPT partition name.
+    pub name: String,
+    /// GPT partition type GUID.
+    pub type_guid: String,
+    /// Size in bytes; `None` takes the rest of the disk (last partition only).
+    pub size_bytes: Option<u64>,
+    pub filesystem: Filesystem,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Filesystem {
+    Vfat,
+    Ext4,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SystemPlan {
+    pub hostname: String,
+    /// Arguments for the installed system's kernel command line.
+    pub kernel_args: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportPlan {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
+    pub on_success: Action,
+    pub on_failure: Action,
+}
+
+/// What the installer does when it has finished (or failed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    Reboot,
+    Poweroff,
+    /// Stay up with a shell on the console, for inspection.
+    Shell,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    Started,
+    Progress,
+    Done,
+    Failed,
+}
+
+/// Step names used by the installer. The final step of a successful
+/// installation is [`steps::INSTALL`] with state `done`.
+pub mod steps {
+    pub const AGENT: &str = "agent";
+    pub const MODULES: &str = "modules";
+    pub const PAYLOAD: &str = "payload";
+    pub const SELECT_DISK: &str = "select-disk";
+    pub const PARTITION: &str = "partition";
+    pub const INSTALL: &str = "install";
+}
+
+/// One progress report. Printed as `IMGFORGE-EVENT {json}` on the console.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub v: u32,
+    pub seq: u64,
+    /// Seconds since the Unix epoch (as the machine's clock says).
+    pub ts: f64,
+    pub step: String,
+    pub state: State,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The error and its causes, outermost first (failed events only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub error: Vec<String>,
+    /// The last lines of the installer log (failed events only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log_tail: Vec<String>,
+    /// Step-specific structured facts (the chosen disk, the partitions, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+}
+
+impl Event {
+    pub fn new(seq: u64, ts: f64, step: &str, state: State) -> Self {
+        Event {
+            v: EVENT_VERSION,
+            seq,
+            ts,
+            step: step.to_owned(),
+            state,
+            percent: None,
+            bytes: None,
+            message: None,
+            error: Vec::new(),
+            log_tail: Vec::new(),
+            data: None,
+        }
+    }
+
+    /// The console line for this event (without a newline).
+    pub fn to_line(&self) -> String {
+        // Serialising plain data with string keys cannot fail.
+        let json = serde_json::to_string(self).unwrap_or_else(|e| {
+            format!(r#"{{"v":{EVENT_VERSION},"step":"agent","state":"failed","message":"event encoding: {e}"}}"#)
+        });
+        format!("{EVENT_PREFIX}{json}")
+    }
+
+    /// Finds an event in one line of console output. The prefix may be
+    /// preceded by other output on the same line (kernel messages interleave).
+    pub fn from_line(line: &str) -> Option<Result<Event, serde_json::Error>> {
+        let start = line.find(EVENT_PREFIX)? + EVENT_PREFIX.len();
+        let json = line[start..].trim_end_matches(['\r', '\n']);
+        Some(serde_json::from_str(json))
+    }
+
+    /// True for the event that ends a successful installation.
+    pub fn is_install_success(&self) -> bool {
+        self.step == steps::INSTALL && self.state == State::Done
+    }
+}
+
+impl Plan {
+    pub fn from_json(text: &str) -> Result<Plan, PlanError> {
+        let value: serde_json::Value = serde_json::from_str(text).map_err(PlanError::Json)?;
+        let version = value.get("version").and_then(|v| v.as_u64());
+        if version != Some(u64::from(PLAN_VERSION)) {
+            return Err(PlanError::Version { found: version });
+        }
+        serde_json::from_value(value).map_err(PlanError::Json)
+    }
+
+    /// Stable, pretty JSON (field order is the struct order).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+#[derive(Debug)]
+pub enum PlanError {
+    Json(serde_json::Error),
+    Version { found: Option<u64> },
+}
+
+impl std::fmt::Display for PlanError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PlanError::Json(e) => write!(f, "plan is not valid JSON for this agent: {e}"),
+            PlanError::Version { found: Some(v) } => write!(
+                f,
+                "plan version {v} is not supported (this agent reads version {PLAN_VERSION}); rebuild the image with a matching imgforge"
+            ),
+            PlanError::Version { found: None } => {
+                write!(f, "plan has no numeric \"version\" field; rebuild the image with imgforge")
+            }
+        }
+    }
+}
+
+impl std::error::Error for PlanError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            PlanError::Json(e) => Some(e),
+            PlanError::Version { .. } => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_plan() -> Plan {
+        Plan {
+            version: PLAN_VERSION,
+            name: "hv".into(),
+            payload: Payload {
+                partition_guid: "5a1d7a6b-0000-4000-8000-000000000002".into(),
+                iso_sha256: "00".repeat(32),
+                iso_size: 1 << 20,
+            },
+            disk: DiskPlan {
+                rules: DiskRules { min_size_bytes: Some(1 << 30), ..Default::default() },
+                select: SelectPolicy::Smallest,
+                partitions: vec![PartitionPlan {
+                    name: "root".into(),
+                    type_guid: part_type::LINUX_ROOT_X86_64.into(),
+                    size_bytes: None,
+                    filesystem: Filesystem::Ext4,
+                }],
+            },
+            system: SystemPlan { hostname: "hv01".into(), kernel_args: vec!["net.ifnames=0".into()] },
+            report: ReportPlan { webhook: None, on_success: Action::Poweroff, on_failure: Action::Shell },
+        }
+    }
+
+    #[test]
+    fn plan_round_trips_through_json() {
+        let plan = sample_plan();
+        assert_eq!(Plan::from_json(&plan.to_json()).unwrap(), plan);
+    }
+
+    #[test]
+    fn plan_of_another_version_is_refused() {
+        let json = sample_plan().to_json().replace("\"version\": 1", "\"version\": 2");
+        let err = Plan::from_json(&json).unwrap_err();
+        assert!(err.to_string().contains("plan version 2 is not supported"), "{err}");
+    }
+
+    #[test]
+    fn event_line_round_trips_and_skips_absent_fields() {
+        let mut ev = Event::new(3, 12.5, steps::PARTITION, State::Failed);
+        ev.error = vec!["writing GPT to /dev/vda".into(), "Input/output error".into()];
+        let line = ev.to_line();
+        assert!(line.starts_with("IMGFORGE-EVENT {\"v\":1,\"seq\":3,"), "{line}");
+        assert!(!line.contains("percent"), "{line}");
+        let parsed = Event::from_line(&format!("[    4.1] noise {line}\r")).unwrap().unwrap();
+        assert_eq!(parsed, ev);
+        assert!(Event::from_line("plain kernel message").is_none());
+    }
+
+    #[test]
+    fn only_install_done_is_success() {
+        assert!(Event::new(9, 0.0, steps::INSTALL, State::Done).is_install_success());
+        assert!(!Event::new(9, 0.0, steps::PARTITION, State::Done).is_install_success());
+        assert!(!Event::new(9, 0.0, steps::INSTALL, State::Failed).is_install_success());
+    }
+}
