@@ -1,0 +1,169 @@
+//! Writers for the install medium: the FAT32 EFI system partition, the GPT
+//! disk image that carries it next to the verified ISO, and the installer
+//! initrd (the ISO's initrd with one cpio archive appended).
+//!
+//! Everything here is deterministic: the same inputs give the same bytes,
+//! so a rebuilt image can be compared with a published one by hash.
+//! Filesystem and archive structures are built in memory; only the payload
+//! (a multi-GB ISO) is streamed.
+
+mod disk;
+mod fat;
+mod initrd;
+
+pub use disk::{
+    write_usb_image, PartitionSummary, UsbImageSummary, UsbLayout, ESP_FIRST_LBA,
+    ESP_PARTITION_NAME, PAYLOAD_PARTITION_NAME, SECTOR_SIZE,
+};
+pub use fat::{fat32_image, fat32_image_with, Fat32Options, FatTimestamp};
+pub use initrd::{
+    initrd_segments, installer_initrd, newc_archive, CpioEntry, CpioKind, InitrdSegment,
+    SegmentKind,
+};
+
+/// Everything that can go wrong while writing the ESP, the disk image or
+/// the installer initrd. Each message names the object and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("ESP path {path:?}: {reason}")]
+    EspPath { path: String, reason: String },
+
+    #[error(
+        "ESP paths {path:?} and {existing:?} differ only in letter case, which FAT cannot tell apart; \
+         rename one of them"
+    )]
+    EspNameClash { path: String, existing: String },
+
+    #[error("ESP file {path:?} is {size} bytes; FAT32 files are at most 4294967295 bytes, so leave it out of the ESP")]
+    EspFileTooLarge { path: String, size: u64 },
+
+    #[error(
+        "ESP directory {path:?} needs {entries} directory entries; FAT allows 65536 per directory, \
+         so spread the files over subdirectories"
+    )]
+    EspDirectoryTooLarge { path: String, entries: u64 },
+
+    #[error(
+        "ESP directory {path:?} has no free short-name alias left for {name:?}; \
+         spread the files over subdirectories"
+    )]
+    EspAliasesExhausted { path: String, name: String },
+
+    #[error("ESP volume label {label:?}: {reason}")]
+    EspLabel { label: String, reason: String },
+
+    #[error("ESP timestamp {value}: {reason}")]
+    EspTimestamp { value: String, reason: String },
+
+    #[error(
+        "a FAT32 volume of {total_sectors} sectors with {sectors_per_cluster} sectors per cluster has \
+         {clusters} clusters, but FAT32 needs between 65525 and 268435445; {hint}"
+    )]
+    FatClusterCount {
+        total_sectors: u64,
+        sectors_per_cluster: u32,
+        clusters: u64,
+        hint: &'static str,
+    },
+
+    #[error(
+        "the ESP contents need {needed} clusters but the volume has only {available}; \
+         this is a sizing bug in the FAT32 writer, please report it with the list of ESP files"
+    )]
+    EspFull { needed: u64, available: u64 },
+
+    #[error("the ESP image is empty; build it with fat32_image first")]
+    EmptyEsp,
+
+    #[error("disk layout: {reason}")]
+    Layout { reason: String },
+
+    #[error("the payload is empty (payload_len = 0); pass the verified ISO and its size")]
+    EmptyPayload,
+
+    #[error(
+        "payload {which}: expected exactly {expected} bytes but the reader gave {actual}{more}; \
+         the file changed while it was copied or the size passed is wrong"
+    )]
+    PayloadLength {
+        which: &'static str,
+        expected: u64,
+        actual: u64,
+        more: &'static str,
+    },
+
+    #[error("reading the payload after {offset} bytes: {source}")]
+    PayloadRead { offset: u64, source: std::io::Error },
+
+    #[error("writing the disk image at byte {offset}: {source}; check free space and permissions of the output")]
+    Write { offset: u64, source: std::io::Error },
+
+    #[error("building the GPT partition table for a disk of {total_sectors} sectors: {source}")]
+    Gpt {
+        total_sectors: u64,
+        source: gpt::GptError,
+    },
+
+    #[error("initrd bytes at offset {offset}: {reason}")]
+    Initrd { offset: u64, reason: String },
+
+    #[error("cpio entry {path:?}: {reason}")]
+    CpioEntry { path: String, reason: String },
+
+    #[error("writing cpio entry {path:?}: {source}")]
+    CpioWrite {
+        path: String,
+        source: std::io::Error,
+    },
+
+    #[error("compressing the appended initrd archive with zstd: {source}")]
+    Compress { source: std::io::Error },
+}
+
+/// Helpers for tests that check images with the tools a person would use.
+#[cfg(test)]
+pub(crate) mod test_tools {
+    use std::path::Path;
+    use std::process::{Command, Output};
+
+    /// Runs an external checker; a missing tool fails the test with the
+    /// Debian package to install (scripts/deps installs them all).
+    pub fn run(program: &str, args: &[&str], package: &str) -> Output {
+        Command::new(program)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("running {program}: {e}; install the Debian package {package}")
+            })
+    }
+
+    pub fn text(out: &Output) -> String {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+
+    /// `fsck.fat -n` must pass with nothing to report.
+    pub fn assert_fsck_clean(image: &Path) {
+        let path = image.to_str().expect("temporary paths are UTF-8");
+        let out = run("fsck.fat", &["-n", "-v", path], "dosfstools");
+        let log = text(&out);
+        assert!(out.status.success(), "fsck.fat -n failed on {path}:\n{log}");
+        for word in [
+            "dirty",
+            "fixed",
+            "Fixed",
+            "Bad",
+            "Free cluster summary",
+            "differ",
+            "Leaving",
+        ] {
+            assert!(
+                !log.contains(word),
+                "fsck.fat -n reported {word:?} on {path}:\n{log}"
+            );
+        }
+    }
+}
