@@ -1,0 +1,140 @@
+//! imgforge-agent: PID 1 of the imgforge installer initrd.
+//!
+//! It does exactly what the plan (`/etc/imgforge/plan.json`) says, in
+//! order: load the kernel modules the hardware needs, find the install
+//! medium, select the target disk by the plan's rules, partition it, and
+//! report each step as an event on the console. Any failure is reported
+//! with its error chain and the log tail before the plan's failure action.
+
+mod disks;
+mod events;
+mod modules;
+mod partition;
+mod system;
+
+use anyhow::Context;
+use imgforge_plan::{steps, Action, Plan, State, PLAN_PATH};
+use serde_json::json;
+
+use crate::events::{log, Reporter};
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+const USAGE: &str = "imgforge-agent: the imgforge installer agent.
+
+It runs as PID 1 (/init) in the installer initrd that `imgforge build` makes,
+reads /etc/imgforge/plan.json and installs the machine it describes.
+
+Options:
+  --version   print the version
+  --help      print this text";
+
+/// A failure and the step it happened in.
+struct StepFailure {
+    step: &'static str,
+    error: anyhow::Error,
+}
+
+trait InStep<T> {
+    fn in_step(self, step: &'static str) -> Result<T, StepFailure>;
+}
+
+impl<T> InStep<T> for anyhow::Result<T> {
+    fn in_step(self, step: &'static str) -> Result<T, StepFailure> {
+        self.map_err(|error| StepFailure { step, error })
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--version") {
+        println!("imgforge-agent {VERSION}");
+        return;
+    }
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return;
+    }
+    if !rustix::process::getpid().is_init() {
+        eprintln!(
+            "imgforge-agent: the installer only runs as PID 1 in the imgforge installer initrd; \
+             refusing to touch this system's disks (see --help)"
+        );
+        std::process::exit(2);
+    }
+
+    system::early_setup();
+    let mut reporter = Reporter::new();
+    let mut started = reporter.event(steps::AGENT, State::Started);
+    started.message = Some(format!("imgforge-agent {VERSION}"));
+    reporter.emit(started);
+
+    let plan = match load_plan() {
+        Ok(plan) => plan,
+        Err(error) => {
+            reporter.failed(steps::AGENT, &error);
+            system::finish(Action::Shell);
+        }
+    };
+    match install(&plan, &mut reporter) {
+        Ok(()) => {
+            let done = reporter.event(steps::INSTALL, State::Done);
+            reporter.emit(done);
+            system::finish(plan.report.on_success);
+        }
+        Err(StepFailure { step, error }) => {
+            reporter.failed(step, &error);
+            system::finish(plan.report.on_failure);
+        }
+    }
+}
+
+fn load_plan() -> anyhow::Result<Plan> {
+    let text = std::fs::read_to_string(PLAN_PATH).with_context(|| format!("reading the plan {PLAN_PATH}"))?;
+    let plan = Plan::from_json(&text).with_context(|| format!("parsing the plan {PLAN_PATH}"))?;
+    log(format!("plan for {} (hostname {})", plan.name, plan.system.hostname));
+    Ok(plan)
+}
+
+fn install(plan: &Plan, reporter: &mut Reporter) -> Result<(), StepFailure> {
+    let index = modules::ModuleIndex::load_running().in_step(steps::MODULES)?;
+    let mut modules_state = modules::LoadState::default();
+    let loaded = modules::coldplug(&index, &mut modules_state);
+    let mut ev = reporter.event(steps::MODULES, State::Done);
+    ev.message = Some(format!("{} modules loaded", loaded.len()));
+    ev.data = Some(json!({ "loaded": loaded }));
+    reporter.emit(ev);
+
+    let payload = disks::find_payload(&plan.payload.partition_guid, || {
+        modules::coldplug(&index, &mut modules_state);
+    })
+    .in_step(steps::PAYLOAD)?;
+    let mut ev = reporter.event(steps::PAYLOAD, State::Done);
+    ev.message = Some(format!("install medium {} on {}", payload.partition_device, payload.disk));
+    ev.data = Some(json!({ "device": payload.partition_device, "disk": payload.disk }));
+    reporter.emit(ev);
+
+    let all = disks::list_disks().in_step(steps::SELECT_DISK)?;
+    for d in &all {
+        log(format!("disk {}", d.describe()));
+    }
+    let selection = disks::select_target_disk(&all, &plan.disk.rules, plan.disk.select, Some(&payload.disk))
+        .map_err(anyhow::Error::new)
+        .in_step(steps::SELECT_DISK)?;
+    let mut ev = reporter.event(steps::SELECT_DISK, State::Done);
+    ev.message = Some(format!("target disk {}", selection.chosen.describe()));
+    ev.data = Some(json!({ "chosen": selection.chosen, "rejected": selection.rejected }));
+    reporter.emit(ev);
+
+    let target = &selection.chosen;
+    let layout = partition::layout(&plan.disk.partitions, target.size_bytes, target.logical_block_size)
+        .with_context(|| format!("planning partitions on {}", target.name))
+        .in_step(steps::PARTITION)?;
+    let mut ev = reporter.event(steps::PARTITION, State::Started);
+    ev.message = Some(format!("writing a GPT with {} partitions to /dev/{}", layout.len(), target.name));
+    reporter.emit(ev);
+    partition::write(target, &layout).with_context(|| format!("partitioning /dev/{}", target.name)).in_step(steps::PARTITION)?;
+    let mut ev = reporter.event(steps::PARTITION, State::Done);
+    ev.data = Some(json!({ "disk": target.name, "partitions": layout }));
+    reporter.emit(ev);
+    Ok(())
+}
