@@ -1,12 +1,13 @@
 //! Profile -> Plan. Pure: the same profile and ISO give the same plan.
 
 use imgforge_plan::{
-    part_type, DiskPlan, DiskRules, Filesystem, PartitionPlan, Payload, Plan, ReportPlan, SystemPlan,
+    part_type, DiskPlan, DiskRules, Filesystem, PartitionPlan, Payload, Plan, ReportPlan, SystemPlan, UserPlan,
     PLAN_VERSION,
 };
 use uuid::Uuid;
 
 use crate::profile::{Layout, LoadedProfile};
+use crate::render;
 
 /// Size of the EFI system partition on the installed disk.
 pub const TARGET_ESP_BYTES: u64 = 512 << 20;
@@ -62,13 +63,38 @@ pub fn compile(loaded: &LoadedProfile, iso: &IsoFacts, guids: &MediaGuids) -> Pl
             select: p.disk.select,
             partitions: layout_partitions(p.disk.layout),
         },
-        system: SystemPlan { hostname: p.system.hostname.clone(), kernel_args: p.system.kernel_args.clone() },
+        system: SystemPlan {
+            hostname: p.system.hostname.clone(),
+            timezone: p.system.timezone.clone(),
+            locale: p.system.locale.clone(),
+            kernel_args: p.system.kernel_args.clone(),
+        },
         report: ReportPlan {
             webhook: p.report.webhook.clone(),
             on_success: p.report.on_success,
             on_failure: p.report.on_failure,
         },
+        users: p
+            .users
+            .iter()
+            .map(|u| UserPlan {
+                name: u.name.clone(),
+                groups: u.groups.clone(),
+                ssh_authorized_keys: u.ssh_authorized_keys.clone(),
+                password_hash: u.password_hash.clone(),
+                sudo: u.sudo,
+            })
+            .collect(),
+        packages: p.packages.install.clone(),
+        files: render::render_all(p),
     }
+}
+
+/// The plan before an ISO is chosen, for review: the payload fields are
+/// zero until `imgforge build` verifies an ISO.
+pub fn review_plan(loaded: &LoadedProfile) -> Plan {
+    let facts = IsoFacts { sha256_hex: "0".repeat(64), size: 0 };
+    compile(loaded, &facts, &media_guids(&loaded.name, &facts))
 }
 
 fn layout_partitions(layout: Layout) -> Vec<PartitionPlan> {

@@ -8,8 +8,10 @@
 
 pub mod build;
 pub mod compile;
+pub mod docs;
 pub mod image;
 pub mod iso;
 pub mod profile;
 pub mod qemu;
+pub mod render;
 pub mod verify;

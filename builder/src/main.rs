@@ -42,6 +42,25 @@ enum Command {
         #[arg(long)]
         agent: Option<PathBuf>,
     },
+    /// Check a profile; every problem is printed as FILE:LINE:COL with a fix.
+    Validate {
+        profile: PathBuf,
+    },
+    /// Print the compiled plan as JSON (the ISO fields are filled in by `build`).
+    Plan {
+        profile: PathBuf,
+    },
+    /// Write the files the installer would write into the target, as a tree under DIR.
+    Render {
+        profile: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print the JSON Schema of profiles (for editors), or with --markdown the reference page.
+    Schema {
+        #[arg(long)]
+        markdown: bool,
+    },
     /// Install an image into a blank disk in QEMU and report the installer's events.
     BootTest {
         /// The USB image built by `imgforge build`.
@@ -89,6 +108,31 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Validate { profile } => {
+            let loaded = imgforge::profile::load(&profile)?;
+            eprintln!("{}: ok ({} files to render)", profile.display(), imgforge::render::render_all(&loaded.profile).len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plan { profile } => {
+            let loaded = imgforge::profile::load(&profile)?;
+            println!("{}", imgforge::compile::review_plan(&loaded).to_json());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Render { profile, out } => {
+            let loaded = imgforge::profile::load(&profile)?;
+            let files = imgforge::render::render_all(&loaded.profile);
+            imgforge::render::write_tree(&files, &out)?;
+            eprintln!("imgforge: {} entries under {}", files.len(), out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Schema { markdown } => {
+            if markdown {
+                print!("{}", imgforge::docs::profile_markdown());
+            } else {
+                println!("{}", serde_json::to_string_pretty(&imgforge::docs::profile_schema())?);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Build { profile, iso, sha256sums, signature, keyring, out, agent } => {
             let opts = BuildOptions { profile, iso, sha256sums, signature, keyring, out_dir: out, agent };
             let built = build::build(&opts)?;

@@ -36,6 +36,15 @@ pub struct Plan {
     pub disk: DiskPlan,
     pub system: SystemPlan,
     pub report: ReportPlan,
+    #[serde(default)]
+    pub users: Vec<UserPlan>,
+    /// Packages to install into the target.
+    #[serde(default)]
+    pub packages: Vec<String>,
+    /// Files the installer writes into the target, rendered at build time
+    /// from the profile, in order (directories before their contents).
+    #[serde(default)]
+    pub files: Vec<FilePlan>,
 }
 
 /// Where the installer finds the verified ISO.
@@ -84,6 +93,7 @@ pub struct DiskRules {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum Transport {
     #[default]
@@ -97,6 +107,7 @@ pub enum Transport {
 
 /// What to do when more than one disk matches the rules.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum SelectPolicy {
     /// Exactly one disk must match; several is an error.
@@ -131,8 +142,56 @@ pub enum Filesystem {
 #[serde(deny_unknown_fields)]
 pub struct SystemPlan {
     pub hostname: String,
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    #[serde(default = "default_locale")]
+    pub locale: String,
     /// Arguments for the installed system's kernel command line.
     pub kernel_args: Vec<String>,
+}
+
+fn default_timezone() -> String {
+    "UTC".into()
+}
+
+fn default_locale() -> String {
+    "C.UTF-8".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserPlan {
+    pub name: String,
+    pub groups: Vec<String>,
+    pub ssh_authorized_keys: Vec<String>,
+    /// crypt(3) hash; `None` leaves the password locked (ssh keys only).
+    pub password_hash: Option<String>,
+    pub sudo: bool,
+}
+
+/// One file, directory or symlink in the target's root filesystem.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilePlan {
+    /// Absolute path in the target.
+    pub path: String,
+    /// Permission bits as octal text, e.g. "0644".
+    pub mode: String,
+    /// Owner (user name, group = the user's group) when not root; set
+    /// after users are created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    #[serde(flatten)]
+    pub kind: FileKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum FileKind {
+    File { content: String },
+    Symlink { target: String },
+    Dir,
+    /// Removed if present (e.g. a package's default configuration).
+    Absent,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -146,6 +205,7 @@ pub struct ReportPlan {
 
 /// What the installer does when it has finished (or failed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum Action {
     Reboot,
@@ -309,8 +369,25 @@ mod tests {
                     filesystem: Filesystem::Ext4,
                 }],
             },
-            system: SystemPlan { hostname: "hv01".into(), kernel_args: vec!["net.ifnames=0".into()] },
+            system: SystemPlan {
+                hostname: "hv01".into(),
+                timezone: "UTC".into(),
+                locale: "C.UTF-8".into(),
+                kernel_args: vec!["net.ifnames=0".into()],
+            },
             report: ReportPlan { webhook: None, on_success: Action::Poweroff, on_failure: Action::Shell },
+            users: vec![UserPlan {
+                name: "avatar".into(),
+                groups: vec!["sudo".into()],
+                ssh_authorized_keys: vec![],
+                password_hash: None,
+                sudo: true,
+            }],
+            packages: vec!["openssh-server".into()],
+            files: vec![
+                FilePlan { path: "/etc/hostname".into(), mode: "0644".into(), owner: None, kind: FileKind::File { content: "hv01\n".into() } },
+                FilePlan { path: "/etc/x".into(), mode: "0777".into(), owner: Some("avatar".into()), kind: FileKind::Symlink { target: "../y".into() } },
+            ],
         }
     }
 

@@ -5,6 +5,8 @@
 //! into a [`imgforge_plan::Plan`] by [`crate::compile`].
 
 mod size;
+mod spans;
+pub mod validate;
 
 use std::path::{Path, PathBuf};
 
@@ -13,7 +15,7 @@ use serde::Deserialize;
 
 pub use size::ByteSize;
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Profile {
     #[serde(default)]
@@ -38,7 +40,7 @@ pub struct Profile {
 
 /// Where the Ubuntu live-server ISO and its signed checksums come from.
 /// Relative paths are relative to the profile file.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Source {
     /// Ubuntu release, e.g. "24.04".
@@ -55,14 +57,14 @@ pub struct Source {
     pub keyring: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Format {
     Usb,
     Pxe,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Output {
     #[serde(default = "default_formats")]
@@ -79,7 +81,7 @@ fn default_formats() -> Vec<Format> {
     vec![Format::Usb]
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct System {
     pub hostname: String,
@@ -99,7 +101,7 @@ fn default_locale() -> String {
     "C.UTF-8".into()
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct User {
     pub name: String,
@@ -113,7 +115,7 @@ pub struct User {
     pub sudo: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Disk {
     #[serde(rename = "match", default)]
@@ -125,7 +127,7 @@ pub struct Disk {
 }
 
 /// Rules a disk must meet to be installed on. All set rules must hold.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DiskMatch {
     pub min_size: Option<ByteSize>,
@@ -138,7 +140,7 @@ pub struct DiskMatch {
     pub by_path: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Layout {
     /// ESP (512 MiB, FAT32) + ext4 root on the rest of the disk.
@@ -146,7 +148,7 @@ pub enum Layout {
     EfiRoot,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Packages {
     #[serde(default)]
@@ -156,7 +158,7 @@ pub struct Packages {
     pub offline: bool,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Renderer {
     #[default]
@@ -164,16 +166,95 @@ pub enum Renderer {
     Netplan,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Network {
     #[serde(default)]
     pub renderer: Renderer,
     #[serde(default)]
     pub bridges: Vec<Bridge>,
+    /// Bonds of several NICs attached to a bridge as one OVS port.
+    #[serde(default)]
+    pub bonds: Vec<Bond>,
+    /// Plain NICs outside any bridge.
+    #[serde(default)]
+    pub interfaces: Vec<Interface>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// An OVS bond: several NICs as one port of a bridge.
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Bond {
+    pub name: String,
+    /// The bridge this bond is a port of.
+    pub bridge: String,
+    /// At least two NIC names.
+    pub interfaces: Vec<String>,
+    /// OVS bond_mode: active-backup, balance-slb or balance-tcp.
+    #[serde(default = "default_bond_mode")]
+    pub mode: String,
+    #[serde(default)]
+    pub lacp: bool,
+    pub tag: Option<u16>,
+    pub vlan_mode: Option<VlanMode>,
+    #[serde(default)]
+    pub trunks: Vec<u16>,
+    pub mtu: Option<u32>,
+}
+
+fn default_bond_mode() -> String {
+    "active-backup".into()
+}
+
+/// A NIC with its own address, not attached to a bridge.
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Interface {
+    pub name: String,
+    /// Match the NIC by MAC address (netplan only).
+    pub mac: Option<String>,
+    /// IPv4 address in CIDR form, or "dhcp".
+    pub address: Option<String>,
+    pub gateway: Option<String>,
+    /// IPv6 address in CIDR form, "dhcp" or "auto" (SLAAC).
+    pub address6: Option<String>,
+    pub gateway6: Option<String>,
+    #[serde(default)]
+    pub dns: Vec<String>,
+    pub mtu: Option<u32>,
+}
+
+/// Addresses of a host interface (internal port or plain NIC).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IpConfig {
+    pub address: Option<String>,
+    pub gateway: Option<String>,
+    pub address6: Option<String>,
+    pub gateway6: Option<String>,
+    pub dns: Vec<String>,
+    pub mtu: Option<u32>,
+}
+
+macro_rules! ip_config {
+    ($t:ty) => {
+        impl $t {
+            pub fn ip(&self) -> IpConfig {
+                IpConfig {
+                    address: self.address.clone(),
+                    gateway: self.gateway.clone(),
+                    address6: self.address6.clone(),
+                    gateway6: self.gateway6.clone(),
+                    dns: self.dns.clone(),
+                    mtu: self.mtu,
+                }
+            }
+        }
+    };
+}
+ip_config!(Interface);
+ip_config!(InternalPort);
+
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Bridge {
     pub name: String,
@@ -183,7 +264,7 @@ pub struct Bridge {
     pub internal: Vec<InternalPort>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum VlanMode {
     Access,
@@ -193,7 +274,7 @@ pub enum VlanMode {
 }
 
 /// A physical NIC attached to a bridge.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BridgePort {
     pub name: String,
@@ -201,26 +282,30 @@ pub struct BridgePort {
     pub vlan_mode: Option<VlanMode>,
     #[serde(default)]
     pub trunks: Vec<u16>,
+    pub mtu: Option<u32>,
 }
 
 /// An OVS internal port: an interface of the host itself on a VLAN.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InternalPort {
     pub name: String,
     pub tag: Option<u16>,
-    /// Static address in CIDR form, or "dhcp".
+    /// IPv4 address in CIDR form, or "dhcp".
     pub address: Option<String>,
     pub gateway: Option<String>,
+    /// IPv6 address in CIDR form, "dhcp" or "auto" (SLAAC).
+    pub address6: Option<String>,
+    pub gateway6: Option<String>,
     #[serde(default)]
     pub dns: Vec<String>,
+    pub mtu: Option<u32>,
     /// Set external-ids:iface-id=<hostname>-<port>-vif.
     #[serde(default)]
     pub iface_id: bool,
-    pub mtu: Option<u32>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Openvswitch {
     /// OVS_CTL_OPTS='--delete-bridges': the network configuration is the
@@ -229,7 +314,7 @@ pub struct Openvswitch {
     pub delete_bridges_on_start: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Libvirt {
     /// Keep the package's NAT network "default".
@@ -251,7 +336,7 @@ fn default_true() -> bool {
     true
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Pool {
     pub name: String,
@@ -264,12 +349,21 @@ pub struct Pool {
     pub autostart: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LibvirtNetwork {
     pub name: String,
+    /// "bridge" (an existing host bridge) or "nat" (libvirt's own bridge and NAT).
+    #[serde(default)]
+    pub mode: NetworkMode,
+    /// Host bridge (mode "bridge"); for "nat", the name of libvirt's bridge.
     pub bridge: String,
+    /// "openvswitch" for an OVS bridge.
     pub virtualport: Option<String>,
+    /// NAT networks: the host address in CIDR form, e.g. "192.168.122.1/24".
+    pub address: Option<String>,
+    /// NAT networks: first and last address handed out by DHCP.
+    pub dhcp_range: Option<[String; 2]>,
     #[serde(default)]
     pub trunk: Vec<TrunkVlan>,
     #[serde(default)]
@@ -278,7 +372,15 @@ pub struct LibvirtNetwork {
     pub autostart: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum NetworkMode {
+    #[default]
+    Bridge,
+    Nat,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrunkVlan {
     pub tag: u16,
@@ -286,7 +388,7 @@ pub struct TrunkVlan {
     pub native: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Portgroup {
     pub name: String,
@@ -295,7 +397,7 @@ pub struct Portgroup {
     pub default: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Report {
     pub webhook: Option<String>,
@@ -320,13 +422,44 @@ fn default_on_failure() -> Action {
     Action::Shell
 }
 
-/// A profile problem with its place in the file.
+/// One problem in a profile, with its place in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocatedProblem {
+    pub line: usize,
+    pub col: usize,
+    /// Key path, e.g. `network.bridges[0].name` (empty for syntax errors).
+    pub key: String,
+    pub message: String,
+    pub hint: String,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
     #[error("reading profile {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
-    #[error("{path}:{line}:{col}: {message}\n  fix: {hint}")]
-    Invalid { path: PathBuf, line: usize, col: usize, message: String, hint: String },
+    #[error("{}", format_problems(path, problems))]
+    Invalid { path: PathBuf, problems: Vec<LocatedProblem> },
+}
+
+fn format_problems(path: &Path, problems: &[LocatedProblem]) -> String {
+    let mut out = String::new();
+    for (i, p) in problems.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        let key = if p.key.is_empty() { String::new() } else { format!("{}: ", p.key) };
+        out.push_str(&format!("{}:{}:{}: {key}{}\n  fix: {}", path.display(), p.line, p.col, p.message, p.hint));
+    }
+    out
+}
+
+impl ProfileError {
+    pub fn problems(&self) -> &[LocatedProblem] {
+        match self {
+            ProfileError::Invalid { problems, .. } => problems,
+            ProfileError::Read { .. } => &[],
+        }
+    }
 }
 
 /// A loaded profile with the place it came from.
@@ -361,14 +494,28 @@ pub fn load(path: &Path) -> Result<LoadedProfile, ProfileError> {
     Ok(LoadedProfile { path: path.to_path_buf(), name, profile })
 }
 
-/// Parses profile text; `path` is only used in error messages.
+/// Parses and validates profile text; `path` is only used in error messages.
 pub fn parse(text: &str, path: &Path) -> Result<Profile, ProfileError> {
-    toml::from_str::<Profile>(text).map_err(|e| {
+    let profile = toml::from_str::<Profile>(text).map_err(|e| {
         let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
         let message = e.message().trim().to_owned();
         let hint = hint_for(&message);
-        ProfileError::Invalid { path: path.to_path_buf(), line, col, message, hint }
-    })
+        ProfileError::Invalid { path: path.to_path_buf(), problems: vec![LocatedProblem { line, col, key: String::new(), message, hint }] }
+    })?;
+    let problems = validate::validate(&profile);
+    if problems.is_empty() {
+        return Ok(profile);
+    }
+    let spans = spans::Spans::index(text);
+    let mut located: Vec<LocatedProblem> = problems
+        .into_iter()
+        .map(|p| {
+            let (line, col) = spans.find(&p.path).map(|s| line_col(text, s.start)).unwrap_or((1, 1));
+            LocatedProblem { line, col, key: p.path, message: p.message, hint: p.hint }
+        })
+        .collect();
+    located.sort_by_key(|p| (p.line, p.col));
+    Err(ProfileError::Invalid { path: path.to_path_buf(), problems: located })
 }
 
 fn hint_for(message: &str) -> String {

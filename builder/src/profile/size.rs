@@ -80,3 +80,19 @@ mod tests {
         assert!("99999999999TiB".parse::<ByteSize>().unwrap_err().contains("too large"));
     }
 }
+
+impl schemars::JsonSchema for ByteSize {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ByteSize".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A size: a number of bytes, or a whole number with a unit (B, KiB, MiB, GiB, TiB, kB, MB, GB, TB), e.g. \"32GiB\".",
+            "anyOf": [
+                { "type": "integer", "minimum": 0 },
+                { "type": "string", "pattern": "^\\s*[0-9]+\\s*(B|K|KiB|M|MiB|G|GiB|T|TiB|kB|KB|MB|GB|TB)?\\s*$" }
+            ]
+        })
+    }
+}

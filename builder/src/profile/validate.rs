@@ -1,0 +1,467 @@
+//! Checks on a parsed profile that the type system cannot express. Every
+//! rule reports the key it is about, what is wrong and how to fix it; all
+//! problems are collected, not only the first.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::{Ipv4Net, Ipv6Net};
+
+use super::{IpConfig, NetworkMode, Profile, Renderer, VlanMode};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Key path, e.g. `network.bridges[0].internal[1].gateway`.
+    pub path: String,
+    pub message: String,
+    pub hint: String,
+}
+
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(&mut self, path: impl Into<String>, message: impl Into<String>, hint: impl Into<String>) {
+        self.0.push(Problem { path: path.into(), message: message.into(), hint: hint.into() });
+    }
+
+    /// Reports every name seen twice, at its second use.
+    fn unique<'a>(&mut self, what: &str, items: impl IntoIterator<Item = (String, &'a str)>) {
+        let mut seen: HashMap<&str, String> = HashMap::new();
+        for (path, name) in items {
+            match seen.get(name) {
+                Some(first) => self.add(path, format!("duplicate {what} {name:?} (also at {first})"), format!("give each {what} a unique name")),
+                None => {
+                    seen.insert(name, path);
+                }
+            }
+        }
+    }
+}
+
+pub fn validate(p: &Profile) -> Vec<Problem> {
+    let mut v = Problems::default();
+    system(p, &mut v);
+    users(p, &mut v);
+    disk(p, &mut v);
+    network(p, &mut v);
+    libvirt(p, &mut v);
+    if let Some(url) = &p.report.webhook {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            v.add("report.webhook", format!("{url:?} is not an http:// or https:// URL"), "write the full URL, e.g. \"http://deploy.example:8080/events\"");
+        }
+    }
+    v.0
+}
+
+fn is_hostname(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-') && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
+fn is_unix_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    s.len() <= 32
+        && chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+}
+
+fn system(p: &Profile, v: &mut Problems) {
+    if !is_hostname(&p.system.hostname) {
+        v.add("system.hostname", format!("{:?} is not a valid host name", p.system.hostname), "use letters, digits and '-' (labels of at most 63 characters), e.g. \"hv01\"");
+    }
+    for (i, arg) in p.system.kernel_args.iter().enumerate() {
+        if arg.is_empty() || arg.contains(char::is_whitespace) {
+            v.add(format!("system.kernel_args[{i}]"), format!("{arg:?} is not one kernel argument"), "write one argument per list item, without spaces");
+        }
+    }
+}
+
+fn users(p: &Profile, v: &mut Problems) {
+    v.unique("user", p.users.iter().enumerate().map(|(i, u)| (format!("users[{i}].name"), u.name.as_str())));
+    for (i, u) in p.users.iter().enumerate() {
+        if !is_unix_name(&u.name) {
+            v.add(format!("users[{i}].name"), format!("{:?} is not a valid user name", u.name), "start with a lower-case letter; use lower-case letters, digits, '_' and '-'");
+        }
+        for (j, g) in u.groups.iter().enumerate() {
+            if !is_unix_name(g) {
+                v.add(format!("users[{i}].groups[{j}]"), format!("{g:?} is not a valid group name"), "use lower-case letters, digits, '_' and '-'");
+            }
+        }
+        for (j, key) in u.ssh_authorized_keys.iter().enumerate() {
+            if let Err(why) = check_ssh_key(key) {
+                v.add(format!("users[{i}].ssh_authorized_keys[{j}]"), format!("not an OpenSSH public key: {why}"), "paste the whole line of the .pub file, e.g. \"ssh-ed25519 AAAA… user@host\"");
+            }
+        }
+        if let Some(h) = &u.password_hash {
+            if !h.starts_with('$') || h.contains(char::is_whitespace) {
+                v.add(format!("users[{i}].password_hash"), "not a crypt(3) hash", "generate one with `mkpasswd -m yescrypt` (or leave it out for ssh-only access)");
+            }
+        }
+    }
+}
+
+const SSH_KEY_TYPES: [&str; 8] = [
+    "ssh-ed25519",
+    "ssh-rsa",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+    "ssh-dss",
+];
+
+/// An authorized_keys line: type, base64 blob whose first field repeats the type, optional comment.
+pub fn check_ssh_key(line: &str) -> Result<(), String> {
+    let mut words = line.split_whitespace();
+    let kind = words.next().ok_or("the line is empty")?;
+    if !SSH_KEY_TYPES.contains(&kind) {
+        return Err(format!("unknown key type {kind:?}"));
+    }
+    let blob = words.next().ok_or("no key data after the type")?;
+    let bytes = base64_decode(blob).ok_or("the key data is not base64")?;
+    let len = bytes.get(..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize).ok_or("the key data is truncated")?;
+    let inner = bytes.get(4..4 + len).ok_or("the key data is truncated")?;
+    if inner != kind.as_bytes() {
+        return Err(format!("the key data is for {:?}, not {kind:?}", String::from_utf8_lossy(inner)));
+    }
+    if bytes.len() <= 4 + len + 4 {
+        return Err("the key data has no key material".into());
+    }
+    Ok(())
+}
+
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let s = s.trim_end_matches('=');
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in s.bytes() {
+        let val = ALPHABET.iter().position(|&a| a == c)? as u32;
+        acc = (acc << 6) | val;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
+fn disk(p: &Profile, v: &mut Problems) {
+    let r = &p.disk.rules;
+    if let (Some(min), Some(max)) = (r.min_size, r.max_size) {
+        if min > max {
+            v.add("disk.match.max_size", "max_size is smaller than min_size, so no disk can match", "swap the values or remove one of them");
+        }
+    }
+}
+
+fn vlan_ok(tag: u16) -> bool {
+    (1..=4094).contains(&tag)
+}
+
+fn check_tag(v: &mut Problems, path: String, tag: Option<u16>) {
+    if let Some(t) = tag.filter(|&t| !vlan_ok(t)) {
+        v.add(path, format!("VLAN {t} is out of range"), "VLAN tags are 1 to 4094");
+    }
+}
+
+fn check_trunks(v: &mut Problems, path: &str, trunks: &[u16]) {
+    let mut seen = BTreeSet::new();
+    for (i, &t) in trunks.iter().enumerate() {
+        if !vlan_ok(t) {
+            v.add(format!("{path}[{i}]"), format!("VLAN {t} is out of range"), "VLAN tags are 1 to 4094");
+        }
+        if !seen.insert(t) {
+            v.add(format!("{path}[{i}]"), format!("duplicate VLAN tag {t} in the trunk"), "list each VLAN once");
+        }
+    }
+}
+
+/// Checks an OVS port's VLAN settings; returns the VLANs it carries (`None` = all).
+fn port_vlans(v: &mut Problems, path: &str, tag: Option<u16>, mode: Option<VlanMode>, trunks: &[u16]) -> Option<BTreeSet<u16>> {
+    check_tag(v, format!("{path}.tag"), tag);
+    check_trunks(v, &format!("{path}.trunks"), trunks);
+    match mode {
+        Some(VlanMode::Access) if !trunks.is_empty() => {
+            v.add(format!("{path}.trunks"), "an access port carries one VLAN and cannot have trunks", "remove trunks or set vlan_mode = \"trunk\"");
+        }
+        Some(VlanMode::Access) if tag.is_none() => {
+            v.add(format!("{path}.vlan_mode"), "an access port needs a tag", "set tag = <VLAN>");
+        }
+        Some(VlanMode::NativeUntagged | VlanMode::NativeTagged) if tag.is_none() => {
+            v.add(format!("{path}.vlan_mode"), "a native VLAN mode needs tag = <native VLAN>", "set tag to the native VLAN");
+        }
+        _ => {}
+    }
+    match (tag, mode, trunks.is_empty()) {
+        (None, _, true) => None,
+        (Some(t), Some(VlanMode::Access) | None, true) => Some(BTreeSet::from([t])),
+        (_, Some(VlanMode::Trunk), true) => None,
+        (tag, _, false) => Some(trunks.iter().copied().chain(tag).collect()),
+        (Some(t), _, true) => Some(BTreeSet::from([t])),
+    }
+}
+
+fn network(p: &Profile, v: &mut Problems) {
+    let n = &p.network;
+    let mut names: Vec<(String, &str)> = Vec::new();
+    for (b, br) in n.bridges.iter().enumerate() {
+        names.push((format!("network.bridges[{b}].name"), br.name.as_str()));
+        for (i, port) in br.ports.iter().enumerate() {
+            names.push((format!("network.bridges[{b}].ports[{i}].name"), port.name.as_str()));
+        }
+        for (i, port) in br.internal.iter().enumerate() {
+            names.push((format!("network.bridges[{b}].internal[{i}].name"), port.name.as_str()));
+        }
+    }
+    for (b, bond) in n.bonds.iter().enumerate() {
+        names.push((format!("network.bonds[{b}].name"), bond.name.as_str()));
+        for (i, nic) in bond.interfaces.iter().enumerate() {
+            names.push((format!("network.bonds[{b}].interfaces[{i}]"), nic.as_str()));
+        }
+    }
+    for (i, nic) in n.interfaces.iter().enumerate() {
+        names.push((format!("network.interfaces[{i}].name"), nic.name.as_str()));
+    }
+    for (path, name) in &names {
+        if name.is_empty() || name.len() > 15 || name.contains(|c: char| c.is_whitespace() || c == '/' || c == ':') {
+            v.add(path.clone(), format!("{name:?} is not a valid interface name"), "interface names are 1 to 15 characters without spaces, '/' or ':'");
+        }
+    }
+    v.unique("interface", names.iter().map(|(p, n)| (p.clone(), *n)));
+
+    let mut gateways = Vec::new();
+    for (b, br) in n.bridges.iter().enumerate() {
+        let base = format!("network.bridges[{b}]");
+        let mut carried: Option<BTreeSet<u16>> = Some(BTreeSet::new());
+        let add_carried = |c: Option<BTreeSet<u16>>, carried: &mut Option<BTreeSet<u16>>| match (c, carried.as_mut()) {
+            (None, _) => *carried = None,
+            (Some(set), Some(all)) => all.extend(set),
+            (Some(_), None) => {}
+        };
+        for (i, port) in br.ports.iter().enumerate() {
+            let c = port_vlans(v, &format!("{base}.ports[{i}]"), port.tag, port.vlan_mode, &port.trunks);
+            add_carried(c, &mut carried);
+        }
+        for bond in n.bonds.iter().filter(|bd| bd.bridge == br.name) {
+            add_carried(if bond.trunks.is_empty() && bond.tag.is_none() { None } else { Some(bond.trunks.iter().copied().chain(bond.tag).collect()) }, &mut carried);
+        }
+        let has_uplink = !br.ports.is_empty() || n.bonds.iter().any(|bd| bd.bridge == br.name);
+        let mut tags: HashMap<u16, String> = HashMap::new();
+        for (i, port) in br.internal.iter().enumerate() {
+            let path = format!("{base}.internal[{i}]");
+            check_tag(v, format!("{path}.tag"), port.tag);
+            if let Some(t) = port.tag {
+                if let Some(first) = tags.insert(t, path.clone()) {
+                    v.add(format!("{path}.tag"), format!("duplicate VLAN tag {t}: {first} is on VLAN {t} too"), "give each internal port of a bridge its own VLAN");
+                }
+                if let (true, Some(set)) = (has_uplink, &carried) {
+                    if !set.contains(&t) {
+                        let list: Vec<String> = set.iter().map(u16::to_string).collect();
+                        v.add(format!("{path}.tag"), format!("VLAN {t} is not carried by the uplinks of bridge {} (they carry {})", br.name, list.join(", ")), format!("add {t} to the trunks of a port of {}", br.name));
+                    }
+                }
+            }
+            ip(v, &path, &port.ip(), &mut gateways);
+        }
+    }
+    for (b, bond) in n.bonds.iter().enumerate() {
+        let path = format!("network.bonds[{b}]");
+        if !n.bridges.iter().any(|br| br.name == bond.bridge) {
+            v.add(format!("{path}.bridge"), format!("bridge {:?} does not exist", bond.bridge), "name a bridge from [[network.bridges]] or add that bridge");
+        }
+        if bond.interfaces.len() < 2 {
+            v.add(format!("{path}.interfaces"), "a bond needs at least two interfaces", "list two or more NICs, or attach the NIC to the bridge as a port");
+        }
+        if !["active-backup", "balance-slb", "balance-tcp"].contains(&bond.mode.as_str()) {
+            v.add(format!("{path}.mode"), format!("unknown bond mode {:?}", bond.mode), "use \"active-backup\", \"balance-slb\" or \"balance-tcp\"");
+        }
+        if bond.mode == "balance-tcp" && !bond.lacp {
+            v.add(format!("{path}.lacp"), "balance-tcp needs LACP", "set lacp = true or use balance-slb");
+        }
+        port_vlans(v, &path, bond.tag, bond.vlan_mode, &bond.trunks);
+    }
+    for (i, nic) in n.interfaces.iter().enumerate() {
+        let path = format!("network.interfaces[{i}]");
+        if let Some(mac) = &nic.mac {
+            if !is_mac(mac) {
+                v.add(format!("{path}.mac"), format!("{mac:?} is not a MAC address"), "write six hex pairs separated by ':', e.g. \"52:54:00:12:34:56\"");
+            } else if n.renderer == Renderer::Ifupdown {
+                v.add(format!("{path}.mac"), "interfaces(5) cannot match a NIC by MAC address", "set network.renderer = \"netplan\" or match by name only");
+            }
+        }
+        ip(v, &path, &nic.ip(), &mut gateways);
+    }
+    if n.renderer == Renderer::Netplan {
+        for (b, br) in n.bridges.iter().enumerate() {
+            for (i, port) in br.ports.iter().enumerate() {
+                if port.vlan_mode.is_some() || !port.trunks.is_empty() || port.tag.is_some() {
+                    v.add(format!("network.bridges[{b}].ports[{i}]"), "netplan cannot set a port's tag, vlan_mode or trunks", "remove them (the port then carries every VLAN) or set network.renderer = \"ifupdown\"");
+                }
+            }
+            for (i, port) in br.internal.iter().enumerate() {
+                if port.tag.is_none() {
+                    v.add(format!("network.bridges[{b}].internal[{i}].tag"), "netplan makes internal ports VLANs and needs their tag", "set tag = <VLAN>");
+                }
+                if port.iface_id {
+                    v.add(format!("network.bridges[{b}].internal[{i}].iface_id"), "iface_id is applied through interfaces(5) ovs_extra only", "remove iface_id or set network.renderer = \"ifupdown\"");
+                }
+            }
+        }
+    }
+    if gateways.len() > 1 {
+        v.add(gateways[1].clone(), format!("a second IPv4 default gateway (the first is at {})", gateways[0]), "keep one gateway; the host has one default route");
+    }
+}
+
+pub fn is_mac(s: &str) -> bool {
+    let parts: Vec<&str> = s.split(':').collect();
+    parts.len() == 6 && parts.iter().all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+fn ip(v: &mut Problems, path: &str, c: &IpConfig, gateways: &mut Vec<String>) {
+    let net4 = match c.address.as_deref() {
+        None | Some("dhcp") => None,
+        Some(a) => match a.parse::<Ipv4Net>() {
+            Ok(net) => Some(net),
+            Err(_) => {
+                v.add(format!("{path}.address"), format!("{a:?} is not an IPv4 address in CIDR form"), "write address/prefix, e.g. \"192.168.1.10/24\", or \"dhcp\"");
+                None
+            }
+        },
+    };
+    if let Some(g) = &c.gateway {
+        gateways.push(format!("{path}.gateway"));
+        match g.parse::<Ipv4Addr>() {
+            Err(_) => v.add(format!("{path}.gateway"), format!("{g:?} is not an IPv4 address"), "write a plain address, e.g. \"192.168.1.1\""),
+            Ok(gw) => match net4 {
+                Some(net) if !net.contains(&gw) => v.add(format!("{path}.gateway"), format!("gateway {gw} is outside the subnet {} of the address", net.trunc()), "use a gateway inside the subnet or fix the prefix length"),
+                None if c.address.as_deref() != Some("dhcp") && c.address.is_some() => {}
+                None if c.address.is_none() => v.add(format!("{path}.gateway"), "a gateway without a static address", "add address = \"a.b.c.d/len\" or remove the gateway"),
+                _ => {}
+            },
+        }
+    }
+    let net6 = match c.address6.as_deref() {
+        None | Some("dhcp") | Some("auto") => None,
+        Some(a) => match a.parse::<Ipv6Net>() {
+            Ok(net) => Some(net),
+            Err(_) => {
+                v.add(format!("{path}.address6"), format!("{a:?} is not an IPv6 address in CIDR form"), "write address/prefix, e.g. \"2001:db8::10/64\", or \"dhcp\" or \"auto\"");
+                None
+            }
+        },
+    };
+    if let Some(g) = &c.gateway6 {
+        match g.parse::<Ipv6Addr>() {
+            Err(_) => v.add(format!("{path}.gateway6"), format!("{g:?} is not an IPv6 address"), "write a plain address, e.g. \"2001:db8::1\""),
+            Ok(gw) => {
+                if let Some(net) = net6.filter(|n| !n.contains(&gw) && !is_link_local(gw)) {
+                    v.add(format!("{path}.gateway6"), format!("gateway {gw} is outside the subnet {}", net.trunc()), "use a gateway inside the subnet or a link-local one");
+                }
+            }
+        }
+    }
+    for (i, d) in c.dns.iter().enumerate() {
+        if d.parse::<IpAddr>().is_err() {
+            v.add(format!("{path}.dns[{i}]"), format!("{d:?} is not an IP address"), "name servers are IP addresses, e.g. \"208.67.222.222\"");
+        }
+    }
+    if let Some(m) = c.mtu.filter(|m| !(576..=9216).contains(m)) {
+        v.add(format!("{path}.mtu"), format!("MTU {m} is out of range"), "use 576 to 9216 (1500 is standard, 9000 for jumbo frames)");
+    }
+}
+
+fn is_link_local(a: Ipv6Addr) -> bool {
+    (a.segments()[0] & 0xffc0) == 0xfe80
+}
+
+fn is_octal_mode(s: &str) -> bool {
+    (3..=4).contains(&s.len()) && s.chars().all(|c| ('0'..='7').contains(&c))
+}
+
+fn libvirt(p: &Profile, v: &mut Problems) {
+    let l = &p.libvirt;
+    v.unique("pool", l.pools.iter().enumerate().map(|(i, x)| (format!("libvirt.pools[{i}].name"), x.name.as_str())));
+    v.unique("network", l.networks.iter().enumerate().map(|(i, x)| (format!("libvirt.networks[{i}].name"), x.name.as_str())));
+    for (i, pool) in l.pools.iter().enumerate() {
+        let path = format!("libvirt.pools[{i}]");
+        if !pool.path.starts_with('/') {
+            v.add(format!("{path}.path"), format!("{:?} is not an absolute path", pool.path), "write the full path, e.g. \"/var/lib/libvirt/images\"");
+        }
+        for (j, other) in l.pools.iter().enumerate().take(i) {
+            let (a, b) = (pool.path.trim_end_matches('/'), other.path.trim_end_matches('/'));
+            if a == b || a.starts_with(&format!("{b}/")) || b.starts_with(&format!("{a}/")) {
+                v.add(format!("{path}.path"), format!("{} collides with pool {:?} at {}", pool.path, other.name, other.path), format!("give pools separate directories (libvirt.pools[{j}] holds this one)"));
+            }
+        }
+        if let Some(m) = pool.mode.as_deref().filter(|m| !is_octal_mode(m)) {
+            v.add(format!("{path}.mode"), format!("{m:?} is not an octal mode"), "write three or four octal digits, e.g. \"0711\"");
+        }
+        for (key, val) in [("owner", &pool.owner), ("group", &pool.group)] {
+            if let Some(name) = val.as_deref().filter(|n| !is_unix_name(n) && n.parse::<u32>().is_err()) {
+                v.add(format!("{path}.{key}"), format!("{name:?} is not a user or group name"), "use a name or a numeric id");
+            }
+        }
+    }
+    for (i, net) in l.networks.iter().enumerate() {
+        let path = format!("libvirt.networks[{i}]");
+        match net.mode {
+            NetworkMode::Bridge => {
+                let ovs_bridge = p.network.bridges.iter().find(|b| b.name == net.bridge);
+                if ovs_bridge.is_none() {
+                    v.add(format!("{path}.bridge"), format!("bridge {:?} is not defined in [[network.bridges]]", net.bridge), "add the bridge to the network section or name an existing one");
+                }
+                if net.address.is_some() || net.dhcp_range.is_some() {
+                    v.add(format!("{path}.address"), "address and dhcp_range apply to mode = \"nat\" only", "remove them or set mode = \"nat\"");
+                }
+            }
+            NetworkMode::Nat => match net.address.as_deref().map(str::parse::<Ipv4Net>) {
+                None => v.add(format!("{path}.address"), "a NAT network needs the host's address", "add address = \"192.168.122.1/24\""),
+                Some(Err(_)) => v.add(format!("{path}.address"), "not an IPv4 address in CIDR form", "e.g. \"192.168.122.1/24\""),
+                Some(Ok(subnet)) => {
+                    for (j, a) in net.dhcp_range.iter().flatten().enumerate() {
+                        if !a.parse::<Ipv4Addr>().is_ok_and(|ip| subnet.contains(&ip)) {
+                            v.add(format!("{path}.dhcp_range[{j}]"), format!("{a:?} is not an address in {}", subnet.trunc()), "hand out addresses from the network's own subnet");
+                        }
+                    }
+                    if net.virtualport.is_some() || !net.trunk.is_empty() {
+                        v.add(format!("{path}.virtualport"), "NAT networks use libvirt's own bridge, without virtualport or trunk", "remove virtualport and trunk, or use mode = \"bridge\"");
+                    }
+                }
+            },
+        }
+        if let Some(vp) = net.virtualport.as_deref().filter(|vp| *vp != "openvswitch") {
+            v.add(format!("{path}.virtualport"), format!("unknown virtualport {vp:?}"), "use \"openvswitch\" (or leave it out for a Linux bridge)");
+        }
+        let tags: Vec<u16> = net.trunk.iter().map(|t| t.tag).collect();
+        check_trunks(v, &format!("{path}.trunk"), &tags);
+        let natives: Vec<usize> = net.trunk.iter().enumerate().filter(|(_, t)| t.native.is_some()).map(|(j, _)| j).collect();
+        for (j, t) in net.trunk.iter().enumerate() {
+            if let Some(native) = t.native.as_deref().filter(|n| *n != "untagged" && *n != "tagged") {
+                v.add(format!("{path}.trunk[{j}].native"), format!("{native:?} is not a native mode"), "use \"untagged\" or \"tagged\"");
+            }
+        }
+        if natives.len() > 1 {
+            v.add(format!("{path}.trunk[{}].native", natives[1]), "a trunk has at most one native VLAN", "keep native on one VLAN");
+        }
+        v.unique("portgroup", net.portgroups.iter().enumerate().map(|(j, g)| (format!("{path}.portgroups[{j}].name"), g.name.as_str())));
+        let defaults: Vec<usize> = net.portgroups.iter().enumerate().filter(|(_, g)| g.default).map(|(j, _)| j).collect();
+        if defaults.len() > 1 {
+            v.add(format!("{path}.portgroups[{}].default", defaults[1]), format!("two default portgroups ({} and {})", net.portgroups[defaults[0]].name, net.portgroups[defaults[1]].name), "mark only one portgroup default = true");
+        }
+        for (j, g) in net.portgroups.iter().enumerate() {
+            let gpath = format!("{path}.portgroups[{j}].tag");
+            check_tag(v, gpath.clone(), g.tag);
+            if let Some(t) = g.tag.filter(|t| !tags.is_empty() && !tags.contains(t)) {
+                v.add(gpath, format!("portgroup {} uses VLAN {t}, which the network's trunk does not carry", g.name), format!("add {{ tag = {t} }} to the trunk or change the portgroup's tag"));
+            }
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! libvirt storage pools and networks as the files `virsh pool-define` /
+//! `net-define` and `*-autostart` leave behind.
+
+use std::fmt::Write;
+
+use imgforge_plan::{FileKind, FilePlan};
+use ipnet::Ipv4Net;
+
+use super::{file, stable_uuid};
+use crate::profile::{Libvirt, LibvirtNetwork, NetworkMode, Pool};
+
+const POOL_DIR: &str = "/etc/libvirt/storage";
+const NETWORK_DIR: &str = "/etc/libvirt/qemu/networks";
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('\'', "&apos;").replace('"', "&quot;")
+}
+
+pub fn pool_xml(pool: &Pool) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "<!-- Written by imgforge; equivalent to virsh pool-define. -->");
+    let _ = writeln!(out, "<pool type='dir'>");
+    let _ = writeln!(out, "  <name>{}</name>", esc(&pool.name));
+    let _ = writeln!(out, "  <uuid>{}</uuid>", stable_uuid("libvirt-pool", &pool.name));
+    let _ = writeln!(out, "  <target>\n    <path>{}</path>", esc(&pool.path));
+    if let Some(mode) = &pool.mode {
+        // Owner and group are set on the directory itself: libvirt's XML takes numeric ids only.
+        let _ = writeln!(out, "    <permissions>\n      <mode>{}</mode>\n    </permissions>", esc(mode));
+    }
+    let _ = writeln!(out, "  </target>\n</pool>");
+    out
+}
+
+pub fn network_xml(net: &LibvirtNetwork) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "<!-- Written by imgforge; equivalent to virsh net-define. -->");
+    let _ = writeln!(out, "<network>");
+    let _ = writeln!(out, "  <name>{}</name>", esc(&net.name));
+    let _ = writeln!(out, "  <uuid>{}</uuid>", stable_uuid("libvirt-network", &net.name));
+    match net.mode {
+        NetworkMode::Bridge => {
+            let _ = writeln!(out, "  <forward mode='bridge'/>");
+            let _ = writeln!(out, "  <bridge name='{}'/>", esc(&net.bridge));
+            if let Some(vp) = &net.virtualport {
+                let _ = writeln!(out, "  <virtualport type='{}'/>", esc(vp));
+            }
+            if !net.trunk.is_empty() {
+                let _ = writeln!(out, "  <vlan trunk='yes'>");
+                for t in &net.trunk {
+                    match &t.native {
+                        Some(mode) => {
+                            let _ = writeln!(out, "    <tag id='{}' nativeMode='{}'/>", t.tag, esc(mode));
+                        }
+                        None => {
+                            let _ = writeln!(out, "    <tag id='{}'/>", t.tag);
+                        }
+                    }
+                }
+                let _ = writeln!(out, "  </vlan>");
+            }
+        }
+        NetworkMode::Nat => {
+            let _ = writeln!(out, "  <forward mode='nat'/>");
+            let _ = writeln!(out, "  <bridge name='{}' stp='on' delay='0'/>", esc(&net.bridge));
+            if let Some(net4) = net.address.as_deref().and_then(|a| a.parse::<Ipv4Net>().ok()) {
+                let _ = writeln!(out, "  <ip address='{}' netmask='{}'>", net4.addr(), net4.netmask());
+                if let Some([start, end]) = &net.dhcp_range {
+                    let _ = writeln!(out, "    <dhcp>\n      <range start='{}' end='{}'/>\n    </dhcp>", esc(start), esc(end));
+                }
+                let _ = writeln!(out, "  </ip>");
+            }
+        }
+    }
+    for g in &net.portgroups {
+        let default = if g.default { " default='yes'" } else { "" };
+        let _ = writeln!(out, "  <portgroup name='{}'{default}>", esc(&g.name));
+        if let Some(t) = g.tag {
+            let _ = writeln!(out, "    <vlan>\n      <tag id='{t}'/>\n    </vlan>");
+        }
+        let _ = writeln!(out, "  </portgroup>");
+    }
+    let _ = writeln!(out, "</network>");
+    out
+}
+
+fn autostart(dir: &str, name: &str) -> FilePlan {
+    FilePlan {
+        path: format!("{dir}/autostart/{name}.xml"),
+        mode: "0777".into(),
+        owner: None,
+        kind: FileKind::Symlink { target: format!("{dir}/{name}.xml") },
+    }
+}
+
+pub fn files(l: &Libvirt) -> Vec<FilePlan> {
+    let mut out = Vec::new();
+    for pool in &l.pools {
+        out.push(FilePlan {
+            path: pool.path.clone(),
+            mode: pool.mode.clone().unwrap_or_else(|| "0755".into()),
+            owner: pool.owner.clone(),
+            kind: FileKind::Dir,
+        });
+        out.push(file(format!("{POOL_DIR}/{}.xml", pool.name), "0600", pool_xml(pool)));
+        if pool.autostart {
+            out.push(autostart(POOL_DIR, &pool.name));
+        }
+    }
+    if !l.default_network {
+        for path in [format!("{NETWORK_DIR}/autostart/default.xml"), format!("{NETWORK_DIR}/default.xml")] {
+            out.push(FilePlan { path, mode: "0644".into(), owner: None, kind: FileKind::Absent });
+        }
+    }
+    for net in &l.networks {
+        out.push(file(format!("{NETWORK_DIR}/{}.xml", net.name), "0600", network_xml(net)));
+        if net.autostart {
+            out.push(autostart(NETWORK_DIR, &net.name));
+        }
+    }
+    out
+}

@@ -1,0 +1,91 @@
+//! Pure renderers: the validated profile -> the files the installer writes
+//! into the target. They run at build time; the plan carries their output,
+//! so the installer writes exactly what `imgforge render` shows.
+
+mod interfaces;
+mod libvirt;
+mod netplan;
+mod system;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use imgforge_plan::{FileKind, FilePlan};
+use uuid::Uuid;
+
+use crate::profile::{Profile, Renderer};
+
+pub use interfaces::interfaces;
+pub use libvirt::{network_xml, pool_xml};
+pub use netplan::netplan;
+pub use system::{fstab, grub_defaults, hosts, openvswitch_defaults, FilesystemIds};
+
+/// Namespace for the name-based UUIDs of rendered configuration.
+const RENDER_NAMESPACE: Uuid = Uuid::from_u128(0x3f0c_5a7e_21d4_4c8b_9e61_7a2b_54d0_c3e9);
+
+/// A stable UUID for a named object (`kind` keeps pools and networks apart).
+pub fn stable_uuid(kind: &str, name: &str) -> Uuid {
+    Uuid::new_v5(&RENDER_NAMESPACE, format!("{kind}\0{name}").as_bytes())
+}
+
+pub(crate) fn file(path: impl Into<String>, mode: &str, content: String) -> FilePlan {
+    FilePlan { path: path.into(), mode: mode.into(), owner: None, kind: FileKind::File { content } }
+}
+
+/// Every file for the target, directories before their contents.
+pub fn render_all(p: &Profile) -> Vec<FilePlan> {
+    let ids = FilesystemIds::for_host(&p.system.hostname);
+    let mut files = vec![
+        file("/etc/hostname", "0644", format!("{}\n", p.system.hostname)),
+        file("/etc/hosts", "0644", hosts(&p.system.hostname)),
+        file("/etc/fstab", "0644", fstab(&ids)),
+        file("/etc/default/grub.d/90-imgforge.cfg", "0644", grub_defaults(&p.system.kernel_args)),
+    ];
+    files.extend(system::users(&p.users));
+    match p.network.renderer {
+        Renderer::Ifupdown => files.push(file("/etc/network/interfaces", "0644", interfaces(p))),
+        Renderer::Netplan => files.push(file("/etc/netplan/90-imgforge.yaml", "0600", netplan(p))),
+    }
+    if let Some(defaults) = openvswitch_defaults(&p.openvswitch) {
+        files.push(file("/etc/default/openvswitch-switch", "0644", defaults));
+    }
+    files.extend(libvirt::files(&p.libvirt));
+    files
+}
+
+/// Writes rendered files as a tree under `root` (for review and for the
+/// tools that check them). Each file is written to a temporary name and
+/// renamed; owners are not applied (that needs the target's users).
+pub fn write_tree(files: &[FilePlan], root: &Path) -> std::io::Result<()> {
+    let ctx = |what: &str, path: &Path, e: std::io::Error| std::io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()));
+    for f in files {
+        let dest = root.join(f.path.trim_start_matches('/'));
+        let mode = u32::from_str_radix(&f.mode, 8).unwrap_or(0o644);
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| ctx("creating", parent, e))?;
+        }
+        match &f.kind {
+            FileKind::Dir => {
+                std::fs::create_dir_all(&dest).map_err(|e| ctx("creating", &dest, e))?;
+                std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(mode)).map_err(|e| ctx("setting mode of", &dest, e))?;
+            }
+            FileKind::File { content } => {
+                let tmp = dest.with_file_name(format!(".{}.tmp", dest.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
+                std::fs::write(&tmp, content).map_err(|e| ctx("writing", &tmp, e))?;
+                std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).map_err(|e| ctx("setting mode of", &tmp, e))?;
+                std::fs::rename(&tmp, &dest).map_err(|e| ctx("renaming into place", &dest, e))?;
+            }
+            FileKind::Symlink { target } => {
+                let _ = std::fs::remove_file(&dest);
+                std::os::unix::fs::symlink(target, &dest).map_err(|e| ctx("linking", &dest, e))?;
+            }
+            FileKind::Absent => {
+                let _ = std::fs::remove_file(&dest);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
