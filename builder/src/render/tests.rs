@@ -1,0 +1,228 @@
+//! Renderer output checked by golden files and by the programs that will
+//! read it on the installed system.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::*;
+use crate::profile::{self, Profile};
+
+fn load(rel: &str) -> Profile {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel);
+    profile::load(&path).unwrap_or_else(|e| panic!("{e}")).profile
+}
+
+fn reference() -> Profile {
+    load("profiles/hypervisor.toml")
+}
+
+fn rendered_tree(p: &Profile) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write_tree(&render_all(p), dir.path()).unwrap();
+    dir
+}
+
+/// Path -> content ("file\n<content>" or "symlink -> target"). Directories
+/// and modes are left out: git keeps neither empty directories nor modes
+/// (they are checked against the plan instead).
+fn snapshot(root: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap();
+            let path = entry.path();
+            let rel = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            if meta.file_type().is_symlink() {
+                out.insert(rel, format!("symlink -> {}", std::fs::read_link(&path).unwrap().display()));
+            } else if meta.is_dir() {
+                stack.push(path.clone());
+            } else {
+                out.insert(rel, format!("file\n{}", std::fs::read_to_string(&path).unwrap()));
+            }
+        }
+    }
+    out
+}
+
+fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/hypervisor")
+}
+
+#[test]
+fn reference_machine_matches_the_golden_files() {
+    let tree = rendered_tree(&reference());
+    let golden = golden_dir();
+    if std::env::var_os("IMGFORGE_BLESS").is_some() {
+        let _ = std::fs::remove_dir_all(&golden);
+        write_tree(&render_all(&reference()), &golden).unwrap();
+    }
+    let (got, want) = (snapshot(tree.path()), snapshot(&golden));
+    for (path, desc) in &want {
+        assert_eq!(got.get(path), Some(desc), "{path} differs from the golden file (IMGFORGE_BLESS=1 rewrites the goldens; review the diff)");
+    }
+    assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>(), "rendered file set differs from the goldens");
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e} (scripts/deps installs the tools)"));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{cmd:?} failed:\n{text}");
+    text
+}
+
+#[test]
+fn ifupdown_reads_the_interfaces_file_as_intended() {
+    let tree = rendered_tree(&reference());
+    let file = tree.path().join("etc/network/interfaces");
+    let list = |extra: &[&str]| -> Vec<String> {
+        run(Command::new("ifquery").arg("-i").arg(&file).arg("--list").args(extra)).lines().map(str::to_owned).collect()
+    };
+    assert_eq!(list(&[]), ["lo", "vmbr0"], "auto interfaces");
+    assert_eq!(list(&["--allow=ovs"]), ["vmbr0"], "bridges started by openvswitch-switch");
+    assert_eq!(list(&["--allow=vmbr0"]), ["eth0", "vlan31", "vlan32"], "ports of vmbr0");
+    let eth0 = run(Command::new("ifquery").arg("-i").arg(&file).arg("eth0"));
+    assert!(eth0.contains("ovs_options: tag=31 vlan_mode=native-untagged trunks=31,32"), "{eth0}");
+    let vlan31 = run(Command::new("ifquery").arg("-i").arg(&file).arg("vlan31"));
+    for line in [
+        "ovs_type: OVSIntPort",
+        "ovs_options: tag=31",
+        "address: 192.168.1.10",
+        "netmask: 255.255.255.0",
+        "gateway: 192.168.1.1",
+        "dns-nameservers: 208.67.222.222 208.67.220.220",
+        "ovs_extra: set interface ${IFACE} external-ids:iface-id=$(hostname -s)-${IFACE}-vif",
+    ] {
+        assert!(vlan31.contains(line), "vlan31 lacks {line:?}:\n{vlan31}");
+    }
+    let vlan32 = run(Command::new("ifquery").arg("-i").arg(&file).arg("vlan32"));
+    assert!(vlan32.contains("address: 192.168.2.25") && vlan32.contains("ovs_options: tag=32"), "{vlan32}");
+    // ifup parses the whole file and plans every interface without touching the host.
+    let state = tempfile::tempdir().unwrap();
+    run(Command::new("ifup").arg("--no-act").arg("-i").arg(&file).arg("--state-dir").arg(state.path()).arg("-a"));
+}
+
+#[test]
+fn netplan_generate_accepts_the_netplan_variant_and_makes_ovs_commands() {
+    let tree = rendered_tree(&load("profiles/examples/netplan.toml"));
+    run(Command::new("netplan").arg("generate").arg("--root-dir").arg(tree.path()));
+    let units = tree.path().join("run/systemd/system");
+    let bridge = std::fs::read_to_string(units.join("netplan-ovs-vmbr0.service")).expect("netplan made an OVS unit for vmbr0");
+    assert!(bridge.contains("ovs-vsctl --may-exist add-br vmbr0"), "{bridge}");
+    assert!(bridge.contains("ovs-vsctl --may-exist add-port vmbr0 eth0"), "{bridge}");
+    for (port, tag) in [("vlan31", 31), ("vlan32", 32)] {
+        let unit = std::fs::read_to_string(units.join(format!("netplan-ovs-{port}.service"))).unwrap();
+        assert!(unit.contains(&format!("add-br {port} vmbr0 {tag}")), "{unit}");
+    }
+    let net = std::fs::read_to_string(tree.path().join("run/systemd/network/10-netplan-vlan31.network")).unwrap();
+    assert!(net.contains("Address=192.168.1.10/24") && net.contains("Gateway=192.168.1.1"), "{net}");
+}
+
+#[test]
+fn virt_xml_validate_accepts_every_pool_and_network() {
+    let mut nat = load("profiles/hypervisor.toml");
+    nat.libvirt.networks.push(crate::profile::LibvirtNetwork {
+        name: "nat0".into(),
+        mode: crate::profile::NetworkMode::Nat,
+        bridge: "virbr1".into(),
+        virtualport: None,
+        address: Some("192.168.122.1/24".into()),
+        dhcp_range: Some(["192.168.122.2".into(), "192.168.122.254".into()]),
+        trunk: vec![],
+        portgroups: vec![],
+        autostart: true,
+    });
+    let tree = rendered_tree(&nat);
+    let mut checked = 0;
+    for (dir, kind) in [("etc/libvirt/storage", "storagepool"), ("etc/libvirt/qemu/networks", "network")] {
+        for entry in std::fs::read_dir(tree.path().join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "xml") {
+                run(Command::new("virt-xml-validate").arg(&path).arg(kind));
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 4, "two pools and two networks were validated");
+}
+
+#[test]
+fn autostart_links_point_at_the_definitions() {
+    let tree = rendered_tree(&reference());
+    for (link, target) in [
+        ("etc/libvirt/storage/autostart/isos.xml", "/etc/libvirt/storage/isos.xml"),
+        ("etc/libvirt/storage/autostart/vm-images.xml", "/etc/libvirt/storage/vm-images.xml"),
+        ("etc/libvirt/qemu/networks/autostart/libvirt-vmbr0.xml", "/etc/libvirt/qemu/networks/libvirt-vmbr0.xml"),
+    ] {
+        assert_eq!(std::fs::read_link(tree.path().join(link)).unwrap(), Path::new(target));
+    }
+    let files = render_all(&reference());
+    let absent: Vec<&str> = files.iter().filter(|f| f.kind == FileKind::Absent).map(|f| f.path.as_str()).collect();
+    assert_eq!(absent, ["/etc/libvirt/qemu/networks/autostart/default.xml", "/etc/libvirt/qemu/networks/default.xml"]);
+}
+
+#[test]
+fn grub_drop_in_is_valid_shell_and_appends_the_kernel_arguments() {
+    let tree = rendered_tree(&reference());
+    let file = tree.path().join("etc/default/grub.d/90-imgforge.cfg");
+    run(Command::new("sh").arg("-n").arg(&file));
+    let script = format!("GRUB_CMDLINE_LINUX='quiet'; . '{}'; printf '%s' \"$GRUB_CMDLINE_LINUX\"", file.display());
+    assert_eq!(run(Command::new("sh").arg("-c").arg(&script)), "quiet biosdevname=0 net.ifnames=0");
+    let empty = format!("GRUB_CMDLINE_LINUX=''; . '{}'; printf '%s' \"$GRUB_CMDLINE_LINUX\"", file.display());
+    assert_eq!(run(Command::new("sh").arg("-c").arg(&empty)), "biosdevname=0 net.ifnames=0");
+    let ovs = std::fs::read_to_string(tree.path().join("etc/default/openvswitch-switch")).unwrap();
+    let value = run(Command::new("sh").arg("-c").arg(format!("{ovs}\nprintf '%s' \"$OVS_CTL_OPTS\"")));
+    assert_eq!(value, "--delete-bridges");
+}
+
+#[test]
+fn modes_and_owners_are_what_the_services_expect() {
+    let files = render_all(&reference());
+    let get = |path: &str| files.iter().find(|f| f.path == path).unwrap_or_else(|| panic!("{path} not rendered"));
+    for (path, mode, owner) in [
+        ("/home/avatar/isos", "0711", None),
+        ("/home/avatar/vm-images", "0711", None),
+        ("/home/avatar/.ssh", "0700", Some("avatar")),
+        ("/home/avatar/.ssh/authorized_keys", "0600", Some("avatar")),
+        ("/etc/libvirt/storage/isos.xml", "0600", None),
+        ("/etc/network/interfaces", "0644", None),
+    ] {
+        let f = get(path);
+        assert_eq!((f.mode.as_str(), f.owner.as_deref()), (mode, owner), "{path}");
+    }
+    assert_eq!(get("/home/avatar/isos").kind, FileKind::Dir);
+    // Parents come before their contents, so the installer can write in order.
+    let pos = |path: &str| files.iter().position(|f| f.path == path).unwrap();
+    assert!(pos("/home/avatar/.ssh") < pos("/home/avatar/.ssh/authorized_keys"));
+}
+
+#[test]
+fn stable_uuids_depend_on_kind_and_name_only() {
+    assert_eq!(stable_uuid("libvirt-pool", "isos"), stable_uuid("libvirt-pool", "isos"));
+    assert_ne!(stable_uuid("libvirt-pool", "isos"), stable_uuid("libvirt-network", "isos"));
+    let a = FilesystemIds::for_host("hv01");
+    assert_ne!(a, FilesystemIds::for_host("hv02"));
+    assert!(fstab(&a).contains(&format!("UUID={}  /             ext4", a.root)));
+}
+
+#[test]
+fn bonds_and_plain_nics_render_for_ifupdown() {
+    let text = include_str!("../../../profiles/hypervisor.toml").replacen(
+        "[openvswitch]",
+        "[[network.bonds]]\nname = \"bond0\"\nbridge = \"vmbr0\"\ninterfaces = [\"eth1\", \"eth2\"]\nmode = \"balance-tcp\"\nlacp = true\ntrunks = [31, 32]\n\n\
+         [[network.interfaces]]\nname = \"eth3\"\naddress = \"dhcp\"\naddress6 = \"2001:db8::10/64\"\ngateway6 = \"2001:db8::1\"\n\n[openvswitch]",
+        1,
+    );
+    let p = profile::parse(&text, Path::new("bond.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let tree = rendered_tree(&p);
+    let file = tree.path().join("etc/network/interfaces");
+    let bond = run(Command::new("ifquery").arg("-i").arg(&file).arg("bond0"));
+    assert!(bond.contains("ovs_type: OVSBond") && bond.contains("ovs_bonds: eth1 eth2"), "{bond}");
+    assert!(bond.contains("ovs_options: bond_mode=balance-tcp lacp=active trunks=31,32"), "{bond}");
+    let bridge = run(Command::new("ifquery").arg("-i").arg(&file).arg("vmbr0"));
+    assert!(bridge.contains("ovs_ports: eth0 bond0 vlan31 vlan32"), "{bridge}");
+    let v6 = run(Command::new("ifquery").arg("-i").arg(&file).arg("eth3"));
+    assert!(v6.contains("address: 2001:db8::10") && v6.contains("netmask: 64") && v6.contains("gateway: 2001:db8::1"), "{v6}");
+}
