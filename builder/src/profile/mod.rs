@@ -18,6 +18,7 @@ pub use size::ByteSize;
 #[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Profile {
+    /// Where the Ubuntu live-server ISO and its signed checksums come from.
     #[serde(default)]
     pub source: Source,
     #[serde(default)]
@@ -67,6 +68,7 @@ pub enum Format {
 #[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Output {
+    /// Media to build.
     #[serde(default = "default_formats")]
     pub formats: Vec<Format>,
 }
@@ -84,11 +86,14 @@ fn default_formats() -> Vec<Format> {
 #[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct System {
+    /// Host name of the installed machine.
     pub hostname: String,
+    /// Time zone, e.g. "UTC" or "Europe/Berlin".
     #[serde(default = "default_timezone")]
     pub timezone: String,
     #[serde(default = "default_locale")]
     pub locale: String,
+    /// Kernel arguments of the installed system (GRUB_CMDLINE_LINUX), e.g. "net.ifnames=0".
     #[serde(default)]
     pub kernel_args: Vec<String>,
 }
@@ -104,13 +109,17 @@ fn default_locale() -> String {
 #[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct User {
+    /// Login name.
     pub name: String,
+    /// Supplementary groups, e.g. "sudo", "libvirt".
     #[serde(default)]
     pub groups: Vec<String>,
+    /// OpenSSH public keys, one line of a .pub file each.
     #[serde(default)]
     pub ssh_authorized_keys: Vec<String>,
     /// crypt(3) hash; without it the account has no password (ssh keys only).
     pub password_hash: Option<String>,
+    /// Allow sudo (without a password when password_hash is not set).
     #[serde(default)]
     pub sudo: bool,
 }
@@ -118,10 +127,13 @@ pub struct User {
 #[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Disk {
+    /// Rules a disk must meet to be installed on.
     #[serde(rename = "match", default)]
     pub rules: DiskMatch,
+    /// What to do when several disks match: "only" (an error), "smallest", "largest", "first" (by name).
     #[serde(default)]
     pub select: SelectPolicy,
+    /// Partition layout of the target.
     #[serde(default)]
     pub layout: Layout,
 }
@@ -130,13 +142,20 @@ pub struct Disk {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DiskMatch {
+    /// Smallest acceptable disk, e.g. "32GiB".
     pub min_size: Option<ByteSize>,
+    /// Largest acceptable disk.
     pub max_size: Option<ByteSize>,
+    /// Glob on the disk's model string, e.g. "Samsung SSD*".
     pub model: Option<String>,
+    /// Glob on the disk's serial number.
     pub serial: Option<String>,
+    /// Bus of the disk.
     #[serde(default)]
     pub transport: Transport,
+    /// true for spinning disks, false for SSDs.
     pub rotational: Option<bool>,
+    /// Glob on the PCI part of the disk's by-path name, e.g. "pci-0000:00:1f.2".
     pub by_path: Option<String>,
 }
 
@@ -151,6 +170,7 @@ pub enum Layout {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Packages {
+    /// Packages to install into the target.
     #[serde(default)]
     pub install: Vec<String>,
     /// Bundle packages that are not on the ISO into the image.
@@ -169,8 +189,10 @@ pub enum Renderer {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Network {
+    /// "ifupdown" writes /etc/network/interfaces; "netplan" writes /etc/netplan/90-imgforge.yaml.
     #[serde(default)]
     pub renderer: Renderer,
+    /// Open vSwitch bridges.
     #[serde(default)]
     pub bridges: Vec<Bridge>,
     /// Bonds of several NICs attached to a bridge as one OVS port.
@@ -258,8 +280,10 @@ ip_config!(InternalPort);
 #[serde(deny_unknown_fields)]
 pub struct Bridge {
     pub name: String,
+    /// Physical NICs attached to the bridge.
     #[serde(default)]
     pub ports: Vec<BridgePort>,
+    /// Internal ports: the host's own interfaces on the bridge's VLANs.
     #[serde(default)]
     pub internal: Vec<InternalPort>,
 }
@@ -277,9 +301,13 @@ pub enum VlanMode {
 #[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BridgePort {
+    /// NIC name, e.g. "eth0".
     pub name: String,
+    /// Access VLAN, or the native VLAN with a native vlan_mode.
     pub tag: Option<u16>,
+    /// OVS vlan_mode.
     pub vlan_mode: Option<VlanMode>,
+    /// VLANs carried tagged; empty = all.
     #[serde(default)]
     pub trunks: Vec<u16>,
     pub mtu: Option<u32>,
@@ -290,6 +318,7 @@ pub struct BridgePort {
 #[serde(deny_unknown_fields)]
 pub struct InternalPort {
     pub name: String,
+    /// VLAN of this port.
     pub tag: Option<u16>,
     /// IPv4 address in CIDR form, or "dhcp".
     pub address: Option<String>,
@@ -340,11 +369,14 @@ fn default_true() -> bool {
 #[serde(deny_unknown_fields)]
 pub struct Pool {
     pub name: String,
+    /// Absolute directory; created by the installer.
     pub path: String,
     /// Octal permission string, e.g. "0711".
     pub mode: Option<String>,
+    /// Owner of the directory (user name).
     pub owner: Option<String>,
     pub group: Option<String>,
+    /// Start the pool when libvirtd starts.
     #[serde(default = "default_true")]
     pub autostart: bool,
 }
@@ -364,10 +396,13 @@ pub struct LibvirtNetwork {
     pub address: Option<String>,
     /// NAT networks: first and last address handed out by DHCP.
     pub dhcp_range: Option<[String; 2]>,
+    /// VLANs the network's ports carry (trunk).
     #[serde(default)]
     pub trunk: Vec<TrunkVlan>,
+    /// Named VLAN choices for guests; at most one default.
     #[serde(default)]
     pub portgroups: Vec<Portgroup>,
+    /// Start the network when libvirtd starts.
     #[serde(default = "default_true")]
     pub autostart: bool,
 }
@@ -400,6 +435,7 @@ pub struct Portgroup {
 #[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Report {
+    /// URL that receives every event as JSON (POST); events always go to the console too.
     pub webhook: Option<String>,
     #[serde(default = "default_on_success")]
     pub on_success: Action,
