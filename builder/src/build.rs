@@ -25,6 +25,8 @@ pub struct BuildOptions {
     pub sha256sums: Option<PathBuf>,
     pub signature: Option<PathBuf>,
     pub keyring: Option<PathBuf>,
+    /// Keys that sign the ISO's package repository (default: Ubuntu's archive keys).
+    pub archive_keyring: Option<PathBuf>,
     pub out_dir: PathBuf,
     /// The static installer agent; found next to the `imgforge` binary when not given.
     pub agent: Option<PathBuf>,
@@ -80,7 +82,8 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, BuildError> {
 
     let mut iso = verify_sources(&loaded, opts)?;
     let guids = compile::media_guids(&loaded.name, &iso.facts);
-    let plan = compile::compile(&loaded, &iso.facts, &guids);
+    let mut plan = compile::compile(&loaded, &iso.facts, &guids);
+    plan.archive_keys = Some(archive_keys(opts)?);
     let plan_json = plan.to_json();
 
     let esp_files = esp_contents(&mut iso, &plan, &agent, plan_json.as_bytes(), &guids)?;
@@ -156,6 +159,23 @@ fn verify_sources(loaded: &LoadedProfile, opts: &BuildOptions) -> Result<Verifie
         }
     }
     Ok(VerifiedIso { path: iso_path, file, facts: IsoFacts { sha256_hex, size }, signer })
+}
+
+/// Ubuntu's archive signing keys, which sign the live-server ISO's pool.
+const UBUNTU_ARCHIVE_KEYS: [&str; 2] =
+    [include_str!("../keys/ubuntu-archive-2018.asc"), include_str!("../keys/ubuntu-archive-2012.asc")];
+
+fn archive_keys(opts: &BuildOptions) -> Result<String, BuildError> {
+    match &opts.archive_keyring {
+        Some(path) => {
+            let bytes = std::fs::read(path).map_err(io("reading archive keyring", path))?;
+            // Parsed to refuse a wrong file now rather than on the machine being installed.
+            TrustedKeys::from_bytes(&bytes, &path.display().to_string())
+                .map_err(|source| BuildError::Verify { path: path.clone(), source })?;
+            String::from_utf8(bytes).map_err(|_| BuildError::Source(format!("{}: the archive keyring must be ASCII-armored", path.display())))
+        }
+        None => Ok(UBUNTU_ARCHIVE_KEYS.concat()),
+    }
 }
 
 fn load_keyring(path: &Path) -> Result<TrustedKeys, BuildError> {

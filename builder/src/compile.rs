@@ -1,7 +1,7 @@
 //! Profile -> Plan. Pure: the same profile and ISO give the same plan.
 
 use imgforge_plan::{
-    part_type, DiskPlan, DiskRules, Filesystem, PartitionPlan, Payload, Plan, ReportPlan, SystemPlan, UserPlan,
+    part_type, DiskPlan, DiskRules, Filesystem, ExpectedBridge, ExpectedPort, Expectations, FilesystemPlan, PartitionPlan, Payload, Plan, ReportPlan, SystemPlan, UserPlan,
     PLAN_VERSION,
 };
 use uuid::Uuid;
@@ -87,6 +87,52 @@ pub fn compile(loaded: &LoadedProfile, iso: &IsoFacts, guids: &MediaGuids) -> Pl
             .collect(),
         packages: p.packages.install.clone(),
         files: render::render_all(p),
+        filesystems: Some({
+            let ids = render::FilesystemIds::for_host(&p.system.hostname);
+            FilesystemPlan { root_uuid: ids.root.to_string(), esp_volume_id: format!("{:08X}", ids.esp) }
+        }),
+        archive_keys: None,
+        expect: expectations(p),
+    }
+}
+
+/// What the first boot checks: the bridges, addresses, pools and networks
+/// the profile asks for, and the kernel arguments.
+fn expectations(p: &crate::profile::Profile) -> Expectations {
+    let bridges = p
+        .network
+        .bridges
+        .iter()
+        .map(|br| ExpectedBridge {
+            name: br.name.clone(),
+            ports: br
+                .ports
+                .iter()
+                .map(|x| ExpectedPort { name: x.name.clone(), tag: x.tag, trunks: x.trunks.clone(), internal: false })
+                .chain(p.network.bonds.iter().filter(|b| b.bridge == br.name).map(|b| ExpectedPort {
+                    name: b.name.clone(),
+                    tag: b.tag,
+                    trunks: b.trunks.clone(),
+                    internal: false,
+                }))
+                .chain(br.internal.iter().map(|i| ExpectedPort { name: i.name.clone(), tag: i.tag, trunks: vec![], internal: true }))
+                .collect(),
+        })
+        .collect();
+    let static_v4 = |name: &str, a: &Option<String>| a.as_ref().filter(|a| *a != "dhcp").map(|a| (name.to_owned(), a.clone()));
+    let addresses = p
+        .network
+        .bridges
+        .iter()
+        .flat_map(|br| br.internal.iter().filter_map(|i| static_v4(&i.name, &i.address)))
+        .chain(p.network.interfaces.iter().filter_map(|i| static_v4(&i.name, &i.address)))
+        .collect();
+    Expectations {
+        bridges,
+        addresses,
+        pools: p.libvirt.pools.iter().filter(|x| x.autostart).map(|x| x.name.clone()).collect(),
+        networks: p.libvirt.networks.iter().filter(|x| x.autostart).map(|x| x.name.clone()).collect(),
+        kernel_args: p.system.kernel_args.clone(),
     }
 }
 

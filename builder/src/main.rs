@@ -35,6 +35,9 @@ enum Command {
         /// OpenPGP public keys trusted to sign SHA256SUMS (default: Ubuntu's CD image key).
         #[arg(long)]
         keyring: Option<PathBuf>,
+        /// Armored OpenPGP keys that sign the ISO's package pool (default: Ubuntu's archive keys).
+        #[arg(long)]
+        archive_keyring: Option<PathBuf>,
         /// Output directory.
         #[arg(long, default_value = "out")]
         out: PathBuf,
@@ -133,8 +136,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Build { profile, iso, sha256sums, signature, keyring, out, agent } => {
-            let opts = BuildOptions { profile, iso, sha256sums, signature, keyring, out_dir: out, agent };
+        Command::Build { profile, iso, sha256sums, signature, keyring, archive_keyring, out, agent } => {
+            let opts = BuildOptions { profile, iso, sha256sums, signature, keyring, archive_keyring, out_dir: out, agent };
             let built = build::build(&opts)?;
             eprintln!("imgforge: SHA256SUMS signed by {}", built.signer);
             eprintln!("imgforge: ISO verified, SHA-256 {}", built.plan.payload.iso_sha256);

@@ -32,6 +32,8 @@ fn build(out: &Path, iso: &Path, signature: &Path) -> Output {
         .arg(signature)
         .arg("--keyring")
         .arg(fixture("KEYRING"))
+        .arg("--archive-keyring")
+        .arg(fixture("ARCHIVE_KEYRING"))
         .arg("--out")
         .arg(out)
         .output()

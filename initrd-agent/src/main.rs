@@ -8,9 +8,12 @@
 
 mod disks;
 mod events;
+mod firstboot;
 mod modules;
+mod copy;
 mod partition;
 mod system;
+mod target;
 
 use anyhow::Context;
 use imgforge_plan::{steps, Action, Plan, State, PLAN_PATH};
@@ -23,6 +26,9 @@ const USAGE: &str = "imgforge-agent: the imgforge installer agent.
 
 It runs as PID 1 (/init) in the installer initrd that `imgforge build` makes,
 reads /etc/imgforge/plan.json and installs the machine it describes.
+
+On the installed system, `imgforge-agent firstboot` (run once by
+imgforge-firstboot.service) checks the system against the plan and reports.
 
 Options:
   --version   print the version
@@ -53,6 +59,9 @@ fn main() {
     if args.iter().any(|a| a == "--help" || a == "-h") {
         println!("{USAGE}");
         return;
+    }
+    if args.first().map(String::as_str) == Some("firstboot") {
+        std::process::exit(firstboot::run());
     }
     if !rustix::process::getpid().is_init() {
         eprintln!(
@@ -136,5 +145,58 @@ fn install(plan: &Plan, reporter: &mut Reporter) -> Result<(), StepFailure> {
     let mut ev = reporter.event(steps::PARTITION, State::Done);
     ev.data = Some(json!({ "disk": target.name, "partitions": layout }));
     reporter.emit(ev);
+
+    let started = reporter.event(steps::FILESYSTEMS, State::Started);
+    reporter.emit(started);
+    let total = target::mount_source(&payload.partition_device).in_step(steps::FILESYSTEMS)?;
+    target::make_filesystems(plan, &target.name).in_step(steps::FILESYSTEMS)?;
+    let done = reporter.event(steps::FILESYSTEMS, State::Done);
+    reporter.emit(done);
+
+    let mut ev = reporter.event(steps::ROOT_TREE, State::Started);
+    ev.bytes = Some(total);
+    reporter.emit(ev);
+    let copy_start = std::time::Instant::now();
+    let mut next_percent = 10.0;
+    let stats = copy::copy_tree(&target::source_root(), std::path::Path::new(target::TARGET), |bytes| {
+        let percent = if total > 0 { bytes as f64 * 100.0 / total as f64 } else { 0.0 };
+        if percent >= next_percent {
+            next_percent += 10.0;
+            let mut ev = reporter.event(steps::ROOT_TREE, State::Progress);
+            ev.percent = Some(percent.min(100.0));
+            ev.bytes = Some(bytes);
+            reporter.emit(ev);
+        }
+    })
+    .context("copying the root tree")
+    .in_step(steps::ROOT_TREE)?;
+    let secs = copy_start.elapsed().as_secs_f64();
+    let mut ev = reporter.event(steps::ROOT_TREE, State::Done);
+    ev.bytes = Some(stats.bytes);
+    ev.message = Some(format!("{} files, {} bytes in {secs:.1} s", stats.files, stats.bytes));
+    ev.data = Some(json!({ "files": stats.files, "bytes": stats.bytes, "seconds": secs, "bytes_per_second": stats.bytes as f64 / secs.max(1e-6) }));
+    reporter.emit(ev);
+
+    target::enter_target(&target.name).in_step(steps::PACKAGES)?;
+    let started = reporter.event(steps::PACKAGES, State::Started);
+    reporter.emit(started);
+    let installed = target::install_packages(plan).in_step(steps::PACKAGES)?;
+    let mut ev = reporter.event(steps::PACKAGES, State::Done);
+    ev.data = Some(json!({ "installed": installed }));
+    reporter.emit(ev);
+
+    let started = reporter.event(steps::CONFIGURE, State::Started);
+    reporter.emit(started);
+    target::configure(plan).in_step(steps::CONFIGURE)?;
+    target::install_firstboot(&plan.to_json()).in_step(steps::CONFIGURE)?;
+    let done = reporter.event(steps::CONFIGURE, State::Done);
+    reporter.emit(done);
+
+    let started = reporter.event(steps::BOOTLOADER, State::Started);
+    reporter.emit(started);
+    target::install_bootloader().in_step(steps::BOOTLOADER)?;
+    target::leave_target().in_step(steps::BOOTLOADER)?;
+    let done = reporter.event(steps::BOOTLOADER, State::Done);
+    reporter.emit(done);
     Ok(())
 }

@@ -15,7 +15,7 @@ use anyhow::{bail, Context};
 use crate::events::log;
 
 /// Filesystems the installer mounts, loaded whatever the hardware.
-const ALWAYS: [&str; 8] = ["vfat", "nls_cp437", "nls_ascii", "nls_utf8", "isofs", "squashfs", "overlay", "ext4"];
+const ALWAYS: [&str; 10] = ["vfat", "nls_cp437", "nls_ascii", "nls_utf8", "isofs", "squashfs", "overlay", "ext4", "loop", "efivarfs"];
 const MAX_PASSES: usize = 10;
 const PASS_DELAY: Duration = Duration::from_millis(500);
 const MODULE_INIT_COMPRESSED_FILE: i32 = 4;
@@ -26,6 +26,8 @@ pub struct ModuleIndex {
     deps: HashMap<String, (String, Vec<String>)>,
     aliases: Vec<(String, String)>,
     builtin: HashSet<String>,
+    /// Module -> modules to load before it (modules.softdep `pre:`).
+    softdeps: HashMap<String, Vec<String>>,
 }
 
 /// `kernel/fs/isofs/isofs.ko.zst` -> `isofs`; `-` and `_` are the same in module names.
@@ -43,6 +45,28 @@ pub fn parse_modules_dep(text: &str) -> HashMap<String, (String, Vec<String>)> {
             Some((module_name(path), (path.trim().to_owned(), deps)))
         })
         .collect()
+}
+
+/// `softdep ext4 pre: crc32c` -> ext4: [crc32c]. `post:` entries are not needed to boot.
+pub fn parse_modules_softdep(text: &str) -> HashMap<String, Vec<String>> {
+    let mut out: HashMap<String, Vec<String>> = HashMap::new();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        if words.next() != Some("softdep") {
+            continue;
+        }
+        let Some(module) = words.next() else { continue };
+        let mut pre = false;
+        for w in words {
+            match w {
+                "pre:" => pre = true,
+                "post:" => pre = false,
+                name if pre => out.entry(module.replace('-', "_")).or_default().push(name.to_owned()),
+                _ => {}
+            }
+        }
+    }
+    out
 }
 
 pub fn parse_modules_alias(text: &str) -> Vec<(String, String)> {
@@ -138,8 +162,9 @@ impl ModuleIndex {
         let deps = parse_modules_dep(&read("modules.dep")?);
         let aliases = parse_modules_alias(&read("modules.alias").unwrap_or_default());
         let builtin = read("modules.builtin").unwrap_or_default().lines().map(module_name).collect();
+        let softdeps = parse_modules_softdep(&read("modules.softdep").unwrap_or_default());
         log(format!("module tree {}: {} modules, {} aliases", dir.display(), deps.len(), aliases.len()));
-        Ok(ModuleIndex { dir: dir.to_path_buf(), deps, aliases, builtin })
+        Ok(ModuleIndex { dir: dir.to_path_buf(), deps, aliases, builtin, softdeps })
     }
 
     /// Modules whose aliases match a device's modalias, in index order.
@@ -197,7 +222,17 @@ fn load_with_deps(index: &ModuleIndex, name: &str, state: &mut LoadState) {
     if index.builtin.contains(name) || Path::new("/sys/module").join(name).join("initstate").exists() {
         return;
     }
-    let Some(order) = index.load_order(name) else { return };
+    let Some(order) = index.load_order(name) else {
+        // Not a module file name: an alias such as `crc32c` (used by softdeps).
+        let targets: Vec<String> = index.modules_for(name).into_iter().map(str::to_owned).collect();
+        for target in targets.iter().filter(|t| t.as_str() != name) {
+            load_with_deps(index, target, state);
+        }
+        return;
+    };
+    for pre in index.softdeps.get(&name.replace('-', "_")).into_iter().flatten() {
+        load_with_deps(index, pre, state);
+    }
     for path in order {
         let module = module_name(&path);
         if state.loaded.contains(&module)
@@ -296,7 +331,10 @@ mod tests {
             deps: parse_modules_dep(dep),
             aliases: parse_modules_alias(alias),
             builtin: HashSet::new(),
+            softdeps: parse_modules_softdep("# Soft dependencies\nsoftdep ext4 pre: crc32c\nsoftdep nf post: x pre: y z\n"),
         };
+        assert_eq!(index.softdeps["ext4"], ["crc32c"]);
+        assert_eq!(index.softdeps["nf"], ["y", "z"]);
         let order = index.load_order("usb-storage").unwrap();
         assert_eq!(
             order,

@@ -45,6 +45,55 @@ pub struct Plan {
     /// from the profile, in order (directories before their contents).
     #[serde(default)]
     pub files: Vec<FilePlan>,
+    /// Filesystem ids the installer formats with (the rendered fstab uses them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filesystems: Option<FilesystemPlan>,
+    /// Armored OpenPGP keys that sign the ISO's package repository (dists/*/Release).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_keys: Option<String>,
+    /// What the installed system must show on its first boot.
+    #[serde(default)]
+    pub expect: Expectations,
+}
+
+/// Facts the first boot checks, compiled from the profile.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expectations {
+    pub bridges: Vec<ExpectedBridge>,
+    /// Interface -> address in CIDR form.
+    pub addresses: Vec<(String, String)>,
+    /// Storage pools that must be active with autostart.
+    pub pools: Vec<String>,
+    /// libvirt networks that must be active with autostart.
+    pub networks: Vec<String>,
+    /// Words that must be on /proc/cmdline.
+    pub kernel_args: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectedBridge {
+    pub name: String,
+    pub ports: Vec<ExpectedPort>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectedPort {
+    pub name: String,
+    pub tag: Option<u16>,
+    pub trunks: Vec<u16>,
+    pub internal: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesystemPlan {
+    /// UUID of the ext4 root filesystem.
+    pub root_uuid: String,
+    /// FAT volume id of the ESP, as 8 hex digits.
+    pub esp_volume_id: String,
 }
 
 /// Where the installer finds the verified ISO.
@@ -231,7 +280,13 @@ pub mod steps {
     pub const PAYLOAD: &str = "payload";
     pub const SELECT_DISK: &str = "select-disk";
     pub const PARTITION: &str = "partition";
+    pub const FILESYSTEMS: &str = "filesystems";
+    pub const ROOT_TREE: &str = "root-tree";
+    pub const PACKAGES: &str = "packages";
+    pub const CONFIGURE: &str = "configure";
+    pub const BOOTLOADER: &str = "bootloader";
     pub const INSTALL: &str = "install";
+    pub const FIRSTBOOT: &str = "firstboot";
 }
 
 /// One progress report. Printed as `IMGFORGE-EVENT {json}` on the console.
@@ -384,6 +439,9 @@ mod tests {
                 sudo: true,
             }],
             packages: vec!["openssh-server".into()],
+            filesystems: Some(FilesystemPlan { root_uuid: "1b4e28ba-2fa1-11d2-883f-0016d3cca427".into(), esp_volume_id: "1234ABCD".into() }),
+            archive_keys: None,
+            expect: Expectations::default(),
             files: vec![
                 FilePlan { path: "/etc/hostname".into(), mode: "0644".into(), owner: None, kind: FileKind::File { content: "hv01\n".into() } },
                 FilePlan { path: "/etc/x".into(), mode: "0777".into(), owner: Some("avatar".into()), kind: FileKind::Symlink { target: "../y".into() } },

@@ -1,0 +1,259 @@
+//! The first boot of the installed system: gather what the system really
+//! looks like (OVS, addresses, routes, libvirt, kernel command line) and
+//! report one `firstboot` event: done with the facts, or failed with every
+//! difference from the plan.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use imgforge_plan::{steps, Event, Expectations, Plan, State, PLAN_PATH};
+use serde::Serialize;
+use serde_json::json;
+
+/// Services may still be settling when the unit starts.
+const SETTLE: Duration = Duration::from_secs(120);
+const DONE_PATH: &str = "/etc/imgforge/plan.done.json";
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PortFacts {
+    pub bridge: String,
+    pub tag: Option<u16>,
+    pub trunks: Vec<u16>,
+    pub internal: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Facts {
+    pub ports: BTreeMap<String, PortFacts>,
+    pub addresses: BTreeMap<String, Vec<String>>,
+    pub routes: Vec<String>,
+    /// name -> (active, autostart)
+    pub pools: BTreeMap<String, (bool, bool)>,
+    pub networks: BTreeMap<String, (bool, bool)>,
+    pub cmdline: Vec<String>,
+    pub interfaces: Vec<String>,
+    pub ovs_show: String,
+}
+
+fn output(cmd: &str, args: &[&str]) -> String {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+/// `ovs-vsctl --format=csv --data=bare --no-heading --columns=name,tag,trunks list Port`
+pub fn parse_ovs_ports(csv: &str) -> Vec<(String, Option<u16>, Vec<u16>)> {
+    csv.lines()
+        .filter_map(|l| {
+            let mut f = l.split(',');
+            let name = f.next()?.trim().to_owned();
+            let tag = f.next().and_then(|t| t.trim().parse().ok());
+            let trunks = f.next().map(|t| t.split_whitespace().filter_map(|x| x.parse().ok()).collect()).unwrap_or_default();
+            (!name.is_empty()).then_some((name, tag, trunks))
+        })
+        .collect()
+}
+
+/// `ip -br addr`: interface -> addresses.
+pub fn parse_ip_br_addr(text: &str) -> BTreeMap<String, Vec<String>> {
+    text.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let name = w.next()?.split('@').next()?.to_owned();
+            let _state = w.next();
+            Some((name, w.map(str::to_owned).collect()))
+        })
+        .collect()
+}
+
+/// `virsh pool-list --all` / `net-list --all` tables: name -> (active, autostart).
+pub fn parse_virsh_list(text: &str) -> BTreeMap<String, (bool, bool)> {
+    text.lines()
+        .skip_while(|l| !l.trim_start().starts_with("---"))
+        .skip(1)
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            (w.len() >= 3).then(|| (w[0].to_owned(), (w[1] == "active", w[2] == "yes")))
+        })
+        .collect()
+}
+
+pub fn gather() -> Facts {
+    let mut facts = Facts::default();
+    let types: BTreeMap<String, String> = output("ovs-vsctl", &["--format=csv", "--data=bare", "--no-heading", "--columns=name,type", "list", "Interface"])
+        .lines()
+        .filter_map(|l| l.split_once(',').map(|(n, t)| (n.to_owned(), t.to_owned())))
+        .collect();
+    for bridge in output("ovs-vsctl", &["list-br"]).lines() {
+        let members: Vec<String> = output("ovs-vsctl", &["list-ports", bridge]).lines().map(str::to_owned).collect();
+        for (name, tag, trunks) in parse_ovs_ports(&output("ovs-vsctl", &["--format=csv", "--data=bare", "--no-heading", "--columns=name,tag,trunks", "list", "Port"])) {
+            if members.contains(&name) {
+                let internal = types.get(&name).is_some_and(|t| t == "internal");
+                facts.ports.insert(name, PortFacts { bridge: bridge.to_owned(), tag, trunks, internal });
+            }
+        }
+    }
+    facts.ovs_show = output("ovs-vsctl", &["show"]);
+    facts.addresses = parse_ip_br_addr(&output("ip", &["-br", "addr"]));
+    facts.routes = output("ip", &["route"]).lines().map(str::to_owned).collect();
+    facts.pools = parse_virsh_list(&output("virsh", &["-c", "qemu:///system", "pool-list", "--all"]));
+    facts.networks = parse_virsh_list(&output("virsh", &["-c", "qemu:///system", "net-list", "--all"]));
+    facts.cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default().split_whitespace().map(str::to_owned).collect();
+    facts.interfaces = std::fs::read_dir("/sys/class/net")
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned())).collect())
+        .unwrap_or_default();
+    facts.interfaces.sort();
+    facts
+}
+
+/// Every way the facts differ from the plan's expectations. Pure.
+pub fn differences(expect: &Expectations, facts: &Facts) -> Vec<String> {
+    let mut out = Vec::new();
+    for br in &expect.bridges {
+        for p in &br.ports {
+            match facts.ports.get(&p.name) {
+                None => out.push(format!("port {} is not on any OVS bridge (expected on {})", p.name, br.name)),
+                Some(f) => {
+                    if f.bridge != br.name {
+                        out.push(format!("port {} is on bridge {}, expected {}", p.name, f.bridge, br.name));
+                    }
+                    if f.tag != p.tag {
+                        out.push(format!("port {} has tag {:?}, expected {:?}", p.name, f.tag, p.tag));
+                    }
+                    if f.trunks != p.trunks {
+                        out.push(format!("port {} trunks {:?}, expected {:?}", p.name, f.trunks, p.trunks));
+                    }
+                    if f.internal != p.internal {
+                        out.push(format!("port {} internal={}, expected {}", p.name, f.internal, p.internal));
+                    }
+                }
+            }
+        }
+    }
+    for (iface, cidr) in &expect.addresses {
+        if !facts.addresses.get(iface).is_some_and(|a| a.contains(cidr)) {
+            out.push(format!("{iface} does not hold {cidr} (it has {:?})", facts.addresses.get(iface)));
+        }
+    }
+    for (kind, names, seen) in [("pool", &expect.pools, &facts.pools), ("network", &expect.networks, &facts.networks)] {
+        for name in names {
+            match seen.get(name) {
+                Some((true, true)) => {}
+                Some((active, autostart)) => out.push(format!("libvirt {kind} {name}: active={active} autostart={autostart}, expected both")),
+                None => out.push(format!("libvirt {kind} {name} is not defined")),
+            }
+        }
+    }
+    for arg in &expect.kernel_args {
+        if !facts.cmdline.contains(arg) {
+            out.push(format!("{arg} is not on the kernel command line"));
+        }
+    }
+    out
+}
+
+fn emit(event: &Event) {
+    let line = format!("\n{}\n", event.to_line());
+    print!("{line}");
+    let _ = std::io::stdout().flush();
+    // The serial console, where remote consoles and test harnesses listen.
+    if let Ok(mut tty) = std::fs::OpenOptions::new().write(true).open("/dev/ttyS0") {
+        let _ = tty.write_all(line.as_bytes());
+    }
+}
+
+pub fn run() -> i32 {
+    let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    let plan = match std::fs::read_to_string(PLAN_PATH).map_err(|e| e.to_string()).and_then(|t| Plan::from_json(&t).map_err(|e| e.to_string())) {
+        Ok(p) => p,
+        Err(e) => {
+            let mut ev = Event::new(1, now(), steps::FIRSTBOOT, State::Failed);
+            ev.error = vec![format!("reading {PLAN_PATH}: {e}")];
+            emit(&ev);
+            return 1;
+        }
+    };
+    let start = Instant::now();
+    let (facts, diffs) = loop {
+        let facts = gather();
+        let diffs = differences(&plan.expect, &facts);
+        if diffs.is_empty() || start.elapsed() >= SETTLE {
+            break (facts, diffs);
+        }
+        std::thread::sleep(Duration::from_secs(5));
+    };
+    let state = if diffs.is_empty() { State::Done } else { State::Failed };
+    let mut ev = Event::new(1, now(), steps::FIRSTBOOT, state);
+    ev.message = Some(if diffs.is_empty() { format!("{} is as planned", plan.system.hostname) } else { format!("{} differences from the plan", diffs.len()) });
+    ev.error = diffs;
+    ev.data = Some(json!(facts));
+    emit(&ev);
+    // Report once: later boots do not run the check again.
+    let _ = std::fs::rename(PLAN_PATH, DONE_PATH);
+    if state == State::Done {
+        0
+    } else {
+        1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use imgforge_plan::{ExpectedBridge, ExpectedPort};
+
+    fn expect() -> Expectations {
+        Expectations {
+            bridges: vec![ExpectedBridge {
+                name: "vmbr0".into(),
+                ports: vec![
+                    ExpectedPort { name: "eth0".into(), tag: Some(31), trunks: vec![31, 32], internal: false },
+                    ExpectedPort { name: "vlan31".into(), tag: Some(31), trunks: vec![], internal: true },
+                ],
+            }],
+            addresses: vec![("vlan31".into(), "192.168.1.10/24".into())],
+            pools: vec!["isos".into()],
+            networks: vec!["libvirt-vmbr0".into()],
+            kernel_args: vec!["net.ifnames=0".into()],
+        }
+    }
+
+    fn facts() -> Facts {
+        let mut f = Facts::default();
+        for (name, tag, trunks) in parse_ovs_ports("eth0,31,31 32\nvlan31,31,\nvmbr0,,\n") {
+            let internal = name != "eth0";
+            f.ports.insert(name, PortFacts { bridge: "vmbr0".into(), tag, trunks, internal });
+        }
+        f.addresses = parse_ip_br_addr("lo UNKNOWN 127.0.0.1/8 ::1/128\nvlan31 UNKNOWN 192.168.1.10/24 fe80::1/64\neth0@if2 UP\n");
+        f.pools = parse_virsh_list(" Name        State    Autostart\n-------------------------------\n isos        active   yes\n vm-images   active   yes\n");
+        f.networks = parse_virsh_list(" Name            State      Autostart   Persistent\n----------------------------------------------------\n default         inactive   no          yes\n libvirt-vmbr0   active     yes         yes\n");
+        f.cmdline = "BOOT_IMAGE=/vmlinuz root=UUID=x ro biosdevname=0 net.ifnames=0".split(' ').map(str::to_owned).collect();
+        f
+    }
+
+    #[test]
+    fn a_system_as_planned_has_no_differences() {
+        assert_eq!(differences(&expect(), &facts()), Vec::<String>::new());
+        assert_eq!(facts().networks["default"], (false, false));
+        assert!(facts().addresses.contains_key("eth0"));
+    }
+
+    #[test]
+    fn every_difference_is_named() {
+        let mut f = facts();
+        f.ports.get_mut("eth0").unwrap().trunks = vec![31];
+        f.addresses.remove("vlan31");
+        f.pools.insert("isos".into(), (true, false));
+        f.networks.remove("libvirt-vmbr0");
+        f.cmdline.retain(|a| a != "net.ifnames=0");
+        let d = differences(&expect(), &f);
+        assert_eq!(d.len(), 5, "{d:?}");
+        assert!(d[0].contains("eth0 trunks [31], expected [31, 32]"), "{d:?}");
+        assert!(d.iter().any(|x| x.contains("pool isos: active=true autostart=false")));
+        assert!(d.iter().any(|x| x.contains("network libvirt-vmbr0 is not defined")));
+    }
+}

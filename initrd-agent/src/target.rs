@@ -1,0 +1,388 @@
+//! Installs the system onto the partitioned target: filesystems, the root
+//! tree from the ISO's squashfs layers, packages from the ISO's pool, the
+//! rendered configuration, users, the boot loader and the first-boot unit.
+
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use imgforge_plan::{FileKind, Plan};
+use rustix::mount::{mount, mount_bind, unmount, MountFlags, UnmountFlags};
+
+use crate::events::log;
+
+pub const ISO_MOUNT: &str = "/run/imgforge/iso";
+pub const SOURCE_ROOT: &str = "/run/imgforge/source";
+pub const TARGET: &str = "/run/imgforge/target";
+
+/// The path of the default source in `casper/install-sources.yaml`.
+pub fn default_source_path(yaml: &str) -> Option<String> {
+    let mut items: Vec<Vec<&str>> = Vec::new();
+    for line in yaml.lines() {
+        if line.starts_with("- ") {
+            items.push(vec![&line[2..]]);
+        } else if let Some(item) = items.last_mut() {
+            if let Some(field) = line.strip_prefix("  ").filter(|l| !l.starts_with(' ')) {
+                item.push(field);
+            }
+        }
+    }
+    let field = |item: &[&str], key: &str| item.iter().find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_owned()));
+    let chosen = items.iter().find(|i| field(i, "default:").as_deref() == Some("true")).or(items.first())?;
+    field(chosen, "path:")
+}
+
+/// `a.b.squashfs` stacks on `a.squashfs`: lowest layer first.
+pub fn layers_for(path: &str) -> Vec<String> {
+    let stem = path.strip_suffix(".squashfs").unwrap_or(path);
+    let parts: Vec<&str> = stem.split('.').collect();
+    (1..=parts.len()).map(|n| format!("{}.squashfs", parts[..n].join("."))).collect()
+}
+
+/// `/dev/vda` + 2 -> `/dev/vda2`; `/dev/nvme0n1` + 2 -> `/dev/nvme0n1p2`.
+pub fn partition_device(disk: &str, number: u32) -> String {
+    let sep = if disk.ends_with(|c: char| c.is_ascii_digit()) { "p" } else { "" };
+    format!("/dev/{disk}{sep}{number}")
+}
+
+fn mkdir(p: &str) -> Result<()> {
+    std::fs::create_dir_all(p).with_context(|| format!("creating {p}"))
+}
+
+fn mount_ro(source: &str, target: &str, fstype: &str, data: Option<&str>) -> Result<()> {
+    mkdir(target)?;
+    let data = data.map(|d| std::ffi::CString::new(d)).transpose()?;
+    mount(source, target, fstype, MountFlags::RDONLY, data.as_deref()).with_context(|| format!("mounting {source} ({fstype}) on {target}"))
+}
+
+/// Attaches a file to a free loop device, read-only.
+fn loop_attach(file: &Path) -> Result<String> {
+    const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
+    const LOOP_SET_FD: libc::c_ulong = 0x4C00;
+    let ctl = std::fs::OpenOptions::new().read(true).write(true).open("/dev/loop-control").context("opening /dev/loop-control (is the loop module loaded?)")?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a device number.
+    let n = unsafe { libc::ioctl(ctl.as_raw_fd(), LOOP_CTL_GET_FREE) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error()).context("finding a free loop device");
+    }
+    let dev = format!("/dev/loop{n}");
+    let backing = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+    let loopdev = std::fs::OpenOptions::new().read(true).open(&dev).with_context(|| format!("opening {dev}"))?;
+    // SAFETY: LOOP_SET_FD takes the backing file's descriptor, which outlives the call.
+    if unsafe { libc::ioctl(loopdev.as_raw_fd(), LOOP_SET_FD, backing.as_raw_fd()) } != 0 {
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("attaching {} to {dev}", file.display()));
+    }
+    Ok(dev)
+}
+
+/// Mounts the ISO and its layer stack; returns the total size of the layers.
+pub fn mount_source(payload_device: &str) -> Result<u64> {
+    mount_ro(payload_device, ISO_MOUNT, "iso9660", None)?;
+    let casper = Path::new(ISO_MOUNT).join("casper");
+    let yaml = std::fs::read_to_string(casper.join("install-sources.yaml")).context("reading casper/install-sources.yaml")?;
+    let top = default_source_path(&yaml).context("install-sources.yaml names no source")?;
+    let layers = layers_for(&top);
+    let mut lower = Vec::new();
+    let mut total = 0u64;
+    for (i, layer) in layers.iter().enumerate() {
+        let file = casper.join(layer);
+        let size_file = file.with_extension("size");
+        total += std::fs::read_to_string(&size_file).ok().and_then(|s| s.trim().parse::<u64>().ok()).unwrap_or(0);
+        let dev = loop_attach(&file)?;
+        let dir = format!("/run/imgforge/layers/{i}");
+        mount_ro(&dev, &dir, "squashfs", None)?;
+        log(format!("layer {layer} on {dir}"));
+        lower.insert(0, dir);
+    }
+    let data = format!("lowerdir={}", lower.join(":"));
+    mount_ro("overlay", SOURCE_ROOT, "overlay", Some(&data))?;
+    Ok(total)
+}
+
+/// Runs a program inside `root` (chroot), logging its output; fails with the tail of it.
+pub fn run_in(root: &str, args: &[&str], what: &str) -> Result<()> {
+    let started = Instant::now();
+    let root_owned = root.to_owned();
+    let mut cmd = Command::new(args[0]);
+    cmd.args(&args[1..])
+        .env_clear()
+        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .env("LC_ALL", "C.UTF-8")
+        .env("HOME", "/root")
+        .stdin(Stdio::null());
+    // SAFETY: only async-signal-safe calls (chroot, chdir) run between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            rustix::process::chroot(root_owned.as_str())?;
+            rustix::process::chdir("/")?;
+            Ok(())
+        });
+    }
+    let out = cmd.output().with_context(|| format!("{what}: starting {}", args.join(" ")))?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = text.lines().collect();
+    for line in lines.iter().skip(lines.len().saturating_sub(8)) {
+        log(format!("  | {line}"));
+    }
+    log(format!("{what}: `{}` {} after {:.1} s", args.join(" "), out.status, started.elapsed().as_secs_f64()));
+    if !out.status.success() {
+        let tail: Vec<&str> = lines.iter().rev().take(15).rev().copied().collect();
+        bail!("{what}: `{}` failed ({}): {}", args.join(" "), out.status, tail.join(" / "));
+    }
+    Ok(())
+}
+
+/// Makes the filesystems with the ids the rendered fstab expects, using
+/// the installed system's own mkfs tools.
+pub fn make_filesystems(plan: &Plan, disk: &str) -> Result<()> {
+    let ids = plan.filesystems.as_ref().context("the plan has no filesystem ids; rebuild the image")?;
+    for (src, dst) in [("/dev", "dev"), ("/proc", "proc"), ("/sys", "sys")] {
+        let at = format!("{SOURCE_ROOT}/{dst}");
+        mount_bind(src, &at).with_context(|| format!("binding {src} into the source tree"))?;
+    }
+    let (esp, root) = (partition_device(disk, 1), partition_device(disk, 2));
+    wait_for(&esp)?;
+    wait_for(&root)?;
+    run_in(SOURCE_ROOT, &["mkfs.vfat", "-F", "32", "-n", "ESP", "-i", &ids.esp_volume_id, &esp], "formatting the ESP")?;
+    run_in(SOURCE_ROOT, &["mkfs.ext4", "-q", "-F", "-L", "root", "-U", &ids.root_uuid, &root], "formatting the root filesystem")?;
+    for dst in ["sys", "proc", "dev"] {
+        let _ = unmount(format!("{SOURCE_ROOT}/{dst}").as_str(), UnmountFlags::DETACH);
+    }
+    mkdir(TARGET)?;
+    mount(root.as_str(), TARGET, "ext4", MountFlags::empty(), None).with_context(|| format!("mounting {root} on {TARGET}"))?;
+    Ok(())
+}
+
+fn wait_for(dev: &str) -> Result<()> {
+    let start = Instant::now();
+    while !Path::new(dev).exists() {
+        if start.elapsed() > Duration::from_secs(10) {
+            bail!("{dev} did not appear after the partition table was written");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+/// Bind mounts and guards for running the installed system's tools.
+pub fn enter_target(disk: &str) -> Result<()> {
+    let esp = partition_device(disk, 1);
+    mkdir(&format!("{TARGET}/boot/efi"))?;
+    mount(esp.as_str(), format!("{TARGET}/boot/efi").as_str(), "vfat", MountFlags::empty(), None).with_context(|| format!("mounting {esp}"))?;
+    for (src, dst) in [("/dev", "dev"), ("/proc", "proc"), ("/sys", "sys"), ("/run", "run"), (ISO_MOUNT, "cdrom")] {
+        let at = format!("{TARGET}/{dst}");
+        mkdir(&at)?;
+        mount_bind(src, &at).with_context(|| format!("binding {src} into the target"))?;
+    }
+    let efivars = format!("{TARGET}/sys/firmware/efi/efivars");
+    if Path::new(&efivars).is_dir() {
+        let _ = mount("efivarfs", efivars.as_str(), "efivarfs", MountFlags::empty(), None);
+    }
+    // Nothing may start during the installation.
+    write_file(&format!("{TARGET}/usr/sbin/policy-rc.d"), "#!/bin/sh\nexit 101\n", 0o755)?;
+    Ok(())
+}
+
+pub fn write_file(path: &str, content: &str, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = Path::new(path).parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let tmp = format!("{path}.imgforge-tmp");
+    let mut f = std::fs::File::create(&tmp).with_context(|| format!("creating {tmp}"))?;
+    f.write_all(content.as_bytes()).with_context(|| format!("writing {tmp}"))?;
+    f.sync_all()?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {tmp} to {path}"))
+}
+
+/// The ISO's suite (the one directory under dists/).
+fn iso_suite() -> Result<String> {
+    let mut suites: Vec<String> = std::fs::read_dir(format!("{ISO_MOUNT}/dists"))
+        .context("the ISO has no dists/ directory")?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|n| !n.starts_with('.') && n != "stable" && n != "unstable")
+        .collect();
+    suites.sort();
+    suites.into_iter().next().context("the ISO's dists/ directory is empty")
+}
+
+/// Installs packages from the ISO's pool only, verified with the plan's archive keys.
+pub fn install_packages(plan: &Plan) -> Result<Vec<String>> {
+    let keys = plan.archive_keys.as_deref().context("the plan carries no archive keys; rebuild the image")?;
+    write_file(&format!("{TARGET}/etc/apt/keyrings/imgforge-iso.asc"), keys, 0o644)?;
+    let suite = iso_suite()?;
+    let list = format!("deb [signed-by=/etc/apt/keyrings/imgforge-iso.asc] file:/cdrom {suite} main\n");
+    write_file(&format!("{TARGET}/etc/apt/sources.list.d/imgforge-cdrom.list"), &list, 0o644)?;
+    let only_cdrom = ["-o", "Dir::Etc::SourceList=/etc/apt/sources.list.d/imgforge-cdrom.list", "-o", "Dir::Etc::SourceParts=/nonexistent"];
+    let mut update = vec!["apt-get", "update"];
+    update.extend(only_cdrom);
+    run_in(TARGET, &update, "reading the ISO's package lists")?;
+    let kernel = if run_in(TARGET, &["apt-cache", "show", "linux-generic"], "looking for linux-generic").is_ok() { "linux-generic" } else { "linux-image-amd64" };
+    let mut wanted: Vec<String> = plan.packages.clone();
+    for p in [kernel, "grub-efi-amd64", "grub-efi-amd64-signed", "shim-signed"] {
+        wanted.push(p.to_owned());
+    }
+    if plan.users.iter().any(|u| u.sudo) {
+        wanted.push("sudo".into());
+    }
+    wanted.sort();
+    wanted.dedup();
+    // Name a missing package before apt does, so the failure says which one.
+    for p in &wanted {
+        let mut probe = vec!["apt-get", "install", "--simulate", "--no-install-recommends"];
+        probe.extend(only_cdrom);
+        probe.push(p);
+        if run_in(TARGET, &probe, &format!("looking for package {p}")).is_err() {
+            bail!("package {p:?} cannot be installed from the ISO's package pool (suite {suite}): it is missing there or its dependencies are; remove it from [packages] install or use an ISO that has it");
+        }
+    }
+    let mut install = vec!["apt-get", "install", "-y", "--no-install-recommends", "-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold"];
+    install.extend(only_cdrom);
+    install.extend(wanted.iter().map(String::as_str));
+    run_in(TARGET, &install, "installing packages")?;
+    Ok(wanted)
+}
+
+/// Host identity, users, rendered files.
+pub fn configure(plan: &Plan) -> Result<()> {
+    let zone = format!("/usr/share/zoneinfo/{}", plan.system.timezone);
+    let _ = std::fs::remove_file(format!("{TARGET}/etc/localtime"));
+    std::os::unix::fs::symlink(&zone, format!("{TARGET}/etc/localtime")).context("setting the time zone")?;
+    write_file(&format!("{TARGET}/etc/timezone"), &format!("{}\n", plan.system.timezone), 0o644)?;
+    for u in &plan.users {
+        let groups: Vec<&str> = u.groups.iter().map(String::as_str).collect();
+        let mut args = vec!["useradd", "--create-home", "--shell", "/bin/bash", "--user-group"];
+        let joined = groups.join(",");
+        if !groups.is_empty() {
+            args.extend(["--groups", &joined]);
+        }
+        args.push(&u.name);
+        run_in(TARGET, &args, &format!("adding user {}", u.name))?;
+        if let Some(hash) = &u.password_hash {
+            run_in(TARGET, &["usermod", "--password", hash, &u.name], &format!("setting the password of {}", u.name))?;
+        }
+    }
+    for f in &plan.files {
+        let path = format!("{TARGET}{}", f.path);
+        let mode = u32::from_str_radix(&f.mode, 8).with_context(|| format!("{}: mode {:?}", f.path, f.mode))?;
+        match &f.kind {
+            FileKind::File { content } => write_file(&path, content, mode)?,
+            FileKind::Dir => {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::create_dir_all(&path).with_context(|| format!("creating {path}"))?;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+            }
+            FileKind::Symlink { target } => {
+                if let Some(dir) = Path::new(&path).parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                let _ = std::fs::remove_file(&path);
+                std::os::unix::fs::symlink(target, &path).with_context(|| format!("linking {path}"))?;
+            }
+            FileKind::Absent => {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+        if let Some(owner) = &f.owner {
+            let spec = format!("{owner}:{owner}");
+            run_in(TARGET, &["chown", "-h", &spec, &f.path], &format!("giving {} to {owner}", f.path))?;
+        }
+        log(format!("wrote {}", f.path));
+    }
+    Ok(())
+}
+
+pub fn install_bootloader() -> Result<()> {
+    let common = ["grub-install", "--target=x86_64-efi", "--efi-directory=/boot/efi", "--bootloader-id=ubuntu", "--uefi-secure-boot"];
+    // The NVRAM entry may fail (no efivarfs); the removable path works on any firmware.
+    let mut nvram: Vec<&str> = common.to_vec();
+    nvram.push("--force-extra-removable");
+    if run_in(TARGET, &nvram, "installing the boot loader").is_err() {
+        let mut removable: Vec<&str> = common.to_vec();
+        removable.extend(["--removable", "--no-nvram"]);
+        run_in(TARGET, &removable, "installing the boot loader on the removable path")?;
+    }
+    run_in(TARGET, &["update-grub"], "writing grub.cfg")
+}
+
+const FIRSTBOOT_UNIT: &str = "[Unit]
+Description=imgforge first-boot check: reports whether the installed system is as planned
+After=network-online.target openvswitch-switch.service libvirtd.service
+Wants=network-online.target
+ConditionPathExists=/etc/imgforge/plan.json
+
+[Service]
+Type=oneshot
+ExecStart=/usr/lib/imgforge/imgforge-agent firstboot
+StandardOutput=journal+console
+RemainAfterExit=yes
+
+[Install]
+WantedBy=multi-user.target
+";
+
+pub fn install_firstboot(plan_json: &str) -> Result<()> {
+    let me = std::fs::read("/proc/self/exe").context("reading the agent binary")?;
+    std::fs::create_dir_all(format!("{TARGET}/usr/lib/imgforge"))?;
+    let bin = format!("{TARGET}/usr/lib/imgforge/imgforge-agent");
+    std::fs::write(&bin, me).with_context(|| format!("writing {bin}"))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755))?;
+    write_file(&format!("{TARGET}/etc/imgforge/plan.json"), plan_json, 0o600)?;
+    write_file(&format!("{TARGET}/etc/systemd/system/imgforge-firstboot.service"), FIRSTBOOT_UNIT, 0o644)?;
+    let wants = format!("{TARGET}/etc/systemd/system/multi-user.target.wants");
+    std::fs::create_dir_all(&wants)?;
+    let link = format!("{wants}/imgforge-firstboot.service");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink("/etc/systemd/system/imgforge-firstboot.service", &link)?;
+    Ok(())
+}
+
+/// Undoes the installation mounts and flushes everything to disk.
+pub fn leave_target() -> Result<()> {
+    let _ = std::fs::remove_file(format!("{TARGET}/usr/sbin/policy-rc.d"));
+    for dst in ["sys/firmware/efi/efivars", "cdrom", "run", "sys", "proc", "dev", "boot/efi", ""] {
+        let at = if dst.is_empty() { TARGET.to_owned() } else { format!("{TARGET}/{dst}") };
+        if let Err(e) = unmount(at.as_str(), UnmountFlags::empty()) {
+            if dst != "sys/firmware/efi/efivars" {
+                log(format!("unmounting {at}: {e}; detaching it"));
+                let _ = unmount(at.as_str(), UnmountFlags::DETACH);
+            }
+        }
+    }
+    rustix::fs::sync();
+    Ok(())
+}
+
+pub fn source_root() -> PathBuf {
+    PathBuf::from(SOURCE_ROOT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UBUNTU_2404: &str = "- description:\n    en: A minimal server.\n  id: ubuntu-server-minimal\n  default: false\n  path: ubuntu-server-minimal.squashfs\n  size: 1\n  type: fsimage-layered\n  variant: server\n- default: true\n  description:\n    en: The default.\n  id: ubuntu-server\n  path: ubuntu-server-minimal.ubuntu-server.squashfs\n  size: 2\n  type: fsimage-layered\n  variations:\n    minimal:\n      path: ubuntu-server-minimal.squashfs\n  variant: server\n";
+
+    #[test]
+    fn the_default_source_and_its_layers_are_found() {
+        let path = default_source_path(UBUNTU_2404).unwrap();
+        assert_eq!(path, "ubuntu-server-minimal.ubuntu-server.squashfs");
+        assert_eq!(layers_for(&path), ["ubuntu-server-minimal.squashfs", "ubuntu-server-minimal.ubuntu-server.squashfs"]);
+        assert_eq!(default_source_path("- id: a\n  path: a.squashfs\n").as_deref(), Some("a.squashfs"));
+        assert_eq!(default_source_path(""), None);
+    }
+
+    #[test]
+    fn partition_devices_follow_kernel_naming() {
+        assert_eq!(partition_device("vda", 2), "/dev/vda2");
+        assert_eq!(partition_device("nvme0n1", 1), "/dev/nvme0n1p1");
+        assert_eq!(partition_device("mmcblk0", 1), "/dev/mmcblk0p1");
+    }
+}
