@@ -87,6 +87,12 @@ enum Command {
         /// Directory for the console log and firmware variables.
         #[arg(long)]
         work_dir: Option<PathBuf>,
+        /// After the install, boot the installed disk alone and wait for its first-boot report.
+        #[arg(long)]
+        firstboot: bool,
+        /// Use Secure Boot firmware (Microsoft keys enrolled) for every boot.
+        #[arg(long)]
+        secure_boot: bool,
     },
 }
 
@@ -145,7 +151,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{} ({} bytes)", built.image.display(), built.image_size);
             Ok(ExitCode::SUCCESS)
         }
-        Command::BootTest { image, target, target_size, target_bus, timeout, memory, report, work_dir } => {
+        Command::BootTest { image, target, target_size, target_bus, timeout, memory, report, work_dir, firstboot, secure_boot } => {
             let work_dir = match work_dir {
                 Some(d) => d,
                 None => std::env::temp_dir().join(format!("imgforge-boot-test-{}", std::process::id())),
@@ -159,6 +165,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 timeout: Duration::from_secs(timeout),
                 memory_mib: memory,
                 work_dir,
+                firstboot,
+                secure_boot,
             };
             let result = qemu::boot_test(&opts, |e| eprintln!("{}", qemu::describe(e)))?;
             if let Some(path) = &report {

@@ -33,6 +33,20 @@ pub struct BootTestOptions {
     pub console_log: PathBuf,
     /// Directory for the per-VM firmware variables copy.
     pub work_dir: PathBuf,
+    /// After the install, boot the target disk alone and wait for the `firstboot` event.
+    pub firstboot: bool,
+    /// Secure Boot firmware with Microsoft's keys enrolled, for both boots.
+    pub secure_boot: bool,
+}
+
+/// Which boot of the test a VM run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// The installer, from the USB image.
+    Install,
+    /// The installed system, from the target disk alone.
+    FirstBoot,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -63,7 +77,8 @@ impl Outcome {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct TimedEvent {
-    /// Seconds since QEMU was started, as seen by the harness.
+    pub phase: Phase,
+    /// Seconds since this phase's QEMU was started, as seen by the harness.
     pub at_s: f64,
     pub event: Event,
 }
@@ -74,6 +89,10 @@ pub struct BootReport {
     pub target: PathBuf,
     pub target_bus: TargetBus,
     pub outcome: Outcome,
+    /// Seconds of the install boot and of the first boot (when run).
+    pub install_s: f64,
+    pub firstboot_s: Option<f64>,
+    pub secure_boot: bool,
     pub events: Vec<TimedEvent>,
     /// Seconds from QEMU start to the first event and to the outcome.
     pub first_event_s: Option<f64>,
@@ -95,6 +114,9 @@ pub enum BootTestError {
 
 const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+const OVMF_CODE_SECURE: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
+/// Variables with Microsoft's keys enrolled and Secure Boot on.
+const OVMF_VARS_SECURE: &str = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd";
 const CONSOLE_TAIL_LINES: usize = 40;
 /// After success the installer powers off or reboots by itself; give it this long.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
@@ -103,53 +125,118 @@ fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error)
     move |source| BootTestError::Io { what, path: path.to_path_buf(), source }
 }
 
-pub fn qemu_command(opts: &BootTestOptions, vars: &Path) -> Command {
+fn firmware(secure: bool) -> (&'static str, &'static str) {
+    if secure {
+        (OVMF_CODE_SECURE, OVMF_VARS_SECURE)
+    } else {
+        (OVMF_CODE, OVMF_VARS)
+    }
+}
+
+pub fn qemu_command(opts: &BootTestOptions, vars: &Path, phase: Phase) -> Command {
+    let (code, _) = firmware(opts.secure_boot);
     let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args(["-accel", "tcg", "-machine", "q35", "-smp", "2", "-m"])
+    let machine = if opts.secure_boot { "q35,smm=on" } else { "q35" };
+    cmd.args(["-accel", "tcg", "-machine", machine, "-smp", "2", "-m"])
         .arg(opts.memory_mib.to_string())
-        .args(["-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot"])
+        .args(["-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot"]);
+    if opts.secure_boot {
+        cmd.args(["-global", "driver=cfi.pflash01,property=secure,value=on"]);
+    }
+    cmd.arg("-drive")
+        .arg(format!("if=pflash,format=raw,unit=0,readonly=on,file={code}"))
         .arg("-drive")
-        .arg(format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"))
-        .arg("-drive")
-        .arg(format!("if=pflash,format=raw,unit=1,file={}", vars.display()))
+        .arg(format!("if=pflash,format=raw,unit=1,file={}", vars.display()));
+    if phase == Phase::Install {
         // The stick is attached read-only in effect: writes go to a throw-away overlay.
-        .args(["-device", "qemu-xhci,id=xhci", "-drive"])
-        .arg(format!("if=none,id=stick,format=raw,snapshot=on,file={}", opts.image.display()))
-        .args(["-device", "usb-storage,bus=xhci.0,drive=stick,bootindex=0", "-drive"])
+        cmd.args(["-device", "qemu-xhci,id=xhci", "-drive"])
+            .arg(format!("if=none,id=stick,format=raw,snapshot=on,file={}", opts.image.display()))
+            .args(["-device", "usb-storage,bus=xhci.0,drive=stick,bootindex=0"]);
+    }
+    let target_boot = if phase == Phase::FirstBoot { ",bootindex=0" } else { "" };
+    cmd.arg("-drive")
         .arg(format!("if=none,id=target,format=raw,file={}", opts.target.display()))
         .arg("-device")
         .arg(match opts.target_bus {
-            TargetBus::Virtio => "virtio-blk-pci,drive=target,serial=imgforge-target".to_owned(),
-            TargetBus::Nvme => "nvme,drive=target,serial=imgforge-target".to_owned(),
-        })
-        .args(["-nic", "none"]);
+            TargetBus::Virtio => format!("virtio-blk-pci,drive=target,serial=imgforge-target{target_boot}"),
+            TargetBus::Nvme => format!("nvme,drive=target,serial=imgforge-target{target_boot}"),
+        });
+    match phase {
+        Phase::Install => cmd.args(["-nic", "none"]),
+        // One NIC, eth0 in the guest; restricted user networking reaches nothing outside.
+        Phase::FirstBoot => cmd.args(["-nic", "user,restrict=on,model=virtio-net-pci"]),
+    };
     cmd
 }
 
 /// Runs the boot test. `on_event` sees every event as it arrives.
 pub fn boot_test(opts: &BootTestOptions, mut on_event: impl FnMut(&TimedEvent)) -> Result<BootReport, BootTestError> {
-    if !Path::new(OVMF_CODE).exists() {
-        return Err(BootTestError::Firmware(OVMF_CODE.into()));
+    let (code, vars_template) = firmware(opts.secure_boot);
+    if !Path::new(code).exists() {
+        return Err(BootTestError::Firmware(code.into()));
     }
     std::fs::create_dir_all(&opts.work_dir).map_err(io_err("creating", &opts.work_dir))?;
+    // One machine, one set of variables: the first boot sees what the installer set.
     let vars = opts.work_dir.join("OVMF_VARS.fd");
-    std::fs::copy(OVMF_VARS, &vars).map_err(io_err("copying firmware variables to", &vars))?;
+    std::fs::copy(vars_template, &vars).map_err(io_err("copying firmware variables to", &vars))?;
     if !opts.target.exists() {
         let f = File::create(&opts.target).map_err(io_err("creating target disk", &opts.target))?;
         f.set_len(opts.target_size).map_err(io_err("sizing target disk", &opts.target))?;
     }
     let mut console = File::create(&opts.console_log).map_err(io_err("creating console log", &opts.console_log))?;
+    let mut events = Vec::new();
+    let mut tail = VecDeque::new();
+    let install = run_phase(opts, &vars, Phase::Install, &mut console, &mut events, &mut tail, &mut on_event)?;
+    let mut outcome = install.0;
+    let mut firstboot_s = None;
+    if outcome == Outcome::Success && opts.firstboot {
+        let (o, secs) = run_phase(opts, &vars, Phase::FirstBoot, &mut console, &mut events, &mut tail, &mut on_event)?;
+        outcome = o;
+        firstboot_s = Some(secs);
+    }
+    Ok(BootReport {
+        image: opts.image.clone(),
+        target: opts.target.clone(),
+        target_bus: opts.target_bus,
+        outcome,
+        install_s: install.1,
+        firstboot_s,
+        secure_boot: opts.secure_boot,
+        first_event_s: events.first().map(|e| e.at_s),
+        step_durations_s: step_durations(&events),
+        events,
+        total_s: install.1 + firstboot_s.unwrap_or(0.0),
+        console_tail: tail.into_iter().collect(),
+    })
+}
 
-    let mut cmd = qemu_command(opts, &vars);
+/// Whether an event ends a phase, and how.
+fn phase_outcome(phase: Phase, event: &Event) -> Option<Outcome> {
+    match (phase, event.state) {
+        (_, State::Failed) => Some(Outcome::Failed),
+        (Phase::Install, _) if event.is_install_success() => Some(Outcome::Success),
+        (Phase::FirstBoot, State::Done) if event.step == imgforge_plan::steps::FIRSTBOOT => Some(Outcome::Success),
+        _ => None,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_phase(
+    opts: &BootTestOptions,
+    vars: &Path,
+    phase: Phase,
+    console: &mut File,
+    events: &mut Vec<TimedEvent>,
+    tail: &mut VecDeque<String>,
+    on_event: &mut impl FnMut(&TimedEvent),
+) -> Result<(Outcome, f64), BootTestError> {
+    let mut cmd = qemu_command(opts, vars, phase);
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let start = Instant::now();
     let mut child = cmd
         .spawn()
         .map_err(|source| BootTestError::Spawn { program: "qemu-system-x86_64".into(), source })?;
     let lines = spawn_line_reader(&mut child);
-
-    let mut events: Vec<TimedEvent> = Vec::new();
-    let mut tail: VecDeque<String> = VecDeque::new();
     let mut outcome = None;
     let mut deadline = start + opts.timeout;
     loop {
@@ -166,39 +253,33 @@ pub fn boot_test(opts: &BootTestOptions, mut on_event: impl FnMut(&TimedEvent)) 
                 }
                 tail.push_back(line.clone());
                 let Some(Ok(event)) = Event::from_line(&line) else { continue };
-                let timed = TimedEvent { at_s: start.elapsed().as_secs_f64(), event };
+                let timed = TimedEvent { phase, at_s: start.elapsed().as_secs_f64(), event };
                 on_event(&timed);
-                let (success, failed) = (timed.event.is_install_success(), timed.event.state == State::Failed);
+                let decided = phase_outcome(phase, &timed.event);
                 events.push(timed);
-                if outcome.is_none() && success {
-                    outcome = Some(Outcome::Success);
-                    deadline = Instant::now() + SHUTDOWN_GRACE;
-                } else if outcome.is_none() && failed {
-                    // The installer stays up for inspection; collect what follows briefly.
-                    outcome = Some(Outcome::Failed);
-                    deadline = Instant::now() + Duration::from_secs(3);
+                match (outcome, decided) {
+                    (None, Some(Outcome::Success)) if phase == Phase::Install => {
+                        outcome = Some(Outcome::Success);
+                        // The installer powers off or reboots by itself.
+                        deadline = Instant::now() + SHUTDOWN_GRACE;
+                    }
+                    (None, Some(o)) => {
+                        outcome = Some(o);
+                        // Collect what follows briefly, then stop the VM.
+                        deadline = Instant::now() + Duration::from_secs(3);
+                    }
+                    _ => {}
                 }
             }
-            Err(mpsc::RecvTimeoutError::Timeout) => break,
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
-    let total_s = start.elapsed().as_secs_f64();
+    let secs = start.elapsed().as_secs_f64();
     // The VM is ours; whatever state it is in, it goes now.
     let _ = child.kill();
     let _ = child.wait();
     let outcome = outcome.unwrap_or(if start.elapsed() >= opts.timeout { Outcome::Timeout } else { Outcome::VmExited });
-    Ok(BootReport {
-        image: opts.image.clone(),
-        target: opts.target.clone(),
-        target_bus: opts.target_bus,
-        outcome,
-        first_event_s: events.first().map(|e| e.at_s),
-        step_durations_s: step_durations(&events),
-        events,
-        total_s,
-        console_tail: tail.into_iter().collect(),
-    })
+    Ok((outcome, secs))
 }
 
 /// Merges QEMU's stdout (the serial console) and stderr into one line stream.
@@ -273,7 +354,7 @@ mod tests {
     use imgforge_plan::steps;
 
     fn timed(at_s: f64, ts: f64, step: &str, state: State) -> TimedEvent {
-        TimedEvent { at_s, event: Event::new(0, ts, step, state) }
+        TimedEvent { phase: Phase::Install, at_s, event: Event::new(0, ts, step, state) }
     }
 
     #[test]
@@ -302,8 +383,10 @@ mod tests {
             memory_mib: 1024,
             console_log: "/tmp/c.log".into(),
             work_dir: "/tmp/w".into(),
+            firstboot: true,
+            secure_boot: false,
         };
-        let cmd = qemu_command(&opts, Path::new("/tmp/w/VARS.fd"));
+        let cmd = qemu_command(&opts, Path::new("/tmp/w/VARS.fd"), Phase::Install);
         let args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
         let joined = args.join(" ");
         assert!(joined.contains("-accel tcg"), "{joined}");
@@ -311,6 +394,26 @@ mod tests {
         assert!(joined.contains("usb-storage,bus=xhci.0,drive=stick,bootindex=0"), "{joined}");
         assert!(joined.contains("nvme,drive=target"), "{joined}");
         assert!(joined.contains("unit=1,file=/tmp/w/VARS.fd"), "{joined}");
+        assert!(joined.contains("-nic none"), "the installer needs no network: {joined}");
+
+        let secure = BootTestOptions { secure_boot: true, ..opts };
+        let first = qemu_command(&secure, Path::new("/tmp/w/VARS.fd"), Phase::FirstBoot);
+        let joined: Vec<String> = first.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        let joined = joined.join(" ");
+        assert!(!joined.contains("usb-storage"), "first boot is from the target alone: {joined}");
+        assert!(joined.contains("nvme,drive=target,serial=imgforge-target,bootindex=0"), "{joined}");
+        assert!(joined.contains("q35,smm=on") && joined.contains("OVMF_CODE_4M.secboot.fd"), "{joined}");
+        assert!(joined.contains("user,restrict=on,model=virtio-net-pci"), "{joined}");
+    }
+
+    #[test]
+    fn phases_end_on_their_own_success_event_or_any_failure() {
+        let ev = |step: &str, state| Event::new(1, 0.0, step, state);
+        assert_eq!(phase_outcome(Phase::Install, &ev(steps::INSTALL, State::Done)), Some(Outcome::Success));
+        assert_eq!(phase_outcome(Phase::Install, &ev(steps::PACKAGES, State::Done)), None);
+        assert_eq!(phase_outcome(Phase::Install, &ev(steps::PACKAGES, State::Failed)), Some(Outcome::Failed));
+        assert_eq!(phase_outcome(Phase::FirstBoot, &ev(steps::FIRSTBOOT, State::Done)), Some(Outcome::Success));
+        assert_eq!(phase_outcome(Phase::FirstBoot, &ev(steps::FIRSTBOOT, State::Failed)), Some(Outcome::Failed));
     }
 
     #[test]
