@@ -21,9 +21,13 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn build(out: &Path, iso: &Path, signature: &Path) -> Output {
+    build_with(Path::new(REFERENCE_PROFILE), out, iso, signature)
+}
+
+fn build_with(profile: &Path, out: &Path, iso: &Path, signature: &Path) -> Output {
     Command::new(IMGFORGE)
         .arg("build")
-        .arg(REFERENCE_PROFILE)
+        .arg(profile)
         .arg("--iso")
         .arg(iso)
         .arg("--sha256sums")
@@ -41,18 +45,27 @@ fn build(out: &Path, iso: &Path, signature: &Path) -> Output {
 }
 
 fn build_reference(out: &Path) -> PathBuf {
-    let output = build(out, &fixture("ISO"), &fixture("SHA256SUMS_GPG"));
+    build_profile(Path::new(REFERENCE_PROFILE), out)
+}
+
+fn build_profile(profile: &Path, out: &Path) -> PathBuf {
+    let output = build_with(profile, out, &fixture("ISO"), &fixture("SHA256SUMS_GPG"));
     assert!(output.status.success(), "build failed: {}", String::from_utf8_lossy(&output.stderr));
-    out.join("hypervisor.img")
+    out.join(format!("{}.img", profile.file_stem().unwrap().to_string_lossy()))
 }
 
 fn boot_test(image: &Path, target: &Path, size: &str, report: &Path) -> (i32, serde_json::Value) {
+    boot_test_with(image, target, size, report, &[])
+}
+
+fn boot_test_with(image: &Path, target: &Path, size: &str, report: &Path, extra: &[&str]) -> (i32, serde_json::Value) {
     let status = Command::new(IMGFORGE)
         .arg("boot-test")
         .arg(image)
         .arg("--target")
         .arg(target)
-        .args(["--target-size", size, "--timeout", "600", "--report"])
+        .args(extra)
+        .args(["--target-size", size, "--timeout", "1800", "--report"])
         .arg(report)
         .arg("--work-dir")
         .arg(report.with_extension("d"))
@@ -82,17 +95,21 @@ fn dir_entries(dir: &Path) -> Vec<String> {
     names
 }
 
-#[test]
-#[ignore = "needs the fixture ISO and QEMU: run scripts/test"]
-fn installer_selects_the_disk_and_writes_the_planned_gpt() {
+/// Installs the reference machine and boots it; checks the install events,
+/// the target's partition table and the installed system's own report.
+fn install_and_first_boot(extra: &[&str], bus: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let image = build_reference(&tmp.path().join("out"));
     let plan = Plan::from_json(&fs::read_to_string(tmp.path().join("out/hypervisor.plan.json")).unwrap()).unwrap();
     let target = tmp.path().join("target.img");
-    let (code, report) = boot_test(&image, &target, "40GiB", &tmp.path().join("report.json"));
-    assert_eq!(code, 0, "boot-test failed: {report:#}");
+    let mut args = vec!["--firstboot", "--target-bus", bus];
+    args.extend(extra);
+    let (code, report) = boot_test_with(&image, &target, "40GiB", &tmp.path().join("report.json"), &args);
+    assert_eq!(code, 0, "boot-test failed: {:#}", report["console_tail"]);
     assert_eq!(report["outcome"], "success");
 
+    let seen = event_steps(&report);
+    let order: Vec<(&str, State)> = seen.iter().filter(|(_, st)| *st != State::Progress).map(|(s, st)| (s.as_str(), *st)).collect();
     let expected = [
         (steps::AGENT, State::Started),
         (steps::MODULES, State::Done),
@@ -100,38 +117,90 @@ fn installer_selects_the_disk_and_writes_the_planned_gpt() {
         (steps::SELECT_DISK, State::Done),
         (steps::PARTITION, State::Started),
         (steps::PARTITION, State::Done),
+        (steps::FILESYSTEMS, State::Started),
+        (steps::FILESYSTEMS, State::Done),
+        (steps::ROOT_TREE, State::Started),
+        (steps::ROOT_TREE, State::Done),
+        (steps::PACKAGES, State::Started),
+        (steps::PACKAGES, State::Done),
+        (steps::CONFIGURE, State::Started),
+        (steps::CONFIGURE, State::Done),
+        (steps::BOOTLOADER, State::Started),
+        (steps::BOOTLOADER, State::Done),
         (steps::INSTALL, State::Done),
+        (steps::FIRSTBOOT, State::Done),
     ];
-    let seen = event_steps(&report);
-    let seen: Vec<(&str, State)> = seen.iter().map(|(s, st)| (s.as_str(), *st)).collect();
-    assert_eq!(seen, expected);
-    let seqs: Vec<u64> = report["events"].as_array().unwrap().iter().map(|e| e["event"]["seq"].as_u64().unwrap()).collect();
-    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "seq not consecutive: {seqs:?}");
-
-    // The agent chose the only disk that can match (the stick is excluded).
-    let chosen = &report["events"][3]["event"]["data"];
-    assert!(chosen.to_string().contains("vda"), "select-disk data: {chosen}");
+    assert_eq!(order, expected);
+    assert!(seen.iter().any(|(s, st)| s == steps::ROOT_TREE && *st == State::Progress), "copy progress is reported");
+    let events = report["events"].as_array().unwrap();
+    let install_seqs: Vec<u64> = events.iter().filter(|e| e["phase"] == "install").map(|e| e["event"]["seq"].as_u64().unwrap()).collect();
+    assert!(install_seqs.windows(2).all(|w| w[1] == w[0] + 1), "seq not consecutive: {install_seqs:?}");
 
     // The host reads the GPT back from the target disk.
     let disk = gpt::GptConfig::new().writable(false).open(&target).expect("target has a GPT");
     let parts: Vec<_> = disk.partitions().values().cloned().collect();
     assert_eq!(parts.len(), plan.disk.partitions.len());
-    let lb = 512u64;
     let esp = &parts[0];
     assert_eq!(esp.name, "ESP");
     assert_eq!(esp.part_type_guid.guid.to_string().to_lowercase(), part_type::EFI_SYSTEM);
-    assert_eq!(esp.first_lba * lb, 1 << 20, "ESP starts at 1 MiB");
-    assert_eq!((esp.last_lba - esp.first_lba + 1) * lb, 512 << 20);
-    let root = &parts[1];
-    assert_eq!(root.name, "root");
-    assert_eq!(root.part_type_guid.guid.to_string().to_lowercase(), part_type::LINUX_ROOT_X86_64);
-    assert_eq!(root.first_lba, esp.last_lba + 1);
-    let disk_bytes = 40u64 << 30;
-    assert!((root.last_lba + 1) * lb > disk_bytes - (2 << 20), "root takes the rest of the disk");
-    let mut mbr = [0u8; 512];
-    fs::File::open(&target).unwrap().read_exact(&mut mbr).unwrap();
-    assert_eq!(mbr[450], 0xEE, "protective MBR");
-    assert_eq!(&mbr[510..], &[0x55, 0xAA]);
+    assert_eq!(esp.first_lba * 512, 1 << 20, "ESP starts at 1 MiB");
+    assert_eq!((esp.last_lba - esp.first_lba + 1) * 512, 512 << 20);
+    assert_eq!(parts[1].name, "root");
+    assert_eq!(parts[1].part_type_guid.guid.to_string().to_lowercase(), part_type::LINUX_ROOT_X86_64);
+
+    // What the installed system reported about itself on its first boot.
+    let first = events.iter().find(|e| e["event"]["step"] == steps::FIRSTBOOT).unwrap();
+    let facts = &first["event"]["data"];
+    let port = |name: &str| facts["ports"][name].clone();
+    assert_eq!(port("eth0")["bridge"], "vmbr0");
+    assert_eq!(port("eth0")["tag"], 31);
+    assert_eq!(port("eth0")["trunks"], serde_json::json!([31, 32]));
+    for (name, tag) in [("vlan31", 31), ("vlan32", 32)] {
+        assert_eq!(port(name)["tag"], tag, "{facts:#}");
+        assert_eq!(port(name)["internal"], true);
+        assert_eq!(port(name)["bridge"], "vmbr0");
+    }
+    assert!(facts["addresses"]["vlan31"].as_array().unwrap().contains(&"192.168.1.10/24".into()), "{facts:#}");
+    for pool in ["isos", "vm-images"] {
+        assert_eq!(facts["pools"][pool], serde_json::json!([true, true]), "pool {pool} active with autostart");
+    }
+    assert_eq!(facts["networks"]["libvirt-vmbr0"], serde_json::json!([true, true]));
+    let cmdline: Vec<&str> = facts["cmdline"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    assert!(cmdline.contains(&"biosdevname=0") && cmdline.contains(&"net.ifnames=0"), "{cmdline:?}");
+    assert!(facts["interfaces"].as_array().unwrap().contains(&"eth0".into()), "the NIC is eth0");
+    eprintln!("install {:.0} s, first boot {:.0} s", report["install_s"], report["firstboot_s"]);
+}
+
+#[test]
+#[ignore = "needs the fixture ISO and QEMU: run scripts/test"]
+fn reference_machine_installs_and_reports_itself_on_first_boot() {
+    install_and_first_boot(&[], "virtio");
+}
+
+#[test]
+#[ignore = "needs the fixture ISO and QEMU: run scripts/test"]
+fn reference_machine_installs_under_secure_boot_onto_nvme() {
+    install_and_first_boot(&["--secure-boot"], "nvme");
+}
+
+#[test]
+#[ignore = "needs the fixture ISO and QEMU: run scripts/test"]
+fn a_missing_package_fails_at_the_package_step_and_keeps_the_machine_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let profile = tmp.path().join("missing-package.toml");
+    let text = fs::read_to_string(REFERENCE_PROFILE).unwrap().replacen("install = [\"openssh-server\",", "install = [\"no-such-package\", \"openssh-server\",", 1);
+    assert!(text.contains("no-such-package"));
+    fs::write(&profile, text).unwrap();
+    let image = build_profile(&profile, &tmp.path().join("out"));
+    let (code, report) = boot_test(&image, &tmp.path().join("target.img"), "40GiB", &tmp.path().join("report.json"));
+    assert_eq!(code, 1, "{report:#}");
+    let failed = report["events"].as_array().unwrap().last().unwrap()["event"].clone();
+    assert_eq!(failed["step"], steps::PACKAGES);
+    assert!(failed["error"].to_string().contains("\\\"no-such-package\\\""), "{failed:#}");
+    assert!(!failed["log_tail"].as_array().unwrap().is_empty());
+    // The machine stayed up for inspection: the console shows the shell, not a reboot.
+    let tail = report["console_tail"].to_string();
+    assert!(tail.contains("a shell is available on the console"), "{tail}");
 }
 
 #[test]

@@ -1,44 +1,87 @@
 //! Trust: OpenPGP detached signatures over `SHA256SUMS`, the checksum list
 //! itself, and streaming SHA-256.
 //!
-//! A signature is good only when it verifies with a trusted primary key or
-//! with a signing-capable subkey whose binding to that primary verifies, and
-//! when the key was neither expired nor revoked at the signature's creation
-//! time. The pgp crate has no such policy built in, so it lives here.
+//! A signature is good only when it verifies with a trusted primary key that
+//! may sign, or with a subkey that its primary bound to itself (binding
+//! signature by the primary, signing flag, back-signature by the subkey), and
+//! when neither key was expired or revoked when the signature was made. The
+//! pgp crate checks the cryptography only; this policy lives here.
 
+use std::fmt;
 use std::io::{BufReader, Read};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use pgp::composed::{Deserializable, DetachedSignature, SignedPublicKey};
-use pgp::packet::{Signature, SignatureType};
-use pgp::types::KeyDetails;
+use pgp::composed::{Deserializable, DetachedSignature, SignedPublicKey, SignedPublicSubKey};
+use pgp::packet::{PublicKey, RevocationCode, Signature, SignatureType, SubpacketData};
+use pgp::types::{KeyDetails, Tag};
 use sha2::{Digest, Sha256};
 
 /// Ubuntu CD image signing key (2012), which signs release `SHA256SUMS`.
 const UBUNTU_CDIMAGE_KEY: &[u8] = include_bytes!("../../keys/ubuntu-cdimage-2012.asc");
-/// Clock skew tolerated for a signature made "in the future".
-const MAX_CLOCK_SKEW: Duration = Duration::from_secs(600);
+
+/// How far in the future a signature may claim to be made, for clocks that
+/// are a little off.
+const MAX_CLOCK_SKEW_SECS: u64 = 5 * 60;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
-    #[error("{origin}: no OpenPGP public key could be read: {reason}")]
+    #[error("{origin}: no OpenPGP public key could be read: {reason}; pass an armored (-----BEGIN PGP PUBLIC KEY BLOCK-----) or binary public key file")]
     Keyring { origin: String, reason: String },
-    #[error("the signature file is not an OpenPGP detached signature: {0}")]
+    #[error("the signature is not a usable OpenPGP detached signature: {0}; pass the armored or binary detached signature file (such as SHA256SUMS.gpg)")]
     MalformedSignature(String),
-    #[error("signature made by key {issuer} which is not in the trusted keyring {origin} (trusted: {trusted}); pass the keyring that holds the signer's public key with --keyring")]
-    UntrustedKey { issuer: String, origin: String, trusted: String },
-    #[error("signature by key {key} does not match the data: the file was changed after it was signed")]
+    #[error("signature made by key {issuer} which is not in the trusted keyring {origin} (fingerprints: {fingerprints}); pass the right --keyring")]
+    UntrustedKey {
+        issuer: String,
+        origin: String,
+        fingerprints: String,
+    },
+    #[error("the signature names no signing key and verifies with none of the keys in {origin} (fingerprints: {fingerprints}): the file was changed after signing or another key signed it")]
+    NoKeyVerifies {
+        origin: String,
+        fingerprints: String,
+    },
+    #[error("signature by key {key} does not match the data: the file was changed after signing")]
     BadSignature { key: String },
-    #[error("signing key {key} {problem}")]
-    KeyNotValid { key: String, problem: String },
-    #[error("signature was made at {created} (Unix time), which is in the future; check the clock")]
-    FutureSignature { created: u32 },
+    #[error("signature by key {key} cannot be checked: {reason}")]
+    Unsupported { key: String, reason: String },
+    #[error("{role} {key} {problem}")]
+    KeyNotValid {
+        role: KeyRole,
+        key: String,
+        problem: String,
+    },
+    #[error("signature by key {key} {problem}")]
+    SignatureTime { key: String, problem: String },
     #[error("SHA256SUMS line {line}: {problem}: {text:?}")]
-    SumsLine { line: usize, problem: &'static str, text: String },
-    #[error("SHA256SUMS lists {name:?} twice with different hashes")]
+    SumsLine {
+        line: usize,
+        problem: &'static str,
+        text: String,
+    },
+    #[error("SHA256SUMS lists {name:?} twice with different hashes; the list is damaged, download it again")]
     SumsDuplicate { name: String },
     #[error("SHA-256 of {name} is {actual} but SHA256SUMS says {expected}: the file is corrupt or was tampered with; download it again")]
-    HashMismatch { name: String, expected: String, actual: String },
+    HashMismatch {
+        name: String,
+        expected: String,
+        actual: String,
+    },
+}
+
+/// Which kind of key a [`VerifyError::KeyNotValid`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRole {
+    PrimaryKey,
+    SigningSubkey,
+}
+
+impl fmt::Display for KeyRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            KeyRole::PrimaryKey => "primary key",
+            KeyRole::SigningSubkey => "signing subkey",
+        })
+    }
 }
 
 /// OpenPGP public keys trusted to sign.
@@ -49,218 +92,612 @@ pub struct TrustedKeys {
 }
 
 impl TrustedKeys {
-    /// Reads one or more public keys, armored or binary.
+    /// Reads one or more public keys: binary, or one or several armored
+    /// blocks (concatenated `.asc` files work). `origin` names the source in
+    /// error messages.
     pub fn from_bytes(bytes: &[u8], origin: &str) -> Result<TrustedKeys, VerifyError> {
-        let err = |reason: String| VerifyError::Keyring { origin: origin.to_owned(), reason };
-        let parsed: Vec<SignedPublicKey> = if is_armored(bytes) {
-            let (iter, _) = <SignedPublicKey as Deserializable>::from_armor_many(bytes).map_err(|e| err(e.to_string()))?;
-            iter.collect::<Result<_, _>>().map_err(|e| err(e.to_string()))?
-        } else {
-            let iter = <SignedPublicKey as Deserializable>::from_bytes_many(BufReader::new(bytes))
-                .map_err(|e| err(e.to_string()))?;
-            iter.collect::<Result<_, _>>().map_err(|e| err(e.to_string()))?
+        let err = |reason: String| VerifyError::Keyring {
+            origin: origin.to_owned(),
+            reason,
         };
-        if parsed.is_empty() {
+        let mut keys = Vec::new();
+        for block in openpgp_blocks(bytes).map_err(err)? {
+            let parsed = match block {
+                Block::Binary(b) => SignedPublicKey::from_bytes_many(BufReader::new(b))
+                    .and_then(|iter| iter.collect::<Result<Vec<_>, _>>()),
+                Block::Armored(b) => SignedPublicKey::from_armor_many(b)
+                    .and_then(|(iter, _)| iter.collect::<Result<Vec<_>, _>>()),
+            };
+            keys.extend(parsed.map_err(|e| err(e.to_string()))?);
+        }
+        if keys.is_empty() {
             return Err(err("the file holds no public key".into()));
         }
-        Ok(TrustedKeys { keys: parsed, origin: origin.to_owned() })
+        Ok(TrustedKeys {
+            keys,
+            origin: origin.to_owned(),
+        })
     }
 
     /// Upper-case hex fingerprints of the primary keys.
     pub fn fingerprints(&self) -> Vec<String> {
-        self.keys.iter().map(|k| format!("{:X}", k.primary_key.fingerprint())).collect()
+        self.keys
+            .iter()
+            .map(|k| fingerprint(&k.primary_key))
+            .collect()
     }
 
+    /// Where the keys came from (file names joined by ` + ` after a merge).
     pub fn origin(&self) -> &str {
         &self.origin
+    }
+
+    /// Adds the keys of `other`; a key already present byte for byte is kept once.
+    pub fn merge(&mut self, other: TrustedKeys) {
+        for key in other.keys {
+            if !self.keys.contains(&key) {
+                self.keys.push(key);
+            }
+        }
+        self.origin = format!("{} + {}", self.origin, other.origin);
     }
 }
 
 /// Ubuntu's CD image signing key, built in.
 pub fn ubuntu_cdimage_keys() -> TrustedKeys {
-    TrustedKeys::from_bytes(UBUNTU_CDIMAGE_KEY, "built-in Ubuntu CD image signing key")
-        .expect("the built-in Ubuntu key parses (checked by a test)")
+    TrustedKeys::from_bytes(
+        UBUNTU_CDIMAGE_KEY,
+        "built-in Ubuntu CD image signing key (2012)",
+    )
+    .expect("the built-in Ubuntu key parses (checked by a test)")
 }
 
-fn is_armored(bytes: &[u8]) -> bool {
-    let text = &bytes[..bytes.len().min(256)];
-    text.windows(10).any(|w| w == b"-----BEGIN")
+enum Block<'a> {
+    Binary(&'a [u8]),
+    Armored(&'a [u8]),
 }
 
+/// Splits a key or signature file into binary data or its armored blocks.
+/// Binary OpenPGP starts with a packet header, which always has bit 7 set;
+/// armor is ASCII text.
+fn openpgp_blocks(bytes: &[u8]) -> Result<Vec<Block<'_>>, String> {
+    let Some(start) = bytes.iter().position(|b| !b.is_ascii_whitespace()) else {
+        return Err("the file is empty".into());
+    };
+    if bytes[start] & 0x80 != 0 {
+        return Ok(vec![Block::Binary(&bytes[start..])]);
+    }
+    const BEGIN: &[u8] = b"-----BEGIN PGP ";
+    const END: &[u8] = b"-----END PGP ";
+    let mut blocks = Vec::new();
+    let mut rest = bytes;
+    while let Some(begin) = find(rest, BEGIN) {
+        let after = &rest[begin..];
+        let end = find(after, END).ok_or("an armored block has no -----END PGP ... line")?;
+        // The end line runs to its closing dashes.
+        let tail = &after[end + END.len()..];
+        let close =
+            find(tail, b"-----").ok_or("an armored block's -----END PGP line is cut off")?;
+        let len = end + END.len() + close + 5;
+        blocks.push(Block::Armored(&after[..len]));
+        rest = &after[len..];
+    }
+    if blocks.is_empty() {
+        return Err(
+            "it is neither binary OpenPGP data nor ASCII armor (no -----BEGIN PGP line)".into(),
+        );
+    }
+    Ok(blocks)
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn fingerprint(key: &impl KeyDetails) -> String {
+    format!("{:X}", key.fingerprint())
+}
+
+/// A signature that passed [`verify_detached`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GoodSignature {
+    /// Upper-case hex fingerprint of the trusted primary key.
     pub primary_fingerprint: String,
+    /// The key that made the signature: the primary or one of its subkeys.
     pub signing_key_fingerprint: String,
-    /// Unix time of the signature.
-    pub created: u32,
+    /// When the signature was made, in seconds since the Unix epoch.
+    pub created: u64,
 }
 
-/// Verifies a detached signature (armored or binary) over `data`.
-pub fn verify_detached(keys: &TrustedKeys, data: &[u8], signature: &[u8]) -> Result<GoodSignature, VerifyError> {
-    let sigs = parse_signatures(signature)?;
-    let mut first_error = None;
-    for sig in &sigs {
-        match verify_one(keys, data, sig) {
+/// Verifies a detached signature (armored or binary) over `data`. A file
+/// may hold several signatures (older Ubuntu releases carry one per signing
+/// key, old and new); one good signature by a trusted key is enough.
+pub fn verify_detached(
+    keys: &TrustedKeys,
+    data: &[u8],
+    signature: &[u8],
+) -> Result<GoodSignature, VerifyError> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let signatures = parse_signatures(signature)?;
+    let mut best: Option<VerifyError> = None;
+    for sig in &signatures {
+        match verify_one(keys, data, sig, now) {
             Ok(good) => return Ok(good),
+            // A failure involving a trusted key explains more than a
+            // signature by some other key next to it.
             Err(e) => {
-                first_error.get_or_insert(e);
+                let untrusted = |e: &VerifyError| {
+                    matches!(
+                        e,
+                        VerifyError::UntrustedKey { .. } | VerifyError::NoKeyVerifies { .. }
+                    )
+                };
+                let better = match &best {
+                    None => true,
+                    Some(b) => untrusted(b) && !untrusted(&e),
+                };
+                if better {
+                    best = Some(e);
+                }
             }
         }
     }
-    Err(first_error.unwrap_or_else(|| VerifyError::MalformedSignature("no signature packet found".into())))
+    Err(best.unwrap_or_else(|| {
+        VerifyError::MalformedSignature("the file holds no signature packet".into())
+    }))
 }
 
 fn parse_signatures(bytes: &[u8]) -> Result<Vec<Signature>, VerifyError> {
-    let bad = |e: pgp::errors::Error| VerifyError::MalformedSignature(e.to_string());
-    let sigs: Vec<DetachedSignature> = if is_armored(bytes) {
-        let (iter, _) = <DetachedSignature as Deserializable>::from_armor_many(bytes).map_err(bad)?;
-        iter.collect::<Result<_, _>>().map_err(bad)?
-    } else {
-        let iter = <DetachedSignature as Deserializable>::from_bytes_many(BufReader::new(bytes)).map_err(bad)?;
-        iter.collect::<Result<_, _>>().map_err(bad)?
-    };
-    Ok(sigs.into_iter().map(|d| d.signature).collect())
+    let bad = |e: String| VerifyError::MalformedSignature(e);
+    let mut signatures = Vec::new();
+    for block in openpgp_blocks(bytes).map_err(bad)? {
+        let parsed = match block {
+            Block::Binary(b) => DetachedSignature::from_bytes_many(BufReader::new(b))
+                .and_then(|iter| iter.collect::<Result<Vec<_>, _>>()),
+            Block::Armored(b) => DetachedSignature::from_armor_many(b)
+                .and_then(|(iter, _)| iter.collect::<Result<Vec<_>, _>>()),
+        };
+        signatures.extend(
+            parsed
+                .map_err(|e| bad(e.to_string()))?
+                .into_iter()
+                .map(|d| d.signature),
+        );
+    }
+    if signatures.is_empty() {
+        return Err(bad("the file holds no signature packet".into()));
+    }
+    Ok(signatures)
 }
 
+/// The issuer named by the signature: fingerprint if present, else key ids.
 fn issuer_ids(sig: &Signature) -> Vec<String> {
-    let mut ids: Vec<String> = sig.issuer_fingerprint().iter().map(|f| format!("{f:X}")).collect();
-    ids.extend(sig.issuer_key_id().iter().map(|k| hex::encode_upper(k.as_ref())));
+    let mut ids: Vec<String> = sig
+        .issuer_fingerprint()
+        .iter()
+        .map(|f| format!("{f:X}"))
+        .collect();
+    ids.extend(
+        sig.issuer_key_id()
+            .iter()
+            .map(|k| hex::encode_upper(k.as_ref())),
+    );
     ids
 }
 
-/// Whether a key with this fingerprint is named by the signature's issuer
-/// subpackets (full fingerprint or the 64-bit key id at its end).
-fn issued_by(ids: &[String], fingerprint: &str) -> bool {
-    ids.is_empty() || ids.iter().any(|id| fingerprint.ends_with(id.as_str()))
+/// Whether the issuer subpackets name this key, by fingerprint or key id.
+/// Unnamed signatures match every key.
+fn issued_by(ids: &[String], key: &impl KeyDetails) -> bool {
+    if ids.is_empty() {
+        return true;
+    }
+    let (fpr, key_id) = (
+        fingerprint(key),
+        hex::encode_upper(key.legacy_key_id().as_ref()),
+    );
+    ids.iter().any(|id| *id == fpr || *id == key_id)
 }
 
-fn verify_one(keys: &TrustedKeys, data: &[u8], sig: &Signature) -> Result<GoodSignature, VerifyError> {
-    let created = sig.created().map(|t| t.as_secs()).unwrap_or(0);
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    if Duration::from_secs(u64::from(created)) > now + MAX_CLOCK_SKEW {
-        return Err(VerifyError::FutureSignature { created });
-    }
-    let ids = issuer_ids(sig);
-    // Without issuer subpackets every key is a candidate; a key that does
-    // not verify is then simply not the signer.
-    let anonymous = ids.is_empty();
-    for key in &keys.keys {
-        let primary = &key.primary_key;
-        let primary_fpr = format!("{:X}", primary.fingerprint());
-        if issued_by(&ids, &primary_fpr) {
-            match sig.verify(primary, data) {
-                Ok(()) => {
-                    check_not_revoked(key, &primary_fpr)?;
-                    return Ok(GoodSignature {
-                        signing_key_fingerprint: primary_fpr.clone(),
-                        primary_fingerprint: primary_fpr,
-                        created,
-                    });
-                }
-                Err(_) if anonymous => {}
-                Err(_) => return Err(VerifyError::BadSignature { key: primary_fpr }),
-            }
+fn verify_one(
+    keys: &TrustedKeys,
+    data: &[u8],
+    sig: &Signature,
+    now: u64,
+) -> Result<GoodSignature, VerifyError> {
+    match sig.typ() {
+        Some(SignatureType::Binary | SignatureType::Text) => {}
+        Some(other) => {
+            return Err(VerifyError::MalformedSignature(format!(
+                "it holds a {other:?} signature, not a signature over a file"
+            )))
         }
-        for sub in &key.public_subkeys {
-            let sub_fpr = format!("{:X}", sub.key.fingerprint());
-            if !issued_by(&ids, &sub_fpr) {
+        None => {
+            return Err(VerifyError::MalformedSignature(format!(
+                "signature version {:?} is not supported",
+                sig.version()
+            )))
+        }
+    }
+    let created = sig
+        .created()
+        .map(|t| u64::from(t.as_secs()))
+        .ok_or_else(|| {
+            VerifyError::MalformedSignature("a signature has no creation time".into())
+        })?;
+    let ids = issuer_ids(sig);
+
+    // Every trusted key whose primary or subkey the issuer names is tried;
+    // the strongest reason for failing is reported if none passes.
+    let mut policy_error = None;
+    let mut crypto_error = None;
+    for key in &keys.keys {
+        let primary_fpr = fingerprint(&key.primary_key);
+        let candidates = std::iter::once(None).chain(key.public_subkeys.iter().map(Some));
+        for sub in candidates {
+            let named = match sub {
+                None => issued_by(&ids, &key.primary_key),
+                Some(s) => issued_by(&ids, &s.key),
+            };
+            if !named {
                 continue;
             }
-            match sig.verify(&sub.key, data) {
+            let signer_fpr = sub
+                .map(|s| fingerprint(&s.key))
+                .unwrap_or_else(|| primary_fpr.clone());
+            let verified = match sub {
+                None => sig.verify(&key.primary_key, data),
+                Some(s) => sig.verify(&s.key, data),
+            };
+            if let Err(e) = verified {
+                crypto_error.get_or_insert_with(|| crypto_failure(&signer_fpr, e));
+                continue;
+            }
+            let policy =
+                check_signature_time(sig, &signer_fpr, created, now).and_then(|()| match sub {
+                    None => check_primary(key, &primary_fpr, created, true),
+                    Some(s) => check_subkey(key, &primary_fpr, s, &signer_fpr, created),
+                });
+            match policy {
                 Ok(()) => {
-                    check_subkey(key, sub, &sub_fpr, created)?;
-                    check_not_revoked(key, &primary_fpr)?;
-                    return Ok(GoodSignature { primary_fingerprint: primary_fpr, signing_key_fingerprint: sub_fpr, created });
+                    return Ok(GoodSignature {
+                        primary_fingerprint: primary_fpr,
+                        signing_key_fingerprint: signer_fpr,
+                        created,
+                    })
                 }
-                Err(_) if anonymous => {}
-                Err(_) => return Err(VerifyError::BadSignature { key: sub_fpr }),
+                Err(e) => {
+                    policy_error.get_or_insert(e);
+                }
             }
         }
     }
-    Err(VerifyError::UntrustedKey {
-        issuer: ids.first().cloned().unwrap_or_else(|| "(unnamed)".into()),
-        origin: keys.origin.clone(),
-        trusted: keys.fingerprints().join(", "),
+    if let Some(e) = policy_error.or(crypto_error) {
+        // Without issuer subpackets every key was tried, so a failed check
+        // says nothing about which key signed.
+        if !ids.is_empty() || !matches!(e, VerifyError::BadSignature { .. }) {
+            return Err(e);
+        }
+    }
+    let fingerprints = keys.fingerprints().join(", ");
+    match ids.first() {
+        Some(issuer) => Err(VerifyError::UntrustedKey {
+            issuer: issuer.clone(),
+            origin: keys.origin.clone(),
+            fingerprints,
+        }),
+        None => Err(VerifyError::NoKeyVerifies {
+            origin: keys.origin.clone(),
+            fingerprints,
+        }),
+    }
+}
+
+fn crypto_failure(key: &str, e: pgp::errors::Error) -> VerifyError {
+    match e {
+        pgp::errors::Error::Unsupported { .. } | pgp::errors::Error::Unimplemented { .. } => {
+            VerifyError::Unsupported {
+                key: key.to_owned(),
+                reason: e.to_string(),
+            }
+        }
+        _ => VerifyError::BadSignature {
+            key: key.to_owned(),
+        },
+    }
+}
+
+fn check_signature_time(
+    sig: &Signature,
+    key: &str,
+    created: u64,
+    now: u64,
+) -> Result<(), VerifyError> {
+    let problem = |p: String| VerifyError::SignatureTime {
+        key: key.to_owned(),
+        problem: p,
+    };
+    if created > now + MAX_CLOCK_SKEW_SECS {
+        return Err(problem(format!(
+            "was made on {}, which is in the future (now is {}); check this machine's clock",
+            utc(created),
+            utc(now)
+        )));
+    }
+    if let Some(valid_for) = sig
+        .signature_expiration_time()
+        .map(|d| u64::from(d.as_secs()))
+        .filter(|&s| s != 0)
+    {
+        if now > created + valid_for {
+            return Err(problem(format!(
+                "expired on {}; get a freshly signed file",
+                utc(created + valid_for)
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn signature_created(sig: &Signature) -> u64 {
+    sig.created().map(|t| u64::from(t.as_secs())).unwrap_or(0)
+}
+
+fn newest<'a>(sigs: impl Iterator<Item = &'a Signature>) -> Option<&'a Signature> {
+    sigs.max_by_key(|s| signature_created(s))
+}
+
+/// Whether the signature's hashed area carries a key flags subpacket at all
+/// (keys from before key flags existed have none and may do anything).
+fn has_key_flags(sig: &Signature) -> bool {
+    sig.config().is_some_and(|c| {
+        c.hashed_subpackets()
+            .any(|p| matches!(p.data, SubpacketData::KeyFlags(_)))
     })
 }
 
-fn check_not_revoked(key: &SignedPublicKey, fpr: &str) -> Result<(), VerifyError> {
-    let revoked = key
+/// A revocation "key superseded", "key retired" or "user id no longer valid"
+/// takes effect when it was made; any other (compromised, no reason) voids
+/// the key for all time.
+fn revoked_at(revocation: &Signature, at: u64) -> bool {
+    let soft = matches!(
+        revocation.revocation_reason_code(),
+        Some(
+            RevocationCode::KeySuperseded
+                | RevocationCode::KeyRetired
+                | RevocationCode::CertUserIdInvalid
+        )
+    );
+    !soft || signature_created(revocation) <= at
+}
+
+fn revocation_problem(revocation: &Signature) -> String {
+    let reason = revocation
+        .revocation_reason_string()
+        .map(|r| String::from_utf8_lossy(r).into_owned())
+        .filter(|r| !r.is_empty())
+        .map(|r| format!(" ({r})"))
+        .unwrap_or_default();
+    format!(
+        "was revoked on {} (reason: {:?}{reason}); its owner no longer vouches for it, get a current key",
+        utc(signature_created(revocation)),
+        revocation.revocation_reason_code().copied().unwrap_or(RevocationCode::NoReason)
+    )
+}
+
+/// The primary key's self-signatures (direct-key and user id
+/// certifications that the primary itself made and that verify).
+fn self_signatures(key: &SignedPublicKey) -> Vec<&Signature> {
+    let primary = &key.primary_key;
+    let direct = key
+        .details
+        .direct_signatures
+        .iter()
+        .filter(|s| s.typ() == Some(SignatureType::Key) && s.verify_key(primary).is_ok());
+    let certifications = key.details.users.iter().flat_map(|user| {
+        user.signatures.iter().filter(|s| {
+            s.is_certification()
+                && s.verify_certification(primary, Tag::UserId, &user.id)
+                    .is_ok()
+        })
+    });
+    direct.chain(certifications).collect()
+}
+
+/// The primary must carry a valid self-signature, must not have been
+/// revoked or expired at `at`, and, when it made the signature itself, must
+/// be allowed to sign.
+fn check_primary(
+    key: &SignedPublicKey,
+    fpr: &str,
+    at: u64,
+    signs: bool,
+) -> Result<(), VerifyError> {
+    let invalid = |problem: String| VerifyError::KeyNotValid {
+        role: KeyRole::PrimaryKey,
+        key: fpr.to_owned(),
+        problem,
+    };
+    let primary: &PublicKey = &key.primary_key;
+    let key_created = u64::from(primary.created_at().as_secs());
+    if at < key_created {
+        return Err(invalid(format!(
+            "was made on {}, after the signature dated {}",
+            utc(key_created),
+            utc(at)
+        )));
+    }
+    let revocation = key
         .details
         .revocation_signatures
         .iter()
-        .any(|r| r.typ() == Some(SignatureType::KeyRevocation) && r.verify_key(&key.primary_key).is_ok());
-    if revoked {
-        return Err(VerifyError::KeyNotValid { key: fpr.to_owned(), problem: "has been revoked".into() });
+        .filter(|r| r.typ() == Some(SignatureType::KeyRevocation) && r.verify_key(primary).is_ok())
+        .find(|r| revoked_at(r, at));
+    if let Some(r) = revocation {
+        return Err(invalid(revocation_problem(r)));
     }
-    Ok(())
-}
-
-/// A subkey may sign only when a binding signature by the primary verifies,
-/// grants the signing capability, and had not expired when the signature was made.
-fn check_subkey(
-    key: &SignedPublicKey,
-    sub: &pgp::composed::SignedPublicSubKey,
-    sub_fpr: &str,
-    sig_created: u32,
-) -> Result<(), VerifyError> {
-    let invalid = |problem: &str| VerifyError::KeyNotValid { key: sub_fpr.to_owned(), problem: problem.to_owned() };
-    let mut bindings: Vec<&Signature> = sub
-        .signatures
-        .iter()
-        .filter(|s| s.typ() == Some(SignatureType::SubkeyBinding))
-        .filter(|s| s.verify_subkey_binding(&key.primary_key, &sub.key).is_ok())
-        .collect();
-    if bindings.is_empty() {
-        return Err(invalid("is not bound to its primary key by a valid signature"));
-    }
-    let revoked = sub
-        .signatures
-        .iter()
-        .any(|s| s.typ() == Some(SignatureType::SubkeyRevocation) && s.verify_subkey_binding(&key.primary_key, &sub.key).is_ok());
-    if revoked {
-        return Err(invalid("has been revoked"));
-    }
-    // The newest binding is the one in force.
-    bindings.sort_by_key(|s| s.created().map(|t| t.as_secs()).unwrap_or(0));
-    let binding = bindings[bindings.len() - 1];
-    if !binding.key_flags().sign() {
-        return Err(invalid("is not allowed to sign (its binding has no signing flag)"));
-    }
-    if let Some(valid_for) = binding.key_expiration_time().filter(|d| d.as_secs() != 0) {
-        let expires = u64::from(sub.key.created_at().as_secs()) + u64::from(valid_for.as_secs());
-        if u64::from(sig_created) > expires {
-            return Err(invalid(&format!("expired at {expires} (Unix time) before the signature was made at {sig_created}")));
+    let self_sig = newest(self_signatures(key).into_iter())
+        .ok_or_else(|| invalid("has no valid self-signature (no user id or direct-key signature made by the key itself verifies)".into()))?;
+    if let Some(valid_for) = self_sig
+        .key_expiration_time()
+        .map(|d| u64::from(d.as_secs()))
+        .filter(|&s| s != 0)
+    {
+        let expires = key_created + valid_for;
+        if at > expires {
+            return Err(invalid(format!(
+                "expired on {}, before the signature was made on {}",
+                utc(expires),
+                utc(at)
+            )));
         }
     }
+    if signs && has_key_flags(self_sig) && !self_sig.key_flags().sign() {
+        return Err(invalid(
+            "is not allowed to sign data (its self-signature grants no signing flag)".into(),
+        ));
+    }
     Ok(())
 }
 
-/// The entries of a `SHA256SUMS` file.
+/// A subkey signs for its primary only when the primary bound it (binding
+/// signature with the signing flag), the subkey agreed (embedded
+/// back-signature), neither was revoked or expired at `at`.
+fn check_subkey(
+    key: &SignedPublicKey,
+    primary_fpr: &str,
+    sub: &SignedPublicSubKey,
+    sub_fpr: &str,
+    at: u64,
+) -> Result<(), VerifyError> {
+    let invalid = |problem: String| VerifyError::KeyNotValid {
+        role: KeyRole::SigningSubkey,
+        key: sub_fpr.to_owned(),
+        problem,
+    };
+    let primary = &key.primary_key;
+    let sub_created = u64::from(sub.key.created_at().as_secs());
+    if at < sub_created {
+        return Err(invalid(format!(
+            "was made on {}, after the signature dated {}",
+            utc(sub_created),
+            utc(at)
+        )));
+    }
+    let binding = newest(sub.signatures.iter().filter(|s| {
+        s.typ() == Some(SignatureType::SubkeyBinding)
+            && s.verify_subkey_binding(primary, &sub.key).is_ok()
+    }))
+    .ok_or_else(|| {
+        invalid(format!(
+            "is not bound to primary key {primary_fpr} by a valid binding signature"
+        ))
+    })?;
+    let revocation = sub
+        .signatures
+        .iter()
+        .filter(|s| {
+            s.typ() == Some(SignatureType::SubkeyRevocation)
+                && s.verify_subkey_binding(primary, &sub.key).is_ok()
+        })
+        .find(|r| revoked_at(r, at));
+    if let Some(r) = revocation {
+        return Err(invalid(revocation_problem(r)));
+    }
+    if !binding.key_flags().sign() {
+        return Err(invalid(format!("is not allowed to sign data (primary key {primary_fpr} bound it without the signing flag)")));
+    }
+    let back_signed = binding.embedded_signature().is_some_and(|b| {
+        b.typ() == Some(SignatureType::KeyBinding)
+            && b.verify_primary_key_binding(&sub.key, primary).is_ok()
+    });
+    if !back_signed {
+        return Err(invalid(format!(
+            "has no valid back-signature for primary key {primary_fpr} (it is not cross-certified), so it cannot sign for that key"
+        )));
+    }
+    if let Some(valid_for) = binding
+        .key_expiration_time()
+        .map(|d| u64::from(d.as_secs()))
+        .filter(|&s| s != 0)
+    {
+        let expires = sub_created + valid_for;
+        if at > expires {
+            return Err(invalid(format!(
+                "expired on {}, before the signature was made on {}",
+                utc(expires),
+                utc(at)
+            )));
+        }
+    }
+    check_primary(key, primary_fpr, at, false)
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC` for seconds since the Unix epoch.
+fn utc(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (proleptic Gregorian), after
+    // Howard Hinnant's `civil_from_days`.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3_600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// The entries of a `SHA256SUMS` file, in file order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Sha256Sums {
     entries: Vec<(String, [u8; 32])>,
 }
 
 impl Sha256Sums {
-    /// Lines are `<hex> *<name>` (binary) or `<hex>  <name>` (text); blank lines are ignored.
+    /// Lines are `<hex> *<name>` (binary mode) or `<hex>  <name>` (text
+    /// mode); blank lines are ignored, anything else is an error.
     pub fn parse(text: &str) -> Result<Sha256Sums, VerifyError> {
         let mut entries: Vec<(String, [u8; 32])> = Vec::new();
         for (i, raw) in text.lines().enumerate() {
-            let line = raw.trim_end_matches('\r');
+            let line = raw.strip_suffix('\r').unwrap_or(raw);
             if line.trim().is_empty() {
                 continue;
             }
-            let bad = |problem| VerifyError::SumsLine { line: i + 1, problem, text: line.to_owned() };
-            let (hex_part, rest) = line.split_once(' ').ok_or_else(|| bad("expected `<sha256> *<name>`"))?;
-            let name = rest.strip_prefix('*').or_else(|| rest.strip_prefix(' ')).ok_or_else(|| bad("expected ` *` or two spaces between hash and name"))?;
-            if name.is_empty() {
-                return Err(bad("no file name"));
-            }
+            let bad = |problem| VerifyError::SumsLine {
+                line: i + 1,
+                problem,
+                text: line.to_owned(),
+            };
+            let (hex_part, rest) = line
+                .split_once(' ')
+                .ok_or_else(|| bad("expected `<sha256> *<name>`"))?;
             let mut hash = [0u8; 32];
-            hex::decode_to_slice(hex_part, &mut hash).map_err(|_| bad("the hash is not 64 hexadecimal digits"))?;
+            hex::decode_to_slice(hex_part, &mut hash)
+                .map_err(|_| bad("the hash is not 64 hexadecimal digits"))?;
+            let name = rest
+                .strip_prefix('*')
+                .or_else(|| rest.strip_prefix(' '))
+                .ok_or_else(|| bad("expected ` *` or two spaces between the hash and the name"))?;
+            if name.is_empty() {
+                return Err(bad("no file name after the hash"));
+            }
             match entries.iter().find(|(n, _)| n == name) {
-                Some((_, h)) if *h != hash => return Err(VerifyError::SumsDuplicate { name: name.to_owned() }),
+                Some((_, h)) if *h != hash => {
+                    return Err(VerifyError::SumsDuplicate {
+                        name: name.to_owned(),
+                    })
+                }
                 Some(_) => {}
                 None => entries.push((name.to_owned(), hash)),
             }
@@ -268,17 +705,22 @@ impl Sha256Sums {
         Ok(Sha256Sums { entries })
     }
 
+    /// The expected digest of the file called `name` (exactly as listed).
     pub fn get(&self, name: &str) -> Option<[u8; 32]> {
-        self.entries.iter().find(|(n, _)| n == name).map(|(_, h)| *h)
+        self.entries
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, h)| *h)
     }
 
+    /// The listed file names, in file order.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.entries.iter().map(|(n, _)| n.as_str())
     }
 }
 
-/// Hashes and counts every byte read through it.
-pub struct HashingReader<R> {
+/// Hashes (SHA-256) and counts every byte read through it.
+pub struct HashingReader<R: Read> {
     inner: R,
     hasher: Sha256,
     bytes: u64,
@@ -286,9 +728,14 @@ pub struct HashingReader<R> {
 
 impl<R: Read> HashingReader<R> {
     pub fn new(inner: R) -> Self {
-        HashingReader { inner, hasher: Sha256::new(), bytes: 0 }
+        HashingReader {
+            inner,
+            hasher: Sha256::new(),
+            bytes: 0,
+        }
     }
 
+    /// The digest and the number of bytes read so far.
     pub fn finish(self) -> ([u8; 32], u64) {
         (self.hasher.finalize().into(), self.bytes)
     }
@@ -303,15 +750,21 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
+/// Lower-case hex, as `sha256sum` prints it.
 pub fn sha256_hex(digest: &[u8; 32]) -> String {
     hex::encode(digest)
 }
 
+/// Compares a computed digest with the one from `SHA256SUMS`.
 pub fn check_hash(name: &str, expected: [u8; 32], actual: [u8; 32]) -> Result<(), VerifyError> {
     if expected == actual {
         Ok(())
     } else {
-        Err(VerifyError::HashMismatch { name: name.to_owned(), expected: sha256_hex(&expected), actual: sha256_hex(&actual) })
+        Err(VerifyError::HashMismatch {
+            name: name.to_owned(),
+            expected: sha256_hex(&expected),
+            actual: sha256_hex(&actual),
+        })
     }
 }
 
