@@ -216,6 +216,7 @@ pub fn enter_target(disk: &str) -> Result<()> {
 }
 
 const DPKG_UNSAFE_IO: &str = "/etc/dpkg/dpkg.cfg.d/imgforge-unsafe-io";
+const UPDATE_INITRAMFS: &str = "/usr/sbin/update-initramfs";
 
 pub fn write_file(path: &str, content: &str, mode: u32) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
@@ -271,10 +272,18 @@ pub fn install_packages(plan: &Plan) -> Result<Vec<String>> {
             bail!("package {p:?} cannot be installed from the ISO's package pool (suite {suite}): it is missing there or its dependencies are; remove it from [packages] install or use an ISO that has it");
         }
     }
+    // Every package trigger would rebuild the initramfs (minutes each on
+    // slow machines); build it once after all packages are in.
+    run_in(TARGET, &["dpkg-divert", "--local", "--rename", "--add", UPDATE_INITRAMFS], "deferring initramfs builds")?;
+    write_file(&format!("{TARGET}{UPDATE_INITRAMFS}"), "#!/bin/sh\n# imgforge: deferred until all packages are installed\nexit 0\n", 0o755)?;
     let mut install = vec!["apt-get", "install", "-y", "--no-install-recommends", "-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold"];
     install.extend(only_cdrom);
     install.extend(wanted.iter().map(String::as_str));
-    run_in(TARGET, &install, "installing packages")?;
+    let installed = run_in(TARGET, &install, "installing packages");
+    let _ = std::fs::remove_file(format!("{TARGET}{UPDATE_INITRAMFS}"));
+    run_in(TARGET, &["dpkg-divert", "--local", "--rename", "--remove", UPDATE_INITRAMFS], "restoring update-initramfs")?;
+    installed?;
+    run_in(TARGET, &["update-initramfs", "-c", "-k", "all"], "building the initramfs")?;
     Ok(wanted)
 }
 
