@@ -26,7 +26,7 @@ pub struct CopyStats {
 pub fn copy_tree(src: &Path, dst: &Path, mut progress: impl FnMut(u64)) -> Result<CopyStats> {
     let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
     let mut stats = CopyStats { bytes: 0, files: 0 };
-    let mut dirs: Vec<(PathBuf, fs::Metadata)> = Vec::new();
+    let mut dirs: Vec<(PathBuf, PathBuf, fs::Metadata)> = Vec::new();
     let mut buf = vec![0u8; CHUNK];
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
@@ -44,7 +44,7 @@ pub fn copy_tree(src: &Path, dst: &Path, mut progress: impl FnMut(u64)) -> Resul
                     fs::create_dir(&to).with_context(|| format!("creating {}", to.display()))?;
                 }
                 stack.push(rel_path.clone());
-                dirs.push((to, meta));
+                dirs.push((from, to, meta));
                 continue;
             }
             if meta.nlink() > 1 && !ft.is_dir() {
@@ -72,9 +72,9 @@ pub fn copy_tree(src: &Path, dst: &Path, mut progress: impl FnMut(u64)) -> Resul
             apply_metadata(&from, &to, &meta)?;
         }
     }
-    // Directory times last, after their contents stopped changing them.
-    for (dir, meta) in dirs.iter().rev() {
-        apply_metadata_from(dir, meta, dir)?;
+    // Directory metadata last, after their contents stopped changing them.
+    for (from, to, meta) in dirs.iter().rev() {
+        apply_metadata(from, to, meta)?;
     }
     Ok(stats)
 }
@@ -110,12 +110,8 @@ fn copy_file(from: &Path, to: &Path, len: u64, buf: &mut [u8]) -> Result<u64> {
     Ok(copied)
 }
 
-fn apply_metadata(from: &Path, to: &Path, meta: &fs::Metadata) -> Result<()> {
-    apply_metadata_from(from, meta, to)
-}
-
 /// Owner, then mode (chown clears set-id bits), xattrs, then times.
-fn apply_metadata_from(from: &Path, meta: &fs::Metadata, to: &Path) -> Result<()> {
+fn apply_metadata(from: &Path, to: &Path, meta: &fs::Metadata) -> Result<()> {
     let c = cstr(to)?;
     // SAFETY: valid path; lchown does not follow symlinks.
     if unsafe { libc::lchown(c.as_ptr(), meta.uid(), meta.gid()) } != 0 {
