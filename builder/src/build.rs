@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use imgforge_plan::Plan;
 
 use crate::compile::{self, IsoFacts, MediaGuids};
+use crate::fetch::{self, progress::{ProgressMode, Reporter}, FetchOptions, SourceOverrides};
 use crate::image::{self, UsbLayout};
 use crate::iso::IsoReader;
 use crate::profile::{self, LoadedProfile};
@@ -21,10 +22,11 @@ use crate::verify::{self, HashingReader, Sha256Sums, TrustedKeys};
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
     pub profile: PathBuf,
-    pub iso: Option<PathBuf>,
-    pub sha256sums: Option<PathBuf>,
-    pub signature: Option<PathBuf>,
+    /// Local files that replace the profile's source locations.
+    pub sources: SourceOverrides,
     pub keyring: Option<PathBuf>,
+    pub fetch: FetchOptions,
+    pub progress: ProgressMode,
     /// Keys that sign the ISO's package repository (default: Ubuntu's archive keys).
     pub archive_keyring: Option<PathBuf>,
     pub out_dir: PathBuf,
@@ -47,6 +49,8 @@ pub enum BuildError {
     Profile(#[from] profile::ProfileError),
     #[error("{0}")]
     Source(String),
+    #[error("getting the ISO: {0}")]
+    Fetch(#[from] fetch::FetchError),
     #[error("{what} {path}: {source}")]
     Io { what: String, path: PathBuf, source: std::io::Error },
     #[error("verifying {path}: {source}")]
@@ -97,65 +101,61 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, BuildError> {
     Ok(BuildOutput { image: image_path, plan_file, plan, image_size, signer: iso.signer })
 }
 
-fn source_path(loaded: &LoadedProfile, cli: &Option<PathBuf>, key: &str, value: &Option<String>) -> Result<PathBuf, BuildError> {
-    if let Some(p) = cli {
-        return Ok(p.clone());
-    }
-    match value {
-        Some(v) if v.contains("://") => Err(BuildError::Source(format!(
-            "{}: source.{key} = {v:?} is a URL; downloading is not built in yet: download it and pass --{key} PATH",
-            loaded.path.display()
-        ))),
-        Some(v) => Ok(loaded.resolve(v)),
-        None => Err(BuildError::Source(format!(
-            "{}: no source.{key} in the profile and no --{key} given; pass --{key} PATH (a local copy of the file)",
-            loaded.path.display()
-        ))),
+/// The profile's trust root for SHA256SUMS: --keyring, source.keyring, or
+/// the Ubuntu CD image key built into imgforge.
+pub fn signing_keys(loaded: &LoadedProfile, cli: Option<&Path>) -> Result<TrustedKeys, BuildError> {
+    match (cli, &loaded.profile.source.keyring) {
+        (Some(p), _) => load_keyring(p),
+        (None, Some(k)) => load_keyring(&loaded.resolve(k)),
+        (None, None) => Ok(verify::ubuntu_cdimage_keys()),
     }
 }
 
+/// Gets the ISO (from disk, the cache or the network) and verifies it
+/// again here, where it is read: the signature on the list, then the hash
+/// of the very file that is opened.
 fn verify_sources(loaded: &LoadedProfile, opts: &BuildOptions) -> Result<VerifiedIso, BuildError> {
-    let src = &loaded.profile.source;
-    let iso_path = source_path(loaded, &opts.iso, "iso", &src.iso)?;
-    let sums_path = source_path(loaded, &opts.sha256sums, "sha256sums", &src.sha256sums)?;
-    let sig_path = source_path(loaded, &opts.signature, "signature", &src.signature)?;
-
-    let keys = match (&opts.keyring, &src.keyring) {
-        (Some(p), _) => load_keyring(p)?,
-        (None, Some(k)) => load_keyring(&loaded.resolve(k))?,
-        (None, None) => verify::ubuntu_cdimage_keys(),
-    };
-    let sums_bytes = std::fs::read(&sums_path).map_err(io("reading", &sums_path))?;
-    let sig_bytes = std::fs::read(&sig_path).map_err(io("reading", &sig_path))?;
-    let good = verify::verify_detached(&keys, &sums_bytes, &sig_bytes)
-        .map_err(|source| BuildError::Verify { path: sums_path.clone(), source })?;
-    let signer = good.primary_fingerprint.clone();
-
-    let sums_text = String::from_utf8_lossy(&sums_bytes);
-    let sums = Sha256Sums::parse(&sums_text).map_err(|source| BuildError::Verify { path: sums_path.clone(), source })?;
-    let iso_name = iso_path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .ok_or_else(|| BuildError::Source(format!("{} is not a file path", iso_path.display())))?;
-    let expected = sums.get(&iso_name).ok_or_else(|| {
-        BuildError::Source(format!(
-            "{} has no entry for {iso_name:?} (it lists: {}); name the ISO file as the checksum list does",
-            sums_path.display(),
-            sums.names().collect::<Vec<_>>().join(", ")
-        ))
-    })?;
+    let keys = signing_keys(loaded, opts.keyring.as_deref())?;
+    let reporter = Reporter::new(opts.progress);
+    let fetched = fetch::fetch(loaded, &opts.sources, &keys, &opts.fetch, &reporter)?;
+    let iso_path = fetched.iso.clone();
+    let iso_name = fetched.iso_name.clone();
+    let mut expected = None;
+    let mut signer = String::new();
+    if let Some((sums_path, sig_path)) = &fetched.sums {
+        let sums_bytes = std::fs::read(sums_path).map_err(io("reading", sums_path))?;
+        let sig_bytes = std::fs::read(sig_path).map_err(io("reading", sig_path))?;
+        let good = verify::verify_detached(&keys, &sums_bytes, &sig_bytes)
+            .map_err(|source| BuildError::Verify { path: sums_path.clone(), source })?;
+        signer = good.primary_fingerprint.clone();
+        let sums = Sha256Sums::parse(&String::from_utf8_lossy(&sums_bytes))
+            .map_err(|source| BuildError::Verify { path: sums_path.clone(), source })?;
+        expected = Some(sums.get(&iso_name).ok_or_else(|| {
+            BuildError::Source(format!(
+                "{} has no entry for {iso_name:?} (it lists: {}); name the ISO file as the checksum list does",
+                sums_path.display(),
+                sums.names().collect::<Vec<_>>().join(", ")
+            ))
+        })?);
+    }
 
     let mut file = File::open(&iso_path).map_err(io("opening ISO", &iso_path))?;
     let (actual, size) = hash_stream(&mut file).map_err(io("reading ISO", &iso_path))?;
-    verify::check_hash(&iso_name, expected, actual).map_err(|source| BuildError::Verify { path: iso_path.clone(), source })?;
+    if let Some(expected) = expected {
+        verify::check_hash(&iso_name, expected, actual).map_err(|source| BuildError::Verify { path: iso_path.clone(), source })?;
+    }
     let sha256_hex = verify::sha256_hex(&actual);
-    if let Some(pin) = &src.sha256 {
+    // Checked even with a signed list: the pin is the user's own word.
+    if let Some(pin) = &loaded.profile.source.sha256 {
         if !pin.eq_ignore_ascii_case(&sha256_hex) {
             return Err(BuildError::Source(format!(
                 "{}: source.sha256 pins {pin} but {} hashes to {sha256_hex}; the pin or the ISO is wrong",
                 loaded.path.display(),
                 iso_path.display()
             )));
+        }
+        if signer.is_empty() {
+            signer = format!("pinned sha256 {sha256_hex}");
         }
     }
     Ok(VerifiedIso { path: iso_path, file, facts: IsoFacts { sha256_hex, size }, signer })

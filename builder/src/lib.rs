@@ -9,6 +9,7 @@
 pub mod build;
 pub mod compile;
 pub mod docs;
+pub mod fetch;
 pub mod image;
 pub mod iso;
 pub mod profile;

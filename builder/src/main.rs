@@ -7,6 +7,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use imgforge::build::{self, BuildOptions};
+use imgforge::fetch::cache::{self, Cache};
+use imgforge::fetch::http::RetryPolicy;
+use imgforge::fetch::progress::{ProgressMode, Reporter};
+use imgforge::fetch::{self, FetchOptions, SourceOverrides};
 use imgforge::profile::ByteSize;
 use imgforge::qemu::{self, BootTestOptions, TargetBus};
 
@@ -19,22 +23,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Verify the ISO and build the USB installer image OUT/<profile>.img.
+    /// Get and verify the ISO, then build the USB installer image OUT/<profile>.img.
     Build {
         /// The profile (TOML) describing the machine.
         profile: PathBuf,
-        /// Local Ubuntu live-server ISO (overrides source.iso).
-        #[arg(long)]
-        iso: Option<PathBuf>,
-        /// Local SHA256SUMS (overrides source.sha256sums).
-        #[arg(long)]
-        sha256sums: Option<PathBuf>,
-        /// Local SHA256SUMS.gpg, a detached signature (overrides source.signature).
-        #[arg(long)]
-        signature: Option<PathBuf>,
-        /// OpenPGP public keys trusted to sign SHA256SUMS (default: Ubuntu's CD image key).
-        #[arg(long)]
-        keyring: Option<PathBuf>,
+        #[command(flatten)]
+        source: SourceArgs,
         /// Armored OpenPGP keys that sign the ISO's package pool (default: Ubuntu's archive keys).
         #[arg(long)]
         archive_keyring: Option<PathBuf>,
@@ -44,6 +38,20 @@ enum Command {
         /// The static installer agent (default: next to this program).
         #[arg(long)]
         agent: Option<PathBuf>,
+    },
+    /// Only get the profile's ISO: download (or find in the cache), verify, print its path.
+    Fetch {
+        profile: PathBuf,
+        #[command(flatten)]
+        source: SourceArgs,
+    },
+    /// Look at or clean the download cache.
+    Cache {
+        #[command(subcommand)]
+        action: CacheAction,
+        /// The cache directory (default: $IMGFORGE_CACHE_DIR, else ~/.cache/imgforge/downloads).
+        #[arg(long, global = true)]
+        cache_dir: Option<PathBuf>,
     },
     /// Check a profile; every problem is printed as FILE:LINE:COL with a fix.
     Validate {
@@ -96,6 +104,76 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum CacheAction {
+    /// List the cached files: hash, size, last use, the URLs that served them.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove abandoned partial downloads, and files unused for DAYS days (all with --all).
+    Gc {
+        #[arg(long, value_name = "DAYS")]
+        older_than: Option<u64>,
+        #[arg(long, conflicts_with = "older_than")]
+        all: bool,
+    },
+}
+
+/// Where the ISO comes from and how it is fetched; shared by build and fetch.
+#[derive(clap::Args)]
+struct SourceArgs {
+    /// Local Ubuntu live-server ISO (overrides source.iso and source.release).
+    #[arg(long)]
+    iso: Option<PathBuf>,
+    /// Local SHA256SUMS (overrides source.sha256sums).
+    #[arg(long)]
+    sha256sums: Option<PathBuf>,
+    /// Local SHA256SUMS.gpg, a detached signature (overrides source.signature).
+    #[arg(long)]
+    signature: Option<PathBuf>,
+    /// OpenPGP public keys trusted to sign SHA256SUMS (default: Ubuntu's CD image key).
+    #[arg(long)]
+    keyring: Option<PathBuf>,
+    /// The download cache (default: $IMGFORGE_CACHE_DIR, else ~/.cache/imgforge/downloads).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Use only the cache; never touch the network.
+    #[arg(long)]
+    offline: bool,
+    /// Tries in a row without progress before a download gives up.
+    #[arg(long, default_value_t = 8)]
+    retries: u32,
+    /// Seconds without a byte from the server before the connection is dropped and resumed.
+    #[arg(long, default_value_t = 30)]
+    idle_timeout: u64,
+    /// Progress display; `json` prints one JSON event per line on stdout.
+    #[arg(long, value_enum, default_value = "auto")]
+    progress: ProgressMode,
+    /// Same as --progress json.
+    #[arg(long)]
+    json: bool,
+}
+
+impl SourceArgs {
+    fn overrides(&self) -> SourceOverrides {
+        SourceOverrides { iso: self.iso.clone(), sha256sums: self.sha256sums.clone(), signature: self.signature.clone() }
+    }
+
+    fn fetch_options(&self) -> FetchOptions {
+        let retry = RetryPolicy { attempts: self.retries.max(1), idle_timeout: Duration::from_secs(self.idle_timeout.max(1)), ..RetryPolicy::default() };
+        FetchOptions { cache_dir: self.cache_dir.clone().unwrap_or_else(cache::default_root), offline: self.offline, retry }
+    }
+
+    fn progress(&self) -> ProgressMode {
+        if self.json {
+            ProgressMode::Json
+        } else {
+            self.progress
+        }
+    }
+}
+
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(code) => code,
@@ -142,13 +220,58 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Build { profile, iso, sha256sums, signature, keyring, archive_keyring, out, agent } => {
-            let opts = BuildOptions { profile, iso, sha256sums, signature, keyring, archive_keyring, out_dir: out, agent };
+        Command::Build { profile, source, archive_keyring, out, agent } => {
+            let opts = BuildOptions {
+                profile,
+                sources: source.overrides(),
+                keyring: source.keyring.clone(),
+                fetch: source.fetch_options(),
+                progress: source.progress(),
+                archive_keyring,
+                out_dir: out,
+                agent,
+            };
             let built = build::build(&opts)?;
             eprintln!("imgforge: SHA256SUMS signed by {}", built.signer);
             eprintln!("imgforge: ISO verified, SHA-256 {}", built.plan.payload.iso_sha256);
             eprintln!("imgforge: plan written to {}", built.plan_file.display());
             println!("{} ({} bytes)", built.image.display(), built.image_size);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Fetch { profile, source } => {
+            let loaded = imgforge::profile::load(&profile)?;
+            let keys = build::signing_keys(&loaded, source.keyring.as_deref())?;
+            let reporter = Reporter::new(source.progress());
+            let fetched = fetch::fetch(&loaded, &source.overrides(), &keys, &source.fetch_options(), &reporter)?;
+            if reporter.mode() != ProgressMode::Json {
+                println!("{}", fetched.iso.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cache { action, cache_dir } => {
+            let cache = Cache::new(cache_dir.unwrap_or_else(cache::default_root));
+            match action {
+                CacheAction::Ls { json } => {
+                    let list = cache.list()?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&list)?);
+                    } else {
+                        for o in &list {
+                            let urls = if o.urls.is_empty() { "-".to_owned() } else { o.urls.join(" ") };
+                            println!("{}  {:>12}  {:>5} days  {urls}", o.sha256, o.size, o.unused_for_s / 86_400);
+                        }
+                        eprintln!("imgforge: {} files, {} bytes in {}", list.len(), list.iter().map(|o| o.size).sum::<u64>(), cache.root().display());
+                    }
+                }
+                CacheAction::Gc { older_than, all } => {
+                    let age = if all { Some(Duration::ZERO) } else { older_than.map(|d| Duration::from_secs(d * 86_400)) };
+                    let r = cache.gc(age)?;
+                    eprintln!(
+                        "imgforge: removed {} cached files, {} partial downloads, {} index entries ({} bytes)",
+                        r.objects, r.partials, r.index_entries, r.bytes
+                    );
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::BootTest { image, target, target_size, target_bus, timeout, memory, report, work_dir, firstboot, secure_boot } => {

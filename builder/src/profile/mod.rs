@@ -44,15 +44,22 @@ pub struct Profile {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Source {
-    /// Ubuntu release, e.g. "24.04".
+    /// Ubuntu release, e.g. "24.04" (the newest point release listed) or
+    /// "24.04.1": the live-server amd64 ISO, SHA256SUMS and SHA256SUMS.gpg
+    /// are found under `<mirror>/<release>/`.
     pub release: Option<String>,
-    /// ISO path or URL.
+    /// Base URLs tried in order for `release` (default: Ubuntu's release
+    /// host, then its archive of older point releases).
+    #[serde(default)]
+    pub mirrors: Vec<String>,
+    /// ISO path or URL (overrides the one `release` resolves to).
     pub iso: Option<String>,
-    /// SHA256SUMS path or URL.
+    /// SHA256SUMS path or URL (overrides the one `release` resolves to).
     pub sha256sums: Option<String>,
-    /// SHA256SUMS.gpg path or URL.
+    /// SHA256SUMS.gpg path or URL (overrides the one `release` resolves to).
     pub signature: Option<String>,
-    /// Pinned SHA-256 of the ISO (hex).
+    /// Pinned SHA-256 of the ISO (hex): checked in addition to the signed
+    /// list, or on its own when no list is given.
     pub sha256: Option<String>,
     /// OpenPGP public keys that may sign SHA256SUMS (default: Ubuntu's CD image key).
     pub keyring: Option<String>,

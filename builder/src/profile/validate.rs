@@ -41,6 +41,7 @@ impl Problems {
 
 pub fn validate(p: &Profile) -> Vec<Problem> {
     let mut v = Problems::default();
+    source(p, &mut v);
     system(p, &mut v);
     users(p, &mut v);
     disk(p, &mut v);
@@ -52,6 +53,41 @@ pub fn validate(p: &Profile) -> Vec<Problem> {
         }
     }
     v.0
+}
+
+fn is_http_url(s: &str) -> bool {
+    s.strip_prefix("https://").or_else(|| s.strip_prefix("http://")).is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'))
+}
+
+/// `22.04`, `24.04`, `24.04.1`: what names a directory on the release host.
+pub fn is_release(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('.').collect();
+    (2..=3).contains(&parts.len())
+        && parts[0].len() == 2
+        && parts[1].len() == 2
+        && parts.iter().all(|p| !p.is_empty() && p.len() <= 3 && p.chars().all(|c| c.is_ascii_digit()))
+}
+
+fn source(p: &Profile, v: &mut Problems) {
+    let s = &p.source;
+    if let Some(r) = &s.release {
+        if !is_release(r) {
+            v.add("source.release", format!("{r:?} is not an Ubuntu release number"), "write YY.MM or a point release YY.MM.N, e.g. \"24.04\" or \"22.04.5\"");
+        }
+    }
+    for (i, m) in s.mirrors.iter().enumerate() {
+        if !is_http_url(m) {
+            v.add(format!("source.mirrors[{i}]"), format!("{m:?} is not an http:// or https:// URL"), "write the base URL that holds <release>/SHA256SUMS, e.g. \"https://mirror.example/ubuntu-releases/\"");
+        }
+    }
+    if !s.mirrors.is_empty() && s.release.is_none() {
+        v.add("source.mirrors", "mirrors are only used to find a release", "set source.release, or remove source.mirrors and give source.iso");
+    }
+    if let Some(pin) = &s.sha256 {
+        if pin.len() != 64 || !pin.chars().all(|c| c.is_ascii_hexdigit()) {
+            v.add("source.sha256", format!("{pin:?} is not a SHA-256 digest"), "write the 64 hexadecimal digits that sha256sum prints for the ISO");
+        }
+    }
 }
 
 fn is_hostname(s: &str) -> bool {

@@ -1,0 +1,369 @@
+//! The project's one HTTP client (reqwest, rustls; proxies from the
+//! environment): small files in memory with conditional requests, large
+//! ones streamed to a partial file while hashing, resumed with `Range` and
+//! `If-Range` after a drop, restarted when the server's copy changed.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::time::{Duration, Instant};
+
+use reqwest::blocking::{Client, Response};
+use reqwest::header::{self, HeaderMap, HeaderValue};
+use reqwest::StatusCode;
+use sha2::{Digest, Sha256};
+
+use super::cache::{Partial, Validators};
+use super::progress::{FetchEvent, Reporter};
+
+/// How hard to try. The whole fetch of one file gives up after `attempts`
+/// tries in a row that brought no new bytes, or after `total`.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub first_backoff: Duration,
+    pub max_backoff: Duration,
+    pub total: Duration,
+    /// Longest wait for a connection, for response headers, or between two
+    /// reads of the body: a stalled server is dropped after this.
+    pub idle_timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 8,
+            first_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+            total: Duration::from_secs(4 * 3600),
+            idle_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+/// Files larger than this are not fetched into memory.
+const SMALL_LIMIT: u64 = 4 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("{url}: the server answered {status}{hint}")]
+    Status { url: String, status: StatusCode, hint: &'static str },
+    #[error("{url}: gave up after {attempts} tries in {secs} s; last error: {last}")]
+    GaveUp { url: String, attempts: u32, secs: u64, last: String },
+    #[error("{url}: {what}")]
+    Protocol { url: String, what: String },
+    #[error("{0}")]
+    Local(#[from] io::Error),
+    #[error("setting up the HTTP client: {0}")]
+    Client(String),
+}
+
+impl HttpError {
+    /// Whether another mirror might do better (as opposed to a local problem).
+    pub fn is_remote(&self) -> bool {
+        !matches!(self, HttpError::Local(_) | HttpError::Client(_))
+    }
+}
+
+pub struct Http {
+    client: Client,
+    policy: RetryPolicy,
+}
+
+/// A small file: its bytes, or "not modified since what the cache holds".
+pub enum Small {
+    NotModified,
+    Body { bytes: Vec<u8>, validators: Validators },
+}
+
+/// A finished download.
+pub struct Downloaded {
+    pub sha256: [u8; 32],
+    pub size: u64,
+    /// Body bytes received in this run (resumed bytes are not counted).
+    pub transferred: u64,
+    pub validators: Validators,
+}
+
+/// One failed try: whether trying again could help.
+enum Attempt {
+    Transient(String),
+    Fatal(HttpError),
+}
+
+fn validators(headers: &HeaderMap) -> Validators {
+    let get = |h: header::HeaderName| headers.get(h).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    Validators { etag: get(header::ETAG), last_modified: get(header::LAST_MODIFIED) }
+}
+
+fn status_hint(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        404 | 410 => " (not found): check the URL, the release number or the mirror",
+        401 | 403 => " (access denied): check the URL and any proxy settings",
+        _ => "",
+    }
+}
+
+fn is_transient(status: StatusCode) -> bool {
+    status.is_server_error() || matches!(status.as_u16(), 408 | 425 | 429)
+}
+
+/// `bytes START-END/TOTAL` -> (START, TOTAL).
+fn content_range(headers: &HeaderMap) -> Option<(u64, Option<u64>)> {
+    let v = headers.get(header::CONTENT_RANGE)?.to_str().ok()?;
+    let rest = v.strip_prefix("bytes ")?;
+    let (range, total) = rest.split_once('/')?;
+    let (start, _) = range.split_once('-')?;
+    Some((start.trim().parse().ok()?, total.trim().parse().ok()))
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        let text = inner.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cur = inner.source();
+    }
+    s
+}
+
+impl Http {
+    pub fn new(policy: RetryPolicy) -> Result<Http, HttpError> {
+        let client = Client::builder()
+            .user_agent(concat!("imgforge/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(policy.connect_timeout)
+            .timeout(policy.idle_timeout)
+            .build()
+            .map_err(|e| HttpError::Client(error_chain(&e)))?;
+        Ok(Http { client, policy })
+    }
+
+    /// Runs `one` until it succeeds, fails for good, or the policy is spent.
+    /// `one` returns whether it made progress, which resets the count.
+    fn retry<T>(&self, url: &str, reporter: &Reporter, mut one: impl FnMut() -> (Result<T, Attempt>, bool)) -> Result<T, HttpError> {
+        let start = Instant::now();
+        let mut failures = 0u32;
+        let mut tries = 0u32;
+        let mut backoff = self.policy.first_backoff;
+        loop {
+            tries += 1;
+            let (result, progressed) = one();
+            let error = match result {
+                Ok(v) => return Ok(v),
+                Err(Attempt::Fatal(e)) => return Err(e),
+                Err(Attempt::Transient(e)) => e,
+            };
+            if progressed {
+                failures = 0;
+                backoff = self.policy.first_backoff;
+            }
+            failures += 1;
+            if failures >= self.policy.attempts || start.elapsed() + backoff > self.policy.total {
+                return Err(HttpError::GaveUp { url: url.to_owned(), attempts: tries, secs: start.elapsed().as_secs(), last: error });
+            }
+            reporter.event(FetchEvent::Retry { url: url.to_owned(), attempt: tries, wait_s: backoff.as_secs_f64(), error });
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(self.policy.max_backoff);
+        }
+    }
+
+    /// GETs a small file. With `cached` validators the request is
+    /// conditional, and an unchanged file costs no body bytes.
+    pub fn get_small(&self, url: &str, cached: Option<&Validators>, reporter: &Reporter) -> Result<Small, HttpError> {
+        self.retry(url, reporter, || {
+            let mut req = self.client.get(url);
+            if let Some(v) = cached {
+                if let Some(etag) = &v.etag {
+                    req = req.header(header::IF_NONE_MATCH, etag);
+                }
+                if let Some(lm) = &v.last_modified {
+                    req = req.header(header::IF_MODIFIED_SINCE, lm);
+                }
+            }
+            let resp = match req.send() {
+                Ok(r) => r,
+                Err(e) => return (Err(Attempt::Transient(error_chain(&e))), false),
+            };
+            let status = resp.status();
+            if status == StatusCode::NOT_MODIFIED && cached.is_some() {
+                return (Ok(Small::NotModified), false);
+            }
+            if !status.is_success() {
+                return (Err(status_attempt(url, status)), false);
+            }
+            if resp.content_length().is_some_and(|n| n > SMALL_LIMIT) {
+                let what = format!("is {} bytes; a checksum list or signature is expected to be small", resp.content_length().unwrap_or(0));
+                return (Err(Attempt::Fatal(HttpError::Protocol { url: url.to_owned(), what })), false);
+            }
+            let validators = validators(resp.headers());
+            let mut bytes = Vec::new();
+            match resp.take(SMALL_LIMIT + 1).read_to_end(&mut bytes) {
+                Ok(_) if bytes.len() as u64 > SMALL_LIMIT => {
+                    (Err(Attempt::Fatal(HttpError::Protocol { url: url.to_owned(), what: "is larger than 4 MiB".into() })), false)
+                }
+                Ok(_) => (Ok(Small::Body { bytes, validators }), false),
+                Err(e) => (Err(Attempt::Transient(error_chain(&e))), false),
+            }
+        })
+    }
+
+    /// Downloads `url` into the partial file, resuming what is there when the
+    /// server still has the same file, hashing every byte once.
+    pub fn download(&self, url: &str, partial: &Partial, reporter: &Reporter) -> Result<Downloaded, HttpError> {
+        let mut file = File::options().create(true).read(true).write(true).truncate(false).open(&partial.path)?;
+        let mut known = partial.validators().unwrap_or_default();
+        if known.is_empty() {
+            // Bytes we cannot ask the server about are useless.
+            file.set_len(0)?;
+        }
+        let mut hasher = Sha256::new();
+        let mut have = hash_prefix(&mut file, &mut hasher)?;
+        let mut transferred = 0u64;
+        let mut total: Option<u64> = None;
+
+        let result = self.retry(url, reporter, || {
+            let before = transferred;
+            let r = self.download_once(url, &mut file, &mut hasher, &mut have, &mut transferred, &mut total, &mut known, partial, reporter);
+            (r, transferred > before)
+        });
+        let validators = result?;
+        file.sync_all()?;
+        Ok(Downloaded { sha256: hasher.finalize().into(), size: have, transferred, validators })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn download_once(
+        &self,
+        url: &str,
+        file: &mut File,
+        hasher: &mut Sha256,
+        have: &mut u64,
+        transferred: &mut u64,
+        total: &mut Option<u64>,
+        known: &mut Validators,
+        partial: &Partial,
+        reporter: &Reporter,
+    ) -> Result<Validators, Attempt> {
+        let local = |e: io::Error| Attempt::Fatal(HttpError::Local(e));
+        let mut req = self.client.get(url);
+        if *have > 0 {
+            req = req.header(header::RANGE, format!("bytes={have}-"));
+            // A strong ETag or the date says "only if it is still that file".
+            let if_range = known.etag.as_ref().filter(|e| !e.starts_with("W/")).or(known.last_modified.as_ref());
+            if let Some(v) = if_range.and_then(|v| HeaderValue::from_str(v).ok()) {
+                req = req.header(header::IF_RANGE, v);
+            }
+        }
+        let resp = req.send().map_err(|e| Attempt::Transient(error_chain(&e)))?;
+        let status = resp.status();
+        let served = validators(resp.headers());
+        let restart = |reason: String, file: &mut File, hasher: &mut Sha256, have: &mut u64| -> Result<(), Attempt> {
+            reporter.event(FetchEvent::Restart { url: url.to_owned(), reason });
+            file.set_len(0).map_err(local)?;
+            file.seek(SeekFrom::Start(0)).map_err(local)?;
+            *hasher = Sha256::new();
+            *have = 0;
+            Ok(())
+        };
+        let start = match status {
+            StatusCode::PARTIAL_CONTENT => {
+                let (start, size) = content_range(resp.headers())
+                    .ok_or_else(|| Attempt::Transient("206 without a usable Content-Range".into()))?;
+                if start != *have || (!known.is_empty() && !served.is_empty() && served != *known) {
+                    restart("the server sent another range or another file".into(), file, hasher, have)?;
+                    partial.set_validators(&Validators::default()).map_err(local)?;
+                    return Err(Attempt::Transient("resume did not line up; starting over".into()));
+                }
+                *total = size;
+                start
+            }
+            StatusCode::OK => {
+                if *have > 0 {
+                    let reason = if served != *known { "the file on the server changed" } else { "the server does not resume (no Range support)" };
+                    restart(reason.into(), file, hasher, have)?;
+                }
+                *total = resp.content_length();
+                0
+            }
+            StatusCode::RANGE_NOT_SATISFIABLE => {
+                restart("the server's file is not longer than the partial download".into(), file, hasher, have)?;
+                return Err(Attempt::Transient("416 Range Not Satisfiable".into()));
+            }
+            s => return Err(status_attempt(url, s)),
+        };
+        *known = served.clone();
+        partial.set_validators(&served).map_err(local)?;
+        file.seek(SeekFrom::Start(start)).map_err(local)?;
+        reporter.event(FetchEvent::Download { url: url.to_owned(), from: start, total: *total });
+        stream_body(resp, file, hasher, have, transferred, *total, url, reporter)?;
+        match *total {
+            Some(t) if *have < t => Err(Attempt::Transient(format!("the connection ended after {} of {t} bytes", *have))),
+            Some(t) if *have > t => Err(Attempt::Fatal(HttpError::Protocol { url: url.to_owned(), what: format!("sent {} bytes, more than the {t} it announced", *have) })),
+            _ => Ok(served),
+        }
+    }
+}
+
+fn status_attempt(url: &str, status: StatusCode) -> Attempt {
+    let e = HttpError::Status { url: url.to_owned(), status, hint: status_hint(status) };
+    if is_transient(status) {
+        Attempt::Transient(e.to_string())
+    } else {
+        Attempt::Fatal(e)
+    }
+}
+
+/// Hashes what an earlier run left in the partial file; returns its length.
+fn hash_prefix(file: &mut File, hasher: &mut Sha256) -> io::Result<u64> {
+    file.seek(SeekFrom::Start(0))?;
+    let n = io::copy(&mut io::BufReader::with_capacity(1 << 20, &mut *file).take(u64::MAX), &mut HashWriter(hasher))?;
+    Ok(n)
+}
+
+struct HashWriter<'a>(&'a mut Sha256);
+
+impl Write for HashWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn stream_body(
+    mut resp: Response,
+    file: &mut File,
+    hasher: &mut Sha256,
+    have: &mut u64,
+    transferred: &mut u64,
+    total: Option<u64>,
+    url: &str,
+    reporter: &Reporter,
+) -> Result<(), Attempt> {
+    let mut buf = vec![0u8; 256 << 10];
+    let started = Instant::now();
+    let mut this_run = 0u64;
+    loop {
+        let n = match resp.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Attempt::Transient(error_chain(&e))),
+        };
+        file.write_all(&buf[..n]).map_err(|e| Attempt::Fatal(HttpError::Local(e)))?;
+        hasher.update(&buf[..n]);
+        *have += n as u64;
+        *transferred += n as u64;
+        this_run += n as u64;
+        let secs = started.elapsed().as_secs_f64().max(1e-3);
+        reporter.event(FetchEvent::Progress { url: url.to_owned(), bytes: *have, total, bytes_per_s: (this_run as f64 / secs) as u64 });
+    }
+}

@@ -1,0 +1,415 @@
+//! Getting the ISO and its signed checksum list: resolve a release or take
+//! the given locations, download into the cache, verify, and hand back
+//! local paths that hold verified bytes only.
+//!
+//! Trust order: the signature on SHA256SUMS is checked before the list is
+//! read; the ISO's hash is computed while it downloads and compared with
+//! the list (and the pin) before the file is moved into the cache under
+//! that hash. A download that fails to verify is deleted.
+
+pub mod cache;
+pub mod http;
+pub mod progress;
+
+use std::path::{Path, PathBuf};
+
+use crate::profile::LoadedProfile;
+use crate::verify::{self, Sha256Sums, TrustedKeys};
+use cache::{Cache, UrlEntry};
+use http::{Http, RetryPolicy, Small};
+use progress::{FetchEvent, Reporter};
+
+/// Where the release host keeps each release (`<base><release>/…`), tried
+/// in order: current point releases, then the archive of older ones.
+pub const DEFAULT_MIRRORS: [&str; 2] = ["https://releases.ubuntu.com/", "https://old-releases.ubuntu.com/releases/"];
+
+/// A file named in the profile or on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Path(PathBuf),
+    Url(String),
+}
+
+impl Location {
+    fn parse(loaded: &LoadedProfile, value: &str) -> Location {
+        if value.starts_with("http://") || value.starts_with("https://") {
+            Location::Url(value.to_owned())
+        } else {
+            Location::Path(loaded.resolve(value))
+        }
+    }
+
+    /// The last path segment: how SHA256SUMS names the file.
+    pub fn file_name(&self) -> Option<String> {
+        match self {
+            Location::Path(p) => p.file_name().map(|n| n.to_string_lossy().into_owned()),
+            Location::Url(u) => {
+                let path = u.split(['?', '#']).next().unwrap_or(u);
+                path.rsplit('/').next().filter(|s| !s.is_empty()).map(str::to_owned)
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Path(p) => write!(f, "{}", p.display()),
+            Location::Url(u) => f.write_str(u),
+        }
+    }
+}
+
+/// Command-line overrides of the profile's `[source]`.
+#[derive(Debug, Clone, Default)]
+pub struct SourceOverrides {
+    pub iso: Option<PathBuf>,
+    pub sha256sums: Option<PathBuf>,
+    pub signature: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FetchOptions {
+    pub cache_dir: PathBuf,
+    /// Use only what the cache holds; no network.
+    pub offline: bool,
+    pub retry: RetryPolicy,
+}
+
+/// One way to get the files: a release on one mirror, or explicit locations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Candidate {
+    /// The mirror this came from, for messages.
+    mirror: Option<String>,
+    sums: Option<(Location, Location)>,
+    /// `None`: the newest live-server ISO the list has for `release`.
+    iso: Option<Location>,
+    release: Option<String>,
+    base: Option<String>,
+}
+
+/// The result: local files whose contents were verified.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub iso: PathBuf,
+    /// How SHA256SUMS names the ISO.
+    pub iso_name: String,
+    /// The signed list and its signature, when the ISO was checked against one.
+    pub sums: Option<(PathBuf, PathBuf)>,
+    pub sha256: String,
+    pub size: u64,
+    pub transferred: u64,
+    /// Fingerprint of the primary key that signed the list.
+    pub signer: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("{0}")]
+    Source(String),
+    #[error(transparent)]
+    Http(#[from] http::HttpError),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("verifying {what}: {source}")]
+    Verify { what: String, source: verify::VerifyError },
+    #[error("{0}")]
+    Mismatch(String),
+    #[error("every mirror failed:\n{}", .0.iter().map(|(m, e)| format!("  {m}: {e}")).collect::<Vec<_>>().join("\n"))]
+    AllMirrors(Vec<(String, FetchError)>),
+}
+
+fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> FetchError + '_ {
+    move |source| FetchError::Io { path: path.to_path_buf(), source }
+}
+
+fn mirror_base(m: &str) -> String {
+    if m.ends_with('/') {
+        m.to_owned()
+    } else {
+        format!("{m}/")
+    }
+}
+
+fn candidates(loaded: &LoadedProfile, cli: &SourceOverrides) -> Result<Vec<Candidate>, FetchError> {
+    let src = &loaded.profile.source;
+    let pick = |cli: &Option<PathBuf>, profile: &Option<String>| -> Option<Location> {
+        cli.clone().map(Location::Path).or_else(|| profile.as_deref().map(|v| Location::parse(loaded, v)))
+    };
+    let iso = pick(&cli.iso, &src.iso);
+    let sums = pick(&cli.sha256sums, &src.sha256sums);
+    let sig = pick(&cli.signature, &src.signature);
+    let file = loaded.path.display();
+    let explicit_pair = match (sums, sig) {
+        (Some(a), Some(b)) => Some((a, b)),
+        (None, None) => None,
+        (Some(_), None) => return Err(FetchError::Source(format!("{file}: source.sha256sums is given without source.signature; a checksum list is only trusted with its signature: set both (or --signature)"))),
+        (None, Some(_)) => return Err(FetchError::Source(format!("{file}: source.signature is given without source.sha256sums: set both (or --sha256sums)"))),
+    };
+    let release = match &src.release {
+        Some(r) if explicit_pair.is_none() || iso.is_none() => r.clone(),
+        _ => {
+            let Some(iso) = iso else {
+                return Err(FetchError::Source(format!(
+                    "{file}: no ISO to fetch: set source.release (e.g. \"24.04\") or source.iso (a path or URL), or pass --iso PATH"
+                )));
+            };
+            if explicit_pair.is_none() && src.sha256.is_none() {
+                return Err(FetchError::Source(format!(
+                    "{file}: nothing to verify {iso} against: set source.sha256sums and source.signature (the signed checksum list), or pin source.sha256"
+                )));
+            }
+            return Ok(vec![Candidate { mirror: None, sums: explicit_pair, iso: Some(iso), release: None, base: None }]);
+        }
+    };
+    let mirrors: Vec<String> = if src.mirrors.is_empty() {
+        DEFAULT_MIRRORS.iter().map(|m| m.to_string()).collect()
+    } else {
+        src.mirrors.iter().map(|m| mirror_base(m)).collect()
+    };
+    Ok(mirrors
+        .into_iter()
+        .map(|m| {
+            let base = format!("{m}{release}/");
+            let sums = explicit_pair.clone().unwrap_or_else(|| {
+                (Location::Url(format!("{base}SHA256SUMS")), Location::Url(format!("{base}SHA256SUMS.gpg")))
+            });
+            Candidate { mirror: Some(m), sums: Some(sums), iso: iso.clone(), release: Some(release.clone()), base: Some(base) }
+        })
+        .collect())
+}
+
+/// The live-server amd64 ISO the list has for `release`: exactly
+/// `ubuntu-<release>-live-server-amd64.iso`, or for `YY.MM` the highest
+/// point release `ubuntu-YY.MM[.N]-live-server-amd64.iso`.
+pub fn pick_release_iso(sums: &Sha256Sums, release: &str) -> Option<String> {
+    let prefix = format!("ubuntu-{release}");
+    let suffix = "-live-server-amd64.iso";
+    let point_allowed = release.split('.').count() == 2;
+    sums.names()
+        .filter_map(|n| {
+            let mid = n.strip_prefix(&prefix)?.strip_suffix(suffix)?;
+            let point = match mid.strip_prefix('.') {
+                None if mid.is_empty() => 0,
+                Some(p) if point_allowed && !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()) => p.parse::<u32>().ok()?,
+                _ => return None,
+            };
+            Some((point, n.to_owned()))
+        })
+        .max()
+        .map(|(_, n)| n)
+}
+
+/// The URL a small file came from and what the server said about it
+/// (`None` for a local file).
+type Origin = Option<(String, cache::Validators)>;
+
+struct Fetcher<'a> {
+    http: Option<Http>,
+    cache: Cache,
+    opts: &'a FetchOptions,
+    reporter: &'a Reporter,
+}
+
+impl Fetcher<'_> {
+    fn http(&self) -> Result<&Http, FetchError> {
+        match &self.http {
+            Some(h) => Ok(h),
+            None => Err(FetchError::Source("--offline: the file is not in the cache; run once without --offline".into())),
+        }
+    }
+
+    /// A small file (list or signature): read from disk, or fetched with a
+    /// conditional request against what the cache holds for its URL.
+    /// Returns the bytes and, for URLs, a function that stores them once
+    /// they are verified.
+    fn small(&self, loc: &Location) -> Result<(Vec<u8>, Origin), FetchError> {
+        let url = match loc {
+            Location::Path(p) => return Ok((std::fs::read(p).map_err(io_at(p))?, None)),
+            Location::Url(u) => u,
+        };
+        let cached = self.cache.url_entry(url).and_then(|e| {
+            let path = self.cache.object(&e.sha256)?;
+            Some((e, path))
+        });
+        if self.opts.offline {
+            let (_, path) = cached.ok_or_else(|| FetchError::Source(format!("--offline: {url} is not in the cache {}", self.cache.root().display())))?;
+            return Ok((std::fs::read(&path).map_err(io_at(&path))?, None));
+        }
+        match self.http()?.get_small(url, cached.as_ref().map(|(e, _)| &e.validators), self.reporter)? {
+            Small::NotModified => {
+                let (entry, path) = cached.ok_or_else(|| FetchError::Source(format!("{url}: 304 Not Modified to an unconditional request")))?;
+                Ok((std::fs::read(&path).map_err(io_at(&path))?, Some((url.clone(), entry.validators))))
+            }
+            Small::Body { bytes, validators } => Ok((bytes, Some((url.clone(), validators)))),
+        }
+    }
+
+    /// Stores a verified small file and remembers its URL.
+    fn keep_small(&self, bytes: &[u8], origin: Origin) -> Result<Option<PathBuf>, FetchError> {
+        let Some((url, validators)) = origin else { return Ok(None) };
+        let sha = verify::sha256_hex(&sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(bytes)).into());
+        let path = self.cache.store(&sha, bytes).map_err(io_at(self.cache.root()))?;
+        self.cache
+            .set_url_entry(&UrlEntry { url, sha256: sha, size: bytes.len() as u64, validators })
+            .map_err(io_at(self.cache.root()))?;
+        Ok(Some(path))
+    }
+
+    fn run(&self, c: &Candidate, keys: &TrustedKeys, pin: Option<&str>) -> Result<Fetched, FetchError> {
+        let mut signer = None;
+        let mut sums_paths = None;
+        let mut expected: Option<[u8; 32]> = None;
+        let mut sums_for_name = None;
+        if let Some((sums_loc, sig_loc)) = &c.sums {
+            let (sums_bytes, sums_origin) = self.small(sums_loc)?;
+            let (sig_bytes, sig_origin) = self.small(sig_loc)?;
+            let good = verify::verify_detached(keys, &sums_bytes, &sig_bytes)
+                .map_err(|source| FetchError::Verify { what: format!("{sums_loc} with {sig_loc}"), source })?;
+            signer = Some(good.primary_fingerprint.clone());
+            let sums = Sha256Sums::parse(&String::from_utf8_lossy(&sums_bytes))
+                .map_err(|source| FetchError::Verify { what: sums_loc.to_string(), source })?;
+            // Both verified: keep them, so the next fetch can do without.
+            let sums_path = self.keep_small(&sums_bytes, sums_origin)?;
+            let sig_path = self.keep_small(&sig_bytes, sig_origin)?;
+            sums_paths = Some((
+                sums_path.unwrap_or_else(|| local(sums_loc)),
+                sig_path.unwrap_or_else(|| local(sig_loc)),
+            ));
+            sums_for_name = Some((sums, sums_loc.clone()));
+        }
+        let iso_loc = match (&c.iso, &c.release, &c.base, &sums_for_name) {
+            (Some(l), ..) => l.clone(),
+            (None, Some(release), Some(base), Some((sums, sums_loc))) => {
+                let name = pick_release_iso(sums, release).ok_or_else(|| {
+                    FetchError::Source(format!(
+                        "{sums_loc} lists no live-server amd64 ISO for release {release} (it lists: {}); check source.release",
+                        sums.names().collect::<Vec<_>>().join(", ")
+                    ))
+                })?;
+                Location::Url(format!("{base}{name}"))
+            }
+            _ => return Err(FetchError::Source("no ISO location and no checksum list to find one in".into())),
+        };
+        let iso_name = iso_loc.file_name().ok_or_else(|| FetchError::Source(format!("{iso_loc} does not name a file")))?;
+        if let Some((sums, sums_loc)) = &sums_for_name {
+            let hash = sums.get(&iso_name).ok_or_else(|| {
+                FetchError::Mismatch(format!(
+                    "{sums_loc} has no entry for {iso_name:?} (it lists: {}); the ISO's file name must be the one the signed list uses",
+                    sums.names().collect::<Vec<_>>().join(", ")
+                ))
+            })?;
+            expected = Some(hash);
+        }
+        if let Some(pin) = pin {
+            let mut p = [0u8; 32];
+            hex::decode_to_slice(pin, &mut p).map_err(|_| FetchError::Source(format!("source.sha256 {pin:?} is not 64 hexadecimal digits")))?;
+            if let Some(e) = expected {
+                if e != p {
+                    return Err(FetchError::Mismatch(format!(
+                        "source.sha256 pins {pin} but the signed list says {} for {iso_name}: the pin or the release is wrong",
+                        verify::sha256_hex(&e)
+                    )));
+                }
+            }
+            expected = Some(p);
+        }
+        let expected = expected.ok_or_else(|| FetchError::Source(format!("nothing to verify {iso_loc} against")))?;
+        let expected_hex = verify::sha256_hex(&expected);
+
+        let url = match &iso_loc {
+            // A local ISO is hashed by the build itself, before it is read.
+            Location::Path(p) => {
+                let size = std::fs::metadata(p).map_err(io_at(p))?.len();
+                return Ok(Fetched { iso: p.clone(), iso_name, sums: sums_paths, sha256: expected_hex, size, transferred: 0, signer });
+            }
+            Location::Url(u) => u.clone(),
+        };
+        if let Some(found) = self.cached_object(&expected_hex)? {
+            self.reporter.event(FetchEvent::Verified { name: iso_name.clone(), sha256: expected_hex.clone(), path: found.0.display().to_string(), size: found.1, transferred: 0, cached: true });
+            return Ok(Fetched { iso: found.0, iso_name, sums: sums_paths, sha256: expected_hex, size: found.1, transferred: 0, signer });
+        }
+        if self.opts.offline {
+            return Err(FetchError::Source(format!("--offline: {iso_name} (sha256 {expected_hex}) is not in the cache {}", self.cache.root().display())));
+        }
+        let partial = self
+            .cache
+            .partial(&url, || self.reporter.event(FetchEvent::Waiting { url: url.clone() }))
+            .map_err(io_at(self.cache.root()))?;
+        // Another build may have finished it while this one waited.
+        if let Some(found) = self.cached_object(&expected_hex)? {
+            self.reporter.event(FetchEvent::Verified { name: iso_name.clone(), sha256: expected_hex.clone(), path: found.0.display().to_string(), size: found.1, transferred: 0, cached: true });
+            return Ok(Fetched { iso: found.0, iso_name, sums: sums_paths, sha256: expected_hex, size: found.1, transferred: 0, signer });
+        }
+        let got = self.http()?.download(&url, &partial, self.reporter)?;
+        if let Err(source) = verify::check_hash(&iso_name, expected, got.sha256) {
+            partial.discard().map_err(io_at(&partial.path))?;
+            return Err(FetchError::Verify { what: format!("{url} ({} bytes downloaded, deleted)", got.size), source });
+        }
+        let path = self.cache.adopt(partial, &expected_hex).map_err(io_at(self.cache.root()))?;
+        self.cache
+            .set_url_entry(&UrlEntry { url: url.clone(), sha256: expected_hex.clone(), size: got.size, validators: got.validators })
+            .map_err(io_at(self.cache.root()))?;
+        self.reporter.event(FetchEvent::Verified { name: iso_name.clone(), sha256: expected_hex.clone(), path: path.display().to_string(), size: got.size, transferred: got.transferred, cached: false });
+        Ok(Fetched { iso: path, iso_name, sums: sums_paths, sha256: expected_hex, size: got.size, transferred: got.transferred, signer })
+    }
+
+    /// A cached object with this hash, re-hashed: a damaged one is evicted.
+    fn cached_object(&self, sha256: &str) -> Result<Option<(PathBuf, u64)>, FetchError> {
+        let Some(path) = self.cache.object(sha256) else { return Ok(None) };
+        let mut file = std::fs::File::open(&path).map_err(io_at(&path))?;
+        let mut reader = verify::HashingReader::new(std::io::BufReader::with_capacity(1 << 20, &mut file));
+        std::io::copy(&mut reader, &mut std::io::sink()).map_err(io_at(&path))?;
+        let (digest, size) = reader.finish();
+        if verify::sha256_hex(&digest) == sha256 {
+            Ok(Some((path, size)))
+        } else {
+            self.cache.evict(sha256).map_err(io_at(&path))?;
+            Ok(None)
+        }
+    }
+}
+
+fn local(loc: &Location) -> PathBuf {
+    match loc {
+        Location::Path(p) => p.clone(),
+        Location::Url(u) => PathBuf::from(u),
+    }
+}
+
+/// Resolves, downloads (or finds in the cache) and verifies the profile's
+/// ISO. Mirrors are tried in order; the errors of all are reported.
+pub fn fetch(
+    loaded: &LoadedProfile,
+    cli: &SourceOverrides,
+    keys: &TrustedKeys,
+    opts: &FetchOptions,
+    reporter: &Reporter,
+) -> Result<Fetched, FetchError> {
+    let list = candidates(loaded, cli)?;
+    let needs_network = !opts.offline
+        && list.iter().any(|c| {
+            c.iso.as_ref().is_none_or(|l| matches!(l, Location::Url(_)))
+                || c.sums.as_ref().is_some_and(|(a, b)| matches!(a, Location::Url(_)) || matches!(b, Location::Url(_)))
+        });
+    let http = if needs_network { Some(Http::new(opts.retry.clone())?) } else { None };
+    let fetcher = Fetcher { http, cache: Cache::new(&opts.cache_dir), opts, reporter };
+    let pin = loaded.profile.source.sha256.as_deref();
+    let mut errors = Vec::new();
+    let many = list.len() > 1;
+    for c in &list {
+        match fetcher.run(c, keys, pin) {
+            Ok(f) => return Ok(f),
+            Err(e) if many => {
+                let mirror = c.mirror.clone().unwrap_or_default();
+                reporter.event(FetchEvent::MirrorFailed { mirror: mirror.clone(), error: e.to_string() });
+                errors.push((mirror, e));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(FetchError::AllMirrors(errors))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,84 @@
+use super::*;
+use crate::profile::{self, LoadedProfile};
+
+fn sums(names: &[&str]) -> Sha256Sums {
+    let text: String = names.iter().map(|n| format!("{} *{n}\n", "ab".repeat(32))).collect();
+    Sha256Sums::parse(&text).unwrap()
+}
+
+#[test]
+fn a_release_picks_the_newest_point_release_of_the_live_server_iso() {
+    let list = sums(&[
+        "ubuntu-24.04.1-live-server-amd64.iso",
+        "ubuntu-24.04.3-desktop-amd64.iso",
+        "ubuntu-24.04.10-live-server-amd64.iso",
+        "ubuntu-24.04.2-live-server-amd64.iso",
+        "ubuntu-24.04.9-live-server-arm64.iso",
+    ]);
+    assert_eq!(pick_release_iso(&list, "24.04").as_deref(), Some("ubuntu-24.04.10-live-server-amd64.iso"));
+    assert_eq!(pick_release_iso(&list, "24.04.2").as_deref(), Some("ubuntu-24.04.2-live-server-amd64.iso"));
+    assert_eq!(pick_release_iso(&list, "24.04.3"), None, "a desktop ISO is not a server ISO");
+    assert_eq!(pick_release_iso(&list, "22.04"), None);
+    let first = sums(&["ubuntu-22.04-live-server-amd64.iso", "ubuntu-22.04-fixture-live-server-amd64.iso"]);
+    assert_eq!(pick_release_iso(&first, "22.04").as_deref(), Some("ubuntu-22.04-live-server-amd64.iso"));
+}
+
+#[test]
+fn a_file_name_is_the_last_segment_of_a_url_without_its_query() {
+    assert_eq!(Location::Url("https://m.example/24.04/ubuntu.iso?x=1#y".into()).file_name().as_deref(), Some("ubuntu.iso"));
+    assert_eq!(Location::Url("https://m.example/24.04/".into()).file_name(), None);
+    assert_eq!(Location::Path("/srv/isos/u.iso".into()).file_name().as_deref(), Some("u.iso"));
+}
+
+fn loaded(source: &str) -> LoadedProfile {
+    let text = format!(
+        "{source}\n[system]\nhostname = \"hv01\"\n[disk]\nmatch = {{ min_size = \"8GiB\" }}\n"
+    );
+    let path = std::path::Path::new("/etc/imgforge/p.toml");
+    LoadedProfile { path: path.to_path_buf(), name: "p".into(), profile: profile::parse(&text, path).unwrap() }
+}
+
+#[test]
+fn a_release_becomes_one_candidate_per_mirror_in_order() {
+    let p = loaded("[source]\nrelease = \"24.04\"\nmirrors = [\"http://a.example/u\", \"http://b.example/u/\"]");
+    let c = candidates(&p, &SourceOverrides::default()).unwrap();
+    assert_eq!(c.len(), 2);
+    assert_eq!(c[0].sums.as_ref().unwrap().0, Location::Url("http://a.example/u/24.04/SHA256SUMS".into()));
+    assert_eq!(c[1].sums.as_ref().unwrap().1, Location::Url("http://b.example/u/24.04/SHA256SUMS.gpg".into()));
+    assert_eq!(c[0].iso, None, "the ISO name comes from the signed list");
+
+    let default = candidates(&loaded("[source]\nrelease = \"22.04\""), &SourceOverrides::default()).unwrap();
+    assert_eq!(default[0].base.as_deref(), Some("https://releases.ubuntu.com/22.04/"));
+    assert_eq!(default[1].base.as_deref(), Some("https://old-releases.ubuntu.com/releases/22.04/"));
+}
+
+#[test]
+fn explicit_locations_override_the_release_and_relative_paths_follow_the_profile() {
+    let p = loaded("[source]\nrelease = \"24.04\"\niso = \"isos/u.iso\"\nsha256sums = \"http://m.example/S\"\nsignature = \"http://m.example/S.gpg\"");
+    let c = candidates(&p, &SourceOverrides::default()).unwrap();
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].iso, Some(Location::Path("/etc/imgforge/isos/u.iso".into())));
+    let cli = SourceOverrides { iso: Some("/tmp/x.iso".into()), ..Default::default() };
+    assert_eq!(candidates(&p, &cli).unwrap()[0].iso, Some(Location::Path("/tmp/x.iso".into())));
+}
+
+#[test]
+fn an_iso_with_nothing_to_verify_it_against_is_refused_before_any_download() {
+    let e = candidates(&loaded("[source]\niso = \"http://m.example/u.iso\""), &SourceOverrides::default()).unwrap_err();
+    assert!(e.to_string().contains("nothing to verify http://m.example/u.iso against"), "{e}");
+    let e = candidates(&loaded("[source]\niso = \"u.iso\"\nsha256sums = \"S\""), &SourceOverrides::default()).unwrap_err();
+    assert!(e.to_string().contains("without source.signature"), "{e}");
+    let e = candidates(&loaded(""), &SourceOverrides::default()).unwrap_err();
+    assert!(e.to_string().contains("no ISO to fetch"), "{e}");
+    let pinned = loaded(&format!("[source]\niso = \"http://m.example/u.iso\"\nsha256 = \"{}\"", "0".repeat(64)));
+    assert_eq!(candidates(&pinned, &SourceOverrides::default()).unwrap()[0].sums, None);
+}
+
+#[test]
+fn bad_source_values_are_reported_where_they_are() {
+    let text = "[source]\nrelease = \"noble\"\nmirrors = [\"ftp://x\"]\nsha256 = \"abc\"\n[system]\nhostname = \"hv01\"\n[disk]\nmatch = { min_size = \"8GiB\" }\n";
+    let e = profile::parse(text, std::path::Path::new("p.toml")).unwrap_err().to_string();
+    assert!(e.contains("p.toml:2:11: source.release: \"noble\" is not an Ubuntu release number"), "{e}");
+    assert!(e.contains("p.toml:3:12: source.mirrors[0]: \"ftp://x\" is not an http:// or https:// URL"), "{e}");
+    assert!(e.contains("p.toml:4:10: source.sha256: \"abc\" is not a SHA-256 digest"), "{e}");
+}
