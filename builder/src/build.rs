@@ -334,10 +334,13 @@ fn find_agent() -> Result<PathBuf, BuildError> {
     }
     let exe = std::env::current_exe().map_err(io("locating", Path::new("imgforge")))?;
     let dir = exe.parent().unwrap_or(Path::new("."));
-    let mut candidates = vec![dir.join(AGENT_NAME)];
+    // The static build first: a plain `cargo build --workspace` also leaves a
+    // dynamically linked agent next to imgforge in target/<profile>/.
+    let mut candidates = Vec::new();
     if let (Some(profile), Some(target)) = (dir.file_name(), dir.parent()) {
         candidates.push(target.join("x86_64-unknown-linux-gnu").join(profile).join(AGENT_NAME));
     }
+    candidates.push(dir.join(AGENT_NAME));
     candidates.into_iter().find(|p| p.is_file()).ok_or_else(|| BuildError::Agent {
         path: dir.join(AGENT_NAME),
         reason: "not found next to imgforge; build it with scripts/build (or pass --agent PATH)".into(),

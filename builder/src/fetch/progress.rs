@@ -46,7 +46,7 @@ struct State {
     started: Instant,
     last_line: Instant,
     last_bytes: u64,
-    last_json: Instant,
+    last_json: Option<Instant>,
 }
 
 const PLAIN_EVERY: Duration = Duration::from_secs(5);
@@ -60,7 +60,7 @@ impl Reporter {
             m => m,
         };
         let now = Instant::now();
-        Reporter { mode, state: Mutex::new(State { bar: None, started: now, last_line: now, last_bytes: 0, last_json: now }) }
+        Reporter { mode, state: Mutex::new(State { bar: None, started: now, last_line: now, last_bytes: 0, last_json: None }) }
     }
 
     pub fn mode(&self) -> ProgressMode {
@@ -72,11 +72,16 @@ impl Reporter {
         match self.mode {
             ProgressMode::Quiet | ProgressMode::Auto => {}
             ProgressMode::Json => {
-                if matches!(ev, FetchEvent::Progress { .. }) {
-                    if st.last_json.elapsed() < JSON_EVERY {
-                        return;
+                match &ev {
+                    // The first and the last of a transfer, and one every JSON_EVERY between.
+                    FetchEvent::Progress { bytes, total, .. } if Some(*bytes) != *total => {
+                        if st.last_json.is_some_and(|t| t.elapsed() < JSON_EVERY) {
+                            return;
+                        }
+                        st.last_json = Some(Instant::now());
                     }
-                    st.last_json = Instant::now();
+                    FetchEvent::Download { .. } => st.last_json = None,
+                    _ => {}
                 }
                 if let Ok(line) = serde_json::to_string(&ev) {
                     let mut out = std::io::stdout().lock();
