@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use imgforge_plan::{part_type, steps, Plan, State};
+use support::httpd::{Fault, Server};
+
+mod support;
 
 const IMGFORGE: &str = env!("CARGO_BIN_EXE_imgforge");
 const REFERENCE_PROFILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../profiles/hypervisor.toml");
@@ -323,4 +326,82 @@ fn image_holds_a_clean_esp_and_the_iso_byte_for_byte() {
     }
     let grub = run_tool(Command::new("mtype").arg("-i").arg(&esp).arg("::/boot/grub/grub.cfg"));
     assert!(grub.contains("linux /casper/vmlinuz"), "{grub}");
+}
+
+/// The reference profile with its ISO, list and signature at URLs of a
+/// loopback server serving the fixture, trusting the fixture's key.
+fn served_reference_profile(dir: &Path, server: &Server) -> (PathBuf, String) {
+    let name = fixture("ISO_NAME").to_string_lossy().into_owned();
+    let iso_path = format!("/releases/{name}");
+    server.put(&iso_path, fs::read(fixture("ISO")).unwrap());
+    server.put("/releases/SHA256SUMS", fs::read(fixture("SHA256SUMS")).unwrap());
+    server.put("/releases/SHA256SUMS.gpg", fs::read(fixture("SHA256SUMS_GPG")).unwrap());
+    let source = format!(
+        "[source]\niso = {:?}\nsha256sums = {:?}\nsignature = {:?}\nkeyring = {:?}\n",
+        server.url(&iso_path),
+        server.url("/releases/SHA256SUMS"),
+        server.url("/releases/SHA256SUMS.gpg"),
+        fixture("KEYRING").to_string_lossy()
+    );
+    let text = fs::read_to_string(REFERENCE_PROFILE).unwrap().replacen("[source]\nrelease = \"24.04\"\n", &source, 1);
+    assert!(text.contains(&server.url(&iso_path)));
+    let profile = dir.join("hypervisor.toml");
+    fs::write(&profile, text).unwrap();
+    (profile, iso_path)
+}
+
+fn build_from_cache(profile: &Path, cache: &Path, out: &Path) -> Output {
+    Command::new(IMGFORGE)
+        .arg("build")
+        .arg(profile)
+        .arg("--cache-dir")
+        .arg(cache)
+        .arg("--archive-keyring")
+        .arg(fixture("ARCHIVE_KEYRING"))
+        .arg("--out")
+        .arg(out)
+        .output()
+        .expect("running imgforge build")
+}
+
+#[test]
+#[ignore = "needs the fixture ISO: run scripts/test"]
+fn the_fixture_is_downloaded_over_loopback_verified_cached_and_built_from() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start();
+    let (profile, iso_path) = served_reference_profile(tmp.path(), &server);
+    let iso_len = fs::metadata(fixture("ISO")).unwrap().len();
+    let cache = tmp.path().join("cache");
+
+    let out = tmp.path().join("out");
+    let built = build_from_cache(&profile, &cache, &out);
+    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    assert_eq!(dir_entries(&out), ["hypervisor.img", "hypervisor.plan.json"]);
+    assert_eq!(server.sent(&iso_path), iso_len);
+    let sha = run_tool(Command::new("sha256sum").arg(fixture("ISO"))).split_whitespace().next().unwrap().to_owned();
+    assert_eq!(fs::read(cache.join("objects").join(&sha)).unwrap().len() as u64, iso_len, "the ISO is cached under its hash");
+
+    // A second fetch finds it in the cache and transfers nothing.
+    let again = Command::new(IMGFORGE).arg("fetch").arg(&profile).arg("--cache-dir").arg(&cache).arg("--json").output().unwrap();
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    let verified: serde_json::Value = String::from_utf8_lossy(&again.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["event"] == "verified")
+        .expect("a verified event");
+    assert_eq!(verified["cached"], true);
+    assert_eq!(verified["transferred"], 0);
+    assert_eq!(verified["sha256"], sha.as_str());
+    assert_eq!(server.seen(&iso_path).len(), 1, "the ISO was downloaded once");
+
+    // One byte flipped on the wire: no image, nothing cached.
+    let (cache2, out2) = (tmp.path().join("cache2"), tmp.path().join("out2"));
+    server.fault(&iso_path, Fault::FlipByte(iso_len / 2));
+    let bad = build_from_cache(&profile, &cache2, &out2);
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success());
+    assert!(stderr.contains("the file is corrupt or was tampered with") && stderr.contains("deleted"), "{stderr}");
+    assert_eq!(dir_entries(&out2), Vec::<String>::new(), "no image and no partial file");
+    assert_eq!(dir_entries(&cache2.join("objects")).into_iter().filter(|o| *o == sha).count(), 0);
+    assert!(dir_entries(&cache2.join("partial")).iter().all(|f| f.ends_with(".lock")), "no partial bytes left");
 }

@@ -30,9 +30,32 @@ reads /etc/imgforge/plan.json and installs the machine it describes.
 On the installed system, `imgforge-agent firstboot` (run once by
 imgforge-firstboot.service) checks the system against the plan and reports.
 
+`imgforge-agent copy-tree SRC DST` copies a mounted tree into the existing
+directory DST exactly as the installer copies the root tree (owners, modes,
+xattrs, hard links, holes) and prints the bytes and files copied.
+
 Options:
   --version   print the version
   --help      print this text";
+
+fn copy_tree_command(args: &[String]) -> i32 {
+    let [src, dst] = args else {
+        eprintln!("imgforge-agent: usage: imgforge-agent copy-tree SRC DST (DST must exist)");
+        return 2;
+    };
+    let started = std::time::Instant::now();
+    match copy::copy_tree(std::path::Path::new(src), std::path::Path::new(dst), |_| {}) {
+        Ok(stats) => {
+            let secs = started.elapsed().as_secs_f64();
+            println!("{} bytes {} files {secs:.3} s", stats.bytes, stats.files);
+            0
+        }
+        Err(e) => {
+            eprintln!("imgforge-agent: copying {src} to {dst}: {e:#}");
+            1
+        }
+    }
+}
 
 /// A failure and the step it happened in.
 struct StepFailure {
@@ -60,8 +83,10 @@ fn main() {
         println!("{USAGE}");
         return;
     }
-    if args.first().map(String::as_str) == Some("firstboot") {
-        std::process::exit(firstboot::run());
+    match args.first().map(String::as_str) {
+        Some("firstboot") => std::process::exit(firstboot::run()),
+        Some("copy-tree") => std::process::exit(copy_tree_command(&args[1..])),
+        _ => {}
     }
     if !rustix::process::getpid().is_init() {
         eprintln!(

@@ -115,7 +115,10 @@ pub enum FetchError {
     Verify { what: String, source: verify::VerifyError },
     #[error("{0}")]
     Mismatch(String),
-    #[error("every mirror failed:\n{}", .0.iter().map(|(m, e)| format!("  {m}: {e}")).collect::<Vec<_>>().join("\n"))]
+    #[error(
+        "every mirror failed (check the network and proxy settings, list a reachable mirror in source.mirrors, or pass local files with --iso, --sha256sums and --signature):\n{}",
+        .0.iter().map(|(m, e)| format!("  {m}: {e}")).collect::<Vec<_>>().join("\n")
+    )]
     AllMirrors(Vec<(String, FetchError)>),
 }
 
