@@ -3,6 +3,7 @@
 //! TCG time, so they are `#[ignore]`d; `scripts/test` builds the fixtures,
 //! exports `IMGFORGE_FIXTURE_*` and runs them with `--include-ignored`.
 
+use std::ffi::OsStr;
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -28,17 +29,17 @@ fn build(out: &Path, iso: &Path, signature: &Path) -> Output {
 }
 
 fn build_with(profile: &Path, out: &Path, iso: &Path, signature: &Path) -> Output {
+    let (sums, keyring) = (fixture("SHA256SUMS"), fixture("KEYRING"));
+    let source: [&OsStr; 8] = ["--iso".as_ref(), iso.as_ref(), "--sha256sums".as_ref(), sums.as_ref(), "--signature".as_ref(), signature.as_ref(), "--keyring".as_ref(), keyring.as_ref()];
+    run_build(profile, out, &source)
+}
+
+/// `imgforge build PROFILE SOURCE_ARGS --archive-keyring FIXTURE --out OUT`.
+fn run_build(profile: &Path, out: &Path, source_args: &[&OsStr]) -> Output {
     Command::new(IMGFORGE)
         .arg("build")
         .arg(profile)
-        .arg("--iso")
-        .arg(iso)
-        .arg("--sha256sums")
-        .arg(fixture("SHA256SUMS"))
-        .arg("--signature")
-        .arg(signature)
-        .arg("--keyring")
-        .arg(fixture("KEYRING"))
+        .args(source_args)
         .arg("--archive-keyring")
         .arg(fixture("ARCHIVE_KEYRING"))
         .arg("--out")
@@ -351,17 +352,7 @@ fn served_reference_profile(dir: &Path, server: &Server) -> (PathBuf, String) {
 }
 
 fn build_from_cache(profile: &Path, cache: &Path, out: &Path) -> Output {
-    Command::new(IMGFORGE)
-        .arg("build")
-        .arg(profile)
-        .arg("--cache-dir")
-        .arg(cache)
-        .arg("--archive-keyring")
-        .arg(fixture("ARCHIVE_KEYRING"))
-        .arg("--out")
-        .arg(out)
-        .output()
-        .expect("running imgforge build")
+    run_build(profile, out, &["--cache-dir".as_ref(), cache.as_os_str()])
 }
 
 #[test]
