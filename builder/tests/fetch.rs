@@ -102,6 +102,10 @@ impl Setup {
     }
 
     fn fetch(&self, extra: &[&str]) -> Fetch {
+        self.fetch_with_env(extra, &[])
+    }
+
+    fn fetch_with_env(&self, extra: &[&str], env: &[(&str, &str)]) -> Fetch {
         let out = Command::new(IMGFORGE)
             .arg("fetch")
             .arg(self.profile())
@@ -114,6 +118,7 @@ impl Setup {
             .env_remove("HTTP_PROXY")
             .env_remove("all_proxy")
             .env_remove("ALL_PROXY")
+            .envs(env.iter().copied())
             .output()
             .expect("running imgforge fetch");
         Fetch::new(out)
@@ -449,4 +454,15 @@ fn cache_ls_lists_the_iso_with_its_url_and_gc_all_empties_the_cache() {
     let gc = Command::new(IMGFORGE).args(["cache", "gc", "--all", "--cache-dir"]).arg(&cache).output().unwrap();
     assert!(gc.status.success(), "{}", String::from_utf8_lossy(&gc.stderr));
     assert_eq!(verified_objects(&cache), Vec::<String>::new());
+}
+
+#[test]
+fn the_proxy_from_the_environment_is_used() {
+    let s = Setup::new();
+    // The mirror's name does not resolve: only the proxy can reach it.
+    s.write_profile(&["http://mirror.invalid/releases/"]);
+    let proxy = s.server.url("");
+    let f = s.fetch_with_env(&[], &[("http_proxy", &proxy), ("no_proxy", "")]);
+    assert_eq!(f.verified()["sha256"], s.iso_sha());
+    assert_eq!(s.server.proxied(), 3, "the list, the signature and the ISO went through the proxy");
 }

@@ -51,6 +51,7 @@ struct State {
     faults: HashMap<String, VecDeque<Fault>>,
     seen: Vec<Seen>,
     generation: u64,
+    proxied: u64,
 }
 
 pub struct Server {
@@ -101,6 +102,11 @@ impl Server {
         self.seen(path).iter().map(|s| s.body_bytes).sum()
     }
 
+    /// Requests that came in proxy form (`GET http://host/path`).
+    pub fn proxied(&self) -> u64 {
+        self.state.lock().unwrap().proxied
+    }
+
     pub fn seen(&self, path: &str) -> Vec<Seen> {
         self.state.lock().unwrap().seen.iter().filter(|s| s.path == path).cloned().collect()
     }
@@ -132,7 +138,15 @@ fn serve(conn: TcpStream, state: &Mutex<State>) {
             headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
         }
     }
-    let path = request_line.split_whitespace().nth(1).unwrap_or("/").to_owned();
+    // A proxy request names the whole URL: serve its path as if asked directly.
+    let target = request_line.split_whitespace().nth(1).unwrap_or("/");
+    let path = match target.strip_prefix("http://") {
+        Some(rest) => rest.find('/').map_or("/", |i| &rest[i..]).to_owned(),
+        None => target.to_owned(),
+    };
+    if target.starts_with("http://") {
+        state.lock().unwrap().proxied += 1;
+    }
     let (file, fault) = {
         let mut st = state.lock().unwrap();
         let fault = st.faults.get_mut(&path).and_then(VecDeque::pop_front);
