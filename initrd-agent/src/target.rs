@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use imgforge_plan::{FileKind, Plan};
+use imgforge_plan::{FileKind, FilePlan, Plan};
 use rustix::mount::{mount, mount_bind, unmount, MountFlags, UnmountFlags};
 
 use crate::events::log;
@@ -283,6 +283,10 @@ pub fn install_packages(plan: &Plan) -> Result<Vec<String>> {
     let _ = std::fs::remove_file(format!("{TARGET}{UPDATE_INITRAMFS}"));
     run_in(TARGET, &["dpkg-divert", "--local", "--rename", "--remove", UPDATE_INITRAMFS], "restoring update-initramfs")?;
     installed?;
+    // The profile's initramfs settings must be in place before it is built.
+    for f in plan.files.iter().filter(|f| f.path.starts_with("/etc/initramfs-tools/")) {
+        write_plan_file(f)?;
+    }
     run_in(TARGET, &["update-initramfs", "-c", "-k", "all"], "building the initramfs")?;
     Ok(wanted)
 }
@@ -307,32 +311,38 @@ pub fn configure(plan: &Plan) -> Result<()> {
         }
     }
     for f in &plan.files {
-        let path = format!("{TARGET}{}", f.path);
-        let mode = u32::from_str_radix(&f.mode, 8).with_context(|| format!("{}: mode {:?}", f.path, f.mode))?;
-        match &f.kind {
-            FileKind::File { content } => write_file(&path, content, mode)?,
-            FileKind::Dir => {
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::create_dir_all(&path).with_context(|| format!("creating {path}"))?;
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
-            }
-            FileKind::Symlink { target } => {
-                if let Some(dir) = Path::new(&path).parent() {
-                    std::fs::create_dir_all(dir)?;
-                }
-                let _ = std::fs::remove_file(&path);
-                std::os::unix::fs::symlink(target, &path).with_context(|| format!("linking {path}"))?;
-            }
-            FileKind::Absent => {
-                let _ = std::fs::remove_file(&path);
-            }
-        }
-        if let Some(owner) = &f.owner {
-            let spec = format!("{owner}:{owner}");
-            run_in(TARGET, &["chown", "-h", &spec, &f.path], &format!("giving {} to {owner}", f.path))?;
-        }
-        log(format!("wrote {}", f.path));
+        write_plan_file(f)?;
     }
+    Ok(())
+}
+
+/// Writes one rendered file (or directory, link, removal) into the target.
+fn write_plan_file(f: &FilePlan) -> Result<()> {
+    let path = format!("{TARGET}{}", f.path);
+    let mode = u32::from_str_radix(&f.mode, 8).with_context(|| format!("{}: mode {:?}", f.path, f.mode))?;
+    match &f.kind {
+        FileKind::File { content } => write_file(&path, content, mode)?,
+        FileKind::Dir => {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::create_dir_all(&path).with_context(|| format!("creating {path}"))?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+        }
+        FileKind::Symlink { target } => {
+            if let Some(dir) = Path::new(&path).parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let _ = std::fs::remove_file(&path);
+            std::os::unix::fs::symlink(target, &path).with_context(|| format!("linking {path}"))?;
+        }
+        FileKind::Absent => {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+    if let Some(owner) = &f.owner {
+        let spec = format!("{owner}:{owner}");
+        run_in(TARGET, &["chown", "-h", &spec, &f.path], &format!("giving {} to {owner}", f.path))?;
+    }
+    log(format!("wrote {}", f.path));
     Ok(())
 }
 

@@ -13,7 +13,7 @@ use std::path::Path;
 use imgforge_plan::{FileKind, FilePlan};
 use uuid::Uuid;
 
-use crate::profile::{Profile, Renderer};
+use crate::profile::{Initramfs, Profile, Renderer};
 
 pub use interfaces::interfaces;
 pub use libvirt::{network_xml, pool_xml};
@@ -32,6 +32,10 @@ pub(crate) fn file(path: impl Into<String>, mode: &str, content: String) -> File
     FilePlan { path: path.into(), mode: mode.into(), owner: None, kind: FileKind::File { content } }
 }
 
+/// Where initramfs-tools takes its settings from; the installer writes the
+/// files under this directory before it builds the initramfs.
+pub const INITRAMFS_CONF: &str = "/etc/initramfs-tools/conf.d/90-imgforge.conf";
+
 /// Every file for the target, directories before their contents.
 pub fn render_all(p: &Profile) -> Vec<FilePlan> {
     let ids = FilesystemIds::for_host(&p.system.hostname);
@@ -41,6 +45,9 @@ pub fn render_all(p: &Profile) -> Vec<FilePlan> {
         file("/etc/fstab", "0644", fstab(&ids)),
         file("/etc/default/grub.d/90-imgforge.cfg", "0644", grub_defaults(&p.system.kernel_args)),
     ];
+    if p.system.initramfs == Initramfs::Targeted {
+        files.push(file(INITRAMFS_CONF, "0644", "# Written by imgforge: system.initramfs = \"targeted\".\nMODULES=dep\n".into()));
+    }
     files.extend(system::users(&p.users));
     match p.network.renderer {
         Renderer::Ifupdown => files.push(file("/etc/network/interfaces", "0644", interfaces(p))),
