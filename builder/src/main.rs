@@ -243,6 +243,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let keys = build::signing_keys(&loaded, source.keyring.as_deref())?;
             let reporter = Reporter::new(source.progress());
             let fetched = fetch::fetch(&loaded, &source.overrides(), &keys, &source.fetch_options(), &reporter)?;
+            fetched.check_local()?;
             if reporter.mode() != ProgressMode::Json {
                 println!("{}", fetched.iso.display());
             }

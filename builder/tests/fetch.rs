@@ -466,3 +466,32 @@ fn the_proxy_from_the_environment_is_used() {
     assert_eq!(f.verified()["sha256"], s.iso_sha());
     assert_eq!(s.server.proxied(), 3, "the list, the signature and the ISO went through the proxy");
 }
+
+#[test]
+fn a_local_iso_is_hashed_before_fetch_prints_its_path() {
+    let s = Setup::new();
+    let dir = s.dir.path();
+    let sums = format!("{} *{ISO_NAME}\n", s.iso_sha());
+    fs::write(dir.join("SHA256SUMS"), &sums).unwrap();
+    fs::write(dir.join("SHA256SUMS.gpg"), sign(&s.key, sums.as_bytes())).unwrap();
+    let iso = dir.join(ISO_NAME);
+    fs::write(&iso, &s.iso).unwrap();
+    let local: Vec<String> = ["--iso", iso.to_str().unwrap(), "--sha256sums", "SHA256SUMS", "--signature", "SHA256SUMS.gpg"]
+        .iter()
+        .map(|a| if a.starts_with("SHA") { dir.join(a).to_string_lossy().into_owned() } else { a.to_string() })
+        .collect();
+    let args: Vec<&str> = local.iter().map(String::as_str).collect();
+    let good = Command::new(IMGFORGE).arg("fetch").arg(s.profile()).args(&args).arg("--cache-dir").arg(s.cache()).output().unwrap();
+    assert!(good.status.success(), "{}", String::from_utf8_lossy(&good.stderr));
+    assert_eq!(String::from_utf8_lossy(&good.stdout).trim(), iso.to_str().unwrap());
+
+    let mut bad = s.iso.clone();
+    bad[12345] ^= 1;
+    fs::write(&iso, &bad).unwrap();
+    let out = Command::new(IMGFORGE).arg("fetch").arg(s.profile()).args(&args).arg("--cache-dir").arg(s.cache()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty(), "no path is printed for a file that failed");
+    assert!(stderr.contains(&format!("SHA-256 of {ISO_NAME} is {}", sha256_hex(&bad))), "{stderr}");
+    assert!(s.server.seen(ISO_PATH).is_empty(), "local files need no network");
+}

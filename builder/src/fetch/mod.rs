@@ -101,6 +101,22 @@ pub struct Fetched {
     pub transferred: u64,
     /// Fingerprint of the primary key that signed the list.
     pub signer: Option<String>,
+    /// Whether `iso` was hashed here. A local ISO is not: its reader (the
+    /// build) hashes it as it opens it; other callers use [`Fetched::check_local`].
+    pub hashed: bool,
+}
+
+impl Fetched {
+    /// Hashes a local ISO that the fetch only located, against the list or pin.
+    pub fn check_local(&self) -> Result<(), FetchError> {
+        if self.hashed {
+            return Ok(());
+        }
+        let (digest, _) = hash_file(&self.iso)?;
+        let mut expected = [0u8; 32];
+        hex::decode_to_slice(&self.sha256, &mut expected).map_err(|_| FetchError::Source(format!("{:?} is not a SHA-256 digest", self.sha256)))?;
+        verify::check_hash(&self.iso_name, expected, digest).map_err(|source| FetchError::Verify { what: self.iso.display().to_string(), source })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -324,13 +340,13 @@ impl Fetcher<'_> {
             // A local ISO is hashed by the build itself, before it is read.
             Location::Path(p) => {
                 let size = std::fs::metadata(p).map_err(io_at(p))?.len();
-                return Ok(Fetched { iso: p.clone(), iso_name, sums: sums_paths, sha256: expected_hex, size, transferred: 0, signer });
+                return Ok(Fetched { iso: p.clone(), iso_name, sums: sums_paths, sha256: expected_hex, size, transferred: 0, signer, hashed: false });
             }
             Location::Url(u) => u.clone(),
         };
         if let Some(found) = self.cached_object(&expected_hex)? {
             self.reporter.event(FetchEvent::Verified { name: iso_name.clone(), sha256: expected_hex.clone(), path: found.0.display().to_string(), size: found.1, transferred: 0, cached: true });
-            return Ok(Fetched { iso: found.0, iso_name, sums: sums_paths, sha256: expected_hex, size: found.1, transferred: 0, signer });
+            return Ok(Fetched { iso: found.0, iso_name, sums: sums_paths, sha256: expected_hex, size: found.1, transferred: 0, signer, hashed: true });
         }
         if self.opts.offline {
             return Err(FetchError::Source(format!("--offline: {iso_name} (sha256 {expected_hex}) is not in the cache {}", self.cache.root().display())));
@@ -342,7 +358,7 @@ impl Fetcher<'_> {
         // Another build may have finished it while this one waited.
         if let Some(found) = self.cached_object(&expected_hex)? {
             self.reporter.event(FetchEvent::Verified { name: iso_name.clone(), sha256: expected_hex.clone(), path: found.0.display().to_string(), size: found.1, transferred: 0, cached: true });
-            return Ok(Fetched { iso: found.0, iso_name, sums: sums_paths, sha256: expected_hex, size: found.1, transferred: 0, signer });
+            return Ok(Fetched { iso: found.0, iso_name, sums: sums_paths, sha256: expected_hex, size: found.1, transferred: 0, signer, hashed: true });
         }
         let got = self.http()?.download(&url, &partial, self.reporter)?;
         if let Err(source) = verify::check_hash(&iso_name, expected, got.sha256) {
@@ -354,16 +370,13 @@ impl Fetcher<'_> {
             .set_url_entry(&UrlEntry { url: url.clone(), sha256: expected_hex.clone(), size: got.size, validators: got.validators })
             .map_err(io_at(self.cache.root()))?;
         self.reporter.event(FetchEvent::Verified { name: iso_name.clone(), sha256: expected_hex.clone(), path: path.display().to_string(), size: got.size, transferred: got.transferred, cached: false });
-        Ok(Fetched { iso: path, iso_name, sums: sums_paths, sha256: expected_hex, size: got.size, transferred: got.transferred, signer })
+        Ok(Fetched { iso: path, iso_name, sums: sums_paths, sha256: expected_hex, size: got.size, transferred: got.transferred, signer, hashed: true })
     }
 
     /// A cached object with this hash, re-hashed: a damaged one is evicted.
     fn cached_object(&self, sha256: &str) -> Result<Option<(PathBuf, u64)>, FetchError> {
         let Some(path) = self.cache.object(sha256) else { return Ok(None) };
-        let mut file = std::fs::File::open(&path).map_err(io_at(&path))?;
-        let mut reader = verify::HashingReader::new(std::io::BufReader::with_capacity(1 << 20, &mut file));
-        std::io::copy(&mut reader, &mut std::io::sink()).map_err(io_at(&path))?;
-        let (digest, size) = reader.finish();
+        let (digest, size) = hash_file(&path)?;
         if verify::sha256_hex(&digest) == sha256 {
             Ok(Some((path, size)))
         } else {
@@ -371,6 +384,14 @@ impl Fetcher<'_> {
             Ok(None)
         }
     }
+}
+
+/// SHA-256 and length of a file, read once.
+fn hash_file(path: &Path) -> Result<([u8; 32], u64), FetchError> {
+    let file = std::fs::File::open(path).map_err(io_at(path))?;
+    let mut reader = verify::HashingReader::new(std::io::BufReader::with_capacity(1 << 20, file));
+    std::io::copy(&mut reader, &mut std::io::sink()).map_err(io_at(path))?;
+    Ok(reader.finish())
 }
 
 fn local(loc: &Location) -> PathBuf {
