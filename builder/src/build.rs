@@ -17,7 +17,7 @@ use crate::fetch::{self, progress::{ProgressMode, Reporter}, FetchOptions, Sourc
 use crate::image::{self, UsbLayout};
 use crate::iso::IsoReader;
 use crate::profile::{self, LoadedProfile};
-use crate::verify::{self, HashingReader, Sha256Sums, TrustedKeys};
+use crate::verify::{self, HashingReader, TrustedKeys};
 
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
@@ -111,54 +111,18 @@ pub fn signing_keys(loaded: &LoadedProfile, cli: Option<&Path>) -> Result<Truste
     }
 }
 
-/// Gets the ISO (from disk, the cache or the network) and verifies it
-/// again here, where it is read: the signature on the list, then the hash
-/// of the very file that is opened.
+/// Gets the ISO (from disk, the cache or the network; fetch checks the
+/// signature on the list and takes the ISO's hash from it) and hashes the
+/// very file that is opened here, where it is read, against that hash.
 fn verify_sources(loaded: &LoadedProfile, opts: &BuildOptions) -> Result<VerifiedIso, BuildError> {
     let keys = signing_keys(loaded, opts.keyring.as_deref())?;
     let reporter = Reporter::new(opts.progress);
     let fetched = fetch::fetch(loaded, &opts.sources, &keys, &opts.fetch, &reporter)?;
-    let iso_path = fetched.iso.clone();
-    let iso_name = fetched.iso_name.clone();
-    let mut expected = None;
-    let mut signer = String::new();
-    if let Some((sums_path, sig_path)) = &fetched.sums {
-        let sums_bytes = std::fs::read(sums_path).map_err(io("reading", sums_path))?;
-        let sig_bytes = std::fs::read(sig_path).map_err(io("reading", sig_path))?;
-        let good = verify::verify_detached(&keys, &sums_bytes, &sig_bytes)
-            .map_err(|source| BuildError::Verify { path: sums_path.clone(), source })?;
-        signer = good.primary_fingerprint.clone();
-        let sums = Sha256Sums::parse(&String::from_utf8_lossy(&sums_bytes))
-            .map_err(|source| BuildError::Verify { path: sums_path.clone(), source })?;
-        expected = Some(sums.get(&iso_name).ok_or_else(|| {
-            BuildError::Source(format!(
-                "{} has no entry for {iso_name:?} (it lists: {}); name the ISO file as the checksum list does",
-                sums_path.display(),
-                sums.names().collect::<Vec<_>>().join(", ")
-            ))
-        })?);
-    }
-
-    let mut file = File::open(&iso_path).map_err(io("opening ISO", &iso_path))?;
-    let (actual, size) = hash_stream(&mut file).map_err(io("reading ISO", &iso_path))?;
-    if let Some(expected) = expected {
-        verify::check_hash(&iso_name, expected, actual).map_err(|source| BuildError::Verify { path: iso_path.clone(), source })?;
-    }
-    let sha256_hex = verify::sha256_hex(&actual);
-    // Checked even with a signed list: the pin is the user's own word.
-    if let Some(pin) = &loaded.profile.source.sha256 {
-        if !pin.eq_ignore_ascii_case(&sha256_hex) {
-            return Err(BuildError::Source(format!(
-                "{}: source.sha256 pins {pin} but {} hashes to {sha256_hex}; the pin or the ISO is wrong",
-                loaded.path.display(),
-                iso_path.display()
-            )));
-        }
-        if signer.is_empty() {
-            signer = format!("pinned sha256 {sha256_hex}");
-        }
-    }
-    Ok(VerifiedIso { path: iso_path, file, facts: IsoFacts { sha256_hex, size }, signer })
+    let mut file = File::open(&fetched.iso).map_err(io("opening ISO", &fetched.iso))?;
+    let (actual, size) = hash_stream(&mut file).map_err(io("reading ISO", &fetched.iso))?;
+    fetched.check_digest(actual)?;
+    let signer = fetched.signer.clone().unwrap_or_else(|| format!("pinned sha256 {}", fetched.sha256));
+    Ok(VerifiedIso { path: fetched.iso, file, facts: IsoFacts { sha256_hex: fetched.sha256, size }, signer })
 }
 
 /// Ubuntu's archive signing keys, which sign the live-server ISO's pool.

@@ -94,12 +94,13 @@ pub struct Fetched {
     pub iso: PathBuf,
     /// How SHA256SUMS names the ISO.
     pub iso_name: String,
-    /// The signed list and its signature, when the ISO was checked against one.
-    pub sums: Option<(PathBuf, PathBuf)>,
+    /// The SHA-256 the ISO must have: from the signed list (whose signature
+    /// was checked) and/or the profile's pin.
     pub sha256: String,
     pub size: u64,
     pub transferred: u64,
-    /// Fingerprint of the primary key that signed the list.
+    /// Fingerprint of the primary key that signed the list; `None` when
+    /// only `source.sha256` vouches for the ISO.
     pub signer: Option<String>,
     /// Whether `iso` was hashed here. A local ISO is not: its reader (the
     /// build) hashes it as it opens it; other callers use [`Fetched::check_local`].
@@ -113,9 +114,25 @@ impl Fetched {
             return Ok(());
         }
         let (digest, _) = hash_file(&self.iso)?;
+        self.check_digest(digest)
+    }
+
+    /// Compares the digest of the ISO as it was read with the one it must have.
+    pub fn check_digest(&self, actual: [u8; 32]) -> Result<(), FetchError> {
+        let actual_hex = verify::sha256_hex(&actual);
+        if actual_hex == self.sha256 {
+            return Ok(());
+        }
+        if self.signer.is_none() {
+            return Err(FetchError::Mismatch(format!(
+                "source.sha256 pins {} but {} hashes to {actual_hex}; the pin or the ISO is wrong",
+                self.sha256,
+                self.iso.display()
+            )));
+        }
         let mut expected = [0u8; 32];
         hex::decode_to_slice(&self.sha256, &mut expected).map_err(|_| FetchError::Source(format!("{:?} is not a SHA-256 digest", self.sha256)))?;
-        verify::check_hash(&self.iso_name, expected, digest).map_err(|source| FetchError::Verify { what: self.iso.display().to_string(), source })
+        verify::check_hash(&self.iso_name, expected, actual).map_err(|source| FetchError::Verify { what: self.iso.display().to_string(), source })
     }
 }
 
@@ -264,20 +281,18 @@ impl Fetcher<'_> {
         }
     }
 
-    /// Stores a verified small file and remembers its URL.
-    fn keep_small(&self, bytes: &[u8], origin: Origin) -> Result<Option<PathBuf>, FetchError> {
-        let Some((url, validators)) = origin else { return Ok(None) };
-        let sha = verify::sha256_hex(&sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(bytes)).into());
-        let path = self.cache.store(&sha, bytes).map_err(io_at(self.cache.root()))?;
+    /// Stores a verified small file that came from a URL and remembers the URL.
+    fn keep_small(&self, bytes: &[u8], origin: Origin) -> Result<(), FetchError> {
+        let Some((url, validators)) = origin else { return Ok(()) };
+        let sha = verify::sha256_hex(&<sha2::Sha256 as sha2::Digest>::digest(bytes).into());
+        self.cache.store(&sha, bytes).map_err(io_at(self.cache.root()))?;
         self.cache
             .set_url_entry(&UrlEntry { url, sha256: sha, size: bytes.len() as u64, validators })
-            .map_err(io_at(self.cache.root()))?;
-        Ok(Some(path))
+            .map_err(io_at(self.cache.root()))
     }
 
     fn run(&self, c: &Candidate, keys: &TrustedKeys, pin: Option<&str>) -> Result<Fetched, FetchError> {
         let mut signer = None;
-        let mut sums_paths = None;
         let mut expected: Option<[u8; 32]> = None;
         let mut sums_for_name = None;
         if let Some((sums_loc, sig_loc)) = &c.sums {
@@ -289,12 +304,8 @@ impl Fetcher<'_> {
             let sums = Sha256Sums::parse(&String::from_utf8_lossy(&sums_bytes))
                 .map_err(|source| FetchError::Verify { what: sums_loc.to_string(), source })?;
             // Both verified: keep them, so the next fetch can do without.
-            let sums_path = self.keep_small(&sums_bytes, sums_origin)?;
-            let sig_path = self.keep_small(&sig_bytes, sig_origin)?;
-            sums_paths = Some((
-                sums_path.unwrap_or_else(|| local(sums_loc)),
-                sig_path.unwrap_or_else(|| local(sig_loc)),
-            ));
+            self.keep_small(&sums_bytes, sums_origin)?;
+            self.keep_small(&sig_bytes, sig_origin)?;
             sums_for_name = Some((sums, sums_loc.clone()));
         }
         let iso_loc = match (&c.iso, &c.release, &c.base, &sums_for_name) {
@@ -336,17 +347,21 @@ impl Fetcher<'_> {
         let expected = expected.ok_or_else(|| FetchError::Source(format!("nothing to verify {iso_loc} against")))?;
         let expected_hex = verify::sha256_hex(&expected);
 
+        let done = |path: PathBuf, size: u64, transferred: u64, cached: bool| {
+            let path_text = path.display().to_string();
+            self.reporter.event(FetchEvent::Verified { name: iso_name.clone(), sha256: expected_hex.clone(), path: path_text, size, transferred, cached });
+            Fetched { iso: path, iso_name: iso_name.clone(), sha256: expected_hex.clone(), size, transferred, signer: signer.clone(), hashed: true }
+        };
         let url = match &iso_loc {
             // A local ISO is hashed by the build itself, before it is read.
             Location::Path(p) => {
                 let size = std::fs::metadata(p).map_err(io_at(p))?.len();
-                return Ok(Fetched { iso: p.clone(), iso_name, sums: sums_paths, sha256: expected_hex, size, transferred: 0, signer, hashed: false });
+                return Ok(Fetched { iso: p.clone(), iso_name, sha256: expected_hex, size, transferred: 0, signer, hashed: false });
             }
             Location::Url(u) => u.clone(),
         };
-        if let Some(found) = self.cached_object(&expected_hex)? {
-            self.reporter.event(FetchEvent::Verified { name: iso_name.clone(), sha256: expected_hex.clone(), path: found.0.display().to_string(), size: found.1, transferred: 0, cached: true });
-            return Ok(Fetched { iso: found.0, iso_name, sums: sums_paths, sha256: expected_hex, size: found.1, transferred: 0, signer, hashed: true });
+        if let Some((path, size)) = self.cached_object(&expected_hex)? {
+            return Ok(done(path, size, 0, true));
         }
         if self.opts.offline {
             return Err(FetchError::Source(format!("--offline: {iso_name} (sha256 {expected_hex}) is not in the cache {}", self.cache.root().display())));
@@ -356,9 +371,8 @@ impl Fetcher<'_> {
             .partial(&url, || self.reporter.event(FetchEvent::Waiting { url: url.clone() }))
             .map_err(io_at(self.cache.root()))?;
         // Another build may have finished it while this one waited.
-        if let Some(found) = self.cached_object(&expected_hex)? {
-            self.reporter.event(FetchEvent::Verified { name: iso_name.clone(), sha256: expected_hex.clone(), path: found.0.display().to_string(), size: found.1, transferred: 0, cached: true });
-            return Ok(Fetched { iso: found.0, iso_name, sums: sums_paths, sha256: expected_hex, size: found.1, transferred: 0, signer, hashed: true });
+        if let Some((path, size)) = self.cached_object(&expected_hex)? {
+            return Ok(done(path, size, 0, true));
         }
         let got = self.http()?.download(&url, &partial, self.reporter)?;
         if let Err(source) = verify::check_hash(&iso_name, expected, got.sha256) {
@@ -369,8 +383,7 @@ impl Fetcher<'_> {
         self.cache
             .set_url_entry(&UrlEntry { url: url.clone(), sha256: expected_hex.clone(), size: got.size, validators: got.validators })
             .map_err(io_at(self.cache.root()))?;
-        self.reporter.event(FetchEvent::Verified { name: iso_name.clone(), sha256: expected_hex.clone(), path: path.display().to_string(), size: got.size, transferred: got.transferred, cached: false });
-        Ok(Fetched { iso: path, iso_name, sums: sums_paths, sha256: expected_hex, size: got.size, transferred: got.transferred, signer, hashed: true })
+        Ok(done(path, got.size, got.transferred, false))
     }
 
     /// A cached object with this hash, re-hashed: a damaged one is evicted.
@@ -392,13 +405,6 @@ fn hash_file(path: &Path) -> Result<([u8; 32], u64), FetchError> {
     let mut reader = verify::HashingReader::new(std::io::BufReader::with_capacity(1 << 20, file));
     std::io::copy(&mut reader, &mut std::io::sink()).map_err(io_at(path))?;
     Ok(reader.finish())
-}
-
-fn local(loc: &Location) -> PathBuf {
-    match loc {
-        Location::Path(p) => p.clone(),
-        Location::Url(u) => PathBuf::from(u),
-    }
 }
 
 /// Resolves, downloads (or finds in the cache) and verifies the profile's

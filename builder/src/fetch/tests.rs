@@ -82,3 +82,15 @@ fn bad_source_values_are_reported_where_they_are() {
     assert!(e.contains("p.toml:3:12: source.mirrors[0]: \"ftp://x\" is not an http:// or https:// URL"), "{e}");
     assert!(e.contains("p.toml:4:10: source.sha256: \"abc\" is not a SHA-256 digest"), "{e}");
 }
+
+#[test]
+fn a_digest_that_differs_names_the_pin_or_the_signed_list() {
+    let want = "ab".repeat(32);
+    let mut f = Fetched { iso: "/srv/u.iso".into(), iso_name: "u.iso".into(), sha256: want.clone(), size: 1, transferred: 0, signer: None, hashed: false };
+    assert!(f.check_digest([0xab; 32]).is_ok());
+    let pinned = f.check_digest([0; 32]).unwrap_err().to_string();
+    assert!(pinned.contains(&format!("source.sha256 pins {want} but /srv/u.iso hashes to {}", "00".repeat(32))), "{pinned}");
+    f.signer = Some("843938DF228D22F7B3742BC0D94AA3F0EFE21092".into());
+    let listed = f.check_digest([0; 32]).unwrap_err().to_string();
+    assert!(listed.contains(&format!("SHA-256 of u.iso is {} but SHA256SUMS says {want}", "00".repeat(32))), "{listed}");
+}
