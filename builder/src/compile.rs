@@ -49,6 +49,8 @@ pub fn compile(loaded: &LoadedProfile, iso: &IsoFacts, guids: &MediaGuids) -> Pl
             partition_guid: guids.payload.to_string(),
             iso_sha256: iso.sha256_hex.clone(),
             iso_size: iso.size,
+            layers: Vec::new(),
+            pool_release: None,
         },
         disk: DiskPlan {
             rules: DiskRules {
@@ -93,6 +95,7 @@ pub fn compile(loaded: &LoadedProfile, iso: &IsoFacts, guids: &MediaGuids) -> Pl
         }),
         archive_keys: None,
         expect: expectations(p),
+        test_hooks: None,
     }
 }
 
@@ -133,6 +136,8 @@ fn expectations(p: &crate::profile::Profile) -> Expectations {
         pools: p.libvirt.pools.iter().filter(|x| x.autostart).map(|x| x.name.clone()).collect(),
         networks: p.libvirt.networks.iter().filter(|x| x.autostart).map(|x| x.name.clone()).collect(),
         kernel_args: p.system.kernel_args.clone(),
+        locale: None,
+        dirs: Vec::new(),
     }
 }
 

@@ -219,6 +219,7 @@ mod tests {
             pools: vec!["isos".into()],
             networks: vec!["libvirt-vmbr0".into()],
             kernel_args: vec!["net.ifnames=0".into()],
+            ..Default::default()
         }
     }
 

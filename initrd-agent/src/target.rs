@@ -18,30 +18,6 @@ pub const ISO_MOUNT: &str = "/run/imgforge/iso";
 pub const SOURCE_ROOT: &str = "/run/imgforge/source";
 pub const TARGET: &str = "/run/imgforge/target";
 
-/// The path of the default source in `casper/install-sources.yaml`.
-pub fn default_source_path(yaml: &str) -> Option<String> {
-    let mut items: Vec<Vec<&str>> = Vec::new();
-    for line in yaml.lines() {
-        if line.starts_with("- ") {
-            items.push(vec![&line[2..]]);
-        } else if let Some(item) = items.last_mut() {
-            if let Some(field) = line.strip_prefix("  ").filter(|l| !l.starts_with(' ')) {
-                item.push(field);
-            }
-        }
-    }
-    let field = |item: &[&str], key: &str| item.iter().find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_owned()));
-    let chosen = items.iter().find(|i| field(i, "default:").as_deref() == Some("true")).or(items.first())?;
-    field(chosen, "path:")
-}
-
-/// `a.b.squashfs` stacks on `a.squashfs`: lowest layer first.
-pub fn layers_for(path: &str) -> Vec<String> {
-    let stem = path.strip_suffix(".squashfs").unwrap_or(path);
-    let parts: Vec<&str> = stem.split('.').collect();
-    (1..=parts.len()).map(|n| format!("{}.squashfs", parts[..n].join("."))).collect()
-}
-
 /// `/dev/vda` + 2 -> `/dev/vda2`; `/dev/nvme0n1` + 2 -> `/dev/nvme0n1p2`.
 pub fn partition_device(disk: &str, number: u32) -> String {
     let sep = if disk.ends_with(|c: char| c.is_ascii_digit()) { "p" } else { "" };
@@ -84,8 +60,8 @@ pub fn mount_source(payload_device: &str) -> Result<u64> {
     mount_ro(payload_device, ISO_MOUNT, "iso9660", None)?;
     let casper = Path::new(ISO_MOUNT).join("casper");
     let yaml = std::fs::read_to_string(casper.join("install-sources.yaml")).context("reading casper/install-sources.yaml")?;
-    let top = default_source_path(&yaml).context("install-sources.yaml names no source")?;
-    let layers = layers_for(&top);
+    let top = imgforge_plan::casper::default_source_path(&yaml).context("install-sources.yaml names no source")?;
+    let layers = imgforge_plan::casper::layers_for(&top);
     let mut lower = Vec::new();
     let mut total = 0u64;
     for (i, layer) in layers.iter().enumerate() {
@@ -419,17 +395,6 @@ pub fn source_root() -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const UBUNTU_2404: &str = "- description:\n    en: A minimal server.\n  id: ubuntu-server-minimal\n  default: false\n  path: ubuntu-server-minimal.squashfs\n  size: 1\n  type: fsimage-layered\n  variant: server\n- default: true\n  description:\n    en: The default.\n  id: ubuntu-server\n  path: ubuntu-server-minimal.ubuntu-server.squashfs\n  size: 2\n  type: fsimage-layered\n  variations:\n    minimal:\n      path: ubuntu-server-minimal.squashfs\n  variant: server\n";
-
-    #[test]
-    fn the_default_source_and_its_layers_are_found() {
-        let path = default_source_path(UBUNTU_2404).unwrap();
-        assert_eq!(path, "ubuntu-server-minimal.ubuntu-server.squashfs");
-        assert_eq!(layers_for(&path), ["ubuntu-server-minimal.squashfs", "ubuntu-server-minimal.ubuntu-server.squashfs"]);
-        assert_eq!(default_source_path("- id: a\n  path: a.squashfs\n").as_deref(), Some("a.squashfs"));
-        assert_eq!(default_source_path(""), None);
-    }
 
     #[test]
     fn partition_devices_follow_kernel_naming() {

@@ -54,6 +54,19 @@ pub struct Plan {
     /// What the installed system must show on its first boot.
     #[serde(default)]
     pub expect: Expectations,
+    /// Faults that tests inject on purpose. `imgforge build` sets them only
+    /// when asked through a hidden test option; a profile cannot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_hooks: Option<TestHooks>,
+}
+
+/// Faults injected by tests, so that failure paths are exercised for real.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestHooks {
+    /// The agent panics when it reaches this step (a [`steps`] name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub panic_in_step: Option<String>,
 }
 
 /// Facts the first boot checks, compiled from the profile.
@@ -69,6 +82,26 @@ pub struct Expectations {
     pub networks: Vec<String>,
     /// Words that must be on /proc/cmdline.
     pub kernel_args: Vec<String>,
+    /// The locale the system's default environment must name (LANG).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locale: Option<String>,
+    /// Directories that must exist with this mode, owner and group.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dirs: Vec<ExpectedDir>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectedDir {
+    pub path: String,
+    /// Permission bits as octal text, e.g. "0711".
+    pub mode: String,
+    /// User name (root when not set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Group name (the owner's group, or root, when not set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,6 +139,26 @@ pub struct Payload {
     pub iso_sha256: String,
     /// Size of the ISO in bytes.
     pub iso_size: u64,
+    /// The squashfs layers the installed system is made of, lowest first,
+    /// with the digests read from the verified ISO at build time. The
+    /// installer checks each one before it mounts it.
+    #[serde(default)]
+    pub layers: Vec<FileDigest>,
+    /// The ISO's package repository index (`dists/<suite>/Release`), checked
+    /// by the installer before apt reads it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool_release: Option<FileDigest>,
+}
+
+/// A file on the ISO and the digest it had when the ISO was verified.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileDigest {
+    /// Path relative to the ISO's root, e.g. `casper/ubuntu-server-minimal.squashfs`.
+    pub path: String,
+    /// SHA-256, lower-case hex.
+    pub sha256: String,
+    pub size: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -225,10 +278,13 @@ pub struct FilePlan {
     pub path: String,
     /// Permission bits as octal text, e.g. "0644".
     pub mode: String,
-    /// Owner (user name, group = the user's group) when not root; set
-    /// after users are created.
+    /// Owner (user name, group = the user's group unless `group` is set)
+    /// when not root; set after users are created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// Group (name) when not the owner's own group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
     #[serde(flatten)]
     pub kind: FileKind,
 }
@@ -287,6 +343,39 @@ pub mod steps {
     pub const BOOTLOADER: &str = "bootloader";
     pub const INSTALL: &str = "install";
     pub const FIRSTBOOT: &str = "firstboot";
+
+    /// Every installer step, in the order the installer runs them.
+    pub const INSTALLER: [&str; 10] =
+        [AGENT, MODULES, PAYLOAD, SELECT_DISK, PARTITION, FILESYSTEMS, ROOT_TREE, PACKAGES, CONFIGURE, BOOTLOADER];
+}
+
+/// The layout of the live-server ISO's `casper/` directory: which squashfs
+/// layers make the installed system.
+pub mod casper {
+    /// The path of the default source in `casper/install-sources.yaml`
+    /// (the item with `default: true`, else the first).
+    pub fn default_source_path(yaml: &str) -> Option<String> {
+        let mut items: Vec<Vec<&str>> = Vec::new();
+        for line in yaml.lines() {
+            if let Some(first) = line.strip_prefix("- ") {
+                items.push(vec![first]);
+            } else if let Some(item) = items.last_mut() {
+                if let Some(field) = line.strip_prefix("  ").filter(|l| !l.starts_with(' ')) {
+                    item.push(field);
+                }
+            }
+        }
+        let field = |item: &[&str], key: &str| item.iter().find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_owned()));
+        let chosen = items.iter().find(|i| field(i, "default:").as_deref() == Some("true")).or(items.first())?;
+        field(chosen, "path:")
+    }
+
+    /// `a.b.squashfs` stacks on `a.squashfs`: lowest layer first.
+    pub fn layers_for(path: &str) -> Vec<String> {
+        let stem = path.strip_suffix(".squashfs").unwrap_or(path);
+        let parts: Vec<&str> = stem.split('.').collect();
+        (1..=parts.len()).map(|n| format!("{}.squashfs", parts[..n].join("."))).collect()
+    }
 }
 
 /// One progress report. Printed as `IMGFORGE-EVENT {json}` on the console.
@@ -413,6 +502,8 @@ mod tests {
                 partition_guid: "5a1d7a6b-0000-4000-8000-000000000002".into(),
                 iso_sha256: "00".repeat(32),
                 iso_size: 1 << 20,
+                layers: vec![FileDigest { path: "casper/a.squashfs".into(), sha256: "11".repeat(32), size: 4096 }],
+                pool_release: None,
             },
             disk: DiskPlan {
                 rules: DiskRules { min_size_bytes: Some(1 << 30), ..Default::default() },
@@ -442,9 +533,10 @@ mod tests {
             filesystems: Some(FilesystemPlan { root_uuid: "1b4e28ba-2fa1-11d2-883f-0016d3cca427".into(), esp_volume_id: "1234ABCD".into() }),
             archive_keys: None,
             expect: Expectations::default(),
+            test_hooks: None,
             files: vec![
-                FilePlan { path: "/etc/hostname".into(), mode: "0644".into(), owner: None, kind: FileKind::File { content: "hv01\n".into() } },
-                FilePlan { path: "/etc/x".into(), mode: "0777".into(), owner: Some("avatar".into()), kind: FileKind::Symlink { target: "../y".into() } },
+                FilePlan { path: "/etc/hostname".into(), mode: "0644".into(), owner: None, group: None, kind: FileKind::File { content: "hv01\n".into() } },
+                FilePlan { path: "/etc/x".into(), mode: "0777".into(), owner: Some("avatar".into()), group: Some("kvm".into()), kind: FileKind::Symlink { target: "../y".into() } },
             ],
         }
     }
@@ -472,6 +564,17 @@ mod tests {
         let parsed = Event::from_line(&format!("[    4.1] noise {line}\r")).unwrap().unwrap();
         assert_eq!(parsed, ev);
         assert!(Event::from_line("plain kernel message").is_none());
+    }
+
+    const UBUNTU_2404: &str = "- description:\n    en: A minimal server.\n  id: ubuntu-server-minimal\n  default: false\n  path: ubuntu-server-minimal.squashfs\n  size: 1\n  type: fsimage-layered\n  variant: server\n- default: true\n  description:\n    en: The default.\n  id: ubuntu-server\n  path: ubuntu-server-minimal.ubuntu-server.squashfs\n  size: 2\n  type: fsimage-layered\n  variations:\n    minimal:\n      path: ubuntu-server-minimal.squashfs\n  variant: server\n";
+
+    #[test]
+    fn the_default_source_and_its_layers_are_found() {
+        let path = casper::default_source_path(UBUNTU_2404).unwrap();
+        assert_eq!(path, "ubuntu-server-minimal.ubuntu-server.squashfs");
+        assert_eq!(casper::layers_for(&path), ["ubuntu-server-minimal.squashfs", "ubuntu-server-minimal.ubuntu-server.squashfs"]);
+        assert_eq!(casper::default_source_path("- id: a\n  path: a.squashfs\n").as_deref(), Some("a.squashfs"));
+        assert_eq!(casper::default_source_path(""), None);
     }
 
     #[test]

@@ -88,6 +88,7 @@ fn autostart(dir: &str, name: &str) -> FilePlan {
         path: format!("{dir}/autostart/{name}.xml"),
         mode: "0777".into(),
         owner: None,
+        group: None,
         kind: FileKind::Symlink { target: format!("{dir}/{name}.xml") },
     }
 }
@@ -99,6 +100,7 @@ pub fn files(l: &Libvirt) -> Vec<FilePlan> {
             path: pool.path.clone(),
             mode: pool.mode.clone().unwrap_or_else(|| "0755".into()),
             owner: pool.owner.clone(),
+            group: None,
             kind: FileKind::Dir,
         });
         out.push(file(format!("{POOL_DIR}/{}.xml", pool.name), "0600", pool_xml(pool)));
@@ -108,7 +110,7 @@ pub fn files(l: &Libvirt) -> Vec<FilePlan> {
     }
     if !l.default_network {
         for path in [format!("{NETWORK_DIR}/autostart/default.xml"), format!("{NETWORK_DIR}/default.xml")] {
-            out.push(FilePlan { path, mode: "0644".into(), owner: None, kind: FileKind::Absent });
+            out.push(FilePlan { path, mode: "0644".into(), owner: None, group: None, kind: FileKind::Absent });
         }
     }
     for net in &l.networks {

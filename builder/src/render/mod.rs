@@ -29,7 +29,7 @@ pub fn stable_uuid(kind: &str, name: &str) -> Uuid {
 }
 
 pub(crate) fn file(path: impl Into<String>, mode: &str, content: String) -> FilePlan {
-    FilePlan { path: path.into(), mode: mode.into(), owner: None, kind: FileKind::File { content } }
+    FilePlan { path: path.into(), mode: mode.into(), owner: None, group: None, kind: FileKind::File { content } }
 }
 
 /// Where initramfs-tools takes its settings from; the installer writes the

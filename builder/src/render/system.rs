@@ -79,7 +79,7 @@ pub fn users(users: &[User]) -> Vec<FilePlan> {
     for u in users {
         if !u.ssh_authorized_keys.is_empty() {
             let ssh = format!("/home/{}/.ssh", u.name);
-            out.push(FilePlan { path: ssh.clone(), mode: "0700".into(), owner: Some(u.name.clone()), kind: FileKind::Dir });
+            out.push(FilePlan { path: ssh.clone(), mode: "0700".into(), owner: Some(u.name.clone()), group: None, kind: FileKind::Dir });
             let mut keys = u.ssh_authorized_keys.join("\n");
             keys.push('\n');
             out.push(FilePlan { owner: Some(u.name.clone()), ..file(format!("{ssh}/authorized_keys"), "0600", keys) });
