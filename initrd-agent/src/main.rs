@@ -6,6 +6,7 @@
 //! report each step as an event on the console. Any failure is reported
 //! with its error chain and the log tail before the plan's failure action.
 
+mod checks;
 mod disks;
 mod events;
 mod firstboot;
@@ -142,6 +143,7 @@ fn install(plan: &Plan, reporter: &mut Reporter) -> Result<(), StepFailure> {
         modules::coldplug(&index, &mut modules_state);
     })
     .in_step(steps::PAYLOAD)?;
+    let total = target::verify_and_mount_source(plan, &payload.partition_device).in_step(steps::PAYLOAD)?;
     let mut ev = reporter.event(steps::PAYLOAD, State::Done);
     ev.message = Some(format!("install medium {} on {}", payload.partition_device, payload.disk));
     ev.data = Some(json!({ "device": payload.partition_device, "disk": payload.disk }));
@@ -173,7 +175,6 @@ fn install(plan: &Plan, reporter: &mut Reporter) -> Result<(), StepFailure> {
 
     let started = reporter.event(steps::FILESYSTEMS, State::Started);
     reporter.emit(started);
-    let total = target::mount_source(&payload.partition_device).in_step(steps::FILESYSTEMS)?;
     target::make_filesystems(plan, &target.name).in_step(steps::FILESYSTEMS)?;
     let done = reporter.event(steps::FILESYSTEMS, State::Done);
     reporter.emit(done);

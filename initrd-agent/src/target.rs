@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 use imgforge_plan::{FileKind, FilePlan, Plan};
 use rustix::mount::{mount, mount_bind, unmount, MountFlags, UnmountFlags};
 
+use crate::checks;
 use crate::events::log;
 
 pub const ISO_MOUNT: &str = "/run/imgforge/iso";
@@ -34,8 +35,10 @@ fn mount_ro(source: &str, target: &str, fstype: &str, data: Option<&str>) -> Res
     mount(source, target, fstype, MountFlags::RDONLY, data.as_deref()).with_context(|| format!("mounting {source} ({fstype}) on {target}"))
 }
 
-/// Attaches a file to a free loop device, read-only.
-fn loop_attach(file: &Path) -> Result<String> {
+/// Attaches an open file to a free loop device, read-only. The caller's
+/// descriptor is what the loop device reads, so the bytes it checked are
+/// the bytes that get mounted.
+fn loop_attach(backing: &std::fs::File, shown: &Path) -> Result<String> {
     const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
     const LOOP_SET_FD: libc::c_ulong = 0x4C00;
     let ctl = std::fs::OpenOptions::new().read(true).write(true).open("/dev/loop-control").context("opening /dev/loop-control (is the loop module loaded?)")?;
@@ -46,37 +49,66 @@ fn loop_attach(file: &Path) -> Result<String> {
         return Err(std::io::Error::last_os_error()).context("finding a free loop device");
     }
     let dev = format!("/dev/loop{n}");
-    let backing = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
     let loopdev = std::fs::OpenOptions::new().read(true).open(&dev).with_context(|| format!("opening {dev}"))?;
     // SAFETY: LOOP_SET_FD takes the backing file's descriptor, which outlives the call.
     if unsafe { libc::ioctl(loopdev.as_raw_fd(), LOOP_SET_FD, backing.as_raw_fd()) } != 0 {
-        return Err(std::io::Error::last_os_error()).with_context(|| format!("attaching {} to {dev}", file.display()));
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("attaching {} to {dev}", shown.display()));
     }
     Ok(dev)
 }
 
-/// Mounts the ISO and its layer stack; returns the total size of the layers.
-pub fn mount_source(payload_device: &str) -> Result<u64> {
+/// Mounts the install medium, checks each squashfs layer the plan lists
+/// against the digest recorded at build time before mounting it, stacks
+/// them, checks the package index, and checks the profile's names against
+/// the layers. Nothing is written to the target disk before this returns.
+/// Returns the unpacked size of the layers (for progress).
+pub fn verify_and_mount_source(plan: &Plan, payload_device: &str) -> Result<u64> {
+    if plan.payload.layers.is_empty() {
+        bail!("the plan lists no squashfs layers to install; rebuild the image with this version of imgforge");
+    }
+    let release = plan.payload.pool_release.as_ref().context("the plan carries no digest of the ISO's package index (dists/<suite>/Release); rebuild the image with this version of imgforge")?;
     mount_ro(payload_device, ISO_MOUNT, "iso9660", None)?;
-    let casper = Path::new(ISO_MOUNT).join("casper");
-    let yaml = std::fs::read_to_string(casper.join("install-sources.yaml")).context("reading casper/install-sources.yaml")?;
-    let top = imgforge_plan::casper::default_source_path(&yaml).context("install-sources.yaml names no source")?;
-    let layers = imgforge_plan::casper::layers_for(&top);
+    let iso = Path::new(ISO_MOUNT);
     let mut lower = Vec::new();
     let mut total = 0u64;
-    for (i, layer) in layers.iter().enumerate() {
-        let file = casper.join(layer);
-        let size_file = file.with_extension("size");
+    for (i, layer) in plan.payload.layers.iter().enumerate() {
+        let started = Instant::now();
+        let file = checks::open_verified(iso, layer, "layer")?;
+        log(format!("layer {} verified: SHA-256 {}, {} bytes in {:.1} s", layer.path, layer.sha256, layer.size, started.elapsed().as_secs_f64()));
+        // The unpacked size only drives the progress figures; a layer without it counts as 0.
+        let size_file = iso.join(&layer.path).with_extension("size");
         total += std::fs::read_to_string(&size_file).ok().and_then(|s| s.trim().parse::<u64>().ok()).unwrap_or(0);
-        let dev = loop_attach(&file)?;
+        let dev = loop_attach(&file, &iso.join(&layer.path))?;
         let dir = format!("/run/imgforge/layers/{i}");
         mount_ro(&dev, &dir, "squashfs", None)?;
-        log(format!("layer {layer} on {dir}"));
+        log(format!("layer {} on {dir}", layer.path));
         lower.insert(0, dir);
     }
     let data = format!("lowerdir={}", lower.join(":"));
     mount_ro("overlay", SOURCE_ROOT, "overlay", Some(&data))?;
+    verify_pool_release(release)?;
+    check_profile_against_source(plan)?;
     Ok(total)
+}
+
+/// Checks the ISO's `dists/<suite>/Release` (which pins every package
+/// list and package by hash) against the plan; returns the suite.
+fn verify_pool_release(release: &imgforge_plan::FileDigest) -> Result<String> {
+    let suite = checks::pool_suite(release)?;
+    checks::open_verified(Path::new(ISO_MOUNT), release, "package index")?;
+    Ok(suite)
+}
+
+/// The facts of the profile that only the installed system's layers can
+/// confirm: time zone, locale, and that user names are new.
+fn check_profile_against_source(plan: &Plan) -> Result<()> {
+    let root = Path::new(SOURCE_ROOT);
+    let mut problems: Vec<String> = Vec::new();
+    problems.extend(checks::timezone_problem(root, &plan.system.timezone));
+    problems.extend(checks::locale_problem(root, &plan.system.locale));
+    let passwd = std::fs::read_to_string(root.join("etc/passwd")).with_context(|| format!("reading {SOURCE_ROOT}/etc/passwd (the ISO's layers)"))?;
+    problems.extend(checks::existing_user_problems(&passwd, &plan.users));
+    checks::fail_on(problems, "the profile does not fit the system on this ISO (nothing was written to any disk)")
 }
 
 /// Runs a program inside `root` (chroot), logging its output; fails with the tail of it.
@@ -207,29 +239,20 @@ pub fn write_file(path: &str, content: &str, mode: u32) -> Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("renaming {tmp} to {path}"))
 }
 
-/// The ISO's suite (the one directory under dists/).
-fn iso_suite() -> Result<String> {
-    let mut suites: Vec<String> = std::fs::read_dir(format!("{ISO_MOUNT}/dists"))
-        .context("the ISO has no dists/ directory")?
-        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
-        .filter(|n| !n.starts_with('.') && n != "stable" && n != "unstable")
-        .collect();
-    suites.sort();
-    suites.into_iter().next().context("the ISO's dists/ directory is empty")
-}
-
 /// Installs packages from the ISO's pool only, verified with the plan's archive keys.
 pub fn install_packages(plan: &Plan) -> Result<Vec<String>> {
     let keys = plan.archive_keys.as_deref().context("the plan carries no archive keys; rebuild the image")?;
+    let release = plan.payload.pool_release.as_ref().context("the plan carries no digest of the ISO's package index; rebuild the image with this version of imgforge")?;
+    // Checked again right before apt reads it: the medium stayed in the machine all along.
+    let suite = verify_pool_release(release)?;
     write_file(&format!("{TARGET}/etc/apt/keyrings/imgforge-iso.asc"), keys, 0o644)?;
-    let suite = iso_suite()?;
     let list = format!("deb [signed-by=/etc/apt/keyrings/imgforge-iso.asc] file:/cdrom {suite} main\n");
     write_file(&format!("{TARGET}/etc/apt/sources.list.d/imgforge-cdrom.list"), &list, 0o644)?;
     let only_cdrom = ["-o", "Dir::Etc::SourceList=/etc/apt/sources.list.d/imgforge-cdrom.list", "-o", "Dir::Etc::SourceParts=/nonexistent"];
     let mut update = vec!["apt-get", "update"];
     update.extend(only_cdrom);
     run_in(TARGET, &update, "reading the ISO's package lists")?;
-    let kernel = if run_in(TARGET, &["apt-cache", "show", "linux-generic"], "looking for linux-generic").is_ok() { "linux-generic" } else { "linux-image-amd64" };
+    let kernel = if run_in(TARGET, &["apt-cache", "show", "--", "linux-generic"], "looking for linux-generic").is_ok() { "linux-generic" } else { "linux-image-amd64" };
     let mut wanted: Vec<String> = plan.packages.clone();
     for p in [kernel, "grub-efi-amd64", "grub-efi-amd64-signed", "shim-signed"] {
         wanted.push(p.to_owned());
@@ -243,7 +266,8 @@ pub fn install_packages(plan: &Plan) -> Result<Vec<String>> {
     for p in &wanted {
         let mut probe = vec!["apt-get", "install", "--simulate", "--no-install-recommends"];
         probe.extend(only_cdrom);
-        probe.push(p);
+        // `--` ends the options: a package name can never become one.
+        probe.extend(["--", p.as_str()]);
         if run_in(TARGET, &probe, &format!("looking for package {p}")).is_err() {
             bail!("package {p:?} cannot be installed from the ISO's package pool (suite {suite}): it is missing there or its dependencies are; remove it from [packages] install or use an ISO that has it");
         }
@@ -254,6 +278,7 @@ pub fn install_packages(plan: &Plan) -> Result<Vec<String>> {
     write_file(&format!("{TARGET}{UPDATE_INITRAMFS}"), "#!/bin/sh\n# imgforge: deferred until all packages are installed\nexit 0\n", 0o755)?;
     let mut install = vec!["apt-get", "install", "-y", "--no-install-recommends", "-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold"];
     install.extend(only_cdrom);
+    install.push("--");
     install.extend(wanted.iter().map(String::as_str));
     let installed = run_in(TARGET, &install, "installing packages");
     let _ = std::fs::remove_file(format!("{TARGET}{UPDATE_INITRAMFS}"));
@@ -267,8 +292,12 @@ pub fn install_packages(plan: &Plan) -> Result<Vec<String>> {
     Ok(wanted)
 }
 
-/// Host identity, users, rendered files.
+/// Host identity, users, rendered files, the locale.
 pub fn configure(plan: &Plan) -> Result<()> {
+    // Some groups come with packages (libvirt's), so they can only be checked
+    // now; before useradd, so that its error never has to explain them.
+    let group = std::fs::read_to_string(format!("{TARGET}/etc/group")).with_context(|| format!("reading {TARGET}/etc/group"))?;
+    checks::fail_on(checks::missing_group_problems(&group, &plan.users), "the profile's users need groups the installed system does not have")?;
     let zone = format!("/usr/share/zoneinfo/{}", plan.system.timezone);
     let _ = std::fs::remove_file(format!("{TARGET}/etc/localtime"));
     std::os::unix::fs::symlink(&zone, format!("{TARGET}/etc/localtime")).context("setting the time zone")?;
@@ -289,7 +318,31 @@ pub fn configure(plan: &Plan) -> Result<()> {
     for f in &plan.files {
         write_plan_file(f)?;
     }
-    Ok(())
+    generate_locale(&plan.system.locale)
+}
+
+/// Makes the profile's locale usable: /etc/default/locale (a rendered file)
+/// names it, and here it is compiled. The locale was checked against the
+/// layers' SUPPORTED list before anything was written.
+fn generate_locale(locale: &str) -> Result<()> {
+    if checks::is_builtin_locale(locale) {
+        return Ok(());
+    }
+    let supported_path = format!("{TARGET}/usr/share/i18n/SUPPORTED");
+    let supported = std::fs::read_to_string(&supported_path).with_context(|| format!("reading {supported_path} (from the package `locales`)"))?;
+    let line = checks::supported_line(&supported, locale)
+        .with_context(|| format!("system.locale = {locale:?} is not listed in {supported_path}; use a locale listed there or \"C.UTF-8\""))?;
+    let gen = format!("{TARGET}/etc/locale.gen");
+    let existing = match std::fs::read_to_string(&gen) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("reading {gen}")),
+    };
+    write_file(&gen, &checks::enable_in_locale_gen(&existing, line), 0o644)?;
+    // Debian's locale-gen compiles what /etc/locale.gen lists and ignores the
+    // argument; Ubuntu's also records the named locale under
+    // /var/lib/locales/supported.d, so later package upgrades keep it.
+    run_in(TARGET, &["locale-gen", locale], &format!("generating the locale {locale}"))
 }
 
 /// Writes one rendered file (or directory, link, removal) into the target.
