@@ -1,7 +1,7 @@
 //! Profile -> Plan. Pure: the same profile and ISO give the same plan.
 
 use imgforge_plan::{
-    part_type, DiskPlan, DiskRules, Filesystem, ExpectedBridge, ExpectedPort, Expectations, FilesystemPlan, PartitionPlan, Payload, Plan, ReportPlan, SystemPlan, UserPlan,
+    part_type, DiskPlan, DiskRules, Filesystem, ExpectedBridge, ExpectedDir, ExpectedPort, Expectations, FilesystemPlan, PartitionPlan, Payload, Plan, ReportPlan, SystemPlan, UserPlan,
     PLAN_VERSION,
 };
 use uuid::Uuid;
@@ -99,8 +99,9 @@ pub fn compile(loaded: &LoadedProfile, iso: &IsoFacts, guids: &MediaGuids) -> Pl
     }
 }
 
-/// What the first boot checks: the bridges, addresses, pools and networks
-/// the profile asks for, and the kernel arguments.
+/// What the first boot checks: the bridges, addresses, pools (and their
+/// directories' mode, owner and group) and networks the profile asks for,
+/// the kernel arguments and the locale.
 fn expectations(p: &crate::profile::Profile) -> Expectations {
     let bridges = p
         .network
@@ -136,8 +137,18 @@ fn expectations(p: &crate::profile::Profile) -> Expectations {
         pools: p.libvirt.pools.iter().filter(|x| x.autostart).map(|x| x.name.clone()).collect(),
         networks: p.libvirt.networks.iter().filter(|x| x.autostart).map(|x| x.name.clone()).collect(),
         kernel_args: p.system.kernel_args.clone(),
-        locale: None,
-        dirs: Vec::new(),
+        locale: Some(p.system.locale.clone()),
+        dirs: p
+            .libvirt
+            .pools
+            .iter()
+            .map(|x| ExpectedDir {
+                path: x.path.clone(),
+                mode: x.mode.clone().unwrap_or_else(|| render::DEFAULT_POOL_MODE.into()),
+                owner: x.owner.clone(),
+                group: x.group.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -196,6 +207,25 @@ mod tests {
         assert_eq!(plan.payload.partition_guid, guids.payload.to_string());
         assert_eq!(plan.report.on_failure, Action::Shell);
         assert_eq!(plan.system.kernel_args, ["biosdevname=0", "net.ifnames=0"]);
+    }
+
+    #[test]
+    fn first_boot_expects_the_locale_and_each_pool_directory() {
+        let plan = compile(&reference(), &iso(), &media_guids("hypervisor", &iso()));
+        assert_eq!(plan.expect.locale.as_deref(), Some("C.UTF-8"));
+        let dirs: Vec<_> = plan.expect.dirs.iter().map(|d| (d.path.as_str(), d.mode.as_str(), d.owner.as_deref(), d.group.as_deref())).collect();
+        assert_eq!(dirs, [("/home/avatar/isos", "0711", None, None), ("/home/avatar/vm-images", "0711", None, None)]);
+
+        let mut loaded = reference();
+        loaded.profile.system.locale = "de_DE.UTF-8".into();
+        let pool = &mut loaded.profile.libvirt.pools[1];
+        (pool.mode, pool.owner, pool.group) = (None, Some("avatar".into()), Some("libvirt".into()));
+        let plan = compile(&loaded, &iso(), &media_guids("hypervisor", &iso()));
+        assert_eq!(plan.expect.locale.as_deref(), Some("de_DE.UTF-8"));
+        let d = &plan.expect.dirs[1];
+        assert_eq!((d.mode.as_str(), d.owner.as_deref(), d.group.as_deref()), ("0755", Some("avatar"), Some("libvirt")));
+        let dir = plan.files.iter().find(|f| f.path == "/home/avatar/vm-images").expect("the pool directory is in the plan");
+        assert_eq!((dir.mode.as_str(), dir.owner.as_deref(), dir.group.as_deref()), ("0755", Some("avatar"), Some("libvirt")));
     }
 
     #[test]

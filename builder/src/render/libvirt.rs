@@ -11,6 +11,8 @@ use crate::profile::{Libvirt, LibvirtNetwork, NetworkMode, Pool};
 
 const POOL_DIR: &str = "/etc/libvirt/storage";
 const NETWORK_DIR: &str = "/etc/libvirt/qemu/networks";
+/// Mode of a pool directory whose profile entry sets none (what libvirt's pool-build uses).
+pub const DEFAULT_POOL_MODE: &str = "0755";
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('\'', "&apos;").replace('"', "&quot;")
@@ -23,9 +25,18 @@ pub fn pool_xml(pool: &Pool) -> String {
     let _ = writeln!(out, "  <name>{}</name>", esc(&pool.name));
     let _ = writeln!(out, "  <uuid>{}</uuid>", stable_uuid("libvirt-pool", &pool.name));
     let _ = writeln!(out, "  <target>\n    <path>{}</path>", esc(&pool.path));
-    if let Some(mode) = &pool.mode {
-        // Owner and group are set on the directory itself: libvirt's XML takes numeric ids only.
-        let _ = writeln!(out, "    <permissions>\n      <mode>{}</mode>\n    </permissions>", esc(mode));
+    // libvirt's <owner> and <group> take numeric ids only. Names (the
+    // profile's users, package groups) get their ids only when the installer
+    // makes them, so for names the installer sets owner and group on the
+    // directory itself, and libvirt takes them from there.
+    let numeric = |id: &Option<String>| id.as_deref().filter(|v| v.parse::<u32>().is_ok()).map(str::to_owned);
+    let fields = [("mode", pool.mode.clone()), ("owner", numeric(&pool.owner)), ("group", numeric(&pool.group))];
+    if fields.iter().any(|(_, v)| v.is_some()) {
+        let _ = writeln!(out, "    <permissions>");
+        for (tag, value) in fields.iter().filter_map(|(t, v)| v.as_ref().map(|v| (t, v))) {
+            let _ = writeln!(out, "      <{tag}>{}</{tag}>", esc(value));
+        }
+        let _ = writeln!(out, "    </permissions>");
     }
     let _ = writeln!(out, "  </target>\n</pool>");
     out
@@ -98,9 +109,9 @@ pub fn files(l: &Libvirt) -> Vec<FilePlan> {
     for pool in &l.pools {
         out.push(FilePlan {
             path: pool.path.clone(),
-            mode: pool.mode.clone().unwrap_or_else(|| "0755".into()),
+            mode: pool.mode.clone().unwrap_or_else(|| DEFAULT_POOL_MODE.into()),
             owner: pool.owner.clone(),
-            group: None,
+            group: pool.group.clone(),
             kind: FileKind::Dir,
         });
         out.push(file(format!("{POOL_DIR}/{}.xml", pool.name), "0600", pool_xml(pool)));

@@ -16,9 +16,9 @@ use uuid::Uuid;
 use crate::profile::{Initramfs, Profile, Renderer};
 
 pub use interfaces::interfaces;
-pub use libvirt::{network_xml, pool_xml};
+pub use libvirt::{network_xml, pool_xml, DEFAULT_POOL_MODE};
 pub use netplan::netplan;
-pub use system::{fstab, grub_defaults, hosts, openvswitch_defaults, FilesystemIds};
+pub use system::{default_locale, fstab, grub_defaults, hosts, openvswitch_defaults, FilesystemIds};
 
 /// Namespace for the name-based UUIDs of rendered configuration.
 const RENDER_NAMESPACE: Uuid = Uuid::from_u128(0x3f0c_5a7e_21d4_4c8b_9e61_7a2b_54d0_c3e9);
@@ -44,6 +44,7 @@ pub fn render_all(p: &Profile) -> Vec<FilePlan> {
         file("/etc/hosts", "0644", hosts(&p.system.hostname)),
         file("/etc/fstab", "0644", fstab(&ids)),
         file("/etc/default/grub.d/90-imgforge.cfg", "0644", grub_defaults(&p.system.kernel_args)),
+        file("/etc/default/locale", "0644", default_locale(&p.system.locale)),
     ];
     if p.system.initramfs == Initramfs::Targeted {
         files.push(file(INITRAMFS_CONF, "0644", "# Written by imgforge: system.initramfs = \"targeted\".\nMODULES=dep\n".into()));

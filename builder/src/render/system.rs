@@ -64,6 +64,12 @@ pub fn grub_defaults(kernel_args: &[String]) -> String {
     )
 }
 
+/// The system's default locale, read by pam_env at login and by systemd
+/// (as locale.conf). The installer compiles the locale when it is not built in.
+pub fn default_locale(locale: &str) -> String {
+    format!("# Written by imgforge: system.locale.\nLANG={locale}\n")
+}
+
 pub fn openvswitch_defaults(ovs: &Openvswitch) -> Option<String> {
     ovs.delete_bridges_on_start.then(|| {
         "# Written by imgforge. OVS forgets all bridges at every start, so the\n\

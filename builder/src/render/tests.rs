@@ -226,3 +226,35 @@ fn bonds_and_plain_nics_render_for_ifupdown() {
     let v6 = run(Command::new("ifquery").arg("-i").arg(&file).arg("eth3"));
     assert!(v6.contains("address: 2001:db8::10") && v6.contains("netmask: 64") && v6.contains("gateway: 2001:db8::1"), "{v6}");
 }
+
+#[test]
+fn locale_and_pool_owner_and_group_reach_the_installed_system() {
+    let text = include_str!("../../../profiles/hypervisor.toml")
+        .replacen("timezone = \"UTC\"", "timezone = \"UTC\"\nlocale = \"de_DE.UTF-8\"", 1)
+        .replacen("path = \"/home/avatar/isos\"\nmode = \"0711\"", "path = \"/home/avatar/isos\"\nmode = \"0770\"\nowner = \"avatar\"\ngroup = \"libvirt\"", 1)
+        .replacen("path = \"/home/avatar/vm-images\"\nmode = \"0711\"", "path = \"/home/avatar/vm-images\"\nowner = \"1000\"\ngroup = \"64055\"", 1);
+    let p = profile::parse(&text, Path::new("locale.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let files = render_all(&p);
+    let dir = |path: &str| {
+        let f = files.iter().find(|f| f.path == path).unwrap_or_else(|| panic!("{path} not rendered"));
+        assert_eq!(f.kind, FileKind::Dir, "{path}");
+        (f.mode.clone(), f.owner.clone(), f.group.clone())
+    };
+    assert_eq!(dir("/home/avatar/isos"), ("0770".into(), Some("avatar".into()), Some("libvirt".into())));
+    assert_eq!(dir("/home/avatar/vm-images"), ("0755".into(), Some("1000".into()), Some("64055".into())));
+
+    let tree = rendered_tree(&p);
+    let locale = tree.path().join("etc/default/locale");
+    let script = format!("LANG=fr_FR.UTF-8; . '{}'; printf '%s' \"$LANG\"", locale.display());
+    assert_eq!(run(Command::new("sh").arg("-c").arg(&script)), "de_DE.UTF-8");
+
+    // Names have no ids at build time: only the mode goes into the XML. Numeric ids do.
+    let storage = tree.path().join("etc/libvirt/storage");
+    let isos = std::fs::read_to_string(storage.join("isos.xml")).unwrap();
+    assert!(isos.contains("    <permissions>\n      <mode>0770</mode>\n    </permissions>"), "{isos}");
+    let images = std::fs::read_to_string(storage.join("vm-images.xml")).unwrap();
+    assert!(images.contains("    <permissions>\n      <owner>1000</owner>\n      <group>64055</group>\n    </permissions>"), "{images}");
+    for xml in ["isos.xml", "vm-images.xml"] {
+        run(Command::new("virt-xml-validate").arg(storage.join(xml)).arg("storagepool"));
+    }
+}
