@@ -36,14 +36,21 @@ fn sha256_of(file: &mut File) -> std::io::Result<(String, u64)> {
         hasher.update(&buf[..n]);
         size += n as u64;
     }
-    let hex = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let hex = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     Ok((hex, size))
 }
 
 /// Names separated by single slashes, none of them `.` or `..`: a path
 /// that stays beneath whatever it is joined to (as long as no link leads away).
 fn is_plain_relative(path: &str) -> bool {
-    !path.is_empty() && path.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
+    !path.is_empty()
+        && path
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
 }
 
 /// A path from the plan, relative to the ISO's root: plain names only.
@@ -63,7 +70,13 @@ pub fn open_verified(iso_root: &Path, expected: &FileDigest, what: &str) -> Resu
     let mut file = File::open(&path).with_context(|| {
         format!("opening {what} {} on the install medium ({}); the medium does not match the image's plan: write the image to the stick again", expected.path, path.display())
     })?;
-    let (sha256, size) = sha256_of(&mut file).with_context(|| format!("reading {what} {} on the install medium ({})", expected.path, path.display()))?;
+    let (sha256, size) = sha256_of(&mut file).with_context(|| {
+        format!(
+            "reading {what} {} on the install medium ({})",
+            expected.path,
+            path.display()
+        )
+    })?;
     if size != expected.size || sha256 != expected.sha256 {
         bail!(
             "{what} {} on the install medium is not the one this image was built from: expected SHA-256 {} ({} bytes), found {sha256} ({size} bytes). \
@@ -73,14 +86,18 @@ pub fn open_verified(iso_root: &Path, expected: &FileDigest, what: &str) -> Resu
             expected.size
         );
     }
-    file.seek(SeekFrom::Start(0)).with_context(|| format!("rewinding {}", path.display()))?;
+    file.seek(SeekFrom::Start(0))
+        .with_context(|| format!("rewinding {}", path.display()))?;
     Ok(file)
 }
 
 /// The suite of the ISO's package repository, from the plan's
 /// `dists/<suite>/Release`; it lands in an apt sources line.
 pub fn pool_suite(release: &FileDigest) -> Result<String> {
-    let suite = release.path.strip_prefix("dists/").and_then(|r| r.strip_suffix("/Release"));
+    let suite = release
+        .path
+        .strip_prefix("dists/")
+        .and_then(|r| r.strip_suffix("/Release"));
     match suite {
         Some(s) if !s.is_empty() && !s.starts_with(['.', '-']) && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')) => Ok(s.to_owned()),
         _ => bail!("the plan's package index {:?} is not dists/<suite>/Release; rebuild the image with imgforge", release.path),
@@ -114,7 +131,10 @@ pub fn resolve_beneath(root: &Path, rel: &Path) -> std::io::Result<PathBuf> {
         if meta.file_type().is_symlink() {
             links += 1;
             if links > MAX_LINKS {
-                return Err(std::io::Error::other(format!("more than {MAX_LINKS} symbolic links resolving {}", rel.display())));
+                return Err(std::io::Error::other(format!(
+                    "more than {MAX_LINKS} symbolic links resolving {}",
+                    rel.display()
+                )));
             }
             let target = std::fs::read_link(root.join(&candidate))?;
             if target.is_absolute() {
@@ -145,7 +165,10 @@ pub fn timezone_problem(root: &Path, zone: &str) -> Option<String> {
 
 /// The line of `SUPPORTED` (e.g. `de_DE.UTF-8 UTF-8`) that names `locale`.
 pub fn supported_line<'a>(supported: &'a str, locale: &str) -> Option<&'a str> {
-    supported.lines().map(str::trim).find(|l| l.split_whitespace().next() == Some(locale))
+    supported
+        .lines()
+        .map(str::trim)
+        .find(|l| l.split_whitespace().next() == Some(locale))
 }
 
 pub fn is_builtin_locale(locale: &str) -> bool {
@@ -178,7 +201,10 @@ pub fn locale_problem(root: &Path, locale: &str) -> Option<String> {
 
 /// First fields of a colon-separated account file (`/etc/passwd`, `/etc/group`).
 pub fn account_names(text: &str) -> Vec<&str> {
-    text.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')).filter_map(|l| l.split(':').next()).collect()
+    text.lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split(':').next())
+        .collect()
 }
 
 /// Profile users must be new accounts: an existing one (root, daemon, a
@@ -247,14 +273,21 @@ mod tests {
     use std::os::unix::fs::symlink;
 
     fn digest_of(bytes: &[u8], path: &str) -> FileDigest {
-        let sha256 = Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect();
-        FileDigest { path: path.into(), sha256, size: bytes.len() as u64 }
+        let sha256 = Sha256::digest(bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        FileDigest {
+            path: path.into(),
+            sha256,
+            size: bytes.len() as u64,
+        }
     }
 
     fn iso_with_layer(bytes: &[u8]) -> tempfile::TempDir {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("casper")).unwrap();
-        std::fs::write(dir.path().join("casper/a.squashfs"), bytes).unwrap();
+        let dir = tempfile::tempdir().expect("test setup");
+        std::fs::create_dir(dir.path().join("casper")).expect("test setup");
+        std::fs::write(dir.path().join("casper/a.squashfs"), bytes).expect("test setup");
         dir
     }
 
@@ -262,9 +295,10 @@ mod tests {
     fn a_layer_with_the_planned_digest_is_opened_at_its_start() {
         let bytes: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
         let iso = iso_with_layer(&bytes);
-        let mut file = open_verified(iso.path(), &digest_of(&bytes, "casper/a.squashfs"), "layer").unwrap();
+        let mut file = open_verified(iso.path(), &digest_of(&bytes, "casper/a.squashfs"), "layer")
+            .expect("the layer matches its digest");
         let mut first = [0u8; 4];
-        file.read_exact(&mut first).unwrap();
+        file.read_exact(&mut first).expect("test setup");
         assert_eq!(first, [0, 1, 2, 3]);
     }
 
@@ -273,11 +307,22 @@ mod tests {
         let bytes = b"squashfs layer bytes".to_vec();
         let iso = iso_with_layer(&bytes[..10]);
         let expected = digest_of(&bytes, "casper/a.squashfs");
-        let err = open_verified(iso.path(), &expected, "layer").unwrap_err().to_string();
+        let err = open_verified(iso.path(), &expected, "layer")
+            .expect_err("must be refused")
+            .to_string();
         let actual = digest_of(&bytes[..10], "x").sha256;
         assert!(err.starts_with("layer casper/a.squashfs on the install medium is not the one this image was built from"), "{err}");
-        assert!(err.contains(&format!("expected SHA-256 {} (20 bytes), found {actual} (10 bytes)", expected.sha256)), "{err}");
-        assert!(err.contains("damaged or altered: write the image to the stick again"), "{err}");
+        assert!(
+            err.contains(&format!(
+                "expected SHA-256 {} (20 bytes), found {actual} (10 bytes)",
+                expected.sha256
+            )),
+            "{err}"
+        );
+        assert!(
+            err.contains("damaged or altered: write the image to the stick again"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -287,49 +332,108 @@ mod tests {
         flipped[65_537] ^= 0x01;
         let iso = iso_with_layer(&flipped);
         let expected = digest_of(&bytes, "casper/a.squashfs");
-        let err = open_verified(iso.path(), &expected, "layer").unwrap_err().to_string();
+        let err = open_verified(iso.path(), &expected, "layer")
+            .expect_err("must be refused")
+            .to_string();
         let actual = digest_of(&flipped, "x").sha256;
-        assert!(err.contains(&format!("expected SHA-256 {} (100000 bytes), found {actual} (100000 bytes)", expected.sha256)), "{err}");
-        assert!(err.contains("The install medium is damaged or altered"), "{err}");
+        assert!(
+            err.contains(&format!(
+                "expected SHA-256 {} (100000 bytes), found {actual} (100000 bytes)",
+                expected.sha256
+            )),
+            "{err}"
+        );
+        assert!(
+            err.contains("The install medium is damaged or altered"),
+            "{err}"
+        );
     }
 
     #[test]
     fn a_missing_layer_and_a_path_leaving_the_iso_are_refused() {
         let iso = iso_with_layer(b"x");
-        let err = format!("{:#}", open_verified(iso.path(), &digest_of(b"x", "casper/b.squashfs"), "layer").unwrap_err());
-        assert!(err.contains("opening layer casper/b.squashfs on the install medium") && err.contains("write the image to the stick again"), "{err}");
-        for bad in ["../casper/a.squashfs", "/casper/a.squashfs", "casper/./a.squashfs", ""] {
-            let err = open_verified(iso.path(), &digest_of(b"x", bad), "layer").unwrap_err().to_string();
-            assert!(err.contains("is not a plain relative path; rebuild the image"), "{bad}: {err}");
+        let err = format!(
+            "{:#}",
+            open_verified(iso.path(), &digest_of(b"x", "casper/b.squashfs"), "layer")
+                .expect_err("must be refused")
+        );
+        assert!(
+            err.contains("opening layer casper/b.squashfs on the install medium")
+                && err.contains("write the image to the stick again"),
+            "{err}"
+        );
+        for bad in [
+            "../casper/a.squashfs",
+            "/casper/a.squashfs",
+            "casper/./a.squashfs",
+            "",
+        ] {
+            let err = open_verified(iso.path(), &digest_of(b"x", bad), "layer")
+                .expect_err("must be refused")
+                .to_string();
+            assert!(
+                err.contains("is not a plain relative path; rebuild the image"),
+                "{bad}: {err}"
+            );
         }
     }
 
     #[test]
     fn the_pool_suite_comes_from_the_planned_release_path() {
-        assert_eq!(pool_suite(&digest_of(b"", "dists/noble/Release")).unwrap(), "noble");
-        for bad in ["dists/../Release", "dists//Release", "dists/a b/Release", "dists/noble/InRelease", "dists/x/y/Release", "dists/-o/Release"] {
-            let err = pool_suite(&digest_of(b"", bad)).unwrap_err().to_string();
+        assert_eq!(
+            pool_suite(&digest_of(b"", "dists/noble/Release")).expect("a plain suite is accepted"),
+            "noble"
+        );
+        for bad in [
+            "dists/../Release",
+            "dists//Release",
+            "dists/a b/Release",
+            "dists/noble/InRelease",
+            "dists/x/y/Release",
+            "dists/-o/Release",
+        ] {
+            let err = pool_suite(&digest_of(b"", bad))
+                .expect_err("must be refused")
+                .to_string();
             assert!(err.contains("is not dists/<suite>/Release"), "{bad}: {err}");
         }
     }
 
     /// A directory standing in for the mounted layers.
     fn layers() -> tempfile::TempDir {
-        let root = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().expect("test setup");
         let r = root.path();
-        for d in ["usr/share/zoneinfo/Etc", "usr/share/zoneinfo/Europe", "usr/share/i18n", "etc"] {
-            std::fs::create_dir_all(r.join(d)).unwrap();
+        for d in [
+            "usr/share/zoneinfo/Etc",
+            "usr/share/zoneinfo/Europe",
+            "usr/share/i18n",
+            "etc",
+        ] {
+            std::fs::create_dir_all(r.join(d)).expect("test setup");
         }
-        std::fs::write(r.join("usr/share/zoneinfo/Etc/UTC"), "TZif").unwrap();
-        std::fs::write(r.join("usr/share/zoneinfo/Europe/Berlin"), "TZif").unwrap();
-        symlink("Etc/UTC", r.join("usr/share/zoneinfo/UTC")).unwrap();
-        symlink("/usr/share/zoneinfo/Europe/Berlin", r.join("usr/share/zoneinfo/Europe/Busingen")).unwrap();
-        symlink("../../../../etc/shadow", r.join("usr/share/zoneinfo/Leak")).unwrap();
-        symlink("/etc", r.join("usr/share/zoneinfo/Etcdir")).unwrap();
-        std::fs::write(r.join("etc/shadow"), "root:*:1::::::\n").unwrap();
-        std::fs::write(r.join("usr/share/i18n/SUPPORTED"), "de_DE.UTF-8 UTF-8\nde_DE ISO-8859-1\nen_US.UTF-8 UTF-8\n").unwrap();
-        std::fs::write(r.join("etc/passwd"), "root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n").unwrap();
-        std::fs::write(r.join("etc/group"), "root:x:0:\nsudo:x:27:\nkvm:x:993:\n").unwrap();
+        std::fs::write(r.join("usr/share/zoneinfo/Etc/UTC"), "TZif").expect("test setup");
+        std::fs::write(r.join("usr/share/zoneinfo/Europe/Berlin"), "TZif").expect("test setup");
+        symlink("Etc/UTC", r.join("usr/share/zoneinfo/UTC")).expect("test setup");
+        symlink(
+            "/usr/share/zoneinfo/Europe/Berlin",
+            r.join("usr/share/zoneinfo/Europe/Busingen"),
+        )
+        .expect("test setup");
+        symlink("../../../../etc/shadow", r.join("usr/share/zoneinfo/Leak")).expect("test setup");
+        symlink("/etc", r.join("usr/share/zoneinfo/Etcdir")).expect("test setup");
+        std::fs::write(r.join("etc/shadow"), "root:*:1::::::\n").expect("test setup");
+        std::fs::write(
+            r.join("usr/share/i18n/SUPPORTED"),
+            "de_DE.UTF-8 UTF-8\nde_DE ISO-8859-1\nen_US.UTF-8 UTF-8\n",
+        )
+        .expect("test setup");
+        std::fs::write(
+            r.join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n",
+        )
+        .expect("test setup");
+        std::fs::write(r.join("etc/group"), "root:x:0:\nsudo:x:27:\nkvm:x:993:\n")
+            .expect("test setup");
         root
     }
 
@@ -339,33 +443,55 @@ mod tests {
         for zone in ["UTC", "Etc/UTC", "Europe/Berlin", "Europe/Busingen"] {
             assert_eq!(timezone_problem(root.path(), zone), None, "{zone}");
         }
-        let p = timezone_problem(root.path(), "Mars/Olympus").unwrap();
-        assert!(p.starts_with("system.timezone = \"Mars/Olympus\": the installed system has no such time zone"), "{p}");
+        let p = timezone_problem(root.path(), "Mars/Olympus").expect("must be refused");
+        assert!(
+            p.starts_with(
+                "system.timezone = \"Mars/Olympus\": the installed system has no such time zone"
+            ),
+            "{p}"
+        );
         assert!(p.contains("use a name of the tz database"), "{p}");
         for bad in ["../../../../etc/shadow", "/etc/shadow", "Etc/./UTC", ""] {
-            let p = timezone_problem(root.path(), bad).unwrap();
-            assert!(p.contains("is not a time zone name") && p.contains("use a name of the tz database"), "{bad}: {p}");
+            let p = timezone_problem(root.path(), bad).expect("must be refused");
+            assert!(
+                p.contains("is not a time zone name")
+                    && p.contains("use a name of the tz database"),
+                "{bad}: {p}"
+            );
         }
         // Links may not lead out of the zone database, not even within the layers.
-        let p = timezone_problem(root.path(), "Leak").unwrap();
-        assert!(p.contains("is not a time zone file (it resolves to /etc/shadow)"), "{p}");
-        let p = timezone_problem(root.path(), "Etcdir/shadow").unwrap();
+        let p = timezone_problem(root.path(), "Leak").expect("must be refused");
+        assert!(
+            p.contains("is not a time zone file (it resolves to /etc/shadow)"),
+            "{p}"
+        );
+        let p = timezone_problem(root.path(), "Etcdir/shadow").expect("must be refused");
         assert!(p.contains("resolves to /etc/shadow"), "{p}");
-        let p = timezone_problem(root.path(), "Etc").unwrap();
+        let p = timezone_problem(root.path(), "Etc").expect("must be refused");
         assert!(p.contains("is not a time zone file"), "{p}");
     }
 
     #[test]
     fn resolving_never_leaves_the_root() {
         let root = layers();
-        let outside = root.path().parent().unwrap().join("outside-of-layers");
-        symlink(&outside, root.path().join("up")).unwrap();
-        symlink("../../../..", root.path().join("usr/share/zoneinfo/top")).unwrap();
-        assert_eq!(resolve_beneath(root.path(), Path::new("usr/share/zoneinfo/top/etc/passwd")).unwrap(), Path::new("etc/passwd"));
+        let outside = root
+            .path()
+            .parent()
+            .expect("test setup")
+            .join("outside-of-layers");
+        symlink(&outside, root.path().join("up")).expect("test setup");
+        symlink("../../../..", root.path().join("usr/share/zoneinfo/top")).expect("test setup");
+        assert_eq!(
+            resolve_beneath(root.path(), Path::new("usr/share/zoneinfo/top/etc/passwd"))
+                .expect("resolves beneath the root"),
+            Path::new("etc/passwd")
+        );
         // An absolute link starts again at the root: /<tmp>/outside-of-layers does not exist beneath it.
         assert!(resolve_beneath(root.path(), Path::new("up")).is_err());
-        symlink("loop", root.path().join("loop")).unwrap();
-        let err = resolve_beneath(root.path(), Path::new("loop")).unwrap_err().to_string();
+        symlink("loop", root.path().join("loop")).expect("test setup");
+        let err = resolve_beneath(root.path(), Path::new("loop"))
+            .expect_err("must be refused")
+            .to_string();
         assert!(err.contains("more than 40 symbolic links"), "{err}");
     }
 
@@ -375,47 +501,84 @@ mod tests {
         for ok in ["C", "C.UTF-8", "POSIX", "de_DE.UTF-8", "de_DE"] {
             assert_eq!(locale_problem(root.path(), ok), None, "{ok}");
         }
-        let p = locale_problem(root.path(), "xx_YY.UTF-8").unwrap();
-        assert!(p.starts_with("system.locale = \"xx_YY.UTF-8\" is not a locale the installed system supports"), "{p}");
+        let p = locale_problem(root.path(), "xx_YY.UTF-8").expect("must be refused");
+        assert!(
+            p.starts_with(
+                "system.locale = \"xx_YY.UTF-8\" is not a locale the installed system supports"
+            ),
+            "{p}"
+        );
         assert!(p.contains("use one listed there"), "{p}");
         // A prefix of a listed locale is not that locale.
         assert!(locale_problem(root.path(), "de_DE.UTF").is_some());
-        std::fs::remove_file(root.path().join(SUPPORTED_LOCALES)).unwrap();
-        let p = locale_problem(root.path(), "de_DE.UTF-8").unwrap();
-        assert!(p.contains("needs the package `locales`") && p.contains("set system.locale = \"C.UTF-8\""), "{p}");
+        std::fs::remove_file(root.path().join(SUPPORTED_LOCALES)).expect("must be refused");
+        let p = locale_problem(root.path(), "de_DE.UTF-8").expect("must be refused");
+        assert!(
+            p.contains("needs the package `locales`")
+                && p.contains("set system.locale = \"C.UTF-8\""),
+            "{p}"
+        );
         assert_eq!(locale_problem(root.path(), "C.UTF-8"), None);
     }
 
     fn user(name: &str, groups: &[&str]) -> UserPlan {
-        UserPlan { name: name.into(), groups: groups.iter().map(|g| g.to_string()).collect(), ssh_authorized_keys: vec![], password_hash: None, sudo: false }
+        UserPlan {
+            name: name.into(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            ssh_authorized_keys: vec![],
+            password_hash: None,
+            sudo: false,
+        }
     }
 
     #[test]
     fn existing_accounts_and_missing_groups_are_named_with_their_key() {
         let root = layers();
-        let passwd = std::fs::read_to_string(root.path().join("etc/passwd")).unwrap();
-        let group = std::fs::read_to_string(root.path().join("etc/group")).unwrap();
-        let users = [user("avatar", &["sudo", "libvirt"]), user("daemon", &["kvm"])];
+        let passwd = std::fs::read_to_string(root.path().join("etc/passwd")).expect("test setup");
+        let group = std::fs::read_to_string(root.path().join("etc/group")).expect("test setup");
+        let users = [
+            user("avatar", &["sudo", "libvirt"]),
+            user("daemon", &["kvm"]),
+        ];
         let p = existing_user_problems(&passwd, &users);
         assert_eq!(p, ["users[1].name = \"daemon\" is an account the installed system already has (etc/passwd of the ISO's layers); choose another user name"]);
         let g = missing_group_problems(&group, &users);
         assert_eq!(g.len(), 1, "{g:?}");
-        assert!(g[0].starts_with("users[0].groups: group \"libvirt\" does not exist in the installed system"), "{g:?}");
-        assert!(g[0].contains("add the package that creates it to [packages] install"), "{g:?}");
+        assert!(
+            g[0].starts_with(
+                "users[0].groups: group \"libvirt\" does not exist in the installed system"
+            ),
+            "{g:?}"
+        );
+        assert!(
+            g[0].contains("add the package that creates it to [packages] install"),
+            "{g:?}"
+        );
         assert!(missing_group_problems(&format!("{group}libvirt:x:994:\n"), &users).is_empty());
-        let err = fail_on(p, "the profile does not fit the ISO").unwrap_err().to_string();
-        assert!(err.starts_with("the profile does not fit the ISO:\n  users[1].name"), "{err}");
+        let err = fail_on(p, "the profile does not fit the ISO")
+            .expect_err("must be refused")
+            .to_string();
+        assert!(
+            err.starts_with("the profile does not fit the ISO:\n  users[1].name"),
+            "{err}"
+        );
         assert!(fail_on(Vec::new(), "x").is_ok());
     }
 
     #[test]
     fn locale_gen_gets_the_locale_enabled_once() {
         let debian = "# This file lists locales\n#\n# de_DE.UTF-8 UTF-8\n# en_US.UTF-8 UTF-8\n";
-        assert_eq!(enable_in_locale_gen(debian, "de_DE.UTF-8 UTF-8"), "# This file lists locales\n#\nde_DE.UTF-8 UTF-8\n# en_US.UTF-8 UTF-8\n");
+        assert_eq!(
+            enable_in_locale_gen(debian, "de_DE.UTF-8 UTF-8"),
+            "# This file lists locales\n#\nde_DE.UTF-8 UTF-8\n# en_US.UTF-8 UTF-8\n"
+        );
         let once = enable_in_locale_gen("", "de_DE.UTF-8 UTF-8");
         assert_eq!(once, "de_DE.UTF-8 UTF-8\n");
         assert_eq!(enable_in_locale_gen(&once, "de_DE.UTF-8 UTF-8"), once);
-        assert_eq!(supported_line("de_DE.UTF-8 UTF-8\nen_US.UTF-8 UTF-8\n", "en_US.UTF-8"), Some("en_US.UTF-8 UTF-8"));
+        assert_eq!(
+            supported_line("de_DE.UTF-8 UTF-8\nen_US.UTF-8 UTF-8\n", "en_US.UTF-8"),
+            Some("en_US.UTF-8 UTF-8")
+        );
         assert_eq!(supported_line("de_DE.UTF-8 UTF-8\n", "de_DE"), None);
     }
 }

@@ -1,5 +1,6 @@
 //! The first boot of the installed system: gather what the system really
-//! looks like (OVS, addresses, routes, libvirt, kernel command line) and
+//! looks like (OVS, addresses, routes, libvirt, kernel command line, locale,
+//! the pools' directories) and
 //! report one `firstboot` event: done with the facts, or failed with every
 //! difference from the plan.
 
@@ -24,6 +25,19 @@ pub struct PortFacts {
     pub internal: bool,
 }
 
+/// A directory's type, mode and ownership, with the names of its owner
+/// and group where the system's account files have them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct DirFacts {
+    pub is_dir: bool,
+    /// Permission bits as octal text, e.g. "0711".
+    pub mode: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Facts {
     pub ports: BTreeMap<String, PortFacts>,
@@ -35,6 +49,12 @@ pub struct Facts {
     pub cmdline: Vec<String>,
     pub interfaces: Vec<String>,
     pub ovs_show: String,
+    /// LANG as /etc/default/locale sets it.
+    pub locale: Option<String>,
+    /// `locale -a`
+    pub locales: Vec<String>,
+    /// The expected directories that exist, by path.
+    pub dirs: BTreeMap<String, DirFacts>,
 }
 
 fn output(cmd: &str, args: &[&str]) -> String {
@@ -82,7 +102,54 @@ pub fn parse_virsh_list(text: &str) -> BTreeMap<String, (bool, bool)> {
         .collect()
 }
 
-pub fn gather() -> Facts {
+/// The value of LANG in /etc/default/locale (the last assignment wins, as
+/// when the file is sourced).
+pub fn parse_default_locale(text: &str) -> Option<String> {
+    text.lines().rev().find_map(|l| l.trim().strip_prefix("LANG=")).map(|v| v.trim().trim_matches('"').trim_matches('\'').to_owned())
+}
+
+/// glibc's name for a locale as `locale -a` lists it: the codeset
+/// lower-cased without punctuation (`en_US.UTF-8` -> `en_US.utf8`).
+fn normalized_locale(name: &str) -> String {
+    let (main, modifier) = name.split_once('@').map_or((name, None), |(m, x)| (m, Some(x)));
+    let main = match main.split_once('.') {
+        Some((lang, codeset)) => format!("{lang}.{}", codeset.chars().filter(char::is_ascii_alphanumeric).collect::<String>().to_ascii_lowercase()),
+        None => main.to_owned(),
+    };
+    modifier.map_or(main.clone(), |m| format!("{main}@{m}"))
+}
+
+/// True if `locale -a` (one name a line) lists `locale`.
+pub fn locale_listed(listed: &[String], locale: &str) -> bool {
+    let want = normalized_locale(locale);
+    listed.iter().any(|l| normalized_locale(l.trim()) == want)
+}
+
+/// The name an account file (`/etc/passwd`, `/etc/group`) gives to a numeric id.
+pub fn name_of_id(accounts: &str, id: u32) -> Option<String> {
+    accounts.lines().find_map(|l| {
+        let mut fields = l.split(':');
+        let name = fields.next()?;
+        let found = fields.nth(1)?.parse::<u32>().ok()?;
+        (found == id && !name.is_empty()).then(|| name.to_owned())
+    })
+}
+
+fn dir_facts(path: &str, passwd: &str, group: &str) -> Option<DirFacts> {
+    use std::os::unix::fs::MetadataExt;
+    // A link is not the directory the plan made, even if it leads to one.
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    Some(DirFacts {
+        is_dir: meta.is_dir(),
+        mode: format!("{:04o}", meta.mode() & 0o7777),
+        uid: meta.uid(),
+        gid: meta.gid(),
+        owner: name_of_id(passwd, meta.uid()),
+        group: name_of_id(group, meta.gid()),
+    })
+}
+
+pub fn gather(expect: &Expectations) -> Facts {
     let mut facts = Facts::default();
     let types: BTreeMap<String, String> = output("ovs-vsctl", &["--format=csv", "--data=bare", "--no-heading", "--columns=name,type", "list", "Interface"])
         .lines()
@@ -107,7 +174,22 @@ pub fn gather() -> Facts {
         .map(|d| d.filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned())).collect())
         .unwrap_or_default();
     facts.interfaces.sort();
+    facts.locale = std::fs::read_to_string("/etc/default/locale").ok().and_then(|t| parse_default_locale(&t));
+    facts.locales = output("locale", &["-a"]).lines().map(str::to_owned).collect();
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    for d in &expect.dirs {
+        if let Some(f) = dir_facts(&d.path, &passwd, &group) {
+            facts.dirs.insert(d.path.clone(), f);
+        }
+    }
     facts
+}
+
+/// An owner or group as the plan names it (a name or a numeric id) matches
+/// the id on disk or the name the account files give it.
+fn same_account(expected: &str, id: u32, name: Option<&str>) -> bool {
+    name == Some(expected) || expected.parse::<u32>().is_ok_and(|n| n == id)
 }
 
 /// Every way the facts differ from the plan's expectations. Pure.
@@ -153,6 +235,36 @@ pub fn differences(expect: &Expectations, facts: &Facts) -> Vec<String> {
             out.push(format!("{arg} is not on the kernel command line"));
         }
     }
+    if let Some(locale) = &expect.locale {
+        if facts.locale.as_ref() != Some(locale) {
+            out.push(format!("/etc/default/locale sets LANG={}, expected {locale}", facts.locale.as_deref().unwrap_or("(nothing)")));
+        }
+        if !locale_listed(&facts.locales, locale) {
+            out.push(format!("locale {locale} is not available (`locale -a` does not list it)"));
+        }
+    }
+    for d in &expect.dirs {
+        let Some(f) = facts.dirs.get(&d.path) else {
+            out.push(format!("directory {} does not exist", d.path));
+            continue;
+        };
+        if !f.is_dir {
+            out.push(format!("{} is not a directory", d.path));
+            continue;
+        }
+        if u32::from_str_radix(&f.mode, 8).ok() != u32::from_str_radix(&d.mode, 8).ok() {
+            out.push(format!("{} has mode {}, expected {}", d.path, f.mode, d.mode));
+        }
+        let owner = d.owner.as_deref().unwrap_or("root");
+        if !same_account(owner, f.uid, f.owner.as_deref()) {
+            out.push(format!("{} is owned by {}, expected {owner}", d.path, f.owner.clone().unwrap_or_else(|| f.uid.to_string())));
+        }
+        // Without a group, the installer gives the directory to the owner's own group.
+        let group = d.group.as_deref().unwrap_or(owner);
+        if !same_account(group, f.gid, f.group.as_deref()) {
+            out.push(format!("{} belongs to group {}, expected {group}", d.path, f.group.clone().unwrap_or_else(|| f.gid.to_string())));
+        }
+    }
     out
 }
 
@@ -179,7 +291,7 @@ pub fn run() -> i32 {
     };
     let start = Instant::now();
     let (facts, diffs) = loop {
-        let facts = gather();
+        let facts = gather(&plan.expect);
         let diffs = differences(&plan.expect, &facts);
         if diffs.is_empty() || start.elapsed() >= SETTLE {
             break (facts, diffs);
@@ -204,7 +316,7 @@ pub fn run() -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use imgforge_plan::{ExpectedBridge, ExpectedPort};
+    use imgforge_plan::{ExpectedBridge, ExpectedDir, ExpectedPort};
 
     fn expect() -> Expectations {
         Expectations {
@@ -219,8 +331,20 @@ mod tests {
             pools: vec!["isos".into()],
             networks: vec!["libvirt-vmbr0".into()],
             kernel_args: vec!["net.ifnames=0".into()],
-            ..Default::default()
+            locale: Some("de_DE.UTF-8".into()),
+            dirs: vec![
+                ExpectedDir { path: "/home/avatar/isos".into(), mode: "0711".into(), owner: Some("avatar".into()), group: Some("libvirt".into()) },
+                ExpectedDir { path: "/home/avatar/vm-images".into(), mode: "755".into(), owner: None, group: None },
+                ExpectedDir { path: "/srv/by-id".into(), mode: "0770".into(), owner: Some("1000".into()), group: Some("64055".into()) },
+            ],
         }
+    }
+
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/bash\nlibvirt-qemu:x:64055:993:Libvirt Qemu,,,:/var/lib/libvirt:/usr/sbin/nologin\navatar:x:1000:1000::/home/avatar:/bin/bash\n";
+    const GROUP: &str = "root:x:0:\nsudo:x:27:avatar\nlibvirt:x:993:avatar\navatar:x:1000:\n";
+
+    fn dir(mode: &str, uid: u32, gid: u32) -> DirFacts {
+        DirFacts { is_dir: true, mode: mode.into(), uid, gid, owner: name_of_id(PASSWD, uid), group: name_of_id(GROUP, gid) }
     }
 
     fn facts() -> Facts {
@@ -233,6 +357,12 @@ mod tests {
         f.pools = parse_virsh_list(" Name        State    Autostart\n-------------------------------\n isos        active   yes\n vm-images   active   yes\n");
         f.networks = parse_virsh_list(" Name            State      Autostart   Persistent\n----------------------------------------------------\n default         inactive   no          yes\n libvirt-vmbr0   active     yes         yes\n");
         f.cmdline = "BOOT_IMAGE=/vmlinuz root=UUID=x ro biosdevname=0 net.ifnames=0".split(' ').map(str::to_owned).collect();
+        f.locale = parse_default_locale("# Written by imgforge: system.locale.\nLANG=de_DE.UTF-8\n");
+        f.locales = "C\nC.utf8\nPOSIX\nde_DE.utf8\n".lines().map(str::to_owned).collect();
+        f.dirs.insert("/home/avatar/isos".into(), dir("0711", 1000, 993));
+        f.dirs.insert("/home/avatar/vm-images".into(), dir("0755", 0, 0));
+        // Ids without names in the account files still match numeric expectations.
+        f.dirs.insert("/srv/by-id".into(), DirFacts { owner: None, group: None, ..dir("0770", 1000, 64055) });
         f
     }
 
@@ -256,5 +386,45 @@ mod tests {
         assert!(d[0].contains("eth0 trunks [31], expected [31, 32]"), "{d:?}");
         assert!(d.iter().any(|x| x.contains("pool isos: active=true autostart=false")));
         assert!(d.iter().any(|x| x.contains("network libvirt-vmbr0 is not defined")));
+    }
+
+    #[test]
+    fn locale_and_directories_that_differ_are_named() {
+        let mut f = facts();
+        f.locale = parse_default_locale("LANG=\"C.UTF-8\"\n");
+        f.locales.retain(|l| l != "de_DE.utf8");
+        f.dirs.insert("/home/avatar/isos".into(), dir("0755", 0, 1000));
+        f.dirs.remove("/home/avatar/vm-images");
+        f.dirs.insert("/srv/by-id".into(), DirFacts { is_dir: false, ..dir("0777", 0, 0) });
+        let d = differences(&expect(), &f);
+        assert_eq!(
+            d,
+            [
+                "/etc/default/locale sets LANG=C.UTF-8, expected de_DE.UTF-8",
+                "locale de_DE.UTF-8 is not available (`locale -a` does not list it)",
+                "/home/avatar/isos has mode 0755, expected 0711",
+                "/home/avatar/isos is owned by root, expected avatar",
+                "/home/avatar/isos belongs to group avatar, expected libvirt",
+                "directory /home/avatar/vm-images does not exist",
+                "/srv/by-id is not a directory",
+            ]
+        );
+    }
+
+    #[test]
+    fn account_names_and_locale_names_are_read_as_the_system_does() {
+        assert_eq!(name_of_id(PASSWD, 64055).as_deref(), Some("libvirt-qemu"));
+        assert_eq!(name_of_id(GROUP, 993).as_deref(), Some("libvirt"));
+        assert_eq!(name_of_id(GROUP, 4242), None);
+        assert_eq!(name_of_id("broken\n::0:\n", 0), None);
+        assert_eq!(parse_default_locale("LANG=en_US.UTF-8\nLANG='de_DE.UTF-8'\n").as_deref(), Some("de_DE.UTF-8"));
+        assert_eq!(parse_default_locale("# nothing\n"), None);
+        let listed: Vec<String> = ["C", "C.utf8", "POSIX", "en_US.utf8", "sr_RS@latin", "de_DE.iso88591"].map(String::from).to_vec();
+        for ok in ["C", "POSIX", "C.UTF-8", "en_US.UTF-8", "sr_RS@latin", "de_DE.ISO-8859-1"] {
+            assert!(locale_listed(&listed, ok), "{ok}");
+        }
+        for missing in ["en_GB.UTF-8", "en_US", "sr_RS"] {
+            assert!(!locale_listed(&listed, missing), "{missing}");
+        }
     }
 }

@@ -31,7 +31,7 @@ fn mkdir(p: &str) -> Result<()> {
 
 fn mount_ro(source: &str, target: &str, fstype: &str, data: Option<&str>) -> Result<()> {
     mkdir(target)?;
-    let data = data.map(|d| std::ffi::CString::new(d)).transpose()?;
+    let data = data.map(std::ffi::CString::new).transpose()?;
     mount(source, target, fstype, MountFlags::RDONLY, data.as_deref()).with_context(|| format!("mounting {source} ({fstype}) on {target}"))
 }
 
