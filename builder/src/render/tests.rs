@@ -250,9 +250,9 @@ fn locale_and_pool_owner_and_group_reach_the_installed_system() {
 
     // Names have no ids at build time: only the mode goes into the XML. Numeric ids do.
     let storage = tree.path().join("etc/libvirt/storage");
-    let isos = std::fs::read_to_string(storage.join("isos.xml")).unwrap();
+    let isos = std::fs::read_to_string(storage.join("isos.xml")).expect("isos.xml is rendered");
     assert!(isos.contains("    <permissions>\n      <mode>0770</mode>\n    </permissions>"), "{isos}");
-    let images = std::fs::read_to_string(storage.join("vm-images.xml")).unwrap();
+    let images = std::fs::read_to_string(storage.join("vm-images.xml")).expect("vm-images.xml is rendered");
     assert!(images.contains("    <permissions>\n      <owner>1000</owner>\n      <group>64055</group>\n    </permissions>"), "{images}");
     for xml in ["isos.xml", "vm-images.xml"] {
         run(Command::new("virt-xml-validate").arg(storage.join(xml)).arg("storagepool"));
