@@ -100,7 +100,7 @@ pub fn files(l: &Libvirt) -> Vec<FilePlan> {
             path: pool.path.clone(),
             mode: pool.mode.clone().unwrap_or_else(|| "0755".into()),
             owner: pool.owner.clone(),
-            group: None,
+            group: pool.group.clone(),
             kind: FileKind::Dir,
         });
         out.push(file(format!("{POOL_DIR}/{}.xml", pool.name), "0600", pool_xml(pool)));
