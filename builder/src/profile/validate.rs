@@ -461,6 +461,10 @@ fn ip(v: &mut Problems, path: &str, c: &IpConfig, gateways: &mut Vec<String>) {
         },
     };
     if let Some(g) = &c.gateway6 {
+        if c.address6.is_none() {
+            // interfaces(5) has no inet6 stanza to carry it: it would be dropped.
+            v.add(format!("{path}.gateway6"), "an IPv6 gateway without address6", "add address6 (an address in CIDR form, \"dhcp\" or \"auto\") or remove gateway6");
+        }
         match g.parse::<Ipv6Addr>() {
             Err(_) => v.add(format!("{path}.gateway6"), format!("{g:?} is not an IPv6 address"), "write a plain address, e.g. \"2001:db8::1\""),
             Ok(gw) => {
