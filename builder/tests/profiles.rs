@@ -1,9 +1,12 @@
-//! Bad profiles, one per validation rule: each must fail with the right
-//! message at the right line and column, and with a fix.
+//! Bad profiles, at least one per validation rule (docs/profile-rules.md
+//! names the case of each rule): each must fail with the right message at
+//! the right line and column, and with a fix.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
 
+use imgforge::compile::review_plan;
 use imgforge::profile::{self, ProfileError};
 
 const REFERENCE: &str = include_str!("../../profiles/hypervisor.toml");
@@ -48,6 +51,142 @@ const CASES: &[Case] = &[
     Case { name: "bad host name", edit: &[("hostname = \"hv01\"", "hostname = \"hv_01\"")], anchor: ("\"hv_01\"", 0), message: "\"hv_01\" is not a valid host name" },
     Case { name: "VLAN out of range", edit: &[("trunks = [31, 32]", "trunks = [31, 5000]")], anchor: ("5000]", 0), message: "VLAN 5000 is out of range" },
     Case { name: "bad enum value", edit: &[("select = \"smallest\"", "select = \"biggest\"")], anchor: ("\"biggest\"", 0), message: "unknown variant `biggest`" },
+    // The grammar of each consumer (file names, paths, command lines, configuration files).
+    Case { name: "pool name with a path", edit: &[(r#"name = "isos""#, r#"name = "../../x/victim/config""#)], anchor: (r#""../../x"#, 0), message: "is not a usable libvirt pool name" },
+    Case { name: "pool path with ..", edit: &[(r#"path = "/home/avatar/isos""#, r#"path = "/../../x/victim""#)], anchor: (r#""/../../x"#, 0), message: r#"is not a usable pool directory: it contains a ".." component"# },
+    Case { name: "pool path not normalised", edit: &[(r#"path = "/home/avatar/isos""#, r#"path = "/home/avatar//isos/""#)], anchor: (r#""/home/avatar//isos/""#, 0), message: "is not a usable pool directory: it ends with '/'" },
+    Case { name: "pool path is a system directory", edit: &[(r#"path = "/home/avatar/isos""#, r#"path = "/etc""#)], anchor: (r#""/etc""#, 0), message: "/etc is a system directory" },
+    Case { name: "pool path is /home itself", edit: &[(r#"path = "/home/avatar/isos""#, r#"path = "/home""#)], anchor: (r#""/home""#, 0), message: "/home is a system directory" },
+    Case { name: "pool path inside a system tree", edit: &[(r#"path = "/home/avatar/isos""#, r#"path = "/var/lib/dpkg/info""#)], anchor: (r#""/var/lib/dpkg/info""#, 0), message: "it is inside the system directory /var/lib/dpkg" },
+    Case { name: "network name with a path", edit: &[(r#"name = "libvirt-vmbr0""#, r#"name = "../qemu.conf""#)], anchor: (r#""../qemu.conf""#, 0), message: "is not a usable libvirt network name" },
+    Case { name: "portgroup name with XML", edit: &[(r#"{ name = "V31""#, r#"{ name = "V31'/><x""#)], anchor: (r#""V31'"#, 0), message: "is not a usable libvirt portgroup name" },
+    Case { name: "package that is an apt option", edit: &[(r#"install = ["openssh-server""#, r#"install = ["-oDPkg::Pre-Invoke::=touch /tmp/p", "openssh-server""#)], anchor: (r#""-oDPkg"#, 0), message: "is not a Debian package name: it must start with a lower-case letter or digit" },
+    Case { name: "package that is a local file", edit: &[(r#"install = ["openssh-server""#, r#"install = ["./local.deb", "openssh-server""#)], anchor: (r#""./local.deb""#, 0), message: r#""./local.deb" is not a Debian package name"# },
+    Case { name: "package with a release", edit: &[(r#""ifupdown""#, r#""ifupdown/noble""#)], anchor: (r#""ifupdown/noble""#, 0), message: "is not a Debian package name: '/' is not allowed" },
+    Case { name: "package listed twice", edit: &[(r#""ifupdown""#, r#""openssh-server""#)], anchor: (r#""openssh-server""#, 1), message: r#"duplicate package "openssh-server""# },
+    Case { name: "kernel argument with ;", edit: &[(r#""net.ifnames=0""#, r#""quiet;reboot""#)], anchor: (r#""quiet;reboot""#, 0), message: "is not a kernel argument grub passes on unchanged: ';' is not allowed" },
+    Case { name: "kernel argument with #", edit: &[(r#""net.ifnames=0""#, r##""#x""##)], anchor: (r##""#x""##, 0), message: "is not a kernel argument grub passes on unchanged: '#' is not allowed" },
+    Case { name: "kernel argument with a quote", edit: &[(r#""net.ifnames=0""#, r#""a\"b""#)], anchor: (r#""a\"b""#, 0), message: r#"is not a kernel argument grub passes on unchanged: '"' is not allowed"# },
+    Case { name: "kernel argument separator", edit: &[(r#""net.ifnames=0""#, r#""---""#)], anchor: (r#""---""#, 0), message: "separates the installer's arguments from the system's" },
+    Case { name: "interface name in quotes", edit: &[(r#"name = "vlan31""#, r#"name = "\"vlan31\"""#)], anchor: (r#""\"vlan31"#, 0), message: r#"is not a valid interface name: it must start with a letter or digit"# },
+    Case { name: "interface name with a backslash", edit: &[(r#"{ name = "eth0""#, r#"{ name = "eth0\\""#)], anchor: (r#""eth0\\""#, 0), message: r#"is not a valid interface name: '\\' is not allowed"# },
+    Case { name: "interface name too long", edit: &[(r#"name = "vlan32""#, r#"name = "vlan32-storage-net""#)], anchor: (r#""vlan32-storage-net""#, 0), message: "is not a valid interface name: it must be 1 to 15 characters long" },
+    Case {
+        name: "ssh key with a second line",
+        edit: &[("avatar@example.com\",", r#"avatar@example.com\ncommand=\"touch /tmp/p\" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKaphkKRRNK7yCAne6d3+10EXW0siwULBCUvLydFtGJl x","#)],
+        anchor: (r#""ssh-ed25519"#, 0),
+        message: "not an OpenSSH public key: it contains a line break",
+    },
+    Case { name: "ssh key with options", edit: &[(r#""ssh-ed25519 AAAAC3"#, r#""from=\"10.0.0.1\" ssh-ed25519 AAAAC3"#)], anchor: (r#""from="#, 0), message: r#"the first word "from=\"10.0.0.1\"" is not a key type"# },
+    Case { name: "DSA ssh key", edit: &[(r#""ssh-ed25519 AAAAC3"#, r#""ssh-dss AAAAC3"#)], anchor: (r#""ssh-dss"#, 0), message: r#"the first word "ssh-dss" is not a key type"# },
+    Case { name: "time zone that is a path", edit: &[(r#"timezone = "UTC""#, r#"timezone = "../../../../etc/shadow""#)], anchor: (r#""../../../../etc/shadow""#, 0), message: "is not a time zone name: the component \"..\" does not start with a letter or digit" },
+    Case { name: "bad locale", edit: &[(r#"timezone = "UTC""#, "timezone = \"UTC\"\nlocale = \"en_US.UTF-8 x\"")], anchor: (r#""en_US.UTF-8 x""#, 0), message: "is not a locale name" },
+    Case { name: "password hash with :", edit: &[(r#"groups = ["sudo", "libvirt"]"#, "groups = [\"sudo\", \"libvirt\"]\npassword_hash = \"$6$salt$hash:0:99999\"")], anchor: (r#""$6$salt"#, 0), message: "not a crypt(3) hash: it contains ':'" },
+    Case { name: "password hash not crypt", edit: &[(r#"groups = ["sudo", "libvirt"]"#, "groups = [\"sudo\", \"libvirt\"]\npassword_hash = \"$6$nohash\"")], anchor: (r#""$6$nohash""#, 0), message: "not a crypt(3) hash: it is not of the form" },
+    Case { name: "user root", edit: &[(r#"name = "avatar""#, r#"name = "root""#)], anchor: (r#""root""#, 0), message: r#""root" is reserved: it is a system account"# },
+    Case { name: "user daemon", edit: &[(r#"name = "avatar""#, r#"name = "daemon""#)], anchor: (r#""daemon""#, 0), message: r#""daemon" is reserved: it is a system account"# },
+    Case { name: "user systemd-*", edit: &[(r#"name = "avatar""#, r#"name = "systemd-network""#)], anchor: (r#""systemd-network""#, 0), message: "is reserved: systemd-* names" },
+    Case { name: "bad user name", edit: &[(r#"name = "avatar""#, r#"name = "Avatar""#)], anchor: (r#""Avatar""#, 0), message: r#""Avatar" is not a valid user name"# },
+    Case { name: "bad group name", edit: &[(r#""libvirt"]"#, r#""libvirt,root"]"#)], anchor: (r#""libvirt,root""#, 0), message: r#""libvirt,root" is not a valid group name"# },
+    Case { name: "duplicate user", edit: &[("[disk]", "[[users]]\nname = \"avatar\"\n\n[disk]")], anchor: (r#""avatar""#, 1), message: r#"duplicate user "avatar""# },
+    Case { name: "host name with an all-digit last label", edit: &[(r#"hostname = "hv01""#, r#"hostname = "hv01.42""#)], anchor: (r#""hv01.42""#, 0), message: "its last label is all digits" },
+    Case {
+        name: "host name too long",
+        edit: &[(r#"hostname = "hv01""#, r#"hostname = "hv01.rack-17.row-3.datacenter-frankfurt-2.infrastructure.example.com""#)],
+        anchor: (r#""hv01.rack"#, 0),
+        message: "is not a valid host name: it is longer than 64 characters",
+    },
+    Case { name: "disk glob with a control character", edit: &[(r#"transport = "any" }"#, r#"transport = "any", model = "Samsung\tSSD*" }"#)], anchor: (r#""Samsung"#, 0), message: "not a usable glob: it contains a tab" },
+    Case { name: "max_size below min_size", edit: &[(r#"transport = "any" }"#, r#"transport = "any", max_size = "16GiB" }"#)], anchor: (r#""16GiB""#, 0), message: "max_size is smaller than min_size" },
+    Case { name: "source path with a space", edit: &[(r#"release = "24.04""#, "release = \"24.04\"\niso = \"my ubuntu.iso\"")], anchor: (r#""my ubuntu.iso""#, 0), message: "is not one path or URL: it contains a space" },
+    Case { name: "keyring with a line break", edit: &[(r#"release = "24.04""#, "release = \"24.04\"\nkeyring = \"keys/cd.asc\\nx\"")], anchor: (r#""keys/cd.asc"#, 0), message: "is not one path or URL: it contains a line break" },
+    Case { name: "bad release", edit: &[(r#"release = "24.04""#, r#"release = "noble""#)], anchor: (r#""noble""#, 0), message: "is not an Ubuntu release number" },
+    Case { name: "mirror that is not a URL", edit: &[(r#"release = "24.04""#, "release = \"24.04\"\nmirrors = [\"ftp://m.example/u\"]")], anchor: (r#""ftp://"#, 0), message: "is not an http:// or https:// URL" },
+    Case { name: "mirrors without a release", edit: &[(r#"release = "24.04""#, "mirrors = [\"http://m.example/u\"]\niso = \"u.iso\"")], anchor: ("[\"http://m.example/u\"]", 0), message: "mirrors are only used to find a release" },
+    Case { name: "bad pinned sha256", edit: &[(r#"release = "24.04""#, "release = \"24.04\"\nsha256 = \"abc\"")], anchor: (r#""abc""#, 0), message: "is not a SHA-256 digest" },
+    // Keys that nothing implements yet.
+    Case { name: "webhook", edit: &[(r#"on_success = "reboot""#, "webhook = \"http://deploy.example:8080/events\"\non_success = \"reboot\"")], anchor: (r#""http://deploy"#, 0), message: "report.webhook is not supported yet" },
+    Case { name: "online packages", edit: &[("offline = true", "offline = false")], anchor: ("false\n\n[network]", 0), message: "packages.offline = false is not supported yet" },
+    Case { name: "pxe format", edit: &[(r#"formats = ["usb"]"#, r#"formats = ["usb", "pxe"]"#)], anchor: (r#""pxe""#, 0), message: r#"the "pxe" format is not supported yet"# },
+    Case { name: "no usb format", edit: &[(r#"formats = ["usb"]"#, "formats = []")], anchor: ("[]", 0), message: r#"output.formats does not list "usb""# },
+    // Network rules.
+    Case { name: "access port with trunks", edit: &[(r#"vlan_mode = "native-untagged""#, r#"vlan_mode = "access""#)], anchor: ("[31, 32] }", 0), message: "an access port carries one VLAN and cannot have trunks" },
+    Case {
+        name: "access port without a tag",
+        edit: &[(r#"{ name = "eth0", tag = 31, vlan_mode = "native-untagged", trunks = [31, 32] }"#, r#"{ name = "eth0", vlan_mode = "access" }"#)],
+        anchor: (r#""access""#, 0),
+        message: "an access port needs a tag",
+    },
+    Case { name: "native VLAN mode without a tag", edit: &[("tag = 31, vlan_mode", "vlan_mode")], anchor: (r#""native-untagged""#, 0), message: "a native VLAN mode needs tag" },
+    Case { name: "duplicate trunk VLAN", edit: &[("trunks = [31, 32]", "trunks = [31, 32, 31]")], anchor: ("31] }", 0), message: "duplicate VLAN tag 31 in the trunk" },
+    Case {
+        name: "bond with one interface",
+        edit: &[("[openvswitch]", "[[network.bonds]]\nname = \"bond0\"\nbridge = \"vmbr0\"\ninterfaces = [\"eth1\"]\n\n[openvswitch]")],
+        anchor: ("[\"eth1\"]", 0),
+        message: "a bond needs at least two interfaces",
+    },
+    Case {
+        name: "unknown bond mode",
+        edit: &[("[openvswitch]", "[[network.bonds]]\nname = \"bond0\"\nbridge = \"vmbr0\"\ninterfaces = [\"eth1\", \"eth2\"]\nmode = \"round-robin\"\n\n[openvswitch]")],
+        anchor: (r#""round-robin""#, 0),
+        message: r#"unknown bond mode "round-robin""#,
+    },
+    Case {
+        name: "balance-tcp without LACP",
+        edit: &[("[openvswitch]", "[[network.bonds]]\nname = \"bond0\"\nbridge = \"vmbr0\"\ninterfaces = [\"eth1\", \"eth2\"]\nmode = \"balance-tcp\"\n\n[openvswitch]")],
+        anchor: ("[[network.bonds]]", 0),
+        message: "balance-tcp needs LACP",
+    },
+    Case {
+        name: "MAC with ifupdown",
+        edit: &[("[openvswitch]", "[[network.interfaces]]\nname = \"eth1\"\nmac = \"52:54:00:00:00:01\"\n\n[openvswitch]")],
+        anchor: (r#""52:54"#, 0),
+        message: "interfaces(5) cannot match a NIC by MAC address",
+    },
+    Case { name: "netplan port with VLAN options", edit: &[(r#"renderer = "ifupdown""#, r#"renderer = "netplan""#)], anchor: ("{ name = \"eth0\"", 0), message: "netplan cannot set a port's tag, vlan_mode or trunks" },
+    Case { name: "netplan iface_id", edit: &[(r#"renderer = "ifupdown""#, r#"renderer = "netplan""#)], anchor: ("true\n\n[[network.bridges.internal]]", 0), message: "iface_id is applied through interfaces(5) ovs_extra only" },
+    Case { name: "netplan internal port without a tag", edit: &[(r#"renderer = "ifupdown""#, r#"renderer = "netplan""#), ("tag = 32\n", "")], anchor: ("[[network.bridges.internal]]", 1), message: "netplan makes internal ports VLANs and needs their tag" },
+    Case { name: "second default gateway", edit: &[(r#"address = "192.168.2.25/24""#, "address = \"192.168.2.25/24\"\ngateway = \"192.168.2.1\"")], anchor: (r#""192.168.2.1""#, 0), message: "a second IPv4 default gateway" },
+    Case { name: "gateway without an address", edit: &[(r#"address = "192.168.2.25/24""#, "gateway6 = \"fe80::1\"\ngateway = \"192.168.2.1\"")], anchor: (r#""192.168.2.1""#, 0), message: "a gateway without a static address" },
+    Case { name: "IPv6 gateway without an address", edit: &[(r#"address = "192.168.2.25/24""#, "address = \"192.168.2.25/24\"\ngateway6 = \"fe80::1\"")], anchor: (r#""fe80::1""#, 0), message: "an IPv6 gateway without address6" },
+    Case { name: "bad IPv6 address", edit: &[(r#"address = "192.168.2.25/24""#, "address = \"192.168.2.25/24\"\naddress6 = \"2001:db8::zz/64\"")], anchor: (r#""2001:db8::zz/64""#, 0), message: "is not an IPv6 address in CIDR form" },
+    Case { name: "bad IPv6 gateway", edit: &[(r#"address = "192.168.2.25/24""#, "address = \"192.168.2.25/24\"\ngateway6 = \"2001:db8::g\"")], anchor: (r#""2001:db8::g""#, 0), message: "is not an IPv6 address" },
+    Case {
+        name: "IPv6 gateway outside the subnet",
+        edit: &[(r#"address = "192.168.2.25/24""#, "address = \"192.168.2.25/24\"\naddress6 = \"2001:db8::10/64\"\ngateway6 = \"2001:db9::1\"")],
+        anchor: (r#""2001:db9::1""#, 0),
+        message: "gateway 2001:db9::1 is outside the subnet",
+    },
+    Case { name: "MTU out of range", edit: &[(r#"address = "192.168.2.25/24""#, "address = \"192.168.2.25/24\"\nmtu = 100")], anchor: ("100", 0), message: "MTU 100 is out of range" },
+    // libvirt rules.
+    Case { name: "duplicate pool", edit: &[(r#"name = "vm-images""#, r#"name = "isos""#)], anchor: (r#""isos""#, 1), message: r#"duplicate pool "isos""# },
+    Case { name: "duplicate network", edit: &[("[report]", "[[libvirt.networks]]\nname = \"libvirt-vmbr0\"\nbridge = \"vmbr0\"\n\n[report]")], anchor: (r#""libvirt-vmbr0""#, 1), message: r#"duplicate network "libvirt-vmbr0""# },
+    Case { name: "duplicate portgroup", edit: &[(r#"{ name = "V32""#, r#"{ name = "V31""#)], anchor: (r#""V31""#, 1), message: r#"duplicate portgroup "V31""# },
+    Case { name: "bad pool owner", edit: &[(r#"mode = "0711""#, "mode = \"0711\"\nowner = \"Avatar Smith\"")], anchor: (r#""Avatar Smith""#, 0), message: "is not a user or group name" },
+    Case { name: "libvirt bridge that is not an interface name", edit: &[(r#"bridge = "vmbr0""#, r#"bridge = "vm br0""#)], anchor: (r#""vm br0""#, 0), message: r#""vm br0" is not a valid interface name"# },
+    Case { name: "address on a bridge network", edit: &[(r#"virtualport = "openvswitch""#, "virtualport = \"openvswitch\"\naddress = \"192.168.100.1/24\"")], anchor: (r#""192.168.100.1/24""#, 0), message: "address and dhcp_range apply to mode = \"nat\" only" },
+    Case { name: "NAT network without an address", edit: &[("[report]", "[[libvirt.networks]]\nname = \"nat0\"\nmode = \"nat\"\nbridge = \"virbr1\"\n\n[report]")], anchor: ("[[libvirt.networks]]", 1), message: "a NAT network needs the host's address" },
+    Case {
+        name: "NAT network with a bad address",
+        edit: &[("[report]", "[[libvirt.networks]]\nname = \"nat0\"\nmode = \"nat\"\nbridge = \"virbr1\"\naddress = \"192.168.100.1\"\n\n[report]")],
+        anchor: (r#""192.168.100.1""#, 0),
+        message: "not an IPv4 address in CIDR form",
+    },
+    Case {
+        name: "DHCP range outside the NAT subnet",
+        edit: &[("[report]", "[[libvirt.networks]]\nname = \"nat0\"\nmode = \"nat\"\nbridge = \"virbr1\"\naddress = \"192.168.100.1/24\"\ndhcp_range = [\"192.168.100.10\", \"192.168.200.99\"]\n\n[report]")],
+        anchor: (r#""192.168.200.99""#, 0),
+        message: r#""192.168.200.99" is not an address in 192.168.100.0/24"#,
+    },
+    Case {
+        name: "NAT network with a virtualport",
+        edit: &[("[report]", "[[libvirt.networks]]\nname = \"nat0\"\nmode = \"nat\"\nbridge = \"virbr1\"\naddress = \"192.168.100.1/24\"\nvirtualport = \"openvswitch\"\n\n[report]")],
+        anchor: (r#""openvswitch""#, 1),
+        message: "NAT networks use libvirt's own bridge",
+    },
+    Case { name: "unknown virtualport", edit: &[(r#"virtualport = "openvswitch""#, r#"virtualport = "802.1Qbh""#)], anchor: (r#""802.1Qbh""#, 0), message: r#"unknown virtualport "802.1Qbh""# },
+    Case { name: "unknown native mode", edit: &[(r#"native = "untagged""#, r#"native = "yes""#)], anchor: (r#""yes""#, 0), message: r#""yes" is not a native mode"# },
+    Case { name: "two native VLANs", edit: &[("{ tag = 32 }]", r#"{ tag = 32, native = "tagged" }]"#)], anchor: (r#""tagged""#, 0), message: "a trunk has at most one native VLAN" },
 ];
 
 fn line_col_of(text: &str, anchor: &str, occurrence: usize) -> (usize, usize) {
@@ -72,19 +211,26 @@ fn the_reference_profile_is_valid() {
 
 #[test]
 fn each_bad_profile_fails_at_its_place_with_a_fix() {
-    for case in CASES {
-        let text = edited(case);
-        let err = profile::parse(&text, Path::new("bad.toml")).expect_err(case.name);
-        let problems = err.problems();
-        let expected = line_col_of(&text, case.anchor.0, case.anchor.1);
-        let hit = problems.iter().find(|p| p.message.contains(case.message));
-        let Some(hit) = hit else { panic!("{}: no problem says {:?}; got:\n{err}", case.name, case.message) };
-        assert_eq!((hit.line, hit.col), expected, "{}: wrong place:\n{err}", case.name);
-        assert!(!hit.hint.is_empty(), "{}: no fix hint", case.name);
-        let shown = err.to_string();
-        assert!(shown.contains(&format!("bad.toml:{}:{}: ", expected.0, expected.1)), "{}: {shown}", case.name);
-        assert!(shown.contains("\n  fix: "), "{}: {shown}", case.name);
+    let failures: Vec<String> = CASES.iter().filter_map(|case| check_case(case).err()).collect();
+    assert!(failures.is_empty(), "{} of {} cases failed:\n\n{}", failures.len(), CASES.len(), failures.join("\n\n"));
+}
+
+fn check_case(case: &Case) -> Result<(), String> {
+    let text = edited(case);
+    let Err(err) = profile::parse(&text, Path::new("bad.toml")) else { return Err(format!("{}: the profile was accepted", case.name)) };
+    let problems = err.problems();
+    let expected = line_col_of(&text, case.anchor.0, case.anchor.1);
+    let Some(hit) = problems.iter().find(|p| p.message.contains(case.message)) else {
+        return Err(format!("{}: no problem says {:?}; got:\n{err}", case.name, case.message));
+    };
+    if (hit.line, hit.col) != expected {
+        return Err(format!("{}: at {}:{}, expected {}:{}:\n{err}", case.name, hit.line, hit.col, expected.0, expected.1));
     }
+    let shown = err.to_string();
+    if hit.hint.is_empty() || !shown.contains(&format!("bad.toml:{}:{}: ", expected.0, expected.1)) || !shown.contains("\n  fix: ") {
+        return Err(format!("{}: no location or fix shown:\n{shown}", case.name));
+    }
+    Ok(())
 }
 
 #[test]
@@ -107,4 +253,333 @@ fn imgforge_validate_exits_1_with_located_errors_on_stderr() {
     assert!(stderr.contains(&format!("{}:", bad.display())) && stderr.contains("is not an octal mode"), "{stderr}");
     let ok = Command::new(env!("CARGO_BIN_EXE_imgforge")).arg("validate").arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../profiles/hypervisor.toml")).output().unwrap();
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+}
+
+#[test]
+fn kernel_arguments_longer_than_the_command_line_are_refused() {
+    let many: Vec<String> = (0..60).map(|i| format!("\"imgforge.padding{i:02}=0123456789\"")).collect();
+    let text = REFERENCE.replacen("\"net.ifnames=0\"", &many.join(", "), 1);
+    let err = profile::parse(&text, Path::new("bad.toml")).unwrap_err();
+    let hit = err.problems().iter().find(|p| p.key == "system.kernel_args").unwrap_or_else(|| panic!("{err}"));
+    assert!(hit.message.contains("more than 1024"), "{err}");
+    assert_eq!((hit.line, hit.col), line_col_of(&text, "[\"biosdevname=0\"", 0), "{err}");
+}
+
+#[test]
+fn a_profile_file_name_that_is_not_a_plain_word_is_refused_by_load() {
+    let dir = tempfile::tempdir().unwrap();
+    for bad in ["a b;c.toml", "$(reboot).toml", ".hidden.toml", "x'y.toml"] {
+        let path = dir.path().join(bad);
+        std::fs::write(&path, REFERENCE).unwrap();
+        let err = profile::load(&path).unwrap_err();
+        assert!(matches!(err, ProfileError::Name { .. }), "{bad}: {err}");
+        let shown = err.to_string();
+        assert!(shown.starts_with(&format!("{}: the profile name", path.display())) && shown.contains("\n  fix: rename the file"), "{shown}");
+    }
+    let good = dir.path().join("hv-01.prod.toml");
+    std::fs::write(&good, REFERENCE).unwrap();
+    assert_eq!(profile::load(&good).unwrap().name, "hv-01.prod");
+}
+
+// Every key of the schema must do something: reach the compiled plan (which
+// carries the rendered files), or be read by a named consumer outside the
+// plan, or be refused as not supported yet.
+
+/// Source keys are consumed by `imgforge build` before there is a plan.
+const SOURCE_KEYS: &[(&str, &str)] = &[
+    ("source.release", "fetch::candidates: the release directory on each mirror"),
+    ("source.mirrors", "fetch::candidates: base URLs tried in order"),
+    ("source.iso", "fetch::candidates: the ISO location"),
+    ("source.sha256sums", "fetch::candidates: the SHA256SUMS location"),
+    ("source.signature", "fetch::candidates: the SHA256SUMS.gpg location"),
+    ("source.sha256", "fetch::fetch: the pinned ISO digest"),
+    ("source.keyring", "build::signing_keys: the trusted keys for SHA256SUMS"),
+];
+
+/// Keys whose only accepted value is the default; any other value is
+/// refused with this message until the feature exists.
+const NOT_SUPPORTED: &[(&str, &str, &str)] = &[
+    ("report.webhook", r#""http://deploy.example:8080/events""#, "report.webhook is not supported yet"),
+    ("packages.offline", "false", "packages.offline = false is not supported yet"),
+    ("output.formats", r#"["usb", "pxe"]"#, r#"the "pxe" format is not supported yet"#),
+];
+
+/// Enum keys with a single value: nothing to change, but a second value
+/// makes this test ask for a mutation.
+const SINGLE_VALUED: &[&str] = &["disk.layout"];
+
+/// A value that removes the key.
+const REMOVE: &str = "<remove>";
+
+/// Added to the reference profile so that every table and list the schema
+/// has is present (a bond, a second bridge, a plain NIC, a NAT network).
+const MAXIMAL: &[(&str, &str)] = &[
+    ("system.locale", r#""en_US.UTF-8""#),
+    ("users[0].password_hash", r#""$6$rounds=5000$salt$hash""#),
+    ("users[0].sudo", "true"),
+    ("network.bridges[0].internal[0].address6", r#""2001:db8:1::10/64""#),
+    ("network.bridges[0].internal[0].gateway6", r#""2001:db8:1::1""#),
+    ("network.bridges[1]", r#"{ name = "vmbr1" }"#),
+    (
+        "network.bonds",
+        r#"[{ name = "bond0", bridge = "vmbr0", interfaces = ["eth1", "eth2"], mode = "balance-slb", lacp = true, tag = 31, vlan_mode = "native-untagged", trunks = [31, 32], mtu = 9000 }]"#,
+    ),
+    ("network.interfaces", r#"[{ name = "eth3", address = "10.0.0.5/24", address6 = "2001:db8::5/64", gateway6 = "2001:db8::1", dns = ["10.0.0.53"], mtu = 9000 }]"#),
+    ("libvirt.pools[0].owner", r#""avatar""#),
+    ("libvirt.pools[0].group", r#""libvirt""#),
+    ("libvirt.networks[1]", r#"{ name = "nat0", mode = "nat", bridge = "virbr1", address = "192.168.100.1/24", dhcp_range = ["192.168.100.10", "192.168.100.99"] }"#),
+];
+
+/// The netplan example with a plain NIC, for keys netplan alone takes.
+const MAXIMAL_NETPLAN: &[(&str, &str)] = &[("network.interfaces", r#"[{ name = "eth3", address = "dhcp" }]"#)];
+
+#[derive(Clone, Copy)]
+enum Base {
+    Maximal,
+    Netplan,
+}
+
+/// (schema key, base profile, edits): each edit sets a path (`[n]` picks a
+/// list item, one past the end appends) to a TOML value or removes it.
+const MUTATIONS: &[(&str, Base, &[(&str, &str)])] = &[
+    ("system.hostname", Base::Maximal, &[("system.hostname", r#""hv02""#)]),
+    ("system.timezone", Base::Maximal, &[("system.timezone", r#""Europe/Berlin""#)]),
+    ("system.locale", Base::Maximal, &[("system.locale", r#""de_DE.UTF-8""#)]),
+    ("system.kernel_args", Base::Maximal, &[("system.kernel_args", r#"["quiet"]"#)]),
+    ("system.initramfs", Base::Maximal, &[("system.initramfs", r#""generic""#)]),
+    ("users[].name", Base::Maximal, &[("users[0].name", r#""ops""#)]),
+    ("users[].groups", Base::Maximal, &[("users[0].groups", r#"["sudo"]"#)]),
+    (
+        "users[].ssh_authorized_keys",
+        Base::Maximal,
+        &[("users[0].ssh_authorized_keys", r#"["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKaphkKRRNK7yCAne6d3+10EXW0siwULBCUvLydFtGJl ops@example.com"]"#)],
+    ),
+    ("users[].password_hash", Base::Maximal, &[("users[0].password_hash", r#""$6$salt$otherhash""#)]),
+    ("users[].sudo", Base::Maximal, &[("users[0].sudo", "false")]),
+    ("disk.match.min_size", Base::Maximal, &[("disk.match.min_size", r#""64GiB""#)]),
+    ("disk.match.max_size", Base::Maximal, &[("disk.match.max_size", r#""8TiB""#)]),
+    ("disk.match.model", Base::Maximal, &[("disk.match.model", r#""Samsung SSD*""#)]),
+    ("disk.match.serial", Base::Maximal, &[("disk.match.serial", r#""S4EN*""#)]),
+    ("disk.match.transport", Base::Maximal, &[("disk.match.transport", r#""nvme""#)]),
+    ("disk.match.rotational", Base::Maximal, &[("disk.match.rotational", "false")]),
+    ("disk.match.by_path", Base::Maximal, &[("disk.match.by_path", r#""pci-0000:00:1f.2""#)]),
+    ("disk.select", Base::Maximal, &[("disk.select", r#""largest""#)]),
+    ("packages.install", Base::Maximal, &[("packages.install", r#"["openssh-server"]"#)]),
+    ("network.renderer", Base::Netplan, &[("network.renderer", r#""ifupdown""#)]),
+    ("network.bridges[].name", Base::Maximal, &[("network.bridges[0].name", r#""br0""#), ("network.bonds[0].bridge", r#""br0""#), ("libvirt.networks[0].bridge", r#""br0""#)]),
+    ("network.bridges[].ports[].name", Base::Maximal, &[("network.bridges[0].ports[0].name", r#""eth9""#)]),
+    ("network.bridges[].ports[].tag", Base::Maximal, &[("network.bridges[0].ports[0].tag", "32")]),
+    ("network.bridges[].ports[].vlan_mode", Base::Maximal, &[("network.bridges[0].ports[0].vlan_mode", r#""native-tagged""#)]),
+    ("network.bridges[].ports[].trunks", Base::Maximal, &[("network.bridges[0].ports[0].trunks", "[31, 32, 33]")]),
+    ("network.bridges[].ports[].mtu", Base::Maximal, &[("network.bridges[0].ports[0].mtu", "1500")]),
+    ("network.bridges[].internal[].name", Base::Maximal, &[("network.bridges[0].internal[0].name", r#""mgmt31""#)]),
+    ("network.bridges[].internal[].tag", Base::Maximal, &[("network.bridges[0].internal[0].tag", "32"), ("network.bridges[0].internal[1].tag", "31")]),
+    ("network.bridges[].internal[].address", Base::Maximal, &[("network.bridges[0].internal[0].address", r#""192.168.1.11/24""#)]),
+    ("network.bridges[].internal[].gateway", Base::Maximal, &[("network.bridges[0].internal[0].gateway", r#""192.168.1.254""#)]),
+    ("network.bridges[].internal[].address6", Base::Maximal, &[("network.bridges[0].internal[0].address6", r#""2001:db8:1::11/64""#)]),
+    ("network.bridges[].internal[].gateway6", Base::Maximal, &[("network.bridges[0].internal[0].gateway6", r#""fe80::1""#)]),
+    ("network.bridges[].internal[].dns", Base::Maximal, &[("network.bridges[0].internal[0].dns", r#"["9.9.9.9"]"#)]),
+    ("network.bridges[].internal[].mtu", Base::Maximal, &[("network.bridges[0].internal[0].mtu", "1500")]),
+    ("network.bridges[].internal[].iface_id", Base::Maximal, &[("network.bridges[0].internal[0].iface_id", "false")]),
+    ("network.bonds[].name", Base::Maximal, &[("network.bonds[0].name", r#""bond1""#)]),
+    ("network.bonds[].bridge", Base::Maximal, &[("network.bonds[0].bridge", r#""vmbr1""#)]),
+    ("network.bonds[].interfaces", Base::Maximal, &[("network.bonds[0].interfaces", r#"["eth1", "eth4"]"#)]),
+    ("network.bonds[].mode", Base::Maximal, &[("network.bonds[0].mode", r#""active-backup""#)]),
+    ("network.bonds[].lacp", Base::Maximal, &[("network.bonds[0].lacp", "false")]),
+    ("network.bonds[].tag", Base::Maximal, &[("network.bonds[0].tag", "32")]),
+    ("network.bonds[].vlan_mode", Base::Maximal, &[("network.bonds[0].vlan_mode", r#""native-tagged""#)]),
+    ("network.bonds[].trunks", Base::Maximal, &[("network.bonds[0].trunks", "[31, 32, 33]")]),
+    ("network.bonds[].mtu", Base::Maximal, &[("network.bonds[0].mtu", "1500")]),
+    ("network.interfaces[].name", Base::Maximal, &[("network.interfaces[0].name", r#""eth5""#)]),
+    ("network.interfaces[].mac", Base::Netplan, &[("network.interfaces[0].mac", r#""52:54:00:12:34:56""#)]),
+    ("network.interfaces[].address", Base::Maximal, &[("network.interfaces[0].address", r#""10.0.0.6/24""#)]),
+    ("network.interfaces[].gateway", Base::Maximal, &[("network.bridges[0].internal[0].gateway", REMOVE), ("network.interfaces[0].gateway", r#""10.0.0.1""#)]),
+    ("network.interfaces[].address6", Base::Maximal, &[("network.interfaces[0].address6", r#""2001:db8::6/64""#)]),
+    ("network.interfaces[].gateway6", Base::Maximal, &[("network.interfaces[0].gateway6", r#""2001:db8::fe""#)]),
+    ("network.interfaces[].dns", Base::Maximal, &[("network.interfaces[0].dns", r#"["10.0.0.54"]"#)]),
+    ("network.interfaces[].mtu", Base::Maximal, &[("network.interfaces[0].mtu", "1500")]),
+    ("openvswitch.delete_bridges_on_start", Base::Maximal, &[("openvswitch.delete_bridges_on_start", "false")]),
+    ("libvirt.default_network", Base::Maximal, &[("libvirt.default_network", "true")]),
+    ("libvirt.pools[].name", Base::Maximal, &[("libvirt.pools[0].name", r#""iso-store""#)]),
+    ("libvirt.pools[].path", Base::Maximal, &[("libvirt.pools[0].path", r#""/srv/isos""#)]),
+    ("libvirt.pools[].mode", Base::Maximal, &[("libvirt.pools[0].mode", r#""0750""#)]),
+    ("libvirt.pools[].owner", Base::Maximal, &[("libvirt.pools[0].owner", r#""libvirt-qemu""#)]),
+    ("libvirt.pools[].group", Base::Maximal, &[("libvirt.pools[0].group", r#""kvm""#)]),
+    ("libvirt.pools[].autostart", Base::Maximal, &[("libvirt.pools[0].autostart", "false")]),
+    ("libvirt.networks[].name", Base::Maximal, &[("libvirt.networks[0].name", r#""ovs-net""#)]),
+    (
+        "libvirt.networks[].mode",
+        Base::Maximal,
+        &[("libvirt.networks[1].mode", r#""bridge""#), ("libvirt.networks[1].bridge", r#""vmbr1""#), ("libvirt.networks[1].address", REMOVE), ("libvirt.networks[1].dhcp_range", REMOVE)],
+    ),
+    ("libvirt.networks[].bridge", Base::Maximal, &[("libvirt.networks[0].bridge", r#""vmbr1""#)]),
+    ("libvirt.networks[].virtualport", Base::Maximal, &[("libvirt.networks[0].virtualport", REMOVE)]),
+    ("libvirt.networks[].address", Base::Maximal, &[("libvirt.networks[1].address", r#""192.168.100.2/24""#)]),
+    ("libvirt.networks[].dhcp_range", Base::Maximal, &[("libvirt.networks[1].dhcp_range", r#"["192.168.100.20", "192.168.100.30"]"#)]),
+    ("libvirt.networks[].trunk[].tag", Base::Maximal, &[("libvirt.networks[0].trunk[0].tag", "32"), ("libvirt.networks[0].trunk[1].tag", "31")]),
+    ("libvirt.networks[].trunk[].native", Base::Maximal, &[("libvirt.networks[0].trunk[0].native", r#""tagged""#)]),
+    ("libvirt.networks[].portgroups[].name", Base::Maximal, &[("libvirt.networks[0].portgroups[0].name", r#""VLAN31""#)]),
+    ("libvirt.networks[].portgroups[].tag", Base::Maximal, &[("libvirt.networks[0].portgroups[0].tag", "32")]),
+    ("libvirt.networks[].portgroups[].default", Base::Maximal, &[("libvirt.networks[0].portgroups[0].default", "false")]),
+    ("libvirt.networks[].autostart", Base::Maximal, &[("libvirt.networks[0].autostart", "false")]),
+    ("report.on_success", Base::Maximal, &[("report.on_success", r#""poweroff""#)]),
+    ("report.on_failure", Base::Maximal, &[("report.on_failure", r#""poweroff""#)]),
+];
+
+fn resolve<'a>(root: &'a serde_json::Value, v: &'a serde_json::Value) -> &'a serde_json::Value {
+    match v.get("$ref").and_then(|r| r.as_str()).and_then(|r| r.strip_prefix("#/$defs/")) {
+        Some(name) => &root["$defs"][name],
+        None => v,
+    }
+}
+
+/// The table behind a property (through `$ref`, `anyOf: [X, null]` and
+/// lists), and whether it is a list of tables.
+fn table_behind<'a>(root: &'a serde_json::Value, v: &'a serde_json::Value) -> Option<(&'a serde_json::Value, bool)> {
+    let v = resolve(root, v);
+    if v.get("properties").is_some() {
+        return Some((v, false));
+    }
+    if let Some(items) = v.get("items") {
+        return table_behind(root, items).map(|(t, _)| (t, true));
+    }
+    ["anyOf", "oneOf", "allOf"].iter().filter_map(|k| v.get(*k).and_then(|a| a.as_array())).flatten().find_map(|alt| table_behind(root, alt))
+}
+
+/// Every leaf key of the profile schema (`users[].name`) with its schema.
+fn schema_leaves() -> BTreeMap<String, serde_json::Value> {
+    fn walk(root: &serde_json::Value, table: &serde_json::Value, prefix: &str, out: &mut BTreeMap<String, serde_json::Value>) {
+        for (key, prop) in table["properties"].as_object().into_iter().flatten() {
+            let path = format!("{prefix}{key}");
+            match table_behind(root, prop) {
+                Some((child, list)) => walk(root, child, &format!("{path}{}.", if list { "[]" } else { "" }), out),
+                None => {
+                    out.insert(path, resolve(root, prop).clone());
+                }
+            }
+        }
+    }
+    let root = imgforge::docs::profile_schema();
+    let mut out = BTreeMap::new();
+    walk(&root, &root, "", &mut out);
+    out
+}
+
+fn toml_value(literal: &str) -> toml::Value {
+    let table: toml::Table = toml::from_str(&format!("v = {literal}")).unwrap_or_else(|e| panic!("{literal}: {e}"));
+    table["v"].clone()
+}
+
+/// Sets (or removes) `path` in a TOML document, e.g. `network.bonds[0].mtu`.
+fn set(doc: &mut toml::Table, path: &str, literal: &str) {
+    let mut parts: Vec<&str> = path.split('.').collect();
+    let last = parts.pop().unwrap_or_default();
+    let mut table = doc;
+    for part in parts {
+        let node = match part.split_once('[') {
+            Some((key, index)) => {
+                let i: usize = index.trim_end_matches(']').parse().unwrap();
+                &mut table.get_mut(key).and_then(|v| v.as_array_mut()).unwrap_or_else(|| panic!("{path}: no list {key}"))[i]
+            }
+            None => table.entry(part).or_insert_with(|| toml::Value::Table(toml::Table::new())),
+        };
+        table = node.as_table_mut().unwrap_or_else(|| panic!("{path}: {part} is not a table"));
+    }
+    match last.split_once('[') {
+        Some((key, index)) => {
+            let i: usize = index.trim_end_matches(']').parse().unwrap();
+            let list = table.entry(key).or_insert_with(|| toml::Value::Array(Vec::new())).as_array_mut().unwrap_or_else(|| panic!("{path}: not a list"));
+            if i == list.len() {
+                list.push(toml_value(literal));
+            } else {
+                list[i] = toml_value(literal);
+            }
+        }
+        None if literal == REMOVE => {
+            assert!(table.remove(last).is_some(), "{path}: nothing to remove");
+        }
+        None => {
+            table.insert(last.to_owned(), toml_value(literal));
+        }
+    }
+}
+
+fn base_text(base: Base) -> (toml::Table, &'static [(&'static str, &'static str)]) {
+    match base {
+        Base::Maximal => (toml::from_str(REFERENCE).unwrap(), MAXIMAL),
+        Base::Netplan => (toml::from_str(include_str!("../../profiles/examples/netplan.toml")).unwrap(), MAXIMAL_NETPLAN),
+    }
+}
+
+/// The base profile with `edits` applied, parsed and validated.
+fn profile_with(base: Base, edits: &[(&str, &str)]) -> Result<profile::LoadedProfile, ProfileError> {
+    let (mut doc, additions) = base_text(base);
+    for (path, value) in additions.iter().chain(edits) {
+        set(&mut doc, path, value);
+    }
+    let text = toml::to_string(&doc).unwrap();
+    let path = Path::new("maximal.toml");
+    let parsed = profile::parse(&text, path)?;
+    Ok(profile::LoadedProfile { path: path.to_path_buf(), name: "maximal".into(), profile: parsed })
+}
+
+fn plan_json(base: Base, edits: &[(&str, &str)]) -> Result<String, String> {
+    profile_with(base, edits).map(|p| review_plan(&p).to_json()).map_err(|e| e.to_string())
+}
+
+#[test]
+fn every_schema_key_is_covered_by_exactly_one_list() {
+    let leaves: BTreeSet<String> = schema_leaves().into_keys().collect();
+    let mut listed = BTreeSet::new();
+    let keys = MUTATIONS.iter().map(|m| m.0).chain(SOURCE_KEYS.iter().map(|s| s.0)).chain(NOT_SUPPORTED.iter().map(|n| n.0)).chain(SINGLE_VALUED.iter().copied());
+    for key in keys {
+        assert!(listed.insert(key.to_owned()), "{key} is listed twice");
+    }
+    let unlisted: Vec<_> = leaves.difference(&listed).collect();
+    let unknown: Vec<_> = listed.difference(&leaves).collect();
+    assert!(
+        unlisted.is_empty() && unknown.is_empty(),
+        "schema keys that reach nothing known: {unlisted:?} (add a mutation that changes the plan, or name their consumer); listed keys not in the schema: {unknown:?}"
+    );
+    let source: Vec<&String> = leaves.iter().filter(|k| k.starts_with("source.")).collect();
+    let named: Vec<&str> = SOURCE_KEYS.iter().map(|s| s.0).collect();
+    assert!(source.iter().all(|k| named.contains(&k.as_str())) && source.len() == named.len(), "source keys {source:?} and their consumers {named:?}");
+}
+
+#[test]
+fn every_plan_key_changes_the_compiled_plan() {
+    let mut failures = Vec::new();
+    for base in [Base::Maximal, Base::Netplan] {
+        if let Err(e) = plan_json(base, &[]) {
+            panic!("the base profile is invalid:\n{e}");
+        }
+    }
+    for (key, base, edits) in MUTATIONS {
+        let before = plan_json(*base, &[]).unwrap_or_default();
+        match plan_json(*base, edits) {
+            Err(e) => failures.push(format!("{key}: the changed profile is refused:\n{e}")),
+            Ok(after) if after == before => failures.push(format!("{key}: changing it leaves the plan and every rendered file as they were")),
+            Ok(_) => {}
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn keys_not_supported_yet_are_refused() {
+    for (key, value, message) in NOT_SUPPORTED {
+        let err = profile_with(Base::Maximal, &[(key, value)]).map(|_| ()).expect_err(key);
+        let hit = err.problems().iter().find(|p| p.message.contains(message)).unwrap_or_else(|| panic!("{key}: {err}"));
+        assert!(hit.hint.starts_with("remove") || hit.hint.starts_with("set"), "{key}: {}", hit.hint);
+    }
+}
+
+#[test]
+fn single_valued_keys_have_one_value() {
+    let leaves = schema_leaves();
+    for key in SINGLE_VALUED {
+        let schema = &leaves[*key];
+        let values = schema.get("oneOf").or_else(|| schema.get("enum")).and_then(|v| v.as_array()).map_or(0, Vec::len);
+        assert_eq!(values, 1, "{key} has more than one value now: add a mutation for it");
+    }
 }

@@ -4,6 +4,7 @@
 //! (`file:line:col`). Nothing here executes anything: the profile is turned
 //! into a [`imgforge_plan::Plan`] by [`crate::compile`].
 
+pub mod grammar;
 mod size;
 mod spans;
 pub mod validate;
@@ -75,7 +76,7 @@ pub enum Format {
 #[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Output {
-    /// Media to build.
+    /// Media to build: "usb" (the "pxe" format is not supported yet).
     #[serde(default = "default_formats")]
     pub formats: Vec<Format>,
 }
@@ -189,15 +190,22 @@ pub enum Layout {
     EfiRoot,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Packages {
     /// Packages to install into the target.
     #[serde(default)]
     pub install: Vec<String>,
-    /// Bundle packages that are not on the ISO into the image.
-    #[serde(default)]
+    /// Packages come from the ISO's own pool, with no network at install
+    /// time; `false` (an online install) is not supported yet.
+    #[serde(default = "default_true")]
     pub offline: bool,
+}
+
+impl Default for Packages {
+    fn default() -> Self {
+        Packages { install: Vec::new(), offline: true }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
@@ -457,7 +465,8 @@ pub struct Portgroup {
 #[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Report {
-    /// URL that receives every event as JSON (POST); events always go to the console too.
+    /// URL that would receive every event as JSON (POST): not supported
+    /// yet, events go to the console.
     pub webhook: Option<String>,
     #[serde(default = "default_on_success")]
     pub on_success: Action,
@@ -495,6 +504,8 @@ pub struct LocatedProblem {
 pub enum ProfileError {
     #[error("reading profile {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
+    #[error("{}: the profile name {name:?} (the file name without .toml) is not usable: {why}\n  fix: rename the file to 1 to 64 letters, digits, '_', '.' and '-', starting with a letter or digit, e.g. hypervisor.toml", path.display())]
+    Name { path: PathBuf, name: String, why: String },
     #[error("{}", format_problems(path, problems))]
     Invalid { path: PathBuf, problems: Vec<LocatedProblem> },
 }
@@ -515,7 +526,7 @@ impl ProfileError {
     pub fn problems(&self) -> &[LocatedProblem] {
         match self {
             ProfileError::Invalid { problems, .. } => problems,
-            ProfileError::Read { .. } => &[],
+            ProfileError::Read { .. } | ProfileError::Name { .. } => &[],
         }
     }
 }
@@ -524,7 +535,9 @@ impl ProfileError {
 #[derive(Debug, Clone)]
 pub struct LoadedProfile {
     pub path: PathBuf,
-    /// File stem, used to name the outputs (`hypervisor.toml` -> `hypervisor`).
+    /// File stem, used to name the outputs (`hypervisor.toml` -> `hypervisor`);
+    /// it also appears in the installer's grub.cfg and events, so
+    /// [`load`] accepts only [`grammar::profile_name`].
     pub name: String,
     pub profile: Profile,
 }
@@ -542,13 +555,11 @@ impl LoadedProfile {
 }
 
 pub fn load(path: &Path) -> Result<LoadedProfile, ProfileError> {
+    let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    grammar::profile_name(&name).map_err(|why| ProfileError::Name { path: path.to_path_buf(), name: name.clone(), why })?;
     let text = std::fs::read_to_string(path)
         .map_err(|source| ProfileError::Read { path: path.to_path_buf(), source })?;
     let profile = parse(&text, path)?;
-    let name = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "profile".into());
     Ok(LoadedProfile { path: path.to_path_buf(), name, profile })
 }
 

@@ -7,7 +7,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::{Ipv4Net, Ipv6Net};
 
-use super::{IpConfig, NetworkMode, Profile, Renderer, VlanMode};
+use super::grammar::{self, is_unix_name};
+use super::{Format, IpConfig, NetworkMode, Profile, Renderer, VlanMode};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -45,14 +46,48 @@ pub fn validate(p: &Profile) -> Vec<Problem> {
     system(p, &mut v);
     users(p, &mut v);
     disk(p, &mut v);
+    packages(p, &mut v);
     network(p, &mut v);
     libvirt(p, &mut v);
-    if let Some(url) = &p.report.webhook {
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            v.add("report.webhook", format!("{url:?} is not an http:// or https:// URL"), "write the full URL, e.g. \"http://deploy.example:8080/events\"");
+    not_supported_yet(p, &mut v);
+    v.0
+}
+
+/// Settings the schema knows but nothing implements yet: refused, so that
+/// no profile relies on a key that does nothing.
+fn not_supported_yet(p: &Profile, v: &mut Problems) {
+    if p.report.webhook.is_some() {
+        v.add("report.webhook", "report.webhook is not supported yet: nothing sends events over the network", "remove report.webhook; events go to the console");
+    }
+    if !p.packages.offline {
+        v.add("packages.offline", "packages.offline = false is not supported yet: there is no online install", "set packages.offline = true (packages come from the ISO's pool)");
+    }
+    if let Some(i) = p.output.formats.iter().position(|f| *f == Format::Pxe) {
+        v.add(format!("output.formats[{i}]"), "the \"pxe\" format is not supported yet: only the USB image is built", "remove \"pxe\" from output.formats");
+    }
+    if !p.output.formats.contains(&Format::Usb) {
+        v.add("output.formats", "output.formats does not list \"usb\", the medium that is built", "set formats = [\"usb\"]");
+    }
+}
+
+/// A path or URL that is opened or fetched as given: one word on one line.
+fn check_location(v: &mut Problems, path: &str, value: &str) {
+    if let Err(why) = grammar::one_word(value) {
+        v.add(path, format!("{value:?} is not one path or URL: {why}"), "write the path or URL without spaces or line breaks (percent-encode spaces in URLs as %20)");
+    }
+}
+
+fn packages(p: &Profile, v: &mut Problems) {
+    for (i, name) in p.packages.install.iter().enumerate() {
+        if let Err(why) = grammar::package_name(name) {
+            v.add(
+                format!("packages.install[{i}]"),
+                format!("{name:?} is not a Debian package name: {why}"),
+                "write the bare package name of lower-case letters, digits, '+', '-' and '.', e.g. \"openssh-server\" (no options, files, versions or releases)",
+            );
         }
     }
-    v.0
+    v.unique("package", p.packages.install.iter().enumerate().map(|(i, n)| (format!("packages.install[{i}]"), n.as_str())));
 }
 
 fn is_http_url(s: &str) -> bool {
@@ -75,8 +110,13 @@ fn source(p: &Profile, v: &mut Problems) {
             v.add("source.release", format!("{r:?} is not an Ubuntu release number"), "write YY.MM or a point release YY.MM.N, e.g. \"24.04\" or \"22.04.5\"");
         }
     }
+    for (key, value) in [("iso", &s.iso), ("sha256sums", &s.sha256sums), ("signature", &s.signature), ("keyring", &s.keyring)] {
+        if let Some(value) = value {
+            check_location(v, &format!("source.{key}"), value);
+        }
+    }
     for (i, m) in s.mirrors.iter().enumerate() {
-        if !is_http_url(m) {
+        if !is_http_url(m) || grammar::one_word(m).is_err() {
             v.add(format!("source.mirrors[{i}]"), format!("{m:?} is not an http:// or https:// URL"), "write the base URL that holds <release>/SHA256SUMS, e.g. \"https://mirror.example/ubuntu-releases/\"");
         }
     }
@@ -90,29 +130,33 @@ fn source(p: &Profile, v: &mut Problems) {
     }
 }
 
-fn is_hostname(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.split('.').all(|l| {
-            !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-') && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        })
-}
-
-fn is_unix_name(s: &str) -> bool {
-    let mut chars = s.chars();
-    s.len() <= 32
-        && chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
-}
-
 fn system(p: &Profile, v: &mut Problems) {
-    if !is_hostname(&p.system.hostname) {
-        v.add("system.hostname", format!("{:?} is not a valid host name", p.system.hostname), "use letters, digits and '-' (labels of at most 63 characters), e.g. \"hv01\"");
+    let s = &p.system;
+    if let Err(why) = grammar::hostname(&s.hostname) {
+        v.add(
+            "system.hostname",
+            format!("{:?} is not a valid host name: {why}", s.hostname),
+            "use letters, digits and '-' in dot-separated labels of at most 63 characters, 64 in all, e.g. \"hv01\"",
+        );
     }
-    for (i, arg) in p.system.kernel_args.iter().enumerate() {
-        if arg.is_empty() || arg.contains(char::is_whitespace) {
-            v.add(format!("system.kernel_args[{i}]"), format!("{arg:?} is not one kernel argument"), "write one argument per list item, without spaces");
+    if let Err(why) = grammar::timezone(&s.timezone) {
+        v.add("system.timezone", format!("{:?} is not a time zone name: {why}", s.timezone), "write a tz database name such as \"UTC\" or \"Europe/Berlin\"");
+    }
+    if let Err(why) = grammar::locale(&s.locale) {
+        v.add("system.locale", format!("{:?} is not a locale name: {why}", s.locale), "write a locale such as \"C.UTF-8\" or \"en_US.UTF-8\"");
+    }
+    for (i, arg) in s.kernel_args.iter().enumerate() {
+        if let Err(why) = grammar::kernel_arg(arg) {
+            v.add(
+                format!("system.kernel_args[{i}]"),
+                format!("{arg:?} is not a kernel argument grub passes on unchanged: {why}"),
+                "write one argument per list item from letters, digits and . _ , : = / + @ % - (no quotes, spaces, ';', '#', '$' or '\\')",
+            );
         }
+    }
+    let total: usize = s.kernel_args.iter().map(|a| a.len() + 1).sum();
+    if total > grammar::KERNEL_ARGS_MAX {
+        v.add("system.kernel_args", format!("the kernel arguments take {total} bytes, more than {}", grammar::KERNEL_ARGS_MAX), "shorten the list; the kernel's command line holds 2048 bytes in all");
     }
 }
 
@@ -121,6 +165,8 @@ fn users(p: &Profile, v: &mut Problems) {
     for (i, u) in p.users.iter().enumerate() {
         if !is_unix_name(&u.name) {
             v.add(format!("users[{i}].name"), format!("{:?} is not a valid user name", u.name), "start with a lower-case letter; use lower-case letters, digits, '_' and '-'");
+        } else if let Some(why) = grammar::system_account(&u.name) {
+            v.add(format!("users[{i}].name"), format!("{:?} is reserved: {why}", u.name), "choose a personal login name, e.g. \"avatar\"");
         }
         for (j, g) in u.groups.iter().enumerate() {
             if !is_unix_name(g) {
@@ -129,18 +175,23 @@ fn users(p: &Profile, v: &mut Problems) {
         }
         for (j, key) in u.ssh_authorized_keys.iter().enumerate() {
             if let Err(why) = check_ssh_key(key) {
-                v.add(format!("users[{i}].ssh_authorized_keys[{j}]"), format!("not an OpenSSH public key: {why}"), "paste the whole line of the .pub file, e.g. \"ssh-ed25519 AAAA… user@host\"");
+                v.add(
+                    format!("users[{i}].ssh_authorized_keys[{j}]"),
+                    format!("not an OpenSSH public key: {why}"),
+                    "paste one line of a .pub file, e.g. \"ssh-ed25519 AAAA… user@host\"; authorized_keys options (command=, from=, …) are not supported",
+                );
             }
         }
         if let Some(h) = &u.password_hash {
-            if !h.starts_with('$') || h.contains(char::is_whitespace) {
-                v.add(format!("users[{i}].password_hash"), "not a crypt(3) hash", "generate one with `mkpasswd -m yescrypt` (or leave it out for ssh-only access)");
+            if let Err(why) = grammar::password_hash(h) {
+                v.add(format!("users[{i}].password_hash"), format!("not a crypt(3) hash: {why}"), "generate one with `mkpasswd -m yescrypt` (or leave it out for ssh-only access)");
             }
         }
     }
 }
 
-const SSH_KEY_TYPES: [&str; 8] = [
+/// Key types current OpenSSH accepts (DSA keys were removed in 9.8).
+const SSH_KEY_TYPES: [&str; 7] = [
     "ssh-ed25519",
     "ssh-rsa",
     "ecdsa-sha2-nistp256",
@@ -148,15 +199,21 @@ const SSH_KEY_TYPES: [&str; 8] = [
     "ecdsa-sha2-nistp521",
     "sk-ssh-ed25519@openssh.com",
     "sk-ecdsa-sha2-nistp256@openssh.com",
-    "ssh-dss",
 ];
 
-/// An authorized_keys line: type, base64 blob whose first field repeats the type, optional comment.
+/// One authorized_keys line without options: type, base64 blob whose first
+/// field repeats the type, optional printable comment.
 pub fn check_ssh_key(line: &str) -> Result<(), String> {
-    let mut words = line.split_whitespace();
+    if let Some(c) = line.chars().find(|&c| c.is_control()) {
+        return Err(format!("it contains {}; give each key its own list item", grammar::describe(c)));
+    }
+    if let Some(c) = line.chars().find(|&c| c.is_whitespace() && c != ' ') {
+        return Err(format!("it contains {}", grammar::describe(c)));
+    }
+    let mut words = line.split(' ').filter(|w| !w.is_empty());
     let kind = words.next().ok_or("the line is empty")?;
     if !SSH_KEY_TYPES.contains(&kind) {
-        return Err(format!("unknown key type {kind:?}"));
+        return Err(format!("the first word {kind:?} is not a key type ({})", SSH_KEY_TYPES.join(", ")));
     }
     let blob = words.next().ok_or("no key data after the type")?;
     let bytes = base64_decode(blob).ok_or("the key data is not base64")?;
@@ -193,6 +250,11 @@ fn disk(p: &Profile, v: &mut Problems) {
     if let (Some(min), Some(max)) = (r.min_size, r.max_size) {
         if min > max {
             v.add("disk.match.max_size", "max_size is smaller than min_size, so no disk can match", "swap the values or remove one of them");
+        }
+    }
+    for (key, glob) in [("model", &r.model), ("serial", &r.serial), ("by_path", &r.by_path)] {
+        if let Some(why) = glob.as_deref().and_then(|g| grammar::printable_line(g, 128).err()) {
+            v.add(format!("disk.match.{key}"), format!("not a usable glob: {why}"), "write a printable pattern of at most 128 characters, e.g. \"Samsung SSD*\"");
         }
     }
 }
@@ -266,9 +328,7 @@ fn network(p: &Profile, v: &mut Problems) {
         names.push((format!("network.interfaces[{i}].name"), nic.name.as_str()));
     }
     for (path, name) in &names {
-        if name.is_empty() || name.len() > 15 || name.contains(|c: char| c.is_whitespace() || c == '/' || c == ':') {
-            v.add(path.clone(), format!("{name:?} is not a valid interface name"), "interface names are 1 to 15 characters without spaces, '/' or ':'");
-        }
+        check_interface_name(v, path, name);
     }
     v.unique("interface", names.iter().map(|(p, n)| (p.clone(), *n)));
 
@@ -356,6 +416,12 @@ fn network(p: &Profile, v: &mut Problems) {
     }
 }
 
+fn check_interface_name(v: &mut Problems, path: &str, name: &str) {
+    if let Err(why) = grammar::interface_name(name) {
+        v.add(path, format!("{name:?} is not a valid interface name: {why}"), "use 1 to 15 letters, digits, '_', '.' and '-', starting with a letter or digit, e.g. \"eth0\"");
+    }
+}
+
 pub fn is_mac(s: &str) -> bool {
     let parts: Vec<&str> = s.split(':').collect();
     parts.len() == 6 && parts.iter().all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
@@ -395,6 +461,10 @@ fn ip(v: &mut Problems, path: &str, c: &IpConfig, gateways: &mut Vec<String>) {
         },
     };
     if let Some(g) = &c.gateway6 {
+        if c.address6.is_none() {
+            // interfaces(5) has no inet6 stanza to carry it: it would be dropped.
+            v.add(format!("{path}.gateway6"), "an IPv6 gateway without address6", "add address6 (an address in CIDR form, \"dhcp\" or \"auto\") or remove gateway6");
+        }
         match g.parse::<Ipv6Addr>() {
             Err(_) => v.add(format!("{path}.gateway6"), format!("{g:?} is not an IPv6 address"), "write a plain address, e.g. \"2001:db8::1\""),
             Ok(gw) => {
@@ -422,14 +492,29 @@ fn is_octal_mode(s: &str) -> bool {
     (3..=4).contains(&s.len()) && s.chars().all(|c| ('0'..='7').contains(&c))
 }
 
+fn check_libvirt_name(v: &mut Problems, path: &str, what: &str, name: &str) {
+    if let Err(why) = grammar::libvirt_name(name) {
+        v.add(
+            path,
+            format!("{name:?} is not a usable libvirt {what} name: {why}"),
+            "use 1 to 64 letters, digits, '_', '.', '+' and '-', starting with a letter or digit, e.g. \"vm-images\"",
+        );
+    }
+}
+
 fn libvirt(p: &Profile, v: &mut Problems) {
     let l = &p.libvirt;
     v.unique("pool", l.pools.iter().enumerate().map(|(i, x)| (format!("libvirt.pools[{i}].name"), x.name.as_str())));
     v.unique("network", l.networks.iter().enumerate().map(|(i, x)| (format!("libvirt.networks[{i}].name"), x.name.as_str())));
     for (i, pool) in l.pools.iter().enumerate() {
         let path = format!("libvirt.pools[{i}]");
-        if !pool.path.starts_with('/') {
-            v.add(format!("{path}.path"), format!("{:?} is not an absolute path", pool.path), "write the full path, e.g. \"/var/lib/libvirt/images\"");
+        check_libvirt_name(v, &format!("{path}.name"), "pool", &pool.name);
+        if let Err(why) = grammar::pool_path(&pool.path) {
+            v.add(
+                format!("{path}.path"),
+                format!("{:?} is not a usable pool directory: {why}", pool.path),
+                "write a normalised absolute path of a directory of its own, e.g. \"/var/lib/libvirt/images\" or \"/home/avatar/isos\"",
+            );
         }
         for (j, other) in l.pools.iter().enumerate().take(i) {
             let (a, b) = (pool.path.trim_end_matches('/'), other.path.trim_end_matches('/'));
@@ -448,6 +533,11 @@ fn libvirt(p: &Profile, v: &mut Problems) {
     }
     for (i, net) in l.networks.iter().enumerate() {
         let path = format!("libvirt.networks[{i}]");
+        check_libvirt_name(v, &format!("{path}.name"), "network", &net.name);
+        check_interface_name(v, &format!("{path}.bridge"), &net.bridge);
+        for (j, g) in net.portgroups.iter().enumerate() {
+            check_libvirt_name(v, &format!("{path}.portgroups[{j}].name"), "portgroup", &g.name);
+        }
         match net.mode {
             NetworkMode::Bridge => {
                 let ovs_bridge = p.network.bridges.iter().find(|b| b.name == net.bridge);

@@ -7,9 +7,22 @@ use std::fmt::Write;
 
 use crate::profile::{IpConfig, Profile};
 
-/// YAML double-quoted scalar.
+/// YAML double-quoted scalar. Every profile value is written this way, so
+/// none can be read as another type, a flow collection or a comment; the
+/// escapes keep even characters validation refuses from ending the scalar.
 fn q(s: &str) -> String {
-    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' || c == '\u{feff}' => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 fn list(items: impl IntoIterator<Item = String>) -> String {
@@ -74,9 +87,9 @@ pub fn netplan(p: &Profile) -> String {
     if !nics.is_empty() {
         out.push_str("  ethernets:\n");
         for (name, mac, ip) in nics {
-            let _ = writeln!(out, "    {name}:");
+            let _ = writeln!(out, "    {}:", q(name));
             if let Some(mac) = mac {
-                let _ = writeln!(out, "      match: {{macaddress: {}}}\n      set-name: {name}", q(mac));
+                let _ = writeln!(out, "      match: {{macaddress: {}}}\n      set-name: {}", q(mac), q(name));
             }
             match ip {
                 Some(ip) => ip_lines(&mut out, "      ", &ip),
@@ -87,8 +100,8 @@ pub fn netplan(p: &Profile) -> String {
     if !n.bonds.is_empty() {
         out.push_str("  bonds:\n");
         for bond in &n.bonds {
-            let _ = writeln!(out, "    {}:\n      interfaces: {}", bond.name, list(bond.interfaces.iter().map(|i| i.to_string())));
-            let _ = writeln!(out, "      parameters: {{mode: {}}}", bond.mode);
+            let _ = writeln!(out, "    {}:\n      interfaces: {}", q(&bond.name), list(bond.interfaces.iter().map(|i| q(i))));
+            let _ = writeln!(out, "      parameters: {{mode: {}}}", q(&bond.mode));
             if bond.lacp {
                 out.push_str("      openvswitch: {lacp: active}\n");
             }
@@ -97,21 +110,45 @@ pub fn netplan(p: &Profile) -> String {
     if !n.bridges.is_empty() {
         out.push_str("  bridges:\n");
         for br in &n.bridges {
-            let ifaces = br.ports.iter().map(|x| x.name.clone()).chain(n.bonds.iter().filter(|b| b.bridge == br.name).map(|b| b.name.clone()));
-            let _ = writeln!(out, "    {}:\n      interfaces: {}\n      openvswitch: {{}}", br.name, list(ifaces));
+            let ifaces = br.ports.iter().map(|x| q(&x.name)).chain(n.bonds.iter().filter(|b| b.bridge == br.name).map(|b| q(&b.name)));
+            let _ = writeln!(out, "    {}:\n      interfaces: {}\n      openvswitch: {{}}", q(&br.name), list(ifaces));
         }
     }
     let vlans: Vec<_> = n.bridges.iter().flat_map(|br| br.internal.iter().map(move |i| (br, i))).collect();
     if !vlans.is_empty() {
         out.push_str("  vlans:\n");
         for (br, port) in vlans {
-            let _ = writeln!(out, "    {}:", port.name);
+            let _ = writeln!(out, "    {}:", q(&port.name));
             if let Some(t) = port.tag {
                 let _ = writeln!(out, "      id: {t}");
             }
-            let _ = writeln!(out, "      link: {}", br.name);
+            let _ = writeln!(out, "      link: {}", q(&br.name));
             ip_lines(&mut out, "      ", &port.ip());
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scalars_are_double_quoted_with_escapes() {
+        assert_eq!(q("vlan31"), "\"vlan31\"");
+        assert_eq!(q("\"vlan31\""), "\"\\\"vlan31\\\"\"");
+        assert_eq!(q("eth0\\"), "\"eth0\\\\\"");
+        assert_eq!(q("a\nb: c"), "\"a\\u000ab: c\"");
+    }
+
+    #[test]
+    fn every_profile_value_in_the_output_is_quoted() {
+        let path = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../profiles/examples/netplan.toml"));
+        let p = crate::profile::load(path).unwrap().profile;
+        let out = netplan(&p);
+        for name in ["eth0", "vmbr0", "vlan31", "vlan32", "192.168.1.10/24", "192.168.1.1", "208.67.222.222"] {
+            assert!(out.contains(&format!("\"{name}\"")), "{name} is not quoted:\n{out}");
+            assert!(!out.contains(&format!(" {name}")), "{name} appears unquoted:\n{out}");
+        }
+    }
 }

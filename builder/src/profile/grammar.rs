@@ -1,0 +1,668 @@
+//! The grammar of each consumer a profile value reaches: a file name, a
+//! path, a command line or a configuration file. Each check accepts only
+//! what its consumer reads unambiguously, so that no value can be taken
+//! for an option, a second line, a comment or another file; the reason a
+//! value is refused is returned for the error message.
+
+/// Characters that no text-file consumer takes literally: C0/C1 controls
+/// (newlines among them) and any whitespace other than a plain space.
+fn is_unsafe_char(c: char) -> bool {
+    c.is_control() || (c.is_whitespace() && c != ' ')
+}
+
+/// A value that must be one word on one line: no control characters and
+/// no whitespace at all.
+pub fn one_word(s: &str) -> Result<(), String> {
+    match s.chars().find(|&c| c.is_control() || c.is_whitespace()) {
+        Some(c) => Err(format!("it contains {}", describe(c))),
+        None => Ok(()),
+    }
+}
+
+/// A printable single line of at most `max` characters (spaces allowed).
+pub fn printable_line(s: &str, max: usize) -> Result<(), String> {
+    if let Some(c) = s.chars().find(|&c| is_unsafe_char(c)) {
+        return Err(format!("it contains {}", describe(c)));
+    }
+    if s.chars().count() > max {
+        return Err(format!("it is longer than {max} characters"));
+    }
+    Ok(())
+}
+
+/// How a refused character is named in a message.
+pub fn describe(c: char) -> String {
+    match c {
+        '\n' => "a line break".into(),
+        '\r' => "a carriage return".into(),
+        '\t' => "a tab".into(),
+        '\0' => "a NUL character".into(),
+        ' ' => "a space".into(),
+        c if c.is_control() || c.is_whitespace() => {
+            format!("the control or space character U+{:04X}", c as u32)
+        }
+        c => format!("{c:?}"),
+    }
+}
+
+fn first_bad(s: &str, ok: impl Fn(char) -> bool) -> Option<char> {
+    s.chars().find(|&c| !ok(c))
+}
+
+/// libvirt pool, network and portgroup names: they become file names
+/// (`/etc/libvirt/storage/<name>.xml`) and XML text.
+/// `[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}`, without `..`.
+pub fn libvirt_name(s: &str) -> Result<(), String> {
+    if s.is_empty() || s.len() > 64 {
+        return Err("it must be 1 to 64 characters long".into());
+    }
+    if !s.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return Err("it must start with a letter or digit".into());
+    }
+    if let Some(c) = first_bad(s, |c| c.is_ascii_alphanumeric() || "_.+-".contains(c)) {
+        return Err(format!("{} is not allowed", describe(c)));
+    }
+    if s.contains("..") {
+        return Err("it contains \"..\"".into());
+    }
+    Ok(())
+}
+
+/// Directories a pool may never be: the installer creates the pool
+/// directory and sets its mode and owner, which would change these.
+const SYSTEM_DIRS: &[&str] = &[
+    "/",
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/home",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/lost+found",
+    "/media",
+    "/mnt",
+    "/opt",
+    "/proc",
+    "/root",
+    "/run",
+    "/sbin",
+    "/snap",
+    "/srv",
+    "/sys",
+    "/tmp",
+    "/usr",
+    "/var",
+    "/var/lib",
+    "/var/lib/apt",
+    "/var/lib/dpkg",
+    "/var/lib/libvirt",
+    "/var/tmp",
+];
+
+/// Trees no pool may live in: the running system's own trees, the package
+/// manager's state, and directories emptied at boot.
+const SYSTEM_TREES: &[&str] = &[
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/proc",
+    "/run",
+    "/sbin",
+    "/sys",
+    "/tmp",
+    "/usr",
+    "/var/lib/apt",
+    "/var/lib/dpkg",
+    "/var/tmp",
+];
+
+/// A pool directory: absolute, normalised, not a system directory.
+pub fn pool_path(s: &str) -> Result<(), String> {
+    if !s.starts_with('/') {
+        return Err("it is not an absolute path".into());
+    }
+    one_word(s)?;
+    if s.len() > 1024 {
+        return Err("it is longer than 1024 characters".into());
+    }
+    if s.len() > 1 && s.ends_with('/') {
+        return Err("it ends with '/'".into());
+    }
+    for part in s[1..].split('/') {
+        match part {
+            "" if s != "/" => return Err("it contains \"//\"".into()),
+            "." | ".." => return Err(format!("it contains a {part:?} component")),
+            p if p.len() > 255 => return Err("a component is longer than 255 bytes".into()),
+            _ => {}
+        }
+    }
+    if SYSTEM_DIRS.contains(&s) {
+        return Err(format!("{s} is a system directory"));
+    }
+    if let Some(tree) = SYSTEM_TREES
+        .iter()
+        .find(|t| s.starts_with(&format!("{t}/")))
+    {
+        return Err(format!("it is inside the system directory {tree}"));
+    }
+    Ok(())
+}
+
+/// Debian policy 5.6.1: `[a-z0-9][a-z0-9+.-]+`. Anything else would be an
+/// apt option, a local file, a version or a release pin.
+pub fn package_name(s: &str) -> Result<(), String> {
+    if s.len() < 2 {
+        return Err("package names are at least two characters".into());
+    }
+    if !s.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit()) {
+        return Err("it must start with a lower-case letter or digit".into());
+    }
+    if let Some(c) = first_bad(s, |c| {
+        c.is_ascii_lowercase() || c.is_ascii_digit() || "+.-".contains(c)
+    }) {
+        return Err(format!("{} is not allowed", describe(c)));
+    }
+    Ok(())
+}
+
+/// The kernel command line is limited to 2048 bytes on x86; leave room for
+/// what grub adds (BOOT_IMAGE, root=, ro).
+pub const KERNEL_ARGS_MAX: usize = 1024;
+
+/// One kernel argument as grub.cfg carries it: characters that neither
+/// grub's script grammar (quotes, `;`, `#`, `$`, `\`, braces, whitespace)
+/// nor the kernel's parameter parser (quotes) treat specially.
+pub fn kernel_arg(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("it is empty".into());
+    }
+    if s.chars().all(|c| c == '-') {
+        return Err(format!(
+            "{s:?} separates the installer's arguments from the system's"
+        ));
+    }
+    if let Some(c) = first_bad(s, |c| c.is_ascii_alphanumeric() || "._,:=/+@%-".contains(c)) {
+        return Err(format!("{} is not allowed", describe(c)));
+    }
+    Ok(())
+}
+
+/// Interface names: the kernel's `dev_valid_name` (1 to 15 bytes, not `.`
+/// or `..`, no `/`, `:` or whitespace), narrowed to what interfaces(5) and
+/// netplan read as one plain word.
+pub fn interface_name(s: &str) -> Result<(), String> {
+    if s.is_empty() || s.len() > 15 {
+        return Err("it must be 1 to 15 characters long".into());
+    }
+    if !s.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return Err("it must start with a letter or digit".into());
+    }
+    if let Some(c) = first_bad(s, |c| c.is_ascii_alphanumeric() || "_.-".contains(c)) {
+        return Err(format!("{} is not allowed", describe(c)));
+    }
+    Ok(())
+}
+
+/// RFC 1123 host names, as /etc/hostname and the kernel hold them.
+pub fn hostname(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("it is empty".into());
+    }
+    // The kernel's nodename (HOST_NAME_MAX) and systemd's hostname_is_valid.
+    if s.len() > 64 {
+        return Err("it is longer than 64 characters".into());
+    }
+    let labels: Vec<&str> = s.split('.').collect();
+    for l in &labels {
+        if l.is_empty() {
+            return Err("it has an empty label".into());
+        }
+        if l.len() > 63 {
+            return Err(format!("the label {l:?} is longer than 63 characters"));
+        }
+        if let Some(c) = first_bad(l, |c| c.is_ascii_alphanumeric() || c == '-') {
+            return Err(format!("{} is not allowed", describe(c)));
+        }
+        if l.starts_with('-') || l.ends_with('-') {
+            return Err(format!("the label {l:?} starts or ends with '-'"));
+        }
+    }
+    if labels
+        .last()
+        .is_some_and(|l| l.chars().all(|c| c.is_ascii_digit()))
+    {
+        return Err("its last label is all digits, like an IP address".into());
+    }
+    Ok(())
+}
+
+/// User and group names: what useradd accepts by default, without the
+/// characters (`,` `:`) that group lists and passwd lines use as separators.
+pub fn is_unix_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    s.len() <= 32
+        && chars
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+}
+
+/// Accounts that Debian's base-passwd and the packages of an Ubuntu server
+/// or a KVM host create themselves.
+const SYSTEM_ACCOUNTS: &[&str] = &[
+    "root",
+    "daemon",
+    "bin",
+    "sys",
+    "sync",
+    "games",
+    "man",
+    "lp",
+    "mail",
+    "news",
+    "uucp",
+    "proxy",
+    "www-data",
+    "backup",
+    "list",
+    "irc",
+    "gnats",
+    "nobody",
+    "messagebus",
+    "sshd",
+    "syslog",
+    "uuidd",
+    "tcpdump",
+    "landscape",
+    "pollinate",
+    "polkitd",
+    "tss",
+    "usbmux",
+    "dnsmasq",
+    "libvirt-qemu",
+    "libvirt-dnsmasq",
+    "lxd",
+    "fwupd-refresh",
+    "dhcpcd",
+    "ubuntu",
+];
+
+/// Why a user name is reserved for the system, if it is.
+pub fn system_account(s: &str) -> Option<&'static str> {
+    if SYSTEM_ACCOUNTS.contains(&s) {
+        Some("it is a system account of the installed system")
+    } else if s.starts_with("systemd-") {
+        Some("systemd-* names are systemd's own accounts")
+    } else if s.starts_with('_') {
+        Some("names starting with '_' are Debian's system accounts")
+    } else {
+        None
+    }
+}
+
+/// A crypt(3) hash as /etc/shadow holds it: `$id$[params$]salt$hash`.
+pub fn password_hash(s: &str) -> Result<(), String> {
+    if let Some(c) = first_bad(s, |c| c.is_ascii_alphanumeric() || "./$=,+-".contains(c)) {
+        return Err(format!("it contains {}", describe(c)));
+    }
+    if s.len() > 512 {
+        return Err("it is longer than 512 characters".into());
+    }
+    let Some(rest) = s.strip_prefix('$') else {
+        return Err("it does not start with $<id>$".into());
+    };
+    let fields: Vec<&str> = rest.split('$').collect();
+    if !(3..=5).contains(&fields.len()) || fields.iter().any(|f| f.is_empty()) {
+        return Err("it is not of the form $<id>$[<params>$]<salt>$<hash>".into());
+    }
+    if !fields[0].chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(format!("{:?} is not a hash method id", fields[0]));
+    }
+    Ok(())
+}
+
+/// A tz database name: `Area/Location` components of `[A-Za-z0-9_+-]`, as
+/// a path below /usr/share/zoneinfo.
+pub fn timezone(s: &str) -> Result<(), String> {
+    if s.is_empty() || s.len() > 64 {
+        return Err("it must be 1 to 64 characters long".into());
+    }
+    for part in s.split('/') {
+        if part.is_empty() {
+            return Err("it has an empty component (a leading, trailing or double '/')".into());
+        }
+        if !part.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+            return Err(format!(
+                "the component {part:?} does not start with a letter or digit"
+            ));
+        }
+        if let Some(c) = first_bad(part, |c| c.is_ascii_alphanumeric() || "_+-".contains(c)) {
+            return Err(format!("{} is not allowed", describe(c)));
+        }
+    }
+    Ok(())
+}
+
+/// A locale name as locale-gen and LANG take it: `C`, `C.UTF-8`, `POSIX`
+/// or `language_TERRITORY[.codeset][@modifier]`.
+pub fn locale(s: &str) -> Result<(), String> {
+    if ["C", "C.UTF-8", "C.utf8", "POSIX"].contains(&s) {
+        return Ok(());
+    }
+    if s.len() > 64 {
+        return Err("it is longer than 64 characters".into());
+    }
+    let (rest, modifier) = match s.split_once('@') {
+        Some((r, m)) => (r, Some(m)),
+        None => (s, None),
+    };
+    let (name, codeset) = match rest.split_once('.') {
+        Some((n, c)) => (n, Some(c)),
+        None => (rest, None),
+    };
+    let word = |w: &str, extra: &str| {
+        !w.is_empty()
+            && w.chars()
+                .all(|c| c.is_ascii_alphanumeric() || extra.contains(c))
+    };
+    if !word(name, "_")
+        || !codeset.is_none_or(|c| word(c, "-"))
+        || !modifier.is_none_or(|m| word(m, ""))
+    {
+        return Err("it is not of the form language_TERRITORY[.codeset][@modifier]".into());
+    }
+    Ok(())
+}
+
+/// The profile's name (its file stem): it names output files and appears
+/// in the installer's grub.cfg and in events.
+pub fn profile_name(s: &str) -> Result<(), String> {
+    if s.is_empty() || s.len() > 64 {
+        return Err("it must be 1 to 64 characters long".into());
+    }
+    if !s.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return Err("it must start with a letter or digit".into());
+    }
+    if let Some(c) = first_bad(s, |c| c.is_ascii_alphanumeric() || "_.-".contains(c)) {
+        return Err(format!("{} is not allowed", describe(c)));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libvirt_names() {
+        for ok in ["isos", "vm-images", "libvirt-vmbr0", "V31", "a.b+c_d"] {
+            assert_eq!(libvirt_name(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "../../x/victim/config",
+            "a/b",
+            "-x",
+            ".hidden",
+            "a..b",
+            "a b",
+            "a<b",
+            &"a".repeat(65),
+        ] {
+            assert!(libvirt_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn pool_paths() {
+        for ok in [
+            "/home/avatar/isos",
+            "/var/lib/libvirt/images",
+            "/srv/vm",
+            "/data",
+        ] {
+            assert_eq!(pool_path(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "relative",
+            "/",
+            "/etc",
+            "/home",
+            "/root",
+            "/var/lib/dpkg",
+            "/usr/local/x",
+            "/etc/libvirt",
+            "/proc/1",
+            "/lib64/x",
+            "/../../x/victim",
+            "/a/./b",
+            "/a//b",
+            "/a/",
+            "/a b",
+            "/a\nb",
+            "/var/lib/dpkg/info",
+        ] {
+            assert!(pool_path(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn package_names() {
+        for ok in [
+            "openssh-server",
+            "libvirt-daemon-system",
+            "g++",
+            "libstdc++6",
+            "0ad",
+            "xz-utils",
+        ] {
+            assert_eq!(package_name(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "-oDPkg::Pre-Invoke::=touch /tmp/p",
+            "./local.deb",
+            "vim=2:9.0",
+            "vim/noble",
+            "Vim",
+            "a",
+            "",
+            "x y",
+        ] {
+            assert!(package_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn kernel_args() {
+        for ok in [
+            "quiet",
+            "net.ifnames=0",
+            "console=ttyS0,115200n8",
+            "root=/dev/vda1",
+            "rd.luks.uuid=a-b",
+            "x=a@b%c+d:e",
+        ] {
+            assert_eq!(kernel_arg(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "quiet;reboot",
+            "#x",
+            "a\"b",
+            "a'b",
+            "$x",
+            "a\\b",
+            "`x`",
+            "{x}",
+            "a b",
+            "a\tb",
+            "--",
+            "---",
+        ] {
+            assert!(kernel_arg(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn interface_names() {
+        for ok in ["eth0", "vmbr0", "vlan31", "enp1s0f0", "bond0.31", "br_int"] {
+            assert_eq!(interface_name(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "\"vlan31\"",
+            "eth0\\",
+            ".",
+            "..",
+            "a/b",
+            "a:b",
+            "a b",
+            "-x",
+            "0123456789abcdef",
+        ] {
+            assert!(interface_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn hostnames() {
+        for ok in ["hv01", "hv01.example.com", "a", "1a"] {
+            assert_eq!(hostname(ok), Ok(()), "{ok}");
+        }
+        let long_label = "a".repeat(64);
+        for bad in [
+            "",
+            "hv_01",
+            "-a",
+            "a-",
+            "a..b",
+            "10.0.0.1",
+            "123",
+            long_label.as_str(),
+            &"a.".repeat(33),
+        ] {
+            assert!(hostname(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn reserved_accounts() {
+        for name in [
+            "root",
+            "daemon",
+            "_apt",
+            "systemd-network",
+            "libvirt-qemu",
+            "sshd",
+        ] {
+            assert!(system_account(name).is_some(), "{name}");
+        }
+        for name in ["avatar", "admin", "ops"] {
+            assert!(system_account(name).is_none(), "{name}");
+        }
+    }
+
+    #[test]
+    fn password_hashes() {
+        for ok in [
+            "$y$j9T$6oVvqRVq2P4f9BGNEeN1S.$0c0TtzRxDBz2sJ0T6D.g5bZ9qS8wJz9Oq4w0wH3s2C5",
+            "$6$rounds=5000$salt$hashhash",
+            "$2b$10$abcdefghijklmnopqrstuuABCDEFGHIJKLMNOPQRSTUVWXYZ01234",
+            "$1$salt$hash",
+        ] {
+            assert_eq!(password_hash(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "plain",
+            "$6$salt$hash:0:99999",
+            "$6$salt$ha sh",
+            "$6$salt$hash\n",
+            "$6$$hash",
+            "$6$",
+            "*",
+            "!",
+        ] {
+            assert!(password_hash(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn timezones() {
+        for ok in [
+            "UTC",
+            "Europe/Berlin",
+            "America/Argentina/Buenos_Aires",
+            "Etc/GMT+5",
+            "America/Port-au-Prince",
+        ] {
+            assert_eq!(timezone(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "../../../../etc/shadow",
+            "/etc/shadow",
+            "Europe//Berlin",
+            "Europe/",
+            "Europe/.",
+            "a b",
+            "-x",
+            &"A".repeat(65),
+        ] {
+            assert!(timezone(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn locales() {
+        for ok in [
+            "C",
+            "C.UTF-8",
+            "POSIX",
+            "en_US.UTF-8",
+            "de_DE",
+            "sr_RS.UTF-8@latin",
+            "en_US.ISO-8859-15",
+        ] {
+            assert_eq!(locale(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "en_US.UTF-8 x",
+            "../x",
+            "en_US.",
+            "en_US@",
+            "en/US",
+            "en_US.UTF-8\n",
+        ] {
+            assert!(locale(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn profile_names() {
+        for ok in ["hypervisor", "hv-01.prod", "a_b"] {
+            assert_eq!(profile_name(ok), Ok(()), "{ok}");
+        }
+        for bad in ["", "a b;c", ".hidden", "-x", "a'b", "a\u{fffd}"] {
+            assert!(profile_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn single_lines() {
+        assert_eq!(printable_line("Samsung SSD*", 128), Ok(()));
+        assert!(printable_line("a\nb", 128).is_err());
+        assert!(printable_line(&"a".repeat(129), 128).is_err());
+        assert!(one_word("a b").is_err());
+        assert!(one_word("a\u{7f}").is_err());
+    }
+}
