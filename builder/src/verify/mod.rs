@@ -753,7 +753,7 @@ fn check_subkey(
         b.typ() == Some(SignatureType::KeyBinding)
             && b.verify_primary_key_binding(&sub.key, primary).is_ok()
     });
-    if let Some(why) = back_signature.and_then(|b| self_signature_problem(b)) {
+    if let Some(why) = back_signature.and_then(self_signature_problem) {
         return Err(invalid(format!(
             "has a back-signature for primary key {primary_fpr} that the signature policy does not accept: it {why}; the key's owner must bind it again with SHA-256 or stronger (see docs/verification.md)"
         )));
