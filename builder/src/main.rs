@@ -147,6 +147,9 @@ struct SourceArgs {
     /// Seconds without a byte from the server before the connection is dropped and resumed.
     #[arg(long, default_value_t = 30)]
     idle_timeout: u64,
+    /// Largest ISO download accepted, e.g. 8GiB (default 16GiB); checksum lists and signatures stay within 1MiB.
+    #[arg(long, value_name = "SIZE")]
+    max_size: Option<ByteSize>,
     /// Progress display; `json` prints one JSON event per line on stdout.
     #[arg(long, value_enum, default_value = "auto")]
     progress: ProgressMode,
@@ -162,7 +165,7 @@ impl SourceArgs {
 
     fn fetch_options(&self) -> FetchOptions {
         let retry = RetryPolicy { attempts: self.retries.max(1), idle_timeout: Duration::from_secs(self.idle_timeout.max(1)), ..RetryPolicy::default() };
-        FetchOptions { cache_dir: self.cache_dir.clone().unwrap_or_else(cache::default_root), offline: self.offline, retry }
+        FetchOptions { cache_dir: self.cache_dir.clone().unwrap_or_else(cache::default_root), offline: self.offline, retry, max_size: self.max_size.map(|s| s.0) }
     }
 
     fn progress(&self) -> ProgressMode {

@@ -14,7 +14,7 @@ use pgp::crypto::hash::HashAlgorithm;
 use pgp::types::{KeyDetails, Password};
 use rand::{RngCore, SeedableRng};
 use sha2::{Digest, Sha256};
-use support::httpd::{Fault, Server};
+use support::httpd::{Fault, Server, ENDLESS_GUARD};
 
 const IMGFORGE: &str = env!("CARGO_BIN_EXE_imgforge");
 const ISO_NAME: &str = "ubuntu-24.04.1-live-server-amd64.iso";
@@ -106,7 +106,13 @@ impl Setup {
     }
 
     fn fetch_with_env(&self, extra: &[&str], env: &[(&str, &str)]) -> Fetch {
-        let out = Command::new(IMGFORGE)
+        self.fetch_through(Command::new(IMGFORGE), extra, env)
+    }
+
+    /// `imgforge fetch` run by `command`, which is imgforge itself or
+    /// something that runs the arguments it is given.
+    fn fetch_through(&self, mut command: Command, extra: &[&str], env: &[(&str, &str)]) -> Fetch {
+        let out = command
             .arg("fetch")
             .arg(self.profile())
             .arg("--cache-dir")
@@ -494,4 +500,115 @@ fn a_local_iso_is_hashed_before_fetch_prints_its_path() {
     assert!(out.stdout.is_empty(), "no path is printed for a file that failed");
     assert!(stderr.contains(&format!("SHA-256 of {ISO_NAME} is {}", sha256_hex(&bad))), "{stderr}");
     assert!(s.server.seen(ISO_PATH).is_empty(), "local files need no network");
+}
+
+/// The partial download for `url` holds no bytes (its lock may stay).
+fn assert_no_partial_for(cache: &Path, what: &str) {
+    assert_no_partial_bytes(cache);
+    let objects = verified_objects(cache);
+    assert!(objects.len() <= 2, "only the verified list and signature may be cached after {what}: {objects:?}");
+}
+
+#[test]
+fn a_body_without_a_length_that_never_ends_is_cut_at_max_size_and_nothing_is_kept() {
+    let s = Setup::new();
+    s.server.fault(ISO_PATH, Fault::Endless);
+    let f = s.fetch(&["--max-size", "12MiB"]);
+    let e = f.error();
+    assert!(
+        e.contains(&format!(
+            "{}: the body goes on past 12582912 bytes, more than the limit of 12 MiB (12582912 bytes) (set by --max-size; pass a larger --max-size if the file really is that large); the download was stopped and nothing of it was kept",
+            s.server.url(ISO_PATH)
+        )),
+        "{e}"
+    );
+    assert_refused(&s, &f);
+    assert_no_partial_for(&s.cache(), "a cut download");
+    let seen = s.server.seen(ISO_PATH);
+    assert_eq!(seen.len(), 1, "a body past the limit is not retried: {seen:?}");
+    assert!(seen[0].body_bytes < ENDLESS_GUARD, "the client hung up: {seen:?}");
+}
+
+#[test]
+fn an_endless_checksum_list_is_cut_at_one_mebibyte_before_the_iso_is_requested() {
+    let s = Setup::new();
+    s.server.fault("/releases/24.04/SHA256SUMS", Fault::Endless);
+    let f = s.fetch(&[]);
+    let e = f.error();
+    assert!(
+        e.contains(&format!(
+            "{}: the body does not end, more than the limit of 1 MiB (1048576 bytes) (the most a checksum list or signature may be; these are a few kilobytes, so check the URL)",
+            s.server.url("/releases/24.04/SHA256SUMS")
+        )),
+        "{e}"
+    );
+    assert!(s.server.seen(ISO_PATH).is_empty());
+    assert_refused(&s, &f);
+}
+
+#[test]
+fn bytes_past_the_content_length_are_never_written() {
+    let s = Setup::new();
+    s.server.fault(ISO_PATH, Fault::Overlong(2 << 20));
+    let f = s.fetch(&[]);
+    let v = f.verified();
+    assert_eq!(v["size"], ISO_SIZE as u64);
+    assert_eq!(fs::read(v["path"].as_str().unwrap()).unwrap(), s.iso, "the cached file is the ISO and nothing more");
+    assert_eq!(s.server.sent(ISO_PATH), ISO_SIZE as u64 + (2 << 20), "the server did send the extra bytes");
+    assert_no_partial_bytes(&s.cache());
+}
+
+#[test]
+fn max_size_below_the_announced_length_fails_before_the_body_is_written() {
+    let s = Setup::new();
+    let f = s.fetch(&["--max-size", "4MiB"]);
+    let e = f.error();
+    assert!(
+        e.contains(&format!(
+            "{}: the server announces {ISO_SIZE} bytes, more than the limit of 4 MiB (4194304 bytes) (set by --max-size; pass a larger --max-size if the file really is that large)",
+            s.server.url(ISO_PATH)
+        )),
+        "{e}"
+    );
+    assert_refused(&s, &f);
+    assert!(f.of("progress").is_empty(), "no body byte was taken: {:#?}", f.events);
+
+    // The same limit as a plain number of bytes, one byte too small and just right.
+    assert!(s.fetch(&["--max-size", &(ISO_SIZE - 1).to_string()]).error().contains("more than the limit of 8388607 bytes"));
+    assert_eq!(s.fetch(&["--max-size", &ISO_SIZE.to_string()]).verified()["sha256"], s.iso_sha());
+
+    // `build` takes the option too.
+    let help = Command::new(IMGFORGE).args(["build", "--help"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&help.stdout).contains("--max-size <SIZE>"));
+}
+
+#[test]
+fn a_write_error_names_the_partial_file_and_leaves_nothing_behind() {
+    let s = Setup::new();
+    // A file size limit (RLIMIT_FSIZE) of 2 or 4 MiB, depending on the
+    // shell's unit for `ulimit -f`, with SIGXFSZ ignored: writing past it
+    // fails with EFBIG, as a full disk fails with ENOSPC.
+    let mut sh = Command::new("sh");
+    sh.args(["-c", "trap '' XFSZ; ulimit -f 4096; exec \"$@\"", "sh", IMGFORGE]);
+    let f = s.fetch_through(sh, &[], &[]);
+    let e = f.error();
+    let partial = s.cache().join("partial").join(url_key(&s.server.url(ISO_PATH)));
+    assert!(
+        e.contains(&format!(
+            "writing {}: File too large (os error 27); the partial download was removed: free space or fix the permissions of the download cache (--cache-dir)",
+            partial.display()
+        )),
+        "{e}"
+    );
+    assert!(!partial.exists());
+    assert_refused(&s, &f);
+    assert_no_partial_for(&s.cache(), "a write error");
+
+    // Without the limit, the next fetch starts clean and succeeds.
+    assert_eq!(s.fetch(&[]).verified()["sha256"], s.iso_sha());
+}
+
+/// How the cache names a URL's partial download (sha256 of the URL).
+fn url_key(url: &str) -> String {
+    sha256_hex(url.as_bytes())
 }

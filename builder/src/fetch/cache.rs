@@ -110,6 +110,11 @@ impl Partial {
         write_atomically(&self.meta, &serde_json::to_vec(v).map_err(io::Error::other)?)
     }
 
+    /// Where the validators are kept.
+    pub fn meta_path(&self) -> &Path {
+        &self.meta
+    }
+
     /// Throws the partial bytes away (the server's file changed, or they
     /// did not verify).
     pub fn discard(&self) -> io::Result<()> {
@@ -160,10 +165,20 @@ impl Cache {
     }
 
     /// Moves a verified partial download into the store under its hash.
+    /// When that fails, the partial download is removed all the same.
     pub fn adopt(&self, partial: Partial, sha256: &str) -> io::Result<PathBuf> {
         let dest = self.object_path(sha256);
-        self.dir("objects")?;
-        fs::rename(&partial.path, &dest).map_err(with_path(&dest))?;
+        let moved = self.dir("objects").and_then(|_| {
+            fs::rename(&partial.path, &dest).map_err(|e| {
+                io::Error::new(e.kind(), format!("moving {} to {}: {e}", partial.path.display(), dest.display()))
+            })
+        });
+        if let Err(e) = moved {
+            return Err(match partial.discard() {
+                Ok(()) => io::Error::new(e.kind(), format!("{e}; the partial download was removed")),
+                Err(d) => io::Error::new(e.kind(), format!("{e}; removing the partial download failed too: {d}")),
+            });
+        }
         let _ = fs::remove_file(&partial.meta);
         Ok(dest)
     }

@@ -2,9 +2,15 @@
 //! environment): small files in memory with conditional requests, large
 //! ones streamed to a partial file while hashing, resumed with `Range` and
 //! `If-Range` after a drop, restarted when the server's copy changed.
+//!
+//! Every download is bounded: by the length the server announces, capped by
+//! a [`SizeLimit`]. A body that passes either is cut off, and so is a
+//! download that cannot be written; its partial file is then removed.
 
+use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use reqwest::blocking::{Client, Response};
@@ -42,8 +48,67 @@ impl Default for RetryPolicy {
     }
 }
 
-/// Files larger than this are not fetched into memory.
-const SMALL_LIMIT: u64 = 4 << 20;
+/// The largest ISO accepted unless `--max-size` says otherwise. Ubuntu's
+/// server ISOs are 2 to 3 GiB; this only stops a body that never ends.
+pub const DEFAULT_MAX_ISO_BYTES: u64 = 16 << 30;
+
+/// The largest checksum list or signature accepted (`--max-size` may only
+/// lower it): real ones are a few kilobytes, and they are held in memory.
+pub const MAX_SMALL_BYTES: u64 = 1 << 20;
+
+/// Where a download's size limit comes from, which says how to change it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitSource {
+    /// [`DEFAULT_MAX_ISO_BYTES`].
+    Default,
+    /// `--max-size`.
+    MaxSize,
+    /// [`MAX_SMALL_BYTES`].
+    SmallFile,
+}
+
+/// The most bytes one download may bring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SizeLimit {
+    pub bytes: u64,
+    pub source: LimitSource,
+}
+
+impl SizeLimit {
+    /// For the ISO: `--max-size` when given, else [`DEFAULT_MAX_ISO_BYTES`].
+    pub fn iso(max_size: Option<u64>) -> SizeLimit {
+        match max_size {
+            Some(bytes) => SizeLimit { bytes, source: LimitSource::MaxSize },
+            None => SizeLimit { bytes: DEFAULT_MAX_ISO_BYTES, source: LimitSource::Default },
+        }
+    }
+
+    /// For a checksum list or signature: [`MAX_SMALL_BYTES`], or a smaller `--max-size`.
+    pub fn small(max_size: Option<u64>) -> SizeLimit {
+        match max_size {
+            Some(bytes) if bytes < MAX_SMALL_BYTES => SizeLimit { bytes, source: LimitSource::MaxSize },
+            _ => SizeLimit { bytes: MAX_SMALL_BYTES, source: LimitSource::SmallFile },
+        }
+    }
+
+    fn hint(&self) -> &'static str {
+        match self.source {
+            LimitSource::Default => "the default for an ISO; if the file really is that large, pass --max-size with a larger size (e.g. --max-size 32GiB)",
+            LimitSource::MaxSize => "set by --max-size; pass a larger --max-size if the file really is that large",
+            LimitSource::SmallFile => "the most a checksum list or signature may be; these are a few kilobytes, so check the URL",
+        }
+    }
+}
+
+impl fmt::Display for SizeLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.bytes;
+        match [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")].iter().find(|(shift, _)| b >= 1 << shift && b.is_multiple_of(1 << shift)) {
+            Some((shift, unit)) => write!(f, "{} {unit} ({b} bytes)", b >> shift),
+            None => write!(f, "{b} bytes"),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
@@ -53,17 +118,27 @@ pub enum HttpError {
     GaveUp { url: String, attempts: u32, secs: u64, last: String },
     #[error("{url}: {what}")]
     Protocol { url: String, what: String },
-    #[error("{0}")]
-    Local(#[from] io::Error),
+    #[error("{url}: {what}, more than the limit of {limit} ({hint}); the download was stopped and nothing of it was kept", hint = .limit.hint())]
+    TooLarge { url: String, what: String, limit: SizeLimit },
+    #[error("{op} {}: {source}; the partial download was removed: free space or fix the permissions of the download cache (--cache-dir)", .path.display())]
+    Write { op: &'static str, path: PathBuf, source: io::Error },
+    #[error("{error}; removing the partial download {} failed too: {source}; delete it by hand or run `imgforge cache gc`", .path.display())]
+    NotRemoved { error: Box<HttpError>, path: PathBuf, source: io::Error },
     #[error("setting up the HTTP client: {0}")]
     Client(String),
 }
 
 impl HttpError {
-    /// Whether another mirror might do better (as opposed to a local problem).
-    pub fn is_remote(&self) -> bool {
-        !matches!(self, HttpError::Local(_) | HttpError::Client(_))
+    /// Whether the partial file must go: bytes past a limit, bytes that
+    /// cannot be written, or a server that broke its own word. A download
+    /// that merely stopped keeps its partial file, to be resumed.
+    fn discards_partial(&self) -> bool {
+        matches!(self, HttpError::TooLarge { .. } | HttpError::Write { .. } | HttpError::Protocol { .. })
     }
+}
+
+fn write_error<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> HttpError + 'a {
+    move |source| HttpError::Write { op, path: path.to_path_buf(), source }
 }
 
 pub struct Http {
@@ -174,7 +249,7 @@ impl Http {
 
     /// GETs a small file. With `cached` validators the request is
     /// conditional, and an unchanged file costs no body bytes.
-    pub fn get_small(&self, url: &str, cached: Option<&Validators>, reporter: &Reporter) -> Result<Small, HttpError> {
+    pub fn get_small(&self, url: &str, cached: Option<&Validators>, limit: SizeLimit, reporter: &Reporter) -> Result<Small, HttpError> {
         self.retry(url, reporter, || {
             let mut req = self.client.get(url);
             if let Some(v) = cached {
@@ -196,16 +271,13 @@ impl Http {
             if !status.is_success() {
                 return (Err(status_attempt(url, status)), false);
             }
-            if resp.content_length().is_some_and(|n| n > SMALL_LIMIT) {
-                let what = format!("is {} bytes; a checksum list or signature is expected to be small", resp.content_length().unwrap_or(0));
-                return (Err(Attempt::Fatal(HttpError::Protocol { url: url.to_owned(), what })), false);
+            if let Some(n) = resp.content_length().filter(|&n| n > limit.bytes) {
+                return (Err(too_large(url, format!("the server announces {n} bytes"), limit)), false);
             }
             let validators = validators(resp.headers());
             let mut bytes = Vec::new();
-            match resp.take(SMALL_LIMIT + 1).read_to_end(&mut bytes) {
-                Ok(_) if bytes.len() as u64 > SMALL_LIMIT => {
-                    (Err(Attempt::Fatal(HttpError::Protocol { url: url.to_owned(), what: "is larger than 4 MiB".into() })), false)
-                }
+            match resp.take(limit.bytes.saturating_add(1)).read_to_end(&mut bytes) {
+                Ok(_) if bytes.len() as u64 > limit.bytes => (Err(too_large(url, "the body does not end".into(), limit)), false),
                 Ok(_) => (Ok(Small::Body { bytes, validators }), false),
                 Err(e) => (Err(Attempt::Transient(error_chain(&e))), false),
             }
@@ -213,26 +285,40 @@ impl Http {
     }
 
     /// Downloads `url` into the partial file, resuming what is there when the
-    /// server still has the same file, hashing every byte once.
-    pub fn download(&self, url: &str, partial: &Partial, reporter: &Reporter) -> Result<Downloaded, HttpError> {
-        let mut file = File::options().create(true).read(true).write(true).truncate(false).open(&partial.path)?;
+    /// server still has the same file, hashing every byte once, never
+    /// writing more than `limit`. When it fails for good in a way that makes
+    /// the partial bytes useless, the partial file is removed.
+    pub fn download(&self, url: &str, partial: &Partial, limit: SizeLimit, reporter: &Reporter) -> Result<Downloaded, HttpError> {
+        let result = self.download_into(url, partial, limit, reporter);
+        match result {
+            Err(error) if error.discards_partial() => match partial.discard() {
+                Ok(()) => Err(error),
+                Err(source) => Err(HttpError::NotRemoved { error: Box::new(error), path: partial.path.clone(), source }),
+            },
+            other => other,
+        }
+    }
+
+    fn download_into(&self, url: &str, partial: &Partial, limit: SizeLimit, reporter: &Reporter) -> Result<Downloaded, HttpError> {
+        let path = &partial.path;
+        let mut file = File::options().create(true).read(true).write(true).truncate(false).open(path).map_err(write_error("opening", path))?;
         let mut known = partial.validators().unwrap_or_default();
         if known.is_empty() {
             // Bytes we cannot ask the server about are useless.
-            file.set_len(0)?;
+            file.set_len(0).map_err(write_error("truncating", path))?;
         }
         let mut hasher = Sha256::new();
-        let mut have = hash_prefix(&mut file, &mut hasher)?;
+        let mut have = hash_prefix(&mut file, &mut hasher).map_err(write_error("reading back", path))?;
         let mut transferred = 0u64;
         let mut total: Option<u64> = None;
 
         let result = self.retry(url, reporter, || {
             let before = transferred;
-            let r = self.download_once(url, &mut file, &mut hasher, &mut have, &mut transferred, &mut total, &mut known, partial, reporter);
+            let r = self.download_once(url, &mut file, &mut hasher, &mut have, &mut transferred, &mut total, &mut known, partial, limit, reporter);
             (r, transferred > before)
         });
         let validators = result?;
-        file.sync_all()?;
+        file.sync_all().map_err(write_error("writing", path))?;
         Ok(Downloaded { sha256: hasher.finalize().into(), size: have, transferred, validators })
     }
 
@@ -247,9 +333,13 @@ impl Http {
         total: &mut Option<u64>,
         known: &mut Validators,
         partial: &Partial,
+        limit: SizeLimit,
         reporter: &Reporter,
     ) -> Result<Validators, Attempt> {
-        let local = |e: io::Error| Attempt::Fatal(HttpError::Local(e));
+        let path = &partial.path;
+        let local = |op| move |e: io::Error| Attempt::Fatal(write_error(op, path)(e));
+        let meta = partial.meta_path();
+        let record = |e: io::Error| Attempt::Fatal(write_error("recording the server's validators in", meta)(e));
         let mut req = self.client.get(url);
         if *have > 0 {
             req = req.header(header::RANGE, format!("bytes={have}-"));
@@ -264,8 +354,8 @@ impl Http {
         let served = validators(resp.headers());
         let restart = |reason: String, file: &mut File, hasher: &mut Sha256, have: &mut u64| -> Result<(), Attempt> {
             reporter.event(FetchEvent::Restart { url: url.to_owned(), reason });
-            file.set_len(0).map_err(local)?;
-            file.seek(SeekFrom::Start(0)).map_err(local)?;
+            file.set_len(0).map_err(local("truncating"))?;
+            file.seek(SeekFrom::Start(0)).map_err(local("seeking in"))?;
             *hasher = Sha256::new();
             *have = 0;
             Ok(())
@@ -276,7 +366,7 @@ impl Http {
                     .ok_or_else(|| Attempt::Transient("206 without a usable Content-Range".into()))?;
                 if start != *have || (!known.is_empty() && !served.is_empty() && served != *known) {
                     restart("the server sent another range or another file".into(), file, hasher, have)?;
-                    partial.set_validators(&Validators::default()).map_err(local)?;
+                    partial.set_validators(&Validators::default()).map_err(record)?;
                     return Err(Attempt::Transient("resume did not line up; starting over".into()));
                 }
                 *total = size;
@@ -296,17 +386,24 @@ impl Http {
             }
             s => return Err(status_attempt(url, s)),
         };
+        if let Some(t) = (*total).filter(|&t| t > limit.bytes) {
+            return Err(too_large(url, format!("the server announces {t} bytes"), limit));
+        }
         *known = served.clone();
-        partial.set_validators(&served).map_err(local)?;
-        file.seek(SeekFrom::Start(start)).map_err(local)?;
+        partial.set_validators(&served).map_err(record)?;
+        file.seek(SeekFrom::Start(start)).map_err(local("seeking in"))?;
         reporter.event(FetchEvent::Download { url: url.to_owned(), from: start, total: *total });
-        stream_body(resp, file, hasher, have, transferred, *total, url, reporter)?;
+        let body = Body { url, path, total: *total, limit };
+        stream_body(resp, file, hasher, have, transferred, &body, reporter)?;
         match *total {
             Some(t) if *have < t => Err(Attempt::Transient(format!("the connection ended after {} of {t} bytes", *have))),
-            Some(t) if *have > t => Err(Attempt::Fatal(HttpError::Protocol { url: url.to_owned(), what: format!("sent {} bytes, more than the {t} it announced", *have) })),
             _ => Ok(served),
         }
     }
+}
+
+fn too_large(url: &str, what: String, limit: SizeLimit) -> Attempt {
+    Attempt::Fatal(HttpError::TooLarge { url: url.to_owned(), what, limit })
 }
 
 fn status_attempt(url: &str, status: StatusCode) -> Attempt {
@@ -337,17 +434,27 @@ impl Write for HashWriter<'_> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What a body is measured against, and where it goes.
+struct Body<'a> {
+    url: &'a str,
+    path: &'a Path,
+    /// The whole file's length as the server announced it.
+    total: Option<u64>,
+    limit: SizeLimit,
+}
+
+/// Appends the body to the partial file and the hash. Nothing past the
+/// announced length or the limit is written: the download stops there.
 fn stream_body(
     mut resp: Response,
     file: &mut File,
     hasher: &mut Sha256,
     have: &mut u64,
     transferred: &mut u64,
-    total: Option<u64>,
-    url: &str,
+    body: &Body<'_>,
     reporter: &Reporter,
 ) -> Result<(), Attempt> {
+    let url = body.url;
     let mut buf = vec![0u8; 256 << 10];
     let started = Instant::now();
     let mut this_run = 0u64;
@@ -358,12 +465,19 @@ fn stream_body(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(Attempt::Transient(error_chain(&e))),
         };
-        file.write_all(&buf[..n]).map_err(|e| Attempt::Fatal(HttpError::Local(e)))?;
+        let after = *have + n as u64;
+        if let Some(t) = body.total.filter(|&t| after > t) {
+            return Err(Attempt::Fatal(HttpError::Protocol { url: url.to_owned(), what: format!("the server sent more than the {t} bytes it announced; the download was stopped and nothing of it was kept") }));
+        }
+        if after > body.limit.bytes {
+            return Err(too_large(url, format!("the body goes on past {} bytes", body.limit.bytes), body.limit));
+        }
+        file.write_all(&buf[..n]).map_err(|e| Attempt::Fatal(write_error("writing", body.path)(e)))?;
         hasher.update(&buf[..n]);
         *have += n as u64;
         *transferred += n as u64;
         this_run += n as u64;
         let secs = started.elapsed().as_secs_f64().max(1e-3);
-        reporter.event(FetchEvent::Progress { url: url.to_owned(), bytes: *have, total, bytes_per_s: (this_run as f64 / secs) as u64 });
+        reporter.event(FetchEvent::Progress { url: url.to_owned(), bytes: *have, total: body.total, bytes_per_s: (this_run as f64 / secs) as u64 });
     }
 }

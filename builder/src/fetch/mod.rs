@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use crate::profile::LoadedProfile;
 use crate::verify::{self, Sha256Sums, TrustedKeys};
 use cache::{Cache, UrlEntry};
-use http::{Http, RetryPolicy, Small};
+use http::{Http, RetryPolicy, SizeLimit, Small};
 use progress::{FetchEvent, Reporter};
 
 /// Where the release host keeps each release (`<base><release>/…`), tried
@@ -74,6 +74,8 @@ pub struct FetchOptions {
     /// Use only what the cache holds; no network.
     pub offline: bool,
     pub retry: RetryPolicy,
+    /// `--max-size`: the most bytes the ISO download may bring (see [`SizeLimit`]).
+    pub max_size: Option<u64>,
 }
 
 /// One way to get the files: a release on one mirror, or explicit locations.
@@ -272,7 +274,8 @@ impl Fetcher<'_> {
             let (_, path) = cached.ok_or_else(|| FetchError::Source(format!("--offline: {url} is not in the cache {}", self.cache.root().display())))?;
             return Ok((std::fs::read(&path).map_err(io_at(&path))?, None));
         }
-        match self.http()?.get_small(url, cached.as_ref().map(|(e, _)| &e.validators), self.reporter)? {
+        let limit = SizeLimit::small(self.opts.max_size);
+        match self.http()?.get_small(url, cached.as_ref().map(|(e, _)| &e.validators), limit, self.reporter)? {
             Small::NotModified => {
                 let (entry, path) = cached.ok_or_else(|| FetchError::Source(format!("{url}: 304 Not Modified to an unconditional request")))?;
                 Ok((std::fs::read(&path).map_err(io_at(&path))?, Some((url.clone(), entry.validators))))
@@ -374,7 +377,7 @@ impl Fetcher<'_> {
         if let Some((path, size)) = self.cached_object(&expected_hex)? {
             return Ok(done(path, size, 0, true));
         }
-        let got = self.http()?.download(&url, &partial, self.reporter)?;
+        let got = self.http()?.download(&url, &partial, SizeLimit::iso(self.opts.max_size), self.reporter)?;
         if let Err(source) = verify::check_hash(&iso_name, expected, got.sha256) {
             partial.discard().map_err(io_at(&partial.path))?;
             return Err(FetchError::Verify { what: format!("{url} ({} bytes downloaded, deleted)", got.size), source });

@@ -94,3 +94,23 @@ fn a_digest_that_differs_names_the_pin_or_the_signed_list() {
     let listed = f.check_digest([0; 32]).unwrap_err().to_string();
     assert!(listed.contains(&format!("SHA-256 of u.iso is {} but SHA256SUMS says {want}", "00".repeat(32))), "{listed}");
 }
+
+#[test]
+fn size_limits_come_from_max_size_or_the_defaults_and_name_their_source() {
+    use http::{LimitSource, DEFAULT_MAX_ISO_BYTES, MAX_SMALL_BYTES};
+    assert_eq!(SizeLimit::iso(None), SizeLimit { bytes: DEFAULT_MAX_ISO_BYTES, source: LimitSource::Default });
+    assert_eq!(SizeLimit::iso(Some(20 << 30)), SizeLimit { bytes: 20 << 30, source: LimitSource::MaxSize });
+    // --max-size lowers the limit of small files but never raises it.
+    assert_eq!(SizeLimit::small(Some(20 << 30)), SizeLimit { bytes: MAX_SMALL_BYTES, source: LimitSource::SmallFile });
+    assert_eq!(SizeLimit::small(Some(1000)), SizeLimit { bytes: 1000, source: LimitSource::MaxSize });
+    assert_eq!(SizeLimit::iso(None).to_string(), "16 GiB (17179869184 bytes)");
+    assert_eq!(SizeLimit::small(None).to_string(), "1 MiB (1048576 bytes)");
+    assert_eq!(SizeLimit::iso(Some(3 << 10)).to_string(), "3 KiB (3072 bytes)");
+    assert_eq!(SizeLimit::iso(Some(1000)).to_string(), "1000 bytes");
+    assert_eq!(SizeLimit::iso(Some(0)).to_string(), "0 bytes");
+    let e = http::HttpError::TooLarge { url: "http://m/u.iso".into(), what: "the server announces 5 bytes".into(), limit: SizeLimit::iso(Some(4)) };
+    assert_eq!(
+        e.to_string(),
+        "http://m/u.iso: the server announces 5 bytes, more than the limit of 4 bytes (set by --max-size; pass a larger --max-size if the file really is that large); the download was stopped and nothing of it was kept"
+    );
+}

@@ -4,8 +4,12 @@
 //! A signature is good only when it verifies with a trusted primary key that
 //! may sign, or with a subkey that its primary bound to itself (binding
 //! signature by the primary, signing flag, back-signature by the subkey), and
-//! when neither key was expired or revoked when the signature was made. The
-//! pgp crate checks the cryptography only; this policy lives here.
+//! when neither key was expired or revoked when the signature was made, and
+//! when the hash algorithms and keys involved pass the signature policy
+//! ([`policy`], published in `docs/verification.md`). The pgp crate checks
+//! the cryptography only; the policy lives here.
+
+mod policy;
 
 use std::fmt;
 use std::io::{BufReader, Read};
@@ -13,7 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use pgp::composed::{Deserializable, DetachedSignature, SignedPublicKey, SignedPublicSubKey};
 use pgp::packet::{PublicKey, RevocationCode, Signature, SignatureType, SubpacketData};
-use pgp::types::{KeyDetails, Tag};
+use pgp::types::{KeyDetails, KeyVersion, Tag};
 use sha2::{Digest, Sha256};
 
 /// Ubuntu CD image signing key (2012), which signs release `SHA256SUMS`.
@@ -44,6 +48,14 @@ pub enum VerifyError {
     BadSignature { key: String },
     #[error("signature by key {key} cannot be checked: {reason}")]
     Unsupported { key: String, reason: String },
+    #[error("signature by key {key} uses {algorithm}, which is too weak for data signatures; ask the publisher for a SHA-256 (or stronger) signature")]
+    WeakHash { key: String, algorithm: String },
+    #[error("{role} {key} {problem}; ask the publisher for a signature by a stronger key")]
+    WeakKey {
+        role: KeyRole,
+        key: String,
+        problem: String,
+    },
     #[error("{role} {key} {problem}")]
     KeyNotValid {
         role: KeyRole,
@@ -288,6 +300,53 @@ fn issuer_ids(sig: &Signature) -> Vec<String> {
     ids
 }
 
+/// A signature's unhashed subpackets are not covered by it. Only the
+/// issuer's key ID and fingerprint may travel there (GnuPG puts the key ID
+/// there), and a key ID that is not part of a signed issuer fingerprint
+/// means the signature was changed on the way: refused rather than ignored.
+fn unsigned_area_problem(sig: &Signature) -> Option<String> {
+    let unsigned = sig.config().map(|c| c.unhashed_subpackets());
+    if let Some(other) = unsigned.into_iter().flatten().find(|p| {
+        !matches!(
+            p.data,
+            SubpacketData::IssuerKeyId(_) | SubpacketData::IssuerFingerprint(_)
+        )
+    }) {
+        return Some(format!(
+            "its unsigned area holds a subpacket ({:?}) other than the issuer's key ID or fingerprint, which could have been changed after signing",
+            other.data
+        ));
+    }
+    let fingerprints: Vec<(String, bool)> = sig
+        .issuer_fingerprint()
+        .iter()
+        .map(|f| (format!("{f:X}"), f.version() == Some(KeyVersion::V6)))
+        .collect();
+    if fingerprints.is_empty() {
+        return None;
+    }
+    // A v4 key ID is the fingerprint's last 8 bytes, a v6 key ID its first 8.
+    sig.issuer_key_id()
+        .iter()
+        .map(|k| hex::encode_upper(k.as_ref()))
+        .find(|id| {
+            !fingerprints.iter().any(|(fpr, v6)| {
+                if *v6 {
+                    fpr.starts_with(id.as_str())
+                } else {
+                    fpr.ends_with(id.as_str())
+                }
+            })
+        })
+        .map(|id| {
+            let fprs: Vec<&str> = fingerprints.iter().map(|(f, _)| f.as_str()).collect();
+            format!(
+                "its issuer key ID {id} does not belong to its issuer fingerprint {}, so it was changed after signing",
+                fprs.join(", ")
+            )
+        })
+}
+
 /// Whether the issuer subpackets name this key, by fingerprint or key id.
 /// Unnamed signatures match every key.
 fn issued_by(ids: &[String], key: &impl KeyDetails) -> bool {
@@ -328,6 +387,9 @@ fn verify_one(
             VerifyError::MalformedSignature("a signature has no creation time".into())
         })?;
     let ids = issuer_ids(sig);
+    if let Some(problem) = unsigned_area_problem(sig) {
+        return Err(VerifyError::MalformedSignature(problem));
+    }
 
     // Every trusted key whose primary or subkey the issuer names is tried;
     // the strongest reason for failing is reported if none passes.
@@ -347,6 +409,11 @@ fn verify_one(
             let signer_fpr = sub
                 .map(|s| fingerprint(&s.key))
                 .unwrap_or_else(|| primary_fpr.clone());
+            // The policy comes first: weak algorithms are not even tried.
+            if let Some(e) = data_policy_error(sig, key, sub, &signer_fpr, &primary_fpr) {
+                policy_error.get_or_insert(e);
+                continue;
+            }
             let verified = match sub {
                 None => sig.verify(&key.primary_key, data),
                 Some(s) => sig.verify(&s.key, data),
@@ -392,6 +459,72 @@ fn verify_one(
             origin: keys.origin.clone(),
             fingerprints,
         }),
+    }
+}
+
+/// Why the signature policy refuses a data signature by this key (the
+/// primary, or `sub`), if it does: its hash, the signing key, or the
+/// primary that vouches for the signing subkey.
+fn data_policy_error(
+    sig: &Signature,
+    key: &SignedPublicKey,
+    sub: Option<&SignedPublicSubKey>,
+    signer_fpr: &str,
+    primary_fpr: &str,
+) -> Option<VerifyError> {
+    let hash = sig.hash_alg()?;
+    if !policy::data_hash_accepted(hash) {
+        return Some(VerifyError::WeakHash {
+            key: signer_fpr.to_owned(),
+            algorithm: policy::hash_name(hash),
+        });
+    }
+    let weak = |role, fpr: &str, problem| VerifyError::WeakKey {
+        role,
+        key: fpr.to_owned(),
+        problem,
+    };
+    match sub {
+        None => policy::signing_key_problem(&key.primary_key)
+            .map(|p| weak(KeyRole::PrimaryKey, primary_fpr, p)),
+        Some(s) => policy::signing_key_problem(&s.key)
+            .map(|p| weak(KeyRole::SigningSubkey, signer_fpr, p))
+            .or_else(|| {
+                policy::signing_key_problem(&key.primary_key).map(|p| {
+                    weak(
+                        KeyRole::PrimaryKey,
+                        primary_fpr,
+                        format!("(which vouches for signing subkey {signer_fpr}) {p}"),
+                    )
+                })
+            }),
+    }
+}
+
+/// Why the policy ignores a self-signature, binding or back-signature.
+fn self_signature_problem(sig: &Signature) -> Option<String> {
+    match sig.hash_alg() {
+        Some(hash) => policy::self_signature_hash_problem(hash, signature_created(sig)),
+        None => Some(format!(
+            "has signature version {:?}, which is not supported",
+            sig.version()
+        )),
+    }
+}
+
+/// The newest of `sigs` that the policy accepts; or, when it accepts none,
+/// why the newest one was ignored.
+fn newest_accepted<'a>(sigs: &[&'a Signature]) -> Result<Option<&'a Signature>, String> {
+    if let Some(good) = newest(
+        sigs.iter()
+            .copied()
+            .filter(|s| self_signature_problem(s).is_none()),
+    ) {
+        return Ok(Some(good));
+    }
+    match newest(sigs.iter().copied()) {
+        Some(ignored) => Err(self_signature_problem(ignored).unwrap_or_default()),
+        None => Ok(None),
     }
 }
 
@@ -538,7 +671,8 @@ fn check_primary(
     if let Some(r) = revocation {
         return Err(invalid(revocation_problem(r)));
     }
-    let self_sig = newest(self_signatures(key).into_iter())
+    let self_sig = newest_accepted(&self_signatures(key))
+        .map_err(|why| invalid(format!("has no self-signature that the signature policy accepts: its newest one {why}; its owner must certify it again with SHA-256 or stronger (see docs/verification.md)")))?
         .ok_or_else(|| invalid("has no valid self-signature (no user id or direct-key signature made by the key itself verifies)".into()))?;
     if let Some(valid_for) = self_sig
         .key_expiration_time()
@@ -586,15 +720,21 @@ fn check_subkey(
             utc(at)
         )));
     }
-    let binding = newest(sub.signatures.iter().filter(|s| {
-        s.typ() == Some(SignatureType::SubkeyBinding)
-            && s.verify_subkey_binding(primary, &sub.key).is_ok()
-    }))
-    .ok_or_else(|| {
-        invalid(format!(
-            "is not bound to primary key {primary_fpr} by a valid binding signature"
-        ))
-    })?;
+    let bindings: Vec<&Signature> = sub
+        .signatures
+        .iter()
+        .filter(|s| {
+            s.typ() == Some(SignatureType::SubkeyBinding)
+                && s.verify_subkey_binding(primary, &sub.key).is_ok()
+        })
+        .collect();
+    let binding = newest_accepted(&bindings)
+        .map_err(|why| invalid(format!("has no binding signature that the signature policy accepts: the newest one by primary key {primary_fpr} {why}; the key's owner must bind it again with SHA-256 or stronger (see docs/verification.md)")))?
+        .ok_or_else(|| {
+            invalid(format!(
+                "is not bound to primary key {primary_fpr} by a valid binding signature"
+            ))
+        })?;
     let revocation = sub
         .signatures
         .iter()
@@ -609,11 +749,16 @@ fn check_subkey(
     if !binding.key_flags().sign() {
         return Err(invalid(format!("is not allowed to sign data (primary key {primary_fpr} bound it without the signing flag)")));
     }
-    let back_signed = binding.embedded_signature().is_some_and(|b| {
+    let back_signature = binding.embedded_signature().filter(|b| {
         b.typ() == Some(SignatureType::KeyBinding)
             && b.verify_primary_key_binding(&sub.key, primary).is_ok()
     });
-    if !back_signed {
+    if let Some(why) = back_signature.and_then(self_signature_problem) {
+        return Err(invalid(format!(
+            "has a back-signature for primary key {primary_fpr} that the signature policy does not accept: it {why}; the key's owner must bind it again with SHA-256 or stronger (see docs/verification.md)"
+        )));
+    }
+    if back_signature.is_none() {
         return Err(invalid(format!(
             "has no valid back-signature for primary key {primary_fpr} (it is not cross-certified), so it cannot sign for that key"
         )));

@@ -6,7 +6,7 @@ use pgp::composed::{
     ArmorOptions, KeyType, SecretKeyParamsBuilder, SignedSecretKey, SubkeyParamsBuilder,
 };
 use pgp::crypto::hash::HashAlgorithm;
-use pgp::packet::{KeyFlags, PacketTrait, SignatureConfig, Subpacket};
+use pgp::packet::{self, KeyFlags, PacketTrait, SignatureConfig, Subpacket};
 use pgp::ser::Serialize;
 use pgp::types::{Duration, Password, SigningKey, Timestamp};
 use rand::SeedableRng;
@@ -50,11 +50,17 @@ fn sp(d: SubpacketData) -> Subpacket {
 
 /// A detached binary-mode signature by `key` over `data`, made at `created`.
 fn sign_at(key: &impl SigningKey, data: &[u8], created: u32) -> DetachedSignature {
-    let mut config = SignatureConfig::v4(
-        SignatureType::Binary,
-        key.algorithm(),
-        HashAlgorithm::Sha256,
-    );
+    sign_with(key, HashAlgorithm::Sha256, data, created)
+}
+
+/// [`sign_at`] with the given hash algorithm.
+fn sign_with(
+    key: &impl SigningKey,
+    hash: HashAlgorithm,
+    data: &[u8],
+    created: u32,
+) -> DetachedSignature {
+    let mut config = SignatureConfig::v4(SignatureType::Binary, key.algorithm(), hash);
     config.hashed_subpackets = vec![
         sp(SubpacketData::SignatureCreationTime(Timestamp::from_secs(
             created,
@@ -86,12 +92,16 @@ struct Binding {
     sign_flag: bool,
     back_signature: bool,
     valid_for: Option<u32>,
+    hash: HashAlgorithm,
+    made: u32,
 }
 
 const GOOD_BINDING: Binding = Binding {
     sign_flag: true,
     back_signature: true,
     valid_for: None,
+    hash: HashAlgorithm::Sha256,
+    made: T0 + 60,
 };
 
 /// The key's public half with its subkey bound again by `binder` (normally
@@ -106,7 +116,7 @@ fn rebound(
     let subkey = &key.secret_subkeys[0].key;
     let mut flags = KeyFlags::default();
     flags.set_sign(binding.sign_flag);
-    let created = Timestamp::from_secs(T0 + 60);
+    let created = Timestamp::from_secs(binding.made);
     let mut hashed = vec![
         sp(SubpacketData::SignatureCreationTime(created)),
         sp(SubpacketData::KeyFlags(flags)),
@@ -140,7 +150,7 @@ fn rebound(
     let mut config = SignatureConfig::v4(
         SignatureType::SubkeyBinding,
         primary.algorithm(),
-        HashAlgorithm::Sha256,
+        binding.hash,
     );
     config.hashed_subpackets = hashed;
     let bound = config
@@ -741,16 +751,12 @@ fn built_in_and_shipped_ubuntu_keys_have_the_published_fingerprints() {
 }
 
 /// GnuPG is the signer in the real world; its keys (back-signature in the
-/// binding, issuer subpackets) must pass the same checks.
+/// binding, issuer subpackets) must pass the same checks. GnuPG is a test
+/// dependency (`scripts/deps` installs it): without it this test fails.
 #[test]
 fn gnupg_made_subkey_signature_is_good() {
-    if std::process::Command::new("gpg")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("skipped: gpg is not installed (Debian package gnupg)");
-        return;
+    if let Err(e) = std::process::Command::new("gpg").arg("--version").output() {
+        panic!("gpg cannot be run ({e}); install the Debian package gnupg (scripts/deps does)");
     }
     let home = tempfile::tempdir().unwrap();
     let gpg = |args: &[&str]| {
@@ -926,4 +932,499 @@ fn hash_mismatch_says_which_file_and_both_hashes() {
         )
     );
     check_hash("x.iso", [3; 32], [3; 32]).unwrap();
+}
+
+/// 2022-01-01 00:00:00 UTC: before the SHA-1 cutoff for self-signatures.
+const T2022: u32 = 1_640_995_200;
+
+/// An RSA key made at 2022-01-01 whose primary signs, with one Ed25519
+/// signing subkey. Only RSA signs with MD5, SHA-1 or RIPEMD-160 (EdDSA and
+/// ECDSA need longer hashes), so it is the key the weak-hash cases need.
+fn rsa_key(bits: u32, seed: u64) -> SignedSecretKey {
+    SecretKeyParamsBuilder::default()
+        .key_type(KeyType::Rsa(bits))
+        .can_certify(true)
+        .can_sign(true)
+        .created_at(Timestamp::from_secs(T2022))
+        .primary_user_id(format!("rsa{bits} <rsa{bits}@test.invalid>"))
+        .subkey(
+            SubkeyParamsBuilder::default()
+                .key_type(KeyType::Ed25519Legacy)
+                .can_sign(true)
+                .created_at(Timestamp::from_secs(T2022))
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap()
+        .generate(rng(seed))
+        .unwrap()
+}
+
+/// RSA-2048 keys take seconds to make in a debug build: one for all tests.
+fn rsa2048() -> &'static SignedSecretKey {
+    static KEY: std::sync::OnceLock<SignedSecretKey> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| rsa_key(2048, 20))
+}
+
+/// The key's public half with its one user id certified only by a
+/// self-signature with `hash`, made at `made`.
+fn self_signed_with(key: &SignedSecretKey, hash: HashAlgorithm, made: u32) -> SignedPublicKey {
+    let primary = &key.primary_key;
+    let mut flags = KeyFlags::default();
+    flags.set_certify(true);
+    flags.set_sign(true);
+    let mut config = SignatureConfig::v4(SignatureType::CertPositive, primary.algorithm(), hash);
+    config.hashed_subpackets = vec![
+        sp(SubpacketData::SignatureCreationTime(Timestamp::from_secs(
+            made,
+        ))),
+        sp(SubpacketData::IssuerFingerprint(primary.fingerprint())),
+        sp(SubpacketData::KeyFlags(flags)),
+    ];
+    let mut public = key.to_public_key();
+    let user = &mut public.details.users[0];
+    let self_sig = config
+        .sign_certification(
+            primary,
+            primary.public_key(),
+            &Password::empty(),
+            Tag::UserId,
+            &user.id,
+        )
+        .unwrap();
+    user.signatures = vec![self_sig];
+    public
+}
+
+#[test]
+fn data_signatures_with_md5_sha1_ripemd160_or_sha224_are_refused_naming_the_algorithm() {
+    let key = rsa2048();
+    let keys = trust(&key.to_public_key());
+    let fpr = keys.fingerprints()[0].clone();
+    for (hash, name) in [
+        (HashAlgorithm::Md5, "MD5"),
+        (HashAlgorithm::Sha1, "SHA-1"),
+        (HashAlgorithm::Ripemd160, "RIPEMD-160"),
+        (HashAlgorithm::Sha224, "SHA-224"),
+    ] {
+        let sig = armored(&sign_with(&key.primary_key, hash, DATA, T0 + DAY));
+        let err = verify_detached(&keys, DATA, &sig).unwrap_err();
+        assert!(matches!(err, VerifyError::WeakHash { .. }), "{name}: {err}");
+        assert_eq!(
+            err.to_string(),
+            format!("signature by key {fpr} uses {name}, which is too weak for data signatures; ask the publisher for a SHA-256 (or stronger) signature")
+        );
+    }
+}
+
+#[test]
+fn data_signatures_with_sha256_sha384_sha512_or_sha3_are_accepted() {
+    let key = rsa2048();
+    let keys = trust(&key.to_public_key());
+    for hash in [
+        HashAlgorithm::Sha256,
+        HashAlgorithm::Sha384,
+        HashAlgorithm::Sha512,
+        HashAlgorithm::Sha3_256,
+        HashAlgorithm::Sha3_512,
+    ] {
+        let sig = armored(&sign_with(&key.primary_key, hash, DATA, T0 + DAY));
+        let good = verify_detached(&keys, DATA, &sig).unwrap_or_else(|e| panic!("{hash:?}: {e}"));
+        assert_eq!(good.signing_key_fingerprint, keys.fingerprints()[0]);
+        // The policy is checked on a signature that is otherwise good.
+        let err = verify_detached(&keys, b"changed", &sig).unwrap_err();
+        assert!(matches!(err, VerifyError::BadSignature { .. }), "{err}");
+    }
+    // The Ed25519 subkey, bound by the RSA primary, signs too.
+    let sub = verify_detached(
+        &keys,
+        DATA,
+        &armored(&sign_with(
+            &key.secret_subkeys[0].key,
+            HashAlgorithm::Sha512,
+            DATA,
+            T0 + DAY,
+        )),
+    )
+    .unwrap();
+    assert_eq!(sub.signing_key_fingerprint, subkey_fpr(key));
+}
+
+/// An RSA-1024 primary key that may sign (by its direct-key
+/// self-signature), with `subkey` bound to it. pgp's key builder refuses
+/// to make keys this small, so it is put together packet by packet.
+fn rsa1024_key(subkey: &SignedSecretKey) -> (packet::SecretKey, SignedPublicKey) {
+    use pgp::crypto::public_key::PublicKeyAlgorithm;
+    use pgp::types::{KeyVersion, PlainSecretParams, PublicParams, SecretParams};
+    let private = rsa::RsaPrivateKey::new(&mut rng(21), 1024).unwrap();
+    let secret = pgp::crypto::rsa::SecretKey::from(private);
+    let public = packet::PublicKey::from_inner(
+        packet::PubKeyInner::new(
+            KeyVersion::V4,
+            PublicKeyAlgorithm::RSA,
+            Timestamp::from_secs(T2022),
+            None,
+            PublicParams::RSA((&secret).into()),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let primary = packet::SecretKey::new(
+        public.clone(),
+        SecretParams::Plain(PlainSecretParams::RSA(secret)),
+    )
+    .unwrap();
+    let mut flags = KeyFlags::default();
+    flags.set_certify(true);
+    flags.set_sign(true);
+    let mut config = SignatureConfig::v4(
+        SignatureType::Key,
+        PublicKeyAlgorithm::RSA,
+        HashAlgorithm::Sha256,
+    );
+    config.hashed_subpackets = vec![
+        sp(SubpacketData::SignatureCreationTime(Timestamp::from_secs(
+            T2022,
+        ))),
+        sp(SubpacketData::IssuerFingerprint(public.fingerprint())),
+        sp(SubpacketData::KeyFlags(flags)),
+    ];
+    let direct = config
+        .sign_key(&primary, &Password::empty(), &public)
+        .unwrap();
+    // The subkey bound by the small primary: `rebound` with it as binder.
+    let sub = &subkey.secret_subkeys[0].key;
+    let mut flags = KeyFlags::default();
+    flags.set_sign(true);
+    let mut back = SignatureConfig::v4(
+        SignatureType::KeyBinding,
+        sub.algorithm(),
+        HashAlgorithm::Sha256,
+    );
+    back.hashed_subpackets = vec![
+        sp(SubpacketData::SignatureCreationTime(Timestamp::from_secs(
+            T2022,
+        ))),
+        sp(SubpacketData::IssuerFingerprint(sub.fingerprint())),
+    ];
+    let back = back
+        .sign_primary_key_binding(sub, sub.public_key(), &Password::empty(), &public)
+        .unwrap();
+    let mut binding = SignatureConfig::v4(
+        SignatureType::SubkeyBinding,
+        PublicKeyAlgorithm::RSA,
+        HashAlgorithm::Sha256,
+    );
+    binding.hashed_subpackets = vec![
+        sp(SubpacketData::SignatureCreationTime(Timestamp::from_secs(
+            T2022,
+        ))),
+        sp(SubpacketData::KeyFlags(flags)),
+        sp(SubpacketData::IssuerFingerprint(public.fingerprint())),
+        sp(SubpacketData::EmbeddedSignature(Box::new(back))),
+    ];
+    let binding = binding
+        .sign_subkey_binding(&primary, &public, &Password::empty(), sub.public_key())
+        .unwrap();
+    let signed = SignedPublicKey::new(
+        public,
+        pgp::composed::SignedKeyDetails::new(vec![], vec![direct], vec![], vec![]),
+        vec![SignedPublicSubKey::new(
+            sub.public_key().clone(),
+            vec![binding],
+        )],
+    );
+    (primary, signed)
+}
+
+#[test]
+fn rsa_keys_under_2048_bits_and_dsa_keys_may_not_sign_data() {
+    let strong_subkey = make_key(2, "signer", false, true);
+    let (small, public) = rsa1024_key(&strong_subkey);
+    let keys = trust(&public);
+    let fpr = keys.fingerprints()[0].clone();
+    let err = verify_detached(&keys, DATA, &armored(&sign_at(&small, DATA, T0 + DAY))).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            VerifyError::WeakKey {
+                role: KeyRole::PrimaryKey,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "primary key {fpr} is an RSA key of 1024 bits; signing keys must be RSA of at least 2048 bits, ECDSA on NIST P-256, P-384 or P-521, or Ed25519/Ed448; ask the publisher for a signature by a stronger key"
+        )
+    );
+    // A strong subkey does not help when the primary that bound it is weak.
+    let err = verify_detached(
+        &keys,
+        DATA,
+        &armored(&sign_at(
+            &strong_subkey.secret_subkeys[0].key,
+            DATA,
+            T0 + DAY,
+        )),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.starts_with(&format!(
+            "primary key {fpr} (which vouches for signing subkey {}) is an RSA key of 1024 bits",
+            subkey_fpr(&strong_subkey)
+        )),
+        "{err}"
+    );
+
+    let dsa = SecretKeyParamsBuilder::default()
+        .key_type(KeyType::Dsa(pgp::composed::DsaKeySize::B1024))
+        .can_certify(true)
+        .can_sign(true)
+        .created_at(Timestamp::from_secs(T0))
+        .primary_user_id("dsa <dsa@test.invalid>".into())
+        .build()
+        .unwrap()
+        .generate(rng(22))
+        .unwrap();
+    let keys = trust(&dsa.to_public_key());
+    let err = verify_detached(
+        &keys,
+        DATA,
+        &armored(&sign_at(&dsa.primary_key, DATA, T0 + DAY)),
+    )
+    .unwrap_err();
+    assert!(matches!(err, VerifyError::WeakKey { .. }), "{err}");
+    assert!(
+        err.to_string().starts_with(&format!(
+            "primary key {} is a DSA key, and DSA is refused at any size;",
+            keys.fingerprints()[0]
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_sha1_self_signature_counts_only_if_made_before_the_2023_cutoff() {
+    let key = rsa2048();
+    let sig = armored(&sign_at(&key.primary_key, DATA, T0 + DAY));
+    // Made in 2022, like the Ubuntu archive key's of 2012: accepted.
+    verify_detached(
+        &trust(&self_signed_with(key, HashAlgorithm::Sha1, T2022 + DAY)),
+        DATA,
+        &sig,
+    )
+    .unwrap();
+    // Made after 2023-02-01: ignored, so the key has no self-signature.
+    let keys = trust(&self_signed_with(key, HashAlgorithm::Sha1, T0));
+    let err = verify_detached(&keys, DATA, &sig).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            VerifyError::KeyNotValid {
+                role: KeyRole::PrimaryKey,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "primary key {} has no self-signature that the signature policy accepts: its newest one uses SHA-1 and was made on 2023-11-14 22:13:20 UTC; SHA-1 is accepted only for self-signatures made before 2023-02-01 00:00:00 UTC; its owner must certify it again with SHA-256 or stronger (see docs/verification.md)",
+            keys.fingerprints()[0]
+        )
+    );
+    // MD5 never counts, however old.
+    let err = verify_detached(
+        &trust(&self_signed_with(key, HashAlgorithm::Md5, T2022 + DAY)),
+        DATA,
+        &sig,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("its newest one uses MD5, which is never accepted"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_sha1_subkey_binding_made_after_the_cutoff_is_refused() {
+    let key = rsa2048();
+    let sig = armored(&sign_at(&key.secret_subkeys[0].key, DATA, T0 + DAY));
+    let sha1_binding = |made| Binding {
+        hash: HashAlgorithm::Sha1,
+        made,
+        ..GOOD_BINDING
+    };
+    verify_detached(
+        &trust(&rebound(key, key, sha1_binding(T2022 + DAY), vec![])),
+        DATA,
+        &sig,
+    )
+    .unwrap();
+    let keys = trust(&rebound(key, key, sha1_binding(T0 + 60), vec![]));
+    let err = verify_detached(&keys, DATA, &sig).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            VerifyError::KeyNotValid {
+                role: KeyRole::SigningSubkey,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "signing subkey {} has no binding signature that the signature policy accepts: the newest one by primary key {} uses SHA-1 and was made on 2023-11-14 22:14:20 UTC; SHA-1 is accepted only for self-signatures made before 2023-02-01 00:00:00 UTC; the key's owner must bind it again with SHA-256 or stronger (see docs/verification.md)",
+            subkey_fpr(key),
+            keys.fingerprints()[0]
+        )
+    );
+}
+
+#[test]
+fn the_policy_cutoffs_are_the_published_dates() {
+    assert_eq!(
+        utc(policy::SHA1_SELF_SIGNATURE_CUTOFF),
+        "2023-02-01 00:00:00 UTC"
+    );
+    assert_eq!(
+        utc(policy::RIPEMD160_SELF_SIGNATURE_CUTOFF),
+        "2013-02-01 00:00:00 UTC"
+    );
+}
+
+const UBUNTU_SUMS: &[u8] = include_bytes!("../../tests/vectors/ubuntu-20.04.1/SHA256SUMS");
+const UBUNTU_SIG: &[u8] = include_bytes!("../../tests/vectors/ubuntu-20.04.1/SHA256SUMS.gpg");
+
+#[test]
+fn the_real_ubuntu_20_04_1_list_verifies_with_the_built_in_key() {
+    let good = verify_detached(&ubuntu_cdimage_keys(), UBUNTU_SUMS, UBUNTU_SIG).unwrap();
+    assert_eq!(
+        good.primary_fingerprint,
+        "843938DF228D22F7B3742BC0D94AA3F0EFE21092"
+    );
+    assert_eq!(good.signing_key_fingerprint, good.primary_fingerprint);
+    assert_eq!(utc(good.created), "2020-08-06 15:30:35 UTC");
+    let sums = Sha256Sums::parse(std::str::from_utf8(UBUNTU_SUMS).unwrap()).unwrap();
+    assert_eq!(
+        sha256_hex(&sums.get("ubuntu-20.04.1-live-server-amd64.iso").unwrap()),
+        "443511f6bf12402c12503733059269a2e10dec602916c0a75263e5d990f6bb93"
+    );
+}
+
+#[test]
+fn every_changed_byte_of_the_ubuntu_list_fails() {
+    let keys = ubuntu_cdimage_keys();
+    for at in 0..UBUNTU_SUMS.len() {
+        let mut sums = UBUNTU_SUMS.to_vec();
+        sums[at] ^= 1;
+        let err = verify_detached(&keys, &sums, UBUNTU_SIG).unwrap_err();
+        assert!(
+            matches!(err, VerifyError::BadSignature { .. }),
+            "byte {at}: {err}"
+        );
+    }
+}
+
+/// Every byte of the signature's base64 body changed in turn: the signed
+/// parts fail to verify, and so does the issuer key ID, which OpenPGP
+/// leaves outside the signed part but which must match the signed issuer
+/// fingerprint.
+#[test]
+fn changed_bytes_of_the_ubuntu_signature_fail() {
+    let keys = ubuntu_cdimage_keys();
+    let text = std::str::from_utf8(UBUNTU_SIG).unwrap();
+    // The base64 body: from after the blank line to the checksum line.
+    let body_start = text.find("\n\n").unwrap() + 2;
+    let body_end = text.find("\n=").unwrap();
+    let mut failed = Vec::new();
+    for at in body_start..body_end {
+        if UBUNTU_SIG[at] == b'\n' {
+            continue;
+        }
+        let mut sig = UBUNTU_SIG.to_vec();
+        sig[at] ^= 1;
+        if verify_detached(&keys, UBUNTU_SUMS, &sig).is_ok() {
+            failed.push(at);
+        }
+    }
+    assert_eq!(
+        failed,
+        Vec::<usize>::new(),
+        "changed bytes at these offsets still verify"
+    );
+}
+
+#[test]
+fn unsigned_subpackets_other_than_the_issuer_are_refused() {
+    let key = make_key(1, "primary", true, false);
+    let keys = trust(&key.to_public_key());
+    let signer = &key.primary_key;
+    let signed = |unhashed: Vec<Subpacket>| {
+        let mut config = SignatureConfig::v4(
+            SignatureType::Binary,
+            signer.algorithm(),
+            HashAlgorithm::Sha256,
+        );
+        config.hashed_subpackets = vec![
+            sp(SubpacketData::SignatureCreationTime(Timestamp::from_secs(
+                T0 + DAY,
+            ))),
+            sp(SubpacketData::IssuerFingerprint(signer.fingerprint())),
+        ];
+        config.unhashed_subpackets = unhashed;
+        armored(&DetachedSignature::new(
+            config.sign(signer, &Password::empty(), DATA).unwrap(),
+        ))
+    };
+    // The issuer's own key ID, unsigned, is what GnuPG writes: fine.
+    verify_detached(
+        &keys,
+        DATA,
+        &signed(vec![sp(SubpacketData::IssuerKeyId(signer.legacy_key_id()))]),
+    )
+    .unwrap();
+
+    let other = make_key(3, "other", true, false);
+    let err = verify_detached(
+        &keys,
+        DATA,
+        &signed(vec![sp(SubpacketData::IssuerKeyId(
+            other.primary_key.legacy_key_id(),
+        ))]),
+    )
+    .unwrap_err();
+    assert!(matches!(err, VerifyError::MalformedSignature(_)), "{err}");
+    assert!(
+        err.to_string().contains(&format!(
+            "its issuer key ID {} does not belong to its issuer fingerprint {}",
+            hex::encode_upper(other.primary_key.legacy_key_id().as_ref()),
+            keys.fingerprints()[0]
+        )),
+        "{err}"
+    );
+
+    let err = verify_detached(
+        &keys,
+        DATA,
+        &signed(vec![sp(SubpacketData::SignersUserID(
+            "someone else".into(),
+        ))]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("its unsigned area holds a subpacket (SignersUserID")
+            && err.contains("other than the issuer's key ID or fingerprint"),
+        "{err}"
+    );
 }

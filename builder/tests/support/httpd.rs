@@ -3,7 +3,8 @@
 //! `If-None-Match` and `If-Modified-Since`, counts the body bytes it sends
 //! per path, and can be told to misbehave on the next requests for a path:
 //! drop the connection, stall, answer with an error status, ignore `Range`,
-//! or flip one byte of what it sends.
+//! flip one byte of what it sends, send more than it announces, or send a
+//! body without a length that never ends.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Write};
@@ -26,7 +27,15 @@ pub enum Fault {
     IgnoreRange,
     /// Send the byte at this offset of the file with its lowest bit flipped.
     FlipByte(u64),
+    /// Announce the file's length, send the file and then this many bytes more.
+    Overlong(u64),
+    /// Answer 200 without a length and send the file over and over until the
+    /// client hangs up (or [`ENDLESS_GUARD`] bytes, so a test cannot hang).
+    Endless,
 }
+
+/// How much an [`Fault::Endless`] body sends at most.
+pub const ENDLESS_GUARD: u64 = 1 << 30;
 
 #[derive(Debug, Clone)]
 struct File {
@@ -177,6 +186,18 @@ fn serve(conn: TcpStream, state: &Mutex<State>) {
         return;
     }
     let len = file.body.len() as u64;
+    if let Some(Fault::Endless) = fault {
+        let head = format!("HTTP/1.1 200 OK\r\nETag: {}\r\nLast-Modified: {}\r\nConnection: close\r\n\r\n", file.etag, file.last_modified);
+        let mut sent = 0u64;
+        if conn.write_all(head.as_bytes()).is_ok() {
+            while sent < ENDLESS_GUARD && conn.write_all(&file.body).is_ok() {
+                sent += len;
+            }
+        }
+        record(200, None, sent);
+        let _ = conn.shutdown(Shutdown::Both);
+        return;
+    }
     let asked = headers.get("range").and_then(|r| r.strip_prefix("bytes=")).and_then(|r| r.strip_suffix('-')).and_then(|n| n.parse::<u64>().ok());
     let still_same = headers.get("if-range").is_none_or(|v| *v == file.etag || *v == file.last_modified);
     let from = asked.filter(|_| still_same && !matches!(fault, Some(Fault::IgnoreRange)));
@@ -215,6 +236,11 @@ fn serve(conn: TcpStream, state: &Mutex<State>) {
         }
         sent += stop - at;
         at = stop;
+    }
+    if let Some(Fault::Overlong(extra)) = fault {
+        if conn.write_all(&vec![0u8; extra as usize]).is_ok() {
+            sent += extra;
+        }
     }
     record(status, from, sent);
     if let Some(d) = stall {
