@@ -238,7 +238,7 @@ fn install(plan: &Plan, reporter: &mut Reporter) -> Result<(), StepFailure> {
         .in_step(steps::SELECT_DISK)?;
     let mut ev = reporter.event(steps::SELECT_DISK, State::Done);
     ev.message = Some(format!("target disk {}", selection.chosen.describe()));
-    ev.data = Some(json!({ "chosen": selection.chosen, "rejected": selection.rejected }));
+    ev.data = Some(json!({ "chosen": selection.chosen, "rejected": selection.rejected, "disks": all }));
     reporter.emit(ev);
 
     enter_step(hooks, steps::PARTITION);
