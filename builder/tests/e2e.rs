@@ -61,7 +61,7 @@ fn build_profile_with(profile: &Path, out: &Path, extra: &[&str]) -> PathBuf {
     let (iso, sums, signature, keyring) = (fixture("ISO"), fixture("SHA256SUMS"), fixture("SHA256SUMS_GPG"), fixture("KEYRING"));
     let mut args: Vec<&OsStr> =
         vec!["--iso".as_ref(), iso.as_ref(), "--sha256sums".as_ref(), sums.as_ref(), "--signature".as_ref(), signature.as_ref(), "--keyring".as_ref(), keyring.as_ref()];
-    args.extend(extra.iter().map(|a| OsStr::new(a)));
+    args.extend(extra.iter().map(OsStr::new));
     let output = run_build(profile, out, &args);
     assert!(output.status.success(), "build failed: {}", String::from_utf8_lossy(&output.stderr));
     out.join(format!("{}.img", profile.file_stem().unwrap().to_string_lossy()))

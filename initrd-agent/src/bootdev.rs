@@ -490,4 +490,35 @@ mod tests {
         let dev = boot_device_from(dir.path()).unwrap();
         assert_eq!(dev.describe(), "Boot000A \"UEFI QEMU QEMU USB HARDDRIVE\" PciRoot(0x0)/Pci(0x2,0x0)/USB(0x0,0x0)");
     }
+
+    /// efivarfs files captured in the installer booted by OVMF (Debian's
+    /// ovmf, q35, the stick on qemu-xhci port 1): 4 attribute bytes, then
+    /// the variable. Boot0001 ends with OVMF's 16 bytes of optional data.
+    const OVMF_BOOT_CURRENT: [u8; 6] = [0x06, 0x00, 0x00, 0x00, 0x01, 0x00];
+    const OVMF_BOOT0001: &str = "07 00 00 00 01 00 00 00 1c 00 55 00 45 00 46 00
+        49 00 20 00 51 00 45 00 4d 00 55 00 20 00 51 00 45 00 4d 00 55 00 20 00 55 00 53 00 42 00 20 00
+        48 00 41 00 52 00 44 00 44 00 52 00 49 00 56 00 45 00 20 00 31 00 2d 00 30 00 30 00 30 00 30 00
+        3a 00 30 00 30 00 3a 00 30 00 32 00 2e 00 30 00 2d 00 31 00 00 00 02 01 0c 00 d0 41 03 0a 00 00
+        00 00 01 01 06 00 00 02 03 05 06 00 00 00 7f ff 04 00 4e ac 08 81 11 9f 59 4d 85 0e e2 1a 52 2c
+        59 b2";
+
+    #[test]
+    fn a_boot_option_captured_from_ovmf_matches_the_stick_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes: Vec<u8> = OVMF_BOOT0001.split_whitespace().map(|h| u8::from_str_radix(h, 16).unwrap()).collect();
+        std::fs::write(dir.path().join(format!("BootCurrent-{EFI_GLOBAL_VARIABLE}")), OVMF_BOOT_CURRENT).unwrap();
+        std::fs::write(dir.path().join(format!("Boot0001-{EFI_GLOBAL_VARIABLE}")), bytes).unwrap();
+        let dev = boot_device_from(dir.path()).unwrap();
+        assert_eq!(dev.describe(), "Boot0001 \"UEFI QEMU QEMU USB HARDDRIVE 1-0000:00:02.0-1\" PciRoot(0x0)/Pci(0x2,0x0)/USB(0x0,0x0)");
+        let hops = device_path_hops(&dev.path).unwrap();
+        let none = |_: &str| None;
+        // The stick's sysfs path in that boot (usb-storage 2-1:1.0, scsi host6), a
+        // second stick on port 2 and a virtio disk.
+        let stick = "/sys/devices/pci0000:00/0000:00:02.0/usb2/2-1/2-1:1.0/host6/target6:0:0/6:0:0:0/block/sda";
+        let copy = "/sys/devices/pci0000:00/0000:00:02.0/usb2/2-2/2-2:1.0/host7/target7:0:0/7:0:0:0/block/sdb";
+        let internal = "/sys/devices/pci0000:00/0000:00:03.0/virtio0/block/vda";
+        assert!(matches(&hops, &sysfs_hops(stick, &none)));
+        assert!(!matches(&hops, &sysfs_hops(copy, &none)));
+        assert!(!matches(&hops, &sysfs_hops(internal, &none)));
+    }
 }
