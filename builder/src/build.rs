@@ -32,6 +32,8 @@ pub struct BuildOptions {
     pub out_dir: PathBuf,
     /// The static installer agent; found next to the `imgforge` binary when not given.
     pub agent: Option<PathBuf>,
+    /// Faults the agent injects on purpose, for tests of its failure paths.
+    pub test_hooks: Option<imgforge_plan::TestHooks>,
 }
 
 #[derive(Debug, Clone)]
@@ -88,6 +90,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, BuildError> {
     let guids = compile::media_guids(&loaded.name, &iso.facts);
     let mut plan = compile::compile(&loaded, &iso.facts, &guids);
     plan.archive_keys = Some(archive_keys(opts)?);
+    plan.test_hooks = opts.test_hooks.clone();
     let plan_json = plan.to_json();
 
     let esp_files = esp_contents(&mut iso, &plan, &agent, plan_json.as_bytes(), &guids)?;

@@ -38,6 +38,9 @@ enum Command {
         /// The static installer agent (default: next to this program).
         #[arg(long)]
         agent: Option<PathBuf>,
+        /// For tests: the installer panics on purpose at the start of STEP.
+        #[arg(long, hide = true, value_name = "STEP", value_parser = clap::builder::PossibleValuesParser::new(imgforge_plan::steps::INSTALLER))]
+        test_panic_in_step: Option<String>,
     },
     /// Only get the profile's ISO: download (or find in the cache), verify, print its path.
     Fetch {
@@ -101,6 +104,13 @@ enum Command {
         /// Use Secure Boot firmware (Microsoft keys enrolled) for every boot.
         #[arg(long)]
         secure_boot: bool,
+        /// Attach another USB disk during the install: SIZE blank and sparse, or SIZE:IMAGE
+        /// starting with a copy of IMAGE. Created afresh as usbN.img in the work directory.
+        #[arg(long, value_name = "SIZE[:IMAGE]")]
+        usb_disk: Vec<qemu::UsbDisk>,
+        /// Stop the VM as soon as STEP reports done (exit code 4, outcome "stopped") or failed.
+        #[arg(long, value_name = "STEP", value_parser = clap::builder::PossibleValuesParser::new(imgforge_plan::steps::INSTALLER))]
+        stop_after: Option<String>,
     },
 }
 
@@ -223,7 +233,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Build { profile, source, archive_keyring, out, agent } => {
+        Command::Build { profile, source, archive_keyring, out, agent, test_panic_in_step } => {
             let opts = BuildOptions {
                 profile,
                 sources: source.overrides(),
@@ -233,6 +243,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 archive_keyring,
                 out_dir: out,
                 agent,
+                test_hooks: test_panic_in_step.map(|step| imgforge_plan::TestHooks { panic_in_step: Some(step) }),
             };
             let built = build::build(&opts)?;
             eprintln!("imgforge: SHA256SUMS signed by {}", built.signer);
@@ -278,7 +289,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::BootTest { image, target, target_size, target_bus, timeout, memory, report, work_dir, firstboot, secure_boot } => {
+        Command::BootTest { image, target, target_size, target_bus, timeout, memory, report, work_dir, firstboot, secure_boot, usb_disk, stop_after } => {
             let work_dir = match work_dir {
                 Some(d) => d,
                 None => std::env::temp_dir().join(format!("imgforge-boot-test-{}", std::process::id())),
@@ -294,6 +305,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 work_dir,
                 firstboot,
                 secure_boot,
+                usb_disks: usb_disk,
+                stop_after,
             };
             let result = qemu::boot_test(&opts, |e| eprintln!("{}", qemu::describe(e)))?;
             if let Some(path) = &report {
@@ -301,7 +314,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 std::fs::write(path, json).with_context(|| format!("writing report {}", path.display()))?;
             }
             eprintln!("imgforge: boot test {:?} after {:.1}s; console log {}", result.outcome, result.total_s, opts.console_log.display());
-            if result.outcome != qemu::Outcome::Success {
+            if !matches!(result.outcome, qemu::Outcome::Success | qemu::Outcome::Stopped) {
                 eprintln!("imgforge: last console lines:");
                 for line in &result.console_tail {
                     eprintln!("  | {line}");

@@ -53,7 +53,16 @@ fn build_reference(out: &Path) -> PathBuf {
 }
 
 fn build_profile(profile: &Path, out: &Path) -> PathBuf {
-    let output = build_with(profile, out, &fixture("ISO"), &fixture("SHA256SUMS_GPG"));
+    build_profile_with(profile, out, &[])
+}
+
+/// Builds from the fixture ISO with more `imgforge build` arguments.
+fn build_profile_with(profile: &Path, out: &Path, extra: &[&str]) -> PathBuf {
+    let (iso, sums, signature, keyring) = (fixture("ISO"), fixture("SHA256SUMS"), fixture("SHA256SUMS_GPG"), fixture("KEYRING"));
+    let mut args: Vec<&OsStr> =
+        vec!["--iso".as_ref(), iso.as_ref(), "--sha256sums".as_ref(), sums.as_ref(), "--signature".as_ref(), signature.as_ref(), "--keyring".as_ref(), keyring.as_ref()];
+    args.extend(extra.iter().map(OsStr::new));
+    let output = run_build(profile, out, &args);
     assert!(output.status.success(), "build failed: {}", String::from_utf8_lossy(&output.stderr));
     out.join(format!("{}.img", profile.file_stem().unwrap().to_string_lossy()))
 }
@@ -395,4 +404,132 @@ fn the_fixture_is_downloaded_over_loopback_verified_cached_and_built_from() {
     assert_eq!(dir_entries(&out2), Vec::<String>::new(), "no image and no partial file");
     assert_eq!(dir_entries(&cache2.join("objects")).into_iter().filter(|o| *o == sha).count(), 0);
     assert!(dir_entries(&cache2.join("partial")).iter().all(|f| f.ends_with(".lock")), "no partial bytes left");
+}
+
+/// The events of one step, in order.
+fn step_events(report: &serde_json::Value, step: &str) -> Vec<serde_json::Value> {
+    report["events"].as_array().expect("events array").iter().map(|e| e["event"].clone()).filter(|e| e["step"] == step).collect()
+}
+
+/// The `done` event of the select-disk step, at which the VM was stopped.
+fn stopped_at_select_disk(code: i32, report: &serde_json::Value) -> serde_json::Value {
+    assert_eq!(code, 4, "boot-test should stop after select-disk: {report:#}");
+    assert_eq!(report["outcome"], "stopped");
+    assert_eq!(report["stop_after"], steps::SELECT_DISK);
+    let done = step_events(report, steps::SELECT_DISK).into_iter().find(|e| e["state"] == "done").expect("select-disk done");
+    done["data"].clone()
+}
+
+fn reason_of(selection: &serde_json::Value, disk: &str) -> String {
+    let rejected = selection["rejected"].as_array().expect("rejected array");
+    let r = rejected.iter().find(|r| r["name"] == disk).unwrap_or_else(|| panic!("{disk} is not among the rejected: {selection:#}"));
+    r["reason"].as_str().unwrap().to_owned()
+}
+
+/// The guest's name for the disk whose sysfs path contains `fragment`.
+fn disk_named_by_path(selection: &serde_json::Value, fragment: &str) -> String {
+    let disks = selection["disks"].as_array().expect("disks array");
+    let found: Vec<&serde_json::Value> = disks.iter().filter(|d| d["sysfs_path"].as_str().unwrap().contains(fragment)).collect();
+    assert_eq!(found.len(), 1, "one disk at {fragment}: {selection:#}");
+    found[0]["name"].as_str().unwrap().to_owned()
+}
+
+/// The guest's name of the extra USB stick on xhci port `port` (the boot stick is on port 1).
+fn stick_on_port(selection: &serde_json::Value, port: u32) -> String {
+    disk_named_by_path(selection, &format!("-{port}:1.0/"))
+}
+
+const USB_REASON: &str = "is removable/USB; set disk.match.transport = \"usb\" to install onto it";
+
+#[test]
+#[ignore = "needs the fixture ISO and QEMU: run scripts/test"]
+fn a_usb_stick_beside_the_internal_disk_is_left_alone_by_the_reference_rules() {
+    let tmp = tempfile::tempdir().unwrap();
+    let image = build_reference(&tmp.path().join("out"));
+    let report_path = tmp.path().join("report.json");
+    let args = ["--usb-disk", "64GiB", "--stop-after", steps::SELECT_DISK];
+    let (code, report) = boot_test_with(&image, &tmp.path().join("target.img"), "100GiB", &report_path, &args);
+    let selection = stopped_at_select_disk(code, &report);
+    assert_eq!(selection["chosen"]["name"], "vda", "{selection:#}");
+    let stick = stick_on_port(&selection, 2);
+    assert_eq!(reason_of(&selection, &stick), USB_REASON);
+    assert_eq!(reason_of(&selection, &stick_on_port(&selection, 1)), "is the install medium");
+
+    // Not a byte of the stick was written: its file has no blocks at all.
+    let file = report["usb_disks"][0].as_str().unwrap();
+    let meta = fs::metadata(file).unwrap();
+    assert_eq!(meta.len(), 64 << 30);
+    assert_eq!(std::os::unix::fs::MetadataExt::blocks(&meta), 0, "the USB stick {file} was written to");
+}
+
+#[test]
+#[ignore = "needs the fixture ISO and QEMU: run scripts/test"]
+fn with_transport_usb_the_usb_stick_is_chosen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let profile = tmp.path().join("hypervisor.toml");
+    let any = "match = { min_size = \"32GiB\", transport = \"any\" }";
+    let text = fs::read_to_string(REFERENCE_PROFILE).unwrap();
+    assert!(text.contains(any), "the reference profile's disk rules changed");
+    fs::write(&profile, text.replacen(any, "match = { min_size = \"32GiB\", transport = \"usb\" }", 1)).unwrap();
+    let image = build_profile(&profile, &tmp.path().join("out"));
+    let args = ["--usb-disk", "64GiB", "--stop-after", steps::SELECT_DISK];
+    let (code, report) = boot_test_with(&image, &tmp.path().join("target.img"), "100GiB", &tmp.path().join("report.json"), &args);
+    let selection = stopped_at_select_disk(code, &report);
+    assert_eq!(selection["chosen"]["name"].as_str().unwrap(), stick_on_port(&selection, 2), "{selection:#}");
+    assert_eq!(selection["chosen"]["transport"], "usb");
+    assert_eq!(reason_of(&selection, "vda"), "transport virtio is not disk.match.transport usb");
+    assert_eq!(reason_of(&selection, &stick_on_port(&selection, 1)), "is the install medium");
+}
+
+#[test]
+#[ignore = "needs the fixture ISO and QEMU: run scripts/test"]
+fn a_second_stick_with_the_same_image_is_not_taken_for_the_install_medium() {
+    let tmp = tempfile::tempdir().unwrap();
+    let image = build_reference(&tmp.path().join("out"));
+    let copy = format!("8GiB:{}", image.display());
+    let args = ["--usb-disk", copy.as_str(), "--stop-after", steps::SELECT_DISK];
+    let (code, report) = boot_test_with(&image, &tmp.path().join("target.img"), "100GiB", &tmp.path().join("report.json"), &args);
+    let selection = stopped_at_select_disk(code, &report);
+    let (booted, second) = (stick_on_port(&selection, 1), stick_on_port(&selection, 2));
+
+    let payload = step_events(&report, steps::PAYLOAD).into_iter().find(|e| e["state"] == "done").expect("payload done");
+    let medium = &payload["data"]["medium"];
+    assert_eq!(medium["disk"].as_str(), Some(booted.as_str()), "{payload:#}");
+    assert_eq!(payload["data"]["device"].as_str().unwrap(), format!("/dev/{booted}2"));
+    let mut carriers: Vec<&str> = medium["carriers"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    carriers.sort();
+    let mut expected = [booted.as_str(), second.as_str()];
+    expected.sort();
+    assert_eq!(carriers, expected);
+    assert!(medium["boot_device"].as_str().unwrap().contains("/USB(0x0,"), "the firmware booted from port 1: {medium:#}");
+
+    assert_eq!(selection["chosen"]["name"], "vda");
+    assert_eq!(reason_of(&selection, &booted), "is the install medium");
+    assert_eq!(reason_of(&selection, &second), format!("{USB_REASON} (carries a copy of the install image; the install medium is {booted})"));
+}
+
+#[test]
+#[ignore = "needs the fixture ISO and QEMU: run scripts/test"]
+fn a_panic_in_the_installer_is_reported_and_leaves_a_shell() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let image = build_profile_with(Path::new(REFERENCE_PROFILE), &out, &["--test-panic-in-step", steps::SELECT_DISK]);
+    let plan = Plan::from_json(&fs::read_to_string(out.join("hypervisor.plan.json")).unwrap()).unwrap();
+    assert_eq!(plan.test_hooks.and_then(|h| h.panic_in_step).as_deref(), Some(steps::SELECT_DISK));
+    let target = tmp.path().join("target.img");
+    let (code, report) = boot_test(&image, &target, "40GiB", &tmp.path().join("report.json"));
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(report["outcome"], "failed");
+    let failed = report["events"].as_array().unwrap().last().unwrap()["event"].clone();
+    assert_eq!(failed["step"], steps::SELECT_DISK);
+    assert_eq!(failed["state"], "failed");
+    let message = failed["message"].as_str().unwrap();
+    assert!(message.starts_with("the installer panicked at initrd-agent/src/main.rs:"), "{failed:#}");
+    assert!(message.ends_with(": test hook: the plan asks the installer to panic in step select-disk"), "{failed:#}");
+    assert!(!event_steps(&report).iter().any(|(s, _)| s == steps::PARTITION), "nothing was partitioned");
+    // PID 1 lived on and did the failure action: the console shows the shell, not a kernel panic.
+    let tail = report["console_tail"].to_string();
+    assert!(tail.contains("a shell is available on the console"), "{tail}");
+    assert!(!tail.contains("Kernel panic"), "{tail}");
+    assert_eq!(std::os::unix::fs::MetadataExt::blocks(&fs::metadata(&target).unwrap()), 0, "the target disk was written to");
 }

@@ -3,7 +3,7 @@
 //! capabilities, ACLs), hard links, symlinks, device nodes, FIFOs and holes.
 
 use std::collections::HashMap;
-use std::ffi::CString;
+use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -11,6 +11,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use rustix::fs::{AtFlags, FileType, Gid, Mode, Timespec, Timestamps, Uid, XattrFlags, CWD};
+use rustix::io::Errno;
 
 const CHUNK: usize = 1 << 20;
 /// Zero runs of at least this size become holes.
@@ -62,12 +64,9 @@ pub fn copy_tree(src: &Path, dst: &Path, mut progress: impl FnMut(u64)) -> Resul
                 stats.files += 1;
                 progress(stats.bytes);
             } else {
-                let c = cstr(&to)?;
-                // SAFETY: c is a valid NUL-terminated path; mode and rdev come from the source inode.
-                let rc = unsafe { libc::mknod(c.as_ptr(), meta.mode(), meta.rdev()) };
-                if rc != 0 {
-                    return Err(std::io::Error::last_os_error()).with_context(|| format!("creating device node {}", to.display()));
-                }
+                let mode = meta.mode();
+                rustix::fs::mknodat(CWD, &to, FileType::from_raw_mode(mode), Mode::from_raw_mode(mode), meta.rdev())
+                    .with_context(|| format!("creating device node {}", to.display()))?;
             }
             apply_metadata(&from, &to, &meta)?;
         }
@@ -77,10 +76,6 @@ pub fn copy_tree(src: &Path, dst: &Path, mut progress: impl FnMut(u64)) -> Resul
         apply_metadata(from, to, meta)?;
     }
     Ok(stats)
-}
-
-fn cstr(p: &Path) -> Result<CString> {
-    CString::new(p.as_os_str().as_bytes()).with_context(|| format!("{} contains a NUL byte", p.display()))
 }
 
 /// Copies file data, leaving holes where the source has runs of zeros.
@@ -112,50 +107,67 @@ fn copy_file(from: &Path, to: &Path, len: u64, buf: &mut [u8]) -> Result<u64> {
 
 /// Owner, then mode (chown clears set-id bits), xattrs, then times.
 fn apply_metadata(from: &Path, to: &Path, meta: &fs::Metadata) -> Result<()> {
-    let c = cstr(to)?;
-    // SAFETY: valid path; lchown does not follow symlinks.
-    if unsafe { libc::lchown(c.as_ptr(), meta.uid(), meta.gid()) } != 0 {
-        return Err(std::io::Error::last_os_error()).with_context(|| format!("setting owner of {}", to.display()));
-    }
+    rustix::fs::chownat(CWD, to, Some(Uid::from_raw(meta.uid())), Some(Gid::from_raw(meta.gid())), AtFlags::SYMLINK_NOFOLLOW)
+        .with_context(|| format!("setting owner of {}", to.display()))?;
     if !meta.file_type().is_symlink() {
         fs::set_permissions(to, fs::Permissions::from_mode(meta.mode() & 0o7777)).with_context(|| format!("setting mode of {}", to.display()))?;
     }
     copy_xattrs(from, to)?;
-    let times = [
-        libc::timespec { tv_sec: meta.atime(), tv_nsec: meta.atime_nsec() },
-        libc::timespec { tv_sec: meta.mtime(), tv_nsec: meta.mtime_nsec() },
-    ];
-    // SAFETY: valid path and a two-element timespec array, as utimensat requires.
-    if unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) } != 0 {
-        return Err(std::io::Error::last_os_error()).with_context(|| format!("setting times of {}", to.display()));
+    let times = Timestamps {
+        last_access: Timespec { tv_sec: meta.atime(), tv_nsec: meta.atime_nsec() },
+        last_modification: Timespec { tv_sec: meta.mtime(), tv_nsec: meta.mtime_nsec() },
+    };
+    rustix::fs::utimensat(CWD, to, &times, AtFlags::SYMLINK_NOFOLLOW).with_context(|| format!("setting times of {}", to.display()))?;
+    Ok(())
+}
+
+/// Copies every extended attribute of `from` (file capabilities, ACLs,
+/// SELinux labels, user attributes) to `to`, whole. One that cannot be
+/// listed, read or set fails the copy: a file silently stripped of its
+/// capabilities or ACLs is a broken system that looks fine.
+fn copy_xattrs(from: &Path, to: &Path) -> Result<()> {
+    let names = match read_sized(|| rustix::fs::llistxattr_query(from), |buf| rustix::fs::llistxattr(from, buf)) {
+        Ok(names) => names,
+        // The source filesystem cannot hold extended attributes, so it has none to lose.
+        Err(Errno::NOTSUP) => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("listing the extended attributes of {}", from.display())),
+    };
+    for name in names.split(|&b| b == 0).filter(|s| !s.is_empty()) {
+        let name = OsStr::from_bytes(name);
+        let value = read_sized(|| rustix::fs::lgetxattr_query(from, name), |buf| rustix::fs::lgetxattr(from, name, buf))
+            .with_context(|| format!("reading extended attribute {} of {}", name.to_string_lossy(), from.display()))?;
+        rustix::fs::lsetxattr(to, name, &value, XattrFlags::empty())
+            .with_context(|| format!("setting extended attribute {} ({} bytes) on {}", name.to_string_lossy(), value.len(), to.display()))?;
     }
     Ok(())
 }
 
-fn copy_xattrs(from: &Path, to: &Path) -> Result<()> {
-    let (cf, ct) = (cstr(from)?, cstr(to)?);
-    let mut names = vec![0u8; 4096];
-    // SAFETY: the buffer pointer and length describe `names`.
-    let n = unsafe { libc::llistxattr(cf.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
-    if n <= 0 {
-        return Ok(());
-    }
-    for name in names[..n as usize].split(|&b| b == 0).filter(|s| !s.is_empty()) {
-        let cname = CString::new(name)?;
-        let mut value = vec![0u8; 65536];
-        // SAFETY: valid C strings and a buffer of the given length.
-        let len = unsafe { libc::lgetxattr(cf.as_ptr(), cname.as_ptr(), value.as_mut_ptr().cast(), value.len()) };
-        if len < 0 {
-            continue;
+/// How often a value that grows between the size query and the read is
+/// asked again before giving up.
+const XATTR_TRIES: usize = 8;
+
+/// Reads a value whose size `query` reports into a buffer of that size;
+/// when it grew in between (ERANGE), asks again.
+fn read_sized(
+    query: impl Fn() -> rustix::io::Result<usize>,
+    read: impl Fn(&mut [u8]) -> rustix::io::Result<usize>,
+) -> rustix::io::Result<Vec<u8>> {
+    for _ in 0..XATTR_TRIES {
+        let size = query()?;
+        if size == 0 {
+            return Ok(Vec::new());
         }
-        // SAFETY: as above; `len` bytes of `value` are initialised.
-        let rc = unsafe { libc::lsetxattr(ct.as_ptr(), cname.as_ptr(), value.as_ptr().cast(), len as usize, 0) };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error())
-                .with_context(|| format!("setting extended attribute {} on {}", String::from_utf8_lossy(name), to.display()));
+        let mut buf = vec![0u8; size];
+        match read(&mut buf) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(buf);
+            }
+            Err(Errno::RANGE) => continue,
+            Err(e) => return Err(e),
         }
     }
-    Ok(())
+    Err(Errno::RANGE)
 }
 
 #[cfg(test)]
@@ -196,5 +208,97 @@ mod tests {
         assert_eq!(fs::metadata(d.join("empty")).unwrap().mode() & 0o7777, 0o711);
         assert_eq!(fs::metadata(s.join("etc/a")).unwrap().mtime(), a.mtime());
         assert_eq!(stats.files, 2, "the hard link is not copied twice");
+    }
+
+    fn xattrs(path: &Path) -> Vec<(String, Vec<u8>)> {
+        let names = read_sized(|| rustix::fs::llistxattr_query(path), |b| rustix::fs::llistxattr(path, b)).unwrap();
+        let mut out: Vec<(String, Vec<u8>)> = names
+            .split(|&b| b == 0)
+            .filter(|n| !n.is_empty())
+            .map(|n| {
+                let name = OsStr::from_bytes(n);
+                let value = read_sized(|| rustix::fs::lgetxattr_query(path, name), |b| rustix::fs::lgetxattr(path, name, b)).unwrap();
+                (name.to_string_lossy().into_owned(), value)
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// tmpfs holds values up to the kernel's 64 KiB limit (ext4 only one
+    /// block), so the source and the copy live there.
+    fn tmpfs_dir() -> tempfile::TempDir {
+        tempfile::tempdir_in("/dev/shm").expect("a directory on /dev/shm (tmpfs)")
+    }
+
+    #[test]
+    fn every_extended_attribute_arrives_whole() {
+        let (src, dst) = (tmpfs_dir(), tmpfs_dir());
+        let file = src.path().join("ping");
+        fs::write(&file, b"binary").unwrap();
+        // The largest value the kernel allows, far beyond the old 4 KiB name
+        // list and past any fixed buffer below 64 KiB.
+        let big: Vec<u8> = (0..65536u32).map(|i| (i % 251) as u8).collect();
+        rustix::fs::lsetxattr(&file, "user.big", &big, XattrFlags::empty()).unwrap();
+        for i in 0..60 {
+            rustix::fs::lsetxattr(&file, format!("user.{i:0>100}").as_str(), b"v", XattrFlags::empty()).unwrap();
+        }
+        // vfs_cap_data revision 2, effective, permitted = CAP_NET_RAW (13): `setcap cap_net_raw+ep`.
+        let mut cap = Vec::new();
+        for word in [0x0200_0001u32, 1 << 13, 0, 0, 0] {
+            cap.extend_from_slice(&word.to_le_bytes());
+        }
+        rustix::fs::lsetxattr(&file, "security.capability", &cap, XattrFlags::empty()).unwrap();
+        assert!(rustix::fs::llistxattr_query(&file).unwrap() > 4096, "the name list exceeds the old 4 KiB buffer");
+
+        copy_tree(src.path(), dst.path(), |_| {}).unwrap();
+        let copied = xattrs(&dst.path().join("ping"));
+        assert_eq!(copied, xattrs(&file));
+        assert_eq!(copied.len(), 62);
+        assert!(copied.contains(&("user.big".into(), big)));
+        assert!(copied.contains(&("security.capability".into(), cap)));
+    }
+
+    #[test]
+    fn an_attribute_that_cannot_be_read_or_set_fails_naming_the_file() {
+        let dir = tmpfs_dir();
+        let missing = dir.path().join("gone");
+        let err = copy_xattrs(&missing, dir.path()).unwrap_err();
+        assert_eq!(format!("{err:#}"), format!("listing the extended attributes of {}: No such file or directory (os error 2)", missing.display()));
+
+        // user.* attributes are not allowed on symlinks: the set fails and says where.
+        let file = dir.path().join("f");
+        fs::write(&file, b"x").unwrap();
+        rustix::fs::lsetxattr(&file, "user.note", b"kept", XattrFlags::empty()).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink("f", &link).unwrap();
+        let err = format!("{:#}", copy_xattrs(&file, &link).unwrap_err());
+        assert!(err.starts_with(&format!("setting extended attribute user.note (4 bytes) on {}: ", link.display())), "{err}");
+    }
+
+    #[test]
+    fn a_value_that_grows_between_query_and_read_is_read_again() {
+        use std::cell::Cell;
+        let size = Cell::new(4);
+        let reads = Cell::new(0);
+        let value = read_sized(
+            || Ok(size.get()),
+            |buf| {
+                reads.set(reads.get() + 1);
+                // The first read finds the value grown to 6000 bytes.
+                if buf.len() < 6000 {
+                    size.set(6000);
+                    return Err(Errno::RANGE);
+                }
+                buf[..6000].fill(7);
+                Ok(6000)
+            },
+        )
+        .unwrap();
+        assert_eq!((value.len(), reads.get()), (6000, 2));
+        assert!(value.iter().all(|&b| b == 7));
+        let always = read_sized(|| Ok(1), |_| Err(Errno::RANGE));
+        assert_eq!(always, Err(Errno::RANGE), "a value that keeps growing is an error, not a loop");
+        assert_eq!(read_sized(|| Ok(0), |_| unreachable!("an empty value needs no read")), Ok(Vec::new()));
     }
 }

@@ -9,6 +9,7 @@ use anyhow::{bail, Context};
 use imgforge_plan::{DiskRules, SelectPolicy, Transport};
 use serde::Serialize;
 
+use crate::bootdev::{self, BootDevice, Hop};
 use crate::events::log;
 use crate::modules::glob_match;
 
@@ -16,26 +17,44 @@ use crate::modules::glob_match;
 const PAYLOAD_WAIT: Duration = Duration::from_secs(60);
 const SKIPPED_PREFIXES: [&str; 6] = ["loop", "ram", "zram", "sr", "md", "dm-"];
 
+/// What sysfs says about a whole disk. A fact that could not be read is
+/// `None`: the disk is then never a candidate, because "unknown" must not
+/// count as "writable, unmounted, fixed".
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DiskFacts {
     pub name: String,
-    pub size_bytes: u64,
-    pub logical_block_size: u64,
+    pub size_bytes: Option<u64>,
+    pub logical_block_size: Option<u64>,
     pub model: String,
     pub serial: String,
     pub transport: Transport,
-    pub rotational: bool,
-    pub removable: bool,
-    pub read_only: bool,
+    pub rotational: Option<bool>,
+    pub removable: Option<bool>,
+    pub read_only: Option<bool>,
     /// Some partition (or the disk) is mounted.
-    pub mounted: bool,
+    pub mounted: Option<bool>,
     /// The PCI part of the disk's `/dev/disk/by-path` name, e.g. `pci-0000:00:04.0`.
     pub by_path: Option<String>,
+    /// The disk's device path under /sys/devices, matched against the
+    /// firmware's boot device.
+    pub sysfs_path: String,
 }
 
 impl DiskFacts {
     pub fn describe(&self) -> String {
-        format!("{} ({}, {}, model {:?}, serial {:?})", self.name, human(self.size_bytes), transport_name(self.transport), self.model, self.serial)
+        let size = self.size_bytes.map_or_else(|| "size unknown".to_owned(), human);
+        let removable = if self.removable == Some(true) { ", removable" } else { "" };
+        format!("{} ({size}, {}{removable}, model {:?}, serial {:?})", self.name, transport_name(self.transport), self.model, self.serial)
+    }
+
+    /// The size of a disk that passed selection (unknown sizes never do).
+    pub fn known_size(&self) -> anyhow::Result<u64> {
+        self.size_bytes.with_context(|| format!("the size of /dev/{} is unknown", self.name))
+    }
+
+    /// The sector size of a disk that passed selection.
+    pub fn known_block_size(&self) -> anyhow::Result<u64> {
+        self.logical_block_size.with_context(|| format!("the logical block size of /dev/{} is unknown", self.name))
     }
 }
 
@@ -69,24 +88,62 @@ fn read_trim(path: impl AsRef<Path>) -> Option<String> {
     std::fs::read_to_string(path).ok().map(|s| s.trim().to_owned())
 }
 
+const MOUNTINFO: &str = "/proc/self/mountinfo";
+
 /// Whole disks the kernel knows, sorted by name.
 pub fn list_disks() -> anyhow::Result<Vec<DiskFacts>> {
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mounts = match std::fs::read_to_string(MOUNTINFO) {
+        Ok(text) => Some(text),
+        Err(e) => {
+            log(format!("reading {MOUNTINFO}: {e}; no disk counts as unmounted"));
+            None
+        }
+    };
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/sys/block").context("listing /sys/block")? {
         let name = entry.context("listing /sys/block")?.file_name().to_string_lossy().into_owned();
         if SKIPPED_PREFIXES.iter().any(|p| name.starts_with(p)) {
             continue;
         }
-        out.push(disk_facts(&name, &mounts));
+        out.push(disk_facts(&name, mounts.as_deref()));
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
 }
 
-fn disk_facts(name: &str, mountinfo: &str) -> DiskFacts {
+/// Reads and parses one sysfs attribute; a failure is logged with its
+/// cause and gives `None`.
+fn sys_number(sys: &Path, attr: &str) -> Option<u64> {
+    let path = sys.join(attr);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => match text.trim().parse::<u64>() {
+            Ok(n) => Some(n),
+            Err(e) => {
+                log(format!("{}: {:?} is not a number: {e}", path.display(), text.trim()));
+                None
+            }
+        },
+        Err(e) => {
+            log(format!("reading {}: {e}", path.display()));
+            None
+        }
+    }
+}
+
+fn sys_flag(sys: &Path, attr: &str) -> Option<bool> {
+    match sys_number(sys, attr) {
+        Some(0) => Some(false),
+        Some(1) => Some(true),
+        Some(n) => {
+            log(format!("{}: {n} is neither 0 nor 1", sys.join(attr).display()));
+            None
+        }
+        None => None,
+    }
+}
+
+fn disk_facts(name: &str, mountinfo: Option<&str>) -> DiskFacts {
     let sys = Path::new("/sys/block").join(name);
-    let num = |f: &str| read_trim(sys.join(f)).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
     let real = std::fs::canonicalize(&sys).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
     let serial = read_trim(sys.join("device/serial"))
         .or_else(|| read_trim(sys.join("serial")))
@@ -94,16 +151,18 @@ fn disk_facts(name: &str, mountinfo: &str) -> DiskFacts {
         .unwrap_or_default();
     DiskFacts {
         name: name.to_owned(),
-        size_bytes: num("size") * 512,
-        logical_block_size: read_trim(sys.join("queue/logical_block_size")).and_then(|s| s.parse().ok()).unwrap_or(512),
+        // The kernel counts 512-byte sectors here whatever the disk's sector size.
+        size_bytes: sys_number(&sys, "size").and_then(|n| n.checked_mul(512)),
+        logical_block_size: sys_number(&sys, "queue/logical_block_size"),
         model: read_trim(sys.join("device/model")).unwrap_or_default(),
         serial,
         transport: transport_of(name, &real),
-        rotational: num("queue/rotational") == 1,
-        removable: num("removable") == 1,
-        read_only: num("ro") == 1,
-        mounted: is_mounted(name, mountinfo),
+        rotational: sys_flag(&sys, "queue/rotational"),
+        removable: sys_flag(&sys, "removable"),
+        read_only: sys_flag(&sys, "ro"),
+        mounted: mountinfo.map(|m| is_mounted(name, m)),
         by_path: pci_path(&real),
+        sysfs_path: real,
     }
 }
 
@@ -127,7 +186,7 @@ pub fn pci_path(sysfs_path: &str) -> Option<String> {
         let b = c.as_bytes();
         c.len() == 12 && b[4] == b':' && b[7] == b':' && b[10] == b'.' && c.chars().all(|ch| ch.is_ascii_hexdigit() || ":.".contains(ch))
     };
-    sysfs_path.split('/').filter(|c| is_pci(c)).last().map(|a| format!("pci-{a}"))
+    sysfs_path.split('/').rfind(|c| is_pci(c)).map(|a| format!("pci-{a}"))
 }
 
 /// Whether /dev/<disk> or one of its partitions is a mount source.
@@ -139,34 +198,121 @@ pub fn is_mounted(disk: &str, mountinfo: &str) -> bool {
     })
 }
 
-/// The install medium: the disk whose GPT has the plan's payload partition.
-pub struct Payload {
-    pub disk: String,
+/// The install medium among the disks that carry the image's payload
+/// partition. Copies of the image (a second stick, a disk the image was
+/// once written to) have the same partition GUIDs, so the firmware's boot
+/// device decides which one the machine booted from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Medium {
+    /// The booted disk, when it could be told apart from the copies.
+    pub disk: Option<String>,
+    /// The payload partition the installer reads the ISO from: on the
+    /// medium, or (when it is unknown) on the first disk carrying it;
+    /// every such disk is then kept out of the selection.
     pub partition_device: String,
+    /// Every disk with the payload partition, the medium included.
+    pub carriers: Vec<String>,
+    /// The firmware's boot device, or why it is unknown.
+    pub boot_device: String,
+    /// How the medium was told apart from copies, or why it could not be.
+    pub how: String,
+}
+
+impl Medium {
+    /// Disks that are never candidates, with the reason.
+    pub fn never(&self) -> Vec<Rejected> {
+        match &self.disk {
+            Some(medium) => vec![Rejected { name: medium.clone(), reason: "is the install medium".into() }],
+            None => self
+                .carriers
+                .iter()
+                .map(|name| Rejected {
+                    name: name.clone(),
+                    reason: format!(
+                        "carries a copy of the install image and cannot be told apart from the install medium ({}), so it is never written",
+                        self.how
+                    ),
+                })
+                .collect(),
+        }
+    }
+
+    /// What a disk that carries a copy but is not the medium adds to its reason.
+    fn copy_note(&self, name: &str) -> Option<String> {
+        let medium = self.disk.as_deref()?;
+        (name != medium && self.carriers.iter().any(|c| c == name)).then(|| format!("carries a copy of the install image; the install medium is {medium}"))
+    }
+}
+
+/// Decides which carrier of the payload partition is the medium. Pure:
+/// `carriers` holds each disk's name, payload partition device and sysfs
+/// hops; `boot` the firmware's boot device or why it could not be read.
+pub fn identify_medium(carriers: &[(String, String, Vec<Hop>)], boot: &Result<BootDevice, String>) -> Option<Medium> {
+    let first = carriers.first()?;
+    let names: Vec<String> = carriers.iter().map(|c| c.0.clone()).collect();
+    let boot_device = match boot {
+        Ok(b) => b.describe(),
+        Err(e) => format!("unknown: {e}"),
+    };
+    let device_hops = boot.as_ref().ok().and_then(|b| bootdev::device_path_hops(&b.path));
+    let matching: Option<Vec<&(String, String, Vec<Hop>)>> = device_hops.map(|dev| carriers.iter().filter(|c| bootdev::matches(&dev, &c.2)).collect());
+    let unmatched = || match boot {
+        Ok(_) => "the firmware's boot device names no hardware, only the partition every copy shares".to_owned(),
+        Err(e) => format!("the firmware's boot device could not be read: {e}"),
+    };
+    let (medium, how) = match (carriers.len(), matching) {
+        (1, Some(m)) if m.len() == 1 => (first, "the only disk with the payload partition, and the firmware's boot device".to_owned()),
+        (1, Some(_)) => (first, "the only disk with the payload partition (the firmware's boot device is another disk)".to_owned()),
+        (1, None) => (first, format!("the only disk with the payload partition ({})", unmatched())),
+        (_, Some(m)) if m.len() == 1 => (m[0], format!("the firmware's boot device; {} disks carry the payload partition", carriers.len())),
+        (_, Some(m)) => {
+            let how = format!("the firmware's boot device matches {} of the {} disks with the payload partition ({})", m.len(), carriers.len(), names.join(", "));
+            return Some(Medium { disk: None, partition_device: first.1.clone(), carriers: names, boot_device, how });
+        }
+        (_, None) => {
+            let how = format!("{} disks carry the payload partition ({}) and {}", carriers.len(), names.join(", "), unmatched());
+            return Some(Medium { disk: None, partition_device: first.1.clone(), carriers: names, boot_device, how });
+        }
+    };
+    Some(Medium { disk: Some(medium.0.clone()), partition_device: medium.1.clone(), carriers: names, boot_device, how })
+}
+
+/// The medium among `disks` (reads each disk's partition table).
+pub fn locate_medium(disks: &[DiskFacts], guid: &str, boot: &Result<BootDevice, String>) -> Option<Medium> {
+    let wanted = guid.to_ascii_lowercase();
+    let mut carriers = Vec::new();
+    for d in disks {
+        let Some(block_size) = d.logical_block_size else {
+            log(format!("{}: logical block size unknown, partition table not read", d.name));
+            continue;
+        };
+        match partition_number_with_guid(&d.name, block_size, &wanted) {
+            Ok(Some(n)) => {
+                let sep = if d.name.ends_with(|c: char| c.is_ascii_digit()) { "p" } else { "" };
+                carriers.push((d.name.clone(), format!("/dev/{}{sep}{n}", d.name), bootdev::sysfs_hops(&d.sysfs_path, &bootdev::read_sysfs)));
+            }
+            Ok(None) => {}
+            Err(e) => log(format!("reading the partition table of {}: {e:#}", d.name)),
+        }
+    }
+    identify_medium(&carriers, boot)
 }
 
 /// Looks for the payload partition until it appears; `rescan` loads drivers
 /// for devices that showed up in the meantime.
-pub fn find_payload(guid: &str, mut rescan: impl FnMut()) -> anyhow::Result<Payload> {
-    let wanted = guid.to_ascii_lowercase();
+pub fn find_payload(guid: &str, boot: &Result<BootDevice, String>, mut rescan: impl FnMut()) -> anyhow::Result<Medium> {
     let start = Instant::now();
     loop {
         let disks = list_disks()?;
-        for d in &disks {
-            match partition_number_with_guid(&d.name, d.logical_block_size, &wanted) {
-                Ok(Some(n)) => {
-                    let sep = if d.name.ends_with(|c: char| c.is_ascii_digit()) { "p" } else { "" };
-                    return Ok(Payload { disk: d.name.clone(), partition_device: format!("/dev/{}{sep}{n}", d.name) });
-                }
-                Ok(None) => {}
-                Err(e) => log(format!("reading the partition table of {}: {e:#}", d.name)),
-            }
+        if let Some(medium) = locate_medium(&disks, guid, boot) {
+            return Ok(medium);
         }
         if start.elapsed() >= PAYLOAD_WAIT {
             let seen: Vec<String> = disks.iter().map(DiskFacts::describe).collect();
             bail!(
-                "no disk has the install medium's payload partition {wanted} after {} s (disks seen: {}); \
+                "no disk has the install medium's payload partition {} after {} s (disks seen: {}); \
                  boot from the USB image that imgforge built for this plan",
+                guid.to_ascii_lowercase(),
                 PAYLOAD_WAIT.as_secs(),
                 if seen.is_empty() { "none".to_owned() } else { seen.join("; ") }
             );
@@ -234,31 +380,59 @@ impl fmt::Display for SelectError {
 
 impl std::error::Error for SelectError {}
 
-/// Why a disk cannot be the target, or `None` if it can.
-fn rejection(d: &DiskFacts, rules: &DiskRules, boot_disk: Option<&str>) -> Option<String> {
-    if Some(d.name.as_str()) == boot_disk {
-        return Some("is the install medium".into());
+/// Why a disk cannot be the target, or `None` if it can. The install
+/// medium, and copies of the image that cannot be told apart from it, are
+/// never candidates; a copy that is known not to be the medium is a disk
+/// like any other, and its reason says that it carries a copy.
+fn rejection(d: &DiskFacts, rules: &DiskRules, medium: &Medium) -> Option<String> {
+    if let Some(r) = medium.never().into_iter().find(|r| r.name == d.name) {
+        return Some(r.reason);
     }
-    if d.read_only {
+    let reason = rule_rejection(d, rules)?;
+    Some(match medium.copy_note(&d.name) {
+        Some(note) => format!("{reason} ({note})"),
+        None => reason,
+    })
+}
+
+fn rule_rejection(d: &DiskFacts, rules: &DiskRules) -> Option<String> {
+    let unreadable = |attr: &str| Some(format!("/sys/block/{}/{attr} could not be read, so the disk is not known to be safe to write", d.name));
+    let Some(read_only) = d.read_only else { return unreadable("ro") };
+    if read_only {
         return Some("is read-only".into());
     }
-    if d.mounted {
+    let Some(mounted) = d.mounted else {
+        return Some(format!("{MOUNTINFO} could not be read, so the disk is not known to be unmounted"));
+    };
+    if mounted {
         return Some("has mounted partitions".into());
     }
-    if d.size_bytes == 0 {
+    let Some(removable) = d.removable else { return unreadable("removable") };
+    if (removable || d.transport == Transport::Usb) && rules.transport != Transport::Usb {
+        return Some("is removable/USB; set disk.match.transport = \"usb\" to install onto it".into());
+    }
+    let Some(size) = d.size_bytes else { return unreadable("size") };
+    if size == 0 {
         return Some("has no media (size 0)".into());
     }
-    if let Some(min) = rules.min_size_bytes.filter(|&m| d.size_bytes < m) {
-        return Some(format!("{} is smaller than disk.match.min_size {}", human(d.size_bytes), human(min)));
+    if d.logical_block_size.is_none() {
+        return unreadable("queue/logical_block_size");
     }
-    if let Some(max) = rules.max_size_bytes.filter(|&m| d.size_bytes > m) {
-        return Some(format!("{} is larger than disk.match.max_size {}", human(d.size_bytes), human(max)));
+    if let Some(min) = rules.min_size_bytes.filter(|&m| size < m) {
+        return Some(format!("{} is smaller than disk.match.min_size {}", human(size), human(min)));
+    }
+    if let Some(max) = rules.max_size_bytes.filter(|&m| size > m) {
+        return Some(format!("{} is larger than disk.match.max_size {}", human(size), human(max)));
     }
     if rules.transport != Transport::Any && rules.transport != d.transport {
         return Some(format!("transport {} is not disk.match.transport {}", transport_name(d.transport), transport_name(rules.transport)));
     }
-    if let Some(want) = rules.rotational.filter(|&r| r != d.rotational) {
-        return Some(format!("rotational is {} but disk.match.rotational is {want}", d.rotational));
+    if let Some(want) = rules.rotational {
+        match d.rotational {
+            None => return unreadable("queue/rotational"),
+            Some(r) if r != want => return Some(format!("rotational is {r} but disk.match.rotational is {want}")),
+            Some(_) => {}
+        }
     }
     for (key, pattern, value) in [
         ("model", &rules.model, Some(d.model.as_str())),
@@ -279,14 +453,14 @@ pub fn select_target_disk(
     disks: &[DiskFacts],
     rules: &DiskRules,
     policy: SelectPolicy,
-    boot_disk: Option<&str>,
+    medium: &Medium,
 ) -> Result<Selection, SelectError> {
     let mut sorted: Vec<&DiskFacts> = disks.iter().collect();
     sorted.sort_by(|a, b| a.name.cmp(&b.name));
     let mut candidates: Vec<&DiskFacts> = Vec::new();
     let mut rejected = Vec::new();
     for d in sorted {
-        match rejection(d, rules, boot_disk) {
+        match rejection(d, rules, medium) {
             Some(reason) => rejected.push(Rejected { name: d.name.clone(), reason }),
             None => candidates.push(d),
         }
@@ -318,17 +492,33 @@ mod tests {
     fn disk(name: &str, gib: u64) -> DiskFacts {
         DiskFacts {
             name: name.into(),
-            size_bytes: gib << 30,
-            logical_block_size: 512,
+            size_bytes: Some(gib << 30),
+            logical_block_size: Some(512),
             model: "QEMU HARDDISK".into(),
             serial: format!("SN-{name}"),
             transport: Transport::Virtio,
-            rotational: false,
-            removable: false,
-            read_only: false,
-            mounted: false,
+            rotational: Some(false),
+            removable: Some(false),
+            read_only: Some(false),
+            mounted: Some(false),
             by_path: Some(format!("pci-0000:00:0{}.0", name.len())),
+            sysfs_path: format!("/sys/devices/pci0000:00/0000:00:0{}.0/virtio1/block/{name}", name.len()),
         }
+    }
+
+    /// The USB stick the machine booted from, as `name`.
+    fn booted_from(name: &str) -> Medium {
+        Medium {
+            disk: Some(name.into()),
+            partition_device: format!("/dev/{name}2"),
+            carriers: vec![name.into()],
+            boot_device: "Boot0001".into(),
+            how: "the only disk with the payload partition".into(),
+        }
+    }
+
+    fn no_medium() -> Medium {
+        Medium { disk: None, partition_device: String::new(), carriers: vec![], boot_device: String::new(), how: String::new() }
     }
 
     fn rules(min_gib: u64) -> DiskRules {
@@ -338,17 +528,17 @@ mod tests {
     #[test]
     fn the_boot_disk_is_never_chosen() {
         let disks = [disk("sda", 64), disk("vda", 40)];
-        let s = select_target_disk(&disks, &rules(32), SelectPolicy::Largest, Some("sda")).unwrap();
+        let s = select_target_disk(&disks, &rules(32), SelectPolicy::Largest, &booted_from("sda")).unwrap();
         assert_eq!(s.chosen.name, "vda");
         assert_eq!(s.rejected, [Rejected { name: "sda".into(), reason: "is the install medium".into() }]);
-        let err = select_target_disk(&disks[..1], &DiskRules::default(), SelectPolicy::First, Some("sda")).unwrap_err();
+        let err = select_target_disk(&disks[..1], &DiskRules::default(), SelectPolicy::First, &booted_from("sda")).unwrap_err();
         assert!(err.candidates.is_empty());
     }
 
     #[test]
     fn no_match_lists_every_disk_with_its_reason_and_a_fix() {
         let disks = [disk("sda", 1), disk("vda", 2)];
-        let err = select_target_disk(&disks, &rules(32), SelectPolicy::Smallest, Some("sda")).unwrap_err();
+        let err = select_target_disk(&disks, &rules(32), SelectPolicy::Smallest, &booted_from("sda")).unwrap_err();
         let text = err.to_string();
         assert!(text.starts_with("no disk matches the profile's disk rules, so no disk was written"), "{text}");
         assert!(text.contains("sda: is the install medium"), "{text}");
@@ -359,25 +549,25 @@ mod tests {
     #[test]
     fn several_matches_with_only_is_an_error_and_policies_choose_deterministically() {
         let disks = [disk("vdb", 100), disk("vda", 50), disk("vdc", 50), disk("nvme0n1", 200)];
-        let err = select_target_disk(&disks, &rules(32), SelectPolicy::Only, None).unwrap_err();
+        let err = select_target_disk(&disks, &rules(32), SelectPolicy::Only, &no_medium()).unwrap_err();
         assert_eq!(err.candidates, ["nvme0n1", "vda", "vdb", "vdc"]);
         assert!(err.to_string().contains("set disk.select"), "{err}");
-        let pick = |p| select_target_disk(&disks, &rules(32), p, None).unwrap().chosen.name;
+        let pick = |p| select_target_disk(&disks, &rules(32), p, &no_medium()).unwrap().chosen.name;
         assert_eq!(pick(SelectPolicy::Smallest), "vda");
         assert_eq!(pick(SelectPolicy::Largest), "nvme0n1");
         assert_eq!(pick(SelectPolicy::First), "nvme0n1");
         let same = [disk("vdb", 50), disk("vda", 50)];
-        assert_eq!(select_target_disk(&same, &rules(1), SelectPolicy::Largest, None).unwrap().chosen.name, "vda");
+        assert_eq!(select_target_disk(&same, &rules(1), SelectPolicy::Largest, &no_medium()).unwrap().chosen.name, "vda");
     }
 
     #[test]
     fn every_rule_is_applied() {
         let mut ro = disk("vda", 64);
-        ro.read_only = true;
+        ro.read_only = Some(true);
         let mut mounted = disk("vdb", 64);
-        mounted.mounted = true;
+        mounted.mounted = Some(true);
         let mut spinning = disk("sdc", 64);
-        spinning.rotational = true;
+        spinning.rotational = Some(true);
         spinning.transport = Transport::Sata;
         let ok = disk("vdd", 64);
         let disks = [ro, mounted, spinning, ok];
@@ -390,12 +580,12 @@ mod tests {
             by_path: Some("pci-*".into()),
             ..rules(10)
         };
-        let s = select_target_disk(&disks, &r, SelectPolicy::Only, None).unwrap();
+        let s = select_target_disk(&disks, &r, SelectPolicy::Only, &no_medium()).unwrap();
         assert_eq!(s.chosen.name, "vdd");
         let reasons: Vec<&str> = s.rejected.iter().map(|r| r.reason.as_str()).collect();
         assert_eq!(reasons, ["transport sata is not disk.match.transport virtio", "is read-only", "has mounted partitions"]);
 
-        let narrow = |r: DiskRules| select_target_disk(&[disk("vda", 64)], &r, SelectPolicy::Only, None).unwrap_err().to_string();
+        let narrow = |r: DiskRules| select_target_disk(&[disk("vda", 64)], &r, SelectPolicy::Only, &no_medium()).unwrap_err().to_string();
         assert!(narrow(DiskRules { model: Some("Samsung*".into()), ..Default::default() }).contains("model \"QEMU HARDDISK\" does not match"));
         assert!(narrow(DiskRules { serial: Some("X*".into()), ..Default::default() }).contains("serial \"SN-vda\""));
         assert!(narrow(DiskRules { max_size_bytes: Some(1 << 30), ..Default::default() }).contains("larger than disk.match.max_size 1.0 GiB"));
@@ -421,5 +611,141 @@ mod tests {
         assert!(is_mounted("sda", info));
         assert!(!is_mounted("sdb", info));
         assert!(!is_mounted("sd", info));
+    }
+
+    #[test]
+    fn a_fact_that_could_not_be_read_keeps_the_disk_out() {
+        let mut ro = disk("vda", 64);
+        ro.read_only = None;
+        let mut mounted = disk("vdb", 64);
+        mounted.mounted = None;
+        let mut removable = disk("vdc", 64);
+        removable.removable = None;
+        let mut size = disk("vdd", 64);
+        size.size_bytes = None;
+        let mut sector = disk("vde", 64);
+        sector.logical_block_size = None;
+        let mut rotational = disk("vdf", 64);
+        rotational.rotational = None;
+        let disks = [ro, mounted, removable, size, sector, rotational.clone()];
+        let s = select_target_disk(&disks, &rules(1), SelectPolicy::Only, &no_medium()).unwrap();
+        let reasons: Vec<String> = s.rejected.iter().map(|r| format!("{}: {}", r.name, r.reason)).collect();
+        assert_eq!(
+            reasons,
+            [
+                "vda: /sys/block/vda/ro could not be read, so the disk is not known to be safe to write",
+                "vdb: /proc/self/mountinfo could not be read, so the disk is not known to be unmounted",
+                "vdc: /sys/block/vdc/removable could not be read, so the disk is not known to be safe to write",
+                "vdd: /sys/block/vdd/size could not be read, so the disk is not known to be safe to write",
+                "vde: /sys/block/vde/queue/logical_block_size could not be read, so the disk is not known to be safe to write",
+            ]
+        );
+        assert_eq!(s.chosen.name, "vdf", "rotational only matters when the rules ask for it");
+        let spinning = DiskRules { rotational: Some(false), ..rules(1) };
+        let err = select_target_disk(&[rotational], &spinning, SelectPolicy::First, &no_medium()).unwrap_err();
+        assert!(err.to_string().contains("vdf: /sys/block/vdf/queue/rotational could not be read"), "{err}");
+    }
+
+    fn usb_stick(name: &str, gib: u64) -> DiskFacts {
+        let mut d = disk(name, gib);
+        d.transport = Transport::Usb;
+        d.removable = Some(true);
+        d.sysfs_path = format!("/sys/devices/pci0000:00/0000:00:02.0/usb2/2-2/2-2:1.0/host1/target1:0:0/1:0:0:0/block/{name}");
+        d
+    }
+
+    #[test]
+    fn removable_and_usb_disks_are_chosen_only_when_the_rules_ask_for_usb() {
+        // The reference rules: any transport, the smallest of at least 32 GiB.
+        let reference = DiskRules { transport: Transport::Any, ..rules(32) };
+        let mut fixed_usb = disk("sdc", 40);
+        fixed_usb.transport = Transport::Usb;
+        let mut removable_sata = disk("sdd", 40);
+        removable_sata.transport = Transport::Sata;
+        removable_sata.removable = Some(true);
+        let disks = [usb_stick("sdb", 64), fixed_usb, removable_sata, disk("vda", 100)];
+        let s = select_target_disk(&disks, &reference, SelectPolicy::Smallest, &no_medium()).unwrap();
+        assert_eq!(s.chosen.name, "vda");
+        let usb_reason = "is removable/USB; set disk.match.transport = \"usb\" to install onto it";
+        for name in ["sdb", "sdc", "sdd"] {
+            assert!(s.rejected.contains(&Rejected { name: name.into(), reason: usb_reason.into() }), "{name}: {:?}", s.rejected);
+        }
+
+        let usb = DiskRules { transport: Transport::Usb, ..rules(32) };
+        let s = select_target_disk(&disks, &usb, SelectPolicy::Smallest, &no_medium()).unwrap();
+        assert_eq!(s.chosen.name, "sdc", "the smallest USB disk");
+        assert!(s.rejected.contains(&Rejected { name: "vda".into(), reason: "transport virtio is not disk.match.transport usb".into() }));
+        assert!(s.rejected.contains(&Rejected { name: "sdd".into(), reason: "transport sata is not disk.match.transport usb".into() }));
+    }
+
+    fn boot_from(path: Vec<bootdev::Node>) -> Result<BootDevice, String> {
+        Ok(BootDevice { option: 1, description: "UEFI QEMU QEMU USB HARDDRIVE".into(), path })
+    }
+
+    fn usb_port(port: u8) -> Vec<bootdev::Node> {
+        use bootdev::Node;
+        vec![Node::PciRoot(0), Node::Pci { device: 2, function: 0 }, Node::Usb { port, interface: 0 }]
+    }
+
+    fn carriers(disks: &[&DiskFacts]) -> Vec<(String, String, Vec<Hop>)> {
+        disks.iter().map(|d| (d.name.clone(), format!("/dev/{}2", d.name), bootdev::sysfs_hops(&d.sysfs_path, &|_| None))).collect()
+    }
+
+    #[test]
+    fn the_booted_stick_is_told_apart_from_copies_of_the_image() {
+        let mut booted = usb_stick("sda", 8);
+        booted.sysfs_path = "/sys/devices/pci0000:00/0000:00:02.0/usb2/2-1/2-1:1.0/host0/target0:0:0/0:0:0:0/block/sda".into();
+        let copy = usb_stick("sdb", 64);
+        // An internal disk the image was once written to: it carries a copy too.
+        let internal = disk("vda", 100);
+        let all = [booted.clone(), copy.clone(), internal.clone()];
+        let found = carriers(&[&booted, &copy, &internal]);
+
+        let medium = identify_medium(&found, &boot_from(usb_port(0))).unwrap();
+        assert_eq!(medium.disk.as_deref(), Some("sda"));
+        assert_eq!(medium.partition_device, "/dev/sda2");
+        assert_eq!(medium.carriers, ["sda", "sdb", "vda"]);
+        assert_eq!(medium.boot_device, "Boot0001 \"UEFI QEMU QEMU USB HARDDRIVE\" PciRoot(0x0)/Pci(0x2,0x0)/USB(0x0,0x0)");
+        let s = select_target_disk(&all, &rules(32), SelectPolicy::Smallest, &medium).unwrap();
+        assert_eq!(s.chosen.name, "vda", "a disk holding an old copy is a normal target");
+        assert_eq!(s.rejected[0], Rejected { name: "sda".into(), reason: "is the install medium".into() });
+        assert_eq!(
+            s.rejected[1].reason,
+            "is removable/USB; set disk.match.transport = \"usb\" to install onto it (carries a copy of the install image; the install medium is sda)"
+        );
+        let usb = DiskRules { transport: Transport::Usb, ..rules(32) };
+        assert_eq!(select_target_disk(&all, &usb, SelectPolicy::Smallest, &medium).unwrap().chosen.name, "sdb", "the second stick is not the medium");
+
+        // Booted from the second stick's port: the roles swap.
+        let medium = identify_medium(&found, &boot_from(usb_port(1))).unwrap();
+        assert_eq!((medium.disk.as_deref(), medium.partition_device.as_str()), (Some("sdb"), "/dev/sdb2"));
+    }
+
+    #[test]
+    fn copies_that_cannot_be_told_apart_are_never_candidates() {
+        let (a, b) = (usb_stick("sda", 64), disk("vda", 100));
+        let found = carriers(&[&a, &b]);
+        let usb = DiskRules { transport: Transport::Any, ..rules(32) };
+        for (boot, why) in [
+            (Err("reading BootCurrent: No such file or directory".to_owned()), "the firmware's boot device could not be read: reading BootCurrent"),
+            (boot_from(usb_port(5)), "the firmware's boot device matches 0 of the 2 disks with the payload partition (sda, vda)"),
+            (boot_from(vec![bootdev::Node::HardDrive { partition: 2, start: 2048, size: 4096, signature: "x".into() }]), "names no hardware"),
+        ] {
+            let medium = identify_medium(&found, &boot).unwrap();
+            assert_eq!(medium.disk, None);
+            assert!(medium.how.contains(why), "{}", medium.how);
+            let err = select_target_disk(&[a.clone(), b.clone()], &usb, SelectPolicy::Smallest, &medium).unwrap_err();
+            assert!(err.candidates.is_empty(), "{err}");
+            for r in &err.rejected {
+                assert!(r.reason.starts_with("carries a copy of the install image and cannot be told apart from the install medium"), "{}", r.reason);
+                assert!(r.reason.ends_with("so it is never written"), "{}", r.reason);
+            }
+        }
+
+        // One disk with the payload partition is the medium, whatever the firmware says.
+        let medium = identify_medium(&found[..1], &Err("no efivarfs".into())).unwrap();
+        assert_eq!(medium.disk.as_deref(), Some("sda"));
+        assert!(medium.how.contains("only disk"), "{}", medium.how);
+        assert_eq!(identify_medium(&[], &Err(String::new())), None);
     }
 }

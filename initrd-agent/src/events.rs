@@ -2,6 +2,7 @@
 
 use std::collections::VecDeque;
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -12,6 +13,9 @@ const LOG_KEEP: usize = 200;
 const LOG_TAIL: usize = 30;
 
 static LOG: Mutex<VecDeque<String>> = Mutex::new(VecDeque::new());
+/// The last event's sequence number, shared by every reporter: the panic
+/// hook reports with its own and must continue the numbering.
+static SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// Records one line of the installer log: kept for failure reports,
 /// appended to /run/imgforge/agent.log and shown on the console.
@@ -34,21 +38,19 @@ pub fn log_tail() -> Vec<String> {
 }
 
 /// Numbers events and prints them on the console.
-pub struct Reporter {
-    seq: u64,
-}
+pub struct Reporter;
 
 impl Reporter {
     pub fn new() -> Self {
         let _ = std::fs::create_dir_all("/run/imgforge");
-        Reporter { seq: 0 }
+        Reporter
     }
 
     /// A new event with the next sequence number and the current time.
     pub fn event(&mut self, step: &str, state: State) -> Event {
-        self.seq += 1;
+        let seq = SEQ.fetch_add(1, Ordering::SeqCst) + 1;
         let ts = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
-        Event::new(self.seq, ts, step, state)
+        Event::new(seq, ts, step, state)
     }
 
     pub fn emit(&mut self, event: Event) {

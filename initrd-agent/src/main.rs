@@ -6,18 +6,21 @@
 //! report each step as an event on the console. Any failure is reported
 //! with its error chain and the log tail before the plan's failure action.
 
+mod bootdev;
 mod checks;
+mod copy;
 mod disks;
 mod events;
 mod firstboot;
 mod modules;
-mod copy;
 mod partition;
 mod system;
 mod target;
 
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+
 use anyhow::Context;
-use imgforge_plan::{steps, Action, Plan, State, PLAN_PATH};
+use imgforge_plan::{steps, Action, Plan, State, TestHooks, PLAN_PATH};
 use serde_json::json;
 
 use crate::events::{log, Reporter};
@@ -56,6 +59,69 @@ fn copy_tree_command(args: &[String]) -> i32 {
             1
         }
     }
+}
+
+/// The step the installer is in, as an index into [`steps::INSTALLER`]
+/// (0 is the agent itself), for the panic hook.
+static CURRENT_STEP: AtomicUsize = AtomicUsize::new(0);
+/// The plan's failure action once the plan is loaded; a shell before.
+static ON_FAILURE: AtomicU8 = AtomicU8::new(ACTION_SHELL);
+const ACTION_SHELL: u8 = 0;
+const ACTION_REBOOT: u8 = 1;
+const ACTION_POWEROFF: u8 = 2;
+
+fn set_on_failure(action: Action) {
+    let code = match action {
+        Action::Shell => ACTION_SHELL,
+        Action::Reboot => ACTION_REBOOT,
+        Action::Poweroff => ACTION_POWEROFF,
+    };
+    ON_FAILURE.store(code, Ordering::SeqCst);
+}
+
+fn on_failure() -> Action {
+    match ON_FAILURE.load(Ordering::SeqCst) {
+        ACTION_REBOOT => Action::Reboot,
+        ACTION_POWEROFF => Action::Poweroff,
+        _ => Action::Shell,
+    }
+}
+
+/// Records that the installer enters `step`, and panics there when the
+/// plan's test hook asks for it (tests prove the panic path that way).
+fn enter_step(hooks: Option<&TestHooks>, step: &'static str) {
+    if let Some(index) = steps::INSTALLER.iter().position(|s| *s == step) {
+        CURRENT_STEP.store(index, Ordering::SeqCst);
+    }
+    if hooks.and_then(|h| h.panic_in_step.as_deref()) == Some(step) {
+        panic!("test hook: the plan asks the installer to panic in step {step}");
+    }
+}
+
+/// The text of a panic: its message and where it happened.
+fn panic_text(payload: &(dyn std::any::Any + Send), location: Option<&std::panic::Location<'_>>) -> String {
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_owned());
+    match location {
+        Some(l) => format!("the installer panicked at {}:{}:{}: {message}", l.file(), l.line(), l.column()),
+        None => format!("the installer panicked: {message}"),
+    }
+}
+
+/// A panic in PID 1 would panic the kernel (init exited), far from the
+/// shell the plan promises. The hook reports the panic as the current
+/// step's failure and then does the failure action itself: it never
+/// returns, so the panic never unwinds and the process never exits.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let step = steps::INSTALLER.get(CURRENT_STEP.load(Ordering::SeqCst)).copied().unwrap_or(steps::AGENT);
+        let error = anyhow::anyhow!(panic_text(info.payload(), info.location()));
+        Reporter::new().failed(step, &error);
+        system::finish(on_failure());
+    }));
 }
 
 /// A failure and the step it happened in.
@@ -97,6 +163,7 @@ fn main() {
         std::process::exit(2);
     }
 
+    install_panic_hook();
     system::early_setup();
     let mut reporter = Reporter::new();
     let mut started = reporter.event(steps::AGENT, State::Started);
@@ -110,6 +177,8 @@ fn main() {
             system::finish(Action::Shell);
         }
     };
+    set_on_failure(plan.report.on_failure);
+    enter_step(plan.test_hooks.as_ref(), steps::AGENT);
     match install(&plan, &mut reporter) {
         Ok(()) => {
             let done = reporter.event(steps::INSTALL, State::Done);
@@ -131,6 +200,8 @@ fn load_plan() -> anyhow::Result<Plan> {
 }
 
 fn install(plan: &Plan, reporter: &mut Reporter) -> Result<(), StepFailure> {
+    let hooks = plan.test_hooks.as_ref();
+    enter_step(hooks, steps::MODULES);
     let index = modules::ModuleIndex::load_running().in_step(steps::MODULES)?;
     let mut modules_state = modules::LoadState::default();
     let loaded = modules::coldplug(&index, &mut modules_state);
@@ -139,30 +210,44 @@ fn install(plan: &Plan, reporter: &mut Reporter) -> Result<(), StepFailure> {
     ev.data = Some(json!({ "loaded": loaded }));
     reporter.emit(ev);
 
-    let payload = disks::find_payload(&plan.payload.partition_guid, || {
+    enter_step(hooks, steps::PAYLOAD);
+    let boot = bootdev::read_boot_device().map_err(|e| format!("{e:#}"));
+    let guid = &plan.payload.partition_guid;
+    let payload = disks::find_payload(guid, &boot, || {
         modules::coldplug(&index, &mut modules_state);
     })
     .in_step(steps::PAYLOAD)?;
     let total = target::verify_and_mount_source(plan, &payload.partition_device).in_step(steps::PAYLOAD)?;
     let mut ev = reporter.event(steps::PAYLOAD, State::Done);
-    ev.message = Some(format!("install medium {} on {}", payload.partition_device, payload.disk));
-    ev.data = Some(json!({ "device": payload.partition_device, "disk": payload.disk }));
+    ev.message = Some(match &payload.disk {
+        Some(disk) => format!("install medium {} on {disk}: {}", payload.partition_device, payload.how),
+        None => format!("install image {} read from {}; the medium is unknown: {}", payload.partition_device, payload.carriers.join(", "), payload.how),
+    });
+    ev.data = Some(json!({ "device": payload.partition_device, "disk": payload.disk, "medium": payload }));
     reporter.emit(ev);
 
+    enter_step(hooks, steps::SELECT_DISK);
     let all = disks::list_disks().in_step(steps::SELECT_DISK)?;
     for d in &all {
         log(format!("disk {}", d.describe()));
     }
-    let selection = disks::select_target_disk(&all, &plan.disk.rules, plan.disk.select, Some(&payload.disk))
+    // Disks found since the payload step may carry copies of the image too.
+    let medium = disks::locate_medium(&all, guid, &boot)
+        .with_context(|| format!("the install medium {} is gone; plug it back in and restart the installer", payload.partition_device))
+        .in_step(steps::SELECT_DISK)?;
+    let selection = disks::select_target_disk(&all, &plan.disk.rules, plan.disk.select, &medium)
         .map_err(anyhow::Error::new)
         .in_step(steps::SELECT_DISK)?;
     let mut ev = reporter.event(steps::SELECT_DISK, State::Done);
     ev.message = Some(format!("target disk {}", selection.chosen.describe()));
-    ev.data = Some(json!({ "chosen": selection.chosen, "rejected": selection.rejected }));
+    ev.data = Some(json!({ "chosen": selection.chosen, "rejected": selection.rejected, "disks": all }));
     reporter.emit(ev);
 
+    enter_step(hooks, steps::PARTITION);
     let target = &selection.chosen;
-    let layout = partition::layout(&plan.disk.partitions, target.size_bytes, target.logical_block_size)
+    let layout = target
+        .known_size()
+        .and_then(|size| partition::layout(&plan.disk.partitions, size, target.known_block_size()?))
         .with_context(|| format!("planning partitions on {}", target.name))
         .in_step(steps::PARTITION)?;
     let mut ev = reporter.event(steps::PARTITION, State::Started);
@@ -173,12 +258,14 @@ fn install(plan: &Plan, reporter: &mut Reporter) -> Result<(), StepFailure> {
     ev.data = Some(json!({ "disk": target.name, "partitions": layout }));
     reporter.emit(ev);
 
+    enter_step(hooks, steps::FILESYSTEMS);
     let started = reporter.event(steps::FILESYSTEMS, State::Started);
     reporter.emit(started);
     target::make_filesystems(plan, &target.name).in_step(steps::FILESYSTEMS)?;
     let done = reporter.event(steps::FILESYSTEMS, State::Done);
     reporter.emit(done);
 
+    enter_step(hooks, steps::ROOT_TREE);
     let mut ev = reporter.event(steps::ROOT_TREE, State::Started);
     ev.bytes = Some(total);
     reporter.emit(ev);
@@ -203,6 +290,7 @@ fn install(plan: &Plan, reporter: &mut Reporter) -> Result<(), StepFailure> {
     ev.data = Some(json!({ "files": stats.files, "bytes": stats.bytes, "seconds": secs, "bytes_per_second": stats.bytes as f64 / secs.max(1e-6) }));
     reporter.emit(ev);
 
+    enter_step(hooks, steps::PACKAGES);
     target::enter_target(&target.name).in_step(steps::PACKAGES)?;
     let started = reporter.event(steps::PACKAGES, State::Started);
     reporter.emit(started);
@@ -211,6 +299,7 @@ fn install(plan: &Plan, reporter: &mut Reporter) -> Result<(), StepFailure> {
     ev.data = Some(json!({ "installed": installed }));
     reporter.emit(ev);
 
+    enter_step(hooks, steps::CONFIGURE);
     let started = reporter.event(steps::CONFIGURE, State::Started);
     reporter.emit(started);
     target::configure(plan).in_step(steps::CONFIGURE)?;
@@ -218,6 +307,7 @@ fn install(plan: &Plan, reporter: &mut Reporter) -> Result<(), StepFailure> {
     let done = reporter.event(steps::CONFIGURE, State::Done);
     reporter.emit(done);
 
+    enter_step(hooks, steps::BOOTLOADER);
     let started = reporter.event(steps::BOOTLOADER, State::Started);
     reporter.emit(started);
     target::install_bootloader().in_step(steps::BOOTLOADER)?;
@@ -225,4 +315,40 @@ fn install(plan: &Plan, reporter: &mut Reporter) -> Result<(), StepFailure> {
     let done = reporter.event(steps::BOOTLOADER, State::Done);
     reporter.emit(done);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_test_hook_panics_in_its_step_only_and_the_step_is_recorded() {
+        let hooks = TestHooks { panic_in_step: Some(steps::SELECT_DISK.into()) };
+        enter_step(Some(&hooks), steps::PAYLOAD);
+        assert_eq!(steps::INSTALLER[CURRENT_STEP.load(Ordering::SeqCst)], steps::PAYLOAD);
+        let panic = std::panic::catch_unwind(|| enter_step(Some(&hooks), steps::SELECT_DISK)).unwrap_err();
+        assert_eq!(steps::INSTALLER[CURRENT_STEP.load(Ordering::SeqCst)], steps::SELECT_DISK, "the hook reports the step it panicked in");
+        let location = std::panic::Location::caller();
+        let text = panic_text(panic.as_ref(), Some(location));
+        assert_eq!(
+            text,
+            format!(
+                "the installer panicked at {}:{}:{}: test hook: the plan asks the installer to panic in step select-disk",
+                location.file(),
+                location.line(),
+                location.column()
+            )
+        );
+        assert_eq!(panic_text(&String::from("owned"), None), "the installer panicked: owned");
+        assert_eq!(panic_text(&42u8, None), "the installer panicked: (no message)");
+    }
+
+    #[test]
+    fn the_failure_action_is_a_shell_until_the_plan_says_otherwise() {
+        assert_eq!(on_failure(), Action::Shell);
+        for action in [Action::Poweroff, Action::Reboot, Action::Shell] {
+            set_on_failure(action);
+            assert_eq!(on_failure(), action);
+        }
+    }
 }

@@ -65,12 +65,13 @@ pub fn write(disk: &DiskFacts, parts: &[PlannedPartition]) -> anyhow::Result<()>
     // O_EXCL on a block device fails while anything has it mounted or claimed.
     let mut dev = OpenOptions::new().read(true).write(true).custom_flags(O_EXCL).open(&path).with_context(|| format!("opening {path} exclusively"))?;
     let size = dev.seek(SeekFrom::End(0)).with_context(|| format!("sizing {path}"))?;
-    ensure!(size == disk.size_bytes, "{path} is {size} bytes now but was {} bytes when it was selected; refusing to write", disk.size_bytes);
+    let selected = disk.known_size()?;
+    ensure!(size == selected, "{path} is {size} bytes now but was {selected} bytes when it was selected; refusing to write");
 
     wipe(&mut dev, 0, ALIGN_BYTES.min(size)).with_context(|| format!("clearing the start of {path}"))?;
     wipe(&mut dev, size.saturating_sub(ALIGN_BYTES), ALIGN_BYTES.min(size)).with_context(|| format!("clearing the end of {path}"))?;
 
-    let sector = disk.logical_block_size;
+    let sector = disk.known_block_size()?;
     let block_size = if sector == 4096 { gpt::disk::LogicalBlockSize::Lb4096 } else { gpt::disk::LogicalBlockSize::Lb512 };
     let mut table = gpt::GptConfig::new()
         .writable(true)

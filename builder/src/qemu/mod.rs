@@ -37,6 +37,40 @@ pub struct BootTestOptions {
     pub firstboot: bool,
     /// Secure Boot firmware with Microsoft's keys enrolled, for both boots.
     pub secure_boot: bool,
+    /// More USB disks beside the boot stick, during the install only.
+    pub usb_disks: Vec<UsbDisk>,
+    /// End the install boot as soon as this step reports `done` or `failed`.
+    pub stop_after: Option<String>,
+}
+
+/// A USB disk on the boot stick's controller: blank, or starting with a
+/// copy of an image (a second stick with the same image on it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsbDisk {
+    pub size: u64,
+    pub image: Option<PathBuf>,
+}
+
+impl std::str::FromStr for UsbDisk {
+    type Err = String;
+
+    /// `SIZE` or `SIZE:IMAGE`, e.g. `64GiB` or `8GiB:out/hypervisor.img`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (size, image) = match s.split_once(':') {
+            Some((size, image)) if !image.is_empty() => (size, Some(PathBuf::from(image))),
+            Some(_) => return Err(format!("{s:?}: the image after ':' is empty; write SIZE or SIZE:IMAGE")),
+            None => (s, None),
+        };
+        let size: crate::profile::ByteSize = size.parse().map_err(|e| format!("{s:?}: {e}; write SIZE or SIZE:IMAGE, e.g. 64GiB"))?;
+        Ok(UsbDisk { size: size.0, image })
+    }
+}
+
+impl UsbDisk {
+    /// The file of the `index`th extra USB disk in the work directory.
+    pub fn path(work_dir: &Path, index: usize) -> PathBuf {
+        work_dir.join(format!("usb{index}.img"))
+    }
 }
 
 /// Which boot of the test a VM run is.
@@ -60,6 +94,8 @@ pub enum Outcome {
     Timeout,
     /// QEMU stopped before the installer reported an outcome.
     VmExited,
+    /// The step given as `stop_after` reported `done`; the VM was stopped there.
+    Stopped,
 }
 
 impl Outcome {
@@ -71,6 +107,7 @@ impl Outcome {
             Outcome::Failed => 1,
             Outcome::Timeout => 2,
             Outcome::VmExited => 3,
+            Outcome::Stopped => 4,
         }
     }
 }
@@ -93,6 +130,10 @@ pub struct BootReport {
     pub install_s: f64,
     pub firstboot_s: Option<f64>,
     pub secure_boot: bool,
+    /// The step the install boot was stopped after, when asked to.
+    pub stop_after: Option<String>,
+    /// The extra USB disks' files, in the order they were attached.
+    pub usb_disks: Vec<PathBuf>,
     pub events: Vec<TimedEvent>,
     /// Seconds from QEMU start to the first event and to the outcome.
     pub first_event_s: Option<f64>,
@@ -110,6 +151,8 @@ pub enum BootTestError {
     Io { what: &'static str, path: PathBuf, source: std::io::Error },
     #[error("starting {program}: {source} (install Debian's `qemu-system-x86` package)")]
     Spawn { program: String, source: std::io::Error },
+    #[error("--usb-disk: {image} ({image_size} bytes) does not fit on a {size}-byte disk; give a larger SIZE")]
+    UsbDiskTooSmall { image: PathBuf, image_size: u64, size: u64 },
 }
 
 const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
@@ -149,9 +192,17 @@ pub fn qemu_command(opts: &BootTestOptions, vars: &Path, phase: Phase) -> Comman
         .arg(format!("if=pflash,format=raw,unit=1,file={}", vars.display()));
     if phase == Phase::Install {
         // The stick is attached read-only in effect: writes go to a throw-away overlay.
+        // Fixed ports keep the firmware's device paths the same from run to run.
         cmd.args(["-device", "qemu-xhci,id=xhci", "-drive"])
             .arg(format!("if=none,id=stick,format=raw,snapshot=on,file={}", opts.image.display()))
-            .args(["-device", "usb-storage,bus=xhci.0,drive=stick,bootindex=0"]);
+            .args(["-device", "usb-storage,bus=xhci.0,port=1,drive=stick,bootindex=0"]);
+        // Extra disks are written for real, so a test can see what the installer did to them.
+        for index in 0..opts.usb_disks.len() {
+            cmd.arg("-drive")
+                .arg(format!("if=none,id=usb{index},format=raw,file={}", UsbDisk::path(&opts.work_dir, index).display()))
+                .arg("-device")
+                .arg(format!("usb-storage,bus=xhci.0,port={},drive=usb{index}", index + 2));
+        }
     }
     let target_boot = if phase == Phase::FirstBoot { ",bootindex=0" } else { "" };
     cmd.arg("-drive")
@@ -183,6 +234,7 @@ pub fn boot_test(opts: &BootTestOptions, mut on_event: impl FnMut(&TimedEvent)) 
         let f = File::create(&opts.target).map_err(io_err("creating target disk", &opts.target))?;
         f.set_len(opts.target_size).map_err(io_err("sizing target disk", &opts.target))?;
     }
+    let usb_disks = create_usb_disks(opts)?;
     let mut console = File::create(&opts.console_log).map_err(io_err("creating console log", &opts.console_log))?;
     let mut events = Vec::new();
     let mut tail = VecDeque::new();
@@ -202,6 +254,8 @@ pub fn boot_test(opts: &BootTestOptions, mut on_event: impl FnMut(&TimedEvent)) 
         install_s: install.1,
         firstboot_s,
         secure_boot: opts.secure_boot,
+        stop_after: opts.stop_after.clone(),
+        usb_disks,
         first_event_s: events.first().map(|e| e.at_s),
         step_durations_s: step_durations(&events),
         events,
@@ -210,10 +264,32 @@ pub fn boot_test(opts: &BootTestOptions, mut on_event: impl FnMut(&TimedEvent)) 
     })
 }
 
+/// Creates the extra USB disks afresh: sparse, with the image copied to
+/// the start when one is given.
+fn create_usb_disks(opts: &BootTestOptions) -> Result<Vec<PathBuf>, BootTestError> {
+    let mut paths = Vec::new();
+    for (index, disk) in opts.usb_disks.iter().enumerate() {
+        let path = UsbDisk::path(&opts.work_dir, index);
+        let _ = std::fs::remove_file(&path);
+        if let Some(image) = &disk.image {
+            let image_size = std::fs::metadata(image).map_err(io_err("reading", image))?.len();
+            if image_size > disk.size {
+                return Err(BootTestError::UsbDiskTooSmall { image: image.clone(), image_size, size: disk.size });
+            }
+            std::fs::copy(image, &path).map_err(io_err("copying the image to", &path))?;
+        }
+        let f = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(io_err("creating USB disk", &path))?;
+        f.set_len(disk.size).map_err(io_err("sizing USB disk", &path))?;
+        paths.push(path);
+    }
+    Ok(paths)
+}
+
 /// Whether an event ends a phase, and how.
-fn phase_outcome(phase: Phase, event: &Event) -> Option<Outcome> {
+fn phase_outcome(phase: Phase, event: &Event, stop_after: Option<&str>) -> Option<Outcome> {
     match (phase, event.state) {
         (_, State::Failed) => Some(Outcome::Failed),
+        (Phase::Install, State::Done) if stop_after == Some(event.step.as_str()) => Some(Outcome::Stopped),
         (Phase::Install, _) if event.is_install_success() => Some(Outcome::Success),
         (Phase::FirstBoot, State::Done) if event.step == imgforge_plan::steps::FIRSTBOOT => Some(Outcome::Success),
         _ => None,
@@ -255,9 +331,14 @@ fn run_phase(
                 let Some(Ok(event)) = Event::from_line(&line) else { continue };
                 let timed = TimedEvent { phase, at_s: start.elapsed().as_secs_f64(), event };
                 on_event(&timed);
-                let decided = phase_outcome(phase, &timed.event);
+                let decided = phase_outcome(phase, &timed.event, opts.stop_after.as_deref());
                 events.push(timed);
                 match (outcome, decided) {
+                    (None, Some(Outcome::Stopped)) => {
+                        // Stop right here: the next step may already be writing.
+                        outcome = Some(Outcome::Stopped);
+                        break;
+                    }
                     (None, Some(Outcome::Success)) if phase == Phase::Install => {
                         outcome = Some(Outcome::Success);
                         // The installer powers off or reboots by itself.
@@ -385,13 +466,18 @@ mod tests {
             work_dir: "/tmp/w".into(),
             firstboot: true,
             secure_boot: false,
+            usb_disks: vec!["64GiB".parse().unwrap(), "8GiB:/tmp/x.img".parse().unwrap()],
+            stop_after: None,
         };
         let cmd = qemu_command(&opts, Path::new("/tmp/w/VARS.fd"), Phase::Install);
         let args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
         let joined = args.join(" ");
         assert!(joined.contains("-accel tcg"), "{joined}");
         assert!(joined.contains("snapshot=on,file=/tmp/x.img"), "{joined}");
-        assert!(joined.contains("usb-storage,bus=xhci.0,drive=stick,bootindex=0"), "{joined}");
+        assert!(joined.contains("usb-storage,bus=xhci.0,port=1,drive=stick,bootindex=0"), "{joined}");
+        assert!(joined.contains("-drive if=none,id=usb0,format=raw,file=/tmp/w/usb0.img -device usb-storage,bus=xhci.0,port=2,drive=usb0 "), "{joined}");
+        assert!(joined.contains("-drive if=none,id=usb1,format=raw,file=/tmp/w/usb1.img -device usb-storage,bus=xhci.0,port=3,drive=usb1 "), "{joined}");
+        assert!(!joined.contains("usb0,format=raw,snapshot"), "extra sticks are written for real: {joined}");
         assert!(joined.contains("nvme,drive=target"), "{joined}");
         assert!(joined.contains("unit=1,file=/tmp/w/VARS.fd"), "{joined}");
         assert!(joined.contains("-nic none"), "the installer needs no network: {joined}");
@@ -401,6 +487,7 @@ mod tests {
         let joined: Vec<String> = first.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
         let joined = joined.join(" ");
         assert!(!joined.contains("usb-storage"), "first boot is from the target alone: {joined}");
+        assert!(!joined.contains("usb0"), "{joined}");
         assert!(joined.contains("nvme,drive=target,serial=imgforge-target,bootindex=0"), "{joined}");
         assert!(joined.contains("q35,smm=on") && joined.contains("OVMF_CODE_4M.secboot.fd"), "{joined}");
         assert!(joined.contains("user,restrict=on,model=virtio-net-pci"), "{joined}");
@@ -409,16 +496,60 @@ mod tests {
     #[test]
     fn phases_end_on_their_own_success_event_or_any_failure() {
         let ev = |step: &str, state| Event::new(1, 0.0, step, state);
-        assert_eq!(phase_outcome(Phase::Install, &ev(steps::INSTALL, State::Done)), Some(Outcome::Success));
-        assert_eq!(phase_outcome(Phase::Install, &ev(steps::PACKAGES, State::Done)), None);
-        assert_eq!(phase_outcome(Phase::Install, &ev(steps::PACKAGES, State::Failed)), Some(Outcome::Failed));
-        assert_eq!(phase_outcome(Phase::FirstBoot, &ev(steps::FIRSTBOOT, State::Done)), Some(Outcome::Success));
-        assert_eq!(phase_outcome(Phase::FirstBoot, &ev(steps::FIRSTBOOT, State::Failed)), Some(Outcome::Failed));
+        assert_eq!(phase_outcome(Phase::Install, &ev(steps::INSTALL, State::Done), None), Some(Outcome::Success));
+        assert_eq!(phase_outcome(Phase::Install, &ev(steps::PACKAGES, State::Done), None), None);
+        assert_eq!(phase_outcome(Phase::Install, &ev(steps::PACKAGES, State::Failed), None), Some(Outcome::Failed));
+        assert_eq!(phase_outcome(Phase::FirstBoot, &ev(steps::FIRSTBOOT, State::Done), None), Some(Outcome::Success));
+        assert_eq!(phase_outcome(Phase::FirstBoot, &ev(steps::FIRSTBOOT, State::Failed), None), Some(Outcome::Failed));
+        let stop = Some(steps::SELECT_DISK);
+        assert_eq!(phase_outcome(Phase::Install, &ev(steps::PAYLOAD, State::Done), stop), None);
+        assert_eq!(phase_outcome(Phase::Install, &ev(steps::SELECT_DISK, State::Started), stop), None);
+        assert_eq!(phase_outcome(Phase::Install, &ev(steps::SELECT_DISK, State::Done), stop), Some(Outcome::Stopped));
+        assert_eq!(phase_outcome(Phase::Install, &ev(steps::SELECT_DISK, State::Failed), stop), Some(Outcome::Failed));
     }
 
     #[test]
     fn exit_codes_are_distinct() {
-        let codes = [Outcome::Success, Outcome::Failed, Outcome::Timeout, Outcome::VmExited].map(Outcome::exit_code);
-        assert_eq!(codes, [0, 1, 2, 3]);
+        let codes = [Outcome::Success, Outcome::Failed, Outcome::Timeout, Outcome::VmExited, Outcome::Stopped].map(Outcome::exit_code);
+        assert_eq!(codes, [0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn usb_disks_are_parsed_and_created_blank_or_with_an_image_at_the_start() {
+        assert_eq!("64GiB".parse::<UsbDisk>(), Ok(UsbDisk { size: 64 << 30, image: None }));
+        assert_eq!("1MiB:/a/b.img".parse::<UsbDisk>(), Ok(UsbDisk { size: 1 << 20, image: Some("/a/b.img".into()) }));
+        let err = "lots".parse::<UsbDisk>().unwrap_err();
+        assert!(err.starts_with("\"lots\": ") && err.ends_with("write SIZE or SIZE:IMAGE, e.g. 64GiB"), "{err}");
+        assert!("1MiB:".parse::<UsbDisk>().unwrap_err().contains("the image after ':' is empty"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("image.img");
+        std::fs::write(&image, b"GPT and the rest").unwrap();
+        let opts = |usb_disks| BootTestOptions {
+            image: image.clone(),
+            target: dir.path().join("t.img"),
+            target_size: 1,
+            target_bus: TargetBus::Virtio,
+            timeout: Duration::from_secs(1),
+            memory_mib: 1024,
+            console_log: dir.path().join("c.log"),
+            work_dir: dir.path().to_path_buf(),
+            firstboot: false,
+            secure_boot: false,
+            usb_disks,
+            stop_after: None,
+        };
+        let made = create_usb_disks(&opts(vec![UsbDisk { size: 64 << 30, image: None }, UsbDisk { size: 1 << 20, image: Some(image.clone()) }])).unwrap();
+        assert_eq!(made, [dir.path().join("usb0.img"), dir.path().join("usb1.img")]);
+        use std::os::unix::fs::MetadataExt;
+        let blank = std::fs::metadata(&made[0]).unwrap();
+        assert_eq!((blank.len(), blank.blocks()), (64 << 30, 0), "a blank sparse stick");
+        let copy = std::fs::read(&made[1]).unwrap();
+        assert_eq!(copy.len(), 1 << 20);
+        assert_eq!(&copy[..16], b"GPT and the rest");
+        assert!(copy[16..].iter().all(|&b| b == 0));
+
+        let err = create_usb_disks(&opts(vec![UsbDisk { size: 4, image: Some(image.clone()) }])).unwrap_err().to_string();
+        assert_eq!(err, format!("--usb-disk: {} (16 bytes) does not fit on a 4-byte disk; give a larger SIZE", image.display()));
     }
 }
