@@ -533,3 +533,43 @@ fn a_panic_in_the_installer_is_reported_and_leaves_a_shell() {
     assert!(!tail.contains("Kernel panic"), "{tail}");
     assert_eq!(std::os::unix::fs::MetadataExt::blocks(&fs::metadata(&target).unwrap()), 0, "the target disk was written to");
 }
+
+#[test]
+#[ignore = "needs the fixture ISO and QEMU: run scripts/test"]
+fn a_changed_byte_in_a_squashfs_layer_stops_the_install_before_any_disk_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let image = build_reference(&out);
+    let plan = Plan::from_json(&fs::read_to_string(out.join("hypervisor.plan.json")).unwrap()).unwrap();
+    let layer = plan.payload.layers.last().expect("the plan lists the layers the install uses").clone();
+
+    // Where the layer's bytes are in the image: the payload partition holds the ISO.
+    let disk = gpt::GptConfig::new().writable(false).open(&image).expect("image has a GPT");
+    let payload = disk.partitions().values().find(|p| p.part_guid.to_string().to_lowercase() == plan.payload.partition_guid).unwrap().clone();
+    let mut iso = imgforge::iso::IsoReader::open(fs::File::open(fixture("ISO")).unwrap()).unwrap();
+    let entry = iso.entry(&layer.path).unwrap();
+    assert_eq!(entry.size, layer.size);
+    let at = payload.first_lba * 512 + entry.offset + entry.size / 2;
+    let mut f = fs::OpenOptions::new().read(true).write(true).open(&image).unwrap();
+    let mut byte = [0u8; 1];
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.read_exact(&mut byte).unwrap();
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.write_all(&[byte[0] ^ 0x20]).unwrap();
+    drop(f);
+
+    let target = tmp.path().join("target.img");
+    let (code, report) = boot_test(&image, &target, "40GiB", &tmp.path().join("report.json"));
+    assert_eq!(code, 1, "{report:#}");
+    let failed = report["events"].as_array().unwrap().last().unwrap()["event"].clone();
+    assert_eq!(failed["state"], "failed");
+    // The layers are checked when the medium is found, before the target is even chosen.
+    assert_eq!(failed["step"], steps::PAYLOAD, "{failed:#}");
+    let text = failed["error"].to_string();
+    assert!(text.contains(&layer.path) && text.contains(&layer.sha256), "the error names the layer and its planned digest: {text}");
+    let steps_seen = event_steps(&report);
+    for later in [steps::SELECT_DISK, steps::PARTITION, steps::ROOT_TREE] {
+        assert!(!steps_seen.iter().any(|(s, _)| s == later), "{later} ran after a layer failed its check: {steps_seen:?}");
+    }
+    assert_eq!(std::os::unix::fs::MetadataExt::blocks(&fs::metadata(&target).unwrap()), 0, "the target disk was written to");
+}
