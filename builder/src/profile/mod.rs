@@ -99,6 +99,9 @@ pub struct System {
     /// Time zone, e.g. "UTC" or "Europe/Berlin".
     #[serde(default = "default_timezone")]
     pub timezone: String,
+    /// Locale of the installed system (LANG in /etc/default/locale), e.g.
+    /// "C.UTF-8" or "en_US.UTF-8". Other than C/C.UTF-8/POSIX it must be listed
+    /// in the ISO's usr/share/i18n/SUPPORTED; the installer generates it.
     #[serde(default = "default_locale")]
     pub locale: String,
     /// Kernel arguments of the installed system (GRUB_CMDLINE_LINUX), e.g. "net.ifnames=0".
@@ -173,7 +176,9 @@ pub struct DiskMatch {
     pub model: Option<String>,
     /// Glob on the disk's serial number.
     pub serial: Option<String>,
-    /// Bus of the disk.
+    /// Bus of the target disk. "any" matches every fixed disk but never a
+    /// removable or USB one; a USB stick or other removable disk is a
+    /// candidate only with transport = "usb".
     #[serde(default)]
     pub transport: Transport,
     /// true for spinning disks, false for SSDs.
@@ -405,6 +410,7 @@ pub struct Pool {
     pub mode: Option<String>,
     /// Owner of the directory (user name).
     pub owner: Option<String>,
+    /// Group of the directory (name or numeric id; default: the owner's group).
     pub group: Option<String>,
     /// Start the pool when libvirtd starts.
     #[serde(default = "default_true")]
