@@ -230,6 +230,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 archive_keyring,
                 out_dir: out,
                 agent,
+                after_verify: None,
             };
             let built = build::build(&opts)?;
             eprintln!("imgforge: SHA256SUMS signed by {}", built.signer);
