@@ -463,6 +463,34 @@ mod tests {
     }
 
     #[test]
+    fn temporary_outputs_are_exclusive_and_leave_planted_links_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "untouched\n").unwrap();
+        let dest = dir.path().join("hv.img");
+        let old_name = dir.path().join(format!(".hv.img.partial-{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &old_name).unwrap();
+
+        let mut done = TempOutput::create(&dest).unwrap();
+        let dropped = TempOutput::create(&dest).unwrap();
+        let (a, b) = (done.file.path().to_path_buf(), dropped.file.path().to_path_buf());
+        assert_ne!(a, b, "every temporary name is fresh");
+        for p in [&a, &b] {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            let random = name.strip_prefix(".hv.img.").and_then(|r| r.strip_suffix(".partial")).unwrap_or_else(|| panic!("{name}"));
+            assert!(random.len() >= 6 && !random.contains(&std::process::id().to_string()), "{name}");
+        }
+        std::io::Write::write_all(done.file(), b"image").unwrap();
+        done.persist().unwrap();
+        drop(dropped);
+        assert!(!b.exists(), "an unfinished output is removed");
+        assert_eq!(std::fs::read(&dest).unwrap(), b"image");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched\n");
+        assert!(std::fs::symlink_metadata(&old_name).unwrap().file_type().is_symlink());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3, "victim, the planted link and the output");
+    }
+
+    #[test]
     fn fat_uuid_is_printed_like_blkid() {
         assert_eq!(fat_uuid(0x1234_abcd), "1234-ABCD");
         assert_eq!(fat_uuid(0x0000_00ff), "0000-00FF");
