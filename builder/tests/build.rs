@@ -19,23 +19,39 @@ const REFERENCE_PROFILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../profile
 
 fn fixture(name: &str) -> PathBuf {
     let var = format!("IMGFORGE_FIXTURE_{name}");
-    let path = std::env::var_os(&var).unwrap_or_else(|| panic!("{var} is not set: run scripts/test, which builds the fixture ISO and exports it"));
+    let path = std::env::var_os(&var).unwrap_or_else(|| {
+        panic!("{var} is not set: run scripts/test, which builds the fixture ISO and exports it")
+    });
     PathBuf::from(path)
 }
 
 /// The static agent `scripts/build` makes next to the imgforge binary.
 fn agent() -> PathBuf {
     let bin = Path::new(env!("CARGO_BIN_EXE_imgforge"));
-    let (profile, target) = (bin.parent().unwrap().file_name().unwrap(), bin.parent().unwrap().parent().unwrap());
-    let agent = target.join("x86_64-unknown-linux-gnu").join(profile).join("imgforge-agent");
-    assert!(agent.is_file(), "{} is missing: run scripts/build", agent.display());
+    let (profile, target) = (
+        bin.parent().unwrap().file_name().unwrap(),
+        bin.parent().unwrap().parent().unwrap(),
+    );
+    let agent = target
+        .join("x86_64-unknown-linux-gnu")
+        .join(profile)
+        .join("imgforge-agent");
+    assert!(
+        agent.is_file(),
+        "{} is missing: run scripts/build",
+        agent.display()
+    );
     agent
 }
 
 /// Build options for the reference profile from `iso` (a copy of the
 /// fixture ISO: the cached one is never modified) into `out`.
 fn options(work: &Path, iso: &Path, out: &Path) -> BuildOptions {
-    let fetch = FetchOptions { cache_dir: work.join("cache"), offline: true, retry: RetryPolicy::default() };
+    let fetch = FetchOptions {
+        cache_dir: work.join("cache"),
+        offline: true,
+        retry: RetryPolicy::default(),
+    };
     let mut opts = BuildOptions::new(PathBuf::from(REFERENCE_PROFILE), out.to_path_buf(), fetch);
     opts.sources.iso = Some(iso.to_path_buf());
     opts.sources.sha256sums = Some(fixture("SHA256SUMS"));
@@ -55,8 +71,17 @@ fn copy_of_fixture_iso(dir: &Path) -> PathBuf {
 /// Changes one byte of the ISO's kernel in place, as a writer racing the
 /// build could between the hash check and the copy.
 fn flip_a_kernel_byte(iso: &Path) {
-    let offset = IsoReader::open(fs::File::open(iso).unwrap()).unwrap().entry("casper/vmlinuz").unwrap().offset + 4096;
-    let mut f = fs::OpenOptions::new().read(true).write(true).open(iso).unwrap();
+    let offset = IsoReader::open(fs::File::open(iso).unwrap())
+        .unwrap()
+        .entry("casper/vmlinuz")
+        .unwrap()
+        .offset
+        + 4096;
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(iso)
+        .unwrap();
     let mut byte = [0u8; 1];
     f.seek(SeekFrom::Start(offset)).unwrap();
     std::io::Read::read_exact(&mut f, &mut byte).unwrap();
@@ -66,7 +91,12 @@ fn flip_a_kernel_byte(iso: &Path) {
 }
 
 fn entries(dir: &Path) -> Vec<String> {
-    fs::read_dir(dir).map(|rd| rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default()
+    fs::read_dir(dir)
+        .map(|rd| {
+            rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[test]
@@ -77,10 +107,19 @@ fn a_kernel_changed_after_the_hash_check_is_never_booted() {
     let out = work.path().join("out");
     let mut opts = options(work.path(), &iso, &out);
     opts.after_verify = Some(flip_a_kernel_byte);
-    let err = build(&opts).expect_err("a changed ISO must not become an image").to_string();
-    assert!(err.contains(&iso.display().to_string()) && err.contains("changed after it was verified"), "{err}");
+    let err = build(&opts)
+        .expect_err("a changed ISO must not become an image")
+        .to_string();
+    assert!(
+        err.contains(&iso.display().to_string()) && err.contains("changed after it was verified"),
+        "{err}"
+    );
     assert!(err.contains("nothing was written"), "{err}");
-    assert_eq!(entries(&out), Vec::<String>::new(), "nothing is left in --out");
+    assert_eq!(
+        entries(&out),
+        Vec::<String>::new(),
+        "nothing is left in --out"
+    );
 }
 
 fn sha256_file(path: &Path) -> String {
@@ -97,7 +136,11 @@ fn extract(iso: &Path, path: &str, to: &Path) -> PathBuf {
         .arg(&dest)
         .output()
         .expect("running xorriso (Debian package xorriso)");
-    assert!(out.status.success(), "xorriso -extract /{path}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "xorriso -extract /{path}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     dest
 }
 
@@ -112,7 +155,10 @@ fn the_plan_records_digests_of_the_layers_and_the_pool_index() {
     let victim = work.path().join("victim");
     fs::write(&victim, "untouched\n").unwrap();
     let pid = std::process::id();
-    for name in [format!(".hypervisor.img.partial-{pid}"), format!(".hypervisor.plan.json.partial-{pid}")] {
+    for name in [
+        format!(".hypervisor.img.partial-{pid}"),
+        format!(".hypervisor.plan.json.partial-{pid}"),
+    ] {
         std::os::unix::fs::symlink(&victim, out.join(name)).unwrap();
     }
 
@@ -122,26 +168,72 @@ fn the_plan_records_digests_of_the_layers_and_the_pool_index() {
 
     let extracted = work.path().join("extracted");
     fs::create_dir(&extracted).unwrap();
-    let sources = fs::read_to_string(extract(&iso, "casper/install-sources.yaml", &extracted)).unwrap();
+    let sources =
+        fs::read_to_string(extract(&iso, "casper/install-sources.yaml", &extracted)).unwrap();
     let top = imgforge_plan::casper::default_source_path(&sources).unwrap();
-    let want: Vec<String> = imgforge_plan::casper::layers_for(&top).iter().map(|l| format!("casper/{l}")).collect();
-    let got: Vec<&str> = plan.payload.layers.iter().map(|l| l.path.as_str()).collect();
+    let want: Vec<String> = imgforge_plan::casper::layers_for(&top)
+        .iter()
+        .map(|l| format!("casper/{l}"))
+        .collect();
+    let got: Vec<&str> = plan
+        .payload
+        .layers
+        .iter()
+        .map(|l| l.path.as_str())
+        .collect();
     assert_eq!(got, want, "every layer of the default source, lowest first");
     for layer in &plan.payload.layers {
         let file = extract(&iso, &layer.path, &extracted);
         assert_eq!(layer.sha256, sha256_file(&file), "{}", layer.path);
-        assert_eq!(layer.size, fs::metadata(&file).unwrap().len(), "{}", layer.path);
+        assert_eq!(
+            layer.size,
+            fs::metadata(&file).unwrap().len(),
+            "{}",
+            layer.path
+        );
     }
-    let release = plan.payload.pool_release.as_ref().expect("the pool's Release digest");
-    assert!(release.path.starts_with("dists/") && release.path.ends_with("/Release"), "{}", release.path);
+    let release = plan
+        .payload
+        .pool_release
+        .as_ref()
+        .expect("the pool's Release digest");
+    assert!(
+        release.path.starts_with("dists/") && release.path.ends_with("/Release"),
+        "{}",
+        release.path
+    );
     let file = extract(&iso, &release.path, &extracted);
-    assert_eq!((release.sha256.as_str(), release.size), (sha256_file(&file).as_str(), fs::metadata(&file).unwrap().len()));
+    assert_eq!(
+        (release.sha256.as_str(), release.size),
+        (
+            sha256_file(&file).as_str(),
+            fs::metadata(&file).unwrap().len()
+        )
+    );
 
-    assert_eq!(fs::read_to_string(&victim).unwrap(), "untouched\n", "no planted link was written through");
+    assert_eq!(
+        fs::read_to_string(&victim).unwrap(),
+        "untouched\n",
+        "no planted link was written through"
+    );
     let mut left = entries(&out);
     left.sort();
-    assert_eq!(left, [format!(".hypervisor.img.partial-{pid}"), format!(".hypervisor.plan.json.partial-{pid}"), "hypervisor.img".into(), "hypervisor.plan.json".into()]);
+    assert_eq!(
+        left,
+        [
+            format!(".hypervisor.img.partial-{pid}"),
+            format!(".hypervisor.plan.json.partial-{pid}"),
+            "hypervisor.img".into(),
+            "hypervisor.plan.json".into()
+        ]
+    );
     for name in &left[..2] {
-        assert!(fs::symlink_metadata(out.join(name)).unwrap().file_type().is_symlink(), "{name} is left alone");
+        assert!(
+            fs::symlink_metadata(out.join(name))
+                .unwrap()
+                .file_type()
+                .is_symlink(),
+            "{name} is left alone"
+        );
     }
 }

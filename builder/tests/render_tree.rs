@@ -28,7 +28,10 @@ fn tree(dir: &Path) -> BTreeMap<String, String> {
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         let meta = std::fs::symlink_metadata(&d).unwrap();
-        out.insert(d.strip_prefix(dir).unwrap().display().to_string(), format!("dir {:o} {}:{}", meta.mode(), meta.uid(), meta.gid()));
+        out.insert(
+            d.strip_prefix(dir).unwrap().display().to_string(),
+            format!("dir {:o} {}:{}", meta.mode(), meta.uid(), meta.gid()),
+        );
         for entry in std::fs::read_dir(&d).unwrap() {
             let path = entry.unwrap().path();
             let meta = std::fs::symlink_metadata(&path).unwrap();
@@ -36,9 +39,19 @@ fn tree(dir: &Path) -> BTreeMap<String, String> {
             if meta.is_dir() {
                 stack.push(path);
             } else if meta.file_type().is_symlink() {
-                out.insert(rel, format!("link {}", std::fs::read_link(&path).unwrap().display()));
+                out.insert(
+                    rel,
+                    format!("link {}", std::fs::read_link(&path).unwrap().display()),
+                );
             } else {
-                out.insert(rel, format!("file {:o} {}", meta.mode(), std::fs::read_to_string(&path).unwrap()));
+                out.insert(
+                    rel,
+                    format!(
+                        "file {:o} {}",
+                        meta.mode(),
+                        std::fs::read_to_string(&path).unwrap()
+                    ),
+                );
             }
         }
     }
@@ -46,26 +59,55 @@ fn tree(dir: &Path) -> BTreeMap<String, String> {
 }
 
 fn entry(path: &str, mode: &str, kind: FileKind) -> FilePlan {
-    FilePlan { path: path.into(), mode: mode.into(), owner: None, group: None, kind }
+    FilePlan {
+        path: path.into(),
+        mode: mode.into(),
+        owner: None,
+        group: None,
+        kind,
+    }
 }
 
 #[test]
 fn hostile_plan_paths_are_refused_and_nothing_beside_the_root_changes() {
     let (_tmp, out, victim) = scene();
     let before = tree(&victim);
-    let xml = || FileKind::File { content: "<pool>replaced</pool>\n".into() };
+    let xml = || FileKind::File {
+        content: "<pool>replaced</pool>\n".into(),
+    };
     for hostile in [
         entry("/../victim/storage/isos.xml", "0644", xml()),
         entry("/../../victim/storage", "0777", FileKind::Dir),
-        entry("/etc/libvirt/storage/../../../../victim/storage/isos.xml", "0644", xml()),
+        entry(
+            "/etc/libvirt/storage/../../../../victim/storage/isos.xml",
+            "0644",
+            xml(),
+        ),
         entry("/../victim/hostname", "0644", FileKind::Absent),
-        entry("/../victim/hostname", "0777", FileKind::Symlink { target: "/etc/shadow".into() }),
+        entry(
+            "/../victim/hostname",
+            "0777",
+            FileKind::Symlink {
+                target: "/etc/shadow".into(),
+            },
+        ),
     ] {
-        let err = write_tree(&[hostile.clone()], &out).unwrap_err().to_string();
-        assert!(err.contains(&hostile.path) && err.contains("`..`") && err.contains(&out.display().to_string()), "{err}");
+        let err = write_tree(std::slice::from_ref(&hostile), &out)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&hostile.path)
+                && err.contains("`..`")
+                && err.contains(&out.display().to_string()),
+            "{err}"
+        );
     }
     assert_eq!(tree(&victim), before);
-    assert_eq!(tree(&out).len(), 1, "nothing was written under --out either");
+    assert_eq!(
+        tree(&out).len(),
+        1,
+        "nothing was written under --out either"
+    );
 }
 
 #[test]
@@ -74,11 +116,17 @@ fn render_does_not_follow_a_link_planted_in_the_output_directory() {
     std::fs::create_dir(&out).unwrap();
     std::os::unix::fs::symlink("../victim", out.join("etc")).unwrap();
     let before = tree(&victim);
-    let run = Command::new(env!("CARGO_BIN_EXE_imgforge")).args(["render", REFERENCE, "--out"]).arg(&out).output().unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_imgforge"))
+        .args(["render", REFERENCE, "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(!run.status.success(), "render must fail: {stderr}");
     assert!(
-        stderr.contains("/etc is a symbolic link, which is not followed") && stderr.contains(&out.display().to_string()) && stderr.contains("remove the link"),
+        stderr.contains("/etc is a symbolic link, which is not followed")
+            && stderr.contains(&out.display().to_string())
+            && stderr.contains("remove the link"),
         "the error names the link, the root and the fix: {stderr}"
     );
     assert_eq!(tree(&victim), before, "nothing beside --out changed");
@@ -91,15 +139,35 @@ fn render_does_not_write_through_a_link_at_a_final_or_temporary_name() {
     // The temporary name render used to write through, and a final name.
     std::os::unix::fs::symlink("../../victim/hostname", out.join("etc/.hostname.tmp")).unwrap();
     let before = tree(&victim);
-    let run = Command::new(env!("CARGO_BIN_EXE_imgforge")).args(["render", REFERENCE, "--out"]).arg(&out).output().unwrap();
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-    assert_eq!(std::fs::read_to_string(out.join("etc/hostname")).unwrap(), "hv01\n");
+    let run = Command::new(env!("CARGO_BIN_EXE_imgforge"))
+        .args(["render", REFERENCE, "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("etc/hostname")).unwrap(),
+        "hv01\n"
+    );
     assert_eq!(tree(&victim), before);
 
     std::fs::remove_file(out.join("etc/hosts")).unwrap();
     std::os::unix::fs::symlink("../../victim/hostname", out.join("etc/hosts")).unwrap();
-    let run = Command::new(env!("CARGO_BIN_EXE_imgforge")).args(["render", REFERENCE, "--out"]).arg(&out).output().unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_imgforge"))
+        .args(["render", REFERENCE, "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(!run.status.success() && stderr.contains("\"/etc/hosts\"") && stderr.contains("hosts is a symbolic link"), "{stderr}");
+    assert!(
+        !run.status.success()
+            && stderr.contains("\"/etc/hosts\"")
+            && stderr.contains("hosts is a symbolic link"),
+        "{stderr}"
+    );
     assert_eq!(tree(&victim), before);
 }

@@ -272,12 +272,14 @@ fn write_file(
     match kind_at(dir, name)? {
         // A file may not replace a link: the link says the file lives
         // elsewhere, and the plan disagrees.
-        Some(FileType::Symlink) => return Err(Problem::new(
-            format!(
+        Some(FileType::Symlink) => {
+            return Err(Problem::new(
+                format!(
                 "{name} is a symbolic link, which is not followed (it could lead out of the root)"
             ),
-            "remove the link from the root first",
-        )),
+                "remove the link from the root first",
+            ))
+        }
         Some(FileType::Directory) => {
             return Err(Problem::new(
                 format!("{name} is a directory, the plan wants a file"),

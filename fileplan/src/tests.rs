@@ -150,7 +150,7 @@ fn a_parent_that_links_outside_the_root_is_not_followed() {
         absent("/etc/config"),
         file("/etc/new/x", "0644", ""),
     ] {
-        let err = apply(&[plan.clone()], &s.root, Owners::Skip).unwrap_err();
+        let err = apply(std::slice::from_ref(&plan), &s.root, Owners::Skip).unwrap_err();
         assert!(
             err.problem.contains("/etc is a symbolic link")
                 || err.problem.contains("etc is a symbolic link"),

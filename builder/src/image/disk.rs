@@ -120,7 +120,10 @@ pub fn write_payload(
     w.zeros_to(PAYLOAD_FIRST_LBA * SECTOR_SIZE)?;
     copy_exactly(payload, payload_len, &mut w)?;
     let end = w.pos;
-    w.out.flush().map_err(|source| ImageError::Write { offset: end, source })
+    w.out.flush().map_err(|source| ImageError::Write {
+        offset: end,
+        source,
+    })
 }
 
 /// Second pass, after [`write_payload`] with the same `payload_len`: the
@@ -145,8 +148,14 @@ pub fn finish_usb_image(
 
     let payload_end = (summary.payload.first_lba + summary.payload.sectors) * SECTOR_SIZE;
     out.seek(SeekFrom::Start(payload_end))
-        .map_err(|source| ImageError::Write { offset: payload_end, source })?;
-    let mut w = Sequential { out: &mut *out, pos: payload_end };
+        .map_err(|source| ImageError::Write {
+            offset: payload_end,
+            source,
+        })?;
+    let mut w = Sequential {
+        out: &mut *out,
+        pos: payload_end,
+    };
     w.zeros_to(summary.esp.byte_offset())?;
     w.bytes(esp)?;
     let backup = place.backup_tables();
@@ -156,7 +165,9 @@ pub fn finish_usb_image(
         .map_err(|source| ImageError::Write { offset: 0, source })?;
     let mut w = Sequential { out, pos: 0 };
     w.sectors(&tables, 0..PAYLOAD_FIRST_LBA)?;
-    w.out.flush().map_err(|source| ImageError::Write { offset: 0, source })?;
+    w.out
+        .flush()
+        .map_err(|source| ImageError::Write { offset: 0, source })?;
     Ok(summary)
 }
 
@@ -581,7 +592,11 @@ mod tests {
         assert_eq!(summary.esp.first_lba, esp_first);
         assert_eq!(
             rows[0][..3],
-            ["1", &esp_first.to_string(), &(esp_first + esp.len() as u64 / 512 - 1).to_string()],
+            [
+                "1",
+                &esp_first.to_string(),
+                &(esp_first + esp.len() as u64 / 512 - 1).to_string()
+            ],
             "{print}"
         );
         assert_eq!(rows[0][5..], ["EF00", "EFI", "System"], "{print}");
