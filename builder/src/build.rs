@@ -361,9 +361,12 @@ impl TempOutput {
             _ => Path::new("."),
         };
         let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        // The mode File::create gives (umask applies), not tempfile's 0600:
+        // the image is read by other users' tools (QEMU, dd).
         let file = tempfile::Builder::new()
             .prefix(&format!(".{name}."))
             .suffix(".partial")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
             .tempfile_in(dir)
             .map_err(io("creating a temporary file in", dir))?;
         Ok(TempOutput { dest: dest.to_path_buf(), file })
