@@ -138,7 +138,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, BuildError> {
     };
     let esp = image::fat32_image_with(&esp_files, "IMGFORGE", esp_volume_id(&guids), &fat)?;
     let layout = UsbLayout { disk_guid: guids.disk, esp_guid: guids.esp, payload_guid: guids.payload };
-    let summary = image::finish_usb_image(image.file(), &layout, &esp, iso.facts.size)?;
+    let summary = image::finish_usb_image(image.file(), &layout, &esp, iso.facts.size).map_err(|e| image.error(e))?;
     image.persist()?;
 
     let plan_file = opts.out_dir.join(format!("{}.plan.json", loaded.name));
@@ -209,7 +209,7 @@ fn copy_verified_payload(iso: &mut VerifiedIso, image: &mut TempOutput) -> Resul
         image::ImageError::PayloadLength { .. } | image::ImageError::PayloadRead { .. } => {
             BuildError::Source(format!("{}: {e}; nothing was written", iso.path.display()))
         }
-        other => BuildError::Image(other),
+        other => image.error(other),
     })?;
     let (copied, _) = payload.finish();
     let copied_hex = verify::sha256_hex(&copied);
@@ -374,6 +374,14 @@ impl TempOutput {
 
     fn file(&mut self) -> &mut File {
         self.file.as_file_mut()
+    }
+
+    /// A write error names the output it was for (a full disk, a quota).
+    fn error(&self, e: image::ImageError) -> BuildError {
+        match e {
+            image::ImageError::Write { .. } => BuildError::Source(format!("{} (temporary file of {}): {e}", self.file.path().display(), self.dest.display())),
+            other => BuildError::Image(other),
+        }
     }
 
     fn persist(self) -> Result<(), BuildError> {
