@@ -1,21 +1,24 @@
 //! `imgforge build`: verify the ISO, compile the plan, assemble the USB image.
 //!
 //! Order matters for trust: the signature on SHA256SUMS is checked first,
-//! then the ISO's hash against the signed list, and only then is anything
-//! read out of the ISO. The ISO bytes written into the image are hashed
-//! again while they are copied, so a file changed under our feet is caught.
+//! then the ISO's hash against the signed list. The ISO is then copied into
+//! the image while it is hashed again, and everything the image boots or
+//! the plan vouches for (loaders, kernel, initrd, layer and pool digests) is
+//! read from that copy only after its hash matched: a file changed between
+//! the check and the copy fails the build, and one changed later is never
+//! read at all.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use imgforge_plan::Plan;
+use imgforge_plan::{FileDigest, Plan};
 
 use crate::compile::{self, IsoFacts, MediaGuids};
 use crate::fetch::{self, progress::{ProgressMode, Reporter}, FetchOptions, SourceOverrides};
 use crate::image::{self, UsbLayout};
-use crate::iso::IsoReader;
+use crate::iso::{IsoReader, Window};
 use crate::profile::{self, LoadedProfile};
 use crate::verify::{self, HashingReader, TrustedKeys};
 
@@ -34,6 +37,31 @@ pub struct BuildOptions {
     pub agent: Option<PathBuf>,
     /// Faults the agent injects on purpose, for tests of its failure paths.
     pub test_hooks: Option<imgforge_plan::TestHooks>,
+    /// Called with the ISO's path after its hash was checked and before it
+    /// is copied into the image, so tests can change the file in between.
+    /// Only Rust callers can set it.
+    #[doc(hidden)]
+    pub after_verify: Option<fn(&Path)>,
+}
+
+impl BuildOptions {
+    /// Options for building `profile` into `out_dir`, everything else at its
+    /// default: sources from the profile, the built-in keys, the agent next
+    /// to imgforge, no progress output.
+    pub fn new(profile: PathBuf, out_dir: PathBuf, fetch: FetchOptions) -> Self {
+        BuildOptions {
+            profile,
+            sources: SourceOverrides::default(),
+            keyring: None,
+            fetch,
+            progress: ProgressMode::Quiet,
+            archive_keyring: None,
+            out_dir,
+            agent: None,
+            test_hooks: None,
+            after_verify: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -87,21 +115,39 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, BuildError> {
     let agent = read_static_agent(&agent_path)?;
 
     let mut iso = verify_sources(&loaded, opts)?;
+    if let Some(hook) = opts.after_verify {
+        hook(&iso.path);
+    }
+    std::fs::create_dir_all(&opts.out_dir).map_err(io("creating output directory", &opts.out_dir))?;
+    let image_path = opts.out_dir.join(format!("{}.img", loaded.name));
+    let mut image = TempOutput::create(&image_path)?;
+    copy_verified_payload(&mut iso, &mut image)?;
+    let boot = read_verified_copy(&mut image, iso.facts.size)?;
+
     let guids = compile::media_guids(&loaded.name, &iso.facts);
     let mut plan = compile::compile(&loaded, &iso.facts, &guids);
     plan.archive_keys = Some(archive_keys(opts)?);
     plan.test_hooks = opts.test_hooks.clone();
+    plan.payload.layers = boot.layers.clone();
+    plan.payload.pool_release = Some(boot.pool_release.clone());
     let plan_json = plan.to_json();
 
-    let esp_files = esp_contents(&mut iso, &plan, &agent, plan_json.as_bytes(), &guids)?;
-    let esp = image::fat32_image(&esp_files, "IMGFORGE", esp_volume_id(&guids))?;
+    let esp_files = esp_contents(boot, &agent, plan_json.as_bytes(), &guids)?;
+    let esp_first_lba = image::esp_first_lba(iso.facts.size);
+    let fat = image::Fat32Options {
+        hidden_sectors: u32::try_from(esp_first_lba).map_err(|_| {
+            BuildError::Source(format!("{}: the ISO is too large for a FAT32 ESP behind it (the ESP would start at sector {esp_first_lba})", iso.path.display()))
+        })?,
+        ..image::Fat32Options::default()
+    };
+    let esp = image::fat32_image_with(&esp_files, "IMGFORGE", esp_volume_id(&guids), &fat)?;
+    let layout = UsbLayout { disk_guid: guids.disk, esp_guid: guids.esp, payload_guid: guids.payload };
+    let summary = image::finish_usb_image(image.file(), &layout, &esp, iso.facts.size).map_err(|e| image.error(e))?;
+    image.persist()?;
 
-    std::fs::create_dir_all(&opts.out_dir).map_err(io("creating output directory", &opts.out_dir))?;
-    let image_path = opts.out_dir.join(format!("{}.img", loaded.name));
-    let image_size = write_image_atomically(&image_path, &mut iso, &guids, &esp)?;
     let plan_file = opts.out_dir.join(format!("{}.plan.json", loaded.name));
     write_atomically(&plan_file, plan_json.as_bytes())?;
-    Ok(BuildOutput { image: image_path, plan_file, plan, image_size, signer: iso.signer })
+    Ok(BuildOutput { image: image_path, plan_file, plan, image_size: summary.image_size, signer: iso.signer })
 }
 
 /// The profile's trust root for SHA256SUMS: --keyring, source.keyring, or
@@ -158,6 +204,30 @@ fn hash_stream(file: &mut File) -> std::io::Result<([u8; 32], u64)> {
     Ok(reader.finish())
 }
 
+/// Copies the ISO into the image at its payload place while hashing it;
+/// only a copy whose hash is the verified one is read from afterwards.
+fn copy_verified_payload(iso: &mut VerifiedIso, image: &mut TempOutput) -> Result<(), BuildError> {
+    iso.file.seek(SeekFrom::Start(0)).map_err(io("reading ISO", &iso.path))?;
+    let mut payload = HashingReader::new(BufReader::with_capacity(1 << 20, &mut iso.file));
+    image::write_payload(image.file(), &mut payload, iso.facts.size).map_err(|e| match e {
+        image::ImageError::PayloadLength { .. } | image::ImageError::PayloadRead { .. } => {
+            BuildError::Source(format!("{}: {e}; nothing was written", iso.path.display()))
+        }
+        other => image.error(other),
+    })?;
+    let (copied, _) = payload.finish();
+    let copied_hex = verify::sha256_hex(&copied);
+    if copied_hex != iso.facts.sha256_hex {
+        return Err(BuildError::Source(format!(
+            "{} changed after it was verified: the copy for the image has SHA-256 {copied_hex}, the verified file {}; \
+             nothing was written. Make sure nothing modifies the ISO during the build and run it again",
+            iso.path.display(),
+            iso.facts.sha256_hex
+        )));
+    }
+    Ok(())
+}
+
 /// Paths on the ISO that the installer ESP needs, and where they go.
 const EFI_LOADERS: [(&str, &str); 3] = [
     ("EFI/boot/bootx64.efi", "EFI/BOOT/BOOTX64.EFI"),
@@ -167,28 +237,78 @@ const EFI_LOADERS: [(&str, &str); 3] = [
 const ISO_KERNEL: &str = "casper/vmlinuz";
 const ISO_INITRD: &str = "casper/initrd";
 const ISO_DISK_INFO: &str = ".disk/info";
+const ISO_INSTALL_SOURCES: &str = "casper/install-sources.yaml";
 
-fn esp_contents(
-    iso: &mut VerifiedIso,
-    plan: &Plan,
-    agent: &[u8],
-    plan_json: &[u8],
-    guids: &MediaGuids,
-) -> Result<BTreeMap<String, Vec<u8>>, BuildError> {
-    iso.file.seek(SeekFrom::Start(0)).map_err(io("reading ISO", &iso.path))?;
-    let mut reader = IsoReader::open(BufReader::new(&iso.file))
-        .map_err(|source| BuildError::Iso { path: "/".into(), source })?;
-    let mut read = |path: &str| reader.read_file(path).map_err(|source| BuildError::Iso { path: path.into(), source });
-    let mut files = BTreeMap::new();
+/// What the image and the plan take from the ISO, read from its verified copy.
+struct BootFiles {
+    /// ESP path -> bytes, as read from the ISO.
+    esp: BTreeMap<String, Vec<u8>>,
+    initrd: Vec<u8>,
+    layers: Vec<FileDigest>,
+    pool_release: FileDigest,
+}
+
+/// Reads the ESP's files and the digests of the layers and the pool index
+/// from the ISO's copy inside the image, whose hash was just checked.
+fn read_verified_copy(image: &mut TempOutput, iso_size: u64) -> Result<BootFiles, BuildError> {
+    let start = image::PAYLOAD_FIRST_LBA * image::SECTOR_SIZE;
+    let window = Window::new(&*image.file(), start, iso_size);
+    let mut reader = IsoReader::open(BufReader::with_capacity(1 << 20, window)).map_err(|source| BuildError::Iso { path: "/".into(), source })?;
+    let iso_err = |path: &str| {
+        let path = path.to_owned();
+        move |source| BuildError::Iso { path, source }
+    };
+    let mut esp = BTreeMap::new();
     for (from, to) in EFI_LOADERS {
-        files.insert(to.to_owned(), read(from)?);
+        esp.insert(to.to_owned(), reader.read_file(from).map_err(iso_err(from))?);
     }
-    files.insert("casper/vmlinuz".to_owned(), read(ISO_KERNEL)?);
-    let base_initrd = read(ISO_INITRD)?;
+    esp.insert("casper/vmlinuz".to_owned(), reader.read_file(ISO_KERNEL).map_err(iso_err(ISO_KERNEL))?);
     // grub's signed image looks for /.disk/info to find its root.
-    files.insert(".disk/info".to_owned(), read(ISO_DISK_INFO)?);
-    files.insert("casper/initrd".to_owned(), image::installer_initrd(&base_initrd, agent, plan_json)?);
-    files.insert("boot/grub/grub.cfg".to_owned(), installer_grub_cfg(plan, &fat_uuid(esp_volume_id(guids))).into_bytes());
+    esp.insert(".disk/info".to_owned(), reader.read_file(ISO_DISK_INFO).map_err(iso_err(ISO_DISK_INFO))?);
+    let initrd = reader.read_file(ISO_INITRD).map_err(iso_err(ISO_INITRD))?;
+
+    let sources = reader.read_file(ISO_INSTALL_SOURCES).map_err(iso_err(ISO_INSTALL_SOURCES))?;
+    let top = imgforge_plan::casper::default_source_path(&String::from_utf8_lossy(&sources)).ok_or_else(|| {
+        BuildError::Source(format!("{ISO_INSTALL_SOURCES} on the ISO names no source with a path; use a live-server ISO"))
+    })?;
+    let mut layers = Vec::new();
+    for layer in imgforge_plan::casper::layers_for(&top) {
+        layers.push(digest(&mut reader, &format!("casper/{layer}"))?);
+    }
+    let suite = pool_suite(&mut reader)?;
+    let pool_release = digest(&mut reader, &format!("dists/{suite}/Release"))?;
+    Ok(BootFiles { esp, initrd, layers, pool_release })
+}
+
+/// The SHA-256 and size of one file on the ISO, streamed.
+fn digest<R: std::io::Read + Seek>(reader: &mut IsoReader<R>, path: &str) -> Result<FileDigest, BuildError> {
+    let file = reader.open_file(path).map_err(|source| BuildError::Iso { path: path.into(), source })?;
+    let mut hashing = HashingReader::new(file);
+    std::io::copy(&mut hashing, &mut std::io::sink())
+        .map_err(|e| BuildError::Source(format!("reading {path} from the ISO's copy in the image: {e}")))?;
+    let (sha, size) = hashing.finish();
+    Ok(FileDigest { path: path.to_owned(), sha256: verify::sha256_hex(&sha), size })
+}
+
+/// The suite of the ISO's package pool: the one directory under `dists/`
+/// (links such as `stable` are not directories).
+fn pool_suite<R: std::io::Read + Seek>(reader: &mut IsoReader<R>) -> Result<String, BuildError> {
+    let entries = reader.read_dir("dists").map_err(|source| BuildError::Iso { path: "dists".into(), source })?;
+    let suites: Vec<String> = entries.into_iter().filter(|e| e.is_dir).map(|e| e.name).collect();
+    match suites.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(BuildError::Source("the ISO's dists/ directory holds no suite; use a live-server ISO with its package pool".into())),
+        many => Err(BuildError::Source(format!(
+            "the ISO's dists/ directory holds several suites ({}); imgforge needs exactly one to know which Release to trust",
+            many.join(", ")
+        ))),
+    }
+}
+
+fn esp_contents(boot: BootFiles, agent: &[u8], plan_json: &[u8], guids: &MediaGuids) -> Result<BTreeMap<String, Vec<u8>>, BuildError> {
+    let mut files = boot.esp;
+    files.insert("casper/initrd".to_owned(), image::installer_initrd(&boot.initrd, agent, plan_json)?);
+    files.insert("boot/grub/grub.cfg".to_owned(), installer_grub_cfg(&fat_uuid(esp_volume_id(guids))).into_bytes());
     Ok(files)
 }
 
@@ -207,86 +327,78 @@ fn fat_uuid(volume_id: u32) -> String {
 pub const INSTALLER_CONSOLE_ARGS: &str = "console=tty0 console=ttyS0,115200n8";
 
 /// grub.cfg on the installer ESP: boot the installer at once, no menu.
-pub fn installer_grub_cfg(plan: &Plan, esp_uuid: &str) -> String {
+/// Nothing from the profile is written here: grub's script grammar would
+/// read it.
+pub fn installer_grub_cfg(esp_uuid: &str) -> String {
     format!(
-        "# Written by imgforge for profile {name}. Booting this entry installs\n\
-         # the system onto the disk chosen by the profile's rules.\n\
+        "# Written by imgforge. Booting this entry installs the system onto\n\
+         # the disk chosen by the profile's rules.\n\
          set timeout=0\n\
          set default=0\n\
          search --no-floppy --fs-uuid --set=root {esp_uuid}\n\
-         menuentry \"Install {name} (imgforge)\" {{\n\
+         menuentry \"Install (imgforge)\" {{\n\
          \tlinux /casper/vmlinuz {INSTALLER_CONSOLE_ARGS} ---\n\
          \tinitrd /casper/initrd\n\
-         }}\n",
-        name = plan.name
+         }}\n"
     )
-}
-
-fn write_image_atomically(path: &Path, iso: &mut VerifiedIso, guids: &MediaGuids, esp: &[u8]) -> Result<u64, BuildError> {
-    let mut tmp = TempOutput::create(path)?;
-    iso.file.seek(SeekFrom::Start(0)).map_err(io("reading ISO", &iso.path))?;
-    let mut payload = HashingReader::new(BufReader::with_capacity(1 << 20, &mut iso.file));
-    let layout = UsbLayout { disk_guid: guids.disk, esp_guid: guids.esp, payload_guid: guids.payload };
-    let summary = image::write_usb_image(tmp.file(), &layout, esp, &mut payload, iso.facts.size)?;
-    let (copied, _) = payload.finish();
-    let copied_hex = verify::sha256_hex(&copied);
-    if copied_hex != iso.facts.sha256_hex {
-        return Err(BuildError::Source(format!(
-            "{} changed while it was copied (SHA-256 {copied_hex}, verified {}); nothing was written",
-            iso.path.display(),
-            iso.facts.sha256_hex
-        )));
-    }
-    tmp.persist()?;
-    Ok(summary.image_size)
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), BuildError> {
     let mut tmp = TempOutput::create(path)?;
-    std::io::Write::write_all(tmp.file(), bytes).map_err(io("writing", &tmp.tmp))?;
+    std::io::Write::write_all(tmp.file(), bytes).map_err(io("writing", &tmp.dest))?;
     tmp.persist()
 }
 
 /// A file written next to its final name and renamed into place only when
-/// complete; dropped unfinished, it is removed.
+/// complete; dropped unfinished, it is removed. The temporary file is
+/// created exclusively (O_EXCL) under an unpredictable name, so nothing
+/// planted in the output directory is written through.
 struct TempOutput {
-    tmp: PathBuf,
     dest: PathBuf,
-    file: Option<File>,
+    file: tempfile::NamedTempFile,
 }
 
 impl TempOutput {
     fn create(dest: &Path) -> Result<Self, BuildError> {
+        let dir = match dest.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
         let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let tmp = dest.with_file_name(format!(".{name}.partial-{}", std::process::id()));
-        let file = File::create(&tmp).map_err(io("creating", &tmp))?;
-        Ok(TempOutput { tmp, dest: dest.to_path_buf(), file: Some(file) })
+        // The mode File::create gives (umask applies), not tempfile's 0600:
+        // the image is read by other users' tools (QEMU, dd).
+        let file = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(".partial")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
+            .tempfile_in(dir)
+            .map_err(io("creating a temporary file in", dir))?;
+        Ok(TempOutput { dest: dest.to_path_buf(), file })
     }
 
     fn file(&mut self) -> &mut File {
-        self.file.as_mut().expect("file is present until persist")
+        self.file.as_file_mut()
     }
 
-    fn persist(mut self) -> Result<(), BuildError> {
-        let file = self.file.take().expect("file is present until persist");
-        file.sync_all().map_err(io("flushing", &self.tmp))?;
-        drop(file);
-        std::fs::rename(&self.tmp, &self.dest).map_err(io("renaming into place", &self.dest))?;
-        if let Some(dir) = self.dest.parent() {
+    /// A write error names the output it was for (a full disk, a quota).
+    fn error(&self, e: image::ImageError) -> BuildError {
+        match e {
+            image::ImageError::Write { .. } => BuildError::Source(format!("{} (temporary file of {}): {e}", self.file.path().display(), self.dest.display())),
+            other => BuildError::Image(other),
+        }
+    }
+
+    fn persist(self) -> Result<(), BuildError> {
+        self.file.as_file().sync_all().map_err(io("flushing", self.file.path()))?;
+        let dest = self.dest;
+        self.file.persist(&dest).map_err(|e| BuildError::Io { what: "renaming into place".into(), path: dest.clone(), source: e.error })?;
+        if let Some(dir) = dest.parent() {
             // Make the rename itself durable; not all filesystems allow fsync on a directory.
             if let Ok(d) = File::open(dir) {
                 let _ = d.sync_all();
             }
         }
         Ok(())
-    }
-}
-
-impl Drop for TempOutput {
-    fn drop(&mut self) {
-        if self.file.take().is_some() {
-            let _ = std::fs::remove_file(&self.tmp);
-        }
     }
 }
 
@@ -357,11 +469,40 @@ mod tests {
         let loaded = profile::load(path).unwrap();
         let facts = IsoFacts { sha256_hex: "00".repeat(32), size: 1 };
         let plan = compile::compile(&loaded, &facts, &compile::media_guids(&loaded.name, &facts));
-        let cfg = installer_grub_cfg(&plan, "1234-ABCD");
+        let cfg = installer_grub_cfg("1234-ABCD");
+        assert!(!cfg.contains(&plan.name), "the profile's name stays out of grub.cfg:\n{cfg}");
         assert!(cfg.contains("set timeout=0\n"));
         assert!(cfg.contains("search --no-floppy --fs-uuid --set=root 1234-ABCD\n"));
         assert!(cfg.contains("\tlinux /casper/vmlinuz console=tty0 console=ttyS0,115200n8 ---\n"));
         assert!(cfg.contains("\tinitrd /casper/initrd\n"));
+    }
+
+    #[test]
+    fn temporary_outputs_are_exclusive_and_leave_planted_links_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "untouched\n").unwrap();
+        let dest = dir.path().join("hv.img");
+        let old_name = dir.path().join(format!(".hv.img.partial-{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &old_name).unwrap();
+
+        let mut done = TempOutput::create(&dest).unwrap();
+        let dropped = TempOutput::create(&dest).unwrap();
+        let (a, b) = (done.file.path().to_path_buf(), dropped.file.path().to_path_buf());
+        assert_ne!(a, b, "every temporary name is fresh");
+        for p in [&a, &b] {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            let random = name.strip_prefix(".hv.img.").and_then(|r| r.strip_suffix(".partial")).unwrap_or_else(|| panic!("{name}"));
+            assert!(random.len() >= 6 && !random.contains(&std::process::id().to_string()), "{name}");
+        }
+        std::io::Write::write_all(done.file(), b"image").unwrap();
+        done.persist().unwrap();
+        drop(dropped);
+        assert!(!b.exists(), "an unfinished output is removed");
+        assert_eq!(std::fs::read(&dest).unwrap(), b"image");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched\n");
+        assert!(std::fs::symlink_metadata(&old_name).unwrap().file_type().is_symlink());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3, "victim, the planted link and the output");
     }
 
     #[test]

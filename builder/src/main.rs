@@ -244,6 +244,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 out_dir: out,
                 agent,
                 test_hooks: test_panic_in_step.map(|step| imgforge_plan::TestHooks { panic_in_step: Some(step) }),
+                after_verify: None,
             };
             let built = build::build(&opts)?;
             eprintln!("imgforge: SHA256SUMS signed by {}", built.signer);

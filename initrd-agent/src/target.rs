@@ -2,13 +2,13 @@
 //! tree from the ISO's squashfs layers, packages from the ISO's pool, the
 //! rendered configuration, users, the boot loader and the first-boot unit.
 
-use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use imgforge_fileplan::Owners;
 use imgforge_plan::{FileKind, FilePlan, Plan};
 use rustix::mount::{mount, mount_bind, unmount, MountFlags, UnmountFlags};
 
@@ -226,17 +226,23 @@ pub fn enter_target(disk: &str) -> Result<()> {
 const DPKG_UNSAFE_IO: &str = "/etc/dpkg/dpkg.cfg.d/imgforge-unsafe-io";
 const UPDATE_INITRAMFS: &str = "/usr/sbin/update-initramfs";
 
+/// Writes one file into the target; `path` is the full path under [`TARGET`].
+/// It goes through the plan writer, so nothing is written outside the
+/// target and no link planted in it is followed.
 pub fn write_file(path: &str, content: &str, mode: u32) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    if let Some(dir) = Path::new(path).parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let tmp = format!("{path}.imgforge-tmp");
-    let mut f = std::fs::File::create(&tmp).with_context(|| format!("creating {tmp}"))?;
-    f.write_all(content.as_bytes()).with_context(|| format!("writing {tmp}"))?;
-    f.sync_all()?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {tmp} to {path}"))
+    let in_target = path
+        .strip_prefix(TARGET)
+        .filter(|p| p.starts_with('/'))
+        .with_context(|| format!("{path} is not under the target {TARGET}"))?;
+    let entry = FilePlan {
+        path: in_target.to_owned(),
+        mode: format!("{mode:04o}"),
+        owner: None,
+        group: None,
+        kind: FileKind::File { content: content.to_owned() },
+    };
+    imgforge_fileplan::apply(&[entry], Path::new(TARGET), Owners::FromRoot)?;
+    Ok(())
 }
 
 /// Installs packages from the ISO's pool only, verified with the plan's archive keys.
@@ -345,32 +351,10 @@ fn generate_locale(locale: &str) -> Result<()> {
     run_in(TARGET, &["locale-gen", locale], &format!("generating the locale {locale}"))
 }
 
-/// Writes one rendered file (or directory, link, removal) into the target.
+/// Writes one rendered file (or directory, link, removal) into the target,
+/// owned as the plan says through the target's own account files.
 fn write_plan_file(f: &FilePlan) -> Result<()> {
-    let path = format!("{TARGET}{}", f.path);
-    let mode = u32::from_str_radix(&f.mode, 8).with_context(|| format!("{}: mode {:?}", f.path, f.mode))?;
-    match &f.kind {
-        FileKind::File { content } => write_file(&path, content, mode)?,
-        FileKind::Dir => {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::create_dir_all(&path).with_context(|| format!("creating {path}"))?;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
-        }
-        FileKind::Symlink { target } => {
-            if let Some(dir) = Path::new(&path).parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            let _ = std::fs::remove_file(&path);
-            std::os::unix::fs::symlink(target, &path).with_context(|| format!("linking {path}"))?;
-        }
-        FileKind::Absent => {
-            let _ = std::fs::remove_file(&path);
-        }
-    }
-    if let Some(owner) = &f.owner {
-        let spec = format!("{owner}:{owner}");
-        run_in(TARGET, &["chown", "-h", &spec, &f.path], &format!("giving {} to {owner}", f.path))?;
-    }
+    imgforge_fileplan::apply(std::slice::from_ref(f), Path::new(TARGET), Owners::FromRoot)?;
     log(format!("wrote {}", f.path));
     Ok(())
 }

@@ -1,10 +1,16 @@
-//! The USB disk image: protective MBR, GPT, the ESP and the payload (the
-//! verified ISO, byte for byte) in a partition of its own.
+//! The USB disk image: protective MBR, GPT, the payload (the verified ISO,
+//! byte for byte) and the ESP, each in a partition of its own.
+//!
+//! The payload comes first on the disk, at 1 MiB, and the ESP after it:
+//! the ESP is built from files read back out of the payload once its copy
+//! in the image has been checked against the verified hash, so the payload's
+//! place must not depend on the ESP's size. The ESP is still partition 1.
 //!
 //! The `gpt` crate builds the primary and backup tables on an in-memory
 //! sector map, with every GUID given explicitly so the tables are
-//! reproducible; the image is then written front to back in one pass, so
-//! the multi-GB payload is streamed and never held in memory.
+//! reproducible. The image is written in two passes: [`write_payload`]
+//! streams the multi-GB payload, [`finish_usb_image`] adds the ESP and the
+//! tables; every byte of the image is written by one of them.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -19,8 +25,8 @@ use super::ImageError;
 
 /// Bytes per logical sector of the image.
 pub const SECTOR_SIZE: u64 = 512;
-/// The ESP starts at 1 MiB, like partitions made by current partitioners.
-pub const ESP_FIRST_LBA: u64 = 2048;
+/// The payload starts at 1 MiB, like partitions made by current partitioners.
+pub const PAYLOAD_FIRST_LBA: u64 = 2048;
 /// Partitions start on 1 MiB boundaries, which suits every flash medium.
 const ALIGN_SECTORS: u64 = 2048;
 /// 128 entries of 128 bytes, the size UEFI requires at least.
@@ -72,10 +78,7 @@ pub struct UsbImageSummary {
     pub image_size: u64,
 }
 
-/// Writes the whole image to `out` from its start: partition 1 is the ESP
-/// at 1 MiB, partition 2 holds exactly `payload_len` bytes read from
-/// `payload` (zero-filled to the sector), and the backup GPT ends the image
-/// 1 MiB after the last partition's 1 MiB-rounded end.
+/// Writes the whole image to `out`: [`write_payload`] then [`finish_usb_image`].
 ///
 /// Fails if `payload` gives fewer or more than `payload_len` bytes; the
 /// output is then incomplete and must be discarded.
@@ -90,6 +93,52 @@ pub fn write_usb_image(
     if esp.is_empty() {
         return Err(ImageError::EmptyEsp);
     }
+    write_payload(out, payload, payload_len)?;
+    finish_usb_image(out, layout, esp, payload_len)
+}
+
+/// The LBA where the ESP of an image with a payload of `payload_len` bytes
+/// starts: the FAT volume records it (hidden sectors).
+pub fn esp_first_lba(payload_len: u64) -> u64 {
+    Placement::new(0, payload_len).esp_first
+}
+
+/// First pass: zeros where the partition tables will go, then exactly
+/// `payload_len` bytes from `payload` at [`PAYLOAD_FIRST_LBA`], zero-filled
+/// to the sector. Fails if `payload` gives fewer or more bytes.
+pub fn write_payload(
+    out: &mut (impl Write + Seek),
+    payload: &mut dyn Read,
+    payload_len: u64,
+) -> Result<(), ImageError> {
+    if payload_len == 0 {
+        return Err(ImageError::EmptyPayload);
+    }
+    out.seek(SeekFrom::Start(0))
+        .map_err(|source| ImageError::Write { offset: 0, source })?;
+    let mut w = Sequential { out, pos: 0 };
+    w.zeros_to(PAYLOAD_FIRST_LBA * SECTOR_SIZE)?;
+    copy_exactly(payload, payload_len, &mut w)?;
+    let end = w.pos;
+    w.out.flush().map_err(|source| ImageError::Write {
+        offset: end,
+        source,
+    })
+}
+
+/// Second pass, after [`write_payload`] with the same `payload_len`: the
+/// ESP after the payload, the backup GPT at the end of the image, and the
+/// protective MBR and primary GPT at its start.
+pub fn finish_usb_image(
+    out: &mut (impl Write + Seek),
+    layout: &UsbLayout,
+    esp: &[u8],
+    payload_len: u64,
+) -> Result<UsbImageSummary, ImageError> {
+    check_layout(layout)?;
+    if esp.is_empty() {
+        return Err(ImageError::EmptyEsp);
+    }
     if payload_len == 0 {
         return Err(ImageError::EmptyPayload);
     }
@@ -97,21 +146,28 @@ pub fn write_usb_image(
     let summary = place.summary(layout);
     let tables = partition_tables(&summary, place.total_sectors)?;
 
-    out.seek(SeekFrom::Start(0))
-        .map_err(|source| ImageError::Write { offset: 0, source })?;
-    let mut w = Sequential { out, pos: 0 };
-    w.sectors(&tables, 0..summary.esp.first_lba)?;
+    let payload_end = (summary.payload.first_lba + summary.payload.sectors) * SECTOR_SIZE;
+    out.seek(SeekFrom::Start(payload_end))
+        .map_err(|source| ImageError::Write {
+            offset: payload_end,
+            source,
+        })?;
+    let mut w = Sequential {
+        out: &mut *out,
+        pos: payload_end,
+    };
+    w.zeros_to(summary.esp.byte_offset())?;
     w.bytes(esp)?;
-    w.zeros_to(summary.payload.byte_offset())?;
-    copy_exactly(payload, payload_len, &mut w)?;
     let backup = place.backup_tables();
     w.zeros_to(backup.start * SECTOR_SIZE)?;
     w.sectors(&tables, backup)?;
-    let end = w.pos;
-    w.out.flush().map_err(|source| ImageError::Write {
-        offset: end,
-        source,
-    })?;
+    out.seek(SeekFrom::Start(0))
+        .map_err(|source| ImageError::Write { offset: 0, source })?;
+    let mut w = Sequential { out, pos: 0 };
+    w.sectors(&tables, 0..PAYLOAD_FIRST_LBA)?;
+    w.out
+        .flush()
+        .map_err(|source| ImageError::Write { offset: 0, source })?;
     Ok(summary)
 }
 
@@ -141,22 +197,22 @@ fn check_layout(layout: &UsbLayout) -> Result<(), ImageError> {
 /// Sector positions of everything on the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Placement {
-    esp_sectors: u64,
-    payload_first: u64,
     payload_sectors: u64,
+    esp_first: u64,
+    esp_sectors: u64,
     total_sectors: u64,
 }
 
 impl Placement {
     fn new(esp_len: u64, payload_len: u64) -> Placement {
-        let esp_sectors = esp_len.div_ceil(SECTOR_SIZE);
-        let payload_first = (ESP_FIRST_LBA + esp_sectors).next_multiple_of(ALIGN_SECTORS);
         let payload_sectors = payload_len.div_ceil(SECTOR_SIZE);
-        let end = (payload_first + payload_sectors).next_multiple_of(ALIGN_SECTORS);
+        let esp_first = (PAYLOAD_FIRST_LBA + payload_sectors).next_multiple_of(ALIGN_SECTORS);
+        let esp_sectors = esp_len.div_ceil(SECTOR_SIZE);
+        let end = (esp_first + esp_sectors).next_multiple_of(ALIGN_SECTORS);
         Placement {
-            esp_sectors,
-            payload_first,
             payload_sectors,
+            esp_first,
+            esp_sectors,
             total_sectors: end + ALIGN_SECTORS,
         }
     }
@@ -174,7 +230,7 @@ impl Placement {
                 name: ESP_PARTITION_NAME.to_owned(),
                 type_guid: partition_types::EFI.guid,
                 guid: layout.esp_guid,
-                first_lba: ESP_FIRST_LBA,
+                first_lba: self.esp_first,
                 sectors: self.esp_sectors,
             },
             payload: PartitionSummary {
@@ -182,7 +238,7 @@ impl Placement {
                 name: PAYLOAD_PARTITION_NAME.to_owned(),
                 type_guid: partition_types::LINUX_FS.guid,
                 guid: layout.payload_guid,
-                first_lba: self.payload_first,
+                first_lba: PAYLOAD_FIRST_LBA,
                 sectors: self.payload_sectors,
             },
             image_size: self.total_sectors * SECTOR_SIZE,
@@ -456,7 +512,7 @@ impl Seek for SectorMap {
 
 #[cfg(test)]
 mod tests {
-    use super::super::fat::fat32_image;
+    use super::super::fat::{fat32_image_with, Fat32Options};
     use super::super::test_tools::{assert_fsck_clean, run, text};
     use super::*;
     use std::io::Cursor;
@@ -475,7 +531,11 @@ mod tests {
         let mut files = BTreeMap::new();
         files.insert("EFI/BOOT/BOOTX64.EFI".to_owned(), b"shim".to_vec());
         files.insert(".disk/info".to_owned(), b"test medium\n".to_vec());
-        fat32_image(&files, "IMGFORGE", 0xCAFE_F00D).expect("building the ESP")
+        let opts = Fat32Options {
+            hidden_sectors: esp_first_lba(payload().len() as u64) as u32,
+            ..Fat32Options::default()
+        };
+        fat32_image_with(&files, "IMGFORGE", 0xCAFE_F00D, &opts).expect("building the ESP")
     }
 
     /// 3 MB plus a few bytes, so the last sector is partly zero fill.
@@ -528,13 +588,19 @@ mod tests {
             .map(|l| l.split_whitespace().collect())
             .collect();
         // Number, Start, End, Size, unit, Code, Name...
+        let esp_first = esp_first_lba(payload.len() as u64);
+        assert_eq!(summary.esp.first_lba, esp_first);
         assert_eq!(
             rows[0][..3],
-            ["1", "2048", &(2048 + esp.len() / 512 - 1).to_string()],
+            [
+                "1",
+                &esp_first.to_string(),
+                &(esp_first + esp.len() as u64 / 512 - 1).to_string()
+            ],
             "{print}"
         );
         assert_eq!(rows[0][5..], ["EF00", "EFI", "System"], "{print}");
-        assert_eq!(rows[1][1], summary.payload.first_lba.to_string(), "{print}");
+        assert_eq!(rows[1][1], "2048", "{print}");
         assert_eq!(rows[1][5..], ["8300", "imgforge-payload"], "{print}");
         assert_eq!(rows.len(), 2, "{print}");
 
@@ -569,14 +635,14 @@ mod tests {
         let (img, s) = image(&esp, &payload);
         assert_eq!(s.image_size, img.len() as u64);
         assert_eq!(s.image_size % (1 << 20), 0);
-        assert_eq!(s.esp.first_lba, 2048);
-        assert_eq!(s.esp.sectors, esp.len() as u64 / 512);
-        assert_eq!(s.payload.first_lba % 2048, 0);
-        assert!(s.payload.first_lba >= s.esp.first_lba + s.esp.sectors);
+        assert_eq!(s.payload.first_lba, 2048, "the payload starts at 1 MiB");
         assert_eq!(s.payload.sectors, (payload.len() as u64).div_ceil(512));
-        // The image ends 1 MiB after the payload's 1 MiB-rounded end.
-        let payload_end = (s.payload.first_lba + s.payload.sectors).next_multiple_of(2048);
-        assert_eq!(s.image_size, (payload_end + 2048) * 512);
+        assert_eq!(s.esp.first_lba % 2048, 0);
+        assert!(s.esp.first_lba >= s.payload.first_lba + s.payload.sectors);
+        assert_eq!(s.esp.sectors, esp.len() as u64 / 512);
+        // The image ends 1 MiB after the ESP's 1 MiB-rounded end.
+        let esp_end = (s.esp.first_lba + s.esp.sectors).next_multiple_of(2048);
+        assert_eq!(s.image_size, (esp_end + 2048) * 512);
 
         let esp_bytes =
             &img[s.esp.byte_offset() as usize..(s.esp.byte_offset() + s.esp.byte_len()) as usize];

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::disk::{bios_message_code, ESP_FIRST_LBA, SECTOR_SIZE};
+use super::disk::{bios_message_code, SECTOR_SIZE};
 use super::ImageError;
 
 const SECTOR: u64 = SECTOR_SIZE;
@@ -113,10 +113,11 @@ pub struct Fat32Options {
 }
 
 impl Default for Fat32Options {
-    /// Matches [`super::write_usb_image`], which puts the ESP at [`ESP_FIRST_LBA`].
+    /// A volume on its own; in the USB image the ESP starts at
+    /// [`super::esp_first_lba`], which its volume must record.
     fn default() -> Self {
         Fat32Options {
-            hidden_sectors: ESP_FIRST_LBA as u32,
+            hidden_sectors: 0,
             timestamp: FatTimestamp::Y2K,
         }
     }
@@ -1006,7 +1007,7 @@ mod tests {
         assert!(label.contains("IMGFORGE"), "{label}");
         let info = text(&mtools("minfo", file.path(), &["::"]));
         assert!(info.contains("serial number: 1234ABCD"), "{info}");
-        assert!(info.contains("hidden sectors: 2048"), "{info}");
+        assert!(info.contains("hidden sectors: 0"), "{info}");
     }
 
     #[test]

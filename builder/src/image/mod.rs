@@ -12,8 +12,9 @@ mod fat;
 mod initrd;
 
 pub use disk::{
-    write_usb_image, PartitionSummary, UsbImageSummary, UsbLayout, ESP_FIRST_LBA,
-    ESP_PARTITION_NAME, PAYLOAD_PARTITION_NAME, SECTOR_SIZE,
+    esp_first_lba, finish_usb_image, write_payload, write_usb_image, PartitionSummary,
+    UsbImageSummary, UsbLayout, ESP_PARTITION_NAME, PAYLOAD_FIRST_LBA, PAYLOAD_PARTITION_NAME,
+    SECTOR_SIZE,
 };
 pub use fat::{fat32_image, fat32_image_with, Fat32Options, FatTimestamp};
 pub use initrd::{

@@ -784,5 +784,55 @@ fn entry_name(rr: &RockRidge, rec: &Record) -> Option<String> {
     usable(&name).then_some(name)
 }
 
+/// A window of `len` bytes at `start` of another reader, seen as a whole
+/// image: an [`IsoReader`] over the copy of the ISO inside a disk image.
+pub struct Window<R: Read + Seek> {
+    inner: R,
+    start: u64,
+    len: u64,
+    pos: u64,
+    /// Whether `inner` is at `start + pos`, so sequential reads need no seek.
+    in_place: bool,
+}
+
+impl<R: Read + Seek> Window<R> {
+    pub fn new(inner: R, start: u64, len: u64) -> Self {
+        Window { inner, start, len, pos: 0, in_place: false }
+    }
+}
+
+impl<R: Read + Seek> Read for Window<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.len.saturating_sub(self.pos);
+        let want = (buf.len() as u64).min(left) as usize;
+        if want == 0 {
+            return Ok(0);
+        }
+        if !self.in_place {
+            self.inner.seek(SeekFrom::Start(self.start + self.pos))?;
+            self.in_place = true;
+        }
+        let n = self.inner.read(&mut buf[..want]).inspect_err(|_| self.in_place = false)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl<R: Read + Seek> Seek for Window<R> {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let pos = match to {
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::End(d) => self.len.checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        let pos = pos.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start of the window"))?;
+        if pos != self.pos {
+            self.in_place = false;
+        }
+        self.pos = pos;
+        Ok(self.pos)
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -516,3 +516,21 @@ fn flipped_bytes_never_panic() {
         "opened {opened}, read {read_ok}"
     );
 }
+
+#[test]
+fn an_iso_inside_a_larger_image_reads_through_a_window() {
+    let iso = rock_ridge_iso();
+    let mut image = vec![0xA5u8; 1 << 20];
+    image.extend_from_slice(&iso);
+    image.extend_from_slice(&[0x5A; 4096]);
+    let window = Window::new(Cursor::new(&image), 1 << 20, iso.len() as u64);
+    let mut reader = IsoReader::open(window).unwrap();
+    for (path, data) in tree_files() {
+        assert_eq!(reader.read_file(&path).unwrap(), data, "{path}");
+    }
+    // Reads stop at the window's end, not the image's.
+    let mut w = Window::new(Cursor::new(&image), 1 << 20, iso.len() as u64);
+    w.seek(SeekFrom::End(-3)).unwrap();
+    assert_eq!(read_in_small_pieces(&mut w), iso[iso.len() - 3..]);
+    assert!(w.seek(SeekFrom::Current(-(iso.len() as i64) - 1)).is_err());
+}

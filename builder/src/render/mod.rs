@@ -7,7 +7,6 @@ mod libvirt;
 mod netplan;
 mod system;
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use imgforge_plan::{FileKind, FilePlan};
@@ -61,38 +60,21 @@ pub fn render_all(p: &Profile) -> Vec<FilePlan> {
     files
 }
 
-/// Writes rendered files as a tree under `root` (for review and for the
-/// tools that check them). Each file is written to a temporary name and
-/// renamed; owners are not applied (that needs the target's users).
-pub fn write_tree(files: &[FilePlan], root: &Path) -> std::io::Result<()> {
-    let ctx = |what: &str, path: &Path, e: std::io::Error| std::io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()));
-    for f in files {
-        let dest = root.join(f.path.trim_start_matches('/'));
-        let mode = u32::from_str_radix(&f.mode, 8).unwrap_or(0o644);
-        if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| ctx("creating", parent, e))?;
-        }
-        match &f.kind {
-            FileKind::Dir => {
-                std::fs::create_dir_all(&dest).map_err(|e| ctx("creating", &dest, e))?;
-                std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(mode)).map_err(|e| ctx("setting mode of", &dest, e))?;
-            }
-            FileKind::File { content } => {
-                let tmp = dest.with_file_name(format!(".{}.tmp", dest.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
-                std::fs::write(&tmp, content).map_err(|e| ctx("writing", &tmp, e))?;
-                std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).map_err(|e| ctx("setting mode of", &tmp, e))?;
-                std::fs::rename(&tmp, &dest).map_err(|e| ctx("renaming into place", &dest, e))?;
-            }
-            FileKind::Symlink { target } => {
-                let _ = std::fs::remove_file(&dest);
-                std::os::unix::fs::symlink(target, &dest).map_err(|e| ctx("linking", &dest, e))?;
-            }
-            FileKind::Absent => {
-                let _ = std::fs::remove_file(&dest);
-            }
-        }
-    }
-    Ok(())
+/// Writes rendered files as a tree under `root`, for review and for the
+/// tools that check them. It is the writer the installer uses: nothing is
+/// written outside `root`, and a symbolic link in it is never followed.
+/// Owners are not applied: the target's accounts do not exist here.
+pub fn write_tree(files: &[FilePlan], root: &Path) -> Result<(), RenderTreeError> {
+    std::fs::create_dir_all(root).map_err(|source| RenderTreeError::Root { root: root.to_path_buf(), source })?;
+    imgforge_fileplan::apply(files, root, imgforge_fileplan::Owners::Skip).map_err(RenderTreeError::Write)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RenderTreeError {
+    #[error("creating the output directory {}: {source}; check the path and its permissions", root.display())]
+    Root { root: std::path::PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Write(imgforge_fileplan::ApplyError),
 }
 
 #[cfg(test)]

@@ -1,0 +1,240 @@
+//! `imgforge build` boots only bytes that were hashed, and the plan vouches
+//! for the ISO's layers and package index with digests of the verified copy.
+//! These need the fixture ISO: `scripts/test` builds it, exports
+//! `IMGFORGE_FIXTURE_*` and runs them with `--include-ignored`.
+
+use std::fs;
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use imgforge::build::{build, BuildOptions};
+use imgforge::fetch::http::RetryPolicy;
+use imgforge::fetch::FetchOptions;
+use imgforge::iso::IsoReader;
+use imgforge_plan::Plan;
+use sha2::{Digest, Sha256};
+
+const REFERENCE_PROFILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../profiles/hypervisor.toml");
+
+fn fixture(name: &str) -> PathBuf {
+    let var = format!("IMGFORGE_FIXTURE_{name}");
+    let path = std::env::var_os(&var).unwrap_or_else(|| {
+        panic!("{var} is not set: run scripts/test, which builds the fixture ISO and exports it")
+    });
+    PathBuf::from(path)
+}
+
+/// The static agent `scripts/build` makes next to the imgforge binary.
+fn agent() -> PathBuf {
+    let bin = Path::new(env!("CARGO_BIN_EXE_imgforge"));
+    let (profile, target) = (
+        bin.parent().unwrap().file_name().unwrap(),
+        bin.parent().unwrap().parent().unwrap(),
+    );
+    let agent = target
+        .join("x86_64-unknown-linux-gnu")
+        .join(profile)
+        .join("imgforge-agent");
+    assert!(
+        agent.is_file(),
+        "{} is missing: run scripts/build",
+        agent.display()
+    );
+    agent
+}
+
+/// Build options for the reference profile from `iso` (a copy of the
+/// fixture ISO: the cached one is never modified) into `out`.
+fn options(work: &Path, iso: &Path, out: &Path) -> BuildOptions {
+    let fetch = FetchOptions {
+        cache_dir: work.join("cache"),
+        offline: true,
+        retry: RetryPolicy::default(),
+        max_size: None,
+    };
+    let mut opts = BuildOptions::new(PathBuf::from(REFERENCE_PROFILE), out.to_path_buf(), fetch);
+    opts.sources.iso = Some(iso.to_path_buf());
+    opts.sources.sha256sums = Some(fixture("SHA256SUMS"));
+    opts.sources.signature = Some(fixture("SHA256SUMS_GPG"));
+    opts.keyring = Some(fixture("KEYRING"));
+    opts.archive_keyring = Some(fixture("ARCHIVE_KEYRING"));
+    opts.agent = Some(agent());
+    opts
+}
+
+fn copy_of_fixture_iso(dir: &Path) -> PathBuf {
+    let iso = dir.join(fixture("ISO_NAME"));
+    fs::copy(fixture("ISO"), &iso).expect("copying the fixture ISO");
+    iso
+}
+
+/// Changes one byte of the ISO's kernel in place, as a writer racing the
+/// build could between the hash check and the copy.
+fn flip_a_kernel_byte(iso: &Path) {
+    let offset = IsoReader::open(fs::File::open(iso).unwrap())
+        .unwrap()
+        .entry("casper/vmlinuz")
+        .unwrap()
+        .offset
+        + 4096;
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(iso)
+        .unwrap();
+    let mut byte = [0u8; 1];
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    std::io::Read::read_exact(&mut f, &mut byte).unwrap();
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    f.write_all(&[byte[0] ^ 0xff]).unwrap();
+    f.sync_all().unwrap();
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .map(|rd| {
+            rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+#[ignore = "needs the fixture ISO: run scripts/test"]
+fn a_kernel_changed_after_the_hash_check_is_never_booted() {
+    let work = tempfile::tempdir().unwrap();
+    let iso = copy_of_fixture_iso(work.path());
+    let out = work.path().join("out");
+    let mut opts = options(work.path(), &iso, &out);
+    opts.after_verify = Some(flip_a_kernel_byte);
+    let err = build(&opts)
+        .expect_err("a changed ISO must not become an image")
+        .to_string();
+    assert!(
+        err.contains(&iso.display().to_string()) && err.contains("changed after it was verified"),
+        "{err}"
+    );
+    assert!(err.contains("nothing was written"), "{err}");
+    assert_eq!(
+        entries(&out),
+        Vec::<String>::new(),
+        "nothing is left in --out"
+    );
+}
+
+fn sha256_file(path: &Path) -> String {
+    hex::encode(Sha256::digest(fs::read(path).unwrap()))
+}
+
+/// Files extracted from the ISO by xorriso, the tool that builds Ubuntu's.
+fn extract(iso: &Path, path: &str, to: &Path) -> PathBuf {
+    let dest = to.join(path.replace('/', "_"));
+    let out = Command::new("xorriso")
+        .args(["-osirrox", "on", "-indev"])
+        .arg(iso)
+        .args(["-extract", &format!("/{path}")])
+        .arg(&dest)
+        .output()
+        .expect("running xorriso (Debian package xorriso)");
+    assert!(
+        out.status.success(),
+        "xorriso -extract /{path}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dest
+}
+
+#[test]
+#[ignore = "needs the fixture ISO: run scripts/test"]
+fn the_plan_records_digests_of_the_layers_and_the_pool_index() {
+    let work = tempfile::tempdir().unwrap();
+    let iso = copy_of_fixture_iso(work.path());
+    let out = work.path().join("out");
+    fs::create_dir(&out).unwrap();
+    // Links planted where older builds put their temporary files.
+    let victim = work.path().join("victim");
+    fs::write(&victim, "untouched\n").unwrap();
+    let pid = std::process::id();
+    for name in [
+        format!(".hypervisor.img.partial-{pid}"),
+        format!(".hypervisor.plan.json.partial-{pid}"),
+    ] {
+        std::os::unix::fs::symlink(&victim, out.join(name)).unwrap();
+    }
+
+    let built = build(&options(work.path(), &iso, &out)).unwrap_or_else(|e| panic!("{e}"));
+    let plan = Plan::from_json(&fs::read_to_string(&built.plan_file).unwrap()).unwrap();
+    assert_eq!(plan, built.plan);
+
+    let extracted = work.path().join("extracted");
+    fs::create_dir(&extracted).unwrap();
+    let sources =
+        fs::read_to_string(extract(&iso, "casper/install-sources.yaml", &extracted)).unwrap();
+    let top = imgforge_plan::casper::default_source_path(&sources).unwrap();
+    let want: Vec<String> = imgforge_plan::casper::layers_for(&top)
+        .iter()
+        .map(|l| format!("casper/{l}"))
+        .collect();
+    let got: Vec<&str> = plan
+        .payload
+        .layers
+        .iter()
+        .map(|l| l.path.as_str())
+        .collect();
+    assert_eq!(got, want, "every layer of the default source, lowest first");
+    for layer in &plan.payload.layers {
+        let file = extract(&iso, &layer.path, &extracted);
+        assert_eq!(layer.sha256, sha256_file(&file), "{}", layer.path);
+        assert_eq!(
+            layer.size,
+            fs::metadata(&file).unwrap().len(),
+            "{}",
+            layer.path
+        );
+    }
+    let release = plan
+        .payload
+        .pool_release
+        .as_ref()
+        .expect("the pool's Release digest");
+    assert!(
+        release.path.starts_with("dists/") && release.path.ends_with("/Release"),
+        "{}",
+        release.path
+    );
+    let file = extract(&iso, &release.path, &extracted);
+    assert_eq!(
+        (release.sha256.as_str(), release.size),
+        (
+            sha256_file(&file).as_str(),
+            fs::metadata(&file).unwrap().len()
+        )
+    );
+
+    assert_eq!(
+        fs::read_to_string(&victim).unwrap(),
+        "untouched\n",
+        "no planted link was written through"
+    );
+    let mut left = entries(&out);
+    left.sort();
+    assert_eq!(
+        left,
+        [
+            format!(".hypervisor.img.partial-{pid}"),
+            format!(".hypervisor.plan.json.partial-{pid}"),
+            "hypervisor.img".into(),
+            "hypervisor.plan.json".into()
+        ]
+    );
+    for name in &left[..2] {
+        assert!(
+            fs::symlink_metadata(out.join(name))
+                .unwrap()
+                .file_type()
+                .is_symlink(),
+            "{name} is left alone"
+        );
+    }
+}

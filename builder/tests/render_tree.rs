@@ -1,0 +1,173 @@
+//! `imgforge render` writes nothing outside `--out`: not through hostile
+//! plan paths, not through symbolic links planted in the output directory.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use imgforge::render::write_tree;
+use imgforge_plan::{FileKind, FilePlan};
+
+const REFERENCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../profiles/hypervisor.toml");
+
+/// `out/` (the render target) and `victim/` beside it, with a file and a
+/// directory whose mode and content must survive.
+fn scene() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (out, victim) = (tmp.path().join("out"), tmp.path().join("victim"));
+    std::fs::create_dir_all(victim.join("storage")).unwrap();
+    std::fs::write(victim.join("storage/isos.xml"), "<pool>original</pool>\n").unwrap();
+    std::fs::write(victim.join("hostname"), "original\n").unwrap();
+    (tmp, out, victim)
+}
+
+/// Every entry under `dir` with its type, mode and content.
+fn tree(dir: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&d).unwrap();
+        out.insert(
+            d.strip_prefix(dir).unwrap().display().to_string(),
+            format!("dir {:o} {}:{}", meta.mode(), meta.uid(), meta.gid()),
+        );
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let rel = path.strip_prefix(dir).unwrap().display().to_string();
+            if meta.is_dir() {
+                stack.push(path);
+            } else if meta.file_type().is_symlink() {
+                out.insert(
+                    rel,
+                    format!("link {}", std::fs::read_link(&path).unwrap().display()),
+                );
+            } else {
+                out.insert(
+                    rel,
+                    format!(
+                        "file {:o} {}",
+                        meta.mode(),
+                        std::fs::read_to_string(&path).unwrap()
+                    ),
+                );
+            }
+        }
+    }
+    out
+}
+
+fn entry(path: &str, mode: &str, kind: FileKind) -> FilePlan {
+    FilePlan {
+        path: path.into(),
+        mode: mode.into(),
+        owner: None,
+        group: None,
+        kind,
+    }
+}
+
+#[test]
+fn hostile_plan_paths_are_refused_and_nothing_beside_the_root_changes() {
+    let (_tmp, out, victim) = scene();
+    let before = tree(&victim);
+    let xml = || FileKind::File {
+        content: "<pool>replaced</pool>\n".into(),
+    };
+    for hostile in [
+        entry("/../victim/storage/isos.xml", "0644", xml()),
+        entry("/../../victim/storage", "0777", FileKind::Dir),
+        entry(
+            "/etc/libvirt/storage/../../../../victim/storage/isos.xml",
+            "0644",
+            xml(),
+        ),
+        entry("/../victim/hostname", "0644", FileKind::Absent),
+        entry(
+            "/../victim/hostname",
+            "0777",
+            FileKind::Symlink {
+                target: "/etc/shadow".into(),
+            },
+        ),
+    ] {
+        let err = write_tree(std::slice::from_ref(&hostile), &out)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&hostile.path)
+                && err.contains("`..`")
+                && err.contains(&out.display().to_string()),
+            "{err}"
+        );
+    }
+    assert_eq!(tree(&victim), before);
+    assert_eq!(
+        tree(&out).len(),
+        1,
+        "nothing was written under --out either"
+    );
+}
+
+#[test]
+fn render_does_not_follow_a_link_planted_in_the_output_directory() {
+    let (_tmp, out, victim) = scene();
+    std::fs::create_dir(&out).unwrap();
+    std::os::unix::fs::symlink("../victim", out.join("etc")).unwrap();
+    let before = tree(&victim);
+    let run = Command::new(env!("CARGO_BIN_EXE_imgforge"))
+        .args(["render", REFERENCE, "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "render must fail: {stderr}");
+    assert!(
+        stderr.contains("/etc is a symbolic link, which is not followed")
+            && stderr.contains(&out.display().to_string())
+            && stderr.contains("remove the link"),
+        "the error names the link, the root and the fix: {stderr}"
+    );
+    assert_eq!(tree(&victim), before, "nothing beside --out changed");
+}
+
+#[test]
+fn render_does_not_write_through_a_link_at_a_final_or_temporary_name() {
+    let (_tmp, out, victim) = scene();
+    std::fs::create_dir_all(out.join("etc")).unwrap();
+    // The temporary name render used to write through, and a final name.
+    std::os::unix::fs::symlink("../../victim/hostname", out.join("etc/.hostname.tmp")).unwrap();
+    let before = tree(&victim);
+    let run = Command::new(env!("CARGO_BIN_EXE_imgforge"))
+        .args(["render", REFERENCE, "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("etc/hostname")).unwrap(),
+        "hv01\n"
+    );
+    assert_eq!(tree(&victim), before);
+
+    std::fs::remove_file(out.join("etc/hosts")).unwrap();
+    std::os::unix::fs::symlink("../../victim/hostname", out.join("etc/hosts")).unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_imgforge"))
+        .args(["render", REFERENCE, "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        !run.status.success()
+            && stderr.contains("\"/etc/hosts\"")
+            && stderr.contains("hosts is a symbolic link"),
+        "{stderr}"
+    );
+    assert_eq!(tree(&victim), before);
+}
