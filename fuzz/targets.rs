@@ -20,8 +20,11 @@ use imgforge::profile::LoadedProfile;
 use imgforge::verify::{self, Sha256Sums, TrustedKeys};
 use imgforge_plan::{Event, Plan};
 
+/// A target: takes the fuzz input, returns whether its first parser accepted it.
+pub type Target = fn(&[u8]) -> bool;
+
 /// Every target by name, as `scripts/fuzz` and the regression test know them.
-pub const TARGETS: &[(&str, fn(&[u8]) -> bool)] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("profile", profile),
     ("sha256sums", sha256sums),
     ("openpgp", openpgp),
