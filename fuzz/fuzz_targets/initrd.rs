@@ -1,0 +1,9 @@
+//! libFuzzer entry point of the `initrd` target; the work is in `targets.rs`.
+#![no_main]
+
+#[global_allocator]
+static ALLOCATOR: imgforge_fuzz::LimitedAllocator = imgforge_fuzz::LimitedAllocator;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    imgforge_fuzz::initrd(data);
+});
