@@ -110,9 +110,18 @@ fn dir_entries(dir: &Path) -> Vec<String> {
 
 /// Installs the reference machine and boots it; checks the install events,
 /// the target's partition table and the installed system's own report.
-fn install_and_first_boot(extra: &[&str], bus: &str) {
+/// Installs `profile` (the reference profile with `edits` applied) and
+/// checks what the installed system reports about itself on first boot.
+fn install_and_first_boot(extra: &[&str], bus: &str, edits: &[(&str, &str)]) {
     let tmp = tempfile::tempdir().unwrap();
-    let image = build_reference(&tmp.path().join("out"));
+    let mut text = fs::read_to_string(REFERENCE_PROFILE).unwrap();
+    for (from, to) in edits {
+        assert!(text.contains(from), "{from:?} is not in the reference profile");
+        text = text.replacen(from, to, 1);
+    }
+    let profile = tmp.path().join("hypervisor.toml");
+    fs::write(&profile, &text).unwrap();
+    let image = build_profile(&profile, &tmp.path().join("out"));
     let plan = Plan::from_json(&fs::read_to_string(tmp.path().join("out/hypervisor.plan.json")).unwrap()).unwrap();
     let target = tmp.path().join("target.img");
     let mut args = vec!["--firstboot", "--target-bus", bus];
@@ -181,19 +190,32 @@ fn install_and_first_boot(extra: &[&str], bus: &str) {
     let cmdline: Vec<&str> = facts["cmdline"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
     assert!(cmdline.contains(&"biosdevname=0") && cmdline.contains(&"net.ifnames=0"), "{cmdline:?}");
     assert!(facts["interfaces"].as_array().unwrap().contains(&"eth0".into()), "the NIC is eth0");
+    // system.locale and the pools' directories, as the profile set them.
+    assert_eq!(facts["locale"], plan.system.locale.as_str(), "{facts:#}");
+    assert_eq!(plan.expect.dirs.len(), 2);
+    for dir in &plan.expect.dirs {
+        let seen = &facts["dirs"][dir.path.as_str()];
+        assert_eq!(seen["is_dir"], true, "{facts:#}");
+        assert_eq!(seen["mode"], dir.mode.as_str(), "{facts:#}");
+        let group = dir.group.as_deref().or(dir.owner.as_deref()).unwrap_or("root");
+        assert_eq!(seen["group"], group, "{facts:#}");
+    }
     eprintln!("install {:.0} s, first boot {:.0} s", report["install_s"], report["firstboot_s"]);
 }
 
 #[test]
 #[ignore = "needs the fixture ISO and QEMU: run scripts/test"]
 fn reference_machine_installs_and_reports_itself_on_first_boot() {
-    install_and_first_boot(&[], "virtio");
+    install_and_first_boot(&[], "virtio", &[]);
 }
 
 #[test]
 #[ignore = "needs the fixture ISO and QEMU: run scripts/test"]
 fn reference_machine_installs_under_secure_boot_onto_nvme() {
-    install_and_first_boot(&["--secure-boot"], "nvme");
+    // Another locale and a pool group than the reference, so both keys are
+    // seen to change the installed system.
+    let edits = [("hostname = \"hv01\"", "hostname = \"hv01\"\nlocale = \"C\""), ("path = \"/home/avatar/vm-images\"", "path = \"/home/avatar/vm-images\"\ngroup = \"kvm\"")];
+    install_and_first_boot(&["--secure-boot"], "nvme", &edits);
 }
 
 #[test]

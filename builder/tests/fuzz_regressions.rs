@@ -177,7 +177,6 @@ fn gpt_seeds() {
 }
 
 #[test]
-#[ignore = "fuzz crash: gpt 4.1.0 panics (assert_eq!(part_size, 128), partition.rs:261) on a GPT whose entries are not 128 bytes; the agent reads every disk's GPT with it"]
 fn gpt_regressions() {
     regressions("gpt");
 }
@@ -188,7 +187,6 @@ fn event_seeds() {
 }
 
 #[test]
-#[ignore = "fuzz crash: a float in an event changes by one ulp when the event is encoded and decoded again (serde_json without float_roundtrip)"]
 fn event_regressions() {
     regressions("event");
 }

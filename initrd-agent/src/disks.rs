@@ -328,12 +328,8 @@ fn partition_number_with_guid(disk: &str, block_size: u64, wanted: &str) -> anyh
         _ => gpt::disk::LogicalBlockSize::Lb512,
     };
     let file = std::fs::File::open(format!("/dev/{disk}")).with_context(|| format!("opening /dev/{disk}"))?;
-    let table = match gpt::GptConfig::new().writable(false).logical_block_size(size).open_from_device(file) {
-        Ok(t) => t,
-        // No GPT (a blank disk) is not an error here.
-        Err(_) => return Ok(None),
-    };
-    Ok(table.partitions().iter().find(|(_, p)| p.part_guid.to_string() == wanted).map(|(n, _)| *n))
+    let parts = crate::gpt_read::partition_guids(file, size).map_err(|why| anyhow::anyhow!("/dev/{disk}: {why}"))?;
+    Ok(parts.unwrap_or_default().into_iter().find(|(_, guid)| guid == wanted).map(|(n, _)| n))
 }
 
 /// The chosen disk and why every other disk was not chosen.

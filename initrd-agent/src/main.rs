@@ -12,6 +12,7 @@ mod copy;
 mod disks;
 mod events;
 mod firstboot;
+mod gpt_read;
 mod modules;
 mod partition;
 mod system;
