@@ -227,34 +227,37 @@ pub enum SshKeyProblem {
 /// type, base64 blob whose first field repeats the type, optional
 /// printable comment.
 pub fn check_ssh_key(line: &str, options_allowed: bool) -> Result<(), SshKeyProblem> {
+    let types = || SSH_KEY_TYPES.join(", ");
+    let first = words_of(line).next().unwrap_or_default();
+    // The options go first so that a control character in a value is
+    // reported with the option it is in.
+    let after_options = if options_allowed && !first.is_empty() && !SSH_KEY_TYPES.contains(&first) {
+        let line = line.trim_start_matches(' ');
+        let len = grammar::ssh_key_options(line).map_err(SshKeyProblem::Options)?;
+        match words_of(&line[len..]).next() {
+            Some(kind) if SSH_KEY_TYPES.contains(&kind) => Some(&line[len..]),
+            Some(word) => return Err(SshKeyProblem::Options(format!("the word after the options, {word:?}, is not a key type ({})", types()))),
+            None => return Err(SshKeyProblem::Options("no key follows the options".into())),
+        }
+    } else {
+        None
+    };
     if let Some(c) = line.chars().find(|&c| c.is_control()) {
         return Err(SshKeyProblem::Key(format!("it contains {}; give each key its own list item", grammar::describe(c))));
     }
     if let Some(c) = line.chars().find(|&c| c.is_whitespace() && c != ' ') {
         return Err(SshKeyProblem::Key(format!("it contains {}", grammar::describe(c))));
     }
-    let types = || SSH_KEY_TYPES.join(", ");
-    let mut words = words_of(line);
-    let first = words.next().ok_or(SshKeyProblem::Key("the line is empty".into()))?;
-    let (kind, mut words) = if SSH_KEY_TYPES.contains(&first) {
-        (first, words)
-    } else if !options_allowed {
+    let mut words = words_of(after_options.unwrap_or(line));
+    let kind = words.next().ok_or(SshKeyProblem::Key("the line is empty".into()))?;
+    if !SSH_KEY_TYPES.contains(&kind) {
         // A key type further on means the first field is options rather than
         // a mistyped type; say so, since the fix is a different one.
         if words.any(|w| SSH_KEY_TYPES.contains(&w)) {
             return Err(SshKeyProblem::OptionsNotAsked);
         }
-        return Err(SshKeyProblem::Key(format!("the first word {first:?} is not a key type ({})", types())));
-    } else {
-        let line = line.trim_start_matches(' ');
-        let len = grammar::ssh_key_options(line).map_err(SshKeyProblem::Options)?;
-        let mut words = words_of(&line[len..]);
-        match words.next() {
-            Some(kind) if SSH_KEY_TYPES.contains(&kind) => (kind, words),
-            Some(word) => return Err(SshKeyProblem::Options(format!("the word after the options, {word:?}, is not a key type ({})", types()))),
-            None => return Err(SshKeyProblem::Options("no key follows the options".into())),
-        }
-    };
+        return Err(SshKeyProblem::Key(format!("the first word {kind:?} is not a key type ({})", types())));
+    }
     let blob = words.next().ok_or(SshKeyProblem::Key("no key data after the type".into()))?;
     check_key_blob(kind, blob).map_err(SshKeyProblem::Key)
 }
