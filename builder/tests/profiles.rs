@@ -298,16 +298,16 @@ fn ssh_key_options_are_written_to_authorized_keys_as_given() {
     assert_eq!(content, &format!("{line}\n"));
 
     // ssh-keygen reads authorized_keys as sshd does, options included.
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("a temporary directory");
     let path = dir.path().join("authorized_keys");
-    std::fs::write(&path, content).unwrap();
+    std::fs::write(&path, content).expect("writing authorized_keys");
     let out = Command::new("ssh-keygen").arg("-l").arg("-f").arg(&path).output().unwrap_or_else(|e| panic!("running ssh-keygen: {e} (scripts/deps installs openssh-client)"));
     let shown = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && shown.starts_with("256 SHA256:") && shown.trim_end().ends_with("avatar@example.com (ED25519)"), "ssh-keygen -l: {shown}");
 
     // The same line without the flag is refused, and the fix names it.
     let refused = REFERENCE.replacen(r#""ssh-ed25519 AAAAC3"#, r#""from=\"192.0.2.0/24\",no-pty ssh-ed25519 AAAAC3"#, 1);
-    let err = profile::parse(&refused, Path::new("bad.toml")).unwrap_err();
+    let err = profile::parse(&refused, Path::new("bad.toml")).expect_err("accepted without ssh_key_options");
     assert!(err.problems().iter().any(|p| p.hint.contains("set ssh_key_options = true for users[0]")), "{err}");
 }
 
