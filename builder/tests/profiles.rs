@@ -20,6 +20,9 @@ struct Case {
     message: &'static str,
 }
 
+/// Lets the reference profile's user write authorized_keys options.
+const ALLOW_SSH_KEY_OPTIONS: (&str, &str) = (r#"groups = ["sudo", "libvirt"]"#, "groups = [\"sudo\", \"libvirt\"]\nssh_key_options = true");
+
 const CASES: &[Case] = &[
     Case { name: "unknown key", edit: &[("timezone = \"UTC\"", "timezone = \"UTC\"\ntimezon = \"UTC\"")], anchor: ("timezon =", 0), message: "unknown field `timezon`" },
     Case { name: "bad CIDR", edit: &[("\"192.168.1.10/24\"", "\"192.168.1.300/24\"")], anchor: ("\"192.168.1.300/24\"", 0), message: "is not an IPv4 address in CIDR form" },
@@ -77,7 +80,25 @@ const CASES: &[Case] = &[
         anchor: (r#""ssh-ed25519"#, 0),
         message: "not an OpenSSH public key: it contains a line break",
     },
-    Case { name: "ssh key with options", edit: &[(r#""ssh-ed25519 AAAAC3"#, r#""from=\"10.0.0.1\" ssh-ed25519 AAAAC3"#)], anchor: (r#""from="#, 0), message: r#"the first word "from=\"10.0.0.1\"" is not a key type"# },
+    Case { name: "ssh key with options", edit: &[(r#""ssh-ed25519 AAAAC3"#, r#""from=\"10.0.0.1\" ssh-ed25519 AAAAC3"#)], anchor: (r#""from="#, 0), message: "the key line starts with authorized_keys options, which this user does not allow" },
+    Case {
+        name: "ssh option sshd does not know",
+        edit: &[ALLOW_SSH_KEY_OPTIONS, (r#""ssh-ed25519 AAAAC3"#, r#""shell=\"/bin/sh\" ssh-ed25519 AAAAC3"#)],
+        anchor: (r#""shell="#, 0),
+        message: r#"not authorized_keys options sshd reads: "shell" is not an option sshd knows"#,
+    },
+    Case {
+        name: "ssh option with an unbalanced quote",
+        edit: &[ALLOW_SSH_KEY_OPTIONS, (r#""ssh-ed25519 AAAAC3"#, r#""from=\"10.0.0.1,no-pty ssh-ed25519 AAAAC3"#)],
+        anchor: (r#""from="#, 0),
+        message: "not authorized_keys options sshd reads: the value of from has no closing quote",
+    },
+    Case {
+        name: "ssh option value with a control character",
+        edit: &[ALLOW_SSH_KEY_OPTIONS, (r#""ssh-ed25519 AAAAC3"#, r#""command=\"uptime\u001b\" ssh-ed25519 AAAAC3"#)],
+        anchor: (r#""command="#, 0),
+        message: "not authorized_keys options sshd reads: the value of command contains the control or space character U+001B",
+    },
     Case { name: "DSA ssh key", edit: &[(r#""ssh-ed25519 AAAAC3"#, r#""ssh-dss AAAAC3"#)], anchor: (r#""ssh-dss"#, 0), message: r#"the first word "ssh-dss" is not a key type"# },
     Case { name: "time zone that is a path", edit: &[(r#"timezone = "UTC""#, r#"timezone = "../../../../etc/shadow""#)], anchor: (r#""../../../../etc/shadow""#, 0), message: "is not a time zone name: the component \"..\" does not start with a letter or digit" },
     Case { name: "bad locale", edit: &[(r#"timezone = "UTC""#, "timezone = \"UTC\"\nlocale = \"en_US.UTF-8 x\"")], anchor: (r#""en_US.UTF-8 x""#, 0), message: "is not a locale name" },
@@ -266,6 +287,31 @@ fn kernel_arguments_longer_than_the_command_line_are_refused() {
 }
 
 #[test]
+fn ssh_key_options_are_written_to_authorized_keys_as_given() {
+    let line = r#"from="192.0.2.0/24",no-pty ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKaphkKRRNK7yCAne6d3+10EXW0siwULBCUvLydFtGJl avatar@example.com"#;
+    let text = REFERENCE.replacen(ALLOW_SSH_KEY_OPTIONS.0, ALLOW_SSH_KEY_OPTIONS.1, 1).replacen(r#""ssh-ed25519 AAAAC3"#, r#""from=\"192.0.2.0/24\",no-pty ssh-ed25519 AAAAC3"#, 1);
+    let parsed = profile::parse(&text, Path::new("hypervisor.toml")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(parsed.users[0].ssh_authorized_keys, [line]);
+    let plan = review_plan(&profile::LoadedProfile { path: "hypervisor.toml".into(), name: "hypervisor".into(), profile: parsed });
+    let file = plan.files.iter().find(|f| f.path == "/home/avatar/.ssh/authorized_keys").expect("authorized_keys in the plan");
+    let imgforge_plan::FileKind::File { content } = &file.kind else { panic!("authorized_keys is not a file: {file:?}") };
+    assert_eq!(content, &format!("{line}\n"));
+
+    // ssh-keygen reads authorized_keys as sshd does, options included.
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("authorized_keys");
+    std::fs::write(&path, content).expect("writing authorized_keys");
+    let out = Command::new("ssh-keygen").arg("-l").arg("-f").arg(&path).output().unwrap_or_else(|e| panic!("running ssh-keygen: {e} (scripts/deps installs openssh-client)"));
+    let shown = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && shown.starts_with("256 SHA256:") && shown.trim_end().ends_with("avatar@example.com (ED25519)"), "ssh-keygen -l: {shown}");
+
+    // The same line without the flag is refused, and the fix names it.
+    let refused = REFERENCE.replacen(r#""ssh-ed25519 AAAAC3"#, r#""from=\"192.0.2.0/24\",no-pty ssh-ed25519 AAAAC3"#, 1);
+    let err = profile::parse(&refused, Path::new("bad.toml")).expect_err("accepted without ssh_key_options");
+    assert!(err.problems().iter().any(|p| p.hint.contains("set ssh_key_options = true for users[0]")), "{err}");
+}
+
+#[test]
 fn a_profile_file_name_that_is_not_a_plain_word_is_refused_by_load() {
     let dir = tempfile::tempdir().unwrap();
     for bad in ["a b;c.toml", "$(reboot).toml", ".hidden.toml", "x'y.toml"] {
@@ -303,6 +349,17 @@ const NOT_SUPPORTED: &[(&str, &str, &str)] = &[
     ("packages.offline", "false", "packages.offline = false is not supported yet"),
     ("output.formats", r#"["usb", "pxe"]"#, r#"the "pxe" format is not supported yet"#),
 ];
+
+/// Bools that only permit a feature another key uses: flipped alone they
+/// change nothing. Each comes with (path of the flag, edits that use the
+/// feature); `permission_keys_refuse_the_feature_when_false_and_allow_it_when_true`
+/// proves that without the flag those edits are refused with a fix naming
+/// it, and that with it they change the plan.
+const PERMISSIONS: &[(&str, &str, &[(&str, &str)])] = &[(
+    "users[].ssh_key_options",
+    "users[0].ssh_key_options",
+    &[("users[0].ssh_authorized_keys", r#"['from="192.0.2.0/24",no-pty ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKaphkKRRNK7yCAne6d3+10EXW0siwULBCUvLydFtGJl ops@example.com']"#)],
+)];
 
 /// Enum keys with a single value: nothing to change, but a second value
 /// makes this test ask for a mutation.
@@ -531,7 +588,7 @@ fn plan_json(base: Base, edits: &[(&str, &str)]) -> Result<String, String> {
 fn every_schema_key_is_covered_by_exactly_one_list() {
     let leaves: BTreeSet<String> = schema_leaves().into_keys().collect();
     let mut listed = BTreeSet::new();
-    let keys = MUTATIONS.iter().map(|m| m.0).chain(SOURCE_KEYS.iter().map(|s| s.0)).chain(NOT_SUPPORTED.iter().map(|n| n.0)).chain(SINGLE_VALUED.iter().copied());
+    let keys = MUTATIONS.iter().map(|m| m.0).chain(SOURCE_KEYS.iter().map(|s| s.0)).chain(NOT_SUPPORTED.iter().map(|n| n.0)).chain(PERMISSIONS.iter().map(|p| p.0)).chain(SINGLE_VALUED.iter().copied());
     for key in keys {
         assert!(listed.insert(key.to_owned()), "{key} is listed twice");
     }
@@ -571,6 +628,22 @@ fn keys_not_supported_yet_are_refused() {
         let err = profile_with(Base::Maximal, &[(key, value)]).map(|_| ()).expect_err(key);
         let hit = err.problems().iter().find(|p| p.message.contains(message)).unwrap_or_else(|| panic!("{key}: {err}"));
         assert!(hit.hint.starts_with("remove") || hit.hint.starts_with("set"), "{key}: {}", hit.hint);
+    }
+}
+
+#[test]
+fn permission_keys_refuse_the_feature_when_false_and_allow_it_when_true() {
+    let base = plan_json(Base::Maximal, &[]).unwrap_or_else(|e| panic!("the base profile is invalid:\n{e}"));
+    for (key, flag, uses) in PERMISSIONS {
+        let name = flag.rsplit('.').next().unwrap_or(flag);
+        for value in [None, Some("false")] {
+            let edits: Vec<(&str, &str)> = uses.iter().copied().chain(value.map(|v| (*flag, v))).collect();
+            let err = profile_with(Base::Maximal, &edits).map(|_| ()).expect_err(key);
+            assert!(err.problems().iter().any(|p| p.hint.contains(&format!("{name} = true"))), "{key} = {value:?}: the fix does not name it:\n{err}");
+        }
+        let edits: Vec<(&str, &str)> = uses.iter().copied().chain([(*flag, "true")]).collect();
+        let allowed = plan_json(Base::Maximal, &edits).unwrap_or_else(|e| panic!("{key} = true: the profile is refused:\n{e}"));
+        assert_ne!(allowed, base, "{key} = true: the feature leaves the plan as it was");
     }
 }
 

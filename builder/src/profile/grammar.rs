@@ -382,6 +382,131 @@ pub fn locale(s: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// authorized_keys options that take no value, as sshd(8) reads them.
+const SSH_FLAG_OPTIONS: &[&str] = &[
+    "agent-forwarding",
+    "cert-authority",
+    "no-agent-forwarding",
+    "no-port-forwarding",
+    "no-pty",
+    "no-user-rc",
+    "no-X11-forwarding",
+    "port-forwarding",
+    "pty",
+    "restrict",
+    "user-rc",
+    "X11-forwarding",
+    "no-touch-required",
+    "verify-required",
+];
+
+/// authorized_keys options that take a quoted value.
+const SSH_VALUE_OPTIONS: &[&str] = &[
+    "command",
+    "environment",
+    "expiry-time",
+    "from",
+    "permitlisten",
+    "permitopen",
+    "principals",
+    "tunnel",
+];
+
+/// Options sshd refuses to see twice on one line (it then ignores the key).
+const SSH_ONCE_OPTIONS: &[&str] = &["command", "from", "principals"];
+
+/// The options field at the start of an authorized_keys line (sshd(8),
+/// AUTHORIZED_KEYS FILE FORMAT): comma-separated options, each a keyword
+/// or `keyword="value"` with `\"` as the only escape, ending at the first
+/// space outside quotes. Returns the field's length in bytes. sshd drops a
+/// line whose options it cannot read, so anything it would refuse is
+/// refused here: unknown keywords, a value on a flag or none on a keyword
+/// that needs one, a missing quote, a repeated single option.
+pub fn ssh_key_options(line: &str) -> Result<usize, String> {
+    let mut seen: Vec<&str> = Vec::new();
+    let mut rest = line;
+    loop {
+        let end = rest.find([',', '=', ' ', '"']).unwrap_or(rest.len());
+        let (word, after) = rest.split_at(end);
+        if word.is_empty() {
+            return Err(match after.chars().next() {
+                None | Some(' ') | Some(',') => "it has an empty option (a ',' at the start or end, two in a row, or a space after ',')".into(),
+                Some(c) => format!("an option starts with {}", describe(c)),
+            });
+        }
+        let flag = SSH_FLAG_OPTIONS
+            .iter()
+            .find(|k| k.eq_ignore_ascii_case(word));
+        let valued = SSH_VALUE_OPTIONS
+            .iter()
+            .find(|k| k.eq_ignore_ascii_case(word));
+        let Some(&keyword) = flag.or(valued) else {
+            return Err(format!(
+                "{word:?} is not an option sshd knows ({}, {})",
+                SSH_FLAG_OPTIONS.join(", "),
+                SSH_VALUE_OPTIONS.join(", ")
+            ));
+        };
+        if SSH_ONCE_OPTIONS.contains(&keyword) && seen.contains(&keyword) {
+            return Err(format!("the option {keyword} is given twice, and sshd ignores a key whose options repeat it"));
+        }
+        seen.push(keyword);
+        rest = after;
+        match (rest.strip_prefix('='), valued.is_some()) {
+            (Some(_), false) => return Err(format!("the option {keyword} takes no value")),
+            (None, true) => {
+                return Err(format!(
+                    "the option {keyword} needs a value, e.g. {keyword}=\"…\""
+                ))
+            }
+            (None, false) => {}
+            (Some(value), true) => {
+                let Some(value) = value.strip_prefix('"') else {
+                    return Err(format!("the value of {keyword} must be in double quotes"));
+                };
+                let len = quoted_value_len(value)
+                    .map_err(|why| format!("the value of {keyword} {why}"))?;
+                if keyword == "environment"
+                    && !value[..len].split_once('=').is_some_and(|(name, _)| {
+                        !name.is_empty()
+                            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    })
+                {
+                    return Err("the value of environment is not NAME=value with a NAME of letters, digits and '_'".into());
+                }
+                rest = &value[len + 1..];
+            }
+        }
+        match rest.chars().next() {
+            Some(',') => rest = &rest[1..],
+            Some(' ') => return Ok(line.len() - rest.len()),
+            None => return Err("no key follows the options".into()),
+            Some(c) => return Err(format!("{} follows the option {keyword}; separate options with ',' and end them with a space", describe(c))),
+        }
+    }
+}
+
+/// Length of a quoted value up to (not including) its closing quote.
+fn quoted_value_len(value: &str) -> Result<usize, String> {
+    let mut chars = value.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '"' => return Ok(i),
+            '\\' if value[i + 1..].starts_with('"') => {
+                chars.next();
+            }
+            '\\' => {
+                return Err(
+                    "has a '\\' that does not escape a quote (only \\\" is an escape)".into(),
+                )
+            }
+            c if c.is_control() => return Err(format!("contains {}", describe(c))),
+            _ => {}
+        }
+    }
+    Err("has no closing quote".into())
+}
+
 /// The profile's name (its file stem): it names output files and appears
 /// in the installer's grub.cfg and in events.
 pub fn profile_name(s: &str) -> Result<(), String> {
@@ -654,6 +779,58 @@ mod tests {
         }
         for bad in ["", "a b;c", ".hidden", "-x", "a'b", "a\u{fffd}"] {
             assert!(profile_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ssh_key_option_fields() {
+        // The field ends at the first space outside quotes; a quoted space
+        // and an escaped quote stay inside it.
+        let key = " ssh-ed25519 AAAA";
+        for ok in [
+            "no-pty",
+            r#"from="192.0.2.0/24",no-pty"#,
+            "NO-PTY,Restrict",
+            r#"command="echo \"hi there\"",no-X11-forwarding"#,
+            r#"environment="A_1=x y",permitopen="host:22",expiry-time="20300101""#,
+            r#"from="a",command="b",principals="c",tunnel="1",permitlisten="8080""#,
+        ] {
+            assert_eq!(ssh_key_options(&format!("{ok}{key}")), Ok(ok.len()), "{ok}");
+        }
+        for (bad, why) in [
+            ("no-pty", "no key follows"),
+            (",no-pty", "empty option"),
+            ("no-pty,", "empty option"),
+            ("no-pty,,pty", "empty option"),
+            ("from=\"a\", no-pty", "empty option"),
+            ("no_pty", "\"no_pty\" is not an option sshd knows"),
+            ("shell=\"x\"", "\"shell\" is not an option sshd knows"),
+            (
+                "no-cert-authority",
+                "\"no-cert-authority\" is not an option",
+            ),
+            ("no-pty=\"x\"", "no-pty takes no value"),
+            ("from", "from needs a value"),
+            ("from=10.0.0.1", "must be in double quotes"),
+            ("from=\"10.0.0.1", "has no closing quote"),
+            ("command=\"a\\\"", "has no closing quote"),
+            ("command=\"a\\nb\"", "does not escape a quote"),
+            ("command=\"a\tb\"", "contains a tab"),
+            ("command=\"a\u{1b}b\"", "U+001B"),
+            ("from=\"a\"b", "'b' follows the option from"),
+            ("from=\"a\"\"", "'\"' follows the option from"),
+            ("\"from\"", "an option starts with '\"'"),
+            ("command=\"a\",command=\"b\"", "command is given twice"),
+            ("environment=\"=x\"", "not NAME=value"),
+            ("environment=\"A-B=x\"", "not NAME=value"),
+        ] {
+            let line = if bad == "no-pty" {
+                bad.to_owned()
+            } else {
+                format!("{bad}{key}")
+            };
+            let err = ssh_key_options(&line).expect_err(bad);
+            assert!(err.contains(why), "{bad}: {err}");
         }
     }
 

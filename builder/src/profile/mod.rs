@@ -143,6 +143,12 @@ pub struct User {
     /// OpenSSH public keys, one line of a .pub file each.
     #[serde(default)]
     pub ssh_authorized_keys: Vec<String>,
+    /// Let key lines start with authorized_keys options, e.g.
+    /// `from="192.0.2.0/24",no-pty ssh-ed25519 AAAA… user@host`, checked
+    /// against sshd's grammar and written as given. Without it a key line
+    /// with options is refused.
+    #[serde(default)]
+    pub ssh_key_options: bool,
     /// crypt(3) hash; without it the account has no password (ssh keys only).
     pub password_hash: Option<String>,
     /// Allow sudo (without a password when password_hash is not set).

@@ -174,12 +174,24 @@ fn users(p: &Profile, v: &mut Problems) {
             }
         }
         for (j, key) in u.ssh_authorized_keys.iter().enumerate() {
-            if let Err(why) = check_ssh_key(key) {
-                v.add(
-                    format!("users[{i}].ssh_authorized_keys[{j}]"),
+            let path = format!("users[{i}].ssh_authorized_keys[{j}]");
+            match check_ssh_key(key, u.ssh_key_options) {
+                Ok(()) => {}
+                Err(SshKeyProblem::OptionsNotAsked) => v.add(
+                    path,
+                    "the key line starts with authorized_keys options, which this user does not allow",
+                    format!("set ssh_key_options = true for users[{i}] so that sshd applies them, or paste the key without options, e.g. \"ssh-ed25519 AAAA… user@host\""),
+                ),
+                Err(SshKeyProblem::Options(why)) => v.add(
+                    path,
+                    format!("not authorized_keys options sshd reads: {why}"),
+                    "write options as in sshd(8) AUTHORIZED_KEYS FILE FORMAT, e.g. from=\"192.0.2.0/24\",no-pty, then a space and the key",
+                ),
+                Err(SshKeyProblem::Key(why)) => v.add(
+                    path,
                     format!("not an OpenSSH public key: {why}"),
-                    "paste one line of a .pub file, e.g. \"ssh-ed25519 AAAA… user@host\"; authorized_keys options (command=, from=, …) are not supported",
-                );
+                    "paste one line of a .pub file, e.g. \"ssh-ed25519 AAAA… user@host\"",
+                ),
             }
         }
         if let Some(h) = &u.password_hash {
@@ -201,21 +213,62 @@ const SSH_KEY_TYPES: [&str; 7] = [
     "sk-ecdsa-sha2-nistp256@openssh.com",
 ];
 
-/// One authorized_keys line without options: type, base64 blob whose first
-/// field repeats the type, optional printable comment.
-pub fn check_ssh_key(line: &str) -> Result<(), String> {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SshKeyProblem {
+    /// The line has options, but the user's `ssh_key_options` is false.
+    OptionsNotAsked,
+    /// The options field is not what sshd reads.
+    Options(String),
+    /// The key itself (type, blob) is wrong, or the line is not one line.
+    Key(String),
+}
+
+/// One authorized_keys line: options (only when `options_allowed`), key
+/// type, base64 blob whose first field repeats the type, optional
+/// printable comment.
+pub fn check_ssh_key(line: &str, options_allowed: bool) -> Result<(), SshKeyProblem> {
+    let types = || SSH_KEY_TYPES.join(", ");
+    let first = words_of(line).next().unwrap_or_default();
+    // The options go first so that a control character in a value is
+    // reported with the option it is in.
+    let after_options = if options_allowed && !first.is_empty() && !SSH_KEY_TYPES.contains(&first) {
+        let line = line.trim_start_matches(' ');
+        let len = grammar::ssh_key_options(line).map_err(SshKeyProblem::Options)?;
+        match words_of(&line[len..]).next() {
+            Some(kind) if SSH_KEY_TYPES.contains(&kind) => Some(&line[len..]),
+            Some(word) => return Err(SshKeyProblem::Options(format!("the word after the options, {word:?}, is not a key type ({})", types()))),
+            None => return Err(SshKeyProblem::Options("no key follows the options".into())),
+        }
+    } else {
+        None
+    };
     if let Some(c) = line.chars().find(|&c| c.is_control()) {
-        return Err(format!("it contains {}; give each key its own list item", grammar::describe(c)));
+        return Err(SshKeyProblem::Key(format!("it contains {}; give each key its own list item", grammar::describe(c))));
     }
     if let Some(c) = line.chars().find(|&c| c.is_whitespace() && c != ' ') {
-        return Err(format!("it contains {}", grammar::describe(c)));
+        return Err(SshKeyProblem::Key(format!("it contains {}", grammar::describe(c))));
     }
-    let mut words = line.split(' ').filter(|w| !w.is_empty());
-    let kind = words.next().ok_or("the line is empty")?;
+    let mut words = words_of(after_options.unwrap_or(line));
+    let kind = words.next().ok_or(SshKeyProblem::Key("the line is empty".into()))?;
     if !SSH_KEY_TYPES.contains(&kind) {
-        return Err(format!("the first word {kind:?} is not a key type ({})", SSH_KEY_TYPES.join(", ")));
+        // A key type further on means the first field is options rather than
+        // a mistyped type; say so, since the fix is a different one.
+        if words.any(|w| SSH_KEY_TYPES.contains(&w)) {
+            return Err(SshKeyProblem::OptionsNotAsked);
+        }
+        return Err(SshKeyProblem::Key(format!("the first word {kind:?} is not a key type ({})", types())));
     }
-    let blob = words.next().ok_or("no key data after the type")?;
+    let blob = words.next().ok_or(SshKeyProblem::Key("no key data after the type".into()))?;
+    check_key_blob(kind, blob).map_err(SshKeyProblem::Key)
+}
+
+/// The space-separated words of an authorized_keys line (sshd skips runs of spaces).
+fn words_of(line: &str) -> impl Iterator<Item = &str> {
+    line.split(' ').filter(|w| !w.is_empty())
+}
+
+/// The base64 blob of a key: its first field repeats the type, key material follows.
+fn check_key_blob(kind: &str, blob: &str) -> Result<(), String> {
     let bytes = base64_decode(blob).ok_or("the key data is not base64")?;
     let len = bytes.get(..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize).ok_or("the key data is truncated")?;
     let inner = bytes.get(4..4 + len).ok_or("the key data is truncated")?;
