@@ -1,7 +1,7 @@
 //! Profile -> Plan. Pure: the same profile and ISO give the same plan.
 
 use imgforge_plan::{
-    part_type, DiskPlan, DiskRules, Filesystem, ExpectedBridge, ExpectedDir, ExpectedPort, Expectations, FilesystemPlan, PartitionPlan, Payload, Plan, ReportPlan, SystemPlan, UserPlan,
+    part_type, DiskPlan, DiskRules, Filesystem, ExpectedBridge, ExpectedDir, ExpectedPort, ExpectedUser, Expectations, FilesystemPlan, PartitionPlan, Payload, Plan, ReportPlan, SystemPlan, UserPlan,
     PLAN_VERSION,
 };
 use uuid::Uuid;
@@ -85,6 +85,7 @@ pub fn compile(loaded: &LoadedProfile, iso: &IsoFacts, guids: &MediaGuids) -> Pl
                 ssh_authorized_keys: u.ssh_authorized_keys.clone(),
                 password_hash: u.password_hash.clone(),
                 sudo: u.sudo,
+                existing: u.existing,
             })
             .collect(),
         packages: p.packages.install.clone(),
@@ -101,7 +102,7 @@ pub fn compile(loaded: &LoadedProfile, iso: &IsoFacts, guids: &MediaGuids) -> Pl
 
 /// What the first boot checks: the bridges, addresses, pools (and their
 /// directories' mode, owner and group) and networks the profile asks for,
-/// the kernel arguments and the locale.
+/// the kernel arguments, the locale and the users with their groups and keys.
 fn expectations(p: &crate::profile::Profile) -> Expectations {
     let bridges = p
         .network
@@ -147,6 +148,16 @@ fn expectations(p: &crate::profile::Profile) -> Expectations {
                 mode: x.mode.clone().unwrap_or_else(|| render::DEFAULT_POOL_MODE.into()),
                 owner: x.owner.clone(),
                 group: x.group.clone(),
+            })
+            .collect(),
+        users: p
+            .users
+            .iter()
+            .map(|u| ExpectedUser {
+                name: u.name.clone(),
+                groups: u.groups.clone(),
+                authorized_keys_file: (!u.ssh_authorized_keys.is_empty()).then(|| format!("{}/authorized_keys", render::ssh_dir(u))),
+                keys: u.ssh_authorized_keys.len(),
             })
             .collect(),
     }

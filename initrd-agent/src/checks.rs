@@ -208,14 +208,25 @@ pub fn account_names(text: &str) -> Vec<&str> {
 }
 
 /// Profile users must be new accounts: an existing one (root, daemon, a
-/// package's system user) would be taken over.
+/// package's system user) would be taken over. A user marked `existing`
+/// (root) is the opposite: keys are added to it, so it must be there.
 pub fn existing_user_problems(passwd: &str, users: &[UserPlan]) -> Vec<String> {
     let existing = account_names(passwd);
     users
         .iter()
         .enumerate()
-        .filter(|(_, u)| existing.contains(&u.name.as_str()))
-        .map(|(i, u)| format!("users[{i}].name = {:?} is an account the installed system already has (etc/passwd of the ISO's layers); choose another user name", u.name))
+        .filter_map(|(i, u)| match (u.existing, existing.contains(&u.name.as_str())) {
+            (false, true) => Some(format!(
+                "users[{i}].name = {:?} is an account the installed system already has (etc/passwd of the ISO's layers); choose another user name",
+                u.name
+            )),
+            (true, false) => Some(format!(
+                "users[{i}].existing = true but the installed system has no account {:?} (etc/passwd of the ISO's layers); \
+                 leave existing out to create the account, or use an ISO whose system has it",
+                u.name
+            )),
+            _ => None,
+        })
         .collect()
 }
 
@@ -528,6 +539,7 @@ mod tests {
             ssh_authorized_keys: vec![],
             password_hash: None,
             sudo: false,
+            existing: false,
         }
     }
 
@@ -563,6 +575,26 @@ mod tests {
             "{err}"
         );
         assert!(fail_on(Vec::new(), "x").is_ok());
+    }
+
+    #[test]
+    fn an_existing_user_must_be_in_the_layers_passwd() {
+        let root = layers();
+        let passwd = std::fs::read_to_string(root.path().join("etc/passwd")).expect("test setup");
+        let existing = |name: &str| UserPlan { existing: true, ..user(name, &[]) };
+        assert!(existing_user_problems(&passwd, &[user("avatar", &[]), existing("root")]).is_empty());
+        let p = existing_user_problems(&passwd, &[existing("root"), existing("operator")]);
+        assert_eq!(
+            p,
+            ["users[1].existing = true but the installed system has no account \"operator\" (etc/passwd of the ISO's layers); \
+              leave existing out to create the account, or use an ISO whose system has it"]
+        );
+        // Without the flag root is still refused: it would be taken over.
+        let p = existing_user_problems(&passwd, &[user("root", &[])]);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].starts_with("users[0].name = \"root\" is an account the installed system already has"), "{p:?}");
+        // An empty passwd (unreadable layers) refuses the existing user rather than passing it.
+        assert_eq!(existing_user_problems("", &[existing("root")]).len(), 1);
     }
 
     #[test]

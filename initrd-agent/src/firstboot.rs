@@ -1,6 +1,6 @@
 //! The first boot of the installed system: gather what the system really
 //! looks like (OVS, addresses, routes, libvirt, kernel command line, locale,
-//! the pools' directories) and
+//! the pools' directories, the users' groups and keys) and
 //! report one `firstboot` event: done with the facts, or failed with every
 //! difference from the plan.
 
@@ -38,6 +38,16 @@ pub struct DirFacts {
     pub group: Option<String>,
 }
 
+/// An account the system has: the groups it is in and how many keys its
+/// planned authorized_keys file holds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct UserFacts {
+    /// Its primary group and every group whose member list names it.
+    pub groups: Vec<String>,
+    /// Key lines in the planned authorized_keys file; `None` when it cannot be read.
+    pub keys: Option<usize>,
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Facts {
     pub ports: BTreeMap<String, PortFacts>,
@@ -55,6 +65,8 @@ pub struct Facts {
     pub locales: Vec<String>,
     /// The expected directories that exist, by path.
     pub dirs: BTreeMap<String, DirFacts>,
+    /// The expected users that exist, by name.
+    pub users: BTreeMap<String, UserFacts>,
 }
 
 fn output(cmd: &str, args: &[&str]) -> String {
@@ -135,6 +147,29 @@ pub fn name_of_id(accounts: &str, id: u32) -> Option<String> {
     })
 }
 
+/// The groups a user is in as the account files say, `None` when passwd
+/// has no such user: the primary group (by id) and every group listing it.
+pub fn groups_of(passwd: &str, group: &str, user: &str) -> Option<Vec<String>> {
+    let gid = passwd.lines().find_map(|l| {
+        let fields: Vec<&str> = l.split(':').collect();
+        (fields.len() > 3 && fields[0] == user).then(|| fields[3].parse::<u32>().ok())
+    })?;
+    let mut groups: Vec<String> = gid.and_then(|g| name_of_id(group, g)).into_iter().collect();
+    for l in group.lines() {
+        let fields: Vec<&str> = l.split(':').collect();
+        if fields.len() > 3 && fields[3].split(',').any(|m| m == user) && !groups.iter().any(|g| g == fields[0]) {
+            groups.push(fields[0].to_owned());
+        }
+    }
+    Some(groups)
+}
+
+/// Key lines in an authorized_keys file, counted as sshd reads them:
+/// blank lines and comments are not keys.
+pub fn key_lines(text: &str) -> usize {
+    text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).count()
+}
+
 fn dir_facts(path: &str, passwd: &str, group: &str) -> Option<DirFacts> {
     use std::os::unix::fs::MetadataExt;
     // A link is not the directory the plan made, even if it leads to one.
@@ -181,6 +216,12 @@ pub fn gather(expect: &Expectations) -> Facts {
     for d in &expect.dirs {
         if let Some(f) = dir_facts(&d.path, &passwd, &group) {
             facts.dirs.insert(d.path.clone(), f);
+        }
+    }
+    for u in &expect.users {
+        if let Some(groups) = groups_of(&passwd, &group, &u.name) {
+            let keys = u.authorized_keys_file.as_ref().and_then(|path| std::fs::read_to_string(path).ok()).map(|t| key_lines(&t));
+            facts.users.insert(u.name.clone(), UserFacts { groups, keys });
         }
     }
     facts
@@ -265,6 +306,22 @@ pub fn differences(expect: &Expectations, facts: &Facts) -> Vec<String> {
             out.push(format!("{} belongs to group {}, expected {group}", d.path, f.group.clone().unwrap_or_else(|| f.gid.to_string())));
         }
     }
+    for u in &expect.users {
+        let Some(f) = facts.users.get(&u.name) else {
+            out.push(format!("user {} does not exist (not in /etc/passwd)", u.name));
+            continue;
+        };
+        for g in u.groups.iter().filter(|g| !f.groups.contains(g)) {
+            out.push(format!("user {} is not in group {g} (it is in {})", u.name, f.groups.join(",")));
+        }
+        if let Some(path) = &u.authorized_keys_file {
+            match f.keys {
+                None => out.push(format!("{path} of user {} cannot be read", u.name)),
+                Some(n) if n != u.keys => out.push(format!("{path} holds {n} keys, expected {}", u.keys)),
+                Some(_) => {}
+            }
+        }
+    }
     out
 }
 
@@ -316,7 +373,7 @@ pub fn run() -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use imgforge_plan::{ExpectedBridge, ExpectedDir, ExpectedPort};
+    use imgforge_plan::{ExpectedBridge, ExpectedDir, ExpectedPort, ExpectedUser};
 
     fn expect() -> Expectations {
         Expectations {
@@ -337,11 +394,20 @@ mod tests {
                 ExpectedDir { path: "/home/avatar/vm-images".into(), mode: "755".into(), owner: None, group: None },
                 ExpectedDir { path: "/srv/by-id".into(), mode: "0770".into(), owner: Some("1000".into()), group: Some("64055".into()) },
             ],
+            users: vec![
+                ExpectedUser {
+                    name: "avatar".into(),
+                    groups: vec!["sudo".into(), "libvirt".into()],
+                    authorized_keys_file: Some("/home/avatar/.ssh/authorized_keys".into()),
+                    keys: 2,
+                },
+                ExpectedUser { name: "root".into(), groups: vec!["kvm".into()], authorized_keys_file: Some("/root/.ssh/authorized_keys".into()), keys: 1 },
+            ],
         }
     }
 
     const PASSWD: &str = "root:x:0:0:root:/root:/bin/bash\nlibvirt-qemu:x:64055:993:Libvirt Qemu,,,:/var/lib/libvirt:/usr/sbin/nologin\navatar:x:1000:1000::/home/avatar:/bin/bash\n";
-    const GROUP: &str = "root:x:0:\nsudo:x:27:avatar\nlibvirt:x:993:avatar\navatar:x:1000:\n";
+    const GROUP: &str = "root:x:0:\nsudo:x:27:avatar\nlibvirt:x:993:avatar\navatar:x:1000:\nkvm:x:994:libvirt-qemu,root\n";
 
     fn dir(mode: &str, uid: u32, gid: u32) -> DirFacts {
         DirFacts { is_dir: true, mode: mode.into(), uid, gid, owner: name_of_id(PASSWD, uid), group: name_of_id(GROUP, gid) }
@@ -363,6 +429,10 @@ mod tests {
         f.dirs.insert("/home/avatar/vm-images".into(), dir("0755", 0, 0));
         // Ids without names in the account files still match numeric expectations.
         f.dirs.insert("/srv/by-id".into(), DirFacts { owner: None, group: None, ..dir("0770", 1000, 64055) });
+        for (name, keys) in [("avatar", "ssh-ed25519 AAAA a@h\n\n# old laptop\nssh-rsa AAAA b@h\n"), ("root", "ssh-ed25519 AAAA ops@h\n")] {
+            let groups = groups_of(PASSWD, GROUP, name).expect("the test passwd has the user");
+            f.users.insert(name.into(), UserFacts { groups, keys: Some(key_lines(keys)) });
+        }
         f
     }
 
@@ -426,5 +496,36 @@ mod tests {
         for missing in ["en_GB.UTF-8", "en_US", "sr_RS"] {
             assert!(!locale_listed(&listed, missing), "{missing}");
         }
+    }
+
+    #[test]
+    fn users_groups_and_keys_are_read_from_the_account_files() {
+        assert_eq!(groups_of(PASSWD, GROUP, "avatar"), Some(vec!["avatar".into(), "sudo".into(), "libvirt".into()]));
+        assert_eq!(groups_of(PASSWD, GROUP, "root"), Some(vec!["root".into(), "kvm".into()]));
+        // "libvirt" is a group, not an account; a member list entry is not a prefix match.
+        assert_eq!(groups_of(PASSWD, GROUP, "libvirt"), None);
+        assert_eq!(groups_of(PASSWD, "kvm:x:994:libvirt-qemu2\n", "libvirt-qemu"), Some(vec![]));
+        assert_eq!(key_lines("\n  \n# comment\nssh-ed25519 AAAA x\n from=\"h\" ssh-rsa AAAA y"), 2);
+    }
+
+    #[test]
+    fn users_that_differ_are_named() {
+        let mut f = facts();
+        f.users.remove("avatar");
+        f.users.insert("root".into(), UserFacts { groups: vec!["root".into()], keys: Some(0) });
+        assert_eq!(
+            differences(&expect(), &f),
+            [
+                "user avatar does not exist (not in /etc/passwd)",
+                "user root is not in group kvm (it is in root)",
+                "/root/.ssh/authorized_keys holds 0 keys, expected 1",
+            ]
+        );
+        f.users.insert("root".into(), UserFacts { groups: vec!["root".into(), "kvm".into()], keys: None });
+        let d = differences(&expect(), &f);
+        assert_eq!(d[1..], ["/root/.ssh/authorized_keys of user root cannot be read"]);
+        // The facts travel in the firstboot event's data.
+        let data = json!(facts());
+        assert_eq!(data["users"]["root"], json!({ "groups": ["root", "kvm"], "keys": 1 }));
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use imgforge_fileplan::Owners;
-use imgforge_plan::{FileKind, FilePlan, Plan};
+use imgforge_plan::{FileKind, FilePlan, Plan, UserPlan};
 use rustix::mount::{mount, mount_bind, unmount, MountFlags, UnmountFlags};
 
 use crate::checks;
@@ -309,22 +309,42 @@ pub fn configure(plan: &Plan) -> Result<()> {
     std::os::unix::fs::symlink(&zone, format!("{TARGET}/etc/localtime")).context("setting the time zone")?;
     write_file(&format!("{TARGET}/etc/timezone"), &format!("{}\n", plan.system.timezone), 0o644)?;
     for u in &plan.users {
-        let groups: Vec<&str> = u.groups.iter().map(String::as_str).collect();
-        let mut args = vec!["useradd", "--create-home", "--shell", "/bin/bash", "--user-group"];
-        let joined = groups.join(",");
-        if !groups.is_empty() {
-            args.extend(["--groups", &joined]);
-        }
-        args.push(&u.name);
-        run_in(TARGET, &args, &format!("adding user {}", u.name))?;
-        if let Some(hash) = &u.password_hash {
-            run_in(TARGET, &["usermod", "--password", hash, &u.name], &format!("setting the password of {}", u.name))?;
+        for (args, what) in account_commands(u) {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run_in(TARGET, &args, &what)?;
         }
     }
     for f in &plan.files {
         write_plan_file(f)?;
     }
     generate_locale(&plan.system.locale)
+}
+
+/// The useradd/usermod command lines (with what each does) that give the
+/// installed system a profile user: a new account is created with its
+/// groups; an existing one (root, checked against etc/passwd before the
+/// first write) only joins the groups. `--` keeps the name from ever being
+/// read as an option.
+fn account_commands(u: &UserPlan) -> Vec<(Vec<String>, String)> {
+    let name = u.name.clone();
+    let groups = u.groups.join(",");
+    let mut out = Vec::new();
+    if u.existing {
+        if !u.groups.is_empty() {
+            out.push((vec!["usermod".into(), "--append".into(), "--groups".into(), groups, "--".into(), name.clone()], format!("adding {name} to its groups")));
+        }
+    } else {
+        let mut args: Vec<String> = ["useradd", "--create-home", "--shell", "/bin/bash", "--user-group"].map(String::from).into();
+        if !u.groups.is_empty() {
+            args.extend(["--groups".into(), groups]);
+        }
+        args.extend(["--".into(), name.clone()]);
+        out.push((args, format!("adding user {name}")));
+    }
+    if let Some(hash) = &u.password_hash {
+        out.push((vec!["usermod".into(), "--password".into(), hash.clone(), "--".into(), name.clone()], format!("setting the password of {name}")));
+    }
+    out
 }
 
 /// Makes the profile's locale usable: /etc/default/locale (a rendered file)
@@ -438,5 +458,31 @@ mod tests {
         assert_eq!(partition_device("vda", 2), "/dev/vda2");
         assert_eq!(partition_device("nvme0n1", 1), "/dev/nvme0n1p1");
         assert_eq!(partition_device("mmcblk0", 1), "/dev/mmcblk0p1");
+    }
+
+    #[test]
+    fn new_users_are_created_and_existing_ones_only_join_their_groups() {
+        let lines = |u: &UserPlan| account_commands(u).into_iter().map(|(args, _)| args.join(" ")).collect::<Vec<_>>();
+        let avatar = UserPlan {
+            name: "avatar".into(),
+            groups: vec!["sudo".into(), "libvirt".into()],
+            ssh_authorized_keys: vec![],
+            password_hash: Some("$y$j9T$salt$hash".into()),
+            sudo: true,
+            existing: false,
+        };
+        assert_eq!(
+            lines(&avatar),
+            [
+                "useradd --create-home --shell /bin/bash --user-group --groups sudo,libvirt -- avatar",
+                "usermod --password $y$j9T$salt$hash -- avatar"
+            ]
+        );
+        let root = UserPlan { name: "root".into(), groups: vec!["kvm".into()], password_hash: None, sudo: false, existing: true, ..avatar.clone() };
+        assert_eq!(lines(&root), ["usermod --append --groups kvm -- root"]);
+        let bare_root = UserPlan { groups: vec![], ..root.clone() };
+        assert!(lines(&bare_root).is_empty(), "an existing root with keys only needs no command");
+        let bare_new = UserPlan { groups: vec![], existing: false, ..root };
+        assert_eq!(lines(&bare_new), ["useradd --create-home --shell /bin/bash --user-group -- root"]);
     }
 }

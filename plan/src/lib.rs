@@ -88,6 +88,22 @@ pub struct Expectations {
     /// Directories that must exist with this mode, owner and group.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dirs: Vec<ExpectedDir>,
+    /// Accounts that must exist with their groups and keys.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<ExpectedUser>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectedUser {
+    pub name: String,
+    /// Supplementary groups the user must be a member of.
+    pub groups: Vec<String>,
+    /// Absolute path of the user's authorized_keys file, when keys are planned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorized_keys_file: Option<String>,
+    /// Number of key lines that file must hold.
+    pub keys: usize,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -269,6 +285,10 @@ pub struct UserPlan {
     /// crypt(3) hash; `None` leaves the password locked (ssh keys only).
     pub password_hash: Option<String>,
     pub sudo: bool,
+    /// The account exists on the installed system (root): it is not
+    /// created, only given the keys, groups and password hash.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub existing: bool,
 }
 
 /// One file, directory or symlink in the target's root filesystem.

@@ -154,6 +154,11 @@ pub struct User {
     /// Allow sudo (without a password when password_hash is not set).
     #[serde(default)]
     pub sudo: bool,
+    /// The account already exists on the installed system and is not
+    /// created: its keys, groups and password hash are added to it.
+    /// Supported for "root" only (keys go to /root/.ssh/authorized_keys).
+    #[serde(default)]
+    pub existing: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]

@@ -165,8 +165,24 @@ fn users(p: &Profile, v: &mut Problems) {
     for (i, u) in p.users.iter().enumerate() {
         if !is_unix_name(&u.name) {
             v.add(format!("users[{i}].name"), format!("{:?} is not a valid user name", u.name), "start with a lower-case letter; use lower-case letters, digits, '_' and '-'");
+        } else if u.existing {
+            if u.name != "root" {
+                v.add(
+                    format!("users[{i}].existing"),
+                    format!("adding to an existing account is not supported yet for {:?}, only for \"root\"", u.name),
+                    "use name = \"root\", or leave existing out to create a new account",
+                );
+            }
+            if u.sudo {
+                v.add(format!("users[{i}].sudo"), "root needs no sudo", format!("remove sudo = true from users[{i}], or leave existing out to create a new account with sudo"));
+            }
         } else if let Some(why) = grammar::system_account(&u.name) {
-            v.add(format!("users[{i}].name"), format!("{:?} is reserved: {why}", u.name), "choose a personal login name, e.g. \"avatar\"");
+            let fix = if u.name == "root" {
+                "set existing = true to add keys to the installed system's root account, or choose a personal login name, e.g. \"avatar\""
+            } else {
+                "choose a personal login name, e.g. \"avatar\""
+            };
+            v.add(format!("users[{i}].name"), format!("{:?} is reserved: {why}", u.name), fix);
         }
         for (j, g) in u.groups.iter().enumerate() {
             if !is_unix_name(g) {

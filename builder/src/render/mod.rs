@@ -17,7 +17,7 @@ use crate::profile::{Initramfs, Profile, Renderer};
 pub use interfaces::interfaces;
 pub use libvirt::{network_xml, pool_xml, DEFAULT_POOL_MODE};
 pub use netplan::netplan;
-pub use system::{default_locale, fstab, grub_defaults, hosts, openvswitch_defaults, FilesystemIds};
+pub use system::{default_locale, fstab, grub_defaults, hosts, openvswitch_defaults, ssh_dir, FilesystemIds};
 
 /// Namespace for the name-based UUIDs of rendered configuration.
 const RENDER_NAMESPACE: Uuid = Uuid::from_u128(0x3f0c_5a7e_21d4_4c8b_9e61_7a2b_54d0_c3e9);

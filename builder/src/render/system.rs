@@ -79,16 +79,28 @@ pub fn openvswitch_defaults(ovs: &Openvswitch) -> Option<String> {
     })
 }
 
+/// The user's ~/.ssh: an existing account is root, whose home is /root;
+/// the installer makes new accounts with their home under /home.
+pub fn ssh_dir(u: &User) -> String {
+    if u.existing {
+        format!("/{}/.ssh", u.name)
+    } else {
+        format!("/home/{}/.ssh", u.name)
+    }
+}
+
 /// authorized_keys and sudoers drop-ins; the accounts themselves are made by the installer.
 pub fn users(users: &[User]) -> Vec<FilePlan> {
     let mut out = Vec::new();
     for u in users {
         if !u.ssh_authorized_keys.is_empty() {
-            let ssh = format!("/home/{}/.ssh", u.name);
-            out.push(FilePlan { path: ssh.clone(), mode: "0700".into(), owner: Some(u.name.clone()), group: None, kind: FileKind::Dir });
+            let ssh = ssh_dir(u);
+            // Files without an owner belong to root, so root's own need none.
+            let owner = (!u.existing).then(|| u.name.clone());
+            out.push(FilePlan { path: ssh.clone(), mode: "0700".into(), owner: owner.clone(), group: None, kind: FileKind::Dir });
             let mut keys = u.ssh_authorized_keys.join("\n");
             keys.push('\n');
-            out.push(FilePlan { owner: Some(u.name.clone()), ..file(format!("{ssh}/authorized_keys"), "0600", keys) });
+            out.push(FilePlan { owner, ..file(format!("{ssh}/authorized_keys"), "0600", keys) });
         }
         if u.sudo {
             // Without a password, sudo could never be used unless it asks for none.

@@ -258,3 +258,21 @@ fn locale_and_pool_owner_and_group_reach_the_installed_system() {
         run(Command::new("virt-xml-validate").arg(storage.join(xml)).arg("storagepool"));
     }
 }
+
+#[test]
+fn an_existing_root_gets_its_keys_in_root_home_owned_by_root() {
+    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKaphkKRRNK7yCAne6d3+10EXW0siwULBCUvLydFtGJl ops@example.com";
+    let root = format!("[[users]]\nname = \"root\"\nexisting = true\ngroups = [\"kvm\"]\nssh_authorized_keys = [\"{key}\"]\n\n[disk]");
+    let text = include_str!("../../../profiles/hypervisor.toml").replacen("\n[disk]", &format!("\n{root}"), 1);
+    let p = profile::parse(&text, Path::new("root.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let files = render_all(&p);
+    let get = |path: &str| files.iter().find(|f| f.path == path).unwrap_or_else(|| panic!("{path} not rendered"));
+    let ssh = get("/root/.ssh");
+    assert_eq!((ssh.mode.as_str(), ssh.owner.as_deref(), &ssh.kind), ("0700", None, &FileKind::Dir));
+    let keys = get("/root/.ssh/authorized_keys");
+    assert_eq!((keys.mode.as_str(), keys.owner.as_deref(), keys.group.as_deref()), ("0600", None, None));
+    assert_eq!(keys.kind, FileKind::File { content: format!("{key}\n") });
+    assert!(!files.iter().any(|f| f.path.starts_with("/home/root")), "nothing for root under /home");
+    assert_eq!(get("/home/avatar/.ssh/authorized_keys").owner.as_deref(), Some("avatar"));
+    assert!(!files.iter().any(|f| f.path.contains("sudoers.d/90-imgforge-root")));
+}
