@@ -105,6 +105,18 @@ const CASES: &[Case] = &[
     Case { name: "password hash with :", edit: &[(r#"groups = ["sudo", "libvirt"]"#, "groups = [\"sudo\", \"libvirt\"]\npassword_hash = \"$6$salt$hash:0:99999\"")], anchor: (r#""$6$salt"#, 0), message: "not a crypt(3) hash: it contains ':'" },
     Case { name: "password hash not crypt", edit: &[(r#"groups = ["sudo", "libvirt"]"#, "groups = [\"sudo\", \"libvirt\"]\npassword_hash = \"$6$nohash\"")], anchor: (r#""$6$nohash""#, 0), message: "not a crypt(3) hash: it is not of the form" },
     Case { name: "user root", edit: &[(r#"name = "avatar""#, r#"name = "root""#)], anchor: (r#""root""#, 0), message: r#""root" is reserved: it is a system account"# },
+    Case {
+        name: "existing account other than root",
+        edit: &[(r#"name = "avatar""#, "name = \"avatar\"\nexisting = true")],
+        anchor: ("true\ngroups", 0),
+        message: r#"adding to an existing account is not supported yet for "avatar", only for "root""#,
+    },
+    Case {
+        name: "existing root with sudo",
+        edit: &[(r#"name = "avatar""#, "name = \"root\"\nexisting = true\nsudo = true")],
+        anchor: ("true\ngroups", 0),
+        message: "root needs no sudo",
+    },
     Case { name: "user daemon", edit: &[(r#"name = "avatar""#, r#"name = "daemon""#)], anchor: (r#""daemon""#, 0), message: r#""daemon" is reserved: it is a system account"# },
     Case { name: "user systemd-*", edit: &[(r#"name = "avatar""#, r#"name = "systemd-network""#)], anchor: (r#""systemd-network""#, 0), message: "is reserved: systemd-* names" },
     Case { name: "bad user name", edit: &[(r#"name = "avatar""#, r#"name = "Avatar""#)], anchor: (r#""Avatar""#, 0), message: r#""Avatar" is not a valid user name"# },
@@ -312,6 +324,18 @@ fn ssh_key_options_are_written_to_authorized_keys_as_given() {
 }
 
 #[test]
+fn root_is_refused_without_existing_and_the_fix_names_it() {
+    let root = REFERENCE.replacen(r#"name = "avatar""#, r#"name = "root""#, 1);
+    let err = profile::parse(&root, Path::new("bad.toml")).expect_err("root accepted without existing");
+    let hit = err.problems().iter().find(|p| p.message.contains(r#""root" is reserved"#)).unwrap_or_else(|| panic!("{err}"));
+    assert!(hit.hint.starts_with("set existing = true to add keys to the installed system's root account"), "{err}");
+    // Other system accounts cannot be asked for, so their fix does not offer it.
+    let daemon = REFERENCE.replacen(r#"name = "avatar""#, r#"name = "daemon""#, 1);
+    let err = profile::parse(&daemon, Path::new("bad.toml")).expect_err("daemon accepted");
+    assert!(err.problems().iter().all(|p| !p.hint.contains("existing")), "{err}");
+}
+
+#[test]
 fn a_profile_file_name_that_is_not_a_plain_word_is_refused_by_load() {
     let dir = tempfile::tempdir().unwrap();
     for bad in ["a b;c.toml", "$(reboot).toml", ".hidden.toml", "x'y.toml"] {
@@ -355,11 +379,18 @@ const NOT_SUPPORTED: &[(&str, &str, &str)] = &[
 /// feature); `permission_keys_refuse_the_feature_when_false_and_allow_it_when_true`
 /// proves that without the flag those edits are refused with a fix naming
 /// it, and that with it they change the plan.
-const PERMISSIONS: &[(&str, &str, &[(&str, &str)])] = &[(
-    "users[].ssh_key_options",
-    "users[0].ssh_key_options",
-    &[("users[0].ssh_authorized_keys", r#"['from="192.0.2.0/24",no-pty ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKaphkKRRNK7yCAne6d3+10EXW0siwULBCUvLydFtGJl ops@example.com']"#)],
-)];
+const PERMISSIONS: &[(&str, &str, &[(&str, &str)])] = &[
+    (
+        "users[].ssh_key_options",
+        "users[0].ssh_key_options",
+        &[("users[0].ssh_authorized_keys", r#"['from="192.0.2.0/24",no-pty ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKaphkKRRNK7yCAne6d3+10EXW0siwULBCUvLydFtGJl ops@example.com']"#)],
+    ),
+    (
+        "users[].existing",
+        "users[1].existing",
+        &[("users[1]", r#"{ name = "root", groups = ["kvm"], ssh_authorized_keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKaphkKRRNK7yCAne6d3+10EXW0siwULBCUvLydFtGJl ops@example.com"] }"#)],
+    ),
+];
 
 /// Enum keys with a single value: nothing to change, but a second value
 /// makes this test ask for a mutation.

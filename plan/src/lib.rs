@@ -548,6 +548,7 @@ mod tests {
                 ssh_authorized_keys: vec![],
                 password_hash: None,
                 sudo: true,
+                existing: false,
             }],
             packages: vec!["openssh-server".into()],
             filesystems: Some(FilesystemPlan { root_uuid: "1b4e28ba-2fa1-11d2-883f-0016d3cca427".into(), esp_volume_id: "1234ABCD".into() }),
@@ -565,6 +566,20 @@ mod tests {
     fn plan_round_trips_through_json() {
         let plan = sample_plan();
         assert_eq!(Plan::from_json(&plan.to_json()).unwrap(), plan);
+    }
+
+    #[test]
+    fn existing_users_and_expected_users_are_written_only_when_planned() {
+        let mut plan = sample_plan();
+        let json = plan.to_json();
+        assert!(!json.contains("\"existing\""), "{json}");
+        assert!(!json.contains("authorized_keys_file"), "{json}");
+        plan.users.push(UserPlan { name: "root".into(), groups: vec!["kvm".into()], sudo: false, existing: true, ..plan.users[0].clone() });
+        plan.expect.users = vec![ExpectedUser { name: "root".into(), groups: vec!["kvm".into()], authorized_keys_file: Some("/root/.ssh/authorized_keys".into()), keys: 1 }];
+        let json = plan.to_json();
+        assert_eq!(json.matches("\"existing\": true").count(), 1, "{json}");
+        assert!(json.contains("\"authorized_keys_file\": \"/root/.ssh/authorized_keys\""), "{json}");
+        assert_eq!(Plan::from_json(&json).unwrap(), plan);
     }
 
     #[test]
