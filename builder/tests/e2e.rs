@@ -200,6 +200,17 @@ fn install_and_first_boot(extra: &[&str], bus: &str, edits: &[(&str, &str)]) {
         let group = dir.group.as_deref().or(dir.owner.as_deref()).unwrap_or("root");
         assert_eq!(seen["group"], group, "{facts:#}");
     }
+    // Every planned user is there, in its groups, with its keys.
+    assert!(!plan.expect.users.is_empty());
+    for user in &plan.expect.users {
+        let seen = &facts["users"][user.name.as_str()];
+        assert!(seen.is_object(), "user {} is not reported: {facts:#}", user.name);
+        let groups = seen["groups"].as_array().unwrap_or_else(|| panic!("no groups for {}: {facts:#}", user.name));
+        for g in &user.groups {
+            assert!(groups.contains(&g.as_str().into()), "{} is not in {g}: {facts:#}", user.name);
+        }
+        assert_eq!(seen["keys"], user.keys, "{facts:#}");
+    }
     eprintln!("install {:.0} s, first boot {:.0} s", report["install_s"], report["firstboot_s"]);
 }
 
@@ -213,8 +224,17 @@ fn reference_machine_installs_and_reports_itself_on_first_boot() {
 #[ignore = "needs the fixture ISO and QEMU: run scripts/test"]
 fn reference_machine_installs_under_secure_boot_onto_nvme() {
     // Another locale and a pool group than the reference, so both keys are
-    // seen to change the installed system.
-    let edits = [("hostname = \"hv01\"", "hostname = \"hv01\"\nlocale = \"C\""), ("path = \"/home/avatar/vm-images\"", "path = \"/home/avatar/vm-images\"\ngroup = \"kvm\"")];
+    // seen to change the installed system; and keys for the existing root.
+    let root = concat!(
+        "avatar@example.com\",\n]\n",
+        "\n[[users]]\nname = \"root\"\nexisting = true\ngroups = [\"kvm\"]\n",
+        "ssh_authorized_keys = [\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKaphkKRRNK7yCAne6d3+10EXW0siwULBCUvLydFtGJl avatar@example.com\"]\n",
+    );
+    let edits = [
+        ("hostname = \"hv01\"", "hostname = \"hv01\"\nlocale = \"C\""),
+        ("path = \"/home/avatar/vm-images\"", "path = \"/home/avatar/vm-images\"\ngroup = \"kvm\""),
+        ("avatar@example.com\",\n]\n", root),
+    ];
     install_and_first_boot(&["--secure-boot"], "nvme", &edits);
 }
 

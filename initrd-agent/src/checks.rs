@@ -581,8 +581,13 @@ mod tests {
     fn an_existing_user_must_be_in_the_layers_passwd() {
         let root = layers();
         let passwd = std::fs::read_to_string(root.path().join("etc/passwd")).expect("test setup");
-        let existing = |name: &str| UserPlan { existing: true, ..user(name, &[]) };
-        assert!(existing_user_problems(&passwd, &[user("avatar", &[]), existing("root")]).is_empty());
+        let existing = |name: &str| UserPlan {
+            existing: true,
+            ..user(name, &[])
+        };
+        assert!(
+            existing_user_problems(&passwd, &[user("avatar", &[]), existing("root")]).is_empty()
+        );
         let p = existing_user_problems(&passwd, &[existing("root"), existing("operator")]);
         assert_eq!(
             p,
@@ -592,7 +597,12 @@ mod tests {
         // Without the flag root is still refused: it would be taken over.
         let p = existing_user_problems(&passwd, &[user("root", &[])]);
         assert_eq!(p.len(), 1, "{p:?}");
-        assert!(p[0].starts_with("users[0].name = \"root\" is an account the installed system already has"), "{p:?}");
+        assert!(
+            p[0].starts_with(
+                "users[0].name = \"root\" is an account the installed system already has"
+            ),
+            "{p:?}"
+        );
         // An empty passwd (unreadable layers) refuses the existing user rather than passing it.
         assert_eq!(existing_user_problems("", &[existing("root")]).len(), 1);
     }

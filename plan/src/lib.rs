@@ -579,7 +579,7 @@ mod tests {
         let json = plan.to_json();
         assert_eq!(json.matches("\"existing\": true").count(), 1, "{json}");
         assert!(json.contains("\"authorized_keys_file\": \"/root/.ssh/authorized_keys\""), "{json}");
-        assert_eq!(Plan::from_json(&json).unwrap(), plan);
+        assert_eq!(Plan::from_json(&json).expect("the plan reads back"), plan);
     }
 
     #[test]
