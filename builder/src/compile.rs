@@ -51,6 +51,7 @@ pub fn compile(loaded: &LoadedProfile, iso: &IsoFacts, guids: &MediaGuids) -> Pl
             iso_size: iso.size,
             layers: Vec::new(),
             pool_release: None,
+            bundle: None,
         },
         disk: DiskPlan {
             rules: DiskRules {
@@ -89,11 +90,13 @@ pub fn compile(loaded: &LoadedProfile, iso: &IsoFacts, guids: &MediaGuids) -> Pl
             })
             .collect(),
         packages: p.packages.install.clone(),
+        resolved: Vec::new(),
         files: render::render_all(p),
         filesystems: Some({
             let ids = render::FilesystemIds::for_host(&p.system.hostname);
             FilesystemPlan { root_uuid: ids.root.to_string(), esp_volume_id: format!("{:08X}", ids.esp) }
         }),
+        pool_keys: None,
         archive_keys: None,
         expect: expectations(p),
         test_hooks: None,
@@ -160,6 +163,9 @@ fn expectations(p: &crate::profile::Profile) -> Expectations {
                 keys: u.ssh_authorized_keys.len(),
             })
             .collect(),
+        masked_units: Vec::new(),
+        cloud_init: None,
+        nvram_entry: None,
     }
 }
 

@@ -403,6 +403,7 @@ mod tests {
                 },
                 ExpectedUser { name: "root".into(), groups: vec!["kvm".into()], authorized_keys_file: Some("/root/.ssh/authorized_keys".into()), keys: 1 },
             ],
+            ..Expectations::default()
         }
     }
 

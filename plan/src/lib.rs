@@ -38,9 +38,17 @@ pub struct Plan {
     pub report: ReportPlan,
     #[serde(default)]
     pub users: Vec<UserPlan>,
-    /// Packages to install into the target.
+    /// Packages the installer asks apt for, by name: the profile's, the
+    /// kernel, the boot loaders and what the plan itself needs (sudo,
+    /// efibootmgr), as the builder resolved them.
     #[serde(default)]
     pub packages: Vec<String>,
+    /// What apt installs for [`Plan::packages`], resolved at build time
+    /// against the layers' dpkg status, the ISO's pool and the bundle,
+    /// sorted by name. The installer refuses to go on when its own apt
+    /// would install anything else.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resolved: Vec<ResolvedPackage>,
     /// Files the installer writes into the target, rendered at build time
     /// from the profile, in order (directories before their contents).
     #[serde(default)]
@@ -48,7 +56,12 @@ pub struct Plan {
     /// Filesystem ids the installer formats with (the rendered fstab uses them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filesystems: Option<FilesystemPlan>,
-    /// Armored OpenPGP keys that sign the ISO's package repository (dists/*/Release).
+    /// Armored OpenPGP keys that sign the ISO's package pool
+    /// (`dists/<suite>/Release.gpg`): Ubuntu's CD image key by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool_keys: Option<String>,
+    /// Armored OpenPGP keys that sign the archive's `InRelease` files: the
+    /// bundle's indices and the installed system's apt sources.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive_keys: Option<String>,
     /// What the installed system must show on its first boot.
@@ -91,6 +104,27 @@ pub struct Expectations {
     /// Accounts that must exist with their groups and keys.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub users: Vec<ExpectedUser>,
+    /// systemd units that must be masked, e.g. `systemd-networkd-wait-online.service`
+    /// when ifupdown owns the network.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub masked_units: Vec<String>,
+    /// What cloud-init may do on the installed system.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloud_init: Option<CloudInitExpectation>,
+    /// The firmware boot entry (label) the boot loader step made, checked
+    /// when the firmware has EFI variables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nvram_entry: Option<String>,
+}
+
+/// cloud-init on the installed system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CloudInitExpectation {
+    /// It may run, but never writes a network configuration.
+    NoNetwork,
+    /// It is disabled entirely and never runs.
+    Disabled,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,6 +198,59 @@ pub struct Payload {
     /// by the installer before apt reads it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool_release: Option<FileDigest>,
+    /// The offline bundle: packages that the ISO's pool lacks, with the
+    /// archive's signed indices they were checked against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle: Option<BundlePlan>,
+}
+
+/// The bundle partition of the install medium: a newc cpio archive that
+/// unpacks into an apt repository in the archive's own layout
+/// (`dists/<suite>/InRelease`, `dists/<suite>/<component>/binary-amd64/Packages.xz`
+/// or `.gz`, `pool/…/*.deb`), holding only the resolved packages that the
+/// pool lacks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundlePlan {
+    /// Unique partition GUID of the bundle partition on the install medium.
+    pub partition_guid: String,
+    /// Length in bytes of the cpio archive at the start of the partition.
+    pub size: u64,
+    /// SHA-256 (hex) of those bytes.
+    pub sha256: String,
+    /// The apt sources the bundle holds, one per suite, in apt's order.
+    pub suites: Vec<BundleSuite>,
+    /// Every file of the bundle (paths relative to its root) with the
+    /// digest that the archive's signed chain gave it at build time.
+    pub files: Vec<FileDigest>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleSuite {
+    /// e.g. `noble-updates`.
+    pub suite: String,
+    /// e.g. `main`, `universe`.
+    pub components: Vec<String>,
+}
+
+/// One package as apt will install it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResolvedPackage {
+    pub name: String,
+    pub version: String,
+    pub origin: PackageOrigin,
+}
+
+/// Where the installer takes a resolved package from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PackageOrigin {
+    /// The ISO's own pool (`file:/cdrom`).
+    Pool,
+    /// The bundle partition.
+    Bundle,
 }
 
 /// A file on the ISO and the digest it had when the ISO was verified.
@@ -524,6 +611,13 @@ mod tests {
                 iso_size: 1 << 20,
                 layers: vec![FileDigest { path: "casper/a.squashfs".into(), sha256: "11".repeat(32), size: 4096 }],
                 pool_release: None,
+                bundle: Some(BundlePlan {
+                    partition_guid: "5a1d7a6b-0000-4000-8000-000000000003".into(),
+                    size: 8192,
+                    sha256: "22".repeat(32),
+                    suites: vec![BundleSuite { suite: "noble".into(), components: vec!["main".into(), "universe".into()] }],
+                    files: vec![FileDigest { path: "dists/noble/InRelease".into(), sha256: "33".repeat(32), size: 1024 }],
+                }),
             },
             disk: DiskPlan {
                 rules: DiskRules { min_size_bytes: Some(1 << 30), ..Default::default() },
@@ -551,7 +645,9 @@ mod tests {
                 existing: false,
             }],
             packages: vec!["openssh-server".into()],
+            resolved: vec![ResolvedPackage { name: "openssh-server".into(), version: "1:9.6p1-3ubuntu13".into(), origin: PackageOrigin::Pool }],
             filesystems: Some(FilesystemPlan { root_uuid: "1b4e28ba-2fa1-11d2-883f-0016d3cca427".into(), esp_volume_id: "1234ABCD".into() }),
+            pool_keys: None,
             archive_keys: None,
             expect: Expectations::default(),
             test_hooks: None,
