@@ -91,6 +91,7 @@ pub fn compile(loaded: &LoadedProfile, iso: &IsoFacts, guids: &MediaGuids) -> Pl
             .collect(),
         packages: p.packages.install.clone(),
         resolved: Vec::new(),
+        install_recommends: false,
         files: render::render_all(p),
         filesystems: Some({
             let ids = render::FilesystemIds::for_host(&p.system.hostname);

@@ -49,6 +49,9 @@ pub struct Plan {
     /// would install anything else.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resolved: Vec<ResolvedPackage>,
+    /// apt installs recommended packages too (`[packages] recommends`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub install_recommends: bool,
     /// Files the installer writes into the target, rendered at build time
     /// from the profile, in order (directories before their contents).
     #[serde(default)]
@@ -645,6 +648,7 @@ mod tests {
                 existing: false,
             }],
             packages: vec!["openssh-server".into()],
+            install_recommends: false,
             resolved: vec![ResolvedPackage { name: "openssh-server".into(), version: "1:9.6p1-3ubuntu13".into(), origin: PackageOrigin::Pool }],
             filesystems: Some(FilesystemPlan { root_uuid: "1b4e28ba-2fa1-11d2-883f-0016d3cca427".into(), esp_volume_id: "1234ABCD".into() }),
             pool_keys: None,
