@@ -26,52 +26,8 @@ pub use initrd::{
 /// the installer initrd. Each message names the object and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
-    #[error("ESP path {path:?}: {reason}")]
-    EspPath { path: String, reason: String },
-
-    #[error(
-        "ESP paths {path:?} and {existing:?} differ only in letter case, which FAT cannot tell apart; \
-         rename one of them"
-    )]
-    EspNameClash { path: String, existing: String },
-
-    #[error("ESP file {path:?} is {size} bytes; FAT32 files are at most 4294967295 bytes, so leave it out of the ESP")]
-    EspFileTooLarge { path: String, size: u64 },
-
-    #[error(
-        "ESP directory {path:?} needs {entries} directory entries; FAT allows 65536 per directory, \
-         so spread the files over subdirectories"
-    )]
-    EspDirectoryTooLarge { path: String, entries: u64 },
-
-    #[error(
-        "ESP directory {path:?} has no free short-name alias left for {name:?}; \
-         spread the files over subdirectories"
-    )]
-    EspAliasesExhausted { path: String, name: String },
-
-    #[error("ESP volume label {label:?}: {reason}")]
-    EspLabel { label: String, reason: String },
-
-    #[error("ESP timestamp {value}: {reason}")]
-    EspTimestamp { value: String, reason: String },
-
-    #[error(
-        "a FAT32 volume of {total_sectors} sectors with {sectors_per_cluster} sectors per cluster has \
-         {clusters} clusters, but FAT32 needs between 65525 and 268435445; {hint}"
-    )]
-    FatClusterCount {
-        total_sectors: u64,
-        sectors_per_cluster: u32,
-        clusters: u64,
-        hint: &'static str,
-    },
-
-    #[error(
-        "the ESP contents need {needed} clusters but the volume has only {available}; \
-         this is a sizing bug in the FAT32 writer, please report it with the list of ESP files"
-    )]
-    EspFull { needed: u64, available: u64 },
+    #[error(transparent)]
+    Fat(#[from] imgforge_fat::FatError),
 
     #[error("the ESP image is empty; build it with fat32_image first")]
     EmptyEsp,
