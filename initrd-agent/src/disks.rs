@@ -237,6 +237,12 @@ impl Medium {
         }
     }
 
+    /// The disk the payload partition is read from: the medium, or (when
+    /// it is unknown) the first carrier, whose partition that is.
+    pub fn payload_disk(&self) -> Option<&str> {
+        self.disk.as_deref().or(self.carriers.first().map(String::as_str))
+    }
+
     /// What a disk that carries a copy but is not the medium adds to its reason.
     fn copy_note(&self, name: &str) -> Option<String> {
         let medium = self.disk.as_deref()?;
@@ -319,6 +325,23 @@ pub fn find_payload(guid: &str, boot: &Result<BootDevice, String>, mut rescan: i
         }
         std::thread::sleep(Duration::from_secs(1));
         rescan();
+    }
+}
+
+/// The device of the partition with unique GUID `guid` on the disk `disk`
+/// (one of `disks`), e.g. the bundle next to the payload on the medium.
+pub fn partition_on(disks: &[DiskFacts], disk: &str, guid: &str) -> anyhow::Result<String> {
+    let facts = disks.iter().find(|d| d.name == disk).with_context(|| format!("the install medium {disk} is gone; plug it back in and restart the installer"))?;
+    let wanted = guid.to_ascii_lowercase();
+    match partition_number_with_guid(disk, facts.known_block_size()?, &wanted)? {
+        Some(n) => {
+            let sep = if disk.ends_with(|c: char| c.is_ascii_digit()) { "p" } else { "" };
+            Ok(format!("/dev/{disk}{sep}{n}"))
+        }
+        None => bail!(
+            "the install medium {disk} has no partition {wanted} (the bundle of packages the ISO lacks); \
+             write the whole image that imgforge built to the stick, not only its first partitions"
+        ),
     }
 }
 

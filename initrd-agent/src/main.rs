@@ -6,7 +6,9 @@
 //! report each step as an event on the console. Any failure is reported
 //! with its error chain and the log tail before the plan's failure action.
 
+mod apt;
 mod bootdev;
+mod bundle;
 mod checks;
 mod copy;
 mod disks;
@@ -262,7 +264,7 @@ fn install(plan: &Plan, reporter: &mut Reporter) -> Result<(), StepFailure> {
     enter_step(hooks, steps::FILESYSTEMS);
     let started = reporter.event(steps::FILESYSTEMS, State::Started);
     reporter.emit(started);
-    target::make_filesystems(plan, &target.name).in_step(steps::FILESYSTEMS)?;
+    target::make_filesystems(plan, target, &layout).in_step(steps::FILESYSTEMS)?;
     let done = reporter.event(steps::FILESYSTEMS, State::Done);
     reporter.emit(done);
 
@@ -292,12 +294,25 @@ fn install(plan: &Plan, reporter: &mut Reporter) -> Result<(), StepFailure> {
     reporter.emit(ev);
 
     enter_step(hooks, steps::PACKAGES);
+    // The bundle sits next to the payload on the medium the ISO was read from.
+    let bundle_device = match &plan.payload.bundle {
+        Some(bundle) => {
+            let disk = payload.payload_disk().context("the install medium is unknown").in_step(steps::PACKAGES)?;
+            Some(disks::partition_on(&all, disk, &bundle.partition_guid).in_step(steps::PACKAGES)?)
+        }
+        None => None,
+    };
     target::enter_target(&target.name).in_step(steps::PACKAGES)?;
-    let started = reporter.event(steps::PACKAGES, State::Started);
+    let mut started = reporter.event(steps::PACKAGES, State::Started);
+    started.message = Some(match &bundle_device {
+        Some(dev) => format!("installing {} packages from the ISO's pool and the bundle {dev}", plan.resolved.len()),
+        None => format!("installing {} packages from the ISO's pool", plan.resolved.len()),
+    });
     reporter.emit(started);
-    let installed = target::install_packages(plan).in_step(steps::PACKAGES)?;
+    let outcome = target::install_packages(plan, bundle_device.as_deref()).in_step(steps::PACKAGES)?;
     let mut ev = reporter.event(steps::PACKAGES, State::Done);
-    ev.data = Some(json!({ "installed": installed }));
+    ev.message = Some(format!("{} packages installed", outcome.installed.len()));
+    ev.data = Some(json!({ "installed": outcome.installed, "bundle_device": bundle_device, "bundle_files": outcome.bundle_files, "bundle_bytes": outcome.bundle_bytes }));
     reporter.emit(ev);
 
     enter_step(hooks, steps::CONFIGURE);
@@ -311,9 +326,10 @@ fn install(plan: &Plan, reporter: &mut Reporter) -> Result<(), StepFailure> {
     enter_step(hooks, steps::BOOTLOADER);
     let started = reporter.event(steps::BOOTLOADER, State::Started);
     reporter.emit(started);
-    target::install_bootloader().in_step(steps::BOOTLOADER)?;
+    let how = target::install_bootloader().in_step(steps::BOOTLOADER)?;
     target::leave_target().in_step(steps::BOOTLOADER)?;
-    let done = reporter.event(steps::BOOTLOADER, State::Done);
+    let mut done = reporter.event(steps::BOOTLOADER, State::Done);
+    done.message = Some(how);
     reporter.emit(done);
     Ok(())
 }

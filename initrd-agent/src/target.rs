@@ -1,6 +1,7 @@
 //! Installs the system onto the partitioned target: filesystems, the root
-//! tree from the ISO's squashfs layers, packages from the ISO's pool, the
-//! rendered configuration, users, the boot loader and the first-boot unit.
+//! tree from the ISO's squashfs layers, packages from the ISO's pool and
+//! the offline bundle, the rendered configuration, users, the boot loader
+//! and the first-boot unit.
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -12,8 +13,10 @@ use imgforge_fileplan::Owners;
 use imgforge_plan::{FileKind, FilePlan, Plan, UserPlan};
 use rustix::mount::{mount, mount_bind, unmount, MountFlags, UnmountFlags};
 
-use crate::checks;
+use crate::disks::DiskFacts;
 use crate::events::log;
+use crate::partition::PlannedPartition;
+use crate::{apt, bundle, checks};
 
 pub const ISO_MOUNT: &str = "/run/imgforge/iso";
 pub const SOURCE_ROOT: &str = "/run/imgforge/source";
@@ -113,6 +116,11 @@ fn check_profile_against_source(plan: &Plan) -> Result<()> {
 
 /// Runs a program inside `root` (chroot), logging its output; fails with the tail of it.
 pub fn run_in(root: &str, args: &[&str], what: &str) -> Result<()> {
+    run_in_capturing(root, args, what).map(|_| ())
+}
+
+/// [`run_in`], returning the lines the program printed on its standard output.
+pub fn run_in_capturing(root: &str, args: &[&str], what: &str) -> Result<Vec<String>> {
     let started = Instant::now();
     let root_owned = root.to_owned();
     let mut cmd = Command::new(args[0]);
@@ -134,14 +142,19 @@ pub fn run_in(root: &str, args: &[&str], what: &str) -> Result<()> {
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().with_context(|| format!("{what}: starting {}", args.join(" ")))?;
     // Stream the output into the log as it comes, so a long step shows life.
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    // Each line comes tagged with whether it was standard output.
+    let (tx, rx) = std::sync::mpsc::channel::<(bool, String)>();
     let mut readers = Vec::new();
-    for stream in [child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>), child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>)].into_iter().flatten() {
+    let streams = [
+        child.stdout.take().map(|s| (true, Box::new(s) as Box<dyn std::io::Read + Send>)),
+        child.stderr.take().map(|s| (false, Box::new(s) as Box<dyn std::io::Read + Send>)),
+    ];
+    for (is_stdout, stream) in streams.into_iter().flatten() {
         let tx = tx.clone();
         readers.push(std::thread::spawn(move || {
             use std::io::BufRead;
             for line in std::io::BufReader::new(stream).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
+                if tx.send((is_stdout, line)).is_err() {
                     break;
                 }
             }
@@ -149,8 +162,12 @@ pub fn run_in(root: &str, args: &[&str], what: &str) -> Result<()> {
     }
     drop(tx);
     let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
-    for line in rx {
+    let mut stdout = Vec::new();
+    for (is_stdout, line) in rx {
         log(format!("  | {line}"));
+        if is_stdout {
+            stdout.push(line.clone());
+        }
         if tail.len() == 15 {
             tail.pop_front();
         }
@@ -165,27 +182,50 @@ pub fn run_in(root: &str, args: &[&str], what: &str) -> Result<()> {
         let tail: Vec<String> = tail.into_iter().collect();
         bail!("{what}: `{}` failed ({status}): {}", args.join(" "), tail.join(" / "));
     }
-    Ok(())
+    Ok(stdout)
 }
 
-/// Makes the filesystems with the ids the rendered fstab expects, using
-/// the installed system's own mkfs tools.
-pub fn make_filesystems(plan: &Plan, disk: &str) -> Result<()> {
+/// Makes the filesystems with the ids the rendered fstab expects: the
+/// ESP (partition 1) is formatted here, as the installed system's minimal
+/// layer may lack dosfstools; the root (partition 2) with the installed
+/// system's own mkfs.ext4 (e2fsprogs is always there).
+pub fn make_filesystems(plan: &Plan, disk: &DiskFacts, layout: &[PlannedPartition]) -> Result<()> {
     let ids = plan.filesystems.as_ref().context("the plan has no filesystem ids; rebuild the image")?;
+    let (esp, root) = (partition_device(&disk.name, 1), partition_device(&disk.name, 2));
+    let esp_part = layout.iter().find(|p| p.number == 1).context("the partition layout has no partition 1 for the ESP")?;
+    wait_for(&esp)?;
+    wait_for(&root)?;
+    format_esp(&esp, esp_part, disk.known_block_size()?, &ids.esp_volume_id)?;
     for (src, dst) in [("/dev", "dev"), ("/proc", "proc"), ("/sys", "sys")] {
         let at = format!("{SOURCE_ROOT}/{dst}");
         mount_bind(src, &at).with_context(|| format!("binding {src} into the source tree"))?;
     }
-    let (esp, root) = (partition_device(disk, 1), partition_device(disk, 2));
-    wait_for(&esp)?;
-    wait_for(&root)?;
-    run_in(SOURCE_ROOT, &["mkfs.vfat", "-F", "32", "-n", "ESP", "-i", &ids.esp_volume_id, &esp], "formatting the ESP")?;
     run_in(SOURCE_ROOT, &["mkfs.ext4", "-q", "-F", "-L", "root", "-U", &ids.root_uuid, &root], "formatting the root filesystem")?;
     for dst in ["sys", "proc", "dev"] {
         let _ = unmount(format!("{SOURCE_ROOT}/{dst}").as_str(), UnmountFlags::DETACH);
     }
     mkdir(TARGET)?;
     mount(root.as_str(), TARGET, "ext4", MountFlags::empty(), None).with_context(|| format!("mounting {root} on {TARGET}"))?;
+    Ok(())
+}
+
+/// The ESP's FAT volume id from the plan: 8 hex digits.
+fn esp_volume_id(text: &str) -> Result<u32> {
+    if text.len() != 8 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!("the plan's ESP volume id {text:?} is not 8 hex digits; rebuild the image with imgforge");
+    }
+    u32::from_str_radix(text, 16).with_context(|| format!("the plan's ESP volume id {text:?}"))
+}
+
+fn format_esp(device: &str, part: &PlannedPartition, sector: u64, volume_id: &str) -> Result<()> {
+    let volume_id = esp_volume_id(volume_id)?;
+    let bytes = (part.last_lba + 1 - part.first_lba) * sector;
+    let hidden_sectors = u32::try_from(part.first_lba).with_context(|| format!("the ESP starts at sector {}, beyond what FAT can record; the ESP must start in the first 2 TiB of the disk", part.first_lba))?;
+    let mut dev = std::fs::OpenOptions::new().write(true).open(device).with_context(|| format!("opening the ESP {device}"))?;
+    let opts = imgforge_fat::Fat32Options { hidden_sectors, ..imgforge_fat::Fat32Options::default() };
+    imgforge_fat::format_fat32(&mut dev, bytes, sector, "ESP", volume_id, &opts).with_context(|| format!("formatting the ESP {device} as FAT32"))?;
+    dev.sync_all().with_context(|| format!("flushing the ESP {device}"))?;
+    log(format!("ESP {device}: FAT32, {bytes} bytes, volume id {volume_id:08X}, label ESP"));
     Ok(())
 }
 
@@ -245,57 +285,109 @@ pub fn write_file(path: &str, content: &str, mode: u32) -> Result<()> {
     Ok(())
 }
 
-/// Installs packages from the ISO's pool only, verified with the plan's archive keys.
-pub fn install_packages(plan: &Plan) -> Result<Vec<String>> {
-    let keys = plan.archive_keys.as_deref().context("the plan carries no archive keys; rebuild the image")?;
+/// What the packages step did, for its event.
+#[derive(Debug, Clone)]
+pub struct PackagesOutcome {
+    /// `name=version` of every package apt installed, as the build resolved them.
+    pub installed: Vec<String>,
+    /// Files and bytes unpacked from the bundle partition, when there is one.
+    pub bundle_files: Option<usize>,
+    pub bundle_bytes: Option<u64>,
+}
+
+/// Installs the plan's packages from the ISO's pool and the bundle (read
+/// from `bundle_device`), after checking the bundle and that apt here
+/// resolves what the build resolved. Nothing is installed unless every
+/// check passes; the bundle and the source list are removed after.
+pub fn install_packages(plan: &Plan, bundle_device: Option<&str>) -> Result<PackagesOutcome> {
     let release = plan.payload.pool_release.as_ref().context("the plan carries no digest of the ISO's package index; rebuild the image with this version of imgforge")?;
     // Checked again right before apt reads it: the medium stayed in the machine all along.
     let suite = verify_pool_release(release)?;
-    write_file(&format!("{TARGET}/etc/apt/keyrings/imgforge-iso.asc"), keys, 0o644)?;
-    let list = format!("deb [signed-by=/etc/apt/keyrings/imgforge-iso.asc] file:/cdrom {suite} main\n");
-    write_file(&format!("{TARGET}/etc/apt/sources.list.d/imgforge-cdrom.list"), &list, 0o644)?;
-    let only_cdrom = ["-o", "Dir::Etc::SourceList=/etc/apt/sources.list.d/imgforge-cdrom.list", "-o", "Dir::Etc::SourceParts=/nonexistent"];
-    let mut update = vec!["apt-get", "update"];
-    update.extend(only_cdrom);
-    run_in(TARGET, &update, "reading the ISO's package lists")?;
-    let kernel = if run_in(TARGET, &["apt-cache", "show", "--", "linux-generic"], "looking for linux-generic").is_ok() { "linux-generic" } else { "linux-image-amd64" };
-    let mut wanted: Vec<String> = plan.packages.clone();
-    for p in [kernel, "grub-efi-amd64", "grub-efi-amd64-signed", "shim-signed"] {
-        wanted.push(p.to_owned());
+    let release_path = Path::new(ISO_MOUNT).join(checks::iso_relative_path(&release.path)?);
+    let release_text = std::fs::read_to_string(&release_path).with_context(|| format!("reading {}", release_path.display()))?;
+    let components = apt::pool_components(&release_text).with_context(|| format!("reading the components of {}", release.path))?;
+    let pool_keys = plan.pool_keys.as_deref().context("the plan carries no keys for the ISO's package pool; rebuild the image with this version of imgforge")?;
+    let bundle = plan.payload.bundle.as_ref();
+    let list = apt::source_list(&suite, &components, bundle)?;
+    let result = install_from_sources(plan, bundle_device, pool_keys, &list);
+    // The installed system keeps only its own sources (and the archive keys they name).
+    let _ = std::fs::remove_file(format!("{TARGET}{}", apt::SOURCE_LIST));
+    match std::fs::remove_dir_all(format!("{TARGET}{}", apt::BUNDLE_DIR)) {
+        Ok(()) => log(format!("removed the unpacked bundle {}", apt::BUNDLE_DIR)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => log(format!("removing {TARGET}{}: {e}", apt::BUNDLE_DIR)),
     }
-    if plan.users.iter().any(|u| u.sudo) {
-        wanted.push("sudo".into());
-    }
-    wanted.sort();
-    wanted.dedup();
-    // Name a missing package before apt does, so the failure says which one.
-    for p in &wanted {
-        let mut probe = vec!["apt-get", "install", "--simulate", "--no-install-recommends"];
-        probe.extend(only_cdrom);
-        // `--` ends the options: a package name can never become one.
-        probe.extend(["--", p.as_str()]);
-        if run_in(TARGET, &probe, &format!("looking for package {p}")).is_err() {
-            bail!("package {p:?} cannot be installed from the ISO's package pool (suite {suite}): it is missing there or its dependencies are; remove it from [packages] install or use an ISO that has it");
-        }
-    }
-    // Every package trigger would rebuild the initramfs (minutes each on
-    // slow machines); build it once after all packages are in.
-    run_in(TARGET, &["dpkg-divert", "--local", "--rename", "--add", UPDATE_INITRAMFS], "deferring initramfs builds")?;
-    write_file(&format!("{TARGET}{UPDATE_INITRAMFS}"), "#!/bin/sh\n# imgforge: deferred until all packages are installed\nexit 0\n", 0o755)?;
-    let mut install = vec!["apt-get", "install", "-y", "--no-install-recommends", "-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold"];
-    install.extend(only_cdrom);
-    install.push("--");
-    install.extend(wanted.iter().map(String::as_str));
-    let installed = run_in(TARGET, &install, "installing packages");
-    let _ = std::fs::remove_file(format!("{TARGET}{UPDATE_INITRAMFS}"));
-    run_in(TARGET, &["dpkg-divert", "--local", "--rename", "--remove", UPDATE_INITRAMFS], "restoring update-initramfs")?;
-    installed?;
+    let mut outcome = result?;
     // The profile's initramfs settings must be in place before it is built.
     for f in plan.files.iter().filter(|f| f.path.starts_with("/etc/initramfs-tools/")) {
         write_plan_file(f)?;
     }
     run_in(TARGET, &["update-initramfs", "-c", "-k", "all"], "building the initramfs")?;
-    Ok(wanted)
+    outcome.installed = plan.resolved.iter().map(|p| format!("{}={}", p.name, p.version)).collect();
+    Ok(outcome)
+}
+
+fn install_from_sources(plan: &Plan, bundle_device: Option<&str>, pool_keys: &str, list: &str) -> Result<PackagesOutcome> {
+    let mut outcome = PackagesOutcome { installed: Vec::new(), bundle_files: None, bundle_bytes: None };
+    if let Some(bundle) = &plan.payload.bundle {
+        let device = bundle_device.context("the plan has a bundle but its partition was not found")?;
+        let started = Instant::now();
+        let source = std::fs::File::open(device).with_context(|| format!("opening the bundle partition {device}"))?;
+        let rel = apt::BUNDLE_DIR.trim_start_matches('/');
+        let unpacked = bundle::unpack(std::io::BufReader::with_capacity(1 << 20, source), bundle, Path::new(TARGET), rel)
+            .with_context(|| format!("checking the bundle partition {device} against the plan"))?;
+        if let Err(e) = bundle::check_chain(bundle, &Path::new(TARGET).join(rel)) {
+            return Err(e).context("checking the bundle's package indices against its InRelease files");
+        }
+        log(format!(
+            "bundle {device}: {} files, {} bytes verified and unpacked to {} in {:.1} s",
+            unpacked.files,
+            unpacked.bytes,
+            apt::BUNDLE_DIR,
+            started.elapsed().as_secs_f64()
+        ));
+        let keys = plan.archive_keys.as_deref().context("the plan has a bundle but no archive keys to check it with; rebuild the image")?;
+        write_file(&format!("{TARGET}{}", apt::ARCHIVE_KEYRING), keys, 0o644)?;
+        outcome.bundle_files = Some(unpacked.files);
+        outcome.bundle_bytes = Some(unpacked.bytes);
+    } else if let Some(keys) = plan.archive_keys.as_deref() {
+        // The installed system's rendered sources name this keyring.
+        write_file(&format!("{TARGET}{}", apt::ARCHIVE_KEYRING), keys, 0o644)?;
+    }
+    write_file(&format!("{TARGET}{}", apt::POOL_KEYRING), pool_keys, 0o644)?;
+    write_file(&format!("{TARGET}{}", apt::SOURCE_LIST), list, 0o644)?;
+    for line in list.lines() {
+        log(format!("apt source: {line}"));
+    }
+    let mut update: Vec<String> = vec!["apt-get".into(), "update".into()];
+    update.extend(apt::only_our_sources());
+    run_in(TARGET, &strs(&update), "reading the package lists of the ISO's pool and the bundle")?;
+
+    let simulation = run_in_capturing(TARGET, &strs(&apt::install_command(plan, true)), "simulating the package installation")?;
+    let would = apt::simulated_installs(&simulation)?;
+    let differences = apt::disagreements(&would, &plan.resolved);
+    if !differences.is_empty() {
+        bail!(
+            "apt on this machine would not install what the build resolved, so nothing was installed:\n  {}\n\
+             The install medium does not match the image's plan: rebuild the image and write it to the stick again",
+            differences.join("\n  ")
+        );
+    }
+    log(format!("apt agrees with the build: {} packages to install", would.len()));
+
+    // Every package trigger would rebuild the initramfs (minutes each on
+    // slow machines); build it once after all packages are in.
+    run_in(TARGET, &["dpkg-divert", "--local", "--rename", "--add", UPDATE_INITRAMFS], "deferring initramfs builds")?;
+    write_file(&format!("{TARGET}{UPDATE_INITRAMFS}"), "#!/bin/sh\n# imgforge: deferred until all packages are installed\nexit 0\n", 0o755)?;
+    let installed = run_in(TARGET, &strs(&apt::install_command(plan, false)), "installing packages");
+    let _ = std::fs::remove_file(format!("{TARGET}{UPDATE_INITRAMFS}"));
+    run_in(TARGET, &["dpkg-divert", "--local", "--rename", "--remove", UPDATE_INITRAMFS], "restoring update-initramfs")?;
+    installed?;
+    Ok(outcome)
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
 }
 
 /// Host identity, users, rendered files, the locale.
@@ -379,17 +471,29 @@ fn write_plan_file(f: &FilePlan) -> Result<()> {
     Ok(())
 }
 
-pub fn install_bootloader() -> Result<()> {
+/// Installs grub; returns what it did. grub-install makes the firmware's
+/// boot entry itself (through efibootmgr, with efivarfs mounted) and also
+/// writes the removable path EFI/BOOT, for firmware that forgets its
+/// entries; without EFI variables only the removable path is written.
+pub fn install_bootloader() -> Result<String> {
     let common = ["grub-install", "--target=x86_64-efi", "--efi-directory=/boot/efi", "--bootloader-id=ubuntu", "--uefi-secure-boot"];
-    // The NVRAM entry may fail (no efivarfs); the removable path works on any firmware.
+    let efivars = Path::new(TARGET).join("sys/firmware/efi/efivars");
+    let has_efivars = std::fs::read_dir(&efivars).is_ok_and(|mut d| d.next().is_some());
     let mut nvram: Vec<&str> = common.to_vec();
     nvram.push("--force-extra-removable");
-    if run_in(TARGET, &nvram, "installing the boot loader").is_err() {
-        let mut removable: Vec<&str> = common.to_vec();
-        removable.extend(["--removable", "--no-nvram"]);
-        run_in(TARGET, &removable, "installing the boot loader on the removable path")?;
-    }
-    run_in(TARGET, &["update-grub"], "writing grub.cfg")
+    let outcome = match run_in(TARGET, &nvram, "installing the boot loader with a firmware boot entry") {
+        Ok(()) => "grub-install made the firmware boot entry \"ubuntu\" and wrote the removable path EFI/BOOT".to_owned(),
+        Err(e) => {
+            log(format!("no firmware boot entry (EFI variables {}): {e:#}", if has_efivars { "present" } else { "absent" }));
+            let mut removable: Vec<&str> = common.to_vec();
+            removable.extend(["--removable", "--no-nvram"]);
+            run_in(TARGET, &removable, "installing the boot loader on the removable path")?;
+            format!("grub-install wrote the removable path EFI/BOOT only: the firmware boot entry could not be made (EFI variables {})", if has_efivars { "present" } else { "absent" })
+        }
+    };
+    log(outcome.clone());
+    run_in(TARGET, &["update-grub"], "writing grub.cfg")?;
+    Ok(outcome)
 }
 
 const FIRSTBOOT_UNIT: &str = "[Unit]
