@@ -359,7 +359,9 @@ fn install_from_sources(plan: &Plan, bundle_device: Option<&str>, pool_keys: &st
     for line in list.lines() {
         log(format!("apt source: {line}"));
     }
-    let mut update: Vec<String> = vec!["apt-get".into(), "update".into()];
+    // The archive's InRelease offers indices by hash; the bundle keeps them
+    // under their plain names only, so apt is not sent to look for them.
+    let mut update: Vec<String> = ["apt-get", "update", "-o", "Acquire::By-Hash=no"].map(str::to_owned).into();
     update.extend(apt::only_our_sources());
     run_in(TARGET, &strs(&update), "reading the package lists of the ISO's pool and the bundle")?;
 
