@@ -334,10 +334,7 @@ pub fn partition_on(disks: &[DiskFacts], disk: &str, guid: &str) -> anyhow::Resu
     let facts = disks.iter().find(|d| d.name == disk).with_context(|| format!("the install medium {disk} is gone; plug it back in and restart the installer"))?;
     let wanted = guid.to_ascii_lowercase();
     match partition_number_with_guid(disk, facts.known_block_size()?, &wanted)? {
-        Some(n) => {
-            let sep = if disk.ends_with(|c: char| c.is_ascii_digit()) { "p" } else { "" };
-            Ok(format!("/dev/{disk}{sep}{n}"))
-        }
+        Some(n) => Ok(crate::target::partition_device(disk, n)),
         None => bail!(
             "the install medium {disk} has no partition {wanted} (the bundle of packages the ISO lacks); \
              write the whole image that imgforge built to the stick, not only its first partitions"
