@@ -33,6 +33,8 @@ const TIMED_UNITS: [&str; 7] = [
     "cloud-init.service",
     FIRSTBOOT_UNIT,
 ];
+/// How many of the slowest units the report lists.
+const SLOWEST_UNITS: usize = 10;
 /// The cloud-init drop-in the builder renders for every profile.
 const CLOUD_INIT_CFG: &str = "/etc/cloud/cloud.cfg.d/99-imgforge.cfg";
 /// What that drop-in must say.
@@ -116,8 +118,10 @@ pub struct BootFacts {
     /// Seconds since the kernel started at which each unit became active
     /// (units that never did are left out).
     pub active_at_seconds: BTreeMap<String, f64>,
-    /// `systemd-analyze critical-chain imgforge-firstboot.service`.
-    pub critical_chain: String,
+    /// The units that took longest to start so far, slowest first
+    /// (`systemd-analyze blame`; its `critical-chain` and `time` answer
+    /// only once the boot has finished, and this check is part of the boot).
+    pub slowest_units: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -344,6 +348,11 @@ pub fn parse_active_enter(text: &str) -> BTreeMap<String, f64> {
     out
 }
 
+/// The first lines of `systemd-analyze blame` (`<time> <unit>`, slowest first).
+pub fn slowest_units(blame: &str) -> Vec<String> {
+    blame.lines().map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")).filter(|l| !l.is_empty()).take(SLOWEST_UNITS).collect()
+}
+
 /// Seconds since boot: the first field of /proc/uptime.
 pub fn parse_uptime(text: &str) -> Option<f64> {
     text.split_whitespace().next()?.parse().ok()
@@ -428,15 +437,10 @@ pub fn gather(expect: &Expectations) -> Facts {
 fn boot_facts() -> BootFacts {
     let mut show = vec!["show", "-p", "Id", "-p", "ActiveEnterTimestampMonotonic"];
     show.extend(TIMED_UNITS);
-    let chain = Command::new("systemd-analyze").args(["critical-chain", "--no-pager", FIRSTBOOT_UNIT]).output();
     BootFacts {
         uptime_seconds: std::fs::read_to_string("/proc/uptime").ok().and_then(|t| parse_uptime(&t)),
         active_at_seconds: parse_active_enter(&output("systemctl", &show)),
-        critical_chain: match chain {
-            Ok(o) if !o.stdout.is_empty() => String::from_utf8_lossy(&o.stdout).into_owned(),
-            Ok(o) => format!("(no output: {})", String::from_utf8_lossy(&o.stderr).trim()),
-            Err(e) => format!("(systemd-analyze: {e})"),
-        },
+        slowest_units: slowest_units(&output("systemd-analyze", &["blame", "--no-pager"])),
     }
 }
 
@@ -997,7 +1001,11 @@ mod tests {
         assert_eq!(parse_active_enter(show), BTreeMap::from([("libvirtd.service".into(), 15.0), ("network-online.target".into(), 17.234)]));
         assert_eq!(parse_uptime("141.27 260.11\n"), Some(141.27));
         assert_eq!(parse_uptime(""), None);
-        let f = Facts { boot: BootFacts { uptime_seconds: Some(141.27), critical_chain: "imgforge-firstboot.service @2min 1.5s\n".into(), ..BootFacts::default() }, ..Facts::default() };
+        let blame = "2min 1.212s systemd-networkd-wait-online.service\n     3.1s networking.service\n\n".to_owned() + &"  10ms x.service\n".repeat(20);
+        let slowest = slowest_units(&blame);
+        assert_eq!(slowest.len(), 10);
+        assert_eq!(slowest[..2], ["2min 1.212s systemd-networkd-wait-online.service", "3.1s networking.service"]);
+        let f = Facts { boot: BootFacts { uptime_seconds: Some(141.27), slowest_units: slowest, ..BootFacts::default() }, ..Facts::default() };
         // Informational: the facts travel in the event, they are never a difference.
         assert_eq!(differences(&Expectations::default(), &f), Vec::<String>::new());
         assert_eq!(report_data(&Expectations::default(), &f)["boot"]["uptime_seconds"], json!(141.27));
