@@ -1,13 +1,18 @@
 //! Profile -> Plan. Pure: the same profile and ISO give the same plan.
 
 use imgforge_plan::{
-    part_type, DiskPlan, DiskRules, Filesystem, ExpectedBridge, ExpectedDir, ExpectedPort, ExpectedUser, Expectations, FilesystemPlan, PartitionPlan, Payload, Plan, ReportPlan, SystemPlan, UserPlan,
+    part_type, CloudInitExpectation, DiskPlan, DiskRules, Filesystem, ExpectedBridge, ExpectedDir, ExpectedPort, ExpectedUser, Expectations, FilesystemPlan, PartitionPlan, Payload, Plan, ReportPlan, SystemPlan, UserPlan,
     PLAN_VERSION,
 };
 use uuid::Uuid;
 
 use crate::profile::{Layout, LoadedProfile};
 use crate::render;
+
+/// The firmware boot entry's label: the installer runs `grub-install
+/// --bootloader-id=ubuntu`, as Ubuntu's installer does, and efibootmgr
+/// names the entry after it.
+pub const NVRAM_ENTRY: &str = "ubuntu";
 
 /// Size of the EFI system partition on the installed disk.
 pub const TARGET_ESP_BYTES: u64 = 512 << 20;
@@ -106,7 +111,8 @@ pub fn compile(loaded: &LoadedProfile, iso: &IsoFacts, guids: &MediaGuids) -> Pl
 
 /// What the first boot checks: the bridges, addresses, pools (and their
 /// directories' mode, owner and group) and networks the profile asks for,
-/// the kernel arguments, the locale and the users with their groups and keys.
+/// the kernel arguments, the locale, the users with their groups and keys,
+/// the masked units, what cloud-init may do and the firmware boot entry.
 fn expectations(p: &crate::profile::Profile) -> Expectations {
     let bridges = p
         .network
@@ -164,9 +170,9 @@ fn expectations(p: &crate::profile::Profile) -> Expectations {
                 keys: u.ssh_authorized_keys.len(),
             })
             .collect(),
-        masked_units: Vec::new(),
-        cloud_init: None,
-        nvram_entry: None,
+        masked_units: render::masked_units(p),
+        cloud_init: Some(if p.system.cloud_init { CloudInitExpectation::NoNetwork } else { CloudInitExpectation::Disabled }),
+        nvram_entry: Some(NVRAM_ENTRY.into()),
     }
 }
 
@@ -244,6 +250,29 @@ mod tests {
         assert_eq!((d.mode.as_str(), d.owner.as_deref(), d.group.as_deref()), ("0755", Some("avatar"), Some("libvirt")));
         let dir = plan.files.iter().find(|f| f.path == "/home/avatar/vm-images").expect("the pool directory is in the plan");
         assert_eq!((dir.mode.as_str(), dir.owner.as_deref(), dir.group.as_deref()), ("0755", Some("avatar"), Some("libvirt")));
+    }
+
+    #[test]
+    fn first_boot_expects_masked_networkd_quiet_cloud_init_and_the_boot_entry() {
+        let plan = compile(&reference(), &iso(), &media_guids("hypervisor", &iso()));
+        assert_eq!(plan.expect.masked_units, ["systemd-networkd-wait-online.service", "systemd-networkd.service", "systemd-networkd.socket"]);
+        for unit in &plan.expect.masked_units {
+            let path = format!("/etc/systemd/system/{unit}");
+            let f = plan.files.iter().find(|f| f.path == path).unwrap_or_else(|| panic!("{path} is not in the plan"));
+            assert_eq!(f.kind, imgforge_plan::FileKind::Symlink { target: "/dev/null".into() }, "{path}");
+        }
+        assert_eq!(plan.expect.cloud_init, Some(CloudInitExpectation::NoNetwork));
+        assert_eq!(plan.expect.nvram_entry.as_deref(), Some("ubuntu"));
+
+        let mut loaded = reference();
+        loaded.profile.system.cloud_init = false;
+        loaded.profile.network.renderer = crate::profile::Renderer::Netplan;
+        let plan = compile(&loaded, &iso(), &media_guids("hypervisor", &iso()));
+        assert_eq!(plan.expect.cloud_init, Some(CloudInitExpectation::Disabled));
+        assert!(plan.expect.masked_units.is_empty(), "netplan's networkd backend needs networkd");
+        assert!(!plan.files.iter().any(|f| f.path.starts_with("/etc/systemd/system/systemd-networkd")));
+        let json = plan.to_json();
+        assert!(json.contains("\"cloud_init\": \"disabled\"") && !json.contains("masked_units"), "{json}");
     }
 
     #[test]

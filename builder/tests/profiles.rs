@@ -53,6 +53,12 @@ const CASES: &[Case] = &[
     Case { name: "ssh key that does not parse", edit: &[("AAAAC3NzaC1lZDI1NTE5", "AAAAB3NzaC1yc2EAAAA")], anchor: ("\"ssh-ed25519 AAAAB3", 0), message: "not an OpenSSH public key" },
     Case { name: "bad host name", edit: &[("hostname = \"hv01\"", "hostname = \"hv_01\"")], anchor: ("\"hv_01\"", 0), message: "\"hv_01\" is not a valid host name" },
     Case { name: "VLAN out of range", edit: &[("trunks = [31, 32]", "trunks = [31, 5000]")], anchor: ("5000]", 0), message: "VLAN 5000 is out of range" },
+    Case {
+        name: "cloud_init that is not a bool",
+        edit: &[("initramfs = \"targeted\"", "initramfs = \"targeted\"\ncloud_init = \"no\"")],
+        anchor: ("\"no\"", 0),
+        message: "invalid type: string \"no\", expected a boolean",
+    },
     Case { name: "bad enum value", edit: &[("select = \"smallest\"", "select = \"biggest\"")], anchor: ("\"biggest\"", 0), message: "unknown variant `biggest`" },
     // The grammar of each consumer (file names, paths, command lines, configuration files).
     Case { name: "pool name with a path", edit: &[(r#"name = "isos""#, r#"name = "../../x/victim/config""#)], anchor: (r#""../../x"#, 0), message: "is not a usable libvirt pool name" },
@@ -435,6 +441,7 @@ const MUTATIONS: &[(&str, Base, &[(&str, &str)])] = &[
     ("system.locale", Base::Maximal, &[("system.locale", r#""de_DE.UTF-8""#)]),
     ("system.kernel_args", Base::Maximal, &[("system.kernel_args", r#"["quiet"]"#)]),
     ("system.initramfs", Base::Maximal, &[("system.initramfs", r#""generic""#)]),
+    ("system.cloud_init", Base::Maximal, &[("system.cloud_init", "false")]),
     ("users[].name", Base::Maximal, &[("users[0].name", r#""ops""#)]),
     ("users[].groups", Base::Maximal, &[("users[0].groups", r#"["sudo"]"#)]),
     (

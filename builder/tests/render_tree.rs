@@ -171,3 +171,50 @@ fn render_does_not_write_through_a_link_at_a_final_or_temporary_name() {
     );
     assert_eq!(tree(&victim), before);
 }
+
+/// `imgforge render` of the reference profile, with `cloud_init` set when given.
+fn render_with_cloud_init(dir: &Path, cloud_init: Option<bool>) -> BTreeMap<String, String> {
+    let mut text = std::fs::read_to_string(REFERENCE).expect("reading the reference profile");
+    if let Some(on) = cloud_init {
+        text = text.replacen("[system]\n", &format!("[system]\ncloud_init = {on}\n"), 1);
+    }
+    let name = format!(
+        "cloud-{}",
+        cloud_init.map_or("default".into(), |on| on.to_string())
+    );
+    let profile = dir.join(format!("{name}.toml"));
+    std::fs::write(&profile, text).expect("writing the edited profile");
+    let out = dir.join(name);
+    let run = Command::new(env!("CARGO_BIN_EXE_imgforge"))
+        .arg("render")
+        .arg(&profile)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("running imgforge render");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    tree(&out)
+}
+
+#[test]
+fn cloud_init_false_adds_its_off_switch_to_the_rendered_tree() {
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let default = render_with_cloud_init(tmp.path(), None);
+    assert_eq!(render_with_cloud_init(tmp.path(), Some(true)), default);
+    let off = render_with_cloud_init(tmp.path(), Some(false));
+    let added: Vec<&String> = off.keys().filter(|k| !default.contains_key(*k)).collect();
+    assert_eq!(added, ["etc/cloud/cloud-init.disabled"]);
+    assert!(off["etc/cloud/cloud-init.disabled"].starts_with("file 100644 "));
+    assert!(
+        off["etc/cloud/cloud.cfg.d/99-imgforge.cfg"].contains("\nnetwork: {config: disabled}\n"),
+        "{off:?}"
+    );
+    assert_eq!(
+        default["etc/systemd/system/systemd-networkd-wait-online.service"],
+        "link /dev/null"
+    );
+}

@@ -1,21 +1,48 @@
 //! The first boot of the installed system: gather what the system really
 //! looks like (OVS, addresses, routes, libvirt, kernel command line, locale,
-//! the pools' directories, the users' groups and keys) and
-//! report one `firstboot` event: done with the facts, or failed with every
-//! difference from the plan.
+//! the pools' directories, the users' groups and keys, the masked units,
+//! cloud-init, the firmware's boot entries) and report one `firstboot`
+//! event: done with the facts, or failed with every difference from the
+//! plan. The event's data also names each check with what it saw, and
+//! what the boot waited for before the check could start.
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use imgforge_plan::{steps, Event, Expectations, Plan, State, PLAN_PATH};
+use imgforge_plan::{steps, CloudInitExpectation, Event, Expectations, Plan, State, PLAN_PATH};
 use serde::Serialize;
 use serde_json::json;
+
+use crate::bootdev;
 
 /// Services may still be settling when the unit starts.
 const SETTLE: Duration = Duration::from_secs(120);
 const DONE_PATH: &str = "/etc/imgforge/plan.done.json";
+/// The unit that runs this check (installed by the installer).
+const FIRSTBOOT_UNIT: &str = "imgforge-firstboot.service";
+/// Units whose activation times show what the boot waited for.
+const TIMED_UNITS: [&str; 7] = [
+    "network-online.target",
+    "networking.service",
+    "systemd-networkd-wait-online.service",
+    "openvswitch-switch.service",
+    "libvirtd.service",
+    "cloud-init.service",
+    FIRSTBOOT_UNIT,
+];
+/// How many of the slowest units the report lists.
+const SLOWEST_UNITS: usize = 10;
+/// The cloud-init drop-in the builder renders for every profile.
+const CLOUD_INIT_CFG: &str = "/etc/cloud/cloud.cfg.d/99-imgforge.cfg";
+/// What that drop-in must say.
+const CLOUD_INIT_NO_NETWORK: &str = "network: {config: disabled}";
+/// cloud-init's off switch, rendered for `system.cloud_init = false`.
+const CLOUD_INIT_DISABLED: &str = "/etc/cloud/cloud-init.disabled";
+/// Where cloud-init writes a network configuration (ifupdown's and netplan's).
+const CLOUD_INIT_NETWORK_DIRS: [&str; 2] = ["etc/network/interfaces.d", "etc/netplan"];
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct PortFacts {
@@ -48,6 +75,55 @@ pub struct UserFacts {
     pub keys: Option<usize>,
 }
 
+/// A unit the plan masks, as the system shows it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct UnitFacts {
+    /// `systemctl is-enabled <unit>`, e.g. "masked" or "enabled".
+    pub is_enabled: String,
+    /// Where /etc/systemd/system/<unit> leads, when it is a link.
+    pub link: Option<String>,
+}
+
+/// cloud-init on the installed system.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct CloudInitFacts {
+    /// The `cloud-init` command runs (the package is installed).
+    pub installed: bool,
+    /// The status `cloud-init status` reports, e.g. "done" or "disabled".
+    pub status: Option<String>,
+    /// The text of the imgforge drop-in, when it exists.
+    pub config: Option<String>,
+    /// /etc/cloud/cloud-init.disabled exists.
+    pub disabled_marker: bool,
+    /// Network configurations cloud-init wrote (`50-cloud-init*`).
+    pub network_files: Vec<String>,
+}
+
+/// The firmware's boot entries, read from efivarfs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct NvramFacts {
+    /// The system has EFI variables.
+    pub efi: bool,
+    /// `Boot####` -> its description (the label efibootmgr shows).
+    pub entries: BTreeMap<String, String>,
+    /// Variables that could not be read or parsed.
+    pub errors: Vec<String>,
+}
+
+/// What the first boot waited for. Informational: never a difference.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct BootFacts {
+    /// Seconds since the kernel started, when the facts were gathered.
+    pub uptime_seconds: Option<f64>,
+    /// Seconds since the kernel started at which each unit became active
+    /// (units that never did are left out).
+    pub active_at_seconds: BTreeMap<String, f64>,
+    /// The units that took longest to start so far, slowest first
+    /// (`systemd-analyze blame`; its `critical-chain` and `time` answer
+    /// only once the boot has finished, and this check is part of the boot).
+    pub slowest_units: Vec<String>,
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Facts {
     pub ports: BTreeMap<String, PortFacts>,
@@ -67,6 +143,28 @@ pub struct Facts {
     pub dirs: BTreeMap<String, DirFacts>,
     /// The expected users that exist, by name.
     pub users: BTreeMap<String, UserFacts>,
+    /// The units the plan masks, by name.
+    pub units: BTreeMap<String, UnitFacts>,
+    pub cloud_init: CloudInitFacts,
+    pub nvram: NvramFacts,
+    pub boot: BootFacts,
+}
+
+/// The result of one named check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    Pass,
+    Fail,
+    Skipped,
+}
+
+/// One named check of the report, with what it saw.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    pub name: String,
+    pub outcome: Outcome,
+    pub seen: String,
 }
 
 fn output(cmd: &str, args: &[&str]) -> String {
@@ -75,6 +173,11 @@ fn output(cmd: &str, args: &[&str]) -> String {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default()
+}
+
+/// Standard output of a command; `None` when it cannot be started (not installed).
+fn command_output(cmd: &str, args: &[&str]) -> Option<String> {
+    Command::new(cmd).args(args).output().ok().map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
 /// `ovs-vsctl --format=csv --data=bare --no-heading --columns=name,tag,trunks list Port`
@@ -170,6 +273,91 @@ pub fn key_lines(text: &str) -> usize {
     text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).count()
 }
 
+/// The status word of `cloud-init status` (`status: disabled` -> `disabled`).
+pub fn parse_cloud_init_status(text: &str) -> Option<String> {
+    text.lines().find_map(|l| l.trim().strip_prefix("status:")).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+/// Network configurations cloud-init wrote under `root`: its files are
+/// named `50-cloud-init` (`.cfg` or `.yaml` on some releases).
+pub fn cloud_init_network_files(root: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for dir in CLOUD_INIT_NETWORK_DIRS {
+        let Ok(entries) = std::fs::read_dir(root.join(dir)) else { continue };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("50-cloud-init") {
+                found.push(format!("/{dir}/{name}"));
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// The number of a `Boot####` variable's efivarfs file name.
+fn boot_option_number(file_name: &str) -> Option<u16> {
+    let hex = file_name.strip_suffix(bootdev::EFI_GLOBAL_VARIABLE)?.strip_suffix('-')?.strip_prefix("Boot")?;
+    (hex.len() == 4 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then(|| u16::from_str_radix(hex, 16).ok()).flatten()
+}
+
+/// The firmware's boot entries from an efivarfs directory; `efi` is false
+/// when there is none (the machine did not boot through UEFI).
+pub fn nvram_facts(efivars: &Path) -> NvramFacts {
+    let mut facts = NvramFacts { efi: efivars.is_dir(), ..NvramFacts::default() };
+    if !facts.efi {
+        return facts;
+    }
+    let entries = match std::fs::read_dir(efivars) {
+        Ok(entries) => entries,
+        Err(e) => {
+            facts.errors.push(format!("reading {}: {e}", efivars.display()));
+            return facts;
+        }
+    };
+    for entry in entries.flatten() {
+        let Some(number) = boot_option_number(&entry.file_name().to_string_lossy()) else { continue };
+        let name = format!("Boot{number:04X}");
+        // efivarfs puts the variable's 4 attribute bytes first.
+        match std::fs::read(entry.path()) {
+            Ok(bytes) if bytes.len() < 4 => facts.errors.push(format!("{name}: {} bytes, fewer than its attributes", bytes.len())),
+            Ok(bytes) => match bootdev::parse_load_option(&bytes[4..]) {
+                Ok(option) => {
+                    facts.entries.insert(name, option.description);
+                }
+                Err(e) => facts.errors.push(format!("{name}: {e:#}")),
+            },
+            Err(e) => facts.errors.push(format!("{name}: {e}")),
+        }
+    }
+    facts
+}
+
+/// `systemctl show -p Id -p ActiveEnterTimestampMonotonic <units>`: unit ->
+/// seconds since boot when it became active (0, never active, is left out).
+pub fn parse_active_enter(text: &str) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for block in text.split("\n\n") {
+        let field = |key: &str| block.lines().find_map(|l| l.strip_prefix(key)).map(str::trim);
+        let (Some(id), Some(usec)) = (field("Id="), field("ActiveEnterTimestampMonotonic=").and_then(|v| v.parse::<u64>().ok())) else { continue };
+        if usec > 0 {
+            // Microseconds as systemd keeps them; to the millisecond is plenty.
+            out.insert(id.to_owned(), (usec / 1000) as f64 / 1000.0);
+        }
+    }
+    out
+}
+
+/// The first lines of `systemd-analyze blame` (`<time> <unit>`, slowest first).
+pub fn slowest_units(blame: &str) -> Vec<String> {
+    blame.lines().map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")).filter(|l| !l.is_empty()).take(SLOWEST_UNITS).collect()
+}
+
+/// Seconds since boot: the first field of /proc/uptime.
+pub fn parse_uptime(text: &str) -> Option<f64> {
+    text.split_whitespace().next()?.parse().ok()
+}
+
 fn dir_facts(path: &str, passwd: &str, group: &str) -> Option<DirFacts> {
     use std::os::unix::fs::MetadataExt;
     // A link is not the directory the plan made, even if it leads to one.
@@ -224,7 +412,105 @@ pub fn gather(expect: &Expectations) -> Facts {
             facts.users.insert(u.name.clone(), UserFacts { groups, keys });
         }
     }
+    for unit in &expect.masked_units {
+        let is_enabled = output("systemctl", &["is-enabled", unit]).trim().to_owned();
+        let link = std::fs::read_link(format!("/etc/systemd/system/{unit}")).ok().map(|t| t.display().to_string());
+        facts.units.insert(unit.clone(), UnitFacts { is_enabled, link });
+    }
+    if expect.cloud_init.is_some() {
+        let status = command_output("cloud-init", &["status"]);
+        facts.cloud_init = CloudInitFacts {
+            installed: status.is_some(),
+            status: status.as_deref().and_then(parse_cloud_init_status),
+            config: std::fs::read_to_string(CLOUD_INIT_CFG).ok(),
+            disabled_marker: Path::new(CLOUD_INIT_DISABLED).exists(),
+            network_files: cloud_init_network_files(Path::new("/")),
+        };
+    }
+    if expect.nvram_entry.is_some() {
+        facts.nvram = nvram_facts(Path::new(bootdev::EFIVARS));
+    }
+    facts.boot = boot_facts();
     facts
+}
+
+fn boot_facts() -> BootFacts {
+    let mut show = vec!["show", "-p", "Id", "-p", "ActiveEnterTimestampMonotonic"];
+    show.extend(TIMED_UNITS);
+    BootFacts {
+        uptime_seconds: std::fs::read_to_string("/proc/uptime").ok().and_then(|t| parse_uptime(&t)),
+        active_at_seconds: parse_active_enter(&output("systemctl", &show)),
+        slowest_units: slowest_units(&output("systemd-analyze", &["blame", "--no-pager"])),
+    }
+}
+
+/// The named checks of the masked units, cloud-init and the firmware boot
+/// entry, each with what it saw. Pure.
+pub fn checks(expect: &Expectations, facts: &Facts) -> Vec<Check> {
+    let check = |name: String, ok: bool, seen: String| Check { name, outcome: if ok { Outcome::Pass } else { Outcome::Fail }, seen };
+    let mut out = Vec::new();
+    for unit in &expect.masked_units {
+        let f = facts.units.get(unit).cloned().unwrap_or_default();
+        let ok = f.is_enabled == "masked" || f.link.as_deref() == Some("/dev/null");
+        let answer = if f.is_enabled.is_empty() { "(no answer)" } else { f.is_enabled.as_str() };
+        let link = f.link.as_deref().map_or_else(|| "is not a link".to_owned(), |t| format!("-> {t}"));
+        out.push(check(format!("unit {unit} masked"), ok, format!("systemctl is-enabled: {answer}; /etc/systemd/system/{unit} {link}")));
+    }
+    if let Some(want) = expect.cloud_init {
+        let c = &facts.cloud_init;
+        let mut seen = vec![if c.installed { format!("installed, status {}", c.status.as_deref().unwrap_or("(unknown)")) } else { "not installed".to_owned() }];
+        let mut ok = true;
+        match &c.config {
+            Some(text) if text.lines().any(|l| l.trim() == CLOUD_INIT_NO_NETWORK) => seen.push(format!("{CLOUD_INIT_CFG} disables its network configuration")),
+            Some(_) => {
+                ok = false;
+                seen.push(format!("{CLOUD_INIT_CFG} lacks `{CLOUD_INIT_NO_NETWORK}`"));
+            }
+            None => {
+                ok = false;
+                seen.push(format!("{CLOUD_INIT_CFG} is missing"));
+            }
+        }
+        if c.network_files.is_empty() {
+            seen.push("it wrote no network configuration".to_owned());
+        } else {
+            ok = false;
+            seen.push(format!("it wrote {}", c.network_files.join(", ")));
+        }
+        if want == CloudInitExpectation::Disabled {
+            if c.disabled_marker {
+                seen.push(format!("{CLOUD_INIT_DISABLED} exists"));
+            } else {
+                ok = false;
+                seen.push(format!("{CLOUD_INIT_DISABLED} is missing"));
+            }
+            if c.installed && c.status.as_deref() != Some("disabled") {
+                ok = false;
+                seen.push("`cloud-init status` does not say disabled".to_owned());
+            }
+        }
+        let what = match want {
+            CloudInitExpectation::NoNetwork => "cloud-init without network configuration",
+            CloudInitExpectation::Disabled => "cloud-init disabled",
+        };
+        out.push(check(what.to_owned(), ok, seen.join("; ")));
+    }
+    if let Some(label) = &expect.nvram_entry {
+        let n = &facts.nvram;
+        let name = format!("firmware boot entry {label:?}");
+        if !n.efi {
+            out.push(Check { name, outcome: Outcome::Skipped, seen: "skipped: no EFI variables".into() });
+        } else {
+            let ok = n.entries.values().any(|d| d == label);
+            let mut listed: Vec<String> = n.entries.iter().map(|(k, d)| format!("{k} {d:?}")).collect();
+            if listed.is_empty() {
+                listed.push("no Boot#### entries".into());
+            }
+            listed.extend(n.errors.iter().map(|e| format!("unreadable: {e}")));
+            out.push(check(name, ok, listed.join(", ")));
+        }
+    }
+    out
 }
 
 /// An owner or group as the plan names it (a name or a numeric id) matches
@@ -322,7 +608,15 @@ pub fn differences(expect: &Expectations, facts: &Facts) -> Vec<String> {
             }
         }
     }
+    out.extend(checks(expect, facts).into_iter().filter(|c| c.outcome == Outcome::Fail).map(|c| format!("{}: {}", c.name, c.seen)));
     out
+}
+
+/// The event's data: the facts, with the named checks beside them.
+pub fn report_data(expect: &Expectations, facts: &Facts) -> serde_json::Value {
+    let mut data = json!(facts);
+    data["checks"] = json!(checks(expect, facts));
+    data
 }
 
 fn emit(event: &Event) {
@@ -359,7 +653,7 @@ pub fn run() -> i32 {
     let mut ev = Event::new(1, now(), steps::FIRSTBOOT, state);
     ev.message = Some(if diffs.is_empty() { format!("{} is as planned", plan.system.hostname) } else { format!("{} differences from the plan", diffs.len()) });
     ev.error = diffs;
-    ev.data = Some(json!(facts));
+    ev.data = Some(report_data(&plan.expect, &facts));
     emit(&ev);
     // Report once: later boots do not run the check again.
     let _ = std::fs::rename(PLAN_PATH, DONE_PATH);
@@ -529,4 +823,192 @@ mod tests {
         let data = json!(facts());
         assert_eq!(data["users"]["root"], json!({ "groups": ["root", "kvm"], "keys": 1 }));
     }
+
+    const NETWORKD: [&str; 3] = ["systemd-networkd-wait-online.service", "systemd-networkd.service", "systemd-networkd.socket"];
+
+    fn first_run_expect() -> Expectations {
+        Expectations {
+            masked_units: NETWORKD.map(String::from).to_vec(),
+            cloud_init: Some(CloudInitExpectation::NoNetwork),
+            nvram_entry: Some("ubuntu".into()),
+            ..Expectations::default()
+        }
+    }
+
+    /// A system as the reference profile plans it, booted through UEFI.
+    fn first_run_facts() -> Facts {
+        let mut f = Facts::default();
+        // systemctl answers "masked" for a link to /dev/null; one unit is read by its link only.
+        for unit in NETWORKD {
+            f.units.insert(unit.into(), UnitFacts { is_enabled: "masked".into(), link: Some("/dev/null".into()) });
+        }
+        f.units.insert("systemd-networkd.socket".into(), UnitFacts { is_enabled: String::new(), link: Some("/dev/null".into()) });
+        f.cloud_init = CloudInitFacts {
+            installed: true,
+            status: parse_cloud_init_status("status: done\n"),
+            config: Some("# Written by imgforge\nnetwork: {config: disabled}\n".into()),
+            disabled_marker: false,
+            network_files: vec![],
+        };
+        f.nvram.efi = true;
+        f.nvram.entries.insert("Boot0001".into(), "UEFI QEMU HARDDISK QM00001".into());
+        f.nvram.entries.insert("Boot0004".into(), "ubuntu".into());
+        f
+    }
+
+    #[test]
+    fn masked_units_quiet_cloud_init_and_the_boot_entry_pass_as_named_checks() {
+        let (e, f) = (first_run_expect(), first_run_facts());
+        let c = checks(&e, &f);
+        let names: Vec<(&str, Outcome)> = c.iter().map(|c| (c.name.as_str(), c.outcome)).collect();
+        assert_eq!(
+            names,
+            [
+                ("unit systemd-networkd-wait-online.service masked", Outcome::Pass),
+                ("unit systemd-networkd.service masked", Outcome::Pass),
+                ("unit systemd-networkd.socket masked", Outcome::Pass),
+                ("cloud-init without network configuration", Outcome::Pass),
+                ("firmware boot entry \"ubuntu\"", Outcome::Pass),
+            ]
+        );
+        assert_eq!(c[2].seen, "systemctl is-enabled: (no answer); /etc/systemd/system/systemd-networkd.socket -> /dev/null");
+        assert_eq!(c[4].seen, "Boot0001 \"UEFI QEMU HARDDISK QM00001\", Boot0004 \"ubuntu\"");
+        assert_eq!(differences(&e, &f), Vec::<String>::new());
+        let data = report_data(&e, &f);
+        assert_eq!(data["checks"][3]["outcome"], json!("pass"));
+        assert_eq!(data["cloud_init"]["status"], json!("done"));
+    }
+
+    #[test]
+    fn an_enabled_unit_a_cloud_init_network_file_and_a_missing_entry_are_differences() {
+        let e = first_run_expect();
+        let mut f = first_run_facts();
+        f.units.insert("systemd-networkd-wait-online.service".into(), UnitFacts { is_enabled: "enabled".into(), link: None });
+        // A link elsewhere is not a mask, even if systemctl cannot be asked.
+        f.units.insert("systemd-networkd.service".into(), UnitFacts { is_enabled: String::new(), link: Some("/lib/systemd/system/systemd-networkd.service".into()) });
+        f.cloud_init.network_files = vec!["/etc/netplan/50-cloud-init.yaml".into()];
+        f.nvram.entries.remove("Boot0004");
+        f.nvram.errors.push("Boot0007: load option of 2 bytes is shorter than its 6-byte header".into());
+        assert_eq!(
+            differences(&e, &f),
+            [
+                "unit systemd-networkd-wait-online.service masked: systemctl is-enabled: enabled; /etc/systemd/system/systemd-networkd-wait-online.service is not a link",
+                "unit systemd-networkd.service masked: systemctl is-enabled: (no answer); /etc/systemd/system/systemd-networkd.service -> /lib/systemd/system/systemd-networkd.service",
+                "cloud-init without network configuration: installed, status done; /etc/cloud/cloud.cfg.d/99-imgforge.cfg disables its network configuration; it wrote /etc/netplan/50-cloud-init.yaml",
+                "firmware boot entry \"ubuntu\": Boot0001 \"UEFI QEMU HARDDISK QM00001\", unreadable: Boot0007: load option of 2 bytes is shorter than its 6-byte header",
+            ]
+        );
+        f.cloud_init.network_files.clear();
+        f.cloud_init.config = Some("network: {config: enabled}\n".into());
+        assert!(differences(&e, &f).iter().any(|d| d.ends_with("99-imgforge.cfg lacks `network: {config: disabled}`; it wrote no network configuration")));
+        f.cloud_init.config = None;
+        assert!(differences(&e, &f).iter().any(|d| d.contains("99-imgforge.cfg is missing")));
+    }
+
+    #[test]
+    fn disabled_cloud_init_needs_the_marker_and_the_status_to_say_so() {
+        let e = Expectations { cloud_init: Some(CloudInitExpectation::Disabled), ..Expectations::default() };
+        let mut f = first_run_facts();
+        f.cloud_init.disabled_marker = true;
+        f.cloud_init.status = parse_cloud_init_status("status: disabled\n");
+        let c = checks(&e, &f);
+        assert_eq!((c.len(), c[0].name.as_str(), c[0].outcome), (1, "cloud-init disabled", Outcome::Pass), "{c:?}");
+        assert!(c[0].seen.ends_with("/etc/cloud/cloud-init.disabled exists"), "{c:?}");
+
+        f.cloud_init.status = parse_cloud_init_status("\nstatus: done\n");
+        f.cloud_init.disabled_marker = false;
+        let d = differences(&e, &f);
+        assert_eq!(d.len(), 1);
+        assert!(d[0].contains("/etc/cloud/cloud-init.disabled is missing; `cloud-init status` does not say disabled"), "{d:?}");
+
+        // Without the package, the marker and the drop-in are what can be checked.
+        f.cloud_init = CloudInitFacts { installed: false, status: None, disabled_marker: true, ..f.cloud_init.clone() };
+        let c = checks(&e, &f);
+        assert_eq!(c[0].outcome, Outcome::Pass, "{c:?}");
+        assert!(c[0].seen.starts_with("not installed; "), "{c:?}");
+        assert_eq!(parse_cloud_init_status("status:\n"), None);
+    }
+
+    #[test]
+    fn without_efi_variables_the_boot_entry_check_is_skipped() {
+        let e = first_run_expect();
+        let mut f = first_run_facts();
+        f.nvram = nvram_facts(Path::new("/nonexistent/efivars"));
+        assert!(!f.nvram.efi);
+        let c = checks(&e, &f);
+        let nvram = c.iter().find(|c| c.name.starts_with("firmware boot entry")).expect("the check is reported");
+        assert_eq!((nvram.outcome, nvram.seen.as_str()), (Outcome::Skipped, "skipped: no EFI variables"));
+        assert_eq!(differences(&e, &f), Vec::<String>::new());
+        // No expectation, no check.
+        assert!(checks(&Expectations::default(), &f).is_empty());
+    }
+
+    /// An efivarfs file: attributes, then an EFI_LOAD_OPTION with an empty device path.
+    fn load_option_var(description: &str) -> Vec<u8> {
+        let mut out = 7u32.to_le_bytes().to_vec();
+        out.extend_from_slice(&1u32.to_le_bytes());
+        out.extend_from_slice(&4u16.to_le_bytes());
+        out.extend(description.encode_utf16().chain([0]).flat_map(u16::to_le_bytes));
+        out.extend_from_slice(&[0x7f, 0xff, 4, 0]);
+        out
+    }
+
+    #[test]
+    fn boot_entries_are_read_from_efivarfs_files() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let var = |name: &str| dir.path().join(format!("{name}-{}", bootdev::EFI_GLOBAL_VARIABLE));
+        let write = |name: &str, bytes: &[u8]| std::fs::write(var(name), bytes).expect("writing a test variable");
+        write("Boot0001", &load_option_var("UEFI QEMU HARDDISK QM00001"));
+        write("Boot000A", &load_option_var("ubuntu"));
+        write("BootOrder", &[7, 0, 0, 0, 0x0a, 0, 1, 0]);
+        write("BootNext", &[7, 0, 0, 0, 0x0a, 0]);
+        write("Boot0002", &[7, 0, 0]);
+        write("Boot0003", &[7, 0, 0, 0, 1, 0]);
+        // Another vendor's variable of the same name is not a boot entry.
+        std::fs::write(dir.path().join("Boot0005-00000000-0000-0000-0000-000000000000"), load_option_var("other")).expect("writing a test variable");
+        let n = nvram_facts(dir.path());
+        assert!(n.efi);
+        assert_eq!(n.entries, BTreeMap::from([("Boot0001".into(), "UEFI QEMU HARDDISK QM00001".into()), ("Boot000A".into(), "ubuntu".into())]));
+        let mut errors = n.errors.clone();
+        errors.sort();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors[0].starts_with("Boot0002: 3 bytes") && errors[1].starts_with("Boot0003: load option of 2 bytes"), "{errors:?}");
+        let f = Facts { nvram: n, ..Facts::default() };
+        let e = Expectations { nvram_entry: Some("ubuntu".into()), ..Expectations::default() };
+        assert_eq!(checks(&e, &f)[0].outcome, Outcome::Pass);
+    }
+
+    #[test]
+    fn cloud_init_network_files_are_found_in_both_places() {
+        let root = tempfile::tempdir().expect("a temporary directory");
+        assert!(cloud_init_network_files(root.path()).is_empty(), "missing directories are no files");
+        for dir in CLOUD_INIT_NETWORK_DIRS {
+            std::fs::create_dir_all(root.path().join(dir)).expect("making a test directory");
+        }
+        std::fs::write(root.path().join("etc/netplan/90-imgforge.yaml"), "").expect("writing a test file");
+        std::fs::write(root.path().join("etc/network/interfaces.d/vmbr0"), "").expect("writing a test file");
+        assert!(cloud_init_network_files(root.path()).is_empty(), "the profile's own files are not cloud-init's");
+        std::fs::write(root.path().join("etc/network/interfaces.d/50-cloud-init"), "auto eth0\n").expect("writing a test file");
+        std::fs::write(root.path().join("etc/netplan/50-cloud-init.yaml"), "network: {}\n").expect("writing a test file");
+        assert_eq!(cloud_init_network_files(root.path()), ["/etc/netplan/50-cloud-init.yaml", "/etc/network/interfaces.d/50-cloud-init"]);
+    }
+
+    #[test]
+    fn boot_timing_is_read_from_systemctl_and_proc_uptime() {
+        let show = "ActiveEnterTimestampMonotonic=17234567\nId=network-online.target\n\n\
+                    ActiveEnterTimestampMonotonic=0\nId=systemd-networkd-wait-online.service\n\n\
+                    Id=libvirtd.service\nActiveEnterTimestampMonotonic=15000999\n";
+        assert_eq!(parse_active_enter(show), BTreeMap::from([("libvirtd.service".into(), 15.0), ("network-online.target".into(), 17.234)]));
+        assert_eq!(parse_uptime("141.27 260.11\n"), Some(141.27));
+        assert_eq!(parse_uptime(""), None);
+        let blame = "2min 1.212s systemd-networkd-wait-online.service\n     3.1s networking.service\n\n".to_owned() + &"  10ms x.service\n".repeat(20);
+        let slowest = slowest_units(&blame);
+        assert_eq!(slowest.len(), 10);
+        assert_eq!(slowest[..2], ["2min 1.212s systemd-networkd-wait-online.service", "3.1s networking.service"]);
+        let f = Facts { boot: BootFacts { uptime_seconds: Some(141.27), slowest_units: slowest, ..BootFacts::default() }, ..Facts::default() };
+        // Informational: the facts travel in the event, they are never a difference.
+        assert_eq!(differences(&Expectations::default(), &f), Vec::<String>::new());
+        assert_eq!(report_data(&Expectations::default(), &f)["boot"]["uptime_seconds"], json!(141.27));
+    }
+
 }

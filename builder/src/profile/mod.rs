@@ -114,6 +114,14 @@ pub struct System {
     /// fraction of the time.
     #[serde(default)]
     pub initramfs: Initramfs,
+    /// cloud-init on the installed system (Ubuntu's server layer carries
+    /// it). true: it may run, but never writes a network configuration
+    /// (/etc/cloud/cloud.cfg.d/99-imgforge.cfg sets `network: {config:
+    /// disabled}`, as Ubuntu's installer does), so it cannot add a DHCP
+    /// configuration for the first NIC beside the profile's network.
+    /// false: it is switched off entirely (/etc/cloud/cloud-init.disabled).
+    #[serde(default = "default_true")]
+    pub cloud_init: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]

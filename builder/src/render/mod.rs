@@ -5,6 +5,7 @@
 mod interfaces;
 mod libvirt;
 mod netplan;
+mod services;
 mod system;
 
 use std::path::Path;
@@ -17,6 +18,7 @@ use crate::profile::{Initramfs, Profile, Renderer};
 pub use interfaces::interfaces;
 pub use libvirt::{network_xml, pool_xml, DEFAULT_POOL_MODE};
 pub use netplan::netplan;
+pub use services::{cloud_init_cfg, masked_units, CLOUD_INIT_CFG, CLOUD_INIT_DISABLED};
 pub use system::{default_locale, fstab, grub_defaults, hosts, openvswitch_defaults, ssh_dir, FilesystemIds};
 
 /// Namespace for the name-based UUIDs of rendered configuration.
@@ -56,6 +58,7 @@ pub fn render_all(p: &Profile) -> Vec<FilePlan> {
     if let Some(defaults) = openvswitch_defaults(&p.openvswitch) {
         files.push(file("/etc/default/openvswitch-switch", "0644", defaults));
     }
+    files.extend(services::files(p));
     files.extend(libvirt::files(&p.libvirt));
     files
 }

@@ -276,3 +276,44 @@ fn an_existing_root_gets_its_keys_in_root_home_owned_by_root() {
     assert_eq!(get("/home/avatar/.ssh/authorized_keys").owner.as_deref(), Some("avatar"));
     assert!(!files.iter().any(|f| f.path.contains("sudoers.d/90-imgforge-root")));
 }
+
+/// cloud-init reads its drop-ins as YAML and merges them over cloud.cfg.
+fn cloud_cfg(tree: &Path) -> serde_yaml::Value {
+    let text = std::fs::read_to_string(tree.join(CLOUD_INIT_CFG.trim_start_matches('/'))).expect("the cloud-init drop-in is rendered");
+    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{CLOUD_INIT_CFG} is not YAML: {e}\n{text}"))
+}
+
+#[test]
+fn cloud_init_never_configures_the_network_and_is_off_when_asked() {
+    let tree = rendered_tree(&reference());
+    let cfg = cloud_cfg(tree.path());
+    assert_eq!(cfg["network"]["config"], serde_yaml::Value::from("disabled"), "{cfg:?}");
+    assert_eq!(cfg.as_mapping().map(|m| m.len()), Some(1), "only the network key: {cfg:?}");
+    assert!(!tree.path().join("etc/cloud/cloud-init.disabled").exists(), "cloud-init runs by default");
+
+    let mut off = reference();
+    off.system.cloud_init = false;
+    let tree = rendered_tree(&off);
+    assert_eq!(cloud_cfg(tree.path())["network"]["config"], serde_yaml::Value::from("disabled"));
+    let marker = std::fs::symlink_metadata(tree.path().join("etc/cloud/cloud-init.disabled")).expect("cloud-init.disabled is rendered");
+    assert!(marker.is_file());
+}
+
+#[test]
+fn ifupdown_masks_networkd_and_its_wait_online_unit_netplan_keeps_them() {
+    let tree = rendered_tree(&reference());
+    let units = tree.path().join("etc/systemd/system");
+    let mut masked: Vec<String> = std::fs::read_dir(&units).expect("etc/systemd/system is rendered").flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    masked.sort();
+    assert_eq!(masked, ["systemd-networkd-wait-online.service", "systemd-networkd.service", "systemd-networkd.socket"]);
+    for unit in &masked {
+        assert_eq!(std::fs::read_link(units.join(unit)).ok().as_deref(), Some(Path::new("/dev/null")), "{unit}");
+    }
+    assert_eq!(masked_units(&reference()), masked);
+
+    let netplan = load("profiles/examples/netplan.toml");
+    assert!(masked_units(&netplan).is_empty());
+    let tree = rendered_tree(&netplan);
+    assert!(!tree.path().join("etc/systemd/system").exists(), "nothing is masked for netplan");
+    assert_eq!(cloud_cfg(tree.path())["network"]["config"], serde_yaml::Value::from("disabled"));
+}
