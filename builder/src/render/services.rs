@@ -23,11 +23,16 @@ const NETWORKD_UNITS: [&str; 3] = [
     "systemd-networkd.socket",
 ];
 
-/// The cloud-init configuration that keeps the profile's network the only one.
+/// The cloud-init configuration that keeps the profile's network and
+/// accounts the only ones: no DHCP configuration for the first NIC, and no
+/// distribution default user ("ubuntu", with passwordless sudo) beside the
+/// profile's users. User-data from a datasource still applies.
 pub fn cloud_init_cfg() -> String {
     "# Written by imgforge: the profile's network configuration is the only one;\n\
      # cloud-init never writes its own (no DHCP configuration for the first NIC).\n\
-     network: {config: disabled}\n"
+     network: {config: disabled}\n\
+     # The profile's users are the only accounts: no distribution default user.\n\
+     users: []\n"
         .to_owned()
 }
 

@@ -288,7 +288,9 @@ fn cloud_init_never_configures_the_network_and_is_off_when_asked() {
     let tree = rendered_tree(&reference());
     let cfg = cloud_cfg(tree.path());
     assert_eq!(cfg["network"]["config"], serde_yaml::Value::from("disabled"), "{cfg:?}");
-    assert_eq!(cfg.as_mapping().map(|m| m.len()), Some(1), "only the network key: {cfg:?}");
+    // An empty list, not a missing key: cloud-init then creates no default user.
+    assert_eq!(cfg["users"], serde_yaml::Value::Sequence(Vec::new()), "{cfg:?}");
+    assert_eq!(cfg.as_mapping().map(|m| m.len()), Some(2), "only the network and users keys: {cfg:?}");
     assert!(!tree.path().join("etc/cloud/cloud-init.disabled").exists(), "cloud-init runs by default");
 
     let mut off = reference();
