@@ -151,6 +151,7 @@ pub fn simulate(req: &Request) -> Result<Vec<Inst>, ResolveError> {
             path: std::env::temp_dir(),
             source,
         })?;
+    check_path("scratch directory (set TMPDIR to another)", scratch.path())?;
     let config = write_scratch(scratch.path(), req)?;
 
     let update = run_apt(&config, &["update"])?;
@@ -213,7 +214,7 @@ fn check_request(req: &Request) -> Result<(), ResolveError> {
     }
     for source in req.sources {
         for path in std::iter::once(&source.root).chain(&source.keyring) {
-            check_path(path)?;
+            check_path("path", path)?;
         }
         if !is_word(&source.suite, false) {
             return Err(ResolveError::Input {
@@ -260,7 +261,7 @@ fn is_word(word: &str, slash: bool) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "._+-".contains(c) || (slash && c == '/'))
 }
 
-fn check_path(path: &Path) -> Result<(), ResolveError> {
+fn check_path(what: &'static str, path: &Path) -> Result<(), ResolveError> {
     let text = path.to_str().unwrap_or("");
     let ok = path.is_absolute()
         && !text.is_empty()
@@ -271,9 +272,9 @@ fn check_path(path: &Path) -> Result<(), ResolveError> {
         Ok(())
     } else {
         Err(ResolveError::Input {
-            what: "path",
+            what,
             value: path.display().to_string(),
-            why: "apt's sources.list takes absolute paths of letters, digits and / . _ + - here",
+            why: "apt's configuration and sources.list take absolute paths of letters, digits and / . _ + - here",
         })
     }
 }
