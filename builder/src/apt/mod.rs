@@ -1,0 +1,2 @@
+pub mod resolve;
+pub mod status;
