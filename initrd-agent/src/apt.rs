@@ -119,6 +119,9 @@ pub fn install_command(plan: &Plan, simulate: bool) -> Vec<String> {
             "Dpkg::Options::=--force-confdef",
             "-o",
             "Dpkg::Options::=--force-confold",
+            // As the build's simulation: phasing never makes the two differ.
+            "-o",
+            "APT::Get::Always-Include-Phased-Updates=true",
         ]
         .map(str::to_owned),
     );

@@ -332,6 +332,7 @@ APT::Architecture "amd64";
 APT::Architectures {{ "amd64"; }};
 Acquire::Languages "none";
 APT::Get::Always-Include-Phased-Updates "true";
+Acquire::By-Hash "no";
 APT::Sandbox::User "root";
 "#
     );
