@@ -351,7 +351,7 @@ Architectures: amd64 i386\nComponents: main restricted\nDescription: Ubuntu Nobl
         assert_eq!(
             cmd,
             "apt-get -s install -y --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
-             -o Dir::Etc::SourceList=/etc/apt/imgforge-install.list -o Dir::Etc::SourceParts=/nonexistent -- openssh-server qemu-kvm"
+             -o APT::Get::Always-Include-Phased-Updates=true -o Dir::Etc::SourceList=/etc/apt/imgforge-install.list -o Dir::Etc::SourceParts=/nonexistent -- openssh-server qemu-kvm"
         );
         plan.install_recommends = true;
         let cmd = install_command(&plan, false);
