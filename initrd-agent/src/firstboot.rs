@@ -148,6 +148,10 @@ pub struct Facts {
     pub cloud_init: CloudInitFacts,
     pub nvram: NvramFacts,
     pub boot: BootFacts,
+    /// `ssh-keygen -l` of each host key: what an operator puts in known_hosts.
+    pub ssh_host_keys: Vec<String>,
+    /// Accounts with a uid in the range for people (1000..65534), by name.
+    pub login_accounts: Vec<String>,
 }
 
 /// The result of one named check.
@@ -431,7 +435,41 @@ pub fn gather(expect: &Expectations) -> Facts {
         facts.nvram = nvram_facts(Path::new(bootdev::EFIVARS));
     }
     facts.boot = boot_facts();
+    facts.ssh_host_keys = ssh_host_keys(Path::new("/etc/ssh"));
+    facts.login_accounts = login_accounts(&passwd);
     facts
+}
+
+/// The fingerprints of the host's ssh keys, sorted.
+fn ssh_host_keys(dir: &Path) -> Vec<String> {
+    let mut keys: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("ssh_host_") && n.ends_with("_key.pub")))
+                .map(|p| output("ssh-keygen", &["-l", "-f", &p.display().to_string()]).trim().to_owned())
+                .filter(|l| !l.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    keys.sort();
+    keys
+}
+
+/// Names of the accounts whose uid is in the range Debian and Ubuntu give
+/// to people (1000 up to, not including, nobody's 65534). Pure.
+pub fn login_accounts(passwd: &str) -> Vec<String> {
+    let mut names: Vec<String> = passwd
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?;
+            let uid: u32 = f.nth(1)?.parse().ok()?;
+            (1000..65534).contains(&uid).then(|| name.to_owned())
+        })
+        .collect();
+    names.sort();
+    names
 }
 
 fn boot_facts() -> BootFacts {
@@ -699,6 +737,13 @@ mod tests {
             ],
             ..Expectations::default()
         }
+    }
+
+    #[test]
+    fn login_accounts_are_the_uids_for_people() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n\
+                      zoe:x:1001:1001::/home/zoe:/bin/bash\navatar:x:1000:1000::/home/avatar:/bin/bash\nsshd:x:105:65534::/run/sshd:/usr/sbin/nologin\nbroken\n";
+        assert_eq!(login_accounts(passwd), ["avatar", "zoe"]);
     }
 
     const PASSWD: &str = "root:x:0:0:root:/root:/bin/bash\nlibvirt-qemu:x:64055:993:Libvirt Qemu,,,:/var/lib/libvirt:/usr/sbin/nologin\navatar:x:1000:1000::/home/avatar:/bin/bash\n";

@@ -411,7 +411,33 @@ pub fn configure(plan: &Plan) -> Result<()> {
     for f in &plan.files {
         write_plan_file(f)?;
     }
+    new_ssh_host_keys()?;
     generate_locale(&plan.system.locale)
+}
+
+/// Every installed machine gets host keys of its own: keys that came with
+/// the ISO's layers would be shared by every machine installed from it
+/// (and Ubuntu's layers carry none, so sshd would not start).
+fn new_ssh_host_keys() -> Result<()> {
+    let ssh = format!("{TARGET}/etc/ssh");
+    if !Path::new(&format!("{TARGET}/usr/sbin/sshd")).exists() {
+        return Ok(());
+    }
+    if let Ok(entries) = std::fs::read_dir(&ssh) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if is_host_key_file(&name) {
+                std::fs::remove_file(entry.path()).with_context(|| format!("removing {ssh}/{name}"))?;
+            }
+        }
+    }
+    run_in(TARGET, &["ssh-keygen", "-A"], "making the ssh host keys")
+}
+
+/// `ssh_host_<type>_key` and its `.pub`: what `ssh-keygen -A` makes.
+fn is_host_key_file(name: &str) -> bool {
+    let stem = name.strip_suffix(".pub").unwrap_or(name);
+    stem.starts_with("ssh_host_") && stem.ends_with("_key")
 }
 
 /// The useradd/usermod command lines (with what each does) that give the
@@ -558,6 +584,16 @@ pub fn source_root() -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_host_keys_are_replaced() {
+        for name in ["ssh_host_ed25519_key", "ssh_host_ed25519_key.pub", "ssh_host_rsa_key", "ssh_host_ecdsa_key.pub"] {
+            assert!(is_host_key_file(name), "{name}");
+        }
+        for name in ["sshd_config", "moduli", "ssh_config", "ssh_host_rsa_key-cert.pub", "ssh_host_keys", "sshd_config.d"] {
+            assert!(!is_host_key_file(name), "{name}");
+        }
+    }
 
     #[test]
     fn partition_devices_follow_kernel_naming() {
