@@ -6,6 +6,7 @@
 //! ([`iso`]) and assemble the USB image ([`image`]). [`qemu`] boots the
 //! result for tests.
 
+pub mod apt;
 pub mod build;
 pub mod compile;
 pub mod docs;
