@@ -14,8 +14,8 @@ pub mod deb822;
 pub mod pool;
 pub mod release;
 pub mod repo;
-mod stub;
-pub use stub::{resolve, status};
+pub mod resolve;
+pub mod status;
 
 use std::io::Read;
 
