@@ -392,3 +392,132 @@ impl Write for HashingWriter<'_> {
         self.inner.flush()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(path: &str, source: BundleSource, data: &[u8]) -> BundleFile {
+        BundleFile {
+            path: path.into(),
+            source,
+            vouched_by: "dists/noble/main/binary-amd64/Packages.xz".into(),
+            sha256: hex::encode(Sha256::digest(data)),
+            size: data.len() as u64,
+        }
+    }
+
+    /// (name, mode, data) of every entry, read back with the cpio crate.
+    fn entries(mut archive: &[u8]) -> Vec<(String, u32, Vec<u8>)> {
+        let mut out = Vec::new();
+        loop {
+            let mut r = cpio::NewcReader::new(archive).expect("a newc header");
+            if r.entry().is_trailer() {
+                return out;
+            }
+            let (name, mode) = (r.entry().name().to_owned(), r.entry().mode());
+            assert_eq!(
+                (r.entry().uid(), r.entry().gid(), r.entry().mtime()),
+                (0, 0, 0)
+            );
+            let mut data = Vec::new();
+            r.read_to_end(&mut data).expect("entry data");
+            out.push((name, mode, data));
+            archive = r.finish().expect("next entry");
+        }
+    }
+
+    #[test]
+    fn the_bundle_is_a_sorted_deterministic_newc_archive() {
+        let dir = tempfile::tempdir().unwrap();
+        let deb = dir.path().join("ifupdown.deb");
+        std::fs::write(&deb, b"!<arch>\ndebian-binary").unwrap();
+        let files = || {
+            vec![
+                file(
+                    "pool/universe/i/ifupdown/ifupdown_0.8_amd64.deb",
+                    BundleSource::File(deb.clone()),
+                    b"!<arch>\ndebian-binary",
+                ),
+                file(
+                    "dists/noble/InRelease",
+                    BundleSource::Bytes(b"signed".to_vec()),
+                    b"signed",
+                ),
+            ]
+        };
+        let mut a = Vec::new();
+        let summary = write_bundle(&mut a, &files(), "test").unwrap();
+        let mut b = Vec::new();
+        write_bundle(&mut b, &files(), "test").unwrap();
+        assert!(a == b, "same inputs, same bytes");
+        assert_eq!(
+            (summary.size, summary.sha256.clone()),
+            (a.len() as u64, hex::encode(Sha256::digest(&a)))
+        );
+        let got: Vec<(String, u32)> = entries(&a).into_iter().map(|(n, m, _)| (n, m)).collect();
+        let dir_mode = 0o040_755;
+        assert_eq!(
+            got,
+            [
+                ("dists".to_owned(), dir_mode),
+                ("dists/noble".to_owned(), dir_mode),
+                ("dists/noble/InRelease".to_owned(), 0o100_644),
+                ("pool".to_owned(), dir_mode),
+                ("pool/universe".to_owned(), dir_mode),
+                ("pool/universe/i".to_owned(), dir_mode),
+                ("pool/universe/i/ifupdown".to_owned(), dir_mode),
+                (
+                    "pool/universe/i/ifupdown/ifupdown_0.8_amd64.deb".to_owned(),
+                    0o100_644
+                ),
+            ]
+        );
+        let paths: Vec<&str> = summary.files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "dists/noble/InRelease",
+                "pool/universe/i/ifupdown/ifupdown_0.8_amd64.deb"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_file_that_differs_from_its_index_fails_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let deb = dir.path().join("qemu.deb");
+        std::fs::write(&deb, b"changed after it was fetched").unwrap();
+        let listed = file(
+            "pool/main/q/qemu/qemu.deb",
+            BundleSource::File(deb.clone()),
+            b"what the index lists",
+        );
+        let err = write_bundle(&mut Vec::new(), &[listed], "hv.img")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("bundle file pool/main/q/qemu/qemu.deb"),
+            "{err}"
+        );
+        assert!(
+            err.contains(&deb.display().to_string())
+                && err.contains("dists/noble/main/binary-amd64/Packages.xz lists 20 bytes"),
+            "{err}"
+        );
+        // Longer than listed, with the listed bytes first.
+        std::fs::write(&deb, b"what the index lists, and more").unwrap();
+        let listed = file(
+            "pool/main/q/qemu/qemu.deb",
+            BundleSource::File(deb),
+            b"what the index lists",
+        );
+        let err = write_bundle(&mut Vec::new(), &[listed], "hv.img")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("but dists/noble/main/binary-amd64/Packages.xz lists 20 bytes"),
+            "{err}"
+        );
+    }
+}

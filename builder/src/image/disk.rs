@@ -769,6 +769,91 @@ mod tests {
     }
 
     #[test]
+    fn the_bundle_is_partition_3_between_the_payload_and_the_esp() {
+        let (esp, payload) = (esp_with_bundle(), payload());
+        let bundle: Vec<u8> = (0..1_500_001u32).map(|i| (i % 251) as u8).collect();
+        let mut layout = layout();
+        layout.bundle_guid =
+            Some(Uuid::parse_str("5a1d7a6b-0000-4000-8000-000000000003").expect("test GUID"));
+        let mut out = Cursor::new(Vec::new());
+        write_payload(&mut out, &mut &payload[..], payload.len() as u64).expect("payload");
+        let mut w = bundle_writer(&mut out, payload.len() as u64).expect("bundle start");
+        w.write_all(&bundle).expect("bundle bytes");
+        assert_eq!(w.finish().expect("bundle end"), bundle.len() as u64);
+        let s = finish_usb_image(
+            &mut out,
+            &layout,
+            &esp,
+            payload.len() as u64,
+            bundle.len() as u64,
+        )
+        .expect("finish");
+        let img = out.into_inner();
+        assert_eq!(s.image_size, img.len() as u64);
+
+        let b = s.bundle.clone().expect("a bundle partition");
+        assert_eq!(
+            b.first_lba,
+            esp_first_lba(payload.len() as u64, 0),
+            "right behind the payload, 1 MiB aligned"
+        );
+        assert_eq!(b.byte_len(), 2 << 20, "1.5 MB rounded up to 1 MiB");
+        assert_eq!(
+            s.esp.first_lba,
+            esp_first_lba(payload.len() as u64, bundle.len() as u64)
+        );
+        assert_eq!(s.esp.first_lba, b.first_lba + b.sectors);
+        let at = b.byte_offset() as usize;
+        assert!(img[at..at + bundle.len()] == bundle[..]);
+        assert!(img[at + bundle.len()..at + b.byte_len() as usize]
+            .iter()
+            .all(|&x| x == 0));
+        let esp_at = s.esp.byte_offset() as usize;
+        assert!(img[esp_at..esp_at + esp.len()] == esp[..]);
+
+        let file = tempfile::NamedTempFile::new().expect("temp file");
+        std::fs::write(file.path(), &img).expect("writing the image");
+        assert!(sgdisk(&["-v"], file.path()).contains("No problems found."));
+        let three = sgdisk(&["-i", "3"], file.path());
+        assert!(
+            three.contains("Partition unique GUID: 5A1D7A6B-0000-4000-8000-000000000003"),
+            "{three}"
+        );
+        assert!(
+            three.contains(&format!("First sector: {} ", b.first_lba)),
+            "{three}"
+        );
+        assert!(
+            three.contains("Partition name: 'imgforge-bundle'"),
+            "{three}"
+        );
+
+        let err = finish_usb_image(
+            &mut Cursor::new(Vec::new()),
+            &layout,
+            &esp,
+            payload.len() as u64,
+            0,
+        )
+        .expect_err("a GUID without bytes");
+        assert!(
+            err.to_string().contains("needs both a GUID and bytes"),
+            "{err}"
+        );
+    }
+
+    /// The ESP of an image whose bundle is 1.5 MB (2 MiB partition).
+    fn esp_with_bundle() -> Vec<u8> {
+        let mut files = BTreeMap::new();
+        files.insert(".disk/info".to_owned(), b"test medium\n".to_vec());
+        let opts = Fat32Options {
+            hidden_sectors: esp_first_lba(payload().len() as u64, 1_500_001) as u32,
+            ..Fat32Options::default()
+        };
+        fat32_image_with(&files, "IMGFORGE", 0xCAFE_F00D, &opts).expect("building the ESP")
+    }
+
+    #[test]
     fn protective_mbr_covers_the_disk() {
         let (img, s) = image(&esp(), &payload());
         let entry = &img[446..462];
