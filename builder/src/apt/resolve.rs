@@ -50,7 +50,12 @@ impl AptSource {
             Some(keyring) => format!("signed-by={} check-date=no", keyring.display()),
             None => "trusted=yes check-date=no".to_owned(),
         };
-        format!("deb [{options}] {} {} {}", self.uri(), self.suite, self.components.join(" "))
+        format!(
+            "deb [{options}] {} {} {}",
+            self.uri(),
+            self.suite,
+            self.components.join(" ")
+        )
     }
 }
 
@@ -62,6 +67,7 @@ pub struct Inst {
     pub arch: String,
 }
 
+#[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {
     /// The installed system's `/var/lib/dpkg/status`.
     pub status: &'a [u8],
@@ -89,14 +95,25 @@ impl fmt::Display for Unmet {
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
     #[error("{what} {value:?} cannot be given to apt: {why}")]
-    Input { what: &'static str, value: String, why: &'static str },
+    Input {
+        what: &'static str,
+        value: String,
+        why: &'static str,
+    },
     #[error("apt refused the package index of {apt_source}: {reason}; check that the mirror copy is complete and that its InRelease is signed by a key in {keyring}")]
-    Index { apt_source: String, keyring: String, reason: String },
+    Index {
+        apt_source: String,
+        keyring: String,
+        reason: String,
+    },
     #[error("apt cannot find {} in the sources ({sources}): check the spelling, remove it from [packages] install, or add the suite or component that has it to [packages] suites or components", list(packages))]
-    NotFound { packages: Vec<String>, sources: String },
+    NotFound {
+        packages: Vec<String>,
+        sources: String,
+    },
     #[error("apt has no installable version of {package}: {detail}; name one real package instead in [packages] install")]
     NoCandidate { package: String, detail: String },
-    #[error("apt cannot install the requested packages: {}; add the suite or component that has what is missing to [packages] suites or components, or remove the package that needs it from [packages] install", join(unmet))]
+    #[error("apt cannot install the requested packages: {}; where a dependency is missing, add the suite or component that has it to [packages] suites or components, otherwise remove one of the named packages from [packages] install", join(unmet))]
     Unmet { unmet: Vec<Unmet> },
     #[error("installing the requested packages would make apt remove {} from the installed system; remove the package that conflicts with {} from [packages] install", list(packages), if packages.len() == 1 { "it" } else { "them" })]
     Removes { packages: Vec<String> },
@@ -105,7 +122,10 @@ pub enum ResolveError {
     #[error("running apt-get: {0}; the builder needs apt (install the `apt` package)")]
     Spawn(std::io::Error),
     #[error("preparing apt's scratch directory ({path}): {source}")]
-    Scratch { path: PathBuf, source: std::io::Error },
+    Scratch {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 fn list(names: &[String]) -> String {
@@ -113,25 +133,45 @@ fn list(names: &[String]) -> String {
 }
 
 fn join(unmet: &[Unmet]) -> String {
-    unmet.iter().map(Unmet::to_string).collect::<Vec<_>>().join("; ")
+    unmet
+        .iter()
+        .map(Unmet::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Runs `apt-get update` and `apt-get -s install` in a scratch directory and
 /// returns what apt would unpack, sorted by name.
 pub fn simulate(req: &Request) -> Result<Vec<Inst>, ResolveError> {
     check_request(req)?;
-    let scratch = tempfile::Builder::new().prefix("imgforge-apt-").tempdir().map_err(|source| ResolveError::Scratch {
-        path: std::env::temp_dir(),
-        source,
-    })?;
+    let scratch = tempfile::Builder::new()
+        .prefix("imgforge-apt-")
+        .tempdir()
+        .map_err(|source| ResolveError::Scratch {
+            path: std::env::temp_dir(),
+            source,
+        })?;
+    check_path("scratch directory (set TMPDIR to another)", scratch.path())?;
     let config = write_scratch(scratch.path(), req)?;
 
     let update = run_apt(&config, &["update"])?;
     check_update(&update, req.sources)?;
-    let fetched = run_apt(&config, &["indextargets", "--format", "$(SITE) $(RELEASE) $(COMPONENT)", "Identifier: Packages"])?;
+    let fetched = run_apt(
+        &config,
+        &[
+            "indextargets",
+            "--format",
+            "$(SITE) $(RELEASE) $(COMPONENT)",
+            "Identifier: Packages",
+        ],
+    )?;
     check_fetched(&fetched, req.sources)?;
 
-    let recommends = if req.recommends { "--install-recommends" } else { "--no-install-recommends" };
+    let recommends = if req.recommends {
+        "--install-recommends"
+    } else {
+        "--no-install-recommends"
+    };
     let mut args = vec!["-s", "install", recommends, "--"];
     args.extend(req.packages.iter().map(String::as_str));
     let install = run_apt(&config, &args)?;
@@ -149,7 +189,8 @@ pub fn installed_names(status: &[u8]) -> BTreeSet<String> {
             if let Some(value) = line.strip_prefix("Package:") {
                 package = Some(value.trim());
             } else if let Some(value) = line.strip_prefix("Status:") {
-                installed = value.split_whitespace().collect::<Vec<_>>() == ["install", "ok", "installed"];
+                installed =
+                    value.split_whitespace().collect::<Vec<_>>() == ["install", "ok", "installed"];
             }
         }
         if let (Some(name), true) = (package, installed) {
@@ -173,7 +214,7 @@ fn check_request(req: &Request) -> Result<(), ResolveError> {
     }
     for source in req.sources {
         for path in std::iter::once(&source.root).chain(&source.keyring) {
-            check_path(path)?;
+            check_path("path", path)?;
         }
         if !is_word(&source.suite, false) {
             return Err(ResolveError::Input {
@@ -207,27 +248,33 @@ fn is_package_name(name: &str) -> bool {
     bytes.len() >= 2
         && bytes[0].is_ascii_alphanumeric()
         && !name.ends_with('-')
-        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(b))
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(b))
 }
 
 fn is_word(word: &str, slash: bool) -> bool {
     word.starts_with(|c: char| c.is_ascii_alphanumeric())
         && !word.split('/').any(|part| part.is_empty() || part == "..")
-        && word.chars().all(|c| c.is_ascii_alphanumeric() || "._+-".contains(c) || (slash && c == '/'))
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._+-".contains(c) || (slash && c == '/'))
 }
 
-fn check_path(path: &Path) -> Result<(), ResolveError> {
+fn check_path(what: &'static str, path: &Path) -> Result<(), ResolveError> {
     let text = path.to_str().unwrap_or("");
     let ok = path.is_absolute()
         && !text.is_empty()
-        && text.chars().all(|c| c.is_ascii_alphanumeric() || "/._+-".contains(c));
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._+-".contains(c));
     if ok {
         Ok(())
     } else {
         Err(ResolveError::Input {
-            what: "path",
+            what,
             value: path.display().to_string(),
-            why: "apt's sources.list takes absolute paths of letters, digits and / . _ + - here",
+            why: "apt's configuration and sources.list take absolute paths of letters, digits and / . _ + - here",
         })
     }
 }
@@ -302,7 +349,12 @@ struct AptRun {
 
 impl AptRun {
     fn tail(&self) -> String {
-        let all: Vec<&str> = self.stdout.lines().chain(self.stderr.lines()).filter(|l| !l.trim().is_empty()).collect();
+        let all: Vec<&str> = self
+            .stdout
+            .lines()
+            .chain(self.stderr.lines())
+            .filter(|l| !l.trim().is_empty())
+            .collect();
         all[all.len().saturating_sub(12)..].join(" | ")
     }
 }
@@ -339,8 +391,12 @@ fn source_of<'s>(line: &str, sources: &'s [AptSource]) -> Option<&'s AptSource> 
 }
 
 fn check_update(run: &AptRun, sources: &[AptSource]) -> Result<(), ResolveError> {
-    let complaints: Vec<&str> =
-        run.stderr.lines().chain(run.stdout.lines()).filter(|l| l.starts_with("W:") || l.starts_with("E:")).collect();
+    let complaints: Vec<&str> = run
+        .stderr
+        .lines()
+        .chain(run.stdout.lines())
+        .filter(|l| l.starts_with("W:") || l.starts_with("E:"))
+        .collect();
     if let Some(source) = complaints.iter().find_map(|line| source_of(line, sources)) {
         let reason = complaints
             .iter()
@@ -355,7 +411,10 @@ fn check_update(run: &AptRun, sources: &[AptSource]) -> Result<(), ResolveError>
         });
     }
     if !run.success || !complaints.is_empty() {
-        return Err(ResolveError::Apt { command: run.command.clone(), output: run.tail() });
+        return Err(ResolveError::Apt {
+            command: run.command.clone(),
+            output: run.tail(),
+        });
     }
     Ok(())
 }
@@ -364,7 +423,10 @@ fn check_update(run: &AptRun, sources: &[AptSource]) -> Result<(), ResolveError>
 /// list; every configured component must have given a Packages index.
 fn check_fetched(run: &AptRun, sources: &[AptSource]) -> Result<(), ResolveError> {
     if !run.success {
-        return Err(ResolveError::Apt { command: run.command.clone(), output: run.tail() });
+        return Err(ResolveError::Apt {
+            command: run.command.clone(),
+            output: run.tail(),
+        });
     }
     let fetched: BTreeSet<&str> = run.stdout.lines().map(str::trim).collect();
     for source in sources {
@@ -389,11 +451,15 @@ fn check_fetched(run: &AptRun, sources: &[AptSource]) -> Result<(), ResolveError
 /// `main/binary-amd64/Packages`.
 fn listed_size(source: &AptSource, key: &str) -> Option<u64> {
     let dists = source.root.join("dists").join(&source.suite);
-    let text = fs::read_to_string(dists.join("InRelease")).or_else(|_| fs::read_to_string(dists.join("Release"))).ok()?;
+    let text = fs::read_to_string(dists.join("InRelease"))
+        .or_else(|_| fs::read_to_string(dists.join("Release")))
+        .ok()?;
     text.lines().find_map(|line| {
         let mut fields = line.split_whitespace();
         let (_hash, size, name) = (fields.next()?, fields.next()?, fields.next()?);
-        (line.starts_with(' ') && name == key && fields.next().is_none()).then(|| size.parse().ok()).flatten()
+        (line.starts_with(' ') && name == key && fields.next().is_none())
+            .then(|| size.parse().ok())
+            .flatten()
     })
 }
 
@@ -412,20 +478,34 @@ fn parse_install(run: &AptRun, sources: &[AptSource]) -> Result<Vec<Inst>, Resol
         .map(|name| name.trim().to_owned())
         .collect();
     if !not_found.is_empty() {
-        let sources = sources.iter().map(AptSource::apt_name).collect::<Vec<_>>().join(", ");
-        return Err(ResolveError::NotFound { packages: not_found, sources });
+        let sources = sources
+            .iter()
+            .map(AptSource::apt_name)
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(ResolveError::NotFound {
+            packages: not_found,
+            sources,
+        });
     }
     if let Some(package) = run.stderr.lines().find_map(|l| {
-        l.strip_prefix("E: Package '").and_then(|rest| rest.strip_suffix("' has no installation candidate"))
+        l.strip_prefix("E: Package '")
+            .and_then(|rest| rest.strip_suffix("' has no installation candidate"))
     }) {
-        return Err(ResolveError::NoCandidate { package: package.to_owned(), detail: candidate_detail(&run.stdout, package) });
+        return Err(ResolveError::NoCandidate {
+            package: package.to_owned(),
+            detail: candidate_detail(&run.stdout, package),
+        });
     }
     let unmet = parse_unmet(&run.stdout);
     if !unmet.is_empty() {
         return Err(ResolveError::Unmet { unmet });
     }
     if !run.success || run.stderr.lines().any(|l| l.starts_with("E:")) {
-        return Err(ResolveError::Apt { command: run.command.clone(), output: run.tail() });
+        return Err(ResolveError::Apt {
+            command: run.command.clone(),
+            output: run.tail(),
+        });
     }
 
     let mut installs = Vec::new();
@@ -436,7 +516,10 @@ fn parse_install(run: &AptRun, sources: &[AptSource]) -> Result<Vec<Inst>, Resol
                 command: run.command.clone(),
                 output: format!("cannot read apt's line {line:?}"),
             })?);
-        } else if let Some(rest) = line.strip_prefix("Remv ").or_else(|| line.strip_prefix("Purg ")) {
+        } else if let Some(rest) = line
+            .strip_prefix("Remv ")
+            .or_else(|| line.strip_prefix("Purg "))
+        {
             removals.push(rest.split_whitespace().next().unwrap_or(rest).to_owned());
         }
     }
@@ -470,7 +553,9 @@ fn parse_inst(rest: &str) -> Option<Inst> {
 fn candidate_detail(stdout: &str, package: &str) -> String {
     let start = format!("Package {package} ");
     let mut lines = stdout.lines().skip_while(|l| !l.starts_with(&start));
-    let Some(first) = lines.next() else { return "apt gave no reason".to_owned() };
+    let Some(first) = lines.next() else {
+        return "apt gave no reason".to_owned();
+    };
     let mut detail = first.trim().to_owned();
     let mut in_list = false;
     for line in lines.take_while(|l| !l.trim().is_empty()) {
@@ -501,11 +586,18 @@ fn parse_unmet(stdout: &str) -> Vec<Unmet> {
         .take_while(|l| l.starts_with(' '));
     for line in block {
         match line.trim_start().split_once(" : ") {
-            Some((package, relation)) if !package.contains(' ') && line.starts_with(' ') && !line.starts_with("  ") => {
-                unmet.push(Unmet { package: package.to_owned(), relations: vec![relation.trim().to_owned()] })
+            Some((package, relation))
+                if !package.contains(' ') && line.starts_with(' ') && !line.starts_with("  ") =>
+            {
+                unmet.push(Unmet {
+                    package: package.to_owned(),
+                    relations: vec![relation.trim().to_owned()],
+                })
             }
             _ => {
-                let Some(last) = unmet.last_mut() else { continue };
+                let Some(last) = unmet.last_mut() else {
+                    continue;
+                };
                 let text = line.trim();
                 match last.relations.last_mut() {
                     Some(relation) if relation.ends_with(" or") => {

@@ -57,7 +57,10 @@ fn write_suite(root: &Path, suite: &str, components: &[(&str, String)], index: I
         }
         for (name, bytes) in files {
             let digest = hex::encode(Sha256::digest(&bytes));
-            hashes.push_str(&format!(" {digest} {} {component}/binary-amd64/{name}\n", bytes.len()));
+            hashes.push_str(&format!(
+                " {digest} {} {component}/binary-amd64/{name}\n",
+                bytes.len()
+            ));
         }
     }
     let names: Vec<&str> = components.iter().map(|(c, _)| *c).collect();
@@ -108,7 +111,11 @@ impl Archive {
             pkg("alt-a", "1", &[]),
             pkg("alt-b", "1", &[]),
             // A virtual package with one provider.
-            pkg("qemu-system-x86", "1:8.2.2+ds-0ubuntu1", &["Provides: qemu-kvm"]),
+            pkg(
+                "qemu-system-x86",
+                "1:8.2.2+ds-0ubuntu1",
+                &["Provides: qemu-kvm"],
+            ),
             pkg("kvm-user", "1", &["Depends: qemu-kvm"]),
             // A virtual package with two providers.
             pkg("mta-one", "1", &["Provides: mail-transport-agent"]),
@@ -148,7 +155,12 @@ impl Archive {
         ]
         .concat();
         let universe = pkg("ifupdown", "0.8.41ubuntu1", &[]);
-        write_suite(&root, "noble", &[("main", main), ("universe", universe)], Index::Plain);
+        write_suite(
+            &root,
+            "noble",
+            &[("main", main), ("universe", universe)],
+            Index::Plain,
+        );
         let updates = [
             pkg("epoch", "2.0", &[]),
             pkg("tilde", "1.0~rc1", &[]),
@@ -166,7 +178,11 @@ impl Archive {
             "Package: gone\nStatus: deinstall ok config-files\nArchitecture: amd64\nVersion: 1\nDescription: gone\n\n".to_owned(),
         ]
         .concat();
-        Archive { _dir: dir, root, status }
+        Archive {
+            _dir: dir,
+            root,
+            status,
+        }
     }
 
     fn sources(&self) -> Vec<AptSource> {
@@ -185,15 +201,30 @@ impl Archive {
         }
     }
 
-    fn resolve_with(&self, sources: &[AptSource], packages: &[&str], recommends: bool) -> Result<Vec<Inst>, ResolveError> {
+    fn resolve_with(
+        &self,
+        sources: &[AptSource],
+        packages: &[&str],
+        recommends: bool,
+    ) -> Result<Vec<Inst>, ResolveError> {
         let packages: Vec<String> = packages.iter().map(|p| p.to_string()).collect();
-        simulate(&Request { status: self.status.as_bytes(), sources, packages: &packages, recommends })
+        simulate(&Request {
+            status: self.status.as_bytes(),
+            sources,
+            packages: &packages,
+            recommends,
+        })
     }
 
     /// name=version of what apt installs, or the error message.
     fn resolve(&self, packages: &[&str]) -> Result<Vec<String>, String> {
         self.resolve_with(&self.sources(), packages, false)
-            .map(|insts| insts.iter().map(|i| format!("{}={}", i.name, i.version)).collect())
+            .map(|insts| {
+                insts
+                    .iter()
+                    .map(|i| format!("{}={}", i.name, i.version))
+                    .collect()
+            })
             .map_err(|e| e.to_string())
     }
 }
@@ -227,37 +258,37 @@ fn hard_cases_resolve_as_apt_decides() {
         (
             &["broken"],
             Err("apt cannot install the requested packages: broken: Depends: alt-a (>= 2) but it is not going to be installed; \
-                 Depends: gone but it is not installable; add the suite or component that has what is missing to \
-                 [packages] suites or components, or remove the package that needs it from [packages] install"
+                 Depends: gone but it is not installable; where a dependency is missing, add the suite or component that has it to \
+                 [packages] suites or components, otherwise remove one of the named packages from [packages] install"
                 .to_owned()),
         ),
         (
             &["abi-too-new"],
             Err("apt cannot install the requested packages: abi-too-new: Depends: libabi (>= 3); \
-                 add the suite or component that has what is missing to [packages] suites or components, or remove the \
-                 package that needs it from [packages] install"
+                 where a dependency is missing, add the suite or component that has it to \
+                 [packages] suites or components, otherwise remove one of the named packages from [packages] install"
                 .to_owned()),
         ),
         (
             &["pre-broken"],
             Err("apt cannot install the requested packages: pre-broken: PreDepends: pre-lib (>= 4) but it is not going to be installed; \
-                 add the suite or component that has what is missing to [packages] suites or components, or remove the \
-                 package that needs it from [packages] install"
+                 where a dependency is missing, add the suite or component that has it to \
+                 [packages] suites or components, otherwise remove one of the named packages from [packages] install"
                 .to_owned()),
         ),
         (
             &["clash-a", "clash-b"],
             Err("apt cannot install the requested packages: clash-a: Conflicts: clash-b but 1 is to be installed; \
-                 add the suite or component that has what is missing to [packages] suites or components, or remove the \
-                 package that needs it from [packages] install"
+                 where a dependency is missing, add the suite or component that has it to \
+                 [packages] suites or components, otherwise remove one of the named packages from [packages] install"
                 .to_owned()),
         ),
         // An essential installed package that the new one breaks: apt refuses.
         (
             &["breaks-base"],
             Err("apt cannot install the requested packages: breaks-base: Breaks: base-thing (< 5) but 4 is to be installed; \
-                 add the suite or component that has what is missing to [packages] suites or components, or remove the \
-                 package that needs it from [packages] install"
+                 where a dependency is missing, add the suite or component that has it to \
+                 [packages] suites or components, otherwise remove one of the named packages from [packages] install"
                 .to_owned()),
         ),
         // A conflicting installed package that is not essential: apt would remove it.
@@ -283,12 +314,22 @@ fn hard_cases_resolve_as_apt_decides() {
                  package instead in [packages] install"
                 .to_owned()),
         ),
+        // Known only as removed in the status and as a dependency.
+        (
+            &["gone"],
+            Err("apt has no installable version of gone: Package gone is not available, but is referred to by another \
+                 package. This may mean that the package is missing, has been obsoleted, or is only available from \
+                 another source; name one real package instead in [packages] install"
+                .to_owned()),
+        ),
     ];
     let mut failures = Vec::new();
     for (packages, expected) in table {
         let got = archive.resolve(packages);
         if &got != expected {
-            failures.push(format!("{packages:?}:\n   got {got:?}\n  want {expected:?}"));
+            failures.push(format!(
+                "{packages:?}:\n   got {got:?}\n  want {expected:?}"
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -297,14 +338,33 @@ fn hard_cases_resolve_as_apt_decides() {
 #[test]
 fn recommends_follow_the_request() {
     let archive = Archive::new();
-    let off = archive.resolve_with(&archive.sources(), &["rec"], false).unwrap();
-    let on = archive.resolve_with(&archive.sources(), &["rec"], true).unwrap();
-    assert_eq!(off, [Inst { name: "rec".into(), version: "1".into(), arch: "amd64".into() }]);
+    let off = archive
+        .resolve_with(&archive.sources(), &["rec"], false)
+        .unwrap();
+    let on = archive
+        .resolve_with(&archive.sources(), &["rec"], true)
+        .unwrap();
+    assert_eq!(
+        off,
+        [Inst {
+            name: "rec".into(),
+            version: "1".into(),
+            arch: "amd64".into()
+        }]
+    );
     assert_eq!(
         on,
         [
-            Inst { name: "rec".into(), version: "1".into(), arch: "amd64".into() },
-            Inst { name: "rec-extra".into(), version: "1".into(), arch: "all".into() },
+            Inst {
+                name: "rec".into(),
+                version: "1".into(),
+                arch: "amd64".into()
+            },
+            Inst {
+                name: "rec-extra".into(),
+                version: "1".into(),
+                arch: "all".into()
+            },
         ]
     );
 }
@@ -313,18 +373,28 @@ fn recommends_follow_the_request() {
 fn only_the_given_suites_and_components_count() {
     let archive = Archive::new();
     // Without universe, ifupdown is not found.
-    let main_only = [archive.source("noble", &["main"]), archive.source("noble-updates", &["main"])];
-    let err = archive.resolve_with(&main_only, &["needs-universe"], false).unwrap_err();
+    let main_only = [
+        archive.source("noble", &["main"]),
+        archive.source("noble-updates", &["main"]),
+    ];
+    let err = archive
+        .resolve_with(&main_only, &["needs-universe"], false)
+        .unwrap_err();
     assert_eq!(
         err.to_string(),
         "apt cannot install the requested packages: needs-universe: Depends: ifupdown but it is not installable; \
-         add the suite or component that has what is missing to [packages] suites or components, or remove the \
-         package that needs it from [packages] install"
+         where a dependency is missing, add the suite or component that has it to \
+                 [packages] suites or components, otherwise remove one of the named packages from [packages] install"
     );
     // Without noble-updates, the release version is taken.
     let release_only = [archive.source("noble", &["main", "universe"])];
-    let insts = archive.resolve_with(&release_only, &["updated", "epoch"], false).unwrap();
-    let got: Vec<String> = insts.iter().map(|i| format!("{}={}", i.name, i.version)).collect();
+    let insts = archive
+        .resolve_with(&release_only, &["updated", "epoch"], false)
+        .unwrap();
+    let got: Vec<String> = insts
+        .iter()
+        .map(|i| format!("{}={}", i.name, i.version))
+        .collect();
     assert_eq!(got, ["epoch=1:1.0", "updated=1.0-1"]);
 }
 
@@ -333,7 +403,9 @@ fn a_broken_source_is_an_error_naming_it() {
     let archive = Archive::new();
     // A component the suite does not have: apt only warns and skips it.
     let sources = [archive.source("noble", &["main", "restricted"])];
-    let err = archive.resolve_with(&sources, &["alt-a"], false).unwrap_err();
+    let err = archive
+        .resolve_with(&sources, &["alt-a"], false)
+        .unwrap_err();
     let root = archive.root.display();
     assert_eq!(
         err.to_string(),
@@ -345,8 +417,13 @@ fn a_broken_source_is_an_error_naming_it() {
         )
     );
     // A suite that is not there.
-    let sources = [archive.source("noble", &["main"]), archive.source("noble-backports", &["main"])];
-    let err = archive.resolve_with(&sources, &["alt-a"], false).unwrap_err();
+    let sources = [
+        archive.source("noble", &["main"]),
+        archive.source("noble-backports", &["main"]),
+    ];
+    let err = archive
+        .resolve_with(&sources, &["alt-a"], false)
+        .unwrap_err();
     assert!(
         matches!(&err, ResolveError::Index { apt_source, reason, .. }
             if *apt_source == format!("file:{root} noble-backports") && reason.contains("File not found")),
@@ -355,9 +432,15 @@ fn a_broken_source_is_an_error_naming_it() {
     // A component whose index the Release does not list: apt skips it silently.
     let release = archive.root.join("dists/noble/Release");
     let text = fs::read_to_string(&release).unwrap();
-    let without: String = text.lines().filter(|l| !l.contains("universe/binary-amd64")).map(|l| format!("{l}\n")).collect();
+    let without: String = text
+        .lines()
+        .filter(|l| !l.contains("universe/binary-amd64"))
+        .map(|l| format!("{l}\n"))
+        .collect();
     fs::write(&release, without).unwrap();
-    let err = archive.resolve_with(&archive.sources(), &["alt-a"], false).unwrap_err();
+    let err = archive
+        .resolve_with(&archive.sources(), &["alt-a"], false)
+        .unwrap_err();
     assert_eq!(
         err.to_string(),
         format!(
@@ -368,11 +451,15 @@ fn a_broken_source_is_an_error_naming_it() {
     );
     fs::write(&release, text).unwrap();
     // An index changed after the Release was written.
-    let packages = archive.root.join("dists/noble-updates/main/binary-amd64/Packages");
+    let packages = archive
+        .root
+        .join("dists/noble-updates/main/binary-amd64/Packages");
     let mut text = fs::read_to_string(&packages).unwrap();
     text.push_str(&pkg("sneaked-in", "1", &[]));
     fs::write(&packages, text).unwrap();
-    let err = archive.resolve_with(&archive.sources(), &["alt-a"], false).unwrap_err();
+    let err = archive
+        .resolve_with(&archive.sources(), &["alt-a"], false)
+        .unwrap_err();
     assert!(
         matches!(&err, ResolveError::Index { apt_source, reason, .. }
             if *apt_source == format!("file:{root} noble-updates") && reason.contains("Hash Sum mismatch")),
@@ -383,24 +470,50 @@ fn a_broken_source_is_an_error_naming_it() {
 #[test]
 fn values_outside_apt_grammar_are_refused_before_apt_runs() {
     let archive = Archive::new();
-    for bad in ["Foo", "-s", "foo-", "x", "foo=1.0", "foo/noble", "foo bar", "foo:i386"] {
-        let err = archive.resolve_with(&archive.sources(), &[bad], false).unwrap_err();
-        assert!(matches!(&err, ResolveError::Input { what: "package", value, .. } if value == bad), "{bad}: {err}");
+    for bad in [
+        "Foo",
+        "-s",
+        "foo-",
+        "x",
+        "foo=1.0",
+        "foo/noble",
+        "foo bar",
+        "foo:i386",
+    ] {
+        let err = archive
+            .resolve_with(&archive.sources(), &[bad], false)
+            .unwrap_err();
+        assert!(
+            matches!(&err, ResolveError::Input { what: "package", value, .. } if value == bad),
+            "{bad}: {err}"
+        );
     }
     let mut sources = archive.sources();
     sources[0].root = PathBuf::from("relative/archive");
-    assert!(matches!(archive.resolve_with(&sources, &["alt-a"], false), Err(ResolveError::Input { what: "path", .. })));
+    assert!(matches!(
+        archive.resolve_with(&sources, &["alt-a"], false),
+        Err(ResolveError::Input { what: "path", .. })
+    ));
     let mut sources = archive.sources();
     sources[0].root = archive.root.join("with space");
-    assert!(matches!(archive.resolve_with(&sources, &["alt-a"], false), Err(ResolveError::Input { what: "path", .. })));
+    assert!(matches!(
+        archive.resolve_with(&sources, &["alt-a"], false),
+        Err(ResolveError::Input { what: "path", .. })
+    ));
     let mut sources = archive.sources();
     sources[1].suite = "noble]".into();
-    assert!(matches!(archive.resolve_with(&sources, &["alt-a"], false), Err(ResolveError::Input { what: "suite", .. })));
+    assert!(matches!(
+        archive.resolve_with(&sources, &["alt-a"], false),
+        Err(ResolveError::Input { what: "suite", .. })
+    ));
     let mut sources = archive.sources();
     sources[1].components = vec!["main/../x".into()];
     assert!(matches!(
         archive.resolve_with(&sources, &["alt-a"], false),
-        Err(ResolveError::Input { what: "component", .. })
+        Err(ResolveError::Input {
+            what: "component",
+            ..
+        })
     ));
 }
 
@@ -414,7 +527,16 @@ struct Signer {
 impl Signer {
     fn new(name: &str) -> Self {
         let home = tempfile::tempdir().unwrap();
-        Self::gpg(home.path(), &["--quick-gen-key", &format!("{name} <{name}@example.invalid>"), "ed25519", "sign", "never"]);
+        Self::gpg(
+            home.path(),
+            &[
+                "--quick-gen-key",
+                &format!("{name} <{name}@example.invalid>"),
+                "ed25519",
+                "sign",
+                "never",
+            ],
+        );
         let listing = Self::gpg(home.path(), &["--with-colons", "--list-keys"]);
         let key_id = listing
             .lines()
@@ -424,17 +546,32 @@ impl Signer {
             .to_owned();
         let public = home.path().join("public.asc");
         fs::write(&public, Self::gpg(home.path(), &["--armor", "--export"])).unwrap();
-        Signer { home, key_id, public }
+        Signer {
+            home,
+            key_id,
+            public,
+        }
     }
 
     fn gpg(home: &Path, args: &[&str]) -> String {
         let out = Command::new("gpg")
             .env("GNUPGHOME", home)
-            .args(["--batch", "--quiet", "--pinentry-mode", "loopback", "--passphrase", ""])
+            .args([
+                "--batch",
+                "--quiet",
+                "--pinentry-mode",
+                "loopback",
+                "--passphrase",
+                "",
+            ])
             .args(args)
             .output()
             .expect("gpg runs");
-        assert!(out.status.success(), "gpg {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "gpg {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     }
 
@@ -446,7 +583,13 @@ impl Signer {
         let in_release = dists.join("InRelease");
         Self::gpg(
             self.home.path(),
-            &["--yes", "--clearsign", "--output", in_release.to_str().unwrap(), release.to_str().unwrap()],
+            &[
+                "--yes",
+                "--clearsign",
+                "--output",
+                in_release.to_str().unwrap(),
+                release.to_str().unwrap(),
+            ],
         );
     }
 }
@@ -455,9 +598,29 @@ impl Signer {
 fn a_signed_archive_resolves_only_with_its_key() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("archive");
-    let main = [pkg("ovs", "3.3.0-1", &["Depends: libovs"]), pkg("libovs", "3.3.0-1", &[])].concat();
-    write_suite(&root, "noble", &[("main", main), ("universe", pkg("ifupdown", "0.8.41ubuntu1", &[]))], Index::Xz);
-    write_suite(&root, "noble-updates", &[("main", pkg("libovs", "3.3.0-1ubuntu0.1", &[])), ("universe", String::new())], Index::Xz);
+    let main = [
+        pkg("ovs", "3.3.0-1", &["Depends: libovs"]),
+        pkg("libovs", "3.3.0-1", &[]),
+    ]
+    .concat();
+    write_suite(
+        &root,
+        "noble",
+        &[
+            ("main", main),
+            ("universe", pkg("ifupdown", "0.8.41ubuntu1", &[])),
+        ],
+        Index::Xz,
+    );
+    write_suite(
+        &root,
+        "noble-updates",
+        &[
+            ("main", pkg("libovs", "3.3.0-1ubuntu0.1", &[])),
+            ("universe", String::new()),
+        ],
+        Index::Xz,
+    );
     let archive_key = Signer::new("archive");
     archive_key.sign_suite(&root, "noble");
     archive_key.sign_suite(&root, "noble-updates");
@@ -476,23 +639,49 @@ fn a_signed_archive_resolves_only_with_its_key() {
     };
     let packages = vec!["ovs".to_owned(), "ifupdown".to_owned()];
     let request = |sources: &[AptSource]| {
-        simulate(&Request { status: b"", sources, packages: &packages, recommends: false })
+        simulate(&Request {
+            status: b"",
+            sources,
+            packages: &packages,
+            recommends: false,
+        })
     };
 
     let insts = request(&sources(&archive_key.public)).unwrap();
-    let got: Vec<String> = insts.iter().map(|i| format!("{}={}", i.name, i.version)).collect();
-    assert_eq!(got, ["ifupdown=0.8.41ubuntu1", "libovs=3.3.0-1ubuntu0.1", "ovs=3.3.0-1"]);
+    let got: Vec<String> = insts
+        .iter()
+        .map(|i| format!("{}={}", i.name, i.version))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "ifupdown=0.8.41ubuntu1",
+            "libovs=3.3.0-1ubuntu0.1",
+            "ovs=3.3.0-1"
+        ]
+    );
 
     let err = request(&sources(&other_key.public)).unwrap_err();
     match &err {
-        ResolveError::Index { apt_source, keyring, reason } => {
+        ResolveError::Index {
+            apt_source,
+            keyring,
+            reason,
+        } => {
             assert_eq!(*apt_source, format!("file:{} noble", root.display()));
             assert_eq!(*keyring, other_key.public.display().to_string());
-            assert!(reason.contains(&format!("NO_PUBKEY {}", archive_key.key_id)), "{reason}");
+            assert!(
+                reason.contains(&format!("NO_PUBKEY {}", archive_key.key_id)),
+                "{reason}"
+            );
         }
         other => panic!("want an index error, got {other}"),
     }
-    assert!(err.to_string().contains(&format!("NO_PUBKEY {}", archive_key.key_id)), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&format!("NO_PUBKEY {}", archive_key.key_id)),
+        "{err}"
+    );
 
     // A suite signed by another key fails even when the first suite is fine.
     other_key.sign_suite(&root, "noble-updates");
@@ -508,6 +697,8 @@ fn a_signed_archive_resolves_only_with_its_key() {
 #[test]
 fn installed_names_are_those_dpkg_has_installed() {
     let archive = Archive::new();
-    let names: Vec<String> = installed_names(archive.status.as_bytes()).into_iter().collect();
+    let names: Vec<String> = installed_names(archive.status.as_bytes())
+        .into_iter()
+        .collect();
     assert_eq!(names, ["already", "base-thing", "older", "oldtool"]);
 }
