@@ -117,13 +117,31 @@ pub enum BuildError {
     #[error("installer agent {path}: {reason}")]
     Agent { path: PathBuf, reason: String },
     #[error("the ISO's package pool: {0}; nothing was written")]
-    Pool(#[from] pool::PoolError),
+    Pool(Box<pool::PoolError>),
     #[error("the archive: {0}; nothing was written")]
-    Archive(#[from] repo::RepoError),
+    Archive(Box<repo::RepoError>),
     #[error("resolving the packages with apt: {0}; nothing was written")]
     Resolve(String),
     #[error("the package bundle: {0}")]
-    Bundle(#[from] bundle::BundleError),
+    Bundle(Box<bundle::BundleError>),
+}
+
+impl From<pool::PoolError> for BuildError {
+    fn from(e: pool::PoolError) -> Self {
+        BuildError::Pool(Box::new(e))
+    }
+}
+
+impl From<repo::RepoError> for BuildError {
+    fn from(e: repo::RepoError) -> Self {
+        BuildError::Archive(Box::new(e))
+    }
+}
+
+impl From<bundle::BundleError> for BuildError {
+    fn from(e: bundle::BundleError) -> Self {
+        BuildError::Bundle(Box::new(e))
+    }
 }
 
 fn io(what: impl Into<String>, path: &Path) -> impl FnOnce(std::io::Error) -> BuildError {

@@ -75,29 +75,34 @@ impl Resolution {
     }
 }
 
+/// A bundle file whose bytes are not the ones its index lists.
+#[derive(Debug, thiserror::Error)]
+#[error("bundle file {path} ({file}): {size} bytes with SHA-256 {actual}, but {index} lists {listed_size} bytes with SHA-256 {listed}: the file changed after it was fetched or the mirror's copy is damaged; nothing was written")]
+pub struct Mismatch {
+    pub path: String,
+    pub file: String,
+    pub index: String,
+    pub size: u64,
+    pub actual: String,
+    pub listed_size: u64,
+    pub listed: String,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
-    #[error("apt would install {name} {version} ({arch}), which neither the ISO's pool nor the archive ({mirror}: {suites}) has at that version{others}; the archive's indices and apt disagree, fetch them again")]
+    #[error("apt would install {name} {version} ({arch}), which neither the ISO's pool nor the archive ({archive}) has at that version{others}; the archive's indices and apt disagree, fetch them again")]
     NotInArchive {
         name: String,
         version: String,
         arch: String,
-        mirror: String,
-        suites: String,
+        /// The mirror and its suites.
+        archive: String,
         others: String,
     },
     #[error("bundle file {path}: {source}")]
     Read { path: String, source: io::Error },
-    #[error("bundle file {path} ({file}): {size} bytes with SHA-256 {actual}, but {index} lists {listed_size} bytes with SHA-256 {listed}: the file changed after it was fetched or the mirror's copy is damaged; nothing was written")]
-    Digest {
-        path: String,
-        file: String,
-        index: String,
-        size: u64,
-        actual: String,
-        listed_size: u64,
-        listed: String,
-    },
+    #[error("{0}")]
+    Digest(Box<Mismatch>),
     #[error("bundle file {path} is {size} bytes; newc archives hold files below 4 GiB")]
     TooLarge { path: String, size: u64 },
     #[error("writing the bundle at {path}: {source}")]
@@ -124,13 +129,16 @@ pub fn classify(insts: &[Inst], pool: &Pool, archive: &Archive) -> Result<Resolu
                     name: inst.name.clone(),
                     version: inst.version.clone(),
                     arch: inst.arch.clone(),
-                    mirror: archive.mirror.to_string(),
-                    suites: archive
-                        .suites
-                        .iter()
-                        .map(|s| s.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", "),
+                    archive: format!(
+                        "{}: {}",
+                        archive.mirror,
+                        archive
+                            .suites
+                            .iter()
+                            .map(|s| s.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
                     others: if others.is_empty() {
                         String::new()
                     } else {
@@ -305,7 +313,7 @@ pub fn write_bundle(
                 BundleSource::File(p) => p.display().to_string(),
                 BundleSource::Bytes(_) => "as fetched".into(),
             };
-            return Err(BundleError::Digest {
+            return Err(BundleError::Digest(Box::new(Mismatch {
                 path: file.path.clone(),
                 file: file_name,
                 index: file.vouched_by.clone(),
@@ -313,7 +321,7 @@ pub fn write_bundle(
                 actual,
                 listed_size: file.size,
                 listed: file.sha256.clone(),
-            });
+            })));
         }
         writer.finish().map_err(werr)?;
         digests.push(FileDigest {

@@ -162,7 +162,7 @@ pub enum RepoError {
     #[error("{location}: {source}")]
     Fetch {
         location: String,
-        source: FetchError,
+        source: Box<FetchError>,
     },
     #[error("{location}: signed by key {issuer}, which is not among the archive keys ({origin}: {fingerprints}); pass --archive-keyring (or set [packages] keyring) with the keys that sign this archive")]
     UntrustedKey {
@@ -225,7 +225,7 @@ fn fetch_suite(
     let location = loc.to_string();
     let (inrelease, origin) = dl.small(&loc).map_err(|source| RepoError::Fetch {
         location: location.clone(),
-        source,
+        source: Box::new(source),
     })?;
     let signed = verify::verify_cleartext(keys, &inrelease).map_err(|e| match e {
         VerifyError::UntrustedKey {
@@ -246,7 +246,7 @@ fn fetch_suite(
     dl.keep(&inrelease, origin)
         .map_err(|source| RepoError::Fetch {
             location: location.clone(),
-            source,
+            source: Box::new(source),
         })?;
     let bad = |problem: String| RepoError::Release {
         location: location.clone(),
@@ -285,7 +285,7 @@ fn fetch_suite(
             .listed(&index_loc, &sha256, listed.size, &location)
             .map_err(|source| RepoError::Fetch {
                 location: index_location.clone(),
-                source,
+                source: Box::new(source),
             })?;
         let bytes = std::fs::read(&file).map_err(|source| RepoError::Io {
             path: file.clone(),
