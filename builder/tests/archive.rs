@@ -403,3 +403,36 @@ fn imgforge_packages_prints_the_resolved_set_and_writes_nothing() {
         entries(work.path())
     );
 }
+
+#[test]
+#[ignore = "needs the fixture ISO and archive: run scripts/test"]
+fn a_machine_the_pool_covers_gets_no_bundle_partition() {
+    let work = tempfile::tempdir().unwrap();
+    let text = fs::read_to_string(REFERENCE_PROFILE).unwrap();
+    let (start, end) = (text.find("install = [").unwrap(), text.find("offline = true").unwrap());
+    let text = format!("{}install = [\"openvswitch-switch\"]\n{}", &text[..start], &text[end..]);
+    let profile = work.path().join("pooled.toml");
+    fs::write(&profile, text).unwrap();
+    let built = build(&options(work.path(), &profile, &fixture("ARCHIVE").display().to_string())).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!built.plan.resolved.is_empty(), "apt still installs the kernel and the boot loader");
+    assert!(built.plan.resolved.iter().all(|r| r.origin == PackageOrigin::Pool), "{:?}", built.plan.resolved);
+    assert_eq!(built.plan.payload.bundle, None);
+    let out = Command::new("sgdisk").arg("-p").arg(&built.image).output().unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("imgforge-payload") && !table.contains("imgforge-bundle"), "{table}");
+}
+
+#[test]
+#[ignore = "needs the fixture ISO and archive: run scripts/test"]
+fn the_same_inputs_give_the_same_image_with_its_bundle() {
+    let mirror = fixture("ARCHIVE").display().to_string();
+    let digests: Vec<String> = (0..2)
+        .map(|_| {
+            let work = tempfile::tempdir().unwrap();
+            let built = build(&options(work.path(), Path::new(REFERENCE_PROFILE), &mirror)).unwrap_or_else(|e| panic!("{e}"));
+            assert!(built.plan.payload.bundle.is_some());
+            sha256_hex(&fs::read(&built.image).unwrap())
+        })
+        .collect();
+    assert_eq!(digests[0], digests[1]);
+}
