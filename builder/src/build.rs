@@ -1,19 +1,33 @@
-//! `imgforge build`: verify the ISO, compile the plan, assemble the USB image.
+//! `imgforge build`: verify the ISO, resolve and bundle the packages,
+//! compile the plan, assemble the USB image.
 //!
 //! Order matters for trust: the signature on SHA256SUMS is checked first,
 //! then the ISO's hash against the signed list. The ISO is then copied into
 //! the image while it is hashed again, and everything the image boots or
-//! the plan vouches for (loaders, kernel, initrd, layer and pool digests) is
-//! read from that copy only after its hash matched: a file changed between
-//! the check and the copy fails the build, and one changed later is never
-//! read at all.
+//! the plan vouches for (loaders, kernel, initrd, layer and pool digests,
+//! the pool's signed index) is read from that copy only after its hash
+//! matched: a file changed between the check and the copy fails the build,
+//! and one changed later is never read at all.
+//!
+//! Packages: the pool's `Release` is verified with the pool keys and the
+//! archive's `InRelease` files with the archive keys; apt resolves the
+//! wanted packages against both and the layers' dpkg status, and every
+//! package the pool lacks is fetched, checked against its signed index
+//! while it is copied, and written into the bundle partition behind the
+//! payload. Any failure leaves nothing in the output directory.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
-use imgforge_plan::{FileDigest, Plan};
+use imgforge_plan::{BundlePlan, FileDigest, Plan};
+
+use crate::apt::bundle::{self, BundleFile, BundleSource, Resolution};
+use crate::apt::pool::{self, Pool};
+use crate::apt::repo::{self, Archive, Mirror};
+use crate::apt::resolve::{self, AptSource};
 
 use crate::compile::{self, IsoFacts, MediaGuids};
 use crate::fetch::{self, progress::{ProgressMode, Reporter}, FetchOptions, SourceOverrides};
@@ -27,11 +41,18 @@ pub struct BuildOptions {
     pub profile: PathBuf,
     /// Local files that replace the profile's source locations.
     pub sources: SourceOverrides,
+    /// Keys that sign SHA256SUMS (default: source.keyring, else Ubuntu's CD image key).
     pub keyring: Option<PathBuf>,
     pub fetch: FetchOptions,
     pub progress: ProgressMode,
-    /// Keys that sign the ISO's package repository (default: Ubuntu's archive keys).
+    /// Keys that sign the ISO's package pool (default: the SHA256SUMS keys).
+    pub pool_keyring: Option<PathBuf>,
+    /// Keys that sign the archive's InRelease files (default:
+    /// `[packages] keyring`, else Ubuntu's archive keys).
     pub archive_keyring: Option<PathBuf>,
+    /// Where the archive is fetched from instead of `[packages] mirror`:
+    /// a URL or an absolute directory.
+    pub archive_mirror: Option<String>,
     pub out_dir: PathBuf,
     /// The static installer agent; found next to the `imgforge` binary when not given.
     pub agent: Option<PathBuf>,
@@ -55,7 +76,9 @@ impl BuildOptions {
             keyring: None,
             fetch,
             progress: ProgressMode::Quiet,
+            pool_keyring: None,
             archive_keyring: None,
+            archive_mirror: None,
             out_dir,
             agent: None,
             test_hooks: None,
@@ -71,6 +94,8 @@ pub struct BuildOutput {
     pub plan: Plan,
     pub image_size: u64,
     pub signer: String,
+    /// Seconds spent verifying the pool and the archive and resolving.
+    pub resolve_seconds: f64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +116,32 @@ pub enum BuildError {
     Image(#[from] image::ImageError),
     #[error("installer agent {path}: {reason}")]
     Agent { path: PathBuf, reason: String },
+    #[error("the ISO's package pool: {0}; nothing was written")]
+    Pool(Box<pool::PoolError>),
+    #[error("the archive: {0}; nothing was written")]
+    Archive(Box<repo::RepoError>),
+    #[error("resolving the packages with apt: {0}; nothing was written")]
+    Resolve(String),
+    #[error("the package bundle: {0}")]
+    Bundle(Box<bundle::BundleError>),
+}
+
+impl From<pool::PoolError> for BuildError {
+    fn from(e: pool::PoolError) -> Self {
+        BuildError::Pool(Box::new(e))
+    }
+}
+
+impl From<repo::RepoError> for BuildError {
+    fn from(e: repo::RepoError) -> Self {
+        BuildError::Archive(Box::new(e))
+    }
+}
+
+impl From<bundle::BundleError> for BuildError {
+    fn from(e: bundle::BundleError) -> Self {
+        BuildError::Bundle(Box::new(e))
+    }
 }
 
 fn io(what: impl Into<String>, path: &Path) -> impl FnOnce(std::io::Error) -> BuildError {
@@ -114,7 +165,9 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, BuildError> {
     };
     let agent = read_static_agent(&agent_path)?;
 
-    let mut iso = verify_sources(&loaded, opts)?;
+    let trust = PackageTrust::load(&loaded, opts)?;
+    let reporter = Reporter::new(opts.progress);
+    let mut iso = verify_sources(&loaded, opts, &reporter)?;
     if let Some(hook) = opts.after_verify {
         hook(&iso.path);
     }
@@ -123,17 +176,25 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, BuildError> {
     let mut image = TempOutput::create(&image_path)?;
     copy_verified_payload(&mut iso, &mut image)?;
     let boot = read_verified_copy(&mut image, iso.facts.size)?;
+    let payload_start = image::PAYLOAD_FIRST_LBA * image::SECTOR_SIZE;
+    let packages = resolve_packages(&loaded, opts, &trust, image.file.as_file(), payload_start, iso.facts.size, &reporter)?;
 
     let guids = compile::media_guids(&loaded.name, &iso.facts);
     let mut plan = compile::compile(&loaded, &iso.facts, &guids);
-    plan.archive_keys = Some(archive_keys(opts)?);
+    plan.pool_keys = Some(trust.pool_armored.clone());
+    plan.archive_keys = Some(trust.archive_armored.clone());
+    plan.packages = packages.wanted.clone();
+    plan.resolved = packages.resolution.resolved.clone();
+    plan.files.extend(crate::render::apt::files(&loaded.profile, &packages.pool.suite));
     plan.test_hooks = opts.test_hooks.clone();
     plan.payload.layers = boot.layers.clone();
     plan.payload.pool_release = Some(boot.pool_release.clone());
+    plan.payload.bundle = write_bundle(&mut image, &packages, opts, &reporter, iso.facts.size, &guids)?;
+    let bundle_len = plan.payload.bundle.as_ref().map_or(0, |b| b.size);
     let plan_json = plan.to_json();
 
     let esp_files = esp_contents(boot, &agent, plan_json.as_bytes(), &guids)?;
-    let esp_first_lba = image::esp_first_lba(iso.facts.size);
+    let esp_first_lba = image::esp_first_lba(iso.facts.size, bundle_len);
     let fat = image::Fat32Options {
         hidden_sectors: u32::try_from(esp_first_lba).map_err(|_| {
             BuildError::Source(format!("{}: the ISO is too large for a FAT32 ESP behind it (the ESP would start at sector {esp_first_lba})", iso.path.display()))
@@ -141,13 +202,219 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, BuildError> {
         ..image::Fat32Options::default()
     };
     let esp = image::fat32_image_with(&esp_files, "IMGFORGE", esp_volume_id(&guids), &fat)?;
-    let layout = UsbLayout { disk_guid: guids.disk, esp_guid: guids.esp, payload_guid: guids.payload };
-    let summary = image::finish_usb_image(image.file(), &layout, &esp, iso.facts.size).map_err(|e| image.error(e))?;
+    let bundle_guid = plan.payload.bundle.as_ref().map(|_| guids.bundle);
+    let layout = UsbLayout { disk_guid: guids.disk, esp_guid: guids.esp, payload_guid: guids.payload, bundle_guid };
+    let summary = image::finish_usb_image(image.file(), &layout, &esp, iso.facts.size, bundle_len).map_err(|e| image.error(e))?;
     image.persist()?;
 
     let plan_file = opts.out_dir.join(format!("{}.plan.json", loaded.name));
     write_atomically(&plan_file, plan_json.as_bytes())?;
-    Ok(BuildOutput { image: image_path, plan_file, plan, image_size: summary.image_size, signer: iso.signer })
+    Ok(BuildOutput { image: image_path, plan_file, plan, image_size: summary.image_size, signer: iso.signer, resolve_seconds: packages.seconds })
+}
+
+/// What `imgforge packages` reports: the resolution exactly as a build
+/// makes it, nothing written.
+#[derive(Debug, Clone)]
+pub struct PackagesReport {
+    /// What apt is asked for.
+    pub wanted: Vec<String>,
+    pub resolution: Resolution,
+    pub pool_suite: String,
+    /// Fingerprint of the key that signed the pool's Release.
+    pub pool_signer: String,
+    /// Each archive suite with the fingerprint of the key that signed it.
+    pub archive: Vec<(String, String)>,
+    /// Size of each resolved package (name -> bytes), from its index.
+    pub sizes: BTreeMap<String, u64>,
+    pub seconds: f64,
+}
+
+/// Verifies the ISO, its pool and the archive, and resolves the packages as
+/// [`build`] does, without writing anything.
+pub fn packages(opts: &BuildOptions) -> Result<PackagesReport, BuildError> {
+    let loaded = profile::load(&opts.profile)?;
+    let trust = PackageTrust::load(&loaded, opts)?;
+    let reporter = Reporter::new(opts.progress);
+    let iso = verify_sources(&loaded, opts, &reporter)?;
+    let resolved = resolve_packages(&loaded, opts, &trust, &iso.file, 0, iso.facts.size, &reporter)?;
+    let mut sizes = BTreeMap::new();
+    for p in &resolved.resolution.resolved {
+        let size = resolved
+            .pool
+            .packages
+            .iter()
+            .chain(resolved.archive.suites.iter().flat_map(|s| s.packages.iter().map(|(_, e)| e)))
+            .find(|e| e.name == p.name && e.version == p.version)
+            .map_or(0, |e| e.size);
+        sizes.insert(p.name.clone(), size);
+    }
+    Ok(PackagesReport {
+        wanted: resolved.wanted,
+        pool_suite: resolved.pool.suite.clone(),
+        pool_signer: resolved.pool.signature.primary_fingerprint.clone(),
+        archive: resolved.archive.suites.iter().map(|s| (s.name.clone(), s.signature.primary_fingerprint.clone())).collect(),
+        resolution: resolved.resolution,
+        sizes,
+        seconds: resolved.seconds,
+    })
+}
+
+/// The keys behind the packages, loaded before anything is fetched so a
+/// wrong file fails at once.
+struct PackageTrust {
+    pool: TrustedKeys,
+    pool_armored: String,
+    archive: TrustedKeys,
+    archive_armored: String,
+}
+
+impl PackageTrust {
+    fn load(loaded: &LoadedProfile, opts: &BuildOptions) -> Result<PackageTrust, BuildError> {
+        let (pool, pool_armored) = match (&opts.pool_keyring, &opts.keyring, &loaded.profile.source.keyring) {
+            (Some(p), ..) | (None, Some(p), _) => armored_keyring(p, "pool")?,
+            (None, None, Some(k)) => armored_keyring(&loaded.resolve(k), "pool")?,
+            (None, None, None) => (verify::ubuntu_cdimage_keys(), String::from_utf8_lossy(verify::UBUNTU_CDIMAGE_KEY).into_owned()),
+        };
+        let (archive, archive_armored) = match (&opts.archive_keyring, &loaded.profile.packages.keyring) {
+            (Some(p), _) => armored_keyring(p, "archive")?,
+            (None, Some(k)) => armored_keyring(&loaded.resolve(k), "archive")?,
+            (None, None) => {
+                let text = UBUNTU_ARCHIVE_KEYS.concat();
+                let keys = TrustedKeys::from_bytes(text.as_bytes(), "built-in Ubuntu archive signing keys (2018, 2012)")
+                    .map_err(|source| BuildError::Verify { path: "builder/keys".into(), source })?;
+                (keys, text)
+            }
+        };
+        Ok(PackageTrust { pool, pool_armored, archive, archive_armored })
+    }
+}
+
+/// A keyring file that goes into the plan (and from there to apt on the
+/// machine): it must be ASCII-armored, and it is parsed now rather than on
+/// the machine being installed.
+fn armored_keyring(path: &Path, role: &str) -> Result<(TrustedKeys, String), BuildError> {
+    let bytes = std::fs::read(path).map_err(io(format!("reading {role} keyring"), path))?;
+    let keys = TrustedKeys::from_bytes(&bytes, &path.display().to_string()).map_err(|source| BuildError::Verify { path: path.to_path_buf(), source })?;
+    let text = String::from_utf8(bytes).ok().filter(|t| t.trim_start().starts_with("-----BEGIN PGP PUBLIC KEY BLOCK-----"));
+    let text = text.ok_or_else(|| {
+        BuildError::Source(format!("{}: the {role} keyring must be ASCII-armored (gpg --export --armor), since apt on the machine reads it as .asc", path.display()))
+    })?;
+    Ok((keys, text))
+}
+
+/// The packages as resolved: the verified pool and archive, what apt is
+/// asked for and what it unpacks.
+struct ResolvedPackages {
+    pool: Pool,
+    archive: Archive,
+    mirror: Mirror,
+    wanted: Vec<String>,
+    resolution: Resolution,
+    seconds: f64,
+}
+
+/// Verifies the pool on the ISO (the verified copy at `iso_start` of
+/// `file`), reads the layers' dpkg status, fetches and verifies the
+/// archive, and asks apt what it would install.
+fn resolve_packages(
+    loaded: &LoadedProfile,
+    opts: &BuildOptions,
+    trust: &PackageTrust,
+    file: &File,
+    iso_start: u64,
+    iso_size: u64,
+    reporter: &Reporter,
+) -> Result<ResolvedPackages, BuildError> {
+    let started = Instant::now();
+    let mut reader = IsoReader::open(BufReader::with_capacity(1 << 20, Window::new(file, iso_start, iso_size)))
+        .map_err(|source| BuildError::Iso { path: "/".into(), source })?;
+    let suite = pool_suite(&mut reader)?;
+    let pool = pool::read_pool(&mut reader, &suite, &trust.pool)?;
+
+    let mut layers = Vec::new();
+    for path in default_layers(&mut reader)? {
+        let entry = reader.entry(&path).map_err(|source| BuildError::Iso { path: path.clone(), source })?;
+        layers.push(Window::new(file, iso_start + entry.offset, entry.size));
+    }
+    let status = crate::apt::status::dpkg_status(layers)
+        .map_err(|e| BuildError::Resolve(format!("reading the dpkg status of the ISO's layers: {e}")))?;
+
+    let p = &loaded.profile.packages;
+    let mirror_text = opts.archive_mirror.clone().unwrap_or_else(|| p.mirror().to_owned());
+    let mirror = Mirror::parse(&mirror_text).map_err(|why| {
+        BuildError::Source(format!("archive mirror {mirror_text:?} is not an apt archive location: {why}; give an http:// or https:// URL or an absolute directory"))
+    })?;
+    let downloader = fetch::Downloader::new(&opts.fetch, reporter)?;
+    let archive = repo::fetch_archive(&downloader, &mirror, &p.suites(&suite), &p.components(), &trust.archive)?;
+
+    let wanted = bundle::wanted_packages(&loaded.profile, &pool);
+    let scratch = tempfile::Builder::new()
+        .prefix("imgforge-sources-")
+        .tempdir()
+        .map_err(io("creating a scratch directory in", &std::env::temp_dir()))?;
+    let root = scratch.path();
+    let (pool_root, archive_root) = (root.join("cdrom"), root.join("bundle"));
+    pool.write_indices(&pool_root).map_err(io("laying out the pool's indices in", &pool_root))?;
+    archive.write_indices(&archive_root).map_err(io("laying out the archive's indices in", &archive_root))?;
+    let (pool_keys, archive_keys) = (root.join("imgforge-pool.asc"), root.join("imgforge-archive.asc"));
+    std::fs::write(&pool_keys, &trust.pool_armored).map_err(io("writing", &pool_keys))?;
+    std::fs::write(&archive_keys, &trust.archive_armored).map_err(io("writing", &archive_keys))?;
+    // The sources in the order the machine's apt sees them: the pool, then the bundle's suites.
+    let mut sources = vec![AptSource { root: pool_root, suite: pool.suite.clone(), components: pool.components.clone(), keyring: Some(pool_keys) }];
+    sources.extend(archive.suites.iter().map(|s| AptSource {
+        root: archive_root.clone(),
+        suite: s.name.clone(),
+        components: s.components.clone(),
+        keyring: Some(archive_keys.clone()),
+    }));
+    let request = resolve::Request { status: &status, sources: &sources, packages: &wanted, recommends: p.recommends };
+    let insts = resolve::simulate(&request).map_err(|e| BuildError::Resolve(e.to_string()))?;
+    let resolution = bundle::classify(&insts, &pool, &archive)?;
+    Ok(ResolvedPackages { pool, archive, mirror, wanted, resolution, seconds: started.elapsed().as_secs_f64() })
+}
+
+/// Fetches the packages the pool lacks and writes the bundle behind the
+/// payload, each package checked against its signed index as it is copied.
+fn write_bundle(
+    image: &mut TempOutput,
+    packages: &ResolvedPackages,
+    opts: &BuildOptions,
+    reporter: &Reporter,
+    iso_size: u64,
+    guids: &MediaGuids,
+) -> Result<Option<BundlePlan>, BuildError> {
+    if packages.resolution.bundled.is_empty() {
+        return Ok(None);
+    }
+    let downloader = fetch::Downloader::new(&opts.fetch, reporter)?;
+    let mut files = bundle::index_files(&packages.archive);
+    for deb in &packages.resolution.bundled {
+        let loc = packages.mirror.location(&deb.entry.filename);
+        let path = downloader
+            .listed(&loc, &deb.entry.sha256, deb.entry.size, &deb.index)
+            .map_err(|e| BuildError::Source(format!("{loc}: {e}; nothing was written")))?;
+        files.push(BundleFile {
+            path: deb.entry.filename.clone(),
+            source: BundleSource::File(path),
+            vouched_by: deb.index.clone(),
+            sha256: deb.entry.sha256.clone(),
+            size: deb.entry.size,
+        });
+    }
+    let dest = image.dest.display().to_string();
+    let mut writer = image::bundle_writer(image.file(), iso_size).map_err(BuildError::Image)?;
+    let summary = bundle::write_bundle(&mut writer, &files, &dest)?;
+    let len = writer.finish().map_err(BuildError::Image)?;
+    if len != summary.size {
+        return Err(BuildError::Source(format!("{dest}: the bundle partition holds {len} bytes but the archive written was {}", summary.size)));
+    }
+    Ok(Some(BundlePlan {
+        partition_guid: guids.bundle.to_string(),
+        size: summary.size,
+        sha256: summary.sha256,
+        suites: bundle::bundle_suites(&packages.archive),
+        files: summary.files,
+    }))
 }
 
 /// The profile's trust root for SHA256SUMS: --keyring, source.keyring, or
@@ -163,10 +430,9 @@ pub fn signing_keys(loaded: &LoadedProfile, cli: Option<&Path>) -> Result<Truste
 /// Gets the ISO (from disk, the cache or the network; fetch checks the
 /// signature on the list and takes the ISO's hash from it) and hashes the
 /// very file that is opened here, where it is read, against that hash.
-fn verify_sources(loaded: &LoadedProfile, opts: &BuildOptions) -> Result<VerifiedIso, BuildError> {
+fn verify_sources(loaded: &LoadedProfile, opts: &BuildOptions, reporter: &Reporter) -> Result<VerifiedIso, BuildError> {
     let keys = signing_keys(loaded, opts.keyring.as_deref())?;
-    let reporter = Reporter::new(opts.progress);
-    let fetched = fetch::fetch(loaded, &opts.sources, &keys, &opts.fetch, &reporter)?;
+    let fetched = fetch::fetch(loaded, &opts.sources, &keys, &opts.fetch, reporter)?;
     let mut file = File::open(&fetched.iso).map_err(io("opening ISO", &fetched.iso))?;
     let (actual, size) = hash_stream(&mut file).map_err(io("reading ISO", &fetched.iso))?;
     fetched.check_digest(actual)?;
@@ -174,22 +440,9 @@ fn verify_sources(loaded: &LoadedProfile, opts: &BuildOptions) -> Result<Verifie
     Ok(VerifiedIso { path: fetched.iso, file, facts: IsoFacts { sha256_hex: fetched.sha256, size }, signer })
 }
 
-/// Ubuntu's archive signing keys, which sign the live-server ISO's pool.
+/// Ubuntu's archive signing keys, which sign the archive's InRelease files.
 const UBUNTU_ARCHIVE_KEYS: [&str; 2] =
     [include_str!("../keys/ubuntu-archive-2018.asc"), include_str!("../keys/ubuntu-archive-2012.asc")];
-
-fn archive_keys(opts: &BuildOptions) -> Result<String, BuildError> {
-    match &opts.archive_keyring {
-        Some(path) => {
-            let bytes = std::fs::read(path).map_err(io("reading archive keyring", path))?;
-            // Parsed to refuse a wrong file now rather than on the machine being installed.
-            TrustedKeys::from_bytes(&bytes, &path.display().to_string())
-                .map_err(|source| BuildError::Verify { path: path.clone(), source })?;
-            String::from_utf8(bytes).map_err(|_| BuildError::Source(format!("{}: the archive keyring must be ASCII-armored", path.display())))
-        }
-        None => Ok(UBUNTU_ARCHIVE_KEYS.concat()),
-    }
-}
 
 fn load_keyring(path: &Path) -> Result<TrustedKeys, BuildError> {
     let bytes = std::fs::read(path).map_err(io("reading keyring", path))?;
@@ -267,17 +520,23 @@ fn read_verified_copy(image: &mut TempOutput, iso_size: u64) -> Result<BootFiles
     esp.insert(".disk/info".to_owned(), reader.read_file(ISO_DISK_INFO).map_err(iso_err(ISO_DISK_INFO))?);
     let initrd = reader.read_file(ISO_INITRD).map_err(iso_err(ISO_INITRD))?;
 
-    let sources = reader.read_file(ISO_INSTALL_SOURCES).map_err(iso_err(ISO_INSTALL_SOURCES))?;
-    let top = imgforge_plan::casper::default_source_path(&String::from_utf8_lossy(&sources)).ok_or_else(|| {
-        BuildError::Source(format!("{ISO_INSTALL_SOURCES} on the ISO names no source with a path; use a live-server ISO"))
-    })?;
     let mut layers = Vec::new();
-    for layer in imgforge_plan::casper::layers_for(&top) {
-        layers.push(digest(&mut reader, &format!("casper/{layer}"))?);
+    for layer in default_layers(&mut reader)? {
+        layers.push(digest(&mut reader, &layer)?);
     }
     let suite = pool_suite(&mut reader)?;
     let pool_release = digest(&mut reader, &format!("dists/{suite}/Release"))?;
     Ok(BootFiles { esp, initrd, layers, pool_release })
+}
+
+/// The squashfs layers of the installed system, lowest first, as paths on
+/// the ISO (`casper/…`), from `casper/install-sources.yaml`.
+fn default_layers<R: std::io::Read + Seek>(reader: &mut IsoReader<R>) -> Result<Vec<String>, BuildError> {
+    let sources = reader.read_file(ISO_INSTALL_SOURCES).map_err(|source| BuildError::Iso { path: ISO_INSTALL_SOURCES.into(), source })?;
+    let top = imgforge_plan::casper::default_source_path(&String::from_utf8_lossy(&sources)).ok_or_else(|| {
+        BuildError::Source(format!("{ISO_INSTALL_SOURCES} on the ISO names no source with a path; use a live-server ISO"))
+    })?;
+    Ok(imgforge_plan::casper::layers_for(&top).into_iter().map(|l| format!("casper/{l}")).collect())
 }
 
 /// The SHA-256 and size of one file on the ISO, streamed.

@@ -32,6 +32,8 @@ pub struct MediaGuids {
     pub disk: Uuid,
     pub esp: Uuid,
     pub payload: Uuid,
+    /// The bundle partition (used only when the image has one).
+    pub bundle: Uuid,
 }
 
 /// Namespace for imgforge's name-based (v5) UUIDs.
@@ -41,7 +43,7 @@ pub fn media_guids(profile_name: &str, iso: &IsoFacts) -> MediaGuids {
     let derive = |what: &str| {
         Uuid::new_v5(&IMGFORGE_NAMESPACE, format!("{what}\0{profile_name}\0{}", iso.sha256_hex).as_bytes())
     };
-    MediaGuids { disk: derive("usb-disk"), esp: derive("usb-esp"), payload: derive("usb-payload") }
+    MediaGuids { disk: derive("usb-disk"), esp: derive("usb-esp"), payload: derive("usb-payload"), bundle: derive("usb-bundle") }
 }
 
 pub fn compile(loaded: &LoadedProfile, iso: &IsoFacts, guids: &MediaGuids) -> Plan {
@@ -96,7 +98,7 @@ pub fn compile(loaded: &LoadedProfile, iso: &IsoFacts, guids: &MediaGuids) -> Pl
             .collect(),
         packages: p.packages.install.clone(),
         resolved: Vec::new(),
-        install_recommends: false,
+        install_recommends: p.packages.recommends,
         files: render::render_all(p),
         filesystems: Some({
             let ids = render::FilesystemIds::for_host(&p.system.hostname);
@@ -280,6 +282,8 @@ mod tests {
         let a = media_guids("hv", &iso());
         assert_eq!(a, media_guids("hv", &iso()));
         assert_ne!(a.payload, a.esp);
+        assert_ne!(a.bundle, a.payload);
+        assert_ne!(a.bundle, a.esp);
         assert_ne!(a.payload, media_guids("other", &iso()).payload);
         let other_iso = IsoFacts { sha256_hex: "cd".repeat(32), size: 1 };
         assert_ne!(a.payload, media_guids("hv", &other_iso).payload);

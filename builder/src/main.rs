@@ -23,15 +23,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Get and verify the ISO, then build the USB installer image OUT/<profile>.img.
+    /// Get and verify the ISO, resolve and bundle the packages, then build the USB installer image OUT/<profile>.img.
     Build {
         /// The profile (TOML) describing the machine.
         profile: PathBuf,
         #[command(flatten)]
         source: SourceArgs,
-        /// Armored OpenPGP keys that sign the ISO's package pool (default: Ubuntu's archive keys).
-        #[arg(long)]
-        archive_keyring: Option<PathBuf>,
+        #[command(flatten)]
+        archive: ArchiveArgs,
         /// Output directory.
         #[arg(long, default_value = "out")]
         out: PathBuf,
@@ -41,6 +40,14 @@ enum Command {
         /// For tests: the installer panics on purpose at the start of STEP.
         #[arg(long, hide = true, value_name = "STEP", value_parser = clap::builder::PossibleValuesParser::new(imgforge_plan::steps::INSTALLER))]
         test_panic_in_step: Option<String>,
+    },
+    /// Verify the ISO's pool and the archive and print what apt will install (name, version, origin, size); writes nothing.
+    Packages {
+        profile: PathBuf,
+        #[command(flatten)]
+        source: SourceArgs,
+        #[command(flatten)]
+        archive: ArchiveArgs,
     },
     /// Only get the profile's ISO: download (or find in the cache), verify, print its path.
     Fetch {
@@ -130,6 +137,23 @@ enum CacheAction {
     },
 }
 
+/// Where the packages come from and which keys vouch for them; shared by build and packages.
+#[derive(clap::Args)]
+struct ArchiveArgs {
+    /// Armored OpenPGP keys that sign the ISO's package pool, dists/<suite>/Release.gpg
+    /// (default: the keys that verify SHA256SUMS).
+    #[arg(long)]
+    pool_keyring: Option<PathBuf>,
+    /// Armored OpenPGP keys that sign the archive's InRelease files (overrides [packages] keyring;
+    /// default: Ubuntu's archive keys).
+    #[arg(long)]
+    archive_keyring: Option<PathBuf>,
+    /// Fetch the archive from this URL or absolute directory instead of [packages] mirror
+    /// (the installed system's apt sources keep the profile's mirror).
+    #[arg(long, value_name = "URL|DIR")]
+    archive_mirror: Option<String>,
+}
+
 /// Where the ISO comes from and how it is fetched; shared by build and fetch.
 #[derive(clap::Args)]
 struct SourceArgs {
@@ -187,6 +211,49 @@ impl SourceArgs {
     }
 }
 
+fn build_options(profile: PathBuf, source: &SourceArgs, archive: ArchiveArgs, out: PathBuf) -> BuildOptions {
+    let mut opts = BuildOptions::new(profile, out, source.fetch_options());
+    opts.sources = source.overrides();
+    opts.keyring = source.keyring.clone();
+    opts.progress = source.progress();
+    opts.pool_keyring = archive.pool_keyring;
+    opts.archive_keyring = archive.archive_keyring;
+    opts.archive_mirror = archive.archive_mirror;
+    opts
+}
+
+/// One line per package apt unpacks (name, version, origin, size), then the totals.
+fn packages_table(report: &build::PackagesReport) -> String {
+    use imgforge_plan::PackageOrigin;
+    let resolved = &report.resolution.resolved;
+    let width = resolved.iter().map(|p| p.name.len()).max().unwrap_or(0);
+    let vwidth = resolved.iter().map(|p| p.version.len()).max().unwrap_or(0);
+    let mut out = String::new();
+    let mut totals = [(0usize, 0u64); 2];
+    for p in resolved {
+        let size = report.sizes.get(&p.name).copied().unwrap_or(0);
+        let (origin, slot) = match p.origin {
+            PackageOrigin::Pool => ("pool", 0),
+            PackageOrigin::Bundle => ("bundle", 1),
+        };
+        totals[slot].0 += 1;
+        totals[slot].1 += size;
+        out.push_str(&format!("{:width$}  {:vwidth$}  {origin:6}  {size:>10}\n", p.name, p.version));
+    }
+    let [(pool_n, pool_b), (bundle_n, bundle_b)] = totals;
+    out.push_str(&format!(
+        "total: {} packages, {pool_n} from the pool ({pool_b} bytes), {bundle_n} in the bundle ({bundle_b} bytes); resolved in {:.1}s\n",
+        resolved.len(),
+        report.seconds
+    ));
+    out.push_str(&format!("asked for: {}\n", report.wanted.join(" ")));
+    out.push_str(&format!("pool: suite {} signed by {}\n", report.pool_suite, report.pool_signer));
+    for (suite, signer) in &report.archive {
+        out.push_str(&format!("archive: suite {suite} signed by {signer}\n"));
+    }
+    out
+}
+
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(code) => code,
@@ -233,24 +300,29 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Build { profile, source, archive_keyring, out, agent, test_panic_in_step } => {
-            let opts = BuildOptions {
-                profile,
-                sources: source.overrides(),
-                keyring: source.keyring.clone(),
-                fetch: source.fetch_options(),
-                progress: source.progress(),
-                archive_keyring,
-                out_dir: out,
-                agent,
-                test_hooks: test_panic_in_step.map(|step| imgforge_plan::TestHooks { panic_in_step: Some(step) }),
-                after_verify: None,
-            };
+        Command::Build { profile, source, archive, out, agent, test_panic_in_step } => {
+            let mut opts = build_options(profile, &source, archive, out);
+            opts.agent = agent;
+            opts.test_hooks = test_panic_in_step.map(|step| imgforge_plan::TestHooks { panic_in_step: Some(step) });
             let built = build::build(&opts)?;
             eprintln!("imgforge: SHA256SUMS signed by {}", built.signer);
             eprintln!("imgforge: ISO verified, SHA-256 {}", built.plan.payload.iso_sha256);
+            let (resolved, secs) = (built.plan.resolved.len(), built.resolve_seconds);
+            match &built.plan.payload.bundle {
+                Some(b) => {
+                    let bundled = built.plan.resolved.iter().filter(|p| p.origin == imgforge_plan::PackageOrigin::Bundle).count();
+                    eprintln!("imgforge: {resolved} packages resolved in {secs:.1}s; {bundled} bundled in partition 3 ({} bytes, SHA-256 {})", b.size, b.sha256)
+                }
+                None => eprintln!("imgforge: {resolved} packages resolved in {secs:.1}s, all from the ISO's pool; no bundle"),
+            }
             eprintln!("imgforge: plan written to {}", built.plan_file.display());
             println!("{} ({} bytes)", built.image.display(), built.image_size);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Packages { profile, source, archive } => {
+            let opts = build_options(profile, &source, archive, PathBuf::from("out"));
+            let report = build::packages(&opts)?;
+            print!("{}", packages_table(&report));
             Ok(ExitCode::SUCCESS)
         }
         Command::Fetch { profile, source } => {

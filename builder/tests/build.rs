@@ -59,6 +59,7 @@ fn options(work: &Path, iso: &Path, out: &Path) -> BuildOptions {
     opts.sources.signature = Some(fixture("SHA256SUMS_GPG"));
     opts.keyring = Some(fixture("KEYRING"));
     opts.archive_keyring = Some(fixture("ARCHIVE_KEYRING"));
+    opts.archive_mirror = Some(fixture("ARCHIVE").display().to_string());
     opts.agent = Some(agent());
     opts
 }

@@ -34,12 +34,16 @@ fn build_with(profile: &Path, out: &Path, iso: &Path, signature: &Path) -> Outpu
     run_build(profile, out, &source)
 }
 
-/// `imgforge build PROFILE SOURCE_ARGS --archive-keyring FIXTURE --out OUT`.
+/// `imgforge build PROFILE SOURCE_ARGS --archive-mirror FIXTURE --archive-keyring FIXTURE --out OUT`:
+/// the fixture archive stands in for Ubuntu's; the pool key is the fixture's
+/// CD key, which `--keyring` in SOURCE_ARGS names.
 fn run_build(profile: &Path, out: &Path, source_args: &[&OsStr]) -> Output {
     Command::new(IMGFORGE)
         .arg("build")
         .arg(profile)
         .args(source_args)
+        .arg("--archive-mirror")
+        .arg(fixture("ARCHIVE"))
         .arg("--archive-keyring")
         .arg(fixture("ARCHIVE_KEYRING"))
         .arg("--out")

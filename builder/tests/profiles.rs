@@ -143,6 +143,14 @@ const CASES: &[Case] = &[
     Case { name: "mirror that is not a URL", edit: &[(r#"release = "24.04""#, "release = \"24.04\"\nmirrors = [\"ftp://m.example/u\"]")], anchor: (r#""ftp://"#, 0), message: "is not an http:// or https:// URL" },
     Case { name: "mirrors without a release", edit: &[(r#"release = "24.04""#, "mirrors = [\"http://m.example/u\"]\niso = \"u.iso\"")], anchor: ("[\"http://m.example/u\"]", 0), message: "mirrors are only used to find a release" },
     Case { name: "bad pinned sha256", edit: &[(r#"release = "24.04""#, "release = \"24.04\"\nsha256 = \"abc\"")], anchor: (r#""abc""#, 0), message: "is not a SHA-256 digest" },
+    // The archive behind the offline bundle.
+    Case { name: "archive mirror with a space", edit: &[("offline = true", "offline = true\nmirror = \"http://m.example/ubuntu x\"")], anchor: (r#""http://m.example/ubuntu x""#, 0), message: "is not an apt archive location: it contains a space" },
+    Case { name: "relative archive directory", edit: &[("offline = true", "offline = true\nmirror = \"mirror/ubuntu\"")], anchor: (r#""mirror/ubuntu""#, 0), message: "nor an absolute directory" },
+    Case { name: "archive mirror that ends apt's options", edit: &[("offline = true", "offline = true\nmirror = \"/srv/u] trusted=yes\"")], anchor: (r#""/srv/u]"#, 0), message: "is not an apt archive location" },
+    Case { name: "suite with a slash", edit: &[("offline = true", "offline = true\nsuites = [\"noble\", \"noble/updates\"]")], anchor: (r#""noble/updates""#, 0), message: "\"noble/updates\" is not an apt suite name: '/' is not allowed" },
+    Case { name: "component that is an option", edit: &[("offline = true", "offline = true\ncomponents = [\"main\", \"-o\"]")], anchor: (r#""-o""#, 0), message: "is not an apt component name: it must start with a lower-case letter or digit" },
+    Case { name: "duplicate suites", edit: &[("offline = true", "offline = true\nsuites = [\"noble\", \"noble\"]")], anchor: (r#""noble"]"#, 0), message: "duplicate suite \"noble\"" },
+    Case { name: "no components", edit: &[("offline = true", "offline = true\ncomponents = []")], anchor: ("[]", 0), message: "packages.components is empty" },
     // Keys that nothing implements yet.
     Case { name: "webhook", edit: &[(r#"on_success = "reboot""#, "webhook = \"http://deploy.example:8080/events\"\non_success = \"reboot\"")], anchor: (r#""http://deploy"#, 0), message: "report.webhook is not supported yet" },
     Case { name: "online packages", edit: &[("offline = true", "offline = false")], anchor: ("false\n\n[network]", 0), message: "packages.offline = false is not supported yet" },
@@ -372,6 +380,16 @@ const SOURCE_KEYS: &[(&str, &str)] = &[
     ("source.keyring", "build::signing_keys: the trusted keys for SHA256SUMS"),
 ];
 
+/// `[packages]` keys that the build uses once it knows the ISO's pool
+/// suite (the default suites derive from it), with their consumers;
+/// builder/tests/archive.rs builds with them.
+const BUILD_KEYS: &[(&str, &str)] = &[
+    ("packages.mirror", "build::resolve_packages: the archive fetched; render::apt::files: the installed system's sources"),
+    ("packages.suites", "build::resolve_packages: the archive suites fetched and bundled; render::apt::files"),
+    ("packages.components", "build::resolve_packages: the archive components fetched and bundled; render::apt::files"),
+    ("packages.keyring", "build::PackageTrust: the keys trusted for the archive's InRelease, plan.archive_keys"),
+];
+
 /// Keys whose only accepted value is the default; any other value is
 /// refused with this message until the feature exists.
 const NOT_SUPPORTED: &[(&str, &str, &str)] = &[
@@ -460,6 +478,7 @@ const MUTATIONS: &[(&str, Base, &[(&str, &str)])] = &[
     ("disk.match.by_path", Base::Maximal, &[("disk.match.by_path", r#""pci-0000:00:1f.2""#)]),
     ("disk.select", Base::Maximal, &[("disk.select", r#""largest""#)]),
     ("packages.install", Base::Maximal, &[("packages.install", r#"["openssh-server"]"#)]),
+    ("packages.recommends", Base::Maximal, &[("packages.recommends", "true")]),
     ("network.renderer", Base::Netplan, &[("network.renderer", r#""ifupdown""#)]),
     ("network.bridges[].name", Base::Maximal, &[("network.bridges[0].name", r#""br0""#), ("network.bonds[0].bridge", r#""br0""#), ("libvirt.networks[0].bridge", r#""br0""#)]),
     ("network.bridges[].ports[].name", Base::Maximal, &[("network.bridges[0].ports[0].name", r#""eth9""#)]),
@@ -626,7 +645,7 @@ fn plan_json(base: Base, edits: &[(&str, &str)]) -> Result<String, String> {
 fn every_schema_key_is_covered_by_exactly_one_list() {
     let leaves: BTreeSet<String> = schema_leaves().into_keys().collect();
     let mut listed = BTreeSet::new();
-    let keys = MUTATIONS.iter().map(|m| m.0).chain(SOURCE_KEYS.iter().map(|s| s.0)).chain(NOT_SUPPORTED.iter().map(|n| n.0)).chain(PERMISSIONS.iter().map(|p| p.0)).chain(SINGLE_VALUED.iter().copied());
+    let keys = MUTATIONS.iter().map(|m| m.0).chain(SOURCE_KEYS.iter().map(|s| s.0)).chain(NOT_SUPPORTED.iter().map(|n| n.0)).chain(PERMISSIONS.iter().map(|p| p.0)).chain(SINGLE_VALUED.iter().copied()).chain(BUILD_KEYS.iter().map(|b| b.0));
     for key in keys {
         assert!(listed.insert(key.to_owned()), "{key} is listed twice");
     }

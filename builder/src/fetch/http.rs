@@ -65,6 +65,8 @@ pub enum LimitSource {
     MaxSize,
     /// [`MAX_SMALL_BYTES`].
     SmallFile,
+    /// The size a signed index (an apt `InRelease` or `Packages`) lists for the file.
+    Listed,
 }
 
 /// The most bytes one download may bring.
@@ -96,6 +98,7 @@ impl SizeLimit {
             LimitSource::Default => "the default for an ISO; if the file really is that large, pass --max-size with a larger size (e.g. --max-size 32GiB)",
             LimitSource::MaxSize => "set by --max-size; pass a larger --max-size if the file really is that large",
             LimitSource::SmallFile => "the most a checksum list or signature may be; these are a few kilobytes, so check the URL",
+            LimitSource::Listed => "the size the signed index lists for this file, so the server's file is another one; check the mirror",
         }
     }
 }

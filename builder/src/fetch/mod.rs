@@ -402,6 +402,83 @@ impl Fetcher<'_> {
     }
 }
 
+/// Where a small file was found: the URL it came from (stored in the
+/// cache once verified), or a local file.
+pub struct SmallOrigin(Origin);
+
+/// Downloads of files that something already verified vouches for: apt's
+/// signed `InRelease`, then the indices and packages it lists by SHA-256
+/// and size. The same cache, resume, retry and size limits as the ISO.
+pub struct Downloader<'a> {
+    fetcher: Fetcher<'a>,
+}
+
+impl<'a> Downloader<'a> {
+    pub fn new(opts: &'a FetchOptions, reporter: &'a Reporter) -> Result<Downloader<'a>, FetchError> {
+        let http = if opts.offline { None } else { Some(Http::new(opts.retry.clone())?) };
+        Ok(Downloader { fetcher: Fetcher { http, cache: Cache::new(&opts.cache_dir), opts, reporter } })
+    }
+
+    /// A small file (at most 1 MiB), such as an `InRelease`: from disk, or
+    /// from its URL with a conditional request against the cached copy.
+    /// Pass the bytes to [`Downloader::keep`] once their signature passed.
+    pub fn small(&self, loc: &Location) -> Result<(Vec<u8>, SmallOrigin), FetchError> {
+        let (bytes, origin) = self.fetcher.small(loc)?;
+        Ok((bytes, SmallOrigin(origin)))
+    }
+
+    /// Stores a verified small file, so `--offline` builds find it.
+    pub fn keep(&self, bytes: &[u8], origin: SmallOrigin) -> Result<(), FetchError> {
+        self.fetcher.keep_small(bytes, origin.0)
+    }
+
+    /// A file with the SHA-256 and size that `vouched_by` (a signed index)
+    /// lists: a local file as it is (its reader hashes it), else the cached
+    /// object of that hash, else a download that is checked against both
+    /// before it enters the cache. A download that does not match is deleted.
+    pub fn listed(&self, loc: &Location, sha256: &str, size: u64, vouched_by: &str) -> Result<PathBuf, FetchError> {
+        let url = match loc {
+            Location::Path(p) => return Ok(p.clone()),
+            Location::Url(u) => u,
+        };
+        let sha256 = sha256.to_ascii_lowercase();
+        if let Some((path, _)) = self.fetcher.cached_object(&sha256)? {
+            return Ok(path);
+        }
+        if self.fetcher.opts.offline {
+            return Err(FetchError::Source(format!("--offline: {url} (sha256 {sha256}) is not in the cache {}", self.fetcher.cache.root().display())));
+        }
+        let reporter = self.fetcher.reporter;
+        let partial = self
+            .fetcher
+            .cache
+            .partial(url, || reporter.event(FetchEvent::Waiting { url: url.clone() }))
+            .map_err(io_at(self.fetcher.cache.root()))?;
+        if let Some((path, _)) = self.fetcher.cached_object(&sha256)? {
+            return Ok(path);
+        }
+        let limit = SizeLimit { bytes: size, source: http::LimitSource::Listed };
+        let got = self.fetcher.http()?.download(url, &partial, limit, reporter)?;
+        let actual = verify::sha256_hex(&got.sha256);
+        if actual != sha256 || got.size != size {
+            partial.discard().map_err(io_at(&partial.path))?;
+            return Err(FetchError::Mismatch(format!(
+                "{url}: {} bytes with SHA-256 {actual}, but {vouched_by} lists {size} bytes with SHA-256 {sha256}: \
+                 the mirror's file is damaged or was tampered with; the download was deleted",
+                got.size
+            )));
+        }
+        let path = self.fetcher.cache.adopt(partial, &sha256).map_err(io_at(self.fetcher.cache.root()))?;
+        self.fetcher
+            .cache
+            .set_url_entry(&UrlEntry { url: url.clone(), sha256: sha256.clone(), size, validators: got.validators })
+            .map_err(io_at(self.fetcher.cache.root()))?;
+        let name = loc.file_name().unwrap_or_default();
+        reporter.event(FetchEvent::Verified { name, sha256, path: path.display().to_string(), size, transferred: got.transferred, cached: false });
+        Ok(path)
+    }
+}
+
 /// SHA-256 and length of a file, read once.
 fn hash_file(path: &Path) -> Result<([u8; 32], u64), FetchError> {
     let file = std::fs::File::open(path).map_err(io_at(path))?;

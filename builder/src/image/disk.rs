@@ -1,16 +1,20 @@
 //! The USB disk image: protective MBR, GPT, the payload (the verified ISO,
-//! byte for byte) and the ESP, each in a partition of its own.
+//! byte for byte), the offline package bundle when there is one, and the
+//! ESP, each in a partition of its own.
 //!
-//! The payload comes first on the disk, at 1 MiB, and the ESP after it:
-//! the ESP is built from files read back out of the payload once its copy
-//! in the image has been checked against the verified hash, so the payload's
-//! place must not depend on the ESP's size. The ESP is still partition 1.
+//! The payload comes first on the disk, at 1 MiB, then the bundle, then
+//! the ESP: the ESP is built from files read back out of the payload once
+//! its copy in the image has been checked against the verified hash, and
+//! its initrd carries the plan with the bundle's digest, so neither the
+//! payload's nor the bundle's place may depend on the ESP's size. The ESP
+//! is still partition 1, the payload 2 and the bundle 3.
 //!
 //! The `gpt` crate builds the primary and backup tables on an in-memory
 //! sector map, with every GUID given explicitly so the tables are
-//! reproducible. The image is written in two passes: [`write_payload`]
-//! streams the multi-GB payload, [`finish_usb_image`] adds the ESP and the
-//! tables; every byte of the image is written by one of them.
+//! reproducible. The image is written in passes: [`write_payload`]
+//! streams the multi-GB payload, [`bundle_writer`] the bundle behind it,
+//! [`finish_usb_image`] adds the ESP and the tables; every byte of the
+//! image is written by one of them.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -36,6 +40,7 @@ static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
 
 pub const ESP_PARTITION_NAME: &str = "EFI System";
 pub const PAYLOAD_PARTITION_NAME: &str = "imgforge-payload";
+pub const BUNDLE_PARTITION_NAME: &str = "imgforge-bundle";
 
 /// The GUIDs that identify the medium; the installer finds its payload by
 /// `payload_guid`, so it comes from the plan.
@@ -44,6 +49,8 @@ pub struct UsbLayout {
     pub disk_guid: Uuid,
     pub esp_guid: Uuid,
     pub payload_guid: Uuid,
+    /// The bundle partition's GUID, when the image has one.
+    pub bundle_guid: Option<Uuid>,
 }
 
 /// Where one partition landed.
@@ -74,6 +81,7 @@ pub struct UsbImageSummary {
     pub disk_guid: Uuid,
     pub esp: PartitionSummary,
     pub payload: PartitionSummary,
+    pub bundle: Option<PartitionSummary>,
     /// Total bytes of the image.
     pub image_size: u64,
 }
@@ -94,13 +102,73 @@ pub fn write_usb_image(
         return Err(ImageError::EmptyEsp);
     }
     write_payload(out, payload, payload_len)?;
-    finish_usb_image(out, layout, esp, payload_len)
+    finish_usb_image(out, layout, esp, payload_len, 0)
 }
 
 /// The LBA where the ESP of an image with a payload of `payload_len` bytes
-/// starts: the FAT volume records it (hidden sectors).
-pub fn esp_first_lba(payload_len: u64) -> u64 {
-    Placement::new(0, payload_len).esp_first
+/// and a bundle of `bundle_len` bytes (0: none) starts: the FAT volume
+/// records it (hidden sectors).
+pub fn esp_first_lba(payload_len: u64, bundle_len: u64) -> u64 {
+    Placement::new(0, payload_len, bundle_len).esp_first
+}
+
+/// Writes the bundle partition's contents after [`write_payload`]: bytes
+/// written to it land at the bundle's place, and [`BundleWriter::finish`]
+/// zero-fills the partition to its 1 MiB-rounded end.
+pub struct BundleWriter<'a, W: Write> {
+    out: Sequential<'a, W>,
+    start: u64,
+}
+
+/// Starts the bundle right after the payload of `payload_len` bytes.
+pub fn bundle_writer<W: Write + Seek>(
+    out: &mut W,
+    payload_len: u64,
+) -> Result<BundleWriter<'_, W>, ImageError> {
+    if payload_len == 0 {
+        return Err(ImageError::EmptyPayload);
+    }
+    let place = Placement::new(0, payload_len, 1);
+    let payload_end = (PAYLOAD_FIRST_LBA + place.payload_sectors) * SECTOR_SIZE;
+    out.seek(SeekFrom::Start(payload_end))
+        .map_err(|source| ImageError::Write {
+            offset: payload_end,
+            source,
+        })?;
+    let mut w = Sequential {
+        out,
+        pos: payload_end,
+    };
+    let start = place.bundle_first * SECTOR_SIZE;
+    w.zeros_to(start)?;
+    Ok(BundleWriter { out: w, start })
+}
+
+impl<W: Write> BundleWriter<'_, W> {
+    /// Zero-fills the rest of the partition; returns the bundle's length.
+    pub fn finish(mut self) -> Result<u64, ImageError> {
+        let len = self.out.pos - self.start;
+        self.out
+            .zeros_to(self.start + len.next_multiple_of(ALIGN_SECTORS * SECTOR_SIZE))?;
+        let end = self.out.pos;
+        self.out.out.flush().map_err(|source| ImageError::Write {
+            offset: end,
+            source,
+        })?;
+        Ok(len)
+    }
+}
+
+impl<W: Write> Write for BundleWriter<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.out.out.write(buf)?;
+        self.out.pos += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.out.flush()
+    }
 }
 
 /// First pass: zeros where the partition tables will go, then exactly
@@ -126,14 +194,16 @@ pub fn write_payload(
     })
 }
 
-/// Second pass, after [`write_payload`] with the same `payload_len`: the
-/// ESP after the payload, the backup GPT at the end of the image, and the
-/// protective MBR and primary GPT at its start.
+/// Last pass, after [`write_payload`] (and, with a bundle of `bundle_len`
+/// bytes, [`bundle_writer`]) with the same `payload_len`: the ESP after
+/// them, the backup GPT at the end of the image, and the protective MBR
+/// and primary GPT at its start.
 pub fn finish_usb_image(
     out: &mut (impl Write + Seek),
     layout: &UsbLayout,
     esp: &[u8],
     payload_len: u64,
+    bundle_len: u64,
 ) -> Result<UsbImageSummary, ImageError> {
     check_layout(layout)?;
     if esp.is_empty() {
@@ -142,11 +212,23 @@ pub fn finish_usb_image(
     if payload_len == 0 {
         return Err(ImageError::EmptyPayload);
     }
-    let place = Placement::new(esp.len() as u64, payload_len);
+    if layout.bundle_guid.is_some() != (bundle_len > 0) {
+        return Err(ImageError::Layout {
+            reason: format!(
+                "a bundle partition needs both a GUID and bytes (GUID given: {}, bundle length {bundle_len})",
+                layout.bundle_guid.is_some()
+            ),
+        });
+    }
+    let place = Placement::new(esp.len() as u64, payload_len, bundle_len);
     let summary = place.summary(layout);
     let tables = partition_tables(&summary, place.total_sectors)?;
 
-    let payload_end = (summary.payload.first_lba + summary.payload.sectors) * SECTOR_SIZE;
+    // The end of the payload's partition, or of the bundle's behind it.
+    let payload_end = match &summary.bundle {
+        Some(b) => (b.first_lba + b.sectors) * SECTOR_SIZE,
+        None => (summary.payload.first_lba + summary.payload.sectors) * SECTOR_SIZE,
+    };
     out.seek(SeekFrom::Start(payload_end))
         .map_err(|source| ImageError::Write {
             offset: payload_end,
@@ -172,11 +254,12 @@ pub fn finish_usb_image(
 }
 
 fn check_layout(layout: &UsbLayout) -> Result<(), ImageError> {
-    let guids = [
+    let mut guids = vec![
         ("disk", layout.disk_guid),
         ("ESP", layout.esp_guid),
         ("payload", layout.payload_guid),
     ];
+    guids.extend(layout.bundle_guid.map(|g| ("bundle", g)));
     for (i, (name, guid)) in guids.iter().enumerate() {
         if guid.is_nil() {
             return Err(ImageError::Layout {
@@ -198,19 +281,28 @@ fn check_layout(layout: &UsbLayout) -> Result<(), ImageError> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Placement {
     payload_sectors: u64,
+    bundle_first: u64,
+    /// The bundle partition, rounded up to 1 MiB; 0 without a bundle.
+    bundle_sectors: u64,
     esp_first: u64,
     esp_sectors: u64,
     total_sectors: u64,
 }
 
 impl Placement {
-    fn new(esp_len: u64, payload_len: u64) -> Placement {
+    fn new(esp_len: u64, payload_len: u64, bundle_len: u64) -> Placement {
         let payload_sectors = payload_len.div_ceil(SECTOR_SIZE);
-        let esp_first = (PAYLOAD_FIRST_LBA + payload_sectors).next_multiple_of(ALIGN_SECTORS);
+        let bundle_first = (PAYLOAD_FIRST_LBA + payload_sectors).next_multiple_of(ALIGN_SECTORS);
+        let bundle_sectors = bundle_len
+            .div_ceil(SECTOR_SIZE)
+            .next_multiple_of(ALIGN_SECTORS);
+        let esp_first = (bundle_first + bundle_sectors).next_multiple_of(ALIGN_SECTORS);
         let esp_sectors = esp_len.div_ceil(SECTOR_SIZE);
         let end = (esp_first + esp_sectors).next_multiple_of(ALIGN_SECTORS);
         Placement {
             payload_sectors,
+            bundle_first,
+            bundle_sectors,
             esp_first,
             esp_sectors,
             total_sectors: end + ALIGN_SECTORS,
@@ -241,6 +333,17 @@ impl Placement {
                 first_lba: PAYLOAD_FIRST_LBA,
                 sectors: self.payload_sectors,
             },
+            bundle: layout
+                .bundle_guid
+                .filter(|_| self.bundle_sectors > 0)
+                .map(|guid| PartitionSummary {
+                    number: 3,
+                    name: BUNDLE_PARTITION_NAME.to_owned(),
+                    type_guid: partition_types::LINUX_FS.guid,
+                    guid,
+                    first_lba: self.bundle_first,
+                    sectors: self.bundle_sectors,
+                }),
             image_size: self.total_sectors * SECTOR_SIZE,
         }
     }
@@ -261,10 +364,15 @@ fn partition_tables(
         .create_from_device(SectorMap::new(total_sectors), Some(summary.disk_guid))
         .map_err(gpt_error)?;
     let mut partitions = BTreeMap::new();
-    for (part, part_type) in [
-        (&summary.esp, partition_types::EFI),
-        (&summary.payload, partition_types::LINUX_FS),
-    ] {
+    let parts = [
+        Some((&summary.esp, partition_types::EFI)),
+        Some((&summary.payload, partition_types::LINUX_FS)),
+        summary
+            .bundle
+            .as_ref()
+            .map(|b| (b, partition_types::LINUX_FS)),
+    ];
+    for (part, part_type) in parts.into_iter().flatten() {
         let entry = Partition {
             part_type_guid: part_type,
             part_guid: part.guid,
@@ -524,6 +632,7 @@ mod tests {
             disk_guid: guid("11111111-2222-4333-8444-555555555555"),
             esp_guid: guid("5a1d7a6b-0000-4000-8000-000000000001"),
             payload_guid: guid("5a1d7a6b-0000-4000-8000-000000000002"),
+            bundle_guid: None,
         }
     }
 
@@ -532,7 +641,7 @@ mod tests {
         files.insert("EFI/BOOT/BOOTX64.EFI".to_owned(), b"shim".to_vec());
         files.insert(".disk/info".to_owned(), b"test medium\n".to_vec());
         let opts = Fat32Options {
-            hidden_sectors: esp_first_lba(payload().len() as u64) as u32,
+            hidden_sectors: esp_first_lba(payload().len() as u64, 0) as u32,
             ..Fat32Options::default()
         };
         fat32_image_with(&files, "IMGFORGE", 0xCAFE_F00D, &opts).expect("building the ESP")
@@ -588,7 +697,7 @@ mod tests {
             .map(|l| l.split_whitespace().collect())
             .collect();
         // Number, Start, End, Size, unit, Code, Name...
-        let esp_first = esp_first_lba(payload.len() as u64);
+        let esp_first = esp_first_lba(payload.len() as u64, 0);
         assert_eq!(summary.esp.first_lba, esp_first);
         assert_eq!(
             rows[0][..3],
@@ -657,6 +766,91 @@ mod tests {
             [start + payload.len()..(s.payload.byte_offset() + s.payload.byte_len()) as usize]
             .iter()
             .all(|&b| b == 0));
+    }
+
+    #[test]
+    fn the_bundle_is_partition_3_between_the_payload_and_the_esp() {
+        let (esp, payload) = (esp_with_bundle(), payload());
+        let bundle: Vec<u8> = (0..1_500_001u32).map(|i| (i % 251) as u8).collect();
+        let mut layout = layout();
+        layout.bundle_guid =
+            Some(Uuid::parse_str("5a1d7a6b-0000-4000-8000-000000000003").expect("test GUID"));
+        let mut out = Cursor::new(Vec::new());
+        write_payload(&mut out, &mut &payload[..], payload.len() as u64).expect("payload");
+        let mut w = bundle_writer(&mut out, payload.len() as u64).expect("bundle start");
+        w.write_all(&bundle).expect("bundle bytes");
+        assert_eq!(w.finish().expect("bundle end"), bundle.len() as u64);
+        let s = finish_usb_image(
+            &mut out,
+            &layout,
+            &esp,
+            payload.len() as u64,
+            bundle.len() as u64,
+        )
+        .expect("finish");
+        let img = out.into_inner();
+        assert_eq!(s.image_size, img.len() as u64);
+
+        let b = s.bundle.clone().expect("a bundle partition");
+        assert_eq!(
+            b.first_lba,
+            esp_first_lba(payload.len() as u64, 0),
+            "right behind the payload, 1 MiB aligned"
+        );
+        assert_eq!(b.byte_len(), 2 << 20, "1.5 MB rounded up to 1 MiB");
+        assert_eq!(
+            s.esp.first_lba,
+            esp_first_lba(payload.len() as u64, bundle.len() as u64)
+        );
+        assert_eq!(s.esp.first_lba, b.first_lba + b.sectors);
+        let at = b.byte_offset() as usize;
+        assert!(img[at..at + bundle.len()] == bundle[..]);
+        assert!(img[at + bundle.len()..at + b.byte_len() as usize]
+            .iter()
+            .all(|&x| x == 0));
+        let esp_at = s.esp.byte_offset() as usize;
+        assert!(img[esp_at..esp_at + esp.len()] == esp[..]);
+
+        let file = tempfile::NamedTempFile::new().expect("temp file");
+        std::fs::write(file.path(), &img).expect("writing the image");
+        assert!(sgdisk(&["-v"], file.path()).contains("No problems found."));
+        let three = sgdisk(&["-i", "3"], file.path());
+        assert!(
+            three.contains("Partition unique GUID: 5A1D7A6B-0000-4000-8000-000000000003"),
+            "{three}"
+        );
+        assert!(
+            three.contains(&format!("First sector: {} ", b.first_lba)),
+            "{three}"
+        );
+        assert!(
+            three.contains("Partition name: 'imgforge-bundle'"),
+            "{three}"
+        );
+
+        let err = finish_usb_image(
+            &mut Cursor::new(Vec::new()),
+            &layout,
+            &esp,
+            payload.len() as u64,
+            0,
+        )
+        .expect_err("a GUID without bytes");
+        assert!(
+            err.to_string().contains("needs both a GUID and bytes"),
+            "{err}"
+        );
+    }
+
+    /// The ESP of an image whose bundle is 1.5 MB (2 MiB partition).
+    fn esp_with_bundle() -> Vec<u8> {
+        let mut files = BTreeMap::new();
+        files.insert(".disk/info".to_owned(), b"test medium\n".to_vec());
+        let opts = Fat32Options {
+            hidden_sectors: esp_first_lba(payload().len() as u64, 1_500_001) as u32,
+            ..Fat32Options::default()
+        };
+        fat32_image_with(&files, "IMGFORGE", 0xCAFE_F00D, &opts).expect("building the ESP")
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Writers for the install medium: the FAT32 EFI system partition, the GPT
-//! disk image that carries it next to the verified ISO, and the installer
-//! initrd (the ISO's initrd with one cpio archive appended).
+//! disk image that carries it next to the verified ISO and the offline
+//! package bundle, and the installer initrd (the ISO's initrd with one cpio
+//! archive appended).
 //!
 //! Everything here is deterministic: the same inputs give the same bytes,
 //! so a rebuilt image can be compared with a published one by hash.
@@ -12,9 +13,9 @@ mod fat;
 mod initrd;
 
 pub use disk::{
-    esp_first_lba, finish_usb_image, write_payload, write_usb_image, PartitionSummary,
-    UsbImageSummary, UsbLayout, ESP_PARTITION_NAME, PAYLOAD_FIRST_LBA, PAYLOAD_PARTITION_NAME,
-    SECTOR_SIZE,
+    bundle_writer, esp_first_lba, finish_usb_image, write_payload, write_usb_image, BundleWriter,
+    PartitionSummary, UsbImageSummary, UsbLayout, BUNDLE_PARTITION_NAME, ESP_PARTITION_NAME,
+    PAYLOAD_FIRST_LBA, PAYLOAD_PARTITION_NAME, SECTOR_SIZE,
 };
 pub use fat::{fat32_image, fat32_image_with, Fat32Options, FatTimestamp};
 pub use initrd::{

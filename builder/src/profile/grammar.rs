@@ -173,6 +173,46 @@ pub fn package_name(s: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// apt suite and component names (`noble-updates`, `main`): a path segment
+/// under `dists/` and a word of a sources entry. `[a-z0-9][a-z0-9.+-]*`,
+/// at most 64 characters.
+pub fn apt_name(s: &str) -> Result<(), String> {
+    if s.is_empty() || s.len() > 64 {
+        return Err("it must be 1 to 64 characters long".into());
+    }
+    if !s.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit()) {
+        return Err("it must start with a lower-case letter or digit".into());
+    }
+    if let Some(c) = first_bad(s, |c| {
+        c.is_ascii_lowercase() || c.is_ascii_digit() || ".+-".contains(c)
+    }) {
+        return Err(format!("{} is not allowed", describe(c)));
+    }
+    Ok(())
+}
+
+/// An apt archive location as a sources entry carries it: an `http://` or
+/// `https://` URL with a host, or an absolute directory. One word (apt
+/// splits at whitespace), no `]` (it ends the options of a one-line entry),
+/// no `#`, quotes or `\`, which apt's parsers give meanings of their own.
+pub fn apt_mirror(s: &str) -> Result<(), String> {
+    one_word(s)?;
+    if let Some(c) = s.chars().find(|c| "]#\"'\\".contains(*c)) {
+        return Err(format!("{} is not allowed", describe(c)));
+    }
+    let url_rest = s
+        .strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"));
+    match url_rest {
+        Some(rest) if rest.is_empty() || rest.starts_with('/') => Err("the URL has no host".into()),
+        Some(_) => Ok(()),
+        None if s.starts_with('/') => Ok(()),
+        None => {
+            Err("it is neither an http:// or https:// URL nor an absolute directory".into())
+        }
+    }
+}
+
 /// The kernel command line is limited to 2048 bytes on x86; leave room for
 /// what grub adds (BOOT_IMAGE, root=, ro).
 pub const KERNEL_ARGS_MAX: usize = 1024;
@@ -525,6 +565,38 @@ pub fn profile_name(s: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn apt_names_and_mirrors() {
+        for ok in ["noble", "noble-updates", "main", "universe", "24.04+1"] {
+            assert_eq!(apt_name(ok), Ok(()), "{ok}");
+        }
+        let long = "a".repeat(65);
+        for bad in ["", "Noble", "-updates", "updates/main", "a b", "a]", &long] {
+            assert!(apt_name(bad).is_err(), "{bad:?}");
+        }
+        for ok in [
+            "http://archive.ubuntu.com/ubuntu",
+            "https://mirror.example/ubuntu/",
+            "/srv/mirror/ubuntu",
+        ] {
+            assert_eq!(apt_mirror(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "archive.ubuntu.com/ubuntu",
+            "ftp://x/y",
+            "http://",
+            "http:///x",
+            "relative/dir",
+            "/a b",
+            "/a]",
+            "http://x/#",
+            "/a\nb",
+            "/a\"b",
+        ] {
+            assert!(apt_mirror(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn libvirt_names() {

@@ -220,15 +220,60 @@ pub struct Packages {
     /// Packages to install into the target.
     #[serde(default)]
     pub install: Vec<String>,
-    /// Packages come from the ISO's own pool, with no network at install
-    /// time; `false` (an online install) is not supported yet.
+    /// Packages come from the ISO's own pool and the offline bundle, with
+    /// no network at install time; `false` (an online install) is not
+    /// supported yet.
     #[serde(default = "default_true")]
     pub offline: bool,
+    /// The Ubuntu archive the builder resolves against and bundles from,
+    /// and the installed system's apt source: an http:// or https:// URL,
+    /// or an absolute directory holding a copy in the archive's layout
+    /// (written as `file:<dir>`). Default "http://archive.ubuntu.com/ubuntu".
+    pub mirror: Option<String>,
+    /// Archive suites (default: the ISO pool's suite S, then S-updates and
+    /// S-security, e.g. noble, noble-updates, noble-security).
+    pub suites: Option<Vec<String>>,
+    /// Archive components (default ["main", "universe"]).
+    pub components: Option<Vec<String>>,
+    /// Armored OpenPGP keys that sign the archive's InRelease files, path
+    /// relative to the profile (default: Ubuntu's archive keys, built in).
+    pub keyring: Option<String>,
+    /// Install recommended packages too (apt's --install-recommends).
+    #[serde(default)]
+    pub recommends: bool,
+}
+
+/// The Ubuntu archive when the profile names no mirror.
+pub const DEFAULT_ARCHIVE_MIRROR: &str = "http://archive.ubuntu.com/ubuntu";
+
+/// Archive components when the profile names none: where Ubuntu keeps the
+/// server's packages (ifupdown is in universe).
+pub const DEFAULT_COMPONENTS: [&str; 2] = ["main", "universe"];
+
+impl Packages {
+    pub fn mirror(&self) -> &str {
+        self.mirror.as_deref().unwrap_or(DEFAULT_ARCHIVE_MIRROR)
+    }
+
+    /// The suites apt sees besides the pool, for a pool of suite `pool_suite`.
+    pub fn suites(&self, pool_suite: &str) -> Vec<String> {
+        match &self.suites {
+            Some(s) => s.clone(),
+            None => vec![pool_suite.to_owned(), format!("{pool_suite}-updates"), format!("{pool_suite}-security")],
+        }
+    }
+
+    pub fn components(&self) -> Vec<String> {
+        match &self.components {
+            Some(c) => c.clone(),
+            None => DEFAULT_COMPONENTS.iter().map(|c| c.to_string()).collect(),
+        }
+    }
 }
 
 impl Default for Packages {
     fn default() -> Self {
-        Packages { install: Vec::new(), offline: true }
+        Packages { install: Vec::new(), offline: true, mirror: None, suites: None, components: None, keyring: None, recommends: false }
     }
 }
 

@@ -60,7 +60,7 @@ fn not_supported_yet(p: &Profile, v: &mut Problems) {
         v.add("report.webhook", "report.webhook is not supported yet: nothing sends events over the network", "remove report.webhook; events go to the console");
     }
     if !p.packages.offline {
-        v.add("packages.offline", "packages.offline = false is not supported yet: there is no online install", "set packages.offline = true (packages come from the ISO's pool)");
+        v.add("packages.offline", "packages.offline = false is not supported yet: there is no online install", "set packages.offline = true (packages come from the ISO's pool and the offline bundle)");
     }
     if let Some(i) = p.output.formats.iter().position(|f| *f == Format::Pxe) {
         v.add(format!("output.formats[{i}]"), "the \"pxe\" format is not supported yet: only the USB image is built", "remove \"pxe\" from output.formats");
@@ -88,6 +88,28 @@ fn packages(p: &Profile, v: &mut Problems) {
         }
     }
     v.unique("package", p.packages.install.iter().enumerate().map(|(i, n)| (format!("packages.install[{i}]"), n.as_str())));
+    let pk = &p.packages;
+    if let Some(m) = &pk.mirror {
+        if let Err(why) = grammar::apt_mirror(m) {
+            v.add("packages.mirror", format!("{m:?} is not an apt archive location: {why}"), "write an http:// or https:// URL such as \"http://archive.ubuntu.com/ubuntu\", or the absolute directory of a local copy in the archive's layout");
+        }
+    }
+    for (key, list, example) in [("suites", &pk.suites, "\"noble-updates\""), ("components", &pk.components, "\"universe\"")] {
+        let Some(list) = list else { continue };
+        if list.is_empty() {
+            v.add(format!("packages.{key}"), format!("packages.{key} is empty, so apt would see no archive {key}"), format!("list at least one, e.g. [{example}], or remove the key for the default"));
+        }
+        let what = key.trim_end_matches('s');
+        for (i, name) in list.iter().enumerate() {
+            if let Err(why) = grammar::apt_name(name) {
+                v.add(format!("packages.{key}[{i}]"), format!("{name:?} is not an apt {what} name: {why}"), format!("write lower-case letters, digits, '.', '+' and '-', e.g. {example}"));
+            }
+        }
+        v.unique(what, list.iter().enumerate().map(|(i, n)| (format!("packages.{key}[{i}]"), n.as_str())));
+    }
+    if let Some(k) = &pk.keyring {
+        check_location(v, "packages.keyring", k);
+    }
 }
 
 fn is_http_url(s: &str) -> bool {

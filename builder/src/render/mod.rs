@@ -2,6 +2,7 @@
 //! into the target. They run at build time; the plan carries their output,
 //! so the installer writes exactly what `imgforge render` shows.
 
+pub mod apt;
 mod interfaces;
 mod libvirt;
 mod netplan;

@@ -15,13 +15,13 @@ use std::fmt;
 use std::io::{BufReader, Read};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use pgp::composed::{Deserializable, DetachedSignature, SignedPublicKey, SignedPublicSubKey};
+use pgp::composed::{CleartextSignedMessage, Deserializable, DetachedSignature, SignedPublicKey, SignedPublicSubKey};
 use pgp::packet::{PublicKey, RevocationCode, Signature, SignatureType, SubpacketData};
 use pgp::types::{KeyDetails, KeyVersion, Tag};
 use sha2::{Digest, Sha256};
 
 /// Ubuntu CD image signing key (2012), which signs release `SHA256SUMS`.
-const UBUNTU_CDIMAGE_KEY: &[u8] = include_bytes!("../../keys/ubuntu-cdimage-2012.asc");
+pub const UBUNTU_CDIMAGE_KEY: &[u8] = include_bytes!("../../keys/ubuntu-cdimage-2012.asc");
 
 /// How far in the future a signature may claim to be made, for clocks that
 /// are a little off.
@@ -234,8 +234,57 @@ pub fn verify_detached(
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let signatures = parse_signatures(signature)?;
+    verify_any(keys, data, &signatures, now)
+}
+
+/// What a clearsigned file (apt's `InRelease`) says, once its signature
+/// passed: only the signed text, never anything around it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedText {
+    pub signature: GoodSignature,
+    /// The text exactly as signed (dash-escapes removed, trailing blanks of
+    /// each line trimmed as the signature covers them), with `\n` line
+    /// ends; the signature does not cover a final line end.
+    pub text: String,
+}
+
+/// Verifies an OpenPGP cleartext-signed message (`-----BEGIN PGP SIGNED
+/// MESSAGE-----`) under the same signature policy as [`verify_detached`],
+/// and returns the text the signature covers. Data before the message or
+/// after its signature block is refused, not ignored.
+pub fn verify_cleartext(keys: &TrustedKeys, message: &[u8]) -> Result<SignedText, VerifyError> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let text = std::str::from_utf8(message).map_err(|e| {
+        VerifyError::MalformedSignature(format!("the clearsigned file is not UTF-8 text ({e})"))
+    })?;
+    if !text.starts_with("-----BEGIN PGP SIGNED MESSAGE-----") {
+        return Err(VerifyError::MalformedSignature(
+            "the file does not start with -----BEGIN PGP SIGNED MESSAGE-----, so it is not a clearsigned file (an InRelease)".into(),
+        ));
+    }
+    let (parsed, _) = CleartextSignedMessage::from_string(text)
+        .map_err(|e| VerifyError::MalformedSignature(format!("the clearsigned message cannot be read: {e}")))?;
+    if parsed.signatures().is_empty() {
+        return Err(VerifyError::MalformedSignature("the clearsigned message holds no signature".into()));
+    }
+    let signed = parsed.signed_text();
+    let signature = verify_any(keys, signed.as_bytes(), parsed.signatures(), now)?;
+    Ok(SignedText { signature, text: signed.replace("\r\n", "\n") })
+}
+
+/// One good signature among `signatures` by a trusted key is enough; when
+/// none is good, the most telling failure is reported.
+fn verify_any(
+    keys: &TrustedKeys,
+    data: &[u8],
+    signatures: &[Signature],
+    now: u64,
+) -> Result<GoodSignature, VerifyError> {
     let mut best: Option<VerifyError> = None;
-    for sig in &signatures {
+    for sig in signatures {
         match verify_one(keys, data, sig, now) {
             Ok(good) => return Ok(good),
             // A failure involving a trusted key explains more than a

@@ -3,7 +3,8 @@
 
 use super::*;
 use pgp::composed::{
-    ArmorOptions, KeyType, SecretKeyParamsBuilder, SignedSecretKey, SubkeyParamsBuilder,
+    ArmorOptions, CleartextSignedMessage, KeyType, SecretKeyParamsBuilder, SignedSecretKey,
+    SubkeyParamsBuilder,
 };
 use pgp::crypto::hash::HashAlgorithm;
 use pgp::packet::{self, KeyFlags, PacketTrait, SignatureConfig, Subpacket};
@@ -1427,4 +1428,119 @@ fn unsigned_subpackets_other_than_the_issuer_are_refused() {
             && err.contains("other than the issuer's key ID or fingerprint"),
         "{err}"
     );
+}
+
+const RELEASE_TEXT: &str = "Origin: Ubuntu\nSuite: noble\n- a line that starts with a dash\nSHA256:\n 0123 12 main/binary-amd64/Packages.xz\n";
+
+fn clearsigned(key: &impl SigningKey, text: &str) -> Vec<u8> {
+    CleartextSignedMessage::sign(rng(9), text, key, &Password::empty())
+        .unwrap()
+        .to_armored_bytes(ArmorOptions::default())
+        .unwrap()
+}
+
+#[test]
+fn clearsigned_text_is_returned_only_when_the_signature_is_good() {
+    let key = make_key(2, "archive", false, true);
+    let keys = trust(&key.to_public_key());
+    let message = clearsigned(&key.secret_subkeys[0].key, RELEASE_TEXT);
+    assert!(
+        String::from_utf8_lossy(&message).contains("\n- - a line that starts with a dash\n"),
+        "dash-escaped on the wire"
+    );
+    let good = verify_cleartext(&keys, &message).unwrap();
+    assert_eq!(good.text.trim_end(), RELEASE_TEXT.trim_end());
+    assert_eq!(good.signature.signing_key_fingerprint, subkey_fpr(&key));
+
+    // One changed byte of the signed text.
+    let text = String::from_utf8(message.clone())
+        .unwrap()
+        .replacen("Suite: noble", "Suite: nobld", 1);
+    let err = verify_cleartext(&keys, text.as_bytes()).unwrap_err();
+    assert!(matches!(err, VerifyError::BadSignature { .. }), "{err}");
+}
+
+#[test]
+fn clearsigned_text_by_another_key_names_that_key() {
+    let trusted = make_key(2, "archive", false, true);
+    let other = make_key(3, "rogue", true, false);
+    let keys = trust(&trusted.to_public_key());
+    let err = verify_cleartext(&keys, &clearsigned(&other.primary_key, RELEASE_TEXT)).unwrap_err();
+    assert!(matches!(err, VerifyError::UntrustedKey { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&fingerprint(other.primary_key.public_key())),
+        "{err}"
+    );
+}
+
+#[test]
+fn unsigned_text_around_a_clearsigned_message_is_refused() {
+    let key = make_key(2, "archive", true, false);
+    let keys = trust(&key.to_public_key());
+    let message = clearsigned(&key.primary_key, RELEASE_TEXT);
+    let before = [b"Suite: evil\n".as_slice(), &message].concat();
+    let err = verify_cleartext(&keys, &before).unwrap_err();
+    assert!(err.to_string().contains("not a clearsigned file"), "{err}");
+    let after = [message.as_slice(), b"\nSuite: evil\n"].concat();
+    let err = verify_cleartext(&keys, &after).unwrap_err();
+    assert!(matches!(err, VerifyError::MalformedSignature(_)), "{err}");
+    let err = verify_cleartext(&keys, RELEASE_TEXT.as_bytes()).unwrap_err();
+    assert!(matches!(err, VerifyError::MalformedSignature(_)), "{err}");
+}
+
+#[test]
+fn gnupg_clearsigned_file_verifies() {
+    let home = tempfile::tempdir().unwrap();
+    let gpg = |args: &[&str]| {
+        let out = std::process::Command::new("gpg")
+            .env("GNUPGHOME", home.path())
+            .args([
+                "--batch",
+                "--quiet",
+                "--pinentry-mode",
+                "loopback",
+                "--passphrase",
+                "",
+            ])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("gpg cannot be run ({e}); install the Debian package gnupg")
+            });
+        assert!(
+            out.status.success(),
+            "gpg {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    gpg(&[
+        "--quick-gen-key",
+        "archive <a@test.invalid>",
+        "ed25519",
+        "sign",
+        "never",
+    ]);
+    let path = home.path().join("Release");
+    std::fs::write(&path, format!("{RELEASE_TEXT}trailing blanks   \n")).unwrap();
+    let message = gpg(&[
+        "--digest-algo",
+        "SHA512",
+        "--clearsign",
+        "-o",
+        "-",
+        path.to_str().unwrap(),
+    ]);
+    let keys = TrustedKeys::from_bytes(
+        &gpg(&["--export", "--armor", "a@test.invalid"]),
+        "gpg export",
+    )
+    .unwrap();
+    let good = verify_cleartext(&keys, &message).unwrap();
+    assert_eq!(good.text, format!("{RELEASE_TEXT}trailing blanks"));
+    let _ = std::process::Command::new("gpgconf")
+        .env("GNUPGHOME", home.path())
+        .args(["--kill", "all"])
+        .status();
 }

@@ -124,7 +124,12 @@ impl Server {
 /// A Last-Modified value that differs per generation (a date in the
 /// format of RFC 7231; clients only compare it).
 fn http_date(generation: u64) -> String {
-    format!("Tue, 14 Nov 2023 {:02}:{:02}:{:02} GMT", generation / 3600 % 24, generation / 60 % 60, generation % 60)
+    format!(
+        "Tue, 14 Nov 2023 {:02}:{:02}:{:02} GMT",
+        generation / 3600 % 24,
+        generation / 60 % 60,
+        generation % 60
+    )
 }
 
 fn serve(conn: TcpStream, state: &Mutex<State>) {
@@ -163,7 +168,12 @@ fn serve(conn: TcpStream, state: &Mutex<State>) {
     };
     let mut conn = conn;
     let record = |status: u16, range_from: Option<u64>, body_bytes: u64| {
-        state.lock().unwrap().seen.push(Seen { path: path.clone(), status, range_from, body_bytes });
+        state.lock().unwrap().seen.push(Seen {
+            path: path.clone(),
+            status,
+            range_from,
+            body_bytes,
+        });
     };
     let bare = |conn: &mut TcpStream, status: u16, reason: &str| {
         let _ = write!(conn, "HTTP/1.1 {status} {reason}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
@@ -187,7 +197,10 @@ fn serve(conn: TcpStream, state: &Mutex<State>) {
     }
     let len = file.body.len() as u64;
     if let Some(Fault::Endless) = fault {
-        let head = format!("HTTP/1.1 200 OK\r\nETag: {}\r\nLast-Modified: {}\r\nConnection: close\r\n\r\n", file.etag, file.last_modified);
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nETag: {}\r\nLast-Modified: {}\r\nConnection: close\r\n\r\n",
+            file.etag, file.last_modified
+        );
         let mut sent = 0u64;
         if conn.write_all(head.as_bytes()).is_ok() {
             while sent < ENDLESS_GUARD && conn.write_all(&file.body).is_ok() {
@@ -198,21 +211,38 @@ fn serve(conn: TcpStream, state: &Mutex<State>) {
         let _ = conn.shutdown(Shutdown::Both);
         return;
     }
-    let asked = headers.get("range").and_then(|r| r.strip_prefix("bytes=")).and_then(|r| r.strip_suffix('-')).and_then(|n| n.parse::<u64>().ok());
+    let asked = headers
+        .get("range")
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.strip_suffix('-'))
+        .and_then(|n| n.parse::<u64>().ok());
     let still_same = headers.get("if-range").is_none_or(|v| *v == file.etag || *v == file.last_modified);
     let from = asked.filter(|_| still_same && !matches!(fault, Some(Fault::IgnoreRange)));
     let head = match from {
         Some(n) if n >= len => {
-            let _ = write!(conn, "HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{len}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            let _ = write!(
+                conn,
+                "HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{len}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
             record(416, Some(n), 0);
             return;
         }
-        Some(n) => format!("HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {n}-{}/{len}\r\nContent-Length: {}\r\n", len - 1, len - n),
+        Some(n) => format!(
+            "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {n}-{}/{len}\r\nContent-Length: {}\r\n",
+            len - 1,
+            len - n
+        ),
         None => format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nAccept-Ranges: bytes\r\n"),
     };
     let start = from.unwrap_or(0);
     let status = if from.is_some() { 206 } else { 200 };
-    if write!(conn, "{head}ETag: {}\r\nLast-Modified: {}\r\nConnection: close\r\n\r\n", file.etag, file.last_modified).is_err() {
+    if write!(
+        conn,
+        "{head}ETag: {}\r\nLast-Modified: {}\r\nConnection: close\r\n\r\n",
+        file.etag, file.last_modified
+    )
+    .is_err()
+    {
         return;
     }
     let (limit, stall) = match fault {
