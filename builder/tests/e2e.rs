@@ -9,7 +9,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use imgforge_plan::{part_type, steps, Plan, State};
+use imgforge_plan::{part_type, steps, PackageOrigin, Plan, State};
 use support::httpd::{Fault, Server};
 
 mod support;
@@ -215,7 +215,72 @@ fn install_and_first_boot(extra: &[&str], bus: &str, edits: &[(&str, &str)]) {
         }
         assert_eq!(seen["keys"], user.keys, "{facts:#}");
     }
-    eprintln!("install {:.0} s, first boot {:.0} s", report["install_s"], report["firstboot_s"]);
+    // What the pool lacks came from the bundle, and apt installed exactly what the build resolved.
+    let bundle = plan.payload.bundle.as_ref().expect("the reference profile needs a bundle: the pool has no qemu, libvirt or ifupdown");
+    let origin = |name: &str| plan.resolved.iter().find(|p| p.name == name).unwrap_or_else(|| panic!("{name} is not resolved")).origin;
+    for name in ["ifupdown", "qemu-system-x86", "libvirt-daemon-system", "libvirt-clients"] {
+        assert_eq!(origin(name), PackageOrigin::Bundle, "{name}");
+    }
+    assert_eq!(origin("openvswitch-switch"), PackageOrigin::Pool);
+    let packages_done = events.iter().map(|e| &e["event"]).find(|e| e["step"] == steps::PACKAGES && e["state"] == "done").expect("packages done");
+    let installed: Vec<&str> = packages_done["data"]["installed"].as_array().expect("installed list").iter().map(|v| v.as_str().unwrap()).collect();
+    for p in &plan.resolved {
+        assert!(installed.contains(&format!("{}={}", p.name, p.version).as_str()), "{}={} was resolved but not installed: {installed:?}", p.name, p.version);
+    }
+    assert_eq!(packages_done["data"]["bundle_files"], bundle.files.len(), "{packages_done:#}");
+
+    // The first boot: cloud-init wrote no network configuration and made no
+    // default user, networkd's wait-online was masked (so network-online
+    // was not held), the firmware has a boot entry, the host keys are new.
+    let checks = facts["checks"].as_array().expect("named checks");
+    let outcome = |n: &str| checks.iter().find(|c| c["name"] == n).map(|c| c["outcome"].clone());
+    for u in ["systemd-networkd-wait-online.service", "systemd-networkd.service", "systemd-networkd.socket"] {
+        assert_eq!(outcome(&format!("unit {u} masked")), Some("pass".into()), "{facts:#}");
+    }
+    assert_eq!(outcome("cloud-init without network configuration"), Some("pass".into()), "{facts:#}");
+    assert_eq!(facts["cloud_init"]["network_files"], serde_json::json!([]), "{facts:#}");
+    assert_eq!(outcome("firmware boot entry \"ubuntu\""), Some("pass".into()), "{facts:#}");
+    let online = facts["boot"]["active_at_seconds"]["network-online.target"].as_f64().expect("network-online.target reached");
+    assert!(online < 60.0, "network-online.target was held for {online} s: {facts:#}");
+    let people: Vec<&str> = plan.users.iter().filter(|u| !u.existing).map(|u| u.name.as_str()).collect();
+    assert_eq!(facts["login_accounts"], serde_json::json!(people), "only the profile's users may log in: {facts:#}");
+    let host_keys: Vec<&str> = facts["ssh_host_keys"].as_array().expect("host keys").iter().map(|k| k.as_str().unwrap()).collect();
+    assert!(!host_keys.is_empty(), "{facts:#}");
+    for layer_key in layer_host_key_fingerprints() {
+        assert!(!host_keys.iter().any(|k| k.split_whitespace().nth(1) == layer_key.split_whitespace().nth(1)), "the ISO's host key {layer_key} was kept");
+    }
+    eprintln!(
+        "install {:.0} s, first boot {:.0} s, network-online after {online:.1} s, bundle {} bytes, {} packages resolved",
+        report["install_s"], report["firstboot_s"], bundle.size, plan.resolved.len()
+    );
+}
+
+/// Fingerprints of the ssh host keys inside the fixture ISO's server layer,
+/// which every machine installed from it would share if they were kept.
+fn layer_host_key_fingerprints() -> Vec<String> {
+    let tmp = tempfile::tempdir().unwrap();
+    let iso = fixture("ISO");
+    let layer = tmp.path().join("server.squashfs");
+    let out = Command::new("xorriso")
+        .args(["-osirrox", "on", "-indev"])
+        .arg(&iso)
+        .args(["-extract", "/casper/ubuntu-server-minimal.ubuntu-server.squashfs"])
+        .arg(&layer)
+        .output()
+        .expect("running xorriso");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let keys = tmp.path().join("keys");
+    let out = Command::new("unsquashfs").args(["-q", "-n", "-d"]).arg(&keys).arg(&layer).arg("etc/ssh").output().expect("running unsquashfs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut found = Vec::new();
+    for entry in fs::read_dir(keys.join("etc/ssh")).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("ssh_host_") && name.ends_with(".pub") {
+            let out = Command::new("ssh-keygen").arg("-l").arg("-f").arg(entry.path()).output().expect("running ssh-keygen");
+            found.push(String::from_utf8_lossy(&out.stdout).trim().to_owned());
+        }
+    }
+    found
 }
 
 #[test]
@@ -244,19 +309,36 @@ fn reference_machine_installs_under_secure_boot_onto_nvme() {
 
 #[test]
 #[ignore = "needs the fixture ISO and QEMU: run scripts/test"]
-fn a_missing_package_fails_at_the_package_step_and_keeps_the_machine_up() {
+fn a_damaged_bundle_fails_at_the_package_step_before_apt_and_keeps_the_machine_up() {
     let tmp = tempfile::tempdir().unwrap();
-    let profile = tmp.path().join("missing-package.toml");
-    let text = fs::read_to_string(REFERENCE_PROFILE).unwrap().replacen("install = [\"openssh-server\",", "install = [\"no-such-package\", \"openssh-server\",", 1);
-    assert!(text.contains("no-such-package"));
-    fs::write(&profile, text).unwrap();
-    let image = build_profile(&profile, &tmp.path().join("out"));
+    let image = build_reference(&tmp.path().join("out"));
+    let plan = Plan::from_json(&fs::read_to_string(tmp.path().join("out/hypervisor.plan.json")).unwrap()).unwrap();
+    let bundle = plan.payload.bundle.as_ref().expect("the reference profile has a bundle");
+    // One byte in the middle of the bundle's cpio archive, inside some .deb.
+    let disk = gpt::GptConfig::new().writable(false).open(&image).expect("image has a GPT");
+    let part = disk
+        .partitions()
+        .values()
+        .find(|p| p.part_guid.to_string().eq_ignore_ascii_case(&bundle.partition_guid))
+        .expect("the bundle partition")
+        .clone();
+    let at = part.first_lba * 512 + bundle.size / 2;
+    let mut f = fs::OpenOptions::new().read(true).write(true).open(&image).unwrap();
+    let mut byte = [0u8];
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.read_exact(&mut byte).unwrap();
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.write_all(&[byte[0] ^ 0x01]).unwrap();
+    drop(f);
     let (code, report) = boot_test(&image, &tmp.path().join("target.img"), "40GiB", &tmp.path().join("report.json"));
     assert_eq!(code, 1, "{report:#}");
     let failed = report["events"].as_array().unwrap().last().unwrap()["event"].clone();
-    assert_eq!(failed["step"], steps::PACKAGES);
-    assert!(failed["error"].to_string().contains("\\\"no-such-package\\\""), "{failed:#}");
-    assert!(!failed["log_tail"].as_array().unwrap().is_empty());
+    assert_eq!(failed["step"], steps::PACKAGES, "{failed:#}");
+    let error = failed["error"].to_string();
+    assert!(error.contains("bundle") && error.contains(".deb"), "the error names the damaged file: {failed:#}");
+    // Nothing reached apt: no package was unpacked, the log has no dpkg line.
+    let log = failed["log_tail"].to_string();
+    assert!(!log.contains("Unpacking") && !log.contains("Setting up"), "apt ran: {failed:#}");
     // The machine stayed up for inspection: the console shows the shell, not a reboot.
     let tail = report["console_tail"].to_string();
     assert!(tail.contains("a shell is available on the console"), "{tail}");
