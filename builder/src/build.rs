@@ -360,12 +360,13 @@ fn resolve_packages(
     std::fs::write(&pool_keys, &trust.pool_armored).map_err(io("writing", &pool_keys))?;
     std::fs::write(&archive_keys, &trust.archive_armored).map_err(io("writing", &archive_keys))?;
     // The sources in the order the machine's apt sees them: the pool, then the bundle's suites.
-    let mut sources = vec![AptSource { root: pool_root, suite: pool.suite.clone(), components: pool.components.clone(), keyring: Some(pool_keys) }];
+    let mut sources = vec![AptSource { root: pool_root, suite: pool.suite.clone(), components: pool.components.clone(), keyring: Some(pool_keys), label: Some("the ISO's pool".into()) }];
     sources.extend(archive.suites.iter().map(|s| AptSource {
         root: archive_root.clone(),
         suite: s.name.clone(),
         components: s.components.clone(),
         keyring: Some(archive_keys.clone()),
+        label: Some(format!("the archive {mirror_text}")),
     }));
     let request = resolve::Request { status: &status, sources: &sources, packages: &wanted, recommends: p.recommends };
     let insts = resolve::simulate(&request).map_err(|e| BuildError::Resolve(e.to_string()))?;

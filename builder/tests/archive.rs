@@ -342,6 +342,13 @@ fn a_package_the_archive_lacks_fails_the_build_naming_it() {
     fs::write(&profile, text).unwrap();
     let err = expect_failure(&options(work.path(), &profile, &fixture("ARCHIVE").display().to_string()));
     assert!(err.contains("imgforge-no-such-package"), "{err}");
+    // The reason names the places looked in as the user knows them, not apt's scratch copies.
+    let archive = fixture("ARCHIVE").display().to_string();
+    assert!(err.contains("cannot find") && err.contains("the ISO's pool noble main"), "{err}");
+    for suite in ["noble", "noble-updates", "noble-security"] {
+        assert!(err.contains(&format!("the archive {archive} {suite} main universe")), "{suite}: {err}");
+    }
+    assert!(!err.contains("imgforge-sources-"), "{err}");
 }
 
 #[test]

@@ -443,10 +443,14 @@ fn image_holds_a_clean_esp_and_the_iso_byte_for_byte() {
 
     let disk = gpt::GptConfig::new().writable(false).open(&image).expect("image has a GPT");
     let parts: Vec<_> = disk.partitions().values().cloned().collect();
-    assert_eq!(parts.len(), 2);
+    // The ESP, the ISO, and the bundle of what the ISO's pool lacks.
+    assert_eq!(parts.len(), 3);
     assert_eq!(parts[0].part_type_guid.guid.to_string().to_lowercase(), part_type::EFI_SYSTEM);
     let plan = Plan::from_json(&fs::read_to_string(tmp.path().join("out/hypervisor.plan.json")).unwrap()).unwrap();
     assert_eq!(parts[1].part_guid.to_string().to_lowercase(), plan.payload.partition_guid);
+    let bundle = plan.payload.bundle.as_ref().expect("the reference profile has a bundle");
+    assert_eq!(parts[2].part_guid.to_string().to_lowercase(), bundle.partition_guid.to_lowercase());
+    assert!((parts[2].last_lba + 1 - parts[2].first_lba) * 512 >= bundle.size, "the bundle fits its partition");
 
     let bytes = fs::read(&image).unwrap();
     let region = |p: &gpt::partition::Partition| &bytes[(p.first_lba * 512) as usize..((p.last_lba + 1) * 512) as usize];

@@ -30,9 +30,21 @@ pub struct AptSource {
     /// Armored public keys that sign the suite's InRelease (or Release.gpg).
     /// `None` trusts the source unsigned (`[trusted=yes]`): for tests only.
     pub keyring: Option<PathBuf>,
+    /// What a person knows this source as ("the ISO's pool", the mirror's
+    /// URL), for messages; `None` names it as apt does.
+    pub label: Option<String>,
 }
 
 impl AptSource {
+    /// How messages name this source: its label with suite and components,
+    /// or apt's own name.
+    pub fn describe(&self) -> String {
+        match &self.label {
+            Some(label) => format!("{label} {} {}", self.suite, self.components.join(" ")),
+            None => self.apt_name(),
+        }
+    }
+
     /// How apt names this source in its messages (`file:/root suite`).
     pub fn apt_name(&self) -> String {
         format!("{} {}", self.uri(), self.suite)
@@ -481,7 +493,7 @@ fn parse_install(run: &AptRun, sources: &[AptSource]) -> Result<Vec<Inst>, Resol
     if !not_found.is_empty() {
         let sources = sources
             .iter()
-            .map(AptSource::apt_name)
+            .map(AptSource::describe)
             .collect::<Vec<_>>()
             .join(", ");
         return Err(ResolveError::NotFound {

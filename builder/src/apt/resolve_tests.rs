@@ -198,6 +198,7 @@ impl Archive {
             suite: suite.to_owned(),
             components: components.iter().map(|c| c.to_string()).collect(),
             keyring: None,
+            label: None,
         }
     }
 
@@ -634,6 +635,7 @@ fn a_signed_archive_resolves_only_with_its_key() {
                 suite: suite.to_string(),
                 components: vec!["main".into(), "universe".into()],
                 keyring: Some(keyring.to_owned()),
+                label: None,
             })
             .collect()
     };
