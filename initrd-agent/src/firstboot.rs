@@ -97,6 +97,9 @@ pub struct CloudInitFacts {
     pub disabled_marker: bool,
     /// Network configurations cloud-init wrote (`50-cloud-init*`).
     pub network_files: Vec<String>,
+    /// What cloud-init's schema check found wrong in its configuration,
+    /// from /var/log/cloud-init.log (it warns and goes on).
+    pub schema_warnings: Vec<String>,
 }
 
 /// The firmware's boot entries, read from efivarfs.
@@ -282,6 +285,15 @@ pub fn parse_cloud_init_status(text: &str) -> Option<String> {
     text.lines().find_map(|l| l.trim().strip_prefix("status:")).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
 }
 
+/// cloud-init's own log, where its schema check reports.
+const CLOUD_INIT_LOG: &str = "/var/log/cloud-init.log";
+
+/// The warnings of cloud-init's schema check in its log (logged by
+/// `schema.py` at WARNING: "Invalid cloud-config provided: ..."). Pure.
+pub fn cloud_init_schema_warnings(log: &str) -> Vec<String> {
+    log.lines().filter_map(|l| l.split_once("schema.py[WARNING]: ").map(|(_, w)| w.trim().to_owned())).collect()
+}
+
 /// Network configurations cloud-init wrote under `root`: its files are
 /// named `50-cloud-init` (`.cfg` or `.yaml` on some releases).
 pub fn cloud_init_network_files(root: &Path) -> Vec<String> {
@@ -429,6 +441,7 @@ pub fn gather(expect: &Expectations) -> Facts {
             config: std::fs::read_to_string(CLOUD_INIT_CFG).ok(),
             disabled_marker: Path::new(CLOUD_INIT_DISABLED).exists(),
             network_files: cloud_init_network_files(Path::new("/")),
+            schema_warnings: std::fs::read_to_string(CLOUD_INIT_LOG).map(|t| cloud_init_schema_warnings(&t)).unwrap_or_default(),
         };
     }
     if expect.nvram_entry.is_some() {
@@ -457,7 +470,7 @@ fn ssh_host_keys(dir: &Path) -> Vec<String> {
 }
 
 /// Names of the accounts whose uid is in the range Debian and Ubuntu give
-/// to people (1000 up to, not including, nobody's 65534). Pure.
+/// to people (1000 to 59999). Pure.
 pub fn login_accounts(passwd: &str) -> Vec<String> {
     let mut names: Vec<String> = passwd
         .lines()
@@ -465,7 +478,9 @@ pub fn login_accounts(passwd: &str) -> Vec<String> {
             let mut f = l.split(':');
             let name = f.next()?;
             let uid: u32 = f.nth(1)?.parse().ok()?;
-            (1000..65534).contains(&uid).then(|| name.to_owned())
+            // Debian policy: 1000-59999 are people's accounts; 60000-64999
+            // are system accounts packages make (libvirt-qemu is 64055).
+            (1000..60000).contains(&uid).then(|| name.to_owned())
         })
         .collect();
     names.sort();
@@ -514,6 +529,10 @@ pub fn checks(expect: &Expectations, facts: &Facts) -> Vec<Check> {
         } else {
             ok = false;
             seen.push(format!("it wrote {}", c.network_files.join(", ")));
+        }
+        if !c.schema_warnings.is_empty() {
+            ok = false;
+            seen.push(format!("its schema check rejected the configuration: {}", c.schema_warnings.join("; ")));
         }
         if want == CloudInitExpectation::Disabled {
             if c.disabled_marker {
@@ -742,8 +761,9 @@ mod tests {
     #[test]
     fn login_accounts_are_the_uids_for_people() {
         let passwd = "root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n\
-                      zoe:x:1001:1001::/home/zoe:/bin/bash\navatar:x:1000:1000::/home/avatar:/bin/bash\nsshd:x:105:65534::/run/sshd:/usr/sbin/nologin\nbroken\n";
-        assert_eq!(login_accounts(passwd), ["avatar", "zoe"]);
+                      zoe:x:1001:1001::/home/zoe:/bin/bash\navatar:x:1000:1000::/home/avatar:/bin/bash\nsshd:x:105:65534::/run/sshd:/usr/sbin/nologin\nbroken\n\
+                      libvirt-qemu:x:64055:993:Libvirt Qemu,,,:/var/lib/libvirt:/usr/sbin/nologin\nlast:x:59999:59999::/home/last:/bin/sh\n";
+        assert_eq!(login_accounts(passwd), ["avatar", "last", "zoe"]);
     }
 
     const PASSWD: &str = "root:x:0:0:root:/root:/bin/bash\nlibvirt-qemu:x:64055:993:Libvirt Qemu,,,:/var/lib/libvirt:/usr/sbin/nologin\navatar:x:1000:1000::/home/avatar:/bin/bash\n";
@@ -894,6 +914,7 @@ mod tests {
             config: Some("# Written by imgforge\nnetwork: {config: disabled}\n".into()),
             disabled_marker: false,
             network_files: vec![],
+            schema_warnings: vec![],
         };
         f.nvram.efi = true;
         f.nvram.entries.insert("Boot0001".into(), "UEFI QEMU HARDDISK QM00001".into());
@@ -948,6 +969,22 @@ mod tests {
         assert!(differences(&e, &f).iter().any(|d| d.ends_with("99-imgforge.cfg lacks `network: {config: disabled}`; it wrote no network configuration")));
         f.cloud_init.config = None;
         assert!(differences(&e, &f).iter().any(|d| d.contains("99-imgforge.cfg is missing")));
+    }
+
+    #[test]
+    fn a_configuration_cloud_init_rejects_is_a_difference() {
+        // cloud-init 22.4's log when a drop-in says `users: []`.
+        let log = "2026-12-04 05:41:59,497 - util.py[DEBUG]: Read 133834 bytes from /usr/lib/python3/dist-packages/cloudinit/config/schemas/schema-cloud-config-v1.json\n\
+                   2026-12-04 05:41:59,696 - schema.py[WARNING]: Invalid cloud-config provided: Please run 'sudo cloud-init schema --system' to see the schema errors.\n\
+                   2026-12-04 05:41:59,711 - util.py[DEBUG]: Reading from /var/lib/cloud/instance/cloud-config.txt (quiet=False)\n";
+        let warnings = cloud_init_schema_warnings(log);
+        assert_eq!(warnings, ["Invalid cloud-config provided: Please run 'sudo cloud-init schema --system' to see the schema errors."]);
+        let e = first_run_expect();
+        let mut f = first_run_facts();
+        assert_eq!(differences(&e, &f), Vec::<String>::new());
+        f.cloud_init.schema_warnings = warnings;
+        let d = differences(&e, &f);
+        assert!(d.len() == 1 && d[0].starts_with("cloud-init without network configuration:") && d[0].contains("schema check rejected the configuration: Invalid cloud-config"), "{d:?}");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::profile::{Initramfs, Profile, Renderer};
 pub use interfaces::interfaces;
 pub use libvirt::{network_xml, pool_xml, DEFAULT_POOL_MODE};
 pub use netplan::netplan;
-pub use services::{cloud_init_cfg, masked_units, CLOUD_INIT_CFG, CLOUD_INIT_DISABLED};
+pub use services::{cloud_init_cfg, masked_units, CLOUD_INIT_CFG, CLOUD_INIT_DISABLED, NETWORKING_AFTER_OVS_DROPIN, OVS_EARLY_DROPIN};
 pub use system::{default_locale, fstab, grub_defaults, hosts, openvswitch_defaults, ssh_dir, FilesystemIds};
 
 /// Namespace for the name-based UUIDs of rendered configuration.

@@ -1,6 +1,7 @@
 //! What the installed system starts on its own on the first boot, beside
-//! the profile's network: cloud-init (Ubuntu's server layer) and
-//! systemd-networkd with its wait-online unit (the minimal layer).
+//! the profile's network: cloud-init (Ubuntu's server layer),
+//! systemd-networkd with its wait-online unit (the minimal layer), and the
+//! order in which Open vSwitch and ifupdown start.
 
 use imgforge_plan::{FileKind, FilePlan};
 
@@ -26,13 +27,52 @@ const NETWORKD_UNITS: [&str; 3] = [
 /// The cloud-init configuration that keeps the profile's network and
 /// accounts the only ones: no DHCP configuration for the first NIC, and no
 /// distribution default user ("ubuntu", with passwordless sudo) beside the
-/// profile's users. User-data from a datasource still applies.
+/// profile's users. cloud.cfg lists `users: [default]`; with no default user
+/// in the distribution's settings that entry names nobody. (`users: []` has
+/// the same effect but fails cloud-init's schema, which then warns on every
+/// boot.) User-data from a datasource still applies.
 pub fn cloud_init_cfg() -> String {
     "# Written by imgforge: the profile's network configuration is the only one;\n\
      # cloud-init never writes its own (no DHCP configuration for the first NIC).\n\
      network: {config: disabled}\n\
      # The profile's users are the only accounts: no distribution default user.\n\
-     users: []\n"
+     system_info:\n  default_user: null\n"
+        .to_owned()
+}
+
+/// Open vSwitch's ifupdown hook starts openvswitch-switch.service itself
+/// when ifup meets an OVS stanza and the service is not active yet. That
+/// service has systemd's default dependencies (after basic.target, so after
+/// sysinit.target), while networking.service runs before sysinit.target is
+/// reached, and cloud-init.service (ordered after networking.service and
+/// before sysinit.target) holds sysinit.target: ifup waits for
+/// openvswitch-switch, which waits for sysinit.target, which waits for ifup,
+/// until networking.service times out after 5 minutes and the bridges stay
+/// down. So openvswitch-switch.service starts early, without the default
+/// dependencies (ovsdb-server and ovs-vswitchd, which it only groups, have
+/// none either), and networking.service starts after it, so the hook finds
+/// it active and starts nothing.
+pub const OVS_EARLY_DROPIN: &str = "/etc/systemd/system/openvswitch-switch.service.d/imgforge-early.conf";
+/// networking.service's side of the ordering above.
+pub const NETWORKING_AFTER_OVS_DROPIN: &str = "/etc/systemd/system/networking.service.d/imgforge-ovs.conf";
+
+fn ovs_early_dropin() -> String {
+    "# Written by imgforge: start before ifupdown raises the OVS bridges,\n\
+     # without waiting for basic.target (see networking.service.d/imgforge-ovs.conf).\n\
+     [Unit]\n\
+     DefaultDependencies=no\n\
+     After=local-fs.target\n\
+     Conflicts=shutdown.target\n\
+     Before=shutdown.target\n"
+        .to_owned()
+}
+
+fn networking_after_ovs_dropin() -> String {
+    "# Written by imgforge: the OVS bridges in /etc/network/interfaces need\n\
+     # openvswitch-switch.service active before ifup runs.\n\
+     [Unit]\n\
+     Wants=openvswitch-switch.service\n\
+     After=openvswitch-switch.service\n"
         .to_owned()
 }
 
@@ -69,5 +109,9 @@ pub fn files(p: &Profile) -> Vec<FilePlan> {
         ));
     }
     out.extend(masked_units(p).iter().map(|u| mask(u)));
+    if p.network.renderer == Renderer::Ifupdown && !p.network.bridges.is_empty() {
+        out.push(file(OVS_EARLY_DROPIN, "0644", ovs_early_dropin()));
+        out.push(file(NETWORKING_AFTER_OVS_DROPIN, "0644", networking_after_ovs_dropin()));
+    }
     out
 }

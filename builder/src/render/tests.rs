@@ -288,9 +288,11 @@ fn cloud_init_never_configures_the_network_and_is_off_when_asked() {
     let tree = rendered_tree(&reference());
     let cfg = cloud_cfg(tree.path());
     assert_eq!(cfg["network"]["config"], serde_yaml::Value::from("disabled"), "{cfg:?}");
-    // An empty list, not a missing key: cloud-init then creates no default user.
-    assert_eq!(cfg["users"], serde_yaml::Value::Sequence(Vec::new()), "{cfg:?}");
-    assert_eq!(cfg.as_mapping().map(|m| m.len()), Some(2), "only the network and users keys: {cfg:?}");
+    // No distribution default user for cloud.cfg's `users: [default]` to name.
+    assert_eq!(cfg["system_info"]["default_user"], serde_yaml::Value::Null, "{cfg:?}");
+    assert_eq!(cfg["system_info"].as_mapping().map(|m| m.len()), Some(1), "only the default user is touched: {cfg:?}");
+    assert!(cfg.get("users").is_none(), "`users: []` fails cloud-init's schema: {cfg:?}");
+    assert_eq!(cfg.as_mapping().map(|m| m.len()), Some(2), "only the network and system_info keys: {cfg:?}");
     assert!(!tree.path().join("etc/cloud/cloud-init.disabled").exists(), "cloud-init runs by default");
 
     let mut off = reference();
@@ -305,7 +307,12 @@ fn cloud_init_never_configures_the_network_and_is_off_when_asked() {
 fn ifupdown_masks_networkd_and_its_wait_online_unit_netplan_keeps_them() {
     let tree = rendered_tree(&reference());
     let units = tree.path().join("etc/systemd/system");
-    let mut masked: Vec<String> = std::fs::read_dir(&units).expect("etc/systemd/system is rendered").flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let mut masked: Vec<String> = std::fs::read_dir(&units)
+        .expect("etc/systemd/system is rendered")
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_symlink()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
     masked.sort();
     assert_eq!(masked, ["systemd-networkd-wait-online.service", "systemd-networkd.service", "systemd-networkd.socket"]);
     for unit in &masked {
@@ -316,6 +323,44 @@ fn ifupdown_masks_networkd_and_its_wait_online_unit_netplan_keeps_them() {
     let netplan = load("profiles/examples/netplan.toml");
     assert!(masked_units(&netplan).is_empty());
     let tree = rendered_tree(&netplan);
-    assert!(!tree.path().join("etc/systemd/system").exists(), "nothing is masked for netplan");
+    assert!(!tree.path().join("etc/systemd/system").exists(), "nothing is masked or reordered for netplan");
     assert_eq!(cloud_cfg(tree.path())["network"]["config"], serde_yaml::Value::from("disabled"));
+}
+
+/// A systemd unit file as systemd reads it: `[Section]` headers and
+/// `Key=Value` lines, comments skipped; (section, key) -> values in order.
+fn unit_entries(text: &str) -> Vec<(String, String, String)> {
+    let mut section = String::new();
+    let mut out = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.to_owned();
+            continue;
+        }
+        let (key, value) = line.split_once('=').unwrap_or_else(|| panic!("not a unit file line: {line:?}"));
+        out.push((section.clone(), key.trim().to_owned(), value.trim().to_owned()));
+    }
+    out
+}
+
+#[test]
+fn ovs_bridges_under_ifupdown_start_openvswitch_before_networking_without_default_dependencies() {
+    let tree = rendered_tree(&reference());
+    let read = |path: &str| std::fs::read_to_string(tree.path().join(path.trim_start_matches('/'))).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let ovs = unit_entries(&read(OVS_EARLY_DROPIN));
+    let has = |entries: &[(String, String, String)], key: &str, value: &str| entries.iter().any(|(s, k, v)| s == "Unit" && k == key && v == value);
+    // Without this the unit waits for basic.target, which cloud-init holds until networking is done.
+    assert!(has(&ovs, "DefaultDependencies", "no"), "{ovs:?}");
+    assert!(has(&ovs, "Conflicts", "shutdown.target") && has(&ovs, "Before", "shutdown.target"), "it still stops at shutdown: {ovs:?}");
+    assert!(!ovs.iter().any(|(_, k, v)| k == "After" && (v.contains("basic.target") || v.contains("sysinit.target") || v.contains("network"))), "{ovs:?}");
+    let networking = unit_entries(&read(NETWORKING_AFTER_OVS_DROPIN));
+    assert!(has(&networking, "After", "openvswitch-switch.service") && has(&networking, "Wants", "openvswitch-switch.service"), "{networking:?}");
+    assert!(OVS_EARLY_DROPIN.starts_with("/etc/systemd/system/openvswitch-switch.service.d/") && OVS_EARLY_DROPIN.ends_with(".conf"));
+    assert!(NETWORKING_AFTER_OVS_DROPIN.starts_with("/etc/systemd/system/networking.service.d/") && NETWORKING_AFTER_OVS_DROPIN.ends_with(".conf"));
+
+    let netplan = rendered_tree(&load("profiles/examples/netplan.toml"));
+    assert!(!netplan.path().join(OVS_EARLY_DROPIN.trim_start_matches('/')).exists());
 }
