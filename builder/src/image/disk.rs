@@ -393,7 +393,7 @@ fn partition_tables(
 /// sectors), so MBR-only tools see the disk as in use.
 fn protective_mbr(total_sectors: u64) -> [u8; 512] {
     let mut s = [0u8; 512];
-    let code = bios_message_code(0);
+    let code = imgforge_fat::bios_message_code(0);
     s[..code.len()].copy_from_slice(&code);
     let entry = &mut s[446..462];
     // Start CHS 0/0/2 (LBA 1), type 0xEE, end CHS unrepresentable.
@@ -404,41 +404,6 @@ fn protective_mbr(total_sectors: u64) -> [u8; 512] {
     s[510] = 0x55;
     s[511] = 0xAA;
     s
-}
-
-/// 16-bit real-mode code that prints a message and halts, for the MBR and
-/// the FAT boot sector: a BIOS (or UEFI CSM) that boots this medium says
-/// why nothing happens instead of running zeros. `load_offset` is where the
-/// code sits in the sector, which the BIOS loads at 0x7C00.
-pub(super) fn bios_message_code(load_offset: usize) -> Vec<u8> {
-    const MESSAGE: &[u8] =
-        b"This medium boots in UEFI mode only: enable UEFI boot in the firmware setup.\r\n\0";
-    const CODE_LEN: usize = 33;
-    let message_at = (0x7C00 + load_offset + CODE_LEN) as u16;
-    let [lo, hi] = message_at.to_le_bytes();
-    let mut code = vec![
-        0xFA, // cli
-        0x31, 0xC0, // xor ax, ax
-        0x8E, 0xD8, // mov ds, ax
-        0x8E, 0xD0, // mov ss, ax
-        0xBC, 0x00, 0x7C, // mov sp, 0x7c00
-        0xFB, // sti
-        0xBE, lo, hi,   // mov si, message
-        0xFC, // cld
-        0xAC, // next: lodsb
-        0x84, 0xC0, // test al, al
-        0x74, 0x09, // jz halt
-        0xB4, 0x0E, // mov ah, 0x0e (teletype output)
-        0xBB, 0x07, 0x00, // mov bx, 7
-        0xCD, 0x10, // int 0x10
-        0xEB, 0xF2, // jmp next
-        0xFA, // halt: cli
-        0xF4, // hlt
-        0xEB, 0xFD, // jmp hlt
-    ];
-    debug_assert_eq!(code.len(), CODE_LEN);
-    code.extend_from_slice(MESSAGE);
-    code
 }
 
 /// Reads exactly `len` bytes from `payload` into the image and checks that
@@ -956,7 +921,7 @@ mod tests {
 
     #[test]
     fn bios_code_prints_its_message_from_where_it_is_loaded() {
-        let code = bios_message_code(90);
+        let code = imgforge_fat::bios_message_code(90);
         let at = u16::from_le_bytes([code[12], code[13]]) as usize;
         assert_eq!(at, 0x7C00 + 90 + 33);
         assert!(code[33..].starts_with(b"This medium boots in UEFI mode only"));
