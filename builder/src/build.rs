@@ -22,7 +22,7 @@ use std::io::{BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use imgforge_plan::{BundlePlan, FileDigest, Plan};
+use imgforge_plan::{BundlePlan, FileDigest, PackageOrigin, Plan};
 
 use crate::apt::bundle::{self, BundleFile, BundleSource, Resolution};
 use crate::apt::pool::{self, Pool};
@@ -189,7 +189,17 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, BuildError> {
     plan.test_hooks = opts.test_hooks.clone();
     plan.payload.layers = boot.layers.clone();
     plan.payload.pool_release = Some(boot.pool_release.clone());
-    plan.payload.bundle = write_bundle(&mut image, &packages, opts, &reporter, iso.facts.size, &guids)?;
+    if let Some(online) = plan.online.as_mut() {
+        // Online, the packages the pool lacks come from the mirror at
+        // install time: no bundle; the mirror's keys travel in the plan.
+        online.suites = loaded.profile.packages.suites(&packages.pool.suite);
+        online.archive_keys = trust.archive_armored.clone();
+        for p in plan.resolved.iter_mut().filter(|p| p.origin == PackageOrigin::Bundle) {
+            p.origin = PackageOrigin::Mirror;
+        }
+    } else {
+        plan.payload.bundle = write_bundle(&mut image, &packages, opts, &reporter, iso.facts.size, &guids)?;
+    }
     let bundle_len = plan.payload.bundle.as_ref().map_or(0, |b| b.size);
     let plan_json = plan.to_json();
 

@@ -235,6 +235,7 @@ fn packages_table(report: &build::PackagesReport) -> String {
         let (origin, slot) = match p.origin {
             PackageOrigin::Pool => ("pool", 0),
             PackageOrigin::Bundle => ("bundle", 1),
+            PackageOrigin::Mirror => ("mirror", 1),
         };
         totals[slot].0 += 1;
         totals[slot].1 += size;
