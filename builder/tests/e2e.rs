@@ -785,7 +785,12 @@ fn an_online_install_takes_what_the_pool_lacks_from_the_mirror_over_dhcp() {
     for name in ["ifupdown", "qemu-system-x86"] {
         assert!(seen.iter().any(|s| s.path.contains(&format!("/{name}_")) && s.path.ends_with(".deb") && s.status == 200), "{name} was not downloaded: {seen:?}");
     }
-    eprintln!("online install {:.0} s, {} requests to the mirror, network up after {} s", report["install_s"], seen.len(), data["address_seconds"]);
+    eprintln!(
+        "online install {:.0} s, {} requests to the mirror, network up after {:.1} s",
+        report["install_s"].as_f64().unwrap_or_default(),
+        seen.len(),
+        data["address_seconds"].as_f64().unwrap_or_default()
+    );
 }
 
 #[test]
