@@ -194,9 +194,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, BuildError> {
         // install time: no bundle; the mirror's keys travel in the plan.
         online.suites = loaded.profile.packages.suites(&packages.pool.suite);
         online.archive_keys = trust.archive_armored.clone();
-        for p in plan.resolved.iter_mut().filter(|p| p.origin == PackageOrigin::Bundle) {
-            p.origin = PackageOrigin::Mirror;
-        }
+        mark_mirror_packages(&loaded, &mut plan.resolved);
     } else {
         plan.payload.bundle = write_bundle(&mut image, &packages, opts, &reporter, iso.facts.size, &guids)?;
     }
@@ -220,6 +218,17 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, BuildError> {
     let plan_file = opts.out_dir.join(format!("{}.plan.json", loaded.name));
     write_atomically(&plan_file, plan_json.as_bytes())?;
     Ok(BuildOutput { image: image_path, plan_file, plan, image_size: summary.image_size, signer: iso.signer, resolve_seconds: packages.seconds })
+}
+
+/// An online install downloads what the pool lacks from the mirror at
+/// install time: those packages' origin is the mirror, not a bundle.
+fn mark_mirror_packages(loaded: &LoadedProfile, resolved: &mut [imgforge_plan::ResolvedPackage]) {
+    if loaded.profile.packages.offline {
+        return;
+    }
+    for p in resolved.iter_mut().filter(|p| p.origin == PackageOrigin::Bundle) {
+        p.origin = PackageOrigin::Mirror;
+    }
 }
 
 /// What `imgforge packages` reports: the resolution exactly as a build
@@ -246,7 +255,8 @@ pub fn packages(opts: &BuildOptions) -> Result<PackagesReport, BuildError> {
     let trust = PackageTrust::load(&loaded, opts)?;
     let reporter = Reporter::new(opts.progress);
     let iso = verify_sources(&loaded, opts, &reporter)?;
-    let resolved = resolve_packages(&loaded, opts, &trust, &iso.file, 0, iso.facts.size, &reporter)?;
+    let mut resolved = resolve_packages(&loaded, opts, &trust, &iso.file, 0, iso.facts.size, &reporter)?;
+    mark_mirror_packages(&loaded, &mut resolved.resolution.resolved);
     let mut sizes = BTreeMap::new();
     for p in &resolved.resolution.resolved {
         let size = resolved

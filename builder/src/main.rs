@@ -253,8 +253,9 @@ fn packages_table(report: &build::PackagesReport) -> String {
         out.push_str(&format!("{:width$}  {:vwidth$}  {origin:6}  {size:>10}\n", p.name, p.version));
     }
     let [(pool_n, pool_b), (bundle_n, bundle_b)] = totals;
+    let rest = if resolved.iter().any(|p| p.origin == PackageOrigin::Mirror) { "from the mirror at install time" } else { "in the bundle" };
     out.push_str(&format!(
-        "total: {} packages, {pool_n} from the pool ({pool_b} bytes), {bundle_n} in the bundle ({bundle_b} bytes); resolved in {:.1}s\n",
+        "total: {} packages, {pool_n} from the pool ({pool_b} bytes), {bundle_n} {rest} ({bundle_b} bytes); resolved in {:.1}s\n",
         resolved.len(),
         report.seconds
     ));
