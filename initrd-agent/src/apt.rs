@@ -113,14 +113,21 @@ pub fn online_source_lines(online: &OnlineSource) -> Result<String> {
     Ok(out)
 }
 
-/// apt's options for the plan's proxy, when it has one.
+/// apt's options for the plan's proxy, when it has one (for http:// and
+/// https:// mirrors alike).
 pub fn proxy_options(plan: &Plan) -> Vec<String> {
     match plan
         .online
         .as_ref()
         .and_then(|o| o.network.proxy.as_deref())
     {
-        Some(proxy) => vec!["-o".into(), format!("Acquire::http::Proxy={proxy}")],
+        // apt's https method reads a key of its own.
+        Some(proxy) => vec![
+            "-o".into(),
+            format!("Acquire::https::Proxy={proxy}"),
+            "-o".into(),
+            format!("Acquire::http::Proxy={proxy}"),
+        ],
         None => Vec::new(),
     }
 }
@@ -510,6 +517,10 @@ Architectures: amd64 i386\nComponents: main restricted\nDescription: Ubuntu Nobl
         let cmd = install_command(&plan, true).join(" ");
         assert!(
             cmd.contains("-o Acquire::http::Proxy=http://192.0.2.3:3128/ -- openssh-server"),
+            "{cmd}"
+        );
+        assert!(
+            cmd.contains("-o Acquire::https::Proxy=http://192.0.2.3:3128/ -o Acquire::http::Proxy"),
             "{cmd}"
         );
     }
