@@ -22,7 +22,7 @@ use std::io::{BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use imgforge_plan::{BundlePlan, FileDigest, Plan};
+use imgforge_plan::{BundlePlan, FileDigest, PackageOrigin, Plan};
 
 use crate::apt::bundle::{self, BundleFile, BundleSource, Resolution};
 use crate::apt::pool::{self, Pool};
@@ -189,7 +189,15 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, BuildError> {
     plan.test_hooks = opts.test_hooks.clone();
     plan.payload.layers = boot.layers.clone();
     plan.payload.pool_release = Some(boot.pool_release.clone());
-    plan.payload.bundle = write_bundle(&mut image, &packages, opts, &reporter, iso.facts.size, &guids)?;
+    if let Some(online) = plan.online.as_mut() {
+        // Online, the packages the pool lacks come from the mirror at
+        // install time: no bundle; the mirror's keys travel in the plan.
+        online.suites = loaded.profile.packages.suites(&packages.pool.suite);
+        online.archive_keys = trust.archive_armored.clone();
+        mark_mirror_packages(&loaded, &mut plan.resolved);
+    } else {
+        plan.payload.bundle = write_bundle(&mut image, &packages, opts, &reporter, iso.facts.size, &guids)?;
+    }
     let bundle_len = plan.payload.bundle.as_ref().map_or(0, |b| b.size);
     let plan_json = plan.to_json();
 
@@ -210,6 +218,17 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, BuildError> {
     let plan_file = opts.out_dir.join(format!("{}.plan.json", loaded.name));
     write_atomically(&plan_file, plan_json.as_bytes())?;
     Ok(BuildOutput { image: image_path, plan_file, plan, image_size: summary.image_size, signer: iso.signer, resolve_seconds: packages.seconds })
+}
+
+/// An online install downloads what the pool lacks from the mirror at
+/// install time: those packages' origin is the mirror, not a bundle.
+fn mark_mirror_packages(loaded: &LoadedProfile, resolved: &mut [imgforge_plan::ResolvedPackage]) {
+    if loaded.profile.packages.offline {
+        return;
+    }
+    for p in resolved.iter_mut().filter(|p| p.origin == PackageOrigin::Bundle) {
+        p.origin = PackageOrigin::Mirror;
+    }
 }
 
 /// What `imgforge packages` reports: the resolution exactly as a build
@@ -236,7 +255,8 @@ pub fn packages(opts: &BuildOptions) -> Result<PackagesReport, BuildError> {
     let trust = PackageTrust::load(&loaded, opts)?;
     let reporter = Reporter::new(opts.progress);
     let iso = verify_sources(&loaded, opts, &reporter)?;
-    let resolved = resolve_packages(&loaded, opts, &trust, &iso.file, 0, iso.facts.size, &reporter)?;
+    let mut resolved = resolve_packages(&loaded, opts, &trust, &iso.file, 0, iso.facts.size, &reporter)?;
+    mark_mirror_packages(&loaded, &mut resolved.resolution.resolved);
     let mut sizes = BTreeMap::new();
     for p in &resolved.resolution.resolved {
         let size = resolved

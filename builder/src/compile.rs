@@ -1,7 +1,7 @@
 //! Profile -> Plan. Pure: the same profile and ISO give the same plan.
 
 use imgforge_plan::{
-    part_type, CloudInitExpectation, DiskPlan, DiskRules, Filesystem, ExpectedBridge, ExpectedDir, ExpectedPort, ExpectedUser, Expectations, FilesystemPlan, PartitionPlan, Payload, Plan, ReportPlan, SystemPlan, UserPlan,
+    part_type, CloudInitExpectation, InstallAddress, InstallNetwork, OnlineSource, DiskPlan, DiskRules, Filesystem, ExpectedBridge, ExpectedDir, ExpectedPort, ExpectedUser, Expectations, FilesystemPlan, PartitionPlan, Payload, Plan, ReportPlan, SystemPlan, UserPlan,
     PLAN_VERSION,
 };
 use uuid::Uuid;
@@ -106,9 +106,38 @@ pub fn compile(loaded: &LoadedProfile, iso: &IsoFacts, guids: &MediaGuids) -> Pl
         }),
         pool_keys: None,
         archive_keys: None,
+        online: online_source(p),
         expect: expectations(p),
         test_hooks: None,
     }
+}
+
+/// The online install's mirror and network. The default suites derive
+/// from the ISO pool's suite and the archive keys are loaded by the build,
+/// which fills both in; here they are the profile's own (or empty).
+fn online_source(p: &crate::profile::Profile) -> Option<OnlineSource> {
+    let pk = &p.packages;
+    if pk.offline {
+        return None;
+    }
+    let net = pk.network.as_ref()?;
+    Some(OnlineSource {
+        mirror: pk.mirror().to_owned(),
+        suites: pk.suites.clone().unwrap_or_default(),
+        components: pk.components(),
+        archive_keys: String::new(),
+        network: InstallNetwork {
+            interface: net.interface.clone(),
+            vlan: net.vlan,
+            address: match net.address.as_str() {
+                "dhcp" => InstallAddress::Dhcp,
+                cidr => InstallAddress::Static(cidr.to_owned()),
+            },
+            gateway: net.gateway.clone(),
+            dns: net.dns.clone(),
+            proxy: net.proxy.clone(),
+        },
+    })
 }
 
 /// What the first boot checks: the bridges, addresses, pools (and their

@@ -118,6 +118,17 @@ enum Command {
         /// Stop the VM as soon as STEP reports done (exit code 4, outcome "stopped") or failed.
         #[arg(long, value_name = "STEP", value_parser = clap::builder::PossibleValuesParser::new(imgforge_plan::steps::INSTALLER))]
         stop_after: Option<String>,
+        /// Give the install boot a NIC (restricted user networking, DHCP) on which
+        /// GUESTIP:PORT reaches 127.0.0.1:HOSTPORT on this machine, one connection each,
+        /// e.g. 10.0.2.100:8080=127.0.0.1:38080 for a local mirror; repeatable.
+        #[arg(long, value_name = "GUESTIP:PORT=127.0.0.1:HOSTPORT")]
+        install_net: Vec<qemu::GuestForward>,
+    },
+    /// Copy stdin to a TCP connection to HOST:PORT and its answer to stdout
+    /// (run by QEMU for each connection of --install-net).
+    #[command(hide = true)]
+    Relay {
+        target: std::net::SocketAddrV4,
     },
 }
 
@@ -235,14 +246,16 @@ fn packages_table(report: &build::PackagesReport) -> String {
         let (origin, slot) = match p.origin {
             PackageOrigin::Pool => ("pool", 0),
             PackageOrigin::Bundle => ("bundle", 1),
+            PackageOrigin::Mirror => ("mirror", 1),
         };
         totals[slot].0 += 1;
         totals[slot].1 += size;
         out.push_str(&format!("{:width$}  {:vwidth$}  {origin:6}  {size:>10}\n", p.name, p.version));
     }
     let [(pool_n, pool_b), (bundle_n, bundle_b)] = totals;
+    let rest = if resolved.iter().any(|p| p.origin == PackageOrigin::Mirror) { "from the mirror at install time" } else { "in the bundle" };
     out.push_str(&format!(
-        "total: {} packages, {pool_n} from the pool ({pool_b} bytes), {bundle_n} in the bundle ({bundle_b} bytes); resolved in {:.1}s\n",
+        "total: {} packages, {pool_n} from the pool ({pool_b} bytes), {bundle_n} {rest} ({bundle_b} bytes); resolved in {:.1}s\n",
         resolved.len(),
         report.seconds
     ));
@@ -362,7 +375,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::BootTest { image, target, target_size, target_bus, timeout, memory, report, work_dir, firstboot, secure_boot, usb_disk, stop_after } => {
+        Command::Relay { target } => {
+            qemu::relay::relay(target, std::io::stdin(), std::io::stdout().lock()).with_context(|| format!("relaying to {target}"))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::BootTest { image, target, target_size, target_bus, timeout, memory, report, work_dir, firstboot, secure_boot, usb_disk, stop_after, install_net } => {
             let work_dir = match work_dir {
                 Some(d) => d,
                 None => std::env::temp_dir().join(format!("imgforge-boot-test-{}", std::process::id())),
@@ -380,6 +397,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 secure_boot,
                 usb_disks: usb_disk,
                 stop_after,
+                install_net,
             };
             let result = qemu::boot_test(&opts, |e| eprintln!("{}", qemu::describe(e)))?;
             if let Some(path) = &report {

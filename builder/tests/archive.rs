@@ -443,3 +443,33 @@ fn the_same_inputs_give_the_same_image_with_its_bundle() {
         .collect();
     assert_eq!(digests[0], digests[1]);
 }
+
+#[test]
+#[ignore = "needs the fixture ISO and archive: run scripts/test"]
+fn an_online_build_resolves_everything_and_writes_no_bundle_but_fails_on_a_missing_package() {
+    let work = tempfile::tempdir().unwrap();
+    let online = "offline = false\nmirror = \"http://10.0.2.100:8080/\"\n\n[packages.network]\ninterface = \"eth0\"\n";
+    let text = fs::read_to_string(REFERENCE_PROFILE).unwrap().replacen("offline = true\n", online, 1);
+    let profile = work.path().join("online.toml");
+    fs::write(&profile, &text).unwrap();
+    let built = build(&options(work.path(), &profile, &fixture("ARCHIVE").display().to_string())).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(built.plan.payload.bundle, None);
+    let plan_online = built.plan.online.as_ref().expect("the plan is online");
+    assert_eq!(plan_online.suites, ["noble", "noble-updates", "noble-security"]);
+    assert_eq!(plan_online.components, ["main", "universe"]);
+    assert!(plan_online.archive_keys.contains("BEGIN PGP PUBLIC KEY BLOCK"), "the mirror's keys travel in the plan");
+    let origin = |name: &str| built.plan.resolved.iter().find(|r| r.name == name).unwrap_or_else(|| panic!("{name} is not resolved")).origin;
+    for name in ["qemu-system-x86", "libvirt-daemon-system", "ifupdown"] {
+        assert_eq!(origin(name), PackageOrigin::Mirror, "{name}");
+    }
+    assert_eq!(origin("openvswitch-switch"), PackageOrigin::Pool);
+    let out = Command::new("sgdisk").arg("-p").arg(&built.image).output().unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("imgforge-payload") && !table.contains("imgforge-bundle"), "{table}");
+
+    let again = tempfile::tempdir().unwrap();
+    let missing = again.path().join("missing.toml");
+    fs::write(&missing, text.replace("install = [", "install = [\"imgforge-no-such-package\", ")).unwrap();
+    let err = expect_failure(&options(again.path(), &missing, &fixture("ARCHIVE").display().to_string()));
+    assert!(err.contains("imgforge-no-such-package"), "{err}");
+}

@@ -711,3 +711,140 @@ fn a_changed_byte_in_a_squashfs_layer_stops_the_install_before_any_disk_is_writt
     }
     assert_eq!(std::os::unix::fs::MetadataExt::blocks(&fs::metadata(&target).unwrap()), 0, "the target disk was written to");
 }
+
+/// The guest's address of the mirror in online installs: a free address of
+/// QEMU's user network, forwarded to a loopback port by `--install-net`.
+const ONLINE_MIRROR: &str = "http://10.0.2.100:8080/";
+
+/// The reference profile as an online install from [`ONLINE_MIRROR`] over
+/// eth0 with DHCP, built against the fixture archive.
+fn build_online_reference(dir: &Path) -> (PathBuf, Plan) {
+    let text = fs::read_to_string(REFERENCE_PROFILE).unwrap();
+    assert!(text.contains("offline = true\n"), "the reference profile sets offline = true");
+    let online = format!("offline = false\nmirror = \"{ONLINE_MIRROR}\"\n\n[packages.network]\ninterface = \"eth0\"\n");
+    let profile = dir.join("hypervisor.toml");
+    fs::write(&profile, text.replacen("offline = true\n", &online, 1)).unwrap();
+    let out = dir.join("out");
+    let image = build_profile(&profile, &out);
+    let plan = Plan::from_json(&fs::read_to_string(out.join("hypervisor.plan.json")).unwrap()).unwrap();
+    (image, plan)
+}
+
+fn install_net_arg(port: u16) -> String {
+    format!("10.0.2.100:8080=127.0.0.1:{port}")
+}
+
+fn port_of(server: &Server) -> u16 {
+    server.url("").rsplit(':').next().and_then(|p| p.parse().ok()).expect("the server's port")
+}
+
+#[test]
+#[ignore = "needs the fixture ISO and QEMU: run scripts/test"]
+fn an_online_install_takes_what_the_pool_lacks_from_the_mirror_over_dhcp() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (image, plan) = build_online_reference(tmp.path());
+    assert!(plan.payload.bundle.is_none(), "an online install has no bundle");
+    let online = plan.online.as_ref().expect("the plan is online");
+    assert_eq!(online.mirror, ONLINE_MIRROR);
+    assert_eq!(online.suites, ["noble", "noble-updates", "noble-security"]);
+    assert_eq!(online.archive_keys, plan.archive_keys.clone().unwrap_or_default());
+    let disk = gpt::GptConfig::new().writable(false).open(&image).expect("image has a GPT");
+    assert_eq!(disk.partitions().len(), 2, "the image has the ESP and the payload and no bundle partition: {:?}", disk.partitions());
+    let origin = |name: &str| plan.resolved.iter().find(|p| p.name == name).unwrap_or_else(|| panic!("{name} is not resolved")).clone();
+    for name in ["ifupdown", "qemu-system-x86", "libvirt-daemon-system"] {
+        assert_eq!(origin(name).origin, PackageOrigin::Mirror, "{name}");
+    }
+    assert_eq!(origin("openvswitch-switch").origin, PackageOrigin::Pool);
+
+    let server = Server::start();
+    server.serve_dir(&fixture("ARCHIVE"));
+    let target = tmp.path().join("target.img");
+    let net = install_net_arg(port_of(&server));
+    let (code, report) = boot_test_with(&image, &target, "40GiB", &tmp.path().join("report.json"), &["--install-net", &net]);
+    assert_eq!(code, 0, "boot-test failed: {:#}", report["console_tail"]);
+    assert_eq!(report["outcome"], "success");
+
+    let order: Vec<(String, State)> = event_steps(&report).into_iter().filter(|(_, st)| *st != State::Progress).collect();
+    let at = |step: &str, state: State| order.iter().position(|(s, st)| s == step && *st == state).unwrap_or_else(|| panic!("no {step} {state:?}: {order:?}"));
+    assert!(at(steps::PAYLOAD, State::Done) < at(steps::NETWORK, State::Started), "{order:?}");
+    assert!(at(steps::NETWORK, State::Done) < at(steps::SELECT_DISK, State::Done), "the network is up before a disk is chosen: {order:?}");
+    let events: Vec<serde_json::Value> = report["events"].as_array().unwrap().iter().map(|e| e["event"].clone()).collect();
+    let network = events.iter().find(|e| e["step"] == steps::NETWORK && e["state"] == "done").expect("network done");
+    let data = &network["data"];
+    assert_eq!(data["interface"], "eth0", "{network:#}");
+    assert_eq!(data["method"], "dhcp", "{network:#}");
+    assert_eq!(data["address"], "10.0.2.15/24", "slirp's DHCP lease: {network:#}");
+    // Restricted user networking hands out no router or name server option:
+    // the mirror is on the link, reached without a default route.
+    assert!(data["gateway"].is_null(), "{network:#}");
+    assert_eq!(data["dhcp_server"], "10.0.2.2", "{network:#}");
+    assert_eq!(data["probe"]["status"], 200, "{network:#}");
+    assert_eq!(data["probe"]["url"], format!("{ONLINE_MIRROR}dists/noble/InRelease"), "{network:#}");
+
+    let packages = events.iter().find(|e| e["step"] == steps::PACKAGES && e["state"] == "done").expect("packages done");
+    assert_eq!(packages["data"]["mirror"], ONLINE_MIRROR, "{packages:#}");
+    assert!(packages["data"]["bundle_device"].is_null(), "{packages:#}");
+    let installed: Vec<&str> = packages["data"]["installed"].as_array().expect("installed list").iter().map(|v| v.as_str().unwrap()).collect();
+    for name in ["ifupdown", "qemu-system-x86", "libvirt-daemon-system", "openvswitch-switch"] {
+        let p = origin(name);
+        assert!(installed.contains(&format!("{}={}", p.name, p.version).as_str()), "{name} {} was not installed: {installed:?}", p.version);
+    }
+    // apt fetched the mirror's signed indices and the packages the pool lacks over the relay.
+    let seen = server.all_seen();
+    assert!(seen.iter().any(|s| s.path == "/dists/noble/InRelease" && s.status == 200), "{seen:?}");
+    for name in ["ifupdown", "qemu-system-x86"] {
+        assert!(seen.iter().any(|s| s.path.contains(&format!("/{name}_")) && s.path.ends_with(".deb") && s.status == 200), "{name} was not downloaded: {seen:?}");
+    }
+    eprintln!(
+        "online install {:.0} s, {} requests to the mirror, network up after {:.1} s",
+        report["install_s"].as_f64().unwrap_or_default(),
+        seen.len(),
+        data["address_seconds"].as_f64().unwrap_or_default()
+    );
+}
+
+#[test]
+#[ignore = "needs the fixture ISO and QEMU: run scripts/test"]
+fn an_online_install_whose_mirror_does_not_answer_fails_in_the_network_step_and_leaves_the_disk_blank() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (image, _) = build_online_reference(tmp.path());
+    // A loopback port with nothing behind it: the relay's connection is refused.
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let target = tmp.path().join("target.img");
+    let net = install_net_arg(port);
+    let (code, report) = boot_test_with(&image, &target, "40GiB", &tmp.path().join("report.json"), &["--install-net", &net]);
+    assert_eq!(code, 1, "boot-test should report the failure: {report:#}");
+    assert_eq!(report["outcome"], "failed");
+    let events = report["events"].as_array().unwrap();
+    let last = events.last().unwrap();
+    let failed = &last["event"];
+    assert_eq!(failed["step"], steps::NETWORK, "{failed:#}");
+    assert_eq!(failed["state"], "failed");
+    let text = failed["error"].to_string();
+    assert!(text.contains("eth0") && text.contains(ONLINE_MIRROR), "the error names the NIC and the mirror: {text}");
+    assert!(text.contains("10.0.2.15/24"), "the error says what was tried (the DHCP lease): {text}");
+    assert!(text.contains("dists/noble/InRelease"), "the error names the probe: {text}");
+    assert!(!failed["log_tail"].as_array().unwrap().is_empty(), "the failed event carries the log tail");
+    // From the network step's start to its failure: the probe's bounded retries.
+    let started = events.iter().find(|e| e["event"]["step"] == steps::NETWORK && e["event"]["state"] == "started").expect("network started");
+    let took = last["at_s"].as_f64().unwrap() - started["at_s"].as_f64().unwrap();
+    assert!(took < 90.0, "the network step took {took:.0} s to fail");
+    let seen = event_steps(&report);
+    for later in [steps::SELECT_DISK, steps::PARTITION, steps::ROOT_TREE] {
+        assert!(!seen.iter().any(|(s, _)| s == later), "{later} ran after the network failed: {seen:?}");
+    }
+    // Nothing was written to the target: no block is allocated, and its first and last MiB read as zeros.
+    assert_eq!(std::os::unix::fs::MetadataExt::blocks(&fs::metadata(&target).unwrap()), 0, "the target disk was written to");
+    let mut f = fs::File::open(&target).unwrap();
+    let mut mib = vec![0u8; 1 << 20];
+    for at in [SeekFrom::Start(0), SeekFrom::End(-(1 << 20))] {
+        f.seek(at).unwrap();
+        f.read_exact(&mut mib).unwrap();
+        assert!(mib.iter().all(|&b| b == 0), "the target disk was written to");
+    }
+    let tail = report["console_tail"].to_string();
+    assert!(tail.contains("a shell is available on the console"), "the machine stays up for inspection: {tail}");
+}

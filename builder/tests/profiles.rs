@@ -151,9 +151,23 @@ const CASES: &[Case] = &[
     Case { name: "component that is an option", edit: &[("offline = true", "offline = true\ncomponents = [\"main\", \"-o\"]")], anchor: (r#""-o""#, 0), message: "is not an apt component name: it must start with a lower-case letter or digit" },
     Case { name: "duplicate suites", edit: &[("offline = true", "offline = true\nsuites = [\"noble\", \"noble\"]")], anchor: (r#""noble"]"#, 0), message: "duplicate suite \"noble\"" },
     Case { name: "no components", edit: &[("offline = true", "offline = true\ncomponents = []")], anchor: ("[]", 0), message: "packages.components is empty" },
+    // The online install's mirror and network.
+    Case { name: "online without a network", edit: &[("offline = true", "offline = false")], anchor: ("false\n\n[network]", 0), message: "there is no [packages.network]" },
+    Case { name: "install network with an offline install", edit: &[("offline = true", "offline = true\n\n[packages.network]\ninterface = \"eth0\"")], anchor: ("[packages.network]", 0), message: "[packages.network] is only used by an online install" },
+    Case { name: "online from a directory", edit: &[("offline = true", "offline = false\nmirror = \"/srv/mirror\"\n\n[packages.network]\ninterface = \"eth0\"")], anchor: ("\"/srv/mirror\"", 0), message: "is not a mirror the installer can download from" },
+    Case { name: "online mirror with credentials", edit: &[("offline = true", "offline = false\nmirror = \"http://u:pw@m.example/ubuntu\"\n\n[packages.network]\ninterface = \"eth0\"")], anchor: ("\"http://u:pw@", 0), message: "credentials (user@) are not allowed" },
+    Case { name: "install NIC with a slash", edit: &[("offline = true", "offline = false\nmirror = \"http://10.0.2.100:8080/\"\n\n[packages.network]\ninterface = \"e/th0\"")], anchor: ("\"e/th0\"", 0), message: "\"e/th0\" is not a valid interface name: '/' is not allowed" },
+    Case { name: "install VLAN 0", edit: &[("offline = true", "offline = false\nmirror = \"http://10.0.2.100:8080/\"\n\n[packages.network]\ninterface = \"eth0\"\nvlan = 0")], anchor: ("0\n\n[network]", 0), message: "VLAN 0 is out of range" },
+    Case { name: "install VLAN device name too long", edit: &[("offline = true", "offline = false\nmirror = \"http://10.0.2.100:8080/\"\n\n[packages.network]\ninterface = \"enp0s31f6abcd\"\nvlan = 4000")], anchor: ("4000", 0), message: "longer than the kernel's 15 characters" },
+    Case { name: "install address not CIDR", edit: &[("offline = true", "offline = false\nmirror = \"http://10.0.2.100:8080/\"\n\n[packages.network]\ninterface = \"eth0\"\naddress = \"192.0.2.10\"")], anchor: ("\"192.0.2.10\"", 0), message: "is neither \"dhcp\" nor an IPv4 address in CIDR form" },
+    Case { name: "install address is the subnet", edit: &[("offline = true", "offline = false\nmirror = \"http://10.0.2.100:8080/\"\n\n[packages.network]\ninterface = \"eth0\"\naddress = \"192.0.2.0/24\"")], anchor: ("\"192.0.2.0/24\"", 0), message: "is not a host address of its subnet" },
+    Case { name: "install gateway outside the subnet", edit: &[("offline = true", "offline = false\nmirror = \"http://10.0.2.100:8080/\"\n\n[packages.network]\ninterface = \"eth0\"\naddress = \"192.0.2.10/24\"\ngateway = \"198.51.100.1\"")], anchor: ("\"198.51.100.1\"", 0), message: "gateway 198.51.100.1 is not another host of the subnet 192.0.2.0/24" },
+    Case { name: "install gateway with DHCP", edit: &[("offline = true", "offline = false\nmirror = \"http://10.0.2.100:8080/\"\n\n[packages.network]\ninterface = \"eth0\"\ngateway = \"192.0.2.1\"")], anchor: ("\"192.0.2.1\"", 0), message: "a gateway with address = \"dhcp\"" },
+    Case { name: "install DNS by name", edit: &[("offline = true", "offline = false\nmirror = \"http://10.0.2.100:8080/\"\n\n[packages.network]\ninterface = \"eth0\"\ndns = [\"ns.example\"]")], anchor: ("\"ns.example\"", 0), message: "\"ns.example\" is not an IPv4 address" },
+    Case { name: "install proxy over https", edit: &[("offline = true", "offline = false\nmirror = \"http://10.0.2.100:8080/\"\n\n[packages.network]\ninterface = \"eth0\"\nproxy = \"https://proxy.example:3128/\"")], anchor: ("\"https://proxy", 0), message: "is not an HTTP proxy URL: the proxy is reached over plain http://" },
+    Case { name: "install proxy with a path", edit: &[("offline = true", "offline = false\nmirror = \"http://10.0.2.100:8080/\"\n\n[packages.network]\ninterface = \"eth0\"\nproxy = \"http://proxy.example:3128/x\"")], anchor: ("\"http://proxy", 0), message: "a proxy URL has no path" },
     // Keys that nothing implements yet.
     Case { name: "webhook", edit: &[(r#"on_success = "reboot""#, "webhook = \"http://deploy.example:8080/events\"\non_success = \"reboot\"")], anchor: (r#""http://deploy"#, 0), message: "report.webhook is not supported yet" },
-    Case { name: "online packages", edit: &[("offline = true", "offline = false")], anchor: ("false\n\n[network]", 0), message: "packages.offline = false is not supported yet" },
     Case { name: "pxe format", edit: &[(r#"formats = ["usb"]"#, r#"formats = ["usb", "pxe"]"#)], anchor: (r#""pxe""#, 0), message: r#"the "pxe" format is not supported yet"# },
     Case { name: "no usb format", edit: &[(r#"formats = ["usb"]"#, "formats = []")], anchor: ("[]", 0), message: r#"output.formats does not list "usb""# },
     // Network rules.
@@ -394,7 +408,6 @@ const BUILD_KEYS: &[(&str, &str)] = &[
 /// refused with this message until the feature exists.
 const NOT_SUPPORTED: &[(&str, &str, &str)] = &[
     ("report.webhook", r#""http://deploy.example:8080/events""#, "report.webhook is not supported yet"),
-    ("packages.offline", "false", "packages.offline = false is not supported yet"),
     ("output.formats", r#"["usb", "pxe"]"#, r#"the "pxe" format is not supported yet"#),
 ];
 
@@ -445,10 +458,19 @@ const MAXIMAL: &[(&str, &str)] = &[
 /// The netplan example with a plain NIC, for keys netplan alone takes.
 const MAXIMAL_NETPLAN: &[(&str, &str)] = &[("network.interfaces", r#"[{ name = "eth3", address = "dhcp" }]"#)];
 
+/// The reference profile as an online install, with every key of
+/// `[packages.network]` set.
+const MAXIMAL_ONLINE: &[(&str, &str)] = &[
+    ("packages.offline", "false"),
+    ("packages.mirror", r#""http://10.0.2.100:8080/ubuntu""#),
+    ("packages.network", r#"{ interface = "eth0", vlan = 31, address = "192.0.2.10/24", gateway = "192.0.2.1", dns = ["192.0.2.53"], proxy = "http://proxy.example:3128/" }"#),
+];
+
 #[derive(Clone, Copy)]
 enum Base {
     Maximal,
     Netplan,
+    Online,
 }
 
 /// (schema key, base profile, edits): each edit sets a path (`[n]` picks a
@@ -479,6 +501,13 @@ const MUTATIONS: &[(&str, Base, &[(&str, &str)])] = &[
     ("disk.select", Base::Maximal, &[("disk.select", r#""largest""#)]),
     ("packages.install", Base::Maximal, &[("packages.install", r#"["openssh-server"]"#)]),
     ("packages.recommends", Base::Maximal, &[("packages.recommends", "true")]),
+    ("packages.offline", Base::Online, &[("packages.offline", "true"), ("packages.network", REMOVE)]),
+    ("packages.network.interface", Base::Online, &[("packages.network.interface", r#""eth1""#)]),
+    ("packages.network.vlan", Base::Online, &[("packages.network.vlan", "32")]),
+    ("packages.network.address", Base::Online, &[("packages.network.address", r#""192.0.2.11/24""#)]),
+    ("packages.network.gateway", Base::Online, &[("packages.network.gateway", r#""192.0.2.254""#)]),
+    ("packages.network.dns", Base::Online, &[("packages.network.dns", r#"["192.0.2.54"]"#)]),
+    ("packages.network.proxy", Base::Online, &[("packages.network.proxy", r#""http://192.0.2.3:8080/""#)]),
     ("network.renderer", Base::Netplan, &[("network.renderer", r#""ifupdown""#)]),
     ("network.bridges[].name", Base::Maximal, &[("network.bridges[0].name", r#""br0""#), ("network.bonds[0].bridge", r#""br0""#), ("libvirt.networks[0].bridge", r#""br0""#)]),
     ("network.bridges[].ports[].name", Base::Maximal, &[("network.bridges[0].ports[0].name", r#""eth9""#)]),
@@ -622,6 +651,7 @@ fn base_text(base: Base) -> (toml::Table, &'static [(&'static str, &'static str)
     match base {
         Base::Maximal => (toml::from_str(REFERENCE).unwrap(), MAXIMAL),
         Base::Netplan => (toml::from_str(include_str!("../../profiles/examples/netplan.toml")).unwrap(), MAXIMAL_NETPLAN),
+        Base::Online => (toml::from_str(REFERENCE).unwrap(), MAXIMAL_ONLINE),
     }
 }
 
@@ -663,7 +693,7 @@ fn every_schema_key_is_covered_by_exactly_one_list() {
 #[test]
 fn every_plan_key_changes_the_compiled_plan() {
     let mut failures = Vec::new();
-    for base in [Base::Maximal, Base::Netplan] {
+    for base in [Base::Maximal, Base::Netplan, Base::Online] {
         if let Err(e) = plan_json(base, &[]) {
             panic!("the base profile is invalid:\n{e}");
         }

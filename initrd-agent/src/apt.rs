@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::{bail, Context, Result};
-use imgforge_plan::{BundlePlan, Plan, ResolvedPackage};
+use imgforge_plan::{BundlePlan, OnlineSource, Plan, ResolvedPackage};
 
 use crate::bundle::deb822_fields;
 
@@ -85,6 +85,53 @@ pub fn source_list(
     Ok(out)
 }
 
+/// The mirror's lines of an online install, one per suite, verified
+/// with the archive keys the plan carries (written to [`ARCHIVE_KEYRING`]).
+pub fn online_source_lines(online: &OnlineSource) -> Result<String> {
+    let m = &online.mirror;
+    let plain = (m.starts_with("http://") || m.starts_with("https://"))
+        && !m.chars().any(|c| {
+            c.is_whitespace() || c.is_control() || matches!(c, ']' | '#' | '"' | '\'' | '\\')
+        });
+    if !plain {
+        bail!("the plan's mirror {m:?} is not an http:// or https:// URL apt can read; rebuild the image");
+    }
+    if online.suites.is_empty() || online.components.is_empty() {
+        bail!("the plan's online source names no suites or no components; rebuild the image");
+    }
+    for c in &online.components {
+        check_word("component", c, "the plan's online source")?;
+    }
+    let mut out = String::new();
+    for suite in &online.suites {
+        check_word("suite", suite, "the plan's online source")?;
+        out.push_str(&format!(
+            "deb [signed-by={ARCHIVE_KEYRING}] {m} {suite} {}\n",
+            online.components.join(" ")
+        ));
+    }
+    Ok(out)
+}
+
+/// apt's options for the plan's proxy, when it has one (for http:// and
+/// https:// mirrors alike).
+pub fn proxy_options(plan: &Plan) -> Vec<String> {
+    match plan
+        .online
+        .as_ref()
+        .and_then(|o| o.network.proxy.as_deref())
+    {
+        // apt's https method reads a key of its own.
+        Some(proxy) => vec![
+            "-o".into(),
+            format!("Acquire::https::Proxy={proxy}"),
+            "-o".into(),
+            format!("Acquire::http::Proxy={proxy}"),
+        ],
+        None => Vec::new(),
+    }
+}
+
 /// Options that make apt read [`SOURCE_LIST`] and nothing else.
 pub fn only_our_sources() -> Vec<String> {
     [
@@ -126,6 +173,7 @@ pub fn install_command(plan: &Plan, simulate: bool) -> Vec<String> {
         .map(str::to_owned),
     );
     args.extend(only_our_sources());
+    args.extend(proxy_options(plan));
     // `--` ends the options: a package name can never become one.
     args.push("--".into());
     args.extend(plan.packages.iter().cloned());
@@ -172,6 +220,39 @@ pub fn disagreements(apt: &[(String, String)], resolved: &[ResolvedPackage]) -> 
             Some(b) if b == version => {}
             Some(b) => out.push(format!("apt on this machine would install {name} {version} that the build resolved as {name} {b}")),
             None => out.push(format!("apt on this machine would install {name} {version} that the build did not resolve")),
+        }
+    }
+    for (name, version) in &built {
+        if !here.contains_key(name) {
+            out.push(format!(
+                "the build resolved {name} {version} that apt on this machine would not install"
+            ));
+        }
+    }
+    out
+}
+
+/// How apt on this machine differs from the build's resolution by package
+/// name only. An online install reads a live mirror: a version the build
+/// resolved may have been superseded since (a security update), and apt
+/// takes the newer one, which the archive keys vouch for as well. A
+/// different set of packages, though, means the dependencies changed and
+/// the machine would get something the build never checked: refused.
+pub fn disagreements_by_name(
+    apt: &[(String, String)],
+    resolved: &[ResolvedPackage],
+) -> Vec<String> {
+    let here: BTreeMap<&str, &str> = apt.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    let built: BTreeMap<&str, &str> = resolved
+        .iter()
+        .map(|p| (p.name.as_str(), p.version.as_str()))
+        .collect();
+    let mut out = Vec::new();
+    for (name, version) in &here {
+        if !built.contains_key(name) {
+            out.push(format!(
+                "apt on this machine would install {name} {version} that the build did not resolve"
+            ));
         }
     }
     for (name, version) in &built {
@@ -336,6 +417,78 @@ Architectures: amd64 i386\nComponents: main restricted\nDescription: Ubuntu Nobl
         assert!(source_list("../x", &["main".into()], None).is_err());
     }
 
+    fn online() -> OnlineSource {
+        serde_json::from_value(serde_json::json!({
+            "mirror": "http://10.0.2.100:8080/",
+            "suites": ["noble", "noble-updates", "noble-security"],
+            "components": ["main", "universe"],
+            "archive_keys": "",
+            "network": {"interface": "eth0", "address": "dhcp", "proxy": "http://192.0.2.3:3128/"}
+        }))
+        .expect("an online source")
+    }
+
+    #[test]
+    fn online_apt_reads_the_pool_and_each_mirror_suite_with_the_archive_keys() {
+        let components = pool_components(POOL_RELEASE).expect("the Release has components");
+        let list = source_list("noble", &components, None).expect("renders")
+            + &online_source_lines(&online()).expect("renders");
+        assert_eq!(
+            list,
+            "deb [signed-by=/etc/apt/keyrings/imgforge-pool.asc check-date=no] file:/cdrom noble main restricted\n\
+             deb [signed-by=/etc/apt/keyrings/imgforge-archive.asc] http://10.0.2.100:8080/ noble main universe\n\
+             deb [signed-by=/etc/apt/keyrings/imgforge-archive.asc] http://10.0.2.100:8080/ noble-updates main universe\n\
+             deb [signed-by=/etc/apt/keyrings/imgforge-archive.asc] http://10.0.2.100:8080/ noble-security main universe\n"
+        );
+        for bad in [
+            "file:/srv/mirror",
+            "http://m/ x",
+            "http://m/]",
+            "/srv/mirror",
+        ] {
+            let mut o = online();
+            o.mirror = bad.into();
+            assert!(
+                online_source_lines(&o)
+                    .expect_err(bad)
+                    .to_string()
+                    .contains("is not an http:// or https:// URL"),
+                "{bad}"
+            );
+        }
+        let mut o = online();
+        o.suites[1] = "noble updates".into();
+        assert!(online_source_lines(&o)
+            .expect_err("suite")
+            .to_string()
+            .contains("is not a valid apt suite name"));
+    }
+
+    #[test]
+    fn online_installs_compare_names_and_tolerate_newer_versions() {
+        let apt = simulated_installs(&lines(SIMULATION)).expect("parses");
+        let mut plan = vec![
+            resolved("ifupdown", "0.8.41ubuntu1"),
+            resolved("libc6", "2.39-0ubuntu8.2"),
+            resolved("libvirt-daemon-system", "10.0.0-2ubuntu8.5"),
+            resolved("qemu-system-x86", "1:8.2.2+ds-0ubuntu1.4"),
+        ];
+        assert!(
+            disagreements_by_name(&apt, &plan).is_empty(),
+            "a moved version is not a disagreement"
+        );
+        assert_eq!(disagreements(&apt, &plan).len(), 1, "offline it is");
+        plan.remove(0);
+        plan.push(resolved("sudo", "1.9.15p5-3ubuntu5"));
+        assert_eq!(
+            disagreements_by_name(&apt, &plan),
+            [
+                "apt on this machine would install ifupdown 0.8.41ubuntu1 that the build did not resolve",
+                "the build resolved sudo 1.9.15p5-3ubuntu5 that apt on this machine would not install",
+            ]
+        );
+    }
+
     #[test]
     fn the_install_command_follows_the_plan() {
         let mut plan: Plan = serde_json::from_value(serde_json::json!({
@@ -360,5 +513,15 @@ Architectures: amd64 i386\nComponents: main restricted\nDescription: Ubuntu Nobl
             ["apt-get", "install", "-y", "--install-recommends"]
         );
         assert_eq!(cmd.last().map(String::as_str), Some("qemu-kvm"));
+        plan.online = Some(online());
+        let cmd = install_command(&plan, true).join(" ");
+        assert!(
+            cmd.contains("-o Acquire::http::Proxy=http://192.0.2.3:3128/ -- openssh-server"),
+            "{cmd}"
+        );
+        assert!(
+            cmd.contains("-o Acquire::https::Proxy=http://192.0.2.3:3128/ -o Acquire::http::Proxy"),
+            "{cmd}"
+        );
     }
 }

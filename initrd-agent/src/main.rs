@@ -16,6 +16,7 @@ mod events;
 mod firstboot;
 mod gpt_read;
 mod modules;
+mod net;
 mod partition;
 mod system;
 mod target;
@@ -229,6 +230,31 @@ fn install(plan: &Plan, reporter: &mut Reporter) -> Result<(), StepFailure> {
     ev.data = Some(json!({ "device": payload.partition_device, "disk": payload.disk, "medium": payload }));
     reporter.emit(ev);
 
+    // An online install must reach its mirror before any disk is touched.
+    let net_up = match &plan.online {
+        Some(online) => {
+            enter_step(hooks, steps::NETWORK);
+            let mut ev = reporter.event(steps::NETWORK, State::Started);
+            ev.message = Some(format!("bringing up {} to reach {}", online.network.interface, online.mirror));
+            reporter.emit(ev);
+            let up = net::bring_up(online, &mut |name| modules::load_named(&index, name, &mut modules_state)).in_step(steps::NETWORK)?;
+            let mut ev = reporter.event(steps::NETWORK, State::Done);
+            ev.message = Some(format!(
+                "{} {} ({}); {} answered {} in {:.1} s",
+                up.device,
+                up.address,
+                up.method,
+                up.probe.url,
+                up.probe.status.map_or("(connected)".to_owned(), |s| format!("HTTP {s}")),
+                up.probe.seconds
+            ));
+            ev.data = Some(serde_json::to_value(&up).unwrap_or_default());
+            reporter.emit(ev);
+            Some(up)
+        }
+        None => None,
+    };
+
     enter_step(hooks, steps::SELECT_DISK);
     let all = disks::list_disks().in_step(steps::SELECT_DISK)?;
     for d in &all {
@@ -304,15 +330,22 @@ fn install(plan: &Plan, reporter: &mut Reporter) -> Result<(), StepFailure> {
     };
     target::enter_target(&target.name).in_step(steps::PACKAGES)?;
     let mut started = reporter.event(steps::PACKAGES, State::Started);
-    started.message = Some(match &bundle_device {
-        Some(dev) => format!("installing {} packages from the ISO's pool and the bundle {dev}", plan.resolved.len()),
-        None => format!("installing {} packages from the ISO's pool", plan.resolved.len()),
+    started.message = Some(match (&bundle_device, &plan.online) {
+        (Some(dev), _) => format!("installing {} packages from the ISO's pool and the bundle {dev}", plan.resolved.len()),
+        (None, Some(online)) => format!("installing {} packages from the ISO's pool and the mirror {}", plan.resolved.len(), online.mirror),
+        (None, None) => format!("installing {} packages from the ISO's pool", plan.resolved.len()),
     });
     reporter.emit(started);
-    let outcome = target::install_packages(plan, bundle_device.as_deref()).in_step(steps::PACKAGES)?;
+    let outcome = target::install_packages(plan, bundle_device.as_deref(), net_up.as_ref()).in_step(steps::PACKAGES)?;
     let mut ev = reporter.event(steps::PACKAGES, State::Done);
     ev.message = Some(format!("{} packages installed", outcome.installed.len()));
-    ev.data = Some(json!({ "installed": outcome.installed, "bundle_device": bundle_device, "bundle_files": outcome.bundle_files, "bundle_bytes": outcome.bundle_bytes }));
+    ev.data = Some(json!({
+        "installed": outcome.installed,
+        "bundle_device": bundle_device,
+        "bundle_files": outcome.bundle_files,
+        "bundle_bytes": outcome.bundle_bytes,
+        "mirror": plan.online.as_ref().map(|o| o.mirror.as_str()),
+    }));
     reporter.emit(ev);
 
     enter_step(hooks, steps::CONFIGURE);

@@ -218,6 +218,14 @@ pub struct LoadState {
     failed: HashSet<String>,
 }
 
+/// Loads one module by name (with what it depends on); true when it is
+/// loaded or built in afterwards.
+pub fn load_named(index: &ModuleIndex, name: &str, state: &mut LoadState) -> bool {
+    load_with_deps(index, name, state);
+    let name = name.replace('-', "_");
+    index.builtin.contains(&name) || state.loaded.contains(&name) || Path::new("/sys/module").join(&name).exists()
+}
+
 fn load_with_deps(index: &ModuleIndex, name: &str, state: &mut LoadState) {
     if index.builtin.contains(name) || Path::new("/sys/module").join(name).join("initstate").exists() {
         return;

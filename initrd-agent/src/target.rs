@@ -299,7 +299,7 @@ pub struct PackagesOutcome {
 /// from `bundle_device`), after checking the bundle and that apt here
 /// resolves what the build resolved. Nothing is installed unless every
 /// check passes; the bundle and the source list are removed after.
-pub fn install_packages(plan: &Plan, bundle_device: Option<&str>) -> Result<PackagesOutcome> {
+pub fn install_packages(plan: &Plan, bundle_device: Option<&str>, net: Option<&crate::net::NetUp>) -> Result<PackagesOutcome> {
     let release = plan.payload.pool_release.as_ref().context("the plan carries no digest of the ISO's package index; rebuild the image with this version of imgforge")?;
     // Checked again right before apt reads it: the medium stayed in the machine all along.
     let suite = verify_pool_release(release)?;
@@ -308,8 +308,19 @@ pub fn install_packages(plan: &Plan, bundle_device: Option<&str>) -> Result<Pack
     let components = apt::pool_components(&release_text).with_context(|| format!("reading the components of {}", release.path))?;
     let pool_keys = plan.pool_keys.as_deref().context("the plan carries no keys for the ISO's package pool; rebuild the image with this version of imgforge")?;
     let bundle = plan.payload.bundle.as_ref();
-    let list = apt::source_list(&suite, &components, bundle)?;
+    let mut list = apt::source_list(&suite, &components, bundle)?;
+    if let Some(online) = &plan.online {
+        list.push_str(&apt::online_source_lines(online)?);
+    }
+    // apt in the target resolves the mirror's name with the install network's name servers.
+    let resolv = match (&plan.online, net) {
+        (Some(_), Some(_)) => Some(TargetResolvConf::install()?),
+        _ => None,
+    };
     let result = install_from_sources(plan, bundle_device, pool_keys, &list);
+    if let Some(r) = resolv {
+        r.restore();
+    }
     // The installed system keeps only its own sources (and the archive keys they name).
     let _ = std::fs::remove_file(format!("{TARGET}{}", apt::SOURCE_LIST));
     match std::fs::remove_dir_all(format!("{TARGET}{}", apt::BUNDLE_DIR)) {
@@ -323,8 +334,44 @@ pub fn install_packages(plan: &Plan, bundle_device: Option<&str>) -> Result<Pack
         write_plan_file(f)?;
     }
     run_in(TARGET, &["update-initramfs", "-c", "-k", "all"], "building the initramfs")?;
-    outcome.installed = plan.resolved.iter().map(|p| format!("{}={}", p.name, p.version)).collect();
+    if outcome.installed.is_empty() {
+        outcome.installed = plan.resolved.iter().map(|p| format!("{}={}", p.name, p.version)).collect();
+    }
     Ok(outcome)
+}
+
+/// The target's /etc/resolv.conf (on Ubuntu a link into systemd-resolved's
+/// /run) replaced by the install network's name servers while apt runs,
+/// and put back afterwards.
+struct TargetResolvConf {
+    saved: Option<PathBuf>,
+}
+
+impl TargetResolvConf {
+    const PATH: &'static str = "/etc/resolv.conf";
+    const SAVED: &'static str = "/etc/resolv.conf.imgforge-saved";
+
+    fn install() -> Result<TargetResolvConf> {
+        let (path, saved) = (format!("{TARGET}{}", Self::PATH), PathBuf::from(format!("{TARGET}{}", Self::SAVED)));
+        let had = std::fs::symlink_metadata(&path).is_ok();
+        if had {
+            std::fs::rename(&path, &saved).with_context(|| format!("moving {path} aside"))?;
+        }
+        let content = std::fs::read_to_string(crate::net::RESOLV_CONF).unwrap_or_default();
+        write_file(&path, &content, 0o644)?;
+        log(format!("{} for apt: {}", Self::PATH, content.trim().replace('\n', ", ")));
+        Ok(TargetResolvConf { saved: had.then_some(saved) })
+    }
+
+    fn restore(self) {
+        let path = format!("{TARGET}{}", Self::PATH);
+        let _ = std::fs::remove_file(&path);
+        if let Some(saved) = self.saved {
+            if let Err(e) = std::fs::rename(&saved, &path) {
+                log(format!("putting {} back: {e}", Self::PATH));
+            }
+        }
+    }
 }
 
 fn install_from_sources(plan: &Plan, bundle_device: Option<&str>, pool_keys: &str, list: &str) -> Result<PackagesOutcome> {
@@ -350,6 +397,9 @@ fn install_from_sources(plan: &Plan, bundle_device: Option<&str>, pool_keys: &st
         write_file(&format!("{TARGET}{}", apt::ARCHIVE_KEYRING), keys, 0o644)?;
         outcome.bundle_files = Some(unpacked.files);
         outcome.bundle_bytes = Some(unpacked.bytes);
+    } else if let Some(online) = &plan.online {
+        // The mirror's InRelease files are checked with these keys.
+        write_file(&format!("{TARGET}{}", apt::ARCHIVE_KEYRING), &online.archive_keys, 0o644)?;
     } else if let Some(keys) = plan.archive_keys.as_deref() {
         // The installed system's rendered sources name this keyring.
         write_file(&format!("{TARGET}{}", apt::ARCHIVE_KEYRING), keys, 0o644)?;
@@ -363,11 +413,22 @@ fn install_from_sources(plan: &Plan, bundle_device: Option<&str>, pool_keys: &st
     // under their plain names only, so apt is not sent to look for them.
     let mut update: Vec<String> = ["apt-get", "update", "-o", "Acquire::By-Hash=no"].map(str::to_owned).into();
     update.extend(apt::only_our_sources());
-    run_in(TARGET, &strs(&update), "reading the package lists of the ISO's pool and the bundle")?;
+    update.extend(apt::proxy_options(plan));
+    let lists = if plan.online.is_some() { "the ISO's pool and the mirror" } else { "the ISO's pool and the bundle" };
+    // apt-get update only warns about a source it could not read; the
+    // simulation below then finds packages missing and names them.
+    run_in(TARGET, &strs(&update), &format!("reading the package lists of {lists}"))?;
 
     let simulation = run_in_capturing(TARGET, &strs(&apt::install_command(plan, true)), "simulating the package installation")?;
     let would = apt::simulated_installs(&simulation)?;
-    let differences = apt::disagreements(&would, &plan.resolved);
+    let differences = if plan.online.is_some() { apt::disagreements_by_name(&would, &plan.resolved) } else { apt::disagreements(&would, &plan.resolved) };
+    if !differences.is_empty() && plan.online.is_some() {
+        bail!(
+            "apt on this machine would not install the packages the build resolved, so nothing was installed:\n  {}\n\
+             The mirror's packages changed since the image was built: rebuild the image against the mirror as it is now",
+            differences.join("\n  ")
+        );
+    }
     if !differences.is_empty() {
         bail!(
             "apt on this machine would not install what the build resolved, so nothing was installed:\n  {}\n\
@@ -385,6 +446,10 @@ fn install_from_sources(plan: &Plan, bundle_device: Option<&str>, pool_keys: &st
     let _ = std::fs::remove_file(format!("{TARGET}{UPDATE_INITRAMFS}"));
     run_in(TARGET, &["dpkg-divert", "--local", "--rename", "--remove", UPDATE_INITRAMFS], "restoring update-initramfs")?;
     installed?;
+    if plan.online.is_some() {
+        // What came from the live mirror, at the versions apt took.
+        outcome.installed = would.iter().map(|(n, v)| format!("{n}={v}")).collect();
+    }
     Ok(outcome)
 }
 

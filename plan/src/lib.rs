@@ -67,6 +67,11 @@ pub struct Plan {
     /// bundle's indices and the installed system's apt sources.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive_keys: Option<String>,
+    /// An online install (`[packages] offline = false`): the installer
+    /// brings up this network and installs from the mirror and the ISO's
+    /// pool; the image has no bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub online: Option<OnlineSource>,
     /// What the installed system must show on its first boot.
     #[serde(default)]
     pub expect: Expectations,
@@ -74,6 +79,53 @@ pub struct Plan {
     /// when asked through a hidden test option; a profile cannot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_hooks: Option<TestHooks>,
+}
+
+/// The archive an online install downloads from, and the network that reaches it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnlineSource {
+    /// The archive's base URL (http:// or https://), e.g. `http://archive.ubuntu.com/ubuntu`.
+    pub mirror: String,
+    /// Suites apt reads from the mirror, e.g. `noble`, `noble-updates`.
+    pub suites: Vec<String>,
+    /// Components of each suite, e.g. `main`, `universe`.
+    pub components: Vec<String>,
+    /// Armored OpenPGP keys that sign the mirror's `InRelease` files.
+    pub archive_keys: String,
+    /// The network the installer brings up to reach the mirror.
+    pub network: InstallNetwork,
+}
+
+/// The installer's own network, up from the `network` step until the
+/// installer ends; the installed system's network is configured apart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstallNetwork {
+    /// NIC name as the installer's kernel names it, e.g. `eth0`.
+    pub interface: String,
+    /// 802.1Q VLAN on that NIC (the installer uses `<interface>.<vlan>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
+    pub address: InstallAddress,
+    /// IPv4 default gateway (static addresses; DHCP's router otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    /// Name servers (IP addresses); with DHCP they replace the server's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<String>,
+    /// HTTP proxy for the mirror, e.g. `http://proxy.example:3128/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InstallAddress {
+    /// DHCPv4.
+    Dhcp,
+    /// A fixed IPv4 address in CIDR form, e.g. `192.0.2.10/24`.
+    Static(String),
 }
 
 /// Faults injected by tests, so that failure paths are exercised for real.
@@ -202,7 +254,8 @@ pub struct Payload {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool_release: Option<FileDigest>,
     /// The offline bundle: packages that the ISO's pool lacks, with the
-    /// archive's signed indices they were checked against.
+    /// archive's signed indices they were checked against (offline
+    /// installs only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bundle: Option<BundlePlan>,
 }
@@ -254,6 +307,8 @@ pub enum PackageOrigin {
     Pool,
     /// The bundle partition.
     Bundle,
+    /// The archive mirror, downloaded at install time (online installs).
+    Mirror,
 }
 
 /// A file on the ISO and the digest it had when the ISO was verified.
@@ -444,6 +499,8 @@ pub mod steps {
     pub const AGENT: &str = "agent";
     pub const MODULES: &str = "modules";
     pub const PAYLOAD: &str = "payload";
+    /// Online installs only: the install network and the mirror's reachability.
+    pub const NETWORK: &str = "network";
     pub const SELECT_DISK: &str = "select-disk";
     pub const PARTITION: &str = "partition";
     pub const FILESYSTEMS: &str = "filesystems";
@@ -455,8 +512,8 @@ pub mod steps {
     pub const FIRSTBOOT: &str = "firstboot";
 
     /// Every installer step, in the order the installer runs them.
-    pub const INSTALLER: [&str; 10] =
-        [AGENT, MODULES, PAYLOAD, SELECT_DISK, PARTITION, FILESYSTEMS, ROOT_TREE, PACKAGES, CONFIGURE, BOOTLOADER];
+    pub const INSTALLER: [&str; 11] =
+        [AGENT, MODULES, PAYLOAD, NETWORK, SELECT_DISK, PARTITION, FILESYSTEMS, ROOT_TREE, PACKAGES, CONFIGURE, BOOTLOADER];
 }
 
 /// The layout of the live-server ISO's `casper/` directory: which squashfs
@@ -653,6 +710,7 @@ mod tests {
             filesystems: Some(FilesystemPlan { root_uuid: "1b4e28ba-2fa1-11d2-883f-0016d3cca427".into(), esp_volume_id: "1234ABCD".into() }),
             pool_keys: None,
             archive_keys: None,
+            online: None,
             expect: Expectations::default(),
             test_hooks: None,
             files: vec![
@@ -680,6 +738,31 @@ mod tests {
         assert_eq!(json.matches("\"existing\": true").count(), 1, "{json}");
         assert!(json.contains("\"authorized_keys_file\": \"/root/.ssh/authorized_keys\""), "{json}");
         assert_eq!(Plan::from_json(&json).expect("the plan reads back"), plan);
+    }
+
+    #[test]
+    fn an_online_source_round_trips_and_offline_plans_do_not_mention_it() {
+        let mut plan = sample_plan();
+        assert!(!plan.to_json().contains("\"online\""));
+        plan.online = Some(OnlineSource {
+            mirror: "http://10.0.2.100:8080/".into(),
+            suites: vec!["noble".into(), "noble-updates".into()],
+            components: vec!["main".into()],
+            archive_keys: "-----BEGIN PGP PUBLIC KEY BLOCK-----\n".into(),
+            network: InstallNetwork {
+                interface: "eth0".into(),
+                vlan: Some(31),
+                address: InstallAddress::Static("192.0.2.10/24".into()),
+                gateway: Some("192.0.2.1".into()),
+                dns: vec!["192.0.2.53".into()],
+                proxy: None,
+            },
+        });
+        let json = plan.to_json();
+        assert!(json.contains("\"static\": \"192.0.2.10/24\""), "{json}");
+        assert_eq!(Plan::from_json(&json).unwrap(), plan);
+        let dhcp = serde_json::to_string(&InstallAddress::Dhcp).unwrap();
+        assert_eq!(dhcp, "\"dhcp\"");
     }
 
     #[test]

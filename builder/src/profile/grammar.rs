@@ -213,6 +213,79 @@ pub fn apt_mirror(s: &str) -> Result<(), String> {
     }
 }
 
+/// An http:// or https:// URL as both apt and the installer's own HTTP
+/// client read it: the parts it was split into.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpUrl {
+    pub https: bool,
+    pub host: String,
+    pub port: u16,
+    /// Starts with '/'; "/" when the URL has no path.
+    pub path: String,
+}
+
+/// `http[s]://HOST[:PORT][/PATH]` with HOST a DNS name or a dotted IPv4
+/// address, PORT 1 to 65535 and PATH of URL path characters. Refused:
+/// credentials (`user@`, they would sit in the plan in clear), queries and
+/// fragments (apt appends `dists/…` to the path), IPv6 literals (the `]`
+/// would end the options of apt's one-line sources entry), and anything
+/// apt or a request line would split.
+pub fn http_url(s: &str) -> Result<HttpUrl, String> {
+    one_word(s)?;
+    let (https, rest) = match (s.strip_prefix("http://"), s.strip_prefix("https://")) {
+        (Some(r), _) => (false, r),
+        (_, Some(r)) => (true, r),
+        _ => return Err("it is not an http:// or https:// URL".into()),
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if authority.is_empty() {
+        return Err("the URL has no host".into());
+    }
+    if authority.contains('@') {
+        return Err("credentials (user@) are not allowed in the URL".into());
+    }
+    if authority.starts_with('[') {
+        return Err("IPv6 address literals are not supported; use a host name".into());
+    }
+    let (host, port) = match authority.split_once(':') {
+        Some((h, p)) => {
+            let port = p
+                .parse::<u16>()
+                .ok()
+                .filter(|&n| n > 0 && p.chars().all(|c| c.is_ascii_digit()))
+                .ok_or_else(|| format!("the port {p:?} is not a number from 1 to 65535"))?;
+            (h, port)
+        }
+        None => (authority, if https { 443 } else { 80 }),
+    };
+    if host.parse::<std::net::Ipv4Addr>().is_err() {
+        if host.chars().all(|c| c.is_ascii_digit() || c == '.') {
+            return Err(format!("the host {host:?} is not a valid IPv4 address"));
+        }
+        hostname(host).map_err(|why| format!("the host {host:?} is not a host name: {why}"))?;
+    }
+    if let Some(c) = first_bad(path, |c| c.is_ascii_alphanumeric() || "/-._~%+:=,;!$&()*".contains(c)) {
+        return Err(format!("{} is not allowed in the URL's path", describe(c)));
+    }
+    Ok(HttpUrl { https, host: host.to_owned(), port, path: path.to_owned() })
+}
+
+/// An HTTP proxy as apt's `Acquire::http::Proxy` takes it:
+/// `http://HOST[:PORT][/]`.
+pub fn http_proxy(s: &str) -> Result<HttpUrl, String> {
+    let url = http_url(s)?;
+    if url.https {
+        return Err("the proxy is reached over plain http:// (apt's Acquire::http::Proxy)".into());
+    }
+    if url.path != "/" {
+        return Err(format!("a proxy URL has no path, but this one has {:?}", url.path));
+    }
+    Ok(url)
+}
+
 /// The kernel command line is limited to 2048 bytes on x86; leave room for
 /// what grub adds (BOOT_IMAGE, root=, ro).
 pub const KERNEL_ARGS_MAX: usize = 1024;
@@ -565,6 +638,37 @@ pub fn profile_name(s: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http_urls_are_split_and_everything_apt_or_a_request_line_would_misread_is_refused() {
+        let u = http_url("http://10.0.2.100:8080/").expect("valid");
+        assert_eq!(u, HttpUrl { https: false, host: "10.0.2.100".into(), port: 8080, path: "/".into() });
+        let u = http_url("https://archive.ubuntu.com/ubuntu").expect("valid");
+        assert_eq!((u.https, u.host.as_str(), u.port, u.path.as_str()), (true, "archive.ubuntu.com", 443, "/ubuntu"));
+        assert_eq!(http_url("http://mirror").expect("valid").path, "/");
+        for (bad, why) in [
+            ("ftp://x/", "not an http:// or https:// URL"),
+            ("http:///x", "no host"),
+            ("http://u:p@host/", "credentials"),
+            ("http://[::1]/", "IPv6"),
+            ("http://host:0/", "port \"0\""),
+            ("http://host:99999/", "port"),
+            ("http://host:+80/", "port"),
+            ("http://300.1.1.1/", "not a valid IPv4 address"),
+            ("http://ho_st/", "not a host name"),
+            ("http://host/a?b", "'?' is not allowed"),
+            ("http://host/a#b", "'#' is not allowed"),
+            ("http://host/a]", "']' is not allowed"),
+            ("http://host/a b", "a space"),
+        ] {
+            let err = http_url(bad).expect_err(bad);
+            assert!(err.contains(why), "{bad:?}: {err}");
+        }
+        assert!(http_proxy("http://proxy.example:3128/").is_ok());
+        assert!(http_proxy("http://proxy.example:3128").is_ok());
+        assert!(http_proxy("https://proxy.example/").expect_err("https").contains("plain http"));
+        assert!(http_proxy("http://proxy.example/x").expect_err("path").contains("no path"));
+    }
 
     #[test]
     fn apt_names_and_mirrors() {

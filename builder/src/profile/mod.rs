@@ -220,9 +220,13 @@ pub struct Packages {
     /// Packages to install into the target.
     #[serde(default)]
     pub install: Vec<String>,
-    /// Packages come from the ISO's own pool and the offline bundle, with
-    /// no network at install time; `false` (an online install) is not
-    /// supported yet.
+    /// true: packages come from the ISO's own pool and the offline bundle
+    /// (a partition of the image), with no network at install time.
+    /// false: an online install: the installer brings up
+    /// `[packages.network]` and downloads what the pool lacks from `mirror`
+    /// (an http:// or https:// URL), checked with the archive keys; the
+    /// image has no bundle. The build still resolves every package, so a
+    /// missing one fails the build.
     #[serde(default = "default_true")]
     pub offline: bool,
     /// The Ubuntu archive the builder resolves against and bundles from,
@@ -241,6 +245,37 @@ pub struct Packages {
     /// Install recommended packages too (apt's --install-recommends).
     #[serde(default)]
     pub recommends: bool,
+    /// The installer's network for an online install (offline = false only).
+    pub network: Option<PackagesNetwork>,
+}
+
+/// The network the installer brings up to reach the mirror, before any
+/// disk is touched. It is the installer's only: the installed system's
+/// network is `[network]`.
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PackagesNetwork {
+    /// NIC name as the installer's kernel names it (e.g. "eth0": the
+    /// installer runs without predictable interface names).
+    pub interface: String,
+    /// 802.1Q VLAN (1 to 4094) to reach the mirror on; the installer uses
+    /// the VLAN device `<interface>.<vlan>`.
+    pub vlan: Option<u16>,
+    /// "dhcp" (DHCPv4), or a static IPv4 address in CIDR form, e.g. "192.0.2.10/24".
+    #[serde(default = "default_dhcp")]
+    pub address: String,
+    /// IPv4 default gateway, with a static address (DHCP's router otherwise).
+    pub gateway: Option<String>,
+    /// Name servers (IP addresses); with DHCP they replace the server's.
+    #[serde(default)]
+    pub dns: Vec<String>,
+    /// HTTP proxy for the mirror, e.g. "http://proxy.example:3128/" (apt's
+    /// Acquire::http::Proxy).
+    pub proxy: Option<String>,
+}
+
+fn default_dhcp() -> String {
+    "dhcp".into()
 }
 
 /// The Ubuntu archive when the profile names no mirror.
@@ -273,7 +308,7 @@ impl Packages {
 
 impl Default for Packages {
     fn default() -> Self {
-        Packages { install: Vec::new(), offline: true, mirror: None, suites: None, components: None, keyring: None, recommends: false }
+        Packages { install: Vec::new(), offline: true, mirror: None, suites: None, components: None, keyring: None, recommends: false, network: None }
     }
 }
 

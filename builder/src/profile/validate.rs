@@ -59,9 +59,6 @@ fn not_supported_yet(p: &Profile, v: &mut Problems) {
     if p.report.webhook.is_some() {
         v.add("report.webhook", "report.webhook is not supported yet: nothing sends events over the network", "remove report.webhook; events go to the console");
     }
-    if !p.packages.offline {
-        v.add("packages.offline", "packages.offline = false is not supported yet: there is no online install", "set packages.offline = true (packages come from the ISO's pool and the offline bundle)");
-    }
     if let Some(i) = p.output.formats.iter().position(|f| *f == Format::Pxe) {
         v.add(format!("output.formats[{i}]"), "the \"pxe\" format is not supported yet: only the USB image is built", "remove \"pxe\" from output.formats");
     }
@@ -109,6 +106,79 @@ fn packages(p: &Profile, v: &mut Problems) {
     }
     if let Some(k) = &pk.keyring {
         check_location(v, "packages.keyring", k);
+    }
+    online(p, v);
+}
+
+/// An online install: a mirror the installer can reach over HTTP and the
+/// network it reaches it through; `[packages.network]` only then.
+fn online(p: &Profile, v: &mut Problems) {
+    let pk = &p.packages;
+    if pk.offline {
+        if pk.network.is_some() {
+            v.add("packages.network", "[packages.network] is only used by an online install, and packages.offline is true", "remove [packages.network], or set packages.offline = false to install from the mirror over this network");
+        }
+        return;
+    }
+    if grammar::apt_mirror(pk.mirror()).is_ok() {
+        if let Err(why) = grammar::http_url(pk.mirror()) {
+            v.add(
+                "packages.mirror",
+                format!("{:?} is not a mirror the installer can download from: {why}", pk.mirror()),
+                "with packages.offline = false, write the archive's http:// or https:// URL, e.g. \"http://archive.ubuntu.com/ubuntu\" (a local directory is only read at build time: use packages.offline = true)",
+            );
+        }
+    }
+    let Some(net) = &pk.network else {
+        v.add("packages.offline", "an online install needs the installer's network, and there is no [packages.network]", "add [packages.network] with interface = \"eth0\" (the NIC that reaches the mirror), or set packages.offline = true");
+        return;
+    };
+    let base = "packages.network";
+    check_interface_name(v, &format!("{base}.interface"), &net.interface);
+    if let Some(vlan) = net.vlan {
+        if !(1..=4094).contains(&vlan) {
+            v.add(format!("{base}.vlan"), format!("VLAN {vlan} is out of range"), "use an 802.1Q VLAN id from 1 to 4094, or remove vlan for an untagged network");
+        } else if grammar::interface_name(&net.interface).is_ok() && net.interface.len() + 1 + vlan.to_string().len() > 15 {
+            v.add(format!("{base}.vlan"), format!("the VLAN device name \"{}.{vlan}\" is longer than the kernel's 15 characters", net.interface), "use a NIC with a shorter name");
+        }
+    }
+    let net4 = match net.address.as_str() {
+        "dhcp" => None,
+        a => match a.parse::<Ipv4Net>() {
+            Ok(n) if n.prefix_len() == 32 || (n.prefix_len() < 31 && (n.addr() == n.network() || n.addr() == n.broadcast())) => {
+                v.add(format!("{base}.address"), format!("{a:?} is not a host address of its subnet"), "write the machine's own address with the subnet's prefix length, e.g. \"192.0.2.10/24\"");
+                None
+            }
+            Ok(n) => Some(n),
+            Err(_) => {
+                v.add(format!("{base}.address"), format!("{a:?} is neither \"dhcp\" nor an IPv4 address in CIDR form"), "write \"dhcp\", or address/prefix, e.g. \"192.0.2.10/24\"");
+                None
+            }
+        },
+    };
+    if let Some(g) = &net.gateway {
+        match (g.parse::<Ipv4Addr>(), net.address.as_str()) {
+            (Err(_), _) => v.add(format!("{base}.gateway"), format!("{g:?} is not an IPv4 address"), "write a plain address, e.g. \"192.0.2.1\""),
+            (Ok(_), "dhcp") => v.add(format!("{base}.gateway"), "a gateway with address = \"dhcp\": DHCP's router is used", "remove gateway, or set a static address"),
+            (Ok(gw), _) => {
+                if let Some(n) = net4.filter(|n| !n.contains(&gw) || gw == n.addr()) {
+                    v.add(format!("{base}.gateway"), format!("gateway {gw} is not another host of the subnet {}", n.trunc()), "use the router's address inside the subnet, or fix the prefix length");
+                }
+            }
+        }
+    }
+    for (i, d) in net.dns.iter().enumerate() {
+        if d.parse::<Ipv4Addr>().is_err() {
+            v.add(format!("{base}.dns[{i}]"), format!("{d:?} is not an IPv4 address"), "name servers are IPv4 addresses here, e.g. \"192.0.2.53\"");
+        }
+    }
+    if net.dns.len() > 3 {
+        v.add(format!("{base}.dns"), format!("{} name servers, but resolv.conf uses at most 3", net.dns.len()), "list at most three");
+    }
+    if let Some(proxy) = &net.proxy {
+        if let Err(why) = grammar::http_proxy(proxy) {
+            v.add(format!("{base}.proxy"), format!("{proxy:?} is not an HTTP proxy URL: {why}"), "write http://HOST:PORT/, e.g. \"http://proxy.example:3128/\"");
+        }
     }
 }
 

@@ -13,6 +13,10 @@ use std::time::{Duration, Instant};
 use imgforge_plan::{Event, State};
 use serde::Serialize;
 
+pub mod relay;
+
+pub use relay::GuestForward;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum TargetBus {
@@ -41,6 +45,9 @@ pub struct BootTestOptions {
     pub usb_disks: Vec<UsbDisk>,
     /// End the install boot as soon as this step reports `done` or `failed`.
     pub stop_after: Option<String>,
+    /// A network for the install boot that reaches only these loopback
+    /// services (through `imgforge relay`); without any, the installer has no NIC.
+    pub install_net: Vec<GuestForward>,
 }
 
 /// A USB disk on the boot stick's controller: blank, or starting with a
@@ -213,6 +220,13 @@ pub fn qemu_command(opts: &BootTestOptions, vars: &Path, phase: Phase) -> Comman
             TargetBus::Nvme => format!("nvme,drive=target,serial=imgforge-target{target_boot}"),
         });
     match phase {
+        Phase::Install if !opts.install_net.is_empty() => {
+            // Restricted user networking: DHCP (10.0.2.15, router 10.0.2.2) and
+            // the forwarded addresses, nothing else.
+            let relay_exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("imgforge"));
+            let forwards: Vec<String> = opts.install_net.iter().map(|f| f.netdev_option(&relay_exe)).collect();
+            cmd.arg("-nic").arg(format!("user,restrict=on,model=virtio-net-pci,{}", forwards.join(",")))
+        }
         Phase::Install => cmd.args(["-nic", "none"]),
         // One NIC, eth0 in the guest; restricted user networking reaches nothing outside.
         Phase::FirstBoot => cmd.args(["-nic", "user,restrict=on,model=virtio-net-pci"]),
@@ -468,6 +482,7 @@ mod tests {
             secure_boot: false,
             usb_disks: vec!["64GiB".parse().unwrap(), "8GiB:/tmp/x.img".parse().unwrap()],
             stop_after: None,
+            install_net: Vec::new(),
         };
         let cmd = qemu_command(&opts, Path::new("/tmp/w/VARS.fd"), Phase::Install);
         let args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
@@ -491,6 +506,13 @@ mod tests {
         assert!(joined.contains("nvme,drive=target,serial=imgforge-target,bootindex=0"), "{joined}");
         assert!(joined.contains("q35,smm=on") && joined.contains("OVMF_CODE_4M.secboot.fd"), "{joined}");
         assert!(joined.contains("user,restrict=on,model=virtio-net-pci"), "{joined}");
+
+        let online = BootTestOptions { install_net: vec!["10.0.2.100:8080=127.0.0.1:38080".parse().unwrap()], ..secure };
+        let install = qemu_command(&online, Path::new("/tmp/w/VARS.fd"), Phase::Install);
+        let args: Vec<String> = install.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        let nic = args.iter().position(|a| a == "-nic").map(|i| args[i + 1].clone()).expect("a -nic");
+        assert!(nic.starts_with("user,restrict=on,model=virtio-net-pci,guestfwd=tcp:10.0.2.100:8080-cmd:"), "{nic}");
+        assert!(nic.ends_with(" relay 127.0.0.1:38080"), "one relay per connection: {nic}");
     }
 
     #[test]
@@ -538,6 +560,7 @@ mod tests {
             secure_boot: false,
             usb_disks,
             stop_after: None,
+            install_net: Vec::new(),
         };
         let made = create_usb_disks(&opts(vec![UsbDisk { size: 64 << 30, image: None }, UsbDisk { size: 1 << 20, image: Some(image.clone()) }])).unwrap();
         assert_eq!(made, [dir.path().join("usb0.img"), dir.path().join("usb1.img")]);

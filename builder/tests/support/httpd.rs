@@ -61,6 +61,8 @@ struct State {
     seen: Vec<Seen>,
     generation: u64,
     proxied: u64,
+    /// Served for paths not `put`, read when asked for (an apt archive).
+    dir: Option<std::path::PathBuf>,
 }
 
 pub struct Server {
@@ -102,6 +104,16 @@ impl Server {
         st.files.insert(path.to_owned(), file);
     }
 
+    /// Serves the files under `root` as well (for paths not `put`).
+    pub fn serve_dir(&self, root: &std::path::Path) {
+        self.state.lock().unwrap().dir = Some(root.to_path_buf());
+    }
+
+    /// Every request seen so far.
+    pub fn all_seen(&self) -> Vec<Seen> {
+        self.state.lock().unwrap().seen.clone()
+    }
+
     pub fn fault(&self, path: &str, fault: Fault) {
         self.state.lock().unwrap().faults.entry(path.to_owned()).or_default().push_back(fault);
     }
@@ -119,6 +131,31 @@ impl Server {
     pub fn seen(&self, path: &str) -> Vec<Seen> {
         self.state.lock().unwrap().seen.iter().filter(|s| s.path == path).cloned().collect()
     }
+}
+
+/// A file under `root` at the URL path `path` (percent-decoded; `..` refused).
+fn from_dir(root: &std::path::Path, path: &str) -> Option<File> {
+    let bytes = path.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok()?;
+            decoded.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            decoded.push(bytes[i]);
+            i += 1;
+        }
+    }
+    let rel = String::from_utf8(decoded).ok()?;
+    if rel.split('/').any(|c| c == "..") {
+        return None;
+    }
+    let full = root.join(rel.trim_start_matches('/'));
+    let meta = std::fs::metadata(&full).ok().filter(|m| m.is_file())?;
+    let body = std::fs::read(&full).ok()?;
+    Some(File { body: Arc::new(body), etag: format!("\"d-{:x}\"", meta.len()), last_modified: http_date(meta.len()) })
 }
 
 /// A Last-Modified value that differs per generation (a date in the
@@ -164,7 +201,8 @@ fn serve(conn: TcpStream, state: &Mutex<State>) {
     let (file, fault) = {
         let mut st = state.lock().unwrap();
         let fault = st.faults.get_mut(&path).and_then(VecDeque::pop_front);
-        (st.files.get(&path).cloned(), fault)
+        let file = st.files.get(&path).cloned().or_else(|| st.dir.as_deref().and_then(|root| from_dir(root, &path)));
+        (file, fault)
     };
     let mut conn = conn;
     let record = |status: u16, range_from: Option<u64>, body_bytes: u64| {
