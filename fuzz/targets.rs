@@ -358,7 +358,10 @@ pub fn gpt(data: &[u8]) -> bool {
     match gpt_read::partition_guids(Cursor::new(disk.to_vec()), size) {
         Ok(Some(parts)) => {
             for (number, guid) in &parts {
-                assert!(*number >= 1 && *number <= gpt_read::MAX_ENTRIES, "partition number {number}");
+                assert!(
+                    *number >= 1 && *number <= gpt_read::MAX_ENTRIES,
+                    "partition number {number}"
+                );
                 assert_eq!(guid.len(), 36, "{guid}");
             }
             true

@@ -2,6 +2,8 @@
 //! `scripts/bench`: `loopback-server /url/path=FILE ...` prints the port on
 //! stdout and serves until it is killed.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 #[path = "../tests/support/httpd.rs"]
 mod httpd;
 
@@ -21,7 +23,9 @@ fn main() {
         server.put(path, body);
     }
     let url = server.url("/");
-    let port = url.trim_start_matches("http://127.0.0.1:").trim_end_matches('/');
+    let port = url
+        .trim_start_matches("http://127.0.0.1:")
+        .trim_end_matches('/');
     println!("{port}");
     let _ = std::io::stdout().flush();
     loop {

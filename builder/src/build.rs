@@ -30,7 +30,11 @@ use crate::apt::repo::{self, Archive, Mirror};
 use crate::apt::resolve::{self, AptSource};
 
 use crate::compile::{self, IsoFacts, MediaGuids};
-use crate::fetch::{self, progress::{ProgressMode, Reporter}, FetchOptions, SourceOverrides};
+use crate::fetch::{
+    self,
+    progress::{ProgressMode, Reporter},
+    FetchOptions, SourceOverrides,
+};
 use crate::image::{self, UsbLayout};
 use crate::iso::{IsoReader, Window};
 use crate::profile::{self, LoadedProfile};
@@ -107,11 +111,21 @@ pub enum BuildError {
     #[error("getting the ISO: {0}")]
     Fetch(#[from] fetch::FetchError),
     #[error("{what} {path}: {source}")]
-    Io { what: String, path: PathBuf, source: std::io::Error },
+    Io {
+        what: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("verifying {path}: {source}")]
-    Verify { path: PathBuf, source: verify::VerifyError },
+    Verify {
+        path: PathBuf,
+        source: verify::VerifyError,
+    },
     #[error("reading {path} from the ISO: {source}")]
-    Iso { path: String, source: crate::iso::IsoError },
+    Iso {
+        path: String,
+        source: crate::iso::IsoError,
+    },
     #[error("assembling the image: {0}")]
     Image(#[from] image::ImageError),
     #[error("installer agent {path}: {reason}")]
@@ -171,13 +185,22 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, BuildError> {
     if let Some(hook) = opts.after_verify {
         hook(&iso.path);
     }
-    std::fs::create_dir_all(&opts.out_dir).map_err(io("creating output directory", &opts.out_dir))?;
+    std::fs::create_dir_all(&opts.out_dir)
+        .map_err(io("creating output directory", &opts.out_dir))?;
     let image_path = opts.out_dir.join(format!("{}.img", loaded.name));
     let mut image = TempOutput::create(&image_path)?;
     copy_verified_payload(&mut iso, &mut image)?;
     let boot = read_verified_copy(&mut image, iso.facts.size)?;
     let payload_start = image::PAYLOAD_FIRST_LBA * image::SECTOR_SIZE;
-    let packages = resolve_packages(&loaded, opts, &trust, image.file.as_file(), payload_start, iso.facts.size, &reporter)?;
+    let packages = resolve_packages(
+        &loaded,
+        opts,
+        &trust,
+        image.file.as_file(),
+        payload_start,
+        iso.facts.size,
+        &reporter,
+    )?;
 
     let guids = compile::media_guids(&loaded.name, &iso.facts);
     let mut plan = compile::compile(&loaded, &iso.facts, &guids);
@@ -185,7 +208,10 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, BuildError> {
     plan.archive_keys = Some(trust.archive_armored.clone());
     plan.packages = packages.wanted.clone();
     plan.resolved = packages.resolution.resolved.clone();
-    plan.files.extend(crate::render::apt::files(&loaded.profile, &packages.pool.suite));
+    plan.files.extend(crate::render::apt::files(
+        &loaded.profile,
+        &packages.pool.suite,
+    ));
     plan.test_hooks = opts.test_hooks.clone();
     plan.payload.layers = boot.layers.clone();
     plan.payload.pool_release = Some(boot.pool_release.clone());
@@ -196,7 +222,14 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, BuildError> {
         online.archive_keys = trust.archive_armored.clone();
         mark_mirror_packages(&loaded, &mut plan.resolved);
     } else {
-        plan.payload.bundle = write_bundle(&mut image, &packages, opts, &reporter, iso.facts.size, &guids)?;
+        plan.payload.bundle = write_bundle(
+            &mut image,
+            &packages,
+            opts,
+            &reporter,
+            iso.facts.size,
+            &guids,
+        )?;
     }
     let bundle_len = plan.payload.bundle.as_ref().map_or(0, |b| b.size);
     let plan_json = plan.to_json();
@@ -211,13 +244,26 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, BuildError> {
     };
     let esp = image::fat32_image_with(&esp_files, "IMGFORGE", esp_volume_id(&guids), &fat)?;
     let bundle_guid = plan.payload.bundle.as_ref().map(|_| guids.bundle);
-    let layout = UsbLayout { disk_guid: guids.disk, esp_guid: guids.esp, payload_guid: guids.payload, bundle_guid };
-    let summary = image::finish_usb_image(image.file(), &layout, &esp, iso.facts.size, bundle_len).map_err(|e| image.error(e))?;
+    let layout = UsbLayout {
+        disk_guid: guids.disk,
+        esp_guid: guids.esp,
+        payload_guid: guids.payload,
+        bundle_guid,
+    };
+    let summary = image::finish_usb_image(image.file(), &layout, &esp, iso.facts.size, bundle_len)
+        .map_err(|e| image.error(e))?;
     image.persist()?;
 
     let plan_file = opts.out_dir.join(format!("{}.plan.json", loaded.name));
     write_atomically(&plan_file, plan_json.as_bytes())?;
-    Ok(BuildOutput { image: image_path, plan_file, plan, image_size: summary.image_size, signer: iso.signer, resolve_seconds: packages.seconds })
+    Ok(BuildOutput {
+        image: image_path,
+        plan_file,
+        plan,
+        image_size: summary.image_size,
+        signer: iso.signer,
+        resolve_seconds: packages.seconds,
+    })
 }
 
 /// An online install downloads what the pool lacks from the mirror at
@@ -226,7 +272,10 @@ fn mark_mirror_packages(loaded: &LoadedProfile, resolved: &mut [imgforge_plan::R
     if loaded.profile.packages.offline {
         return;
     }
-    for p in resolved.iter_mut().filter(|p| p.origin == PackageOrigin::Bundle) {
+    for p in resolved
+        .iter_mut()
+        .filter(|p| p.origin == PackageOrigin::Bundle)
+    {
         p.origin = PackageOrigin::Mirror;
     }
 }
@@ -255,7 +304,15 @@ pub fn packages(opts: &BuildOptions) -> Result<PackagesReport, BuildError> {
     let trust = PackageTrust::load(&loaded, opts)?;
     let reporter = Reporter::new(opts.progress);
     let iso = verify_sources(&loaded, opts, &reporter)?;
-    let mut resolved = resolve_packages(&loaded, opts, &trust, &iso.file, 0, iso.facts.size, &reporter)?;
+    let mut resolved = resolve_packages(
+        &loaded,
+        opts,
+        &trust,
+        &iso.file,
+        0,
+        iso.facts.size,
+        &reporter,
+    )?;
     mark_mirror_packages(&loaded, &mut resolved.resolution.resolved);
     let mut sizes = BTreeMap::new();
     for p in &resolved.resolution.resolved {
@@ -263,7 +320,13 @@ pub fn packages(opts: &BuildOptions) -> Result<PackagesReport, BuildError> {
             .pool
             .packages
             .iter()
-            .chain(resolved.archive.suites.iter().flat_map(|s| s.packages.iter().map(|(_, e)| e)))
+            .chain(
+                resolved
+                    .archive
+                    .suites
+                    .iter()
+                    .flat_map(|s| s.packages.iter().map(|(_, e)| e)),
+            )
             .find(|e| e.name == p.name && e.version == p.version)
             .map_or(0, |e| e.size);
         sizes.insert(p.name.clone(), size);
@@ -272,7 +335,12 @@ pub fn packages(opts: &BuildOptions) -> Result<PackagesReport, BuildError> {
         wanted: resolved.wanted,
         pool_suite: resolved.pool.suite.clone(),
         pool_signer: resolved.pool.signature.primary_fingerprint.clone(),
-        archive: resolved.archive.suites.iter().map(|s| (s.name.clone(), s.signature.primary_fingerprint.clone())).collect(),
+        archive: resolved
+            .archive
+            .suites
+            .iter()
+            .map(|s| (s.name.clone(), s.signature.primary_fingerprint.clone()))
+            .collect(),
         resolution: resolved.resolution,
         sizes,
         seconds: resolved.seconds,
@@ -290,22 +358,41 @@ struct PackageTrust {
 
 impl PackageTrust {
     fn load(loaded: &LoadedProfile, opts: &BuildOptions) -> Result<PackageTrust, BuildError> {
-        let (pool, pool_armored) = match (&opts.pool_keyring, &opts.keyring, &loaded.profile.source.keyring) {
+        let (pool, pool_armored) = match (
+            &opts.pool_keyring,
+            &opts.keyring,
+            &loaded.profile.source.keyring,
+        ) {
             (Some(p), ..) | (None, Some(p), _) => armored_keyring(p, "pool")?,
             (None, None, Some(k)) => armored_keyring(&loaded.resolve(k), "pool")?,
-            (None, None, None) => (verify::ubuntu_cdimage_keys(), String::from_utf8_lossy(verify::UBUNTU_CDIMAGE_KEY).into_owned()),
+            (None, None, None) => (
+                verify::ubuntu_cdimage_keys(),
+                String::from_utf8_lossy(verify::UBUNTU_CDIMAGE_KEY).into_owned(),
+            ),
         };
-        let (archive, archive_armored) = match (&opts.archive_keyring, &loaded.profile.packages.keyring) {
-            (Some(p), _) => armored_keyring(p, "archive")?,
-            (None, Some(k)) => armored_keyring(&loaded.resolve(k), "archive")?,
-            (None, None) => {
-                let text = UBUNTU_ARCHIVE_KEYS.concat();
-                let keys = TrustedKeys::from_bytes(text.as_bytes(), "built-in Ubuntu archive signing keys (2018, 2012)")
-                    .map_err(|source| BuildError::Verify { path: "builder/keys".into(), source })?;
-                (keys, text)
-            }
-        };
-        Ok(PackageTrust { pool, pool_armored, archive, archive_armored })
+        let (archive, archive_armored) =
+            match (&opts.archive_keyring, &loaded.profile.packages.keyring) {
+                (Some(p), _) => armored_keyring(p, "archive")?,
+                (None, Some(k)) => armored_keyring(&loaded.resolve(k), "archive")?,
+                (None, None) => {
+                    let text = UBUNTU_ARCHIVE_KEYS.concat();
+                    let keys = TrustedKeys::from_bytes(
+                        text.as_bytes(),
+                        "built-in Ubuntu archive signing keys (2018, 2012)",
+                    )
+                    .map_err(|source| BuildError::Verify {
+                        path: "builder/keys".into(),
+                        source,
+                    })?;
+                    (keys, text)
+                }
+            };
+        Ok(PackageTrust {
+            pool,
+            pool_armored,
+            archive,
+            archive_armored,
+        })
     }
 }
 
@@ -314,8 +401,16 @@ impl PackageTrust {
 /// the machine being installed.
 fn armored_keyring(path: &Path, role: &str) -> Result<(TrustedKeys, String), BuildError> {
     let bytes = std::fs::read(path).map_err(io(format!("reading {role} keyring"), path))?;
-    let keys = TrustedKeys::from_bytes(&bytes, &path.display().to_string()).map_err(|source| BuildError::Verify { path: path.to_path_buf(), source })?;
-    let text = String::from_utf8(bytes).ok().filter(|t| t.trim_start().starts_with("-----BEGIN PGP PUBLIC KEY BLOCK-----"));
+    let keys = TrustedKeys::from_bytes(&bytes, &path.display().to_string()).map_err(|source| {
+        BuildError::Verify {
+            path: path.to_path_buf(),
+            source,
+        }
+    })?;
+    let text = String::from_utf8(bytes).ok().filter(|t| {
+        t.trim_start()
+            .starts_with("-----BEGIN PGP PUBLIC KEY BLOCK-----")
+    });
     let text = text.ok_or_else(|| {
         BuildError::Source(format!("{}: the {role} keyring must be ASCII-armored (gpg --export --armor), since apt on the machine reads it as .asc", path.display()))
     })?;
@@ -346,26 +441,45 @@ fn resolve_packages(
     reporter: &Reporter,
 ) -> Result<ResolvedPackages, BuildError> {
     let started = Instant::now();
-    let mut reader = IsoReader::open(BufReader::with_capacity(1 << 20, Window::new(file, iso_start, iso_size)))
-        .map_err(|source| BuildError::Iso { path: "/".into(), source })?;
+    let mut reader = IsoReader::open(BufReader::with_capacity(
+        1 << 20,
+        Window::new(file, iso_start, iso_size),
+    ))
+    .map_err(|source| BuildError::Iso {
+        path: "/".into(),
+        source,
+    })?;
     let suite = pool_suite(&mut reader)?;
     let pool = pool::read_pool(&mut reader, &suite, &trust.pool)?;
 
     let mut layers = Vec::new();
     for path in default_layers(&mut reader)? {
-        let entry = reader.entry(&path).map_err(|source| BuildError::Iso { path: path.clone(), source })?;
+        let entry = reader.entry(&path).map_err(|source| BuildError::Iso {
+            path: path.clone(),
+            source,
+        })?;
         layers.push(Window::new(file, iso_start + entry.offset, entry.size));
     }
-    let status = crate::apt::status::dpkg_status(layers)
-        .map_err(|e| BuildError::Resolve(format!("reading the dpkg status of the ISO's layers: {e}")))?;
+    let status = crate::apt::status::dpkg_status(layers).map_err(|e| {
+        BuildError::Resolve(format!("reading the dpkg status of the ISO's layers: {e}"))
+    })?;
 
     let p = &loaded.profile.packages;
-    let mirror_text = opts.archive_mirror.clone().unwrap_or_else(|| p.mirror().to_owned());
+    let mirror_text = opts
+        .archive_mirror
+        .clone()
+        .unwrap_or_else(|| p.mirror().to_owned());
     let mirror = Mirror::parse(&mirror_text).map_err(|why| {
         BuildError::Source(format!("archive mirror {mirror_text:?} is not an apt archive location: {why}; give an http:// or https:// URL or an absolute directory"))
     })?;
     let downloader = fetch::Downloader::new(&opts.fetch, reporter)?;
-    let archive = repo::fetch_archive(&downloader, &mirror, &p.suites(&suite), &p.components(), &trust.archive)?;
+    let archive = repo::fetch_archive(
+        &downloader,
+        &mirror,
+        &p.suites(&suite),
+        &p.components(),
+        &trust.archive,
+    )?;
 
     let wanted = bundle::wanted_packages(&loaded.profile, &pool);
     let scratch = tempfile::Builder::new()
@@ -374,13 +488,25 @@ fn resolve_packages(
         .map_err(io("creating a scratch directory in", &std::env::temp_dir()))?;
     let root = scratch.path();
     let (pool_root, archive_root) = (root.join("cdrom"), root.join("bundle"));
-    pool.write_indices(&pool_root).map_err(io("laying out the pool's indices in", &pool_root))?;
-    archive.write_indices(&archive_root).map_err(io("laying out the archive's indices in", &archive_root))?;
-    let (pool_keys, archive_keys) = (root.join("imgforge-pool.asc"), root.join("imgforge-archive.asc"));
+    pool.write_indices(&pool_root)
+        .map_err(io("laying out the pool's indices in", &pool_root))?;
+    archive
+        .write_indices(&archive_root)
+        .map_err(io("laying out the archive's indices in", &archive_root))?;
+    let (pool_keys, archive_keys) = (
+        root.join("imgforge-pool.asc"),
+        root.join("imgforge-archive.asc"),
+    );
     std::fs::write(&pool_keys, &trust.pool_armored).map_err(io("writing", &pool_keys))?;
     std::fs::write(&archive_keys, &trust.archive_armored).map_err(io("writing", &archive_keys))?;
     // The sources in the order the machine's apt sees them: the pool, then the bundle's suites.
-    let mut sources = vec![AptSource { root: pool_root, suite: pool.suite.clone(), components: pool.components.clone(), keyring: Some(pool_keys), label: Some("the ISO's pool".into()) }];
+    let mut sources = vec![AptSource {
+        root: pool_root,
+        suite: pool.suite.clone(),
+        components: pool.components.clone(),
+        keyring: Some(pool_keys),
+        label: Some("the ISO's pool".into()),
+    }];
     sources.extend(archive.suites.iter().map(|s| AptSource {
         root: archive_root.clone(),
         suite: s.name.clone(),
@@ -388,10 +514,22 @@ fn resolve_packages(
         keyring: Some(archive_keys.clone()),
         label: Some(format!("the archive {mirror_text}")),
     }));
-    let request = resolve::Request { status: &status, sources: &sources, packages: &wanted, recommends: p.recommends };
+    let request = resolve::Request {
+        status: &status,
+        sources: &sources,
+        packages: &wanted,
+        recommends: p.recommends,
+    };
     let insts = resolve::simulate(&request).map_err(|e| BuildError::Resolve(e.to_string()))?;
     let resolution = bundle::classify(&insts, &pool, &archive)?;
-    Ok(ResolvedPackages { pool, archive, mirror, wanted, resolution, seconds: started.elapsed().as_secs_f64() })
+    Ok(ResolvedPackages {
+        pool,
+        archive,
+        mirror,
+        wanted,
+        resolution,
+        seconds: started.elapsed().as_secs_f64(),
+    })
 }
 
 /// Fetches the packages the pool lacks and writes the bundle behind the
@@ -427,7 +565,10 @@ fn write_bundle(
     let summary = bundle::write_bundle(&mut writer, &files, &dest)?;
     let len = writer.finish().map_err(BuildError::Image)?;
     if len != summary.size {
-        return Err(BuildError::Source(format!("{dest}: the bundle partition holds {len} bytes but the archive written was {}", summary.size)));
+        return Err(BuildError::Source(format!(
+            "{dest}: the bundle partition holds {len} bytes but the archive written was {}",
+            summary.size
+        )));
     }
     Ok(Some(BundlePlan {
         partition_guid: guids.bundle.to_string(),
@@ -451,24 +592,45 @@ pub fn signing_keys(loaded: &LoadedProfile, cli: Option<&Path>) -> Result<Truste
 /// Gets the ISO (from disk, the cache or the network; fetch checks the
 /// signature on the list and takes the ISO's hash from it) and hashes the
 /// very file that is opened here, where it is read, against that hash.
-fn verify_sources(loaded: &LoadedProfile, opts: &BuildOptions, reporter: &Reporter) -> Result<VerifiedIso, BuildError> {
+fn verify_sources(
+    loaded: &LoadedProfile,
+    opts: &BuildOptions,
+    reporter: &Reporter,
+) -> Result<VerifiedIso, BuildError> {
     let keys = signing_keys(loaded, opts.keyring.as_deref())?;
     let fetched = fetch::fetch(loaded, &opts.sources, &keys, &opts.fetch, reporter)?;
     let mut file = File::open(&fetched.iso).map_err(io("opening ISO", &fetched.iso))?;
     let (actual, size) = hash_stream(&mut file).map_err(io("reading ISO", &fetched.iso))?;
     fetched.check_digest(actual)?;
-    let signer = fetched.signer.clone().unwrap_or_else(|| format!("pinned sha256 {}", fetched.sha256));
-    Ok(VerifiedIso { path: fetched.iso, file, facts: IsoFacts { sha256_hex: fetched.sha256, size }, signer })
+    let signer = fetched
+        .signer
+        .clone()
+        .unwrap_or_else(|| format!("pinned sha256 {}", fetched.sha256));
+    Ok(VerifiedIso {
+        path: fetched.iso,
+        file,
+        facts: IsoFacts {
+            sha256_hex: fetched.sha256,
+            size,
+        },
+        signer,
+    })
 }
 
 /// Ubuntu's archive signing keys, which sign the archive's InRelease files.
-const UBUNTU_ARCHIVE_KEYS: [&str; 2] =
-    [include_str!("../keys/ubuntu-archive-2018.asc"), include_str!("../keys/ubuntu-archive-2012.asc")];
+const UBUNTU_ARCHIVE_KEYS: [&str; 2] = [
+    include_str!("../keys/ubuntu-archive-2018.asc"),
+    include_str!("../keys/ubuntu-archive-2012.asc"),
+];
 
 fn load_keyring(path: &Path) -> Result<TrustedKeys, BuildError> {
     let bytes = std::fs::read(path).map_err(io("reading keyring", path))?;
-    TrustedKeys::from_bytes(&bytes, &path.display().to_string())
-        .map_err(|source| BuildError::Verify { path: path.to_path_buf(), source })
+    TrustedKeys::from_bytes(&bytes, &path.display().to_string()).map_err(|source| {
+        BuildError::Verify {
+            path: path.to_path_buf(),
+            source,
+        }
+    })
 }
 
 fn hash_stream(file: &mut File) -> std::io::Result<([u8; 32], u64)> {
@@ -481,7 +643,9 @@ fn hash_stream(file: &mut File) -> std::io::Result<([u8; 32], u64)> {
 /// Copies the ISO into the image at its payload place while hashing it;
 /// only a copy whose hash is the verified one is read from afterwards.
 fn copy_verified_payload(iso: &mut VerifiedIso, image: &mut TempOutput) -> Result<(), BuildError> {
-    iso.file.seek(SeekFrom::Start(0)).map_err(io("reading ISO", &iso.path))?;
+    iso.file
+        .seek(SeekFrom::Start(0))
+        .map_err(io("reading ISO", &iso.path))?;
     let mut payload = HashingReader::new(BufReader::with_capacity(1 << 20, &mut iso.file));
     image::write_payload(image.file(), &mut payload, iso.facts.size).map_err(|e| match e {
         image::ImageError::PayloadLength { .. } | image::ImageError::PayloadRead { .. } => {
@@ -527,18 +691,35 @@ struct BootFiles {
 fn read_verified_copy(image: &mut TempOutput, iso_size: u64) -> Result<BootFiles, BuildError> {
     let start = image::PAYLOAD_FIRST_LBA * image::SECTOR_SIZE;
     let window = Window::new(&*image.file(), start, iso_size);
-    let mut reader = IsoReader::open(BufReader::with_capacity(1 << 20, window)).map_err(|source| BuildError::Iso { path: "/".into(), source })?;
+    let mut reader =
+        IsoReader::open(BufReader::with_capacity(1 << 20, window)).map_err(|source| {
+            BuildError::Iso {
+                path: "/".into(),
+                source,
+            }
+        })?;
     let iso_err = |path: &str| {
         let path = path.to_owned();
         move |source| BuildError::Iso { path, source }
     };
     let mut esp = BTreeMap::new();
     for (from, to) in EFI_LOADERS {
-        esp.insert(to.to_owned(), reader.read_file(from).map_err(iso_err(from))?);
+        esp.insert(
+            to.to_owned(),
+            reader.read_file(from).map_err(iso_err(from))?,
+        );
     }
-    esp.insert("casper/vmlinuz".to_owned(), reader.read_file(ISO_KERNEL).map_err(iso_err(ISO_KERNEL))?);
+    esp.insert(
+        "casper/vmlinuz".to_owned(),
+        reader.read_file(ISO_KERNEL).map_err(iso_err(ISO_KERNEL))?,
+    );
     // grub's signed image looks for /.disk/info to find its root.
-    esp.insert(".disk/info".to_owned(), reader.read_file(ISO_DISK_INFO).map_err(iso_err(ISO_DISK_INFO))?);
+    esp.insert(
+        ".disk/info".to_owned(),
+        reader
+            .read_file(ISO_DISK_INFO)
+            .map_err(iso_err(ISO_DISK_INFO))?,
+    );
     let initrd = reader.read_file(ISO_INITRD).map_err(iso_err(ISO_INITRD))?;
 
     let mut layers = Vec::new();
@@ -547,34 +728,69 @@ fn read_verified_copy(image: &mut TempOutput, iso_size: u64) -> Result<BootFiles
     }
     let suite = pool_suite(&mut reader)?;
     let pool_release = digest(&mut reader, &format!("dists/{suite}/Release"))?;
-    Ok(BootFiles { esp, initrd, layers, pool_release })
+    Ok(BootFiles {
+        esp,
+        initrd,
+        layers,
+        pool_release,
+    })
 }
 
 /// The squashfs layers of the installed system, lowest first, as paths on
 /// the ISO (`casper/…`), from `casper/install-sources.yaml`.
-fn default_layers<R: std::io::Read + Seek>(reader: &mut IsoReader<R>) -> Result<Vec<String>, BuildError> {
-    let sources = reader.read_file(ISO_INSTALL_SOURCES).map_err(|source| BuildError::Iso { path: ISO_INSTALL_SOURCES.into(), source })?;
+fn default_layers<R: std::io::Read + Seek>(
+    reader: &mut IsoReader<R>,
+) -> Result<Vec<String>, BuildError> {
+    let sources = reader
+        .read_file(ISO_INSTALL_SOURCES)
+        .map_err(|source| BuildError::Iso {
+            path: ISO_INSTALL_SOURCES.into(),
+            source,
+        })?;
     let top = imgforge_plan::casper::default_source_path(&String::from_utf8_lossy(&sources)).ok_or_else(|| {
         BuildError::Source(format!("{ISO_INSTALL_SOURCES} on the ISO names no source with a path; use a live-server ISO"))
     })?;
-    Ok(imgforge_plan::casper::layers_for(&top).into_iter().map(|l| format!("casper/{l}")).collect())
+    Ok(imgforge_plan::casper::layers_for(&top)
+        .into_iter()
+        .map(|l| format!("casper/{l}"))
+        .collect())
 }
 
 /// The SHA-256 and size of one file on the ISO, streamed.
-fn digest<R: std::io::Read + Seek>(reader: &mut IsoReader<R>, path: &str) -> Result<FileDigest, BuildError> {
-    let file = reader.open_file(path).map_err(|source| BuildError::Iso { path: path.into(), source })?;
+fn digest<R: std::io::Read + Seek>(
+    reader: &mut IsoReader<R>,
+    path: &str,
+) -> Result<FileDigest, BuildError> {
+    let file = reader.open_file(path).map_err(|source| BuildError::Iso {
+        path: path.into(),
+        source,
+    })?;
     let mut hashing = HashingReader::new(file);
-    std::io::copy(&mut hashing, &mut std::io::sink())
-        .map_err(|e| BuildError::Source(format!("reading {path} from the ISO's copy in the image: {e}")))?;
+    std::io::copy(&mut hashing, &mut std::io::sink()).map_err(|e| {
+        BuildError::Source(format!(
+            "reading {path} from the ISO's copy in the image: {e}"
+        ))
+    })?;
     let (sha, size) = hashing.finish();
-    Ok(FileDigest { path: path.to_owned(), sha256: verify::sha256_hex(&sha), size })
+    Ok(FileDigest {
+        path: path.to_owned(),
+        sha256: verify::sha256_hex(&sha),
+        size,
+    })
 }
 
 /// The suite of the ISO's package pool: the one directory under `dists/`
 /// (links such as `stable` are not directories).
 fn pool_suite<R: std::io::Read + Seek>(reader: &mut IsoReader<R>) -> Result<String, BuildError> {
-    let entries = reader.read_dir("dists").map_err(|source| BuildError::Iso { path: "dists".into(), source })?;
-    let suites: Vec<String> = entries.into_iter().filter(|e| e.is_dir).map(|e| e.name).collect();
+    let entries = reader.read_dir("dists").map_err(|source| BuildError::Iso {
+        path: "dists".into(),
+        source,
+    })?;
+    let suites: Vec<String> = entries
+        .into_iter()
+        .filter(|e| e.is_dir)
+        .map(|e| e.name)
+        .collect();
     match suites.as_slice() {
         [one] => Ok(one.clone()),
         [] => Err(BuildError::Source("the ISO's dists/ directory holds no suite; use a live-server ISO with its package pool".into())),
@@ -585,10 +801,21 @@ fn pool_suite<R: std::io::Read + Seek>(reader: &mut IsoReader<R>) -> Result<Stri
     }
 }
 
-fn esp_contents(boot: BootFiles, agent: &[u8], plan_json: &[u8], guids: &MediaGuids) -> Result<BTreeMap<String, Vec<u8>>, BuildError> {
+fn esp_contents(
+    boot: BootFiles,
+    agent: &[u8],
+    plan_json: &[u8],
+    guids: &MediaGuids,
+) -> Result<BTreeMap<String, Vec<u8>>, BuildError> {
     let mut files = boot.esp;
-    files.insert("casper/initrd".to_owned(), image::installer_initrd(&boot.initrd, agent, plan_json)?);
-    files.insert("boot/grub/grub.cfg".to_owned(), installer_grub_cfg(&fat_uuid(esp_volume_id(guids))).into_bytes());
+    files.insert(
+        "casper/initrd".to_owned(),
+        image::installer_initrd(&boot.initrd, agent, plan_json)?,
+    );
+    files.insert(
+        "boot/grub/grub.cfg".to_owned(),
+        installer_grub_cfg(&fat_uuid(esp_volume_id(guids))).into_bytes(),
+    );
     Ok(files)
 }
 
@@ -644,7 +871,10 @@ impl TempOutput {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
         };
-        let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         // The mode File::create gives (umask applies), not tempfile's 0600:
         // the image is read by other users' tools (QEMU, dd).
         let file = tempfile::Builder::new()
@@ -653,7 +883,10 @@ impl TempOutput {
             .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
             .tempfile_in(dir)
             .map_err(io("creating a temporary file in", dir))?;
-        Ok(TempOutput { dest: dest.to_path_buf(), file })
+        Ok(TempOutput {
+            dest: dest.to_path_buf(),
+            file,
+        })
     }
 
     fn file(&mut self) -> &mut File {
@@ -663,15 +896,26 @@ impl TempOutput {
     /// A write error names the output it was for (a full disk, a quota).
     fn error(&self, e: image::ImageError) -> BuildError {
         match e {
-            image::ImageError::Write { .. } => BuildError::Source(format!("{} (temporary file of {}): {e}", self.file.path().display(), self.dest.display())),
+            image::ImageError::Write { .. } => BuildError::Source(format!(
+                "{} (temporary file of {}): {e}",
+                self.file.path().display(),
+                self.dest.display()
+            )),
             other => BuildError::Image(other),
         }
     }
 
     fn persist(self) -> Result<(), BuildError> {
-        self.file.as_file().sync_all().map_err(io("flushing", self.file.path()))?;
+        self.file
+            .as_file()
+            .sync_all()
+            .map_err(io("flushing", self.file.path()))?;
         let dest = self.dest;
-        self.file.persist(&dest).map_err(|e| BuildError::Io { what: "renaming into place".into(), path: dest.clone(), source: e.error })?;
+        self.file.persist(&dest).map_err(|e| BuildError::Io {
+            what: "renaming into place".into(),
+            path: dest.clone(),
+            source: e.error,
+        })?;
         if let Some(dir) = dest.parent() {
             // Make the rename itself durable; not all filesystems allow fsync on a directory.
             if let Ok(d) = File::open(dir) {
@@ -697,13 +941,23 @@ fn find_agent() -> Result<PathBuf, BuildError> {
     // dynamically linked agent next to imgforge in target/<profile>/.
     let mut candidates = Vec::new();
     if let (Some(profile), Some(target)) = (dir.file_name(), dir.parent()) {
-        candidates.push(target.join("x86_64-unknown-linux-gnu").join(profile).join(AGENT_NAME));
+        candidates.push(
+            target
+                .join("x86_64-unknown-linux-gnu")
+                .join(profile)
+                .join(AGENT_NAME),
+        );
     }
     candidates.push(dir.join(AGENT_NAME));
-    candidates.into_iter().find(|p| p.is_file()).ok_or_else(|| BuildError::Agent {
-        path: dir.join(AGENT_NAME),
-        reason: "not found next to imgforge; build it with scripts/build (or pass --agent PATH)".into(),
-    })
+    candidates
+        .into_iter()
+        .find(|p| p.is_file())
+        .ok_or_else(|| BuildError::Agent {
+            path: dir.join(AGENT_NAME),
+            reason:
+                "not found next to imgforge; build it with scripts/build (or pass --agent PATH)"
+                    .into(),
+        })
 }
 
 fn read_static_agent(path: &Path) -> Result<Vec<u8>, BuildError> {
@@ -722,9 +976,19 @@ fn read_static_agent(path: &Path) -> Result<Vec<u8>, BuildError> {
 fn elf_interpreter(b: &[u8]) -> Result<bool, String> {
     const PT_INTERP: u32 = 3;
     let u16_at = |o: usize| b.get(o..o + 2).map(|s| u16::from_le_bytes([s[0], s[1]]));
-    let u32_at = |o: usize| b.get(o..o + 4).map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]));
-    let u64_at = |o: usize| b.get(o..o + 8).map(|s| u64::from_le_bytes(s.try_into().unwrap_or([0; 8])));
-    if b.get(..4) != Some(b"\x7fELF") || b.get(4) != Some(&2) || b.get(5) != Some(&1) || u16_at(18) != Some(62) {
+    let u32_at = |o: usize| {
+        b.get(o..o + 4)
+            .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+    };
+    let u64_at = |o: usize| {
+        b.get(o..o + 8)
+            .map(|s| u64::from_le_bytes(s.try_into().unwrap_or([0; 8])))
+    };
+    if b.get(..4) != Some(b"\x7fELF")
+        || b.get(4) != Some(&2)
+        || b.get(5) != Some(&1)
+        || u16_at(18) != Some(62)
+    {
         return Err("is not an x86-64 ELF executable".into());
     }
     let truncated = || "is truncated (ELF header points past its end)".to_owned();
@@ -745,12 +1009,21 @@ mod tests {
 
     #[test]
     fn grub_cfg_boots_the_installer_without_a_menu() {
-        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../profiles/hypervisor.toml"));
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../profiles/hypervisor.toml"
+        ));
         let loaded = profile::load(path).unwrap();
-        let facts = IsoFacts { sha256_hex: "00".repeat(32), size: 1 };
+        let facts = IsoFacts {
+            sha256_hex: "00".repeat(32),
+            size: 1,
+        };
         let plan = compile::compile(&loaded, &facts, &compile::media_guids(&loaded.name, &facts));
         let cfg = installer_grub_cfg("1234-ABCD");
-        assert!(!cfg.contains(&plan.name), "the profile's name stays out of grub.cfg:\n{cfg}");
+        assert!(
+            !cfg.contains(&plan.name),
+            "the profile's name stays out of grub.cfg:\n{cfg}"
+        );
         assert!(cfg.contains("set timeout=0\n"));
         assert!(cfg.contains("search --no-floppy --fs-uuid --set=root 1234-ABCD\n"));
         assert!(cfg.contains("\tlinux /casper/vmlinuz console=tty0 console=ttyS0,115200n8 ---\n"));
@@ -763,17 +1036,28 @@ mod tests {
         let victim = dir.path().join("victim");
         std::fs::write(&victim, "untouched\n").unwrap();
         let dest = dir.path().join("hv.img");
-        let old_name = dir.path().join(format!(".hv.img.partial-{}", std::process::id()));
+        let old_name = dir
+            .path()
+            .join(format!(".hv.img.partial-{}", std::process::id()));
         std::os::unix::fs::symlink(&victim, &old_name).unwrap();
 
         let mut done = TempOutput::create(&dest).unwrap();
         let dropped = TempOutput::create(&dest).unwrap();
-        let (a, b) = (done.file.path().to_path_buf(), dropped.file.path().to_path_buf());
+        let (a, b) = (
+            done.file.path().to_path_buf(),
+            dropped.file.path().to_path_buf(),
+        );
         assert_ne!(a, b, "every temporary name is fresh");
         for p in [&a, &b] {
             let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            let random = name.strip_prefix(".hv.img.").and_then(|r| r.strip_suffix(".partial")).unwrap_or_else(|| panic!("{name}"));
-            assert!(random.len() >= 6 && !random.contains(&std::process::id().to_string()), "{name}");
+            let random = name
+                .strip_prefix(".hv.img.")
+                .and_then(|r| r.strip_suffix(".partial"))
+                .unwrap_or_else(|| panic!("{name}"));
+            assert!(
+                random.len() >= 6 && !random.contains(&std::process::id().to_string()),
+                "{name}"
+            );
         }
         std::io::Write::write_all(done.file(), b"image").unwrap();
         done.persist().unwrap();
@@ -781,8 +1065,15 @@ mod tests {
         assert!(!b.exists(), "an unfinished output is removed");
         assert_eq!(std::fs::read(&dest).unwrap(), b"image");
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched\n");
-        assert!(std::fs::symlink_metadata(&old_name).unwrap().file_type().is_symlink());
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3, "victim, the planted link and the output");
+        assert!(std::fs::symlink_metadata(&old_name)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            3,
+            "victim, the planted link and the output"
+        );
     }
 
     #[test]
@@ -796,9 +1087,13 @@ mod tests {
         let own = std::fs::read(std::env::current_exe().unwrap()).unwrap();
         // Test binaries are linked dynamically against glibc.
         assert_eq!(elf_interpreter(&own), Ok(true));
-        assert!(elf_interpreter(b"#!/bin/sh\n").unwrap_err().contains("not an x86-64 ELF"));
+        assert!(elf_interpreter(b"#!/bin/sh\n")
+            .unwrap_err()
+            .contains("not an x86-64 ELF"));
         let mut header_only = own[..64].to_vec();
         header_only[32..40].copy_from_slice(&4096u64.to_le_bytes());
-        assert!(elf_interpreter(&header_only).unwrap_err().contains("truncated"));
+        assert!(elf_interpreter(&header_only)
+            .unwrap_err()
+            .contains("truncated"));
     }
 }

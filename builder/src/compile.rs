@@ -1,7 +1,9 @@
 //! Profile -> Plan. Pure: the same profile and ISO give the same plan.
 
 use imgforge_plan::{
-    part_type, CloudInitExpectation, InstallAddress, InstallNetwork, OnlineSource, DiskPlan, DiskRules, Filesystem, ExpectedBridge, ExpectedDir, ExpectedPort, ExpectedUser, Expectations, FilesystemPlan, PartitionPlan, Payload, Plan, ReportPlan, SystemPlan, UserPlan,
+    part_type, CloudInitExpectation, DiskPlan, DiskRules, Expectations, ExpectedBridge,
+    ExpectedDir, ExpectedPort, ExpectedUser, Filesystem, FilesystemPlan, InstallAddress,
+    InstallNetwork, OnlineSource, PartitionPlan, Payload, Plan, ReportPlan, SystemPlan, UserPlan,
     PLAN_VERSION,
 };
 use uuid::Uuid;
@@ -41,9 +43,17 @@ const IMGFORGE_NAMESPACE: Uuid = Uuid::from_u128(0x6b1f_7c3e_9a4d_4e0b_8f52_1d3c
 
 pub fn media_guids(profile_name: &str, iso: &IsoFacts) -> MediaGuids {
     let derive = |what: &str| {
-        Uuid::new_v5(&IMGFORGE_NAMESPACE, format!("{what}\0{profile_name}\0{}", iso.sha256_hex).as_bytes())
+        Uuid::new_v5(
+            &IMGFORGE_NAMESPACE,
+            format!("{what}\0{profile_name}\0{}", iso.sha256_hex).as_bytes(),
+        )
     };
-    MediaGuids { disk: derive("usb-disk"), esp: derive("usb-esp"), payload: derive("usb-payload"), bundle: derive("usb-bundle") }
+    MediaGuids {
+        disk: derive("usb-disk"),
+        esp: derive("usb-esp"),
+        payload: derive("usb-payload"),
+        bundle: derive("usb-bundle"),
+    }
 }
 
 pub fn compile(loaded: &LoadedProfile, iso: &IsoFacts, guids: &MediaGuids) -> Plan {
@@ -102,7 +112,10 @@ pub fn compile(loaded: &LoadedProfile, iso: &IsoFacts, guids: &MediaGuids) -> Pl
         files: render::render_all(p),
         filesystems: Some({
             let ids = render::FilesystemIds::for_host(&p.system.hostname);
-            FilesystemPlan { root_uuid: ids.root.to_string(), esp_volume_id: format!("{:08X}", ids.esp) }
+            FilesystemPlan {
+                root_uuid: ids.root.to_string(),
+                esp_volume_id: format!("{:08X}", ids.esp),
+            }
         }),
         pool_keys: None,
         archive_keys: None,
@@ -154,30 +167,71 @@ fn expectations(p: &crate::profile::Profile) -> Expectations {
             ports: br
                 .ports
                 .iter()
-                .map(|x| ExpectedPort { name: x.name.clone(), tag: x.tag, trunks: x.trunks.clone(), internal: false })
-                .chain(p.network.bonds.iter().filter(|b| b.bridge == br.name).map(|b| ExpectedPort {
-                    name: b.name.clone(),
-                    tag: b.tag,
-                    trunks: b.trunks.clone(),
+                .map(|x| ExpectedPort {
+                    name: x.name.clone(),
+                    tag: x.tag,
+                    trunks: x.trunks.clone(),
                     internal: false,
+                })
+                .chain(
+                    p.network
+                        .bonds
+                        .iter()
+                        .filter(|b| b.bridge == br.name)
+                        .map(|b| ExpectedPort {
+                            name: b.name.clone(),
+                            tag: b.tag,
+                            trunks: b.trunks.clone(),
+                            internal: false,
+                        }),
+                )
+                .chain(br.internal.iter().map(|i| ExpectedPort {
+                    name: i.name.clone(),
+                    tag: i.tag,
+                    trunks: vec![],
+                    internal: true,
                 }))
-                .chain(br.internal.iter().map(|i| ExpectedPort { name: i.name.clone(), tag: i.tag, trunks: vec![], internal: true }))
                 .collect(),
         })
         .collect();
-    let static_v4 = |name: &str, a: &Option<String>| a.as_ref().filter(|a| *a != "dhcp").map(|a| (name.to_owned(), a.clone()));
+    let static_v4 = |name: &str, a: &Option<String>| {
+        a.as_ref()
+            .filter(|a| *a != "dhcp")
+            .map(|a| (name.to_owned(), a.clone()))
+    };
     let addresses = p
         .network
         .bridges
         .iter()
-        .flat_map(|br| br.internal.iter().filter_map(|i| static_v4(&i.name, &i.address)))
-        .chain(p.network.interfaces.iter().filter_map(|i| static_v4(&i.name, &i.address)))
+        .flat_map(|br| {
+            br.internal
+                .iter()
+                .filter_map(|i| static_v4(&i.name, &i.address))
+        })
+        .chain(
+            p.network
+                .interfaces
+                .iter()
+                .filter_map(|i| static_v4(&i.name, &i.address)),
+        )
         .collect();
     Expectations {
         bridges,
         addresses,
-        pools: p.libvirt.pools.iter().filter(|x| x.autostart).map(|x| x.name.clone()).collect(),
-        networks: p.libvirt.networks.iter().filter(|x| x.autostart).map(|x| x.name.clone()).collect(),
+        pools: p
+            .libvirt
+            .pools
+            .iter()
+            .filter(|x| x.autostart)
+            .map(|x| x.name.clone())
+            .collect(),
+        networks: p
+            .libvirt
+            .networks
+            .iter()
+            .filter(|x| x.autostart)
+            .map(|x| x.name.clone())
+            .collect(),
         kernel_args: p.system.kernel_args.clone(),
         locale: Some(p.system.locale.clone()),
         dirs: p
@@ -186,7 +240,10 @@ fn expectations(p: &crate::profile::Profile) -> Expectations {
             .iter()
             .map(|x| ExpectedDir {
                 path: x.path.clone(),
-                mode: x.mode.clone().unwrap_or_else(|| render::DEFAULT_POOL_MODE.into()),
+                mode: x
+                    .mode
+                    .clone()
+                    .unwrap_or_else(|| render::DEFAULT_POOL_MODE.into()),
                 owner: x.owner.clone(),
                 group: x.group.clone(),
             })
@@ -197,12 +254,17 @@ fn expectations(p: &crate::profile::Profile) -> Expectations {
             .map(|u| ExpectedUser {
                 name: u.name.clone(),
                 groups: u.groups.clone(),
-                authorized_keys_file: (!u.ssh_authorized_keys.is_empty()).then(|| format!("{}/authorized_keys", render::ssh_dir(u))),
+                authorized_keys_file: (!u.ssh_authorized_keys.is_empty())
+                    .then(|| format!("{}/authorized_keys", render::ssh_dir(u))),
                 keys: u.ssh_authorized_keys.len(),
             })
             .collect(),
         masked_units: render::masked_units(p),
-        cloud_init: Some(if p.system.cloud_init { CloudInitExpectation::NoNetwork } else { CloudInitExpectation::Disabled }),
+        cloud_init: Some(if p.system.cloud_init {
+            CloudInitExpectation::NoNetwork
+        } else {
+            CloudInitExpectation::Disabled
+        }),
         nvram_entry: Some(NVRAM_ENTRY.into()),
     }
 }
@@ -210,7 +272,10 @@ fn expectations(p: &crate::profile::Profile) -> Expectations {
 /// The plan before an ISO is chosen, for review: the payload fields are
 /// zero until `imgforge build` verifies an ISO.
 pub fn review_plan(loaded: &LoadedProfile) -> Plan {
-    let facts = IsoFacts { sha256_hex: "0".repeat(64), size: 0 };
+    let facts = IsoFacts {
+        sha256_hex: "0".repeat(64),
+        size: 0,
+    };
     compile(loaded, &facts, &media_guids(&loaded.name, &facts))
 }
 
@@ -241,12 +306,18 @@ mod tests {
     use std::path::Path;
 
     fn reference() -> LoadedProfile {
-        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../profiles/hypervisor.toml"));
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../profiles/hypervisor.toml"
+        ));
         profile::load(path).unwrap()
     }
 
     fn iso() -> IsoFacts {
-        IsoFacts { sha256_hex: "ab".repeat(32), size: 3 << 30 }
+        IsoFacts {
+            sha256_hex: "ab".repeat(32),
+            size: 3 << 30,
+        }
     }
 
     #[test]
@@ -257,7 +328,12 @@ mod tests {
         assert_eq!(plan.name, "hypervisor");
         assert_eq!(plan.disk.rules.min_size_bytes, Some(32 << 30));
         assert_eq!(plan.disk.select, SelectPolicy::Smallest);
-        let parts: Vec<_> = plan.disk.partitions.iter().map(|p| (p.name.as_str(), p.size_bytes)).collect();
+        let parts: Vec<_> = plan
+            .disk
+            .partitions
+            .iter()
+            .map(|p| (p.name.as_str(), p.size_bytes))
+            .collect();
         assert_eq!(parts, [("ESP", Some(512 << 20)), ("root", None)]);
         assert_eq!(plan.payload.partition_guid, guids.payload.to_string());
         assert_eq!(plan.report.on_failure, Action::Shell);
@@ -268,8 +344,26 @@ mod tests {
     fn first_boot_expects_the_locale_and_each_pool_directory() {
         let plan = compile(&reference(), &iso(), &media_guids("hypervisor", &iso()));
         assert_eq!(plan.expect.locale.as_deref(), Some("C.UTF-8"));
-        let dirs: Vec<_> = plan.expect.dirs.iter().map(|d| (d.path.as_str(), d.mode.as_str(), d.owner.as_deref(), d.group.as_deref())).collect();
-        assert_eq!(dirs, [("/home/avatar/isos", "0711", None, None), ("/home/avatar/vm-images", "0711", None, None)]);
+        let dirs: Vec<_> = plan
+            .expect
+            .dirs
+            .iter()
+            .map(|d| {
+                (
+                    d.path.as_str(),
+                    d.mode.as_str(),
+                    d.owner.as_deref(),
+                    d.group.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            dirs,
+            [
+                ("/home/avatar/isos", "0711", None, None),
+                ("/home/avatar/vm-images", "0711", None, None)
+            ]
+        );
 
         let mut loaded = reference();
         loaded.profile.system.locale = "de_DE.UTF-8".into();
@@ -278,21 +372,55 @@ mod tests {
         let plan = compile(&loaded, &iso(), &media_guids("hypervisor", &iso()));
         assert_eq!(plan.expect.locale.as_deref(), Some("de_DE.UTF-8"));
         let d = &plan.expect.dirs[1];
-        assert_eq!((d.mode.as_str(), d.owner.as_deref(), d.group.as_deref()), ("0755", Some("avatar"), Some("libvirt")));
-        let dir = plan.files.iter().find(|f| f.path == "/home/avatar/vm-images").expect("the pool directory is in the plan");
-        assert_eq!((dir.mode.as_str(), dir.owner.as_deref(), dir.group.as_deref()), ("0755", Some("avatar"), Some("libvirt")));
+        assert_eq!(
+            (d.mode.as_str(), d.owner.as_deref(), d.group.as_deref()),
+            ("0755", Some("avatar"), Some("libvirt"))
+        );
+        let dir = plan
+            .files
+            .iter()
+            .find(|f| f.path == "/home/avatar/vm-images")
+            .expect("the pool directory is in the plan");
+        assert_eq!(
+            (
+                dir.mode.as_str(),
+                dir.owner.as_deref(),
+                dir.group.as_deref()
+            ),
+            ("0755", Some("avatar"), Some("libvirt"))
+        );
     }
 
     #[test]
     fn first_boot_expects_masked_networkd_quiet_cloud_init_and_the_boot_entry() {
         let plan = compile(&reference(), &iso(), &media_guids("hypervisor", &iso()));
-        assert_eq!(plan.expect.masked_units, ["systemd-networkd-wait-online.service", "systemd-networkd.service", "systemd-networkd.socket"]);
+        assert_eq!(
+            plan.expect.masked_units,
+            [
+                "systemd-networkd-wait-online.service",
+                "systemd-networkd.service",
+                "systemd-networkd.socket"
+            ]
+        );
         for unit in &plan.expect.masked_units {
             let path = format!("/etc/systemd/system/{unit}");
-            let f = plan.files.iter().find(|f| f.path == path).unwrap_or_else(|| panic!("{path} is not in the plan"));
-            assert_eq!(f.kind, imgforge_plan::FileKind::Symlink { target: "/dev/null".into() }, "{path}");
+            let f = plan
+                .files
+                .iter()
+                .find(|f| f.path == path)
+                .unwrap_or_else(|| panic!("{path} is not in the plan"));
+            assert_eq!(
+                f.kind,
+                imgforge_plan::FileKind::Symlink {
+                    target: "/dev/null".into()
+                },
+                "{path}"
+            );
         }
-        assert_eq!(plan.expect.cloud_init, Some(CloudInitExpectation::NoNetwork));
+        assert_eq!(
+            plan.expect.cloud_init,
+            Some(CloudInitExpectation::NoNetwork)
+        );
         assert_eq!(plan.expect.nvram_entry.as_deref(), Some("ubuntu"));
 
         let mut loaded = reference();
@@ -300,10 +428,19 @@ mod tests {
         loaded.profile.network.renderer = crate::profile::Renderer::Netplan;
         let plan = compile(&loaded, &iso(), &media_guids("hypervisor", &iso()));
         assert_eq!(plan.expect.cloud_init, Some(CloudInitExpectation::Disabled));
-        assert!(plan.expect.masked_units.is_empty(), "netplan's networkd backend needs networkd");
-        assert!(!plan.files.iter().any(|f| f.path.starts_with("/etc/systemd/system/systemd-networkd")));
+        assert!(
+            plan.expect.masked_units.is_empty(),
+            "netplan's networkd backend needs networkd"
+        );
+        assert!(!plan
+            .files
+            .iter()
+            .any(|f| f.path.starts_with("/etc/systemd/system/systemd-networkd")));
         let json = plan.to_json();
-        assert!(json.contains("\"cloud_init\": \"disabled\"") && !json.contains("masked_units"), "{json}");
+        assert!(
+            json.contains("\"cloud_init\": \"disabled\"") && !json.contains("masked_units"),
+            "{json}"
+        );
     }
 
     #[test]
@@ -314,7 +451,10 @@ mod tests {
         assert_ne!(a.bundle, a.payload);
         assert_ne!(a.bundle, a.esp);
         assert_ne!(a.payload, media_guids("other", &iso()).payload);
-        let other_iso = IsoFacts { sha256_hex: "cd".repeat(32), size: 1 };
+        let other_iso = IsoFacts {
+            sha256_hex: "cd".repeat(32),
+            size: 1,
+        };
         assert_ne!(a.payload, media_guids("hv", &other_iso).payload);
     }
 }

@@ -13,7 +13,11 @@ pub fn profile_schema() -> Value {
 }
 
 fn resolve<'a>(root: &'a Value, v: &'a Value) -> &'a Value {
-    match v.get("$ref").and_then(Value::as_str).and_then(|r| r.strip_prefix("#/$defs/")) {
+    match v
+        .get("$ref")
+        .and_then(Value::as_str)
+        .and_then(|r| r.strip_prefix("#/$defs/"))
+    {
         Some(name) => root.get("$defs").and_then(|d| d.get(name)).unwrap_or(v),
         None => v,
     }
@@ -41,10 +45,23 @@ fn object_behind<'a>(root: &'a Value, v: &'a Value) -> Option<(&'a Value, bool)>
 fn type_text(root: &Value, v: &Value) -> String {
     let r = resolve(root, v);
     if let Some(values) = r.get("enum").and_then(Value::as_array) {
-        return values.iter().filter_map(Value::as_str).map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(" \\| ");
+        return values
+            .iter()
+            .filter_map(Value::as_str)
+            .map(|s| format!("\"{s}\""))
+            .collect::<Vec<_>>()
+            .join(" \\| ");
     }
-    if let Some(alts) = r.get("oneOf").or_else(|| r.get("anyOf")).and_then(Value::as_array) {
-        let parts: Vec<String> = alts.iter().map(|a| type_text(root, a)).filter(|t| t != "null").collect();
+    if let Some(alts) = r
+        .get("oneOf")
+        .or_else(|| r.get("anyOf"))
+        .and_then(Value::as_array)
+    {
+        let parts: Vec<String> = alts
+            .iter()
+            .map(|a| type_text(root, a))
+            .filter(|t| t != "null")
+            .collect();
         if let Some(c) = r.get("const").and_then(Value::as_str) {
             return format!("\"{c}\"");
         }
@@ -53,21 +70,44 @@ fn type_text(root: &Value, v: &Value) -> String {
     if let Some(c) = r.get("const").and_then(Value::as_str) {
         return format!("\"{c}\"");
     }
-    if r.get("title").is_some() && r.get("description").and_then(Value::as_str).is_some_and(|d| d.starts_with("A size")) {
+    if r.get("title").is_some()
+        && r.get("description")
+            .and_then(Value::as_str)
+            .is_some_and(|d| d.starts_with("A size"))
+    {
         return "size".into();
     }
     match r.get("type") {
-        Some(Value::String(t)) if t == "array" => format!("list of {}", r.get("items").map(|i| type_text(root, i)).unwrap_or_default()),
+        Some(Value::String(t)) if t == "array" => format!(
+            "list of {}",
+            r.get("items")
+                .map(|i| type_text(root, i))
+                .unwrap_or_default()
+        ),
         Some(Value::String(t)) if t == "object" => "table".into(),
         Some(Value::String(t)) => t.clone(),
-        Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).filter(|t| *t != "null").collect::<Vec<_>>().join(" \\| "),
-        _ if r.get("description").and_then(Value::as_str).is_some_and(|d| d.starts_with("A size")) => "size".into(),
+        Some(Value::Array(ts)) => ts
+            .iter()
+            .filter_map(Value::as_str)
+            .filter(|t| *t != "null")
+            .collect::<Vec<_>>()
+            .join(" \\| "),
+        _ if r
+            .get("description")
+            .and_then(Value::as_str)
+            .is_some_and(|d| d.starts_with("A size")) =>
+        {
+            "size".into()
+        }
         _ => "value".into(),
     }
 }
 
 fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ").replace('|', "\\|")
+    s.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .replace('|', "\\|")
 }
 
 fn section(out: &mut String, root: &Value, title: &str, obj: &Value, required: bool) {
@@ -78,9 +118,16 @@ fn section(out: &mut String, root: &Value, title: &str, obj: &Value, required: b
     if required {
         let _ = writeln!(out, "Required.\n");
     }
-    let _ = writeln!(out, "| key | type | default | description |\n|---|---|---|---|");
+    let _ = writeln!(
+        out,
+        "| key | type | default | description |\n|---|---|---|---|"
+    );
     let props = obj.get("properties").and_then(Value::as_object);
-    let req: Vec<&str> = obj.get("required").and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    let req: Vec<&str> = obj
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
     let mut nested = Vec::new();
     for (key, prop) in props.into_iter().flatten() {
         let default = match prop.get("default") {
@@ -88,15 +135,34 @@ fn section(out: &mut String, root: &Value, title: &str, obj: &Value, required: b
             None if req.contains(&key.as_str()) => "required".into(),
             None => "—".into(),
         };
-        let desc = prop.get("description").or_else(|| resolve(root, prop).get("description")).and_then(Value::as_str).map(one_line).unwrap_or_default();
-        let _ = writeln!(out, "| `{key}` | {} | {default} | {desc} |", type_text(root, prop));
+        let desc = prop
+            .get("description")
+            .or_else(|| resolve(root, prop).get("description"))
+            .and_then(Value::as_str)
+            .map(one_line)
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "| `{key}` | {} | {default} | {desc} |",
+            type_text(root, prop)
+        );
         if let Some((child, is_list)) = object_behind(root, prop) {
-            let name = if is_list { format!("[[{title}.{key}]]") } else { format!("{title}.{key}") };
+            let name = if is_list {
+                format!("[[{title}.{key}]]")
+            } else {
+                format!("{title}.{key}")
+            };
             nested.push((name.replace("[[[[", "[[").replace("]]]]", "]]"), child));
         }
     }
     for (name, child) in nested {
-        section(out, root, name.trim_start_matches('[').trim_end_matches(']'), child, false);
+        section(
+            out,
+            root,
+            name.trim_start_matches('[').trim_end_matches(']'),
+            child,
+            false,
+        );
     }
 }
 
@@ -110,11 +176,27 @@ pub fn profile_markdown() -> String {
          file; unknown keys are errors. See `profiles/hypervisor.toml` for a complete\n\
          example and `imgforge schema` for the JSON Schema (for editors).\n",
     );
-    let req: Vec<&str> = root.get("required").and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
-    for (key, prop) in root.get("properties").and_then(Value::as_object).into_iter().flatten() {
+    let req: Vec<&str> = root
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    for (key, prop) in root
+        .get("properties")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
         if let Some((obj, is_list)) = object_behind(&root, prop) {
-            let title = if is_list { format!("[[{key}]]") } else { format!("[{key}]") };
-            let title = title.trim_start_matches('[').trim_end_matches(']').to_owned();
+            let title = if is_list {
+                format!("[[{key}]]")
+            } else {
+                format!("[{key}]")
+            };
+            let title = title
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned();
             section(&mut out, &root, &title, obj, req.contains(&key.as_str()));
         }
     }
@@ -129,10 +211,21 @@ mod tests {
     fn schema_knows_every_reference_key() {
         let schema = profile_schema();
         let text = schema.to_string();
-        for key in ["delete_bridges_on_start", "portgroups", "vlan_mode", "native-untagged", "ssh_authorized_keys", "min_size", "on_failure"] {
+        for key in [
+            "delete_bridges_on_start",
+            "portgroups",
+            "vlan_mode",
+            "native-untagged",
+            "ssh_authorized_keys",
+            "min_size",
+            "on_failure",
+        ] {
             assert!(text.contains(key), "{key} missing from the schema");
         }
-        assert_eq!(schema["additionalProperties"], false, "unknown keys are refused at the top level");
+        assert_eq!(
+            schema["additionalProperties"], false,
+            "unknown keys are refused at the top level"
+        );
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! ([`iso`]) and assemble the USB image ([`image`]). [`qemu`] boots the
 //! result for tests.
 
+#![forbid(unsafe_code)]
+
 pub mod apt;
 pub mod build;
 pub mod compile;

@@ -1,5 +1,7 @@
 //! The `imgforge` command line: a thin dispatch over the library.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -15,7 +17,11 @@ use imgforge::profile::ByteSize;
 use imgforge::qemu::{self, BootTestOptions, TargetBus};
 
 #[derive(Parser)]
-#[command(name = "imgforge", version, about = "Turns one profile file into bootable installer media for KVM/Open vSwitch hypervisors")]
+#[command(
+    name = "imgforge",
+    version,
+    about = "Turns one profile file into bootable installer media for KVM/Open vSwitch hypervisors"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -64,13 +70,9 @@ enum Command {
         cache_dir: Option<PathBuf>,
     },
     /// Check a profile; every problem is printed as FILE:LINE:COL with a fix.
-    Validate {
-        profile: PathBuf,
-    },
+    Validate { profile: PathBuf },
     /// Print the compiled plan as JSON (the ISO fields are filled in by `build`).
-    Plan {
-        profile: PathBuf,
-    },
+    Plan { profile: PathBuf },
     /// Write the files the installer would write into the target, as a tree under DIR.
     Render {
         profile: PathBuf,
@@ -127,9 +129,7 @@ enum Command {
     /// Copy stdin to a TCP connection to HOST:PORT and its answer to stdout
     /// (run by QEMU for each connection of --install-net).
     #[command(hide = true)]
-    Relay {
-        target: std::net::SocketAddrV4,
-    },
+    Relay { target: std::net::SocketAddrV4 },
 }
 
 #[derive(Subcommand)]
@@ -205,12 +205,25 @@ struct SourceArgs {
 
 impl SourceArgs {
     fn overrides(&self) -> SourceOverrides {
-        SourceOverrides { iso: self.iso.clone(), sha256sums: self.sha256sums.clone(), signature: self.signature.clone() }
+        SourceOverrides {
+            iso: self.iso.clone(),
+            sha256sums: self.sha256sums.clone(),
+            signature: self.signature.clone(),
+        }
     }
 
     fn fetch_options(&self) -> FetchOptions {
-        let retry = RetryPolicy { attempts: self.retries.max(1), idle_timeout: Duration::from_secs(self.idle_timeout.max(1)), ..RetryPolicy::default() };
-        FetchOptions { cache_dir: self.cache_dir.clone().unwrap_or_else(cache::default_root), offline: self.offline, retry, max_size: self.max_size.map(|s| s.0) }
+        let retry = RetryPolicy {
+            attempts: self.retries.max(1),
+            idle_timeout: Duration::from_secs(self.idle_timeout.max(1)),
+            ..RetryPolicy::default()
+        };
+        FetchOptions {
+            cache_dir: self.cache_dir.clone().unwrap_or_else(cache::default_root),
+            offline: self.offline,
+            retry,
+            max_size: self.max_size.map(|s| s.0),
+        }
     }
 
     fn progress(&self) -> ProgressMode {
@@ -222,7 +235,12 @@ impl SourceArgs {
     }
 }
 
-fn build_options(profile: PathBuf, source: &SourceArgs, archive: ArchiveArgs, out: PathBuf) -> BuildOptions {
+fn build_options(
+    profile: PathBuf,
+    source: &SourceArgs,
+    archive: ArchiveArgs,
+    out: PathBuf,
+) -> BuildOptions {
     let mut opts = BuildOptions::new(profile, out, source.fetch_options());
     opts.sources = source.overrides();
     opts.keyring = source.keyring.clone();
@@ -250,17 +268,27 @@ fn packages_table(report: &build::PackagesReport) -> String {
         };
         totals[slot].0 += 1;
         totals[slot].1 += size;
-        out.push_str(&format!("{:width$}  {:vwidth$}  {origin:6}  {size:>10}\n", p.name, p.version));
+        out.push_str(&format!(
+            "{:width$}  {:vwidth$}  {origin:6}  {size:>10}\n",
+            p.name, p.version
+        ));
     }
     let [(pool_n, pool_b), (bundle_n, bundle_b)] = totals;
-    let rest = if resolved.iter().any(|p| p.origin == PackageOrigin::Mirror) { "from the mirror at install time" } else { "in the bundle" };
+    let rest = if resolved.iter().any(|p| p.origin == PackageOrigin::Mirror) {
+        "from the mirror at install time"
+    } else {
+        "in the bundle"
+    };
     out.push_str(&format!(
         "total: {} packages, {pool_n} from the pool ({pool_b} bytes), {bundle_n} {rest} ({bundle_b} bytes); resolved in {:.1}s\n",
         resolved.len(),
         report.seconds
     ));
     out.push_str(&format!("asked for: {}\n", report.wanted.join(" ")));
-    out.push_str(&format!("pool: suite {} signed by {}\n", report.pool_suite, report.pool_signer));
+    out.push_str(&format!(
+        "pool: suite {} signed by {}\n",
+        report.pool_suite, report.pool_signer
+    ));
     for (suite, signer) in &report.archive {
         out.push_str(&format!("archive: suite {suite} signed by {signer}\n"));
     }
@@ -290,7 +318,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Validate { profile } => {
             let loaded = imgforge::profile::load(&profile)?;
-            eprintln!("{}: ok ({} files to render)", profile.display(), imgforge::render::render_all(&loaded.profile).len());
+            eprintln!(
+                "{}: ok ({} files to render)",
+                profile.display(),
+                imgforge::render::render_all(&loaded.profile).len()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Plan { profile } => {
@@ -309,17 +341,32 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if markdown {
                 print!("{}", imgforge::docs::profile_markdown());
             } else {
-                println!("{}", serde_json::to_string_pretty(&imgforge::docs::profile_schema())?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&imgforge::docs::profile_schema())?
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Build { profile, source, archive, out, agent, test_panic_in_step } => {
+        Command::Build {
+            profile,
+            source,
+            archive,
+            out,
+            agent,
+            test_panic_in_step,
+        } => {
             let mut opts = build_options(profile, &source, archive, out);
             opts.agent = agent;
-            opts.test_hooks = test_panic_in_step.map(|step| imgforge_plan::TestHooks { panic_in_step: Some(step) });
+            opts.test_hooks = test_panic_in_step.map(|step| imgforge_plan::TestHooks {
+                panic_in_step: Some(step),
+            });
             let built = build::build(&opts)?;
             eprintln!("imgforge: SHA256SUMS signed by {}", built.signer);
-            eprintln!("imgforge: ISO verified, SHA-256 {}", built.plan.payload.iso_sha256);
+            eprintln!(
+                "imgforge: ISO verified, SHA-256 {}",
+                built.plan.payload.iso_sha256
+            );
             let (resolved, secs) = (built.plan.resolved.len(), built.resolve_seconds);
             match &built.plan.payload.bundle {
                 Some(b) => {
@@ -332,7 +379,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{} ({} bytes)", built.image.display(), built.image_size);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Packages { profile, source, archive } => {
+        Command::Packages {
+            profile,
+            source,
+            archive,
+        } => {
             let opts = build_options(profile, &source, archive, PathBuf::from("out"));
             let report = build::packages(&opts)?;
             print!("{}", packages_table(&report));
@@ -342,7 +393,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let loaded = imgforge::profile::load(&profile)?;
             let keys = build::signing_keys(&loaded, source.keyring.as_deref())?;
             let reporter = Reporter::new(source.progress());
-            let fetched = fetch::fetch(&loaded, &source.overrides(), &keys, &source.fetch_options(), &reporter)?;
+            let fetched = fetch::fetch(
+                &loaded,
+                &source.overrides(),
+                &keys,
+                &source.fetch_options(),
+                &reporter,
+            )?;
             fetched.check_local()?;
             if reporter.mode() != ProgressMode::Json {
                 println!("{}", fetched.iso.display());
@@ -358,14 +415,32 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         println!("{}", serde_json::to_string_pretty(&list)?);
                     } else {
                         for o in &list {
-                            let urls = if o.urls.is_empty() { "-".to_owned() } else { o.urls.join(" ") };
-                            println!("{}  {:>12}  {:>5} days  {urls}", o.sha256, o.size, o.unused_for_s / 86_400);
+                            let urls = if o.urls.is_empty() {
+                                "-".to_owned()
+                            } else {
+                                o.urls.join(" ")
+                            };
+                            println!(
+                                "{}  {:>12}  {:>5} days  {urls}",
+                                o.sha256,
+                                o.size,
+                                o.unused_for_s / 86_400
+                            );
                         }
-                        eprintln!("imgforge: {} files, {} bytes in {}", list.len(), list.iter().map(|o| o.size).sum::<u64>(), cache.root().display());
+                        eprintln!(
+                            "imgforge: {} files, {} bytes in {}",
+                            list.len(),
+                            list.iter().map(|o| o.size).sum::<u64>(),
+                            cache.root().display()
+                        );
                     }
                 }
                 CacheAction::Gc { older_than, all } => {
-                    let age = if all { Some(Duration::ZERO) } else { older_than.map(|d| Duration::from_secs(d * 86_400)) };
+                    let age = if all {
+                        Some(Duration::ZERO)
+                    } else {
+                        older_than.map(|d| Duration::from_secs(d * 86_400))
+                    };
                     let r = cache.gc(age)?;
                     eprintln!(
                         "imgforge: removed {} cached files, {} partial downloads, {} index entries ({} bytes)",
@@ -376,13 +451,30 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Relay { target } => {
-            qemu::relay::relay(target, std::io::stdin(), std::io::stdout().lock()).with_context(|| format!("relaying to {target}"))?;
+            qemu::relay::relay(target, std::io::stdin(), std::io::stdout().lock())
+                .with_context(|| format!("relaying to {target}"))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::BootTest { image, target, target_size, target_bus, timeout, memory, report, work_dir, firstboot, secure_boot, usb_disk, stop_after, install_net } => {
+        Command::BootTest {
+            image,
+            target,
+            target_size,
+            target_bus,
+            timeout,
+            memory,
+            report,
+            work_dir,
+            firstboot,
+            secure_boot,
+            usb_disk,
+            stop_after,
+            install_net,
+        } => {
             let work_dir = match work_dir {
                 Some(d) => d,
-                None => std::env::temp_dir().join(format!("imgforge-boot-test-{}", std::process::id())),
+                None => {
+                    std::env::temp_dir().join(format!("imgforge-boot-test-{}", std::process::id()))
+                }
             };
             let opts = BootTestOptions {
                 target: target.unwrap_or_else(|| work_dir.join("target.img")),
@@ -402,10 +494,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let result = qemu::boot_test(&opts, |e| eprintln!("{}", qemu::describe(e)))?;
             if let Some(path) = &report {
                 let json = serde_json::to_string_pretty(&result)?;
-                std::fs::write(path, json).with_context(|| format!("writing report {}", path.display()))?;
+                std::fs::write(path, json)
+                    .with_context(|| format!("writing report {}", path.display()))?;
             }
-            eprintln!("imgforge: boot test {:?} after {:.1}s; console log {}", result.outcome, result.total_s, opts.console_log.display());
-            if !matches!(result.outcome, qemu::Outcome::Success | qemu::Outcome::Stopped) {
+            eprintln!(
+                "imgforge: boot test {:?} after {:.1}s; console log {}",
+                result.outcome,
+                result.total_s,
+                opts.console_log.display()
+            );
+            if !matches!(
+                result.outcome,
+                qemu::Outcome::Success | qemu::Outcome::Stopped
+            ) {
                 eprintln!("imgforge: last console lines:");
                 for line in &result.console_tail {
                     eprintln!("  | {line}");

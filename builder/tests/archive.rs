@@ -4,6 +4,8 @@
 //! archive: `scripts/test` builds them, exports `IMGFORGE_FIXTURE_*` and
 //! runs them with `--include-ignored`.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 mod support;
 
 use std::collections::BTreeMap;
@@ -38,7 +40,11 @@ fn agent() -> PathBuf {
         .join("x86_64-unknown-linux-gnu")
         .join(dir.file_name().unwrap())
         .join("imgforge-agent");
-    assert!(agent.is_file(), "{} is missing: run scripts/build", agent.display());
+    assert!(
+        agent.is_file(),
+        "{} is missing: run scripts/build",
+        agent.display()
+    );
     agent
 }
 
@@ -67,7 +73,10 @@ fn options(work: &Path, profile: &Path, mirror: &str) -> BuildOptions {
 
 fn entries(dir: &Path) -> Vec<String> {
     fs::read_dir(dir)
-        .map(|rd| rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+        .map(|rd| {
+            rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -81,8 +90,13 @@ fn archive_packages() -> BTreeMap<String, (String, String, String)> {
     let dists = fixture("ARCHIVE").join("dists");
     for suite in entries(&dists) {
         for component in entries(&dists.join(&suite)) {
-            let index = dists.join(&suite).join(&component).join("binary-amd64/Packages");
-            let Ok(text) = fs::read_to_string(&index) else { continue };
+            let index = dists
+                .join(&suite)
+                .join(&component)
+                .join("binary-amd64/Packages");
+            let Ok(text) = fs::read_to_string(&index) else {
+                continue;
+            };
             for p in imgforge::apt::parse_packages(&text, &index.display().to_string()).unwrap() {
                 all.insert(p.filename, (p.name, p.version, p.sha256));
             }
@@ -114,9 +128,14 @@ fn partition_start(image: &Path, n: u32) -> u64 {
 fn the_reference_profile_bundles_qemu_libvirt_and_ifupdown() {
     let work = tempfile::tempdir().unwrap();
     let mirror = fixture("ARCHIVE").display().to_string();
-    let built = build(&options(work.path(), Path::new(REFERENCE_PROFILE), &mirror)).unwrap_or_else(|e| panic!("{e}"));
+    let built = build(&options(work.path(), Path::new(REFERENCE_PROFILE), &mirror))
+        .unwrap_or_else(|e| panic!("{e}"));
     let plan = Plan::from_json(&fs::read_to_string(&built.plan_file).unwrap()).unwrap();
-    let bundle = plan.payload.bundle.clone().expect("the reference machine needs packages the pool lacks");
+    let bundle = plan
+        .payload
+        .bundle
+        .clone()
+        .expect("the reference machine needs packages the pool lacks");
     eprintln!(
         "resolved {} packages in {:.1}s; bundle {} bytes with {} files",
         plan.resolved.len(),
@@ -133,15 +152,30 @@ fn the_reference_profile_bundles_qemu_libvirt_and_ifupdown() {
         "shim-signed",
         "efibootmgr",
     ] {
-        assert!(plan.packages.iter().any(|p| p == wanted), "apt is asked for {wanted}: {:?}", plan.packages);
+        assert!(
+            plan.packages.iter().any(|p| p == wanted),
+            "apt is asked for {wanted}: {:?}",
+            plan.packages
+        );
     }
-    assert_eq!(plan.pool_keys.as_deref(), Some(fs::read_to_string(fixture("KEYRING")).unwrap().as_str()));
     assert_eq!(
-        plan.archive_keys.as_deref(),
-        Some(fs::read_to_string(fixture("ARCHIVE_KEYRING")).unwrap().as_str())
+        plan.pool_keys.as_deref(),
+        Some(fs::read_to_string(fixture("KEYRING")).unwrap().as_str())
     );
     assert_eq!(
-        bundle.suites.iter().map(|s| s.suite.as_str()).collect::<Vec<_>>(),
+        plan.archive_keys.as_deref(),
+        Some(
+            fs::read_to_string(fixture("ARCHIVE_KEYRING"))
+                .unwrap()
+                .as_str()
+        )
+    );
+    assert_eq!(
+        bundle
+            .suites
+            .iter()
+            .map(|s| s.suite.as_str())
+            .collect::<Vec<_>>(),
         ["noble", "noble-updates", "noble-security"]
     );
 
@@ -163,7 +197,11 @@ fn the_reference_profile_bundles_qemu_libvirt_and_ifupdown() {
     std::io::Seek::seek(&mut image, std::io::SeekFrom::Start(start)).unwrap();
     let mut bytes = vec![0u8; bundle.size as usize];
     image.read_exact(&mut bytes).unwrap();
-    assert_eq!(sha256_hex(&bytes), bundle.sha256, "the plan's digest covers the partition's archive");
+    assert_eq!(
+        sha256_hex(&bytes),
+        bundle.sha256,
+        "the plan's digest covers the partition's archive"
+    );
 
     // Listed back with the cpio crate: every file with its digest.
     let mut listed = BTreeMap::new();
@@ -174,7 +212,15 @@ fn the_reference_profile_bundles_qemu_libvirt_and_ifupdown() {
             break;
         }
         let (name, mode) = (entry.entry().name().to_owned(), entry.entry().mode());
-        assert_eq!((entry.entry().uid(), entry.entry().gid(), entry.entry().mtime()), (0, 0, 0), "{name}");
+        assert_eq!(
+            (
+                entry.entry().uid(),
+                entry.entry().gid(),
+                entry.entry().mtime()
+            ),
+            (0, 0, 0),
+            "{name}"
+        );
         let mut data = Vec::new();
         entry.read_to_end(&mut data).unwrap();
         if mode & 0o170000 == 0o100000 {
@@ -185,27 +231,53 @@ fn the_reference_profile_bundles_qemu_libvirt_and_ifupdown() {
         }
         rest = entry.finish().unwrap();
     }
-    let planned: BTreeMap<String, String> = bundle.files.iter().map(|f| (f.path.clone(), f.sha256.clone())).collect();
-    assert_eq!(listed, planned, "the archive holds exactly the planned files");
+    let planned: BTreeMap<String, String> = bundle
+        .files
+        .iter()
+        .map(|f| (f.path.clone(), f.sha256.clone()))
+        .collect();
+    assert_eq!(
+        listed, planned,
+        "the archive holds exactly the planned files"
+    );
 
     let in_archive = archive_packages();
     let debs: Vec<&String> = listed.keys().filter(|p| p.ends_with(".deb")).collect();
     for path in &debs {
-        let (_, _, sha) = in_archive.get(*path).unwrap_or_else(|| panic!("{path} is not in the fixture archive"));
+        let (_, _, sha) = in_archive
+            .get(*path)
+            .unwrap_or_else(|| panic!("{path} is not in the fixture archive"));
         assert_eq!(&listed[*path], sha, "{path} matches its Packages entry");
     }
     for name in ["qemu-system-x86", "libvirt-daemon-system", "ifupdown"] {
-        assert!(debs.iter().any(|p| in_archive[*p].0 == name), "{name} is in the bundle: {debs:?}");
-        let r = plan.resolved.iter().find(|r| r.name == name).unwrap_or_else(|| panic!("{name} is resolved"));
+        assert!(
+            debs.iter().any(|p| in_archive[*p].0 == name),
+            "{name} is in the bundle: {debs:?}"
+        );
+        let r = plan
+            .resolved
+            .iter()
+            .find(|r| r.name == name)
+            .unwrap_or_else(|| panic!("{name} is resolved"));
         assert_eq!(r.origin, PackageOrigin::Bundle, "{name}");
     }
-    let bundled = plan.resolved.iter().filter(|r| r.origin == PackageOrigin::Bundle).count();
+    let bundled = plan
+        .resolved
+        .iter()
+        .filter(|r| r.origin == PackageOrigin::Bundle)
+        .count();
     assert_eq!(bundled, debs.len(), "one .deb per bundled package");
     for suite in ["noble", "noble-updates", "noble-security"] {
-        assert!(listed.contains_key(&format!("dists/{suite}/InRelease")), "{suite}: {:?}", listed.keys());
+        assert!(
+            listed.contains_key(&format!("dists/{suite}/InRelease")),
+            "{suite}: {:?}",
+            listed.keys()
+        );
         for component in ["main", "universe"] {
             assert!(
-                listed.contains_key(&format!("dists/{suite}/{component}/binary-amd64/Packages.xz")),
+                listed.contains_key(&format!(
+                    "dists/{suite}/{component}/binary-amd64/Packages.xz"
+                )),
                 "{suite}/{component}"
             );
         }
@@ -225,7 +297,12 @@ fn the_reference_profile_bundles_qemu_libvirt_and_ifupdown() {
     assert!(cpio.wait().unwrap().success());
     for f in &bundle.files {
         let data = fs::read(unpacked.join(&f.path)).unwrap();
-        assert_eq!((sha256_hex(&data), data.len() as u64), (f.sha256.clone(), f.size), "{}", f.path);
+        assert_eq!(
+            (sha256_hex(&data), data.len() as u64),
+            (f.sha256.clone(), f.size),
+            "{}",
+            f.path
+        );
     }
 
     // The installed system's sources name the profile's archive, not the build's copy.
@@ -254,7 +331,11 @@ fn serve_archive() -> Server {
             if path.is_dir() {
                 stack.push(path);
             } else {
-                let rel = path.strip_prefix(&root).unwrap().to_string_lossy().into_owned();
+                let rel = path
+                    .strip_prefix(&root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
                 server.put(&format!("/ubuntu/{rel}"), fs::read(&path).unwrap());
             }
         }
@@ -266,7 +347,11 @@ fn expect_failure(opts: &BuildOptions) -> String {
     let err: BuildError = build(opts)
         .map(|b| panic!("the build must fail, but it wrote {}", b.image.display()))
         .unwrap_err();
-    assert_eq!(entries(&opts.out_dir), Vec::<String>::new(), "nothing is written: {err}");
+    assert_eq!(
+        entries(&opts.out_dir),
+        Vec::<String>::new(),
+        "nothing is written: {err}"
+    );
     err.to_string()
 }
 
@@ -284,7 +369,10 @@ fn a_flipped_byte_in_the_archive_fails_the_build_naming_the_file() {
     assert!(!qemu.is_empty(), "the fixture archive has qemu-system-x86");
     let cases = [
         (vec!["dists/noble-updates/InRelease".to_owned()], 400u64),
-        (vec!["dists/noble/universe/binary-amd64/Packages.xz".to_owned()], 100),
+        (
+            vec!["dists/noble/universe/binary-amd64/Packages.xz".to_owned()],
+            100,
+        ),
         (qemu, 5000),
     ];
     for (i, (paths, offset)) in cases.iter().enumerate() {
@@ -294,19 +382,28 @@ fn a_flipped_byte_in_the_archive_fails_the_build_naming_the_file() {
         }
         let err = expect_failure(&options(work.path(), Path::new(REFERENCE_PROFILE), &mirror));
         assert!(
-            paths.iter().any(|path| err.contains(&format!("{mirror}/{path}"))),
+            paths
+                .iter()
+                .any(|path| err.contains(&format!("{mirror}/{path}"))),
             "case {i}: the error names one of {paths:?}: {err}"
         );
-        let why = if i == 0 { "does not match the data" } else { "tampered with" };
+        let why = if i == 0 {
+            "does not match the data"
+        } else {
+            "tampered with"
+        };
         assert!(err.contains(why), "case {i}: {err}");
         assert!(
-            entries(&work.path().join("cache/objects")).iter().all(|o| !o.starts_with('.')),
+            entries(&work.path().join("cache/objects"))
+                .iter()
+                .all(|o| !o.starts_with('.')),
             "no partial object is left"
         );
     }
     // With every byte intact the same server gives an image.
     let work = tempfile::tempdir().unwrap();
-    let built = build(&options(work.path(), Path::new(REFERENCE_PROFILE), &mirror)).unwrap_or_else(|e| panic!("{e}"));
+    let built = build(&options(work.path(), Path::new(REFERENCE_PROFILE), &mirror))
+        .unwrap_or_else(|e| panic!("{e}"));
     assert!(built.plan.payload.bundle.is_some());
 }
 
@@ -314,20 +411,37 @@ fn a_flipped_byte_in_the_archive_fails_the_build_naming_the_file() {
 #[ignore = "needs the fixture ISO and archive: run scripts/test"]
 fn a_pool_signed_by_an_untrusted_key_fails_naming_the_key() {
     let work = tempfile::tempdir().unwrap();
-    let mut opts = options(work.path(), Path::new(REFERENCE_PROFILE), &fixture("ARCHIVE").display().to_string());
+    let mut opts = options(
+        work.path(),
+        Path::new(REFERENCE_PROFILE),
+        &fixture("ARCHIVE").display().to_string(),
+    );
     opts.pool_keyring = Some(fixture("ROGUE_KEYRING"));
     let err = expect_failure(&opts);
-    let cd_key = imgforge::verify::TrustedKeys::from_bytes(&fs::read(fixture("KEYRING")).unwrap(), "cd")
-        .unwrap()
-        .fingerprints()[0]
+    let cd_key =
+        imgforge::verify::TrustedKeys::from_bytes(&fs::read(fixture("KEYRING")).unwrap(), "cd")
+            .unwrap()
+            .fingerprints()[0]
+            .clone();
+    let rogue = imgforge::verify::TrustedKeys::from_bytes(
+        &fs::read(fixture("ROGUE_KEYRING")).unwrap(),
+        "rogue",
+    )
+    .unwrap()
+    .fingerprints()[0]
         .clone();
-    let rogue = imgforge::verify::TrustedKeys::from_bytes(&fs::read(fixture("ROGUE_KEYRING")).unwrap(), "rogue")
-        .unwrap()
-        .fingerprints()[0]
-        .clone();
-    assert!(err.contains("dists/noble/Release.gpg: signed by key 0x"), "{err}");
-    assert!(err.contains(&cd_key[cd_key.len() - 16..]), "names the key that signed ({cd_key}): {err}");
-    assert!(err.contains(&rogue), "names the keys trusted ({rogue}): {err}");
+    assert!(
+        err.contains("dists/noble/Release.gpg: signed by key 0x"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&cd_key[cd_key.len() - 16..]),
+        "names the key that signed ({cd_key}): {err}"
+    );
+    assert!(
+        err.contains(&rogue),
+        "names the keys trusted ({rogue}): {err}"
+    );
     assert!(err.contains("--pool-keyring"), "{err}");
 }
 
@@ -340,13 +454,23 @@ fn a_package_the_archive_lacks_fails_the_build_naming_it() {
         .replace("install = [", "install = [\"imgforge-no-such-package\", ");
     let profile = work.path().join("hypervisor.toml");
     fs::write(&profile, text).unwrap();
-    let err = expect_failure(&options(work.path(), &profile, &fixture("ARCHIVE").display().to_string()));
+    let err = expect_failure(&options(
+        work.path(),
+        &profile,
+        &fixture("ARCHIVE").display().to_string(),
+    ));
     assert!(err.contains("imgforge-no-such-package"), "{err}");
     // The reason names the places looked in as the user knows them, not apt's scratch copies.
     let archive = fixture("ARCHIVE").display().to_string();
-    assert!(err.contains("cannot find") && err.contains("the ISO's pool noble main"), "{err}");
+    assert!(
+        err.contains("cannot find") && err.contains("the ISO's pool noble main"),
+        "{err}"
+    );
     for suite in ["noble", "noble-updates", "noble-security"] {
-        assert!(err.contains(&format!("the archive {archive} {suite} main universe")), "{suite}: {err}");
+        assert!(
+            err.contains(&format!("the archive {archive} {suite} main universe")),
+            "{suite}: {err}"
+        );
     }
     assert!(!err.contains("imgforge-sources-"), "{err}");
 }
@@ -376,7 +500,11 @@ fn imgforge_packages_prints_the_resolved_set_and_writes_nothing() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let rows: BTreeMap<&str, Vec<&str>> = stdout
         .lines()
         .map(|l| l.split_whitespace().collect::<Vec<_>>())
@@ -391,19 +519,29 @@ fn imgforge_packages_prints_the_resolved_set_and_writes_nothing() {
         ("linux-image-amd64", "pool"),
         ("openvswitch-switch", "pool"),
     ] {
-        let row = rows.get(name).unwrap_or_else(|| panic!("{name} is listed:\n{stdout}"));
+        let row = rows
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} is listed:\n{stdout}"));
         assert_eq!(row[2], origin, "{name}:\n{stdout}");
         assert!(row[3].parse::<u64>().unwrap() > 0, "{name} has a size");
         if origin == "bundle" {
             assert!(
-                in_archive.values().any(|(n, v, _)| n == name && v == row[1]),
+                in_archive
+                    .values()
+                    .any(|(n, v, _)| n == name && v == row[1]),
                 "{name} {} is the archive's",
                 row[1]
             );
         }
     }
-    let total = stdout.lines().find(|l| l.starts_with("total: ")).unwrap_or_else(|| panic!("{stdout}"));
-    assert!(total.starts_with(&format!("total: {} packages, ", rows.len())), "{total}");
+    let total = stdout
+        .lines()
+        .find(|l| l.starts_with("total: "))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(
+        total.starts_with(&format!("total: {} packages, ", rows.len())),
+        "{total}"
+    );
     assert!(
         entries(work.path()).iter().all(|e| e == "cache"),
         "only the download cache is written: {:?}",
@@ -416,17 +554,47 @@ fn imgforge_packages_prints_the_resolved_set_and_writes_nothing() {
 fn a_machine_the_pool_covers_gets_no_bundle_partition() {
     let work = tempfile::tempdir().unwrap();
     let text = fs::read_to_string(REFERENCE_PROFILE).unwrap();
-    let (start, end) = (text.find("install = [").unwrap(), text.find("offline = true").unwrap());
-    let text = format!("{}install = [\"openvswitch-switch\"]\n{}", &text[..start], &text[end..]);
+    let (start, end) = (
+        text.find("install = [").unwrap(),
+        text.find("offline = true").unwrap(),
+    );
+    let text = format!(
+        "{}install = [\"openvswitch-switch\"]\n{}",
+        &text[..start],
+        &text[end..]
+    );
     let profile = work.path().join("pooled.toml");
     fs::write(&profile, text).unwrap();
-    let built = build(&options(work.path(), &profile, &fixture("ARCHIVE").display().to_string())).unwrap_or_else(|e| panic!("{e}"));
-    assert!(!built.plan.resolved.is_empty(), "apt still installs the kernel and the boot loader");
-    assert!(built.plan.resolved.iter().all(|r| r.origin == PackageOrigin::Pool), "{:?}", built.plan.resolved);
+    let built = build(&options(
+        work.path(),
+        &profile,
+        &fixture("ARCHIVE").display().to_string(),
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        !built.plan.resolved.is_empty(),
+        "apt still installs the kernel and the boot loader"
+    );
+    assert!(
+        built
+            .plan
+            .resolved
+            .iter()
+            .all(|r| r.origin == PackageOrigin::Pool),
+        "{:?}",
+        built.plan.resolved
+    );
     assert_eq!(built.plan.payload.bundle, None);
-    let out = Command::new("sgdisk").arg("-p").arg(&built.image).output().unwrap();
+    let out = Command::new("sgdisk")
+        .arg("-p")
+        .arg(&built.image)
+        .output()
+        .unwrap();
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(table.contains("imgforge-payload") && !table.contains("imgforge-bundle"), "{table}");
+    assert!(
+        table.contains("imgforge-payload") && !table.contains("imgforge-bundle"),
+        "{table}"
+    );
 }
 
 #[test]
@@ -436,7 +604,8 @@ fn the_same_inputs_give_the_same_image_with_its_bundle() {
     let digests: Vec<String> = (0..2)
         .map(|_| {
             let work = tempfile::tempdir().unwrap();
-            let built = build(&options(work.path(), Path::new(REFERENCE_PROFILE), &mirror)).unwrap_or_else(|e| panic!("{e}"));
+            let built = build(&options(work.path(), Path::new(REFERENCE_PROFILE), &mirror))
+                .unwrap_or_else(|e| panic!("{e}"));
             assert!(built.plan.payload.bundle.is_some());
             sha256_hex(&fs::read(&built.image).unwrap())
         })
@@ -449,27 +618,66 @@ fn the_same_inputs_give_the_same_image_with_its_bundle() {
 fn an_online_build_resolves_everything_and_writes_no_bundle_but_fails_on_a_missing_package() {
     let work = tempfile::tempdir().unwrap();
     let online = "offline = false\nmirror = \"http://10.0.2.100:8080/\"\n\n[packages.network]\ninterface = \"eth0\"\n";
-    let text = fs::read_to_string(REFERENCE_PROFILE).unwrap().replacen("offline = true\n", online, 1);
+    let text =
+        fs::read_to_string(REFERENCE_PROFILE)
+            .unwrap()
+            .replacen("offline = true\n", online, 1);
     let profile = work.path().join("online.toml");
     fs::write(&profile, &text).unwrap();
-    let built = build(&options(work.path(), &profile, &fixture("ARCHIVE").display().to_string())).unwrap_or_else(|e| panic!("{e}"));
+    let built = build(&options(
+        work.path(),
+        &profile,
+        &fixture("ARCHIVE").display().to_string(),
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(built.plan.payload.bundle, None);
     let plan_online = built.plan.online.as_ref().expect("the plan is online");
-    assert_eq!(plan_online.suites, ["noble", "noble-updates", "noble-security"]);
+    assert_eq!(
+        plan_online.suites,
+        ["noble", "noble-updates", "noble-security"]
+    );
     assert_eq!(plan_online.components, ["main", "universe"]);
-    assert!(plan_online.archive_keys.contains("BEGIN PGP PUBLIC KEY BLOCK"), "the mirror's keys travel in the plan");
-    let origin = |name: &str| built.plan.resolved.iter().find(|r| r.name == name).unwrap_or_else(|| panic!("{name} is not resolved")).origin;
+    assert!(
+        plan_online
+            .archive_keys
+            .contains("BEGIN PGP PUBLIC KEY BLOCK"),
+        "the mirror's keys travel in the plan"
+    );
+    let origin = |name: &str| {
+        built
+            .plan
+            .resolved
+            .iter()
+            .find(|r| r.name == name)
+            .unwrap_or_else(|| panic!("{name} is not resolved"))
+            .origin
+    };
     for name in ["qemu-system-x86", "libvirt-daemon-system", "ifupdown"] {
         assert_eq!(origin(name), PackageOrigin::Mirror, "{name}");
     }
     assert_eq!(origin("openvswitch-switch"), PackageOrigin::Pool);
-    let out = Command::new("sgdisk").arg("-p").arg(&built.image).output().unwrap();
+    let out = Command::new("sgdisk")
+        .arg("-p")
+        .arg(&built.image)
+        .output()
+        .unwrap();
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(table.contains("imgforge-payload") && !table.contains("imgforge-bundle"), "{table}");
+    assert!(
+        table.contains("imgforge-payload") && !table.contains("imgforge-bundle"),
+        "{table}"
+    );
 
     let again = tempfile::tempdir().unwrap();
     let missing = again.path().join("missing.toml");
-    fs::write(&missing, text.replace("install = [", "install = [\"imgforge-no-such-package\", ")).unwrap();
-    let err = expect_failure(&options(again.path(), &missing, &fixture("ARCHIVE").display().to_string()));
+    fs::write(
+        &missing,
+        text.replace("install = [", "install = [\"imgforge-no-such-package\", "),
+    )
+    .unwrap();
+    let err = expect_failure(&options(
+        again.path(),
+        &missing,
+        &fixture("ARCHIVE").display().to_string(),
+    ));
     assert!(err.contains("imgforge-no-such-package"), "{err}");
 }

@@ -3,6 +3,8 @@
 //! These need the fixture ISO: `scripts/test` builds it, exports
 //! `IMGFORGE_FIXTURE_*` and runs them with `--include-ignored`.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use std::fs;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};

@@ -3,6 +3,8 @@
 //! TCG time, so they are `#[ignore]`d; `scripts/test` builds the fixtures,
 //! exports `IMGFORGE_FIXTURE_*` and runs them with `--include-ignored`.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use std::ffi::OsStr;
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -19,8 +21,9 @@ const REFERENCE_PROFILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../profile
 
 fn fixture(name: &str) -> PathBuf {
     let var = format!("IMGFORGE_FIXTURE_{name}");
-    let path = std::env::var_os(&var)
-        .unwrap_or_else(|| panic!("{var} is not set: run scripts/test, which builds the fixture ISO and exports it"));
+    let path = std::env::var_os(&var).unwrap_or_else(|| {
+        panic!("{var} is not set: run scripts/test, which builds the fixture ISO and exports it")
+    });
     PathBuf::from(path)
 }
 
@@ -30,7 +33,16 @@ fn build(out: &Path, iso: &Path, signature: &Path) -> Output {
 
 fn build_with(profile: &Path, out: &Path, iso: &Path, signature: &Path) -> Output {
     let (sums, keyring) = (fixture("SHA256SUMS"), fixture("KEYRING"));
-    let source: [&OsStr; 8] = ["--iso".as_ref(), iso.as_ref(), "--sha256sums".as_ref(), sums.as_ref(), "--signature".as_ref(), signature.as_ref(), "--keyring".as_ref(), keyring.as_ref()];
+    let source: [&OsStr; 8] = [
+        "--iso".as_ref(),
+        iso.as_ref(),
+        "--sha256sums".as_ref(),
+        sums.as_ref(),
+        "--signature".as_ref(),
+        signature.as_ref(),
+        "--keyring".as_ref(),
+        keyring.as_ref(),
+    ];
     run_build(profile, out, &source)
 }
 
@@ -62,20 +74,46 @@ fn build_profile(profile: &Path, out: &Path) -> PathBuf {
 
 /// Builds from the fixture ISO with more `imgforge build` arguments.
 fn build_profile_with(profile: &Path, out: &Path, extra: &[&str]) -> PathBuf {
-    let (iso, sums, signature, keyring) = (fixture("ISO"), fixture("SHA256SUMS"), fixture("SHA256SUMS_GPG"), fixture("KEYRING"));
-    let mut args: Vec<&OsStr> =
-        vec!["--iso".as_ref(), iso.as_ref(), "--sha256sums".as_ref(), sums.as_ref(), "--signature".as_ref(), signature.as_ref(), "--keyring".as_ref(), keyring.as_ref()];
+    let (iso, sums, signature, keyring) = (
+        fixture("ISO"),
+        fixture("SHA256SUMS"),
+        fixture("SHA256SUMS_GPG"),
+        fixture("KEYRING"),
+    );
+    let mut args: Vec<&OsStr> = vec![
+        "--iso".as_ref(),
+        iso.as_ref(),
+        "--sha256sums".as_ref(),
+        sums.as_ref(),
+        "--signature".as_ref(),
+        signature.as_ref(),
+        "--keyring".as_ref(),
+        keyring.as_ref(),
+    ];
     args.extend(extra.iter().map(OsStr::new));
     let output = run_build(profile, out, &args);
-    assert!(output.status.success(), "build failed: {}", String::from_utf8_lossy(&output.stderr));
-    out.join(format!("{}.img", profile.file_stem().unwrap().to_string_lossy()))
+    assert!(
+        output.status.success(),
+        "build failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    out.join(format!(
+        "{}.img",
+        profile.file_stem().unwrap().to_string_lossy()
+    ))
 }
 
 fn boot_test(image: &Path, target: &Path, size: &str, report: &Path) -> (i32, serde_json::Value) {
     boot_test_with(image, target, size, report, &[])
 }
 
-fn boot_test_with(image: &Path, target: &Path, size: &str, report: &Path, extra: &[&str]) -> (i32, serde_json::Value) {
+fn boot_test_with(
+    image: &Path,
+    target: &Path,
+    size: &str,
+    report: &Path,
+    extra: &[&str],
+) -> (i32, serde_json::Value) {
     let status = Command::new(IMGFORGE)
         .arg("boot-test")
         .arg(image)
@@ -88,7 +126,8 @@ fn boot_test_with(image: &Path, target: &Path, size: &str, report: &Path, extra:
         .arg(report.with_extension("d"))
         .status()
         .expect("running imgforge boot-test");
-    let report: serde_json::Value = serde_json::from_slice(&fs::read(report).expect("reading report")).expect("report is JSON");
+    let report: serde_json::Value =
+        serde_json::from_slice(&fs::read(report).expect("reading report")).expect("report is JSON");
     (status.code().unwrap_or(-1), report)
 }
 
@@ -98,7 +137,8 @@ fn event_steps(report: &serde_json::Value) -> Vec<(String, State)> {
         .expect("events array")
         .iter()
         .map(|e| {
-            let ev: imgforge_plan::Event = serde_json::from_value(e["event"].clone()).expect("event");
+            let ev: imgforge_plan::Event =
+                serde_json::from_value(e["event"].clone()).expect("event");
             (ev.step, ev.state)
         })
         .collect()
@@ -106,7 +146,15 @@ fn event_steps(report: &serde_json::Value) -> Vec<(String, State)> {
 
 fn dir_entries(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(dir)
-        .map(|rd| rd.map(|e| e.expect("dir entry").file_name().to_string_lossy().into_owned()).collect())
+        .map(|rd| {
+            rd.map(|e| {
+                e.expect("dir entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect()
+        })
         .unwrap_or_default();
     names.sort();
     names
@@ -120,22 +168,37 @@ fn install_and_first_boot(extra: &[&str], bus: &str, edits: &[(&str, &str)]) {
     let tmp = tempfile::tempdir().unwrap();
     let mut text = fs::read_to_string(REFERENCE_PROFILE).unwrap();
     for (from, to) in edits {
-        assert!(text.contains(from), "{from:?} is not in the reference profile");
+        assert!(
+            text.contains(from),
+            "{from:?} is not in the reference profile"
+        );
         text = text.replacen(from, to, 1);
     }
     let profile = tmp.path().join("hypervisor.toml");
     fs::write(&profile, &text).unwrap();
     let image = build_profile(&profile, &tmp.path().join("out"));
-    let plan = Plan::from_json(&fs::read_to_string(tmp.path().join("out/hypervisor.plan.json")).unwrap()).unwrap();
+    let plan =
+        Plan::from_json(&fs::read_to_string(tmp.path().join("out/hypervisor.plan.json")).unwrap())
+            .unwrap();
     let target = tmp.path().join("target.img");
     let mut args = vec!["--firstboot", "--target-bus", bus];
     args.extend(extra);
-    let (code, report) = boot_test_with(&image, &target, "40GiB", &tmp.path().join("report.json"), &args);
+    let (code, report) = boot_test_with(
+        &image,
+        &target,
+        "40GiB",
+        &tmp.path().join("report.json"),
+        &args,
+    );
     assert_eq!(code, 0, "boot-test failed: {:#}", report["console_tail"]);
     assert_eq!(report["outcome"], "success");
 
     let seen = event_steps(&report);
-    let order: Vec<(&str, State)> = seen.iter().filter(|(_, st)| *st != State::Progress).map(|(s, st)| (s.as_str(), *st)).collect();
+    let order: Vec<(&str, State)> = seen
+        .iter()
+        .filter(|(_, st)| *st != State::Progress)
+        .map(|(s, st)| (s.as_str(), *st))
+        .collect();
     let expected = [
         (steps::AGENT, State::Started),
         (steps::MODULES, State::Done),
@@ -157,25 +220,48 @@ fn install_and_first_boot(extra: &[&str], bus: &str, edits: &[(&str, &str)]) {
         (steps::FIRSTBOOT, State::Done),
     ];
     assert_eq!(order, expected);
-    assert!(seen.iter().any(|(s, st)| s == steps::ROOT_TREE && *st == State::Progress), "copy progress is reported");
+    assert!(
+        seen.iter()
+            .any(|(s, st)| s == steps::ROOT_TREE && *st == State::Progress),
+        "copy progress is reported"
+    );
     let events = report["events"].as_array().unwrap();
-    let install_seqs: Vec<u64> = events.iter().filter(|e| e["phase"] == "install").map(|e| e["event"]["seq"].as_u64().unwrap()).collect();
-    assert!(install_seqs.windows(2).all(|w| w[1] == w[0] + 1), "seq not consecutive: {install_seqs:?}");
+    let install_seqs: Vec<u64> = events
+        .iter()
+        .filter(|e| e["phase"] == "install")
+        .map(|e| e["event"]["seq"].as_u64().unwrap())
+        .collect();
+    assert!(
+        install_seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "seq not consecutive: {install_seqs:?}"
+    );
 
     // The host reads the GPT back from the target disk.
-    let disk = gpt::GptConfig::new().writable(false).open(&target).expect("target has a GPT");
+    let disk = gpt::GptConfig::new()
+        .writable(false)
+        .open(&target)
+        .expect("target has a GPT");
     let parts: Vec<_> = disk.partitions().values().cloned().collect();
     assert_eq!(parts.len(), plan.disk.partitions.len());
     let esp = &parts[0];
     assert_eq!(esp.name, "ESP");
-    assert_eq!(esp.part_type_guid.guid.to_string().to_lowercase(), part_type::EFI_SYSTEM);
+    assert_eq!(
+        esp.part_type_guid.guid.to_string().to_lowercase(),
+        part_type::EFI_SYSTEM
+    );
     assert_eq!(esp.first_lba * 512, 1 << 20, "ESP starts at 1 MiB");
     assert_eq!((esp.last_lba - esp.first_lba + 1) * 512, 512 << 20);
     assert_eq!(parts[1].name, "root");
-    assert_eq!(parts[1].part_type_guid.guid.to_string().to_lowercase(), part_type::LINUX_ROOT_X86_64);
+    assert_eq!(
+        parts[1].part_type_guid.guid.to_string().to_lowercase(),
+        part_type::LINUX_ROOT_X86_64
+    );
 
     // What the installed system reported about itself on its first boot.
-    let first = events.iter().find(|e| e["event"]["step"] == steps::FIRSTBOOT).unwrap();
+    let first = events
+        .iter()
+        .find(|e| e["event"]["step"] == steps::FIRSTBOOT)
+        .unwrap();
     let facts = &first["event"]["data"];
     let port = |name: &str| facts["ports"][name].clone();
     assert_eq!(port("eth0")["bridge"], "vmbr0");
@@ -186,14 +272,41 @@ fn install_and_first_boot(extra: &[&str], bus: &str, edits: &[(&str, &str)]) {
         assert_eq!(port(name)["internal"], true);
         assert_eq!(port(name)["bridge"], "vmbr0");
     }
-    assert!(facts["addresses"]["vlan31"].as_array().unwrap().contains(&"192.168.1.10/24".into()), "{facts:#}");
+    assert!(
+        facts["addresses"]["vlan31"]
+            .as_array()
+            .unwrap()
+            .contains(&"192.168.1.10/24".into()),
+        "{facts:#}"
+    );
     for pool in ["isos", "vm-images"] {
-        assert_eq!(facts["pools"][pool], serde_json::json!([true, true]), "pool {pool} active with autostart");
+        assert_eq!(
+            facts["pools"][pool],
+            serde_json::json!([true, true]),
+            "pool {pool} active with autostart"
+        );
     }
-    assert_eq!(facts["networks"]["libvirt-vmbr0"], serde_json::json!([true, true]));
-    let cmdline: Vec<&str> = facts["cmdline"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
-    assert!(cmdline.contains(&"biosdevname=0") && cmdline.contains(&"net.ifnames=0"), "{cmdline:?}");
-    assert!(facts["interfaces"].as_array().unwrap().contains(&"eth0".into()), "the NIC is eth0");
+    assert_eq!(
+        facts["networks"]["libvirt-vmbr0"],
+        serde_json::json!([true, true])
+    );
+    let cmdline: Vec<&str> = facts["cmdline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(
+        cmdline.contains(&"biosdevname=0") && cmdline.contains(&"net.ifnames=0"),
+        "{cmdline:?}"
+    );
+    assert!(
+        facts["interfaces"]
+            .as_array()
+            .unwrap()
+            .contains(&"eth0".into()),
+        "the NIC is eth0"
+    );
     // system.locale and the pools' directories, as the profile set them.
     assert_eq!(facts["locale"], plan.system.locale.as_str(), "{facts:#}");
     assert_eq!(plan.expect.dirs.len(), 2);
@@ -201,59 +314,160 @@ fn install_and_first_boot(extra: &[&str], bus: &str, edits: &[(&str, &str)]) {
         let seen = &facts["dirs"][dir.path.as_str()];
         assert_eq!(seen["is_dir"], true, "{facts:#}");
         assert_eq!(seen["mode"], dir.mode.as_str(), "{facts:#}");
-        let group = dir.group.as_deref().or(dir.owner.as_deref()).unwrap_or("root");
+        let group = dir
+            .group
+            .as_deref()
+            .or(dir.owner.as_deref())
+            .unwrap_or("root");
         assert_eq!(seen["group"], group, "{facts:#}");
     }
     // Every planned user is there, in its groups, with its keys.
     assert!(!plan.expect.users.is_empty());
     for user in &plan.expect.users {
         let seen = &facts["users"][user.name.as_str()];
-        assert!(seen.is_object(), "user {} is not reported: {facts:#}", user.name);
-        let groups = seen["groups"].as_array().unwrap_or_else(|| panic!("no groups for {}: {facts:#}", user.name));
+        assert!(
+            seen.is_object(),
+            "user {} is not reported: {facts:#}",
+            user.name
+        );
+        let groups = seen["groups"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no groups for {}: {facts:#}", user.name));
         for g in &user.groups {
-            assert!(groups.contains(&g.as_str().into()), "{} is not in {g}: {facts:#}", user.name);
+            assert!(
+                groups.contains(&g.as_str().into()),
+                "{} is not in {g}: {facts:#}",
+                user.name
+            );
         }
         assert_eq!(seen["keys"], user.keys, "{facts:#}");
     }
     // What the pool lacks came from the bundle, and apt installed exactly what the build resolved.
-    let bundle = plan.payload.bundle.as_ref().expect("the reference profile needs a bundle: the pool has no qemu, libvirt or ifupdown");
-    let origin = |name: &str| plan.resolved.iter().find(|p| p.name == name).unwrap_or_else(|| panic!("{name} is not resolved")).origin;
-    for name in ["ifupdown", "qemu-system-x86", "libvirt-daemon-system", "libvirt-clients"] {
+    let bundle =
+        plan.payload.bundle.as_ref().expect(
+            "the reference profile needs a bundle: the pool has no qemu, libvirt or ifupdown",
+        );
+    let origin = |name: &str| {
+        plan.resolved
+            .iter()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("{name} is not resolved"))
+            .origin
+    };
+    for name in [
+        "ifupdown",
+        "qemu-system-x86",
+        "libvirt-daemon-system",
+        "libvirt-clients",
+    ] {
         assert_eq!(origin(name), PackageOrigin::Bundle, "{name}");
     }
     assert_eq!(origin("openvswitch-switch"), PackageOrigin::Pool);
-    let packages_done = events.iter().map(|e| &e["event"]).find(|e| e["step"] == steps::PACKAGES && e["state"] == "done").expect("packages done");
-    let installed: Vec<&str> = packages_done["data"]["installed"].as_array().expect("installed list").iter().map(|v| v.as_str().unwrap()).collect();
+    let packages_done = events
+        .iter()
+        .map(|e| &e["event"])
+        .find(|e| e["step"] == steps::PACKAGES && e["state"] == "done")
+        .expect("packages done");
+    let installed: Vec<&str> = packages_done["data"]["installed"]
+        .as_array()
+        .expect("installed list")
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
     for p in &plan.resolved {
-        assert!(installed.contains(&format!("{}={}", p.name, p.version).as_str()), "{}={} was resolved but not installed: {installed:?}", p.name, p.version);
+        assert!(
+            installed.contains(&format!("{}={}", p.name, p.version).as_str()),
+            "{}={} was resolved but not installed: {installed:?}",
+            p.name,
+            p.version
+        );
     }
-    assert_eq!(packages_done["data"]["bundle_files"], bundle.files.len(), "{packages_done:#}");
+    assert_eq!(
+        packages_done["data"]["bundle_files"],
+        bundle.files.len(),
+        "{packages_done:#}"
+    );
 
     // The first boot: cloud-init wrote no network configuration and made no
     // default user, networkd's wait-online was masked (so network-online
     // was not held), the firmware has a boot entry, the host keys are new.
     let checks = facts["checks"].as_array().expect("named checks");
-    let outcome = |n: &str| checks.iter().find(|c| c["name"] == n).map(|c| c["outcome"].clone());
-    for u in ["systemd-networkd-wait-online.service", "systemd-networkd.service", "systemd-networkd.socket"] {
-        assert_eq!(outcome(&format!("unit {u} masked")), Some("pass".into()), "{facts:#}");
+    let outcome = |n: &str| {
+        checks
+            .iter()
+            .find(|c| c["name"] == n)
+            .map(|c| c["outcome"].clone())
+    };
+    for u in [
+        "systemd-networkd-wait-online.service",
+        "systemd-networkd.service",
+        "systemd-networkd.socket",
+    ] {
+        assert_eq!(
+            outcome(&format!("unit {u} masked")),
+            Some("pass".into()),
+            "{facts:#}"
+        );
     }
-    assert_eq!(outcome("cloud-init without network configuration"), Some("pass".into()), "{facts:#}");
-    assert_eq!(facts["cloud_init"]["network_files"], serde_json::json!([]), "{facts:#}");
-    assert_eq!(outcome("firmware boot entry \"ubuntu\""), Some("pass".into()), "{facts:#}");
+    assert_eq!(
+        outcome("cloud-init without network configuration"),
+        Some("pass".into()),
+        "{facts:#}"
+    );
+    assert_eq!(
+        facts["cloud_init"]["network_files"],
+        serde_json::json!([]),
+        "{facts:#}"
+    );
+    assert_eq!(
+        outcome("firmware boot entry \"ubuntu\""),
+        Some("pass".into()),
+        "{facts:#}"
+    );
     // Nothing holds network-online.target beyond what the network needs:
     // it follows ifupdown (and cloud-init, ordered before it) at once, and
     // ifupdown found Open vSwitch already running instead of waiting for it.
-    let at = |unit: &str| facts["boot"]["active_at_seconds"][unit].as_f64().unwrap_or_else(|| panic!("{unit} never became active: {facts:#}"));
+    let at = |unit: &str| {
+        facts["boot"]["active_at_seconds"][unit]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{unit} never became active: {facts:#}"))
+    };
     let online = at("network-online.target");
-    let (networking, cloud_init, ovs) = (at("networking.service"), at("cloud-init.service"), at("openvswitch-switch.service"));
-    assert!(ovs <= networking, "openvswitch-switch {ovs} s after networking {networking} s: {facts:#}");
+    let (networking, cloud_init, ovs) = (
+        at("networking.service"),
+        at("cloud-init.service"),
+        at("openvswitch-switch.service"),
+    );
+    assert!(
+        ovs <= networking,
+        "openvswitch-switch {ovs} s after networking {networking} s: {facts:#}"
+    );
     assert!(online - networking.max(cloud_init) < 5.0, "network-online.target at {online} s, networking at {networking} s, cloud-init at {cloud_init} s: {facts:#}");
-    let people: Vec<&str> = plan.users.iter().filter(|u| !u.existing).map(|u| u.name.as_str()).collect();
-    assert_eq!(facts["login_accounts"], serde_json::json!(people), "only the profile's users may log in: {facts:#}");
-    let host_keys: Vec<&str> = facts["ssh_host_keys"].as_array().expect("host keys").iter().map(|k| k.as_str().unwrap()).collect();
+    let people: Vec<&str> = plan
+        .users
+        .iter()
+        .filter(|u| !u.existing)
+        .map(|u| u.name.as_str())
+        .collect();
+    assert_eq!(
+        facts["login_accounts"],
+        serde_json::json!(people),
+        "only the profile's users may log in: {facts:#}"
+    );
+    let host_keys: Vec<&str> = facts["ssh_host_keys"]
+        .as_array()
+        .expect("host keys")
+        .iter()
+        .map(|k| k.as_str().unwrap())
+        .collect();
     assert!(!host_keys.is_empty(), "{facts:#}");
     for layer_key in layer_host_key_fingerprints() {
-        assert!(!host_keys.iter().any(|k| k.split_whitespace().nth(1) == layer_key.split_whitespace().nth(1)), "the ISO's host key {layer_key} was kept");
+        assert!(
+            !host_keys
+                .iter()
+                .any(|k| k.split_whitespace().nth(1) == layer_key.split_whitespace().nth(1)),
+            "the ISO's host key {layer_key} was kept"
+        );
     }
     eprintln!(
         "install {:.0} s, first boot {:.0} s, network-online after {online:.1} s, bundle {} bytes, {} packages resolved",
@@ -270,19 +484,45 @@ fn layer_host_key_fingerprints() -> Vec<String> {
     let out = Command::new("xorriso")
         .args(["-osirrox", "on", "-indev"])
         .arg(&iso)
-        .args(["-extract", "/casper/ubuntu-server-minimal.ubuntu-server.squashfs"])
+        .args([
+            "-extract",
+            "/casper/ubuntu-server-minimal.ubuntu-server.squashfs",
+        ])
         .arg(&layer)
         .output()
         .expect("running xorriso");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let keys = tmp.path().join("keys");
-    let out = Command::new("unsquashfs").args(["-q", "-n", "-d"]).arg(&keys).arg(&layer).arg("etc/ssh").output().expect("running unsquashfs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("unsquashfs")
+        .args(["-q", "-n", "-d"])
+        .arg(&keys)
+        .arg(&layer)
+        .arg("etc/ssh")
+        .output()
+        .expect("running unsquashfs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut found = Vec::new();
-    for entry in fs::read_dir(keys.join("etc/ssh")).into_iter().flatten().flatten() {
+    for entry in fs::read_dir(keys.join("etc/ssh"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with("ssh_host_") && name.ends_with(".pub") {
-            let out = Command::new("ssh-keygen").arg("-l").arg("-f").arg(entry.path()).output().expect("running ssh-keygen");
+            let out = Command::new("ssh-keygen")
+                .arg("-l")
+                .arg("-f")
+                .arg(entry.path())
+                .output()
+                .expect("running ssh-keygen");
             found.push(String::from_utf8_lossy(&out.stdout).trim().to_owned());
         }
     }
@@ -307,7 +547,10 @@ fn reference_machine_installs_under_secure_boot_onto_nvme() {
     );
     let edits = [
         ("hostname = \"hv01\"", "hostname = \"hv01\"\nlocale = \"C\""),
-        ("path = \"/home/avatar/vm-images\"", "path = \"/home/avatar/vm-images\"\ngroup = \"kvm\""),
+        (
+            "path = \"/home/avatar/vm-images\"",
+            "path = \"/home/avatar/vm-images\"\ngroup = \"kvm\"",
+        ),
         ("avatar@example.com\",\n]\n", root),
     ];
     install_and_first_boot(&["--secure-boot"], "nvme", &edits);
@@ -318,36 +561,67 @@ fn reference_machine_installs_under_secure_boot_onto_nvme() {
 fn a_damaged_bundle_fails_at_the_package_step_before_apt_and_keeps_the_machine_up() {
     let tmp = tempfile::tempdir().unwrap();
     let image = build_reference(&tmp.path().join("out"));
-    let plan = Plan::from_json(&fs::read_to_string(tmp.path().join("out/hypervisor.plan.json")).unwrap()).unwrap();
-    let bundle = plan.payload.bundle.as_ref().expect("the reference profile has a bundle");
+    let plan =
+        Plan::from_json(&fs::read_to_string(tmp.path().join("out/hypervisor.plan.json")).unwrap())
+            .unwrap();
+    let bundle = plan
+        .payload
+        .bundle
+        .as_ref()
+        .expect("the reference profile has a bundle");
     // One byte in the middle of the bundle's cpio archive, inside some .deb.
-    let disk = gpt::GptConfig::new().writable(false).open(&image).expect("image has a GPT");
+    let disk = gpt::GptConfig::new()
+        .writable(false)
+        .open(&image)
+        .expect("image has a GPT");
     let part = disk
         .partitions()
         .values()
-        .find(|p| p.part_guid.to_string().eq_ignore_ascii_case(&bundle.partition_guid))
+        .find(|p| {
+            p.part_guid
+                .to_string()
+                .eq_ignore_ascii_case(&bundle.partition_guid)
+        })
         .expect("the bundle partition")
         .clone();
     let at = part.first_lba * 512 + bundle.size / 2;
-    let mut f = fs::OpenOptions::new().read(true).write(true).open(&image).unwrap();
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&image)
+        .unwrap();
     let mut byte = [0u8];
     f.seek(SeekFrom::Start(at)).unwrap();
     f.read_exact(&mut byte).unwrap();
     f.seek(SeekFrom::Start(at)).unwrap();
     f.write_all(&[byte[0] ^ 0x01]).unwrap();
     drop(f);
-    let (code, report) = boot_test(&image, &tmp.path().join("target.img"), "40GiB", &tmp.path().join("report.json"));
+    let (code, report) = boot_test(
+        &image,
+        &tmp.path().join("target.img"),
+        "40GiB",
+        &tmp.path().join("report.json"),
+    );
     assert_eq!(code, 1, "{report:#}");
     let failed = report["events"].as_array().unwrap().last().unwrap()["event"].clone();
     assert_eq!(failed["step"], steps::PACKAGES, "{failed:#}");
     let error = failed["error"].to_string();
-    assert!(error.contains("bundle") && error.contains(".deb"), "the error names the damaged file: {failed:#}");
+    assert!(
+        error.contains("bundle") && error.contains(".deb"),
+        "the error names the damaged file: {failed:#}"
+    );
     // Nothing reached apt: no package was unpacked, the log has no dpkg line.
     let log = failed["log_tail"].to_string();
-    assert!(!log.contains("Unpacking") && !log.contains("Setting up"), "apt ran: {failed:#}");
+    assert!(
+        !log.contains("Unpacking") && !log.contains("Setting up"),
+        "apt ran: {failed:#}"
+    );
     // The machine stayed up for inspection: the console shows the shell, not a reboot.
     let tail = report["console_tail"].to_string();
-    assert!(tail.contains("a shell is available on the console"), "{tail}");
+    assert!(
+        tail.contains("a shell is available on the console"),
+        "{tail}"
+    );
 }
 
 #[test]
@@ -365,9 +639,20 @@ fn no_matching_disk_fails_and_leaves_the_disk_all_zeros() {
     assert_eq!(failed["step"], steps::SELECT_DISK);
     assert_eq!(failed["state"], "failed");
     let text = failed["error"].to_string();
-    assert!(text.contains("vda"), "the error names the rejected disk: {text}");
-    assert!(!failed["log_tail"].as_array().unwrap().is_empty(), "failed event carries the log tail");
-    assert!(!event_steps(&report).iter().any(|(s, _)| s == steps::PARTITION), "nothing was partitioned");
+    assert!(
+        text.contains("vda"),
+        "the error names the rejected disk: {text}"
+    );
+    assert!(
+        !failed["log_tail"].as_array().unwrap().is_empty(),
+        "failed event carries the log tail"
+    );
+    assert!(
+        !event_steps(&report)
+            .iter()
+            .any(|(s, _)| s == steps::PARTITION),
+        "nothing was partitioned"
+    );
 
     let mut f = fs::File::open(&target).unwrap();
     assert_eq!(f.seek(SeekFrom::End(0)).unwrap(), 2 << 30);
@@ -378,7 +663,10 @@ fn no_matching_disk_fails_and_leaves_the_disk_all_zeros() {
         if n == 0 {
             break;
         }
-        assert!(buf[..n].iter().all(|&b| b == 0), "the target disk was written to");
+        assert!(
+            buf[..n].iter().all(|&b| b == 0),
+            "the target disk was written to"
+        );
     }
 }
 
@@ -391,7 +679,11 @@ fn tampered_iso_is_refused_and_nothing_is_written() {
     let tampered = tmp.path().join("copy").join(iso.file_name().unwrap());
     fs::create_dir_all(tampered.parent().unwrap()).unwrap();
     fs::copy(&iso, &tampered).unwrap();
-    let mut f = fs::OpenOptions::new().read(true).write(true).open(&tampered).unwrap();
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&tampered)
+        .unwrap();
     let middle = f.metadata().unwrap().len() / 2;
     let mut byte = [0u8; 1];
     f.seek(SeekFrom::Start(middle)).unwrap();
@@ -404,8 +696,15 @@ fn tampered_iso_is_refused_and_nothing_is_written() {
     let output = build(&out, &tampered, &fixture("SHA256SUMS_GPG"));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
-    assert!(stderr.contains("SHA-256 of") && stderr.contains("tampered"), "{stderr}");
-    assert_eq!(dir_entries(&out), Vec::<String>::new(), "no image and no partial file");
+    assert!(
+        stderr.contains("SHA-256 of") && stderr.contains("tampered"),
+        "{stderr}"
+    );
+    assert_eq!(
+        dir_entries(&out),
+        Vec::<String>::new(),
+        "no image and no partial file"
+    );
 }
 
 #[test]
@@ -429,12 +728,21 @@ fn same_inputs_give_a_byte_identical_image() {
     let (a, b) = (fs::read(a).unwrap(), fs::read(b).unwrap());
     assert!(a.len() > 1 << 20);
     assert!(a == b, "two builds of the same inputs differ");
-    assert_eq!(dir_entries(&tmp.path().join("a")), ["hypervisor.img", "hypervisor.plan.json"]);
+    assert_eq!(
+        dir_entries(&tmp.path().join("a")),
+        ["hypervisor.img", "hypervisor.plan.json"]
+    );
 }
 
 fn run_tool(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "{cmd:?} failed: {text}");
     text
 }
@@ -447,32 +755,82 @@ fn image_holds_a_clean_esp_and_the_iso_byte_for_byte() {
     let verify = run_tool(Command::new("sgdisk").arg("-v").arg(&image));
     assert!(verify.contains("No problems found"), "{verify}");
 
-    let disk = gpt::GptConfig::new().writable(false).open(&image).expect("image has a GPT");
+    let disk = gpt::GptConfig::new()
+        .writable(false)
+        .open(&image)
+        .expect("image has a GPT");
     let parts: Vec<_> = disk.partitions().values().cloned().collect();
     // The ESP, the ISO, and the bundle of what the ISO's pool lacks.
     assert_eq!(parts.len(), 3);
-    assert_eq!(parts[0].part_type_guid.guid.to_string().to_lowercase(), part_type::EFI_SYSTEM);
-    let plan = Plan::from_json(&fs::read_to_string(tmp.path().join("out/hypervisor.plan.json")).unwrap()).unwrap();
-    assert_eq!(parts[1].part_guid.to_string().to_lowercase(), plan.payload.partition_guid);
-    let bundle = plan.payload.bundle.as_ref().expect("the reference profile has a bundle");
-    assert_eq!(parts[2].part_guid.to_string().to_lowercase(), bundle.partition_guid.to_lowercase());
-    assert!((parts[2].last_lba + 1 - parts[2].first_lba) * 512 >= bundle.size, "the bundle fits its partition");
+    assert_eq!(
+        parts[0].part_type_guid.guid.to_string().to_lowercase(),
+        part_type::EFI_SYSTEM
+    );
+    let plan =
+        Plan::from_json(&fs::read_to_string(tmp.path().join("out/hypervisor.plan.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        parts[1].part_guid.to_string().to_lowercase(),
+        plan.payload.partition_guid
+    );
+    let bundle = plan
+        .payload
+        .bundle
+        .as_ref()
+        .expect("the reference profile has a bundle");
+    assert_eq!(
+        parts[2].part_guid.to_string().to_lowercase(),
+        bundle.partition_guid.to_lowercase()
+    );
+    assert!(
+        (parts[2].last_lba + 1 - parts[2].first_lba) * 512 >= bundle.size,
+        "the bundle fits its partition"
+    );
 
     let bytes = fs::read(&image).unwrap();
-    let region = |p: &gpt::partition::Partition| &bytes[(p.first_lba * 512) as usize..((p.last_lba + 1) * 512) as usize];
+    let region = |p: &gpt::partition::Partition| {
+        &bytes[(p.first_lba * 512) as usize..((p.last_lba + 1) * 512) as usize]
+    };
     let iso = fs::read(fixture("ISO")).unwrap();
     let payload = region(&parts[1]);
-    assert_eq!(&payload[..iso.len()], &iso[..], "payload partition is the ISO");
+    assert_eq!(
+        &payload[..iso.len()],
+        &iso[..],
+        "payload partition is the ISO"
+    );
     assert!(payload[iso.len()..].iter().all(|&b| b == 0));
 
     let esp = tmp.path().join("esp.img");
     fs::write(&esp, region(&parts[0])).unwrap();
     run_tool(Command::new("fsck.fat").arg("-n").arg(&esp));
-    let listing = run_tool(Command::new("mdir").arg("-i").arg(&esp).arg("-/").arg("-b").arg("::/"));
-    for f in ["::/EFI/BOOT/BOOTX64.EFI", "::/EFI/BOOT/grubx64.efi", "::/EFI/BOOT/mmx64.efi", "::/casper/vmlinuz", "::/casper/initrd", "::/boot/grub/grub.cfg", "::/.disk/info"] {
-        assert!(listing.lines().any(|l| l.eq_ignore_ascii_case(f)), "{f} missing from ESP:\n{listing}");
+    let listing = run_tool(
+        Command::new("mdir")
+            .arg("-i")
+            .arg(&esp)
+            .arg("-/")
+            .arg("-b")
+            .arg("::/"),
+    );
+    for f in [
+        "::/EFI/BOOT/BOOTX64.EFI",
+        "::/EFI/BOOT/grubx64.efi",
+        "::/EFI/BOOT/mmx64.efi",
+        "::/casper/vmlinuz",
+        "::/casper/initrd",
+        "::/boot/grub/grub.cfg",
+        "::/.disk/info",
+    ] {
+        assert!(
+            listing.lines().any(|l| l.eq_ignore_ascii_case(f)),
+            "{f} missing from ESP:\n{listing}"
+        );
     }
-    let grub = run_tool(Command::new("mtype").arg("-i").arg(&esp).arg("::/boot/grub/grub.cfg"));
+    let grub = run_tool(
+        Command::new("mtype")
+            .arg("-i")
+            .arg(&esp)
+            .arg("::/boot/grub/grub.cfg"),
+    );
     assert!(grub.contains("linux /casper/vmlinuz"), "{grub}");
 }
 
@@ -482,8 +840,14 @@ fn served_reference_profile(dir: &Path, server: &Server) -> (PathBuf, String) {
     let name = fixture("ISO_NAME").to_string_lossy().into_owned();
     let iso_path = format!("/releases/{name}");
     server.put(&iso_path, fs::read(fixture("ISO")).unwrap());
-    server.put("/releases/SHA256SUMS", fs::read(fixture("SHA256SUMS")).unwrap());
-    server.put("/releases/SHA256SUMS.gpg", fs::read(fixture("SHA256SUMS_GPG")).unwrap());
+    server.put(
+        "/releases/SHA256SUMS",
+        fs::read(fixture("SHA256SUMS")).unwrap(),
+    );
+    server.put(
+        "/releases/SHA256SUMS.gpg",
+        fs::read(fixture("SHA256SUMS_GPG")).unwrap(),
+    );
     let source = format!(
         "[source]\niso = {:?}\nsha256sums = {:?}\nsignature = {:?}\nkeyring = {:?}\n",
         server.url(&iso_path),
@@ -491,7 +855,11 @@ fn served_reference_profile(dir: &Path, server: &Server) -> (PathBuf, String) {
         server.url("/releases/SHA256SUMS.gpg"),
         fixture("KEYRING").to_string_lossy()
     );
-    let text = fs::read_to_string(REFERENCE_PROFILE).unwrap().replacen("[source]\nrelease = \"24.04\"\n", &source, 1);
+    let text = fs::read_to_string(REFERENCE_PROFILE).unwrap().replacen(
+        "[source]\nrelease = \"24.04\"\n",
+        &source,
+        1,
+    );
     assert!(text.contains(&server.url(&iso_path)));
     let profile = dir.join("hypervisor.toml");
     fs::write(&profile, text).unwrap();
@@ -513,15 +881,41 @@ fn the_fixture_is_downloaded_over_loopback_verified_cached_and_built_from() {
 
     let out = tmp.path().join("out");
     let built = build_from_cache(&profile, &cache, &out);
-    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
-    assert_eq!(dir_entries(&out), ["hypervisor.img", "hypervisor.plan.json"]);
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    assert_eq!(
+        dir_entries(&out),
+        ["hypervisor.img", "hypervisor.plan.json"]
+    );
     assert_eq!(server.sent(&iso_path), iso_len);
-    let sha = run_tool(Command::new("sha256sum").arg(fixture("ISO"))).split_whitespace().next().unwrap().to_owned();
-    assert_eq!(fs::read(cache.join("objects").join(&sha)).unwrap().len() as u64, iso_len, "the ISO is cached under its hash");
+    let sha = run_tool(Command::new("sha256sum").arg(fixture("ISO")))
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        fs::read(cache.join("objects").join(&sha)).unwrap().len() as u64,
+        iso_len,
+        "the ISO is cached under its hash"
+    );
 
     // A second fetch finds it in the cache and transfers nothing.
-    let again = Command::new(IMGFORGE).arg("fetch").arg(&profile).arg("--cache-dir").arg(&cache).arg("--json").output().unwrap();
-    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    let again = Command::new(IMGFORGE)
+        .arg("fetch")
+        .arg(&profile)
+        .arg("--cache-dir")
+        .arg(&cache)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
     let verified: serde_json::Value = String::from_utf8_lossy(&again.stdout)
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
@@ -530,7 +924,11 @@ fn the_fixture_is_downloaded_over_loopback_verified_cached_and_built_from() {
     assert_eq!(verified["cached"], true);
     assert_eq!(verified["transferred"], 0);
     assert_eq!(verified["sha256"], sha.as_str());
-    assert_eq!(server.seen(&iso_path).len(), 1, "the ISO was downloaded once");
+    assert_eq!(
+        server.seen(&iso_path).len(),
+        1,
+        "the ISO was downloaded once"
+    );
 
     // One byte flipped on the wire: no image, nothing cached.
     let (cache2, out2) = (tmp.path().join("cache2"), tmp.path().join("out2"));
@@ -538,36 +936,72 @@ fn the_fixture_is_downloaded_over_loopback_verified_cached_and_built_from() {
     let bad = build_from_cache(&profile, &cache2, &out2);
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert!(!bad.status.success());
-    assert!(stderr.contains("the file is corrupt or was tampered with") && stderr.contains("deleted"), "{stderr}");
-    assert_eq!(dir_entries(&out2), Vec::<String>::new(), "no image and no partial file");
-    assert_eq!(dir_entries(&cache2.join("objects")).into_iter().filter(|o| *o == sha).count(), 0);
-    assert!(dir_entries(&cache2.join("partial")).iter().all(|f| f.ends_with(".lock")), "no partial bytes left");
+    assert!(
+        stderr.contains("the file is corrupt or was tampered with") && stderr.contains("deleted"),
+        "{stderr}"
+    );
+    assert_eq!(
+        dir_entries(&out2),
+        Vec::<String>::new(),
+        "no image and no partial file"
+    );
+    assert_eq!(
+        dir_entries(&cache2.join("objects"))
+            .into_iter()
+            .filter(|o| *o == sha)
+            .count(),
+        0
+    );
+    assert!(
+        dir_entries(&cache2.join("partial"))
+            .iter()
+            .all(|f| f.ends_with(".lock")),
+        "no partial bytes left"
+    );
 }
 
 /// The events of one step, in order.
 fn step_events(report: &serde_json::Value, step: &str) -> Vec<serde_json::Value> {
-    report["events"].as_array().expect("events array").iter().map(|e| e["event"].clone()).filter(|e| e["step"] == step).collect()
+    report["events"]
+        .as_array()
+        .expect("events array")
+        .iter()
+        .map(|e| e["event"].clone())
+        .filter(|e| e["step"] == step)
+        .collect()
 }
 
 /// The `done` event of the select-disk step, at which the VM was stopped.
 fn stopped_at_select_disk(code: i32, report: &serde_json::Value) -> serde_json::Value {
-    assert_eq!(code, 4, "boot-test should stop after select-disk: {report:#}");
+    assert_eq!(
+        code, 4,
+        "boot-test should stop after select-disk: {report:#}"
+    );
     assert_eq!(report["outcome"], "stopped");
     assert_eq!(report["stop_after"], steps::SELECT_DISK);
-    let done = step_events(report, steps::SELECT_DISK).into_iter().find(|e| e["state"] == "done").expect("select-disk done");
+    let done = step_events(report, steps::SELECT_DISK)
+        .into_iter()
+        .find(|e| e["state"] == "done")
+        .expect("select-disk done");
     done["data"].clone()
 }
 
 fn reason_of(selection: &serde_json::Value, disk: &str) -> String {
     let rejected = selection["rejected"].as_array().expect("rejected array");
-    let r = rejected.iter().find(|r| r["name"] == disk).unwrap_or_else(|| panic!("{disk} is not among the rejected: {selection:#}"));
+    let r = rejected
+        .iter()
+        .find(|r| r["name"] == disk)
+        .unwrap_or_else(|| panic!("{disk} is not among the rejected: {selection:#}"));
     r["reason"].as_str().unwrap().to_owned()
 }
 
 /// The guest's name for the disk whose sysfs path contains `fragment`.
 fn disk_named_by_path(selection: &serde_json::Value, fragment: &str) -> String {
     let disks = selection["disks"].as_array().expect("disks array");
-    let found: Vec<&serde_json::Value> = disks.iter().filter(|d| d["sysfs_path"].as_str().unwrap().contains(fragment)).collect();
+    let found: Vec<&serde_json::Value> = disks
+        .iter()
+        .filter(|d| d["sysfs_path"].as_str().unwrap().contains(fragment))
+        .collect();
     assert_eq!(found.len(), 1, "one disk at {fragment}: {selection:#}");
     found[0]["name"].as_str().unwrap().to_owned()
 }
@@ -586,18 +1020,31 @@ fn a_usb_stick_beside_the_internal_disk_is_left_alone_by_the_reference_rules() {
     let image = build_reference(&tmp.path().join("out"));
     let report_path = tmp.path().join("report.json");
     let args = ["--usb-disk", "64GiB", "--stop-after", steps::SELECT_DISK];
-    let (code, report) = boot_test_with(&image, &tmp.path().join("target.img"), "100GiB", &report_path, &args);
+    let (code, report) = boot_test_with(
+        &image,
+        &tmp.path().join("target.img"),
+        "100GiB",
+        &report_path,
+        &args,
+    );
     let selection = stopped_at_select_disk(code, &report);
     assert_eq!(selection["chosen"]["name"], "vda", "{selection:#}");
     let stick = stick_on_port(&selection, 2);
     assert_eq!(reason_of(&selection, &stick), USB_REASON);
-    assert_eq!(reason_of(&selection, &stick_on_port(&selection, 1)), "is the install medium");
+    assert_eq!(
+        reason_of(&selection, &stick_on_port(&selection, 1)),
+        "is the install medium"
+    );
 
     // Not a byte of the stick was written: its file has no blocks at all.
     let file = report["usb_disks"][0].as_str().unwrap();
     let meta = fs::metadata(file).unwrap();
     assert_eq!(meta.len(), 64 << 30);
-    assert_eq!(std::os::unix::fs::MetadataExt::blocks(&meta), 0, "the USB stick {file} was written to");
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::blocks(&meta),
+        0,
+        "the USB stick {file} was written to"
+    );
 }
 
 #[test]
@@ -607,16 +1054,43 @@ fn with_transport_usb_the_usb_stick_is_chosen() {
     let profile = tmp.path().join("hypervisor.toml");
     let any = "match = { min_size = \"32GiB\", transport = \"any\" }";
     let text = fs::read_to_string(REFERENCE_PROFILE).unwrap();
-    assert!(text.contains(any), "the reference profile's disk rules changed");
-    fs::write(&profile, text.replacen(any, "match = { min_size = \"32GiB\", transport = \"usb\" }", 1)).unwrap();
+    assert!(
+        text.contains(any),
+        "the reference profile's disk rules changed"
+    );
+    fs::write(
+        &profile,
+        text.replacen(
+            any,
+            "match = { min_size = \"32GiB\", transport = \"usb\" }",
+            1,
+        ),
+    )
+    .unwrap();
     let image = build_profile(&profile, &tmp.path().join("out"));
     let args = ["--usb-disk", "64GiB", "--stop-after", steps::SELECT_DISK];
-    let (code, report) = boot_test_with(&image, &tmp.path().join("target.img"), "100GiB", &tmp.path().join("report.json"), &args);
+    let (code, report) = boot_test_with(
+        &image,
+        &tmp.path().join("target.img"),
+        "100GiB",
+        &tmp.path().join("report.json"),
+        &args,
+    );
     let selection = stopped_at_select_disk(code, &report);
-    assert_eq!(selection["chosen"]["name"].as_str().unwrap(), stick_on_port(&selection, 2), "{selection:#}");
+    assert_eq!(
+        selection["chosen"]["name"].as_str().unwrap(),
+        stick_on_port(&selection, 2),
+        "{selection:#}"
+    );
     assert_eq!(selection["chosen"]["transport"], "usb");
-    assert_eq!(reason_of(&selection, "vda"), "transport virtio is not disk.match.transport usb");
-    assert_eq!(reason_of(&selection, &stick_on_port(&selection, 1)), "is the install medium");
+    assert_eq!(
+        reason_of(&selection, "vda"),
+        "transport virtio is not disk.match.transport usb"
+    );
+    assert_eq!(
+        reason_of(&selection, &stick_on_port(&selection, 1)),
+        "is the install medium"
+    );
 }
 
 #[test]
@@ -625,25 +1099,62 @@ fn a_second_stick_with_the_same_image_is_not_taken_for_the_install_medium() {
     let tmp = tempfile::tempdir().unwrap();
     let image = build_reference(&tmp.path().join("out"));
     let copy = format!("8GiB:{}", image.display());
-    let args = ["--usb-disk", copy.as_str(), "--stop-after", steps::SELECT_DISK];
-    let (code, report) = boot_test_with(&image, &tmp.path().join("target.img"), "100GiB", &tmp.path().join("report.json"), &args);
+    let args = [
+        "--usb-disk",
+        copy.as_str(),
+        "--stop-after",
+        steps::SELECT_DISK,
+    ];
+    let (code, report) = boot_test_with(
+        &image,
+        &tmp.path().join("target.img"),
+        "100GiB",
+        &tmp.path().join("report.json"),
+        &args,
+    );
     let selection = stopped_at_select_disk(code, &report);
     let (booted, second) = (stick_on_port(&selection, 1), stick_on_port(&selection, 2));
 
-    let payload = step_events(&report, steps::PAYLOAD).into_iter().find(|e| e["state"] == "done").expect("payload done");
+    let payload = step_events(&report, steps::PAYLOAD)
+        .into_iter()
+        .find(|e| e["state"] == "done")
+        .expect("payload done");
     let medium = &payload["data"]["medium"];
-    assert_eq!(medium["disk"].as_str(), Some(booted.as_str()), "{payload:#}");
-    assert_eq!(payload["data"]["device"].as_str().unwrap(), format!("/dev/{booted}2"));
-    let mut carriers: Vec<&str> = medium["carriers"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    assert_eq!(
+        medium["disk"].as_str(),
+        Some(booted.as_str()),
+        "{payload:#}"
+    );
+    assert_eq!(
+        payload["data"]["device"].as_str().unwrap(),
+        format!("/dev/{booted}2")
+    );
+    let mut carriers: Vec<&str> = medium["carriers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
     carriers.sort();
     let mut expected = [booted.as_str(), second.as_str()];
     expected.sort();
     assert_eq!(carriers, expected);
-    assert!(medium["boot_device"].as_str().unwrap().contains("/USB(0x0,"), "the firmware booted from port 1: {medium:#}");
+    assert!(
+        medium["boot_device"]
+            .as_str()
+            .unwrap()
+            .contains("/USB(0x0,"),
+        "the firmware booted from port 1: {medium:#}"
+    );
 
     assert_eq!(selection["chosen"]["name"], "vda");
     assert_eq!(reason_of(&selection, &booted), "is the install medium");
-    assert_eq!(reason_of(&selection, &second), format!("{USB_REASON} (carries a copy of the install image; the install medium is {booted})"));
+    assert_eq!(
+        reason_of(&selection, &second),
+        format!(
+            "{USB_REASON} (carries a copy of the install image; the install medium is {booted})"
+        )
+    );
 }
 
 #[test]
@@ -651,9 +1162,17 @@ fn a_second_stick_with_the_same_image_is_not_taken_for_the_install_medium() {
 fn a_panic_in_the_installer_is_reported_and_leaves_a_shell() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
-    let image = build_profile_with(Path::new(REFERENCE_PROFILE), &out, &["--test-panic-in-step", steps::SELECT_DISK]);
-    let plan = Plan::from_json(&fs::read_to_string(out.join("hypervisor.plan.json")).unwrap()).unwrap();
-    assert_eq!(plan.test_hooks.and_then(|h| h.panic_in_step).as_deref(), Some(steps::SELECT_DISK));
+    let image = build_profile_with(
+        Path::new(REFERENCE_PROFILE),
+        &out,
+        &["--test-panic-in-step", steps::SELECT_DISK],
+    );
+    let plan =
+        Plan::from_json(&fs::read_to_string(out.join("hypervisor.plan.json")).unwrap()).unwrap();
+    assert_eq!(
+        plan.test_hooks.and_then(|h| h.panic_in_step).as_deref(),
+        Some(steps::SELECT_DISK)
+    );
     let target = tmp.path().join("target.img");
     let (code, report) = boot_test(&image, &target, "40GiB", &tmp.path().join("report.json"));
     assert_eq!(code, 1, "{report:#}");
@@ -662,14 +1181,32 @@ fn a_panic_in_the_installer_is_reported_and_leaves_a_shell() {
     assert_eq!(failed["step"], steps::SELECT_DISK);
     assert_eq!(failed["state"], "failed");
     let message = failed["message"].as_str().unwrap();
-    assert!(message.starts_with("the installer panicked at initrd-agent/src/main.rs:"), "{failed:#}");
-    assert!(message.ends_with(": test hook: the plan asks the installer to panic in step select-disk"), "{failed:#}");
-    assert!(!event_steps(&report).iter().any(|(s, _)| s == steps::PARTITION), "nothing was partitioned");
+    assert!(
+        message.starts_with("the installer panicked at initrd-agent/src/main.rs:"),
+        "{failed:#}"
+    );
+    assert!(
+        message.ends_with(": test hook: the plan asks the installer to panic in step select-disk"),
+        "{failed:#}"
+    );
+    assert!(
+        !event_steps(&report)
+            .iter()
+            .any(|(s, _)| s == steps::PARTITION),
+        "nothing was partitioned"
+    );
     // PID 1 lived on and did the failure action: the console shows the shell, not a kernel panic.
     let tail = report["console_tail"].to_string();
-    assert!(tail.contains("a shell is available on the console"), "{tail}");
+    assert!(
+        tail.contains("a shell is available on the console"),
+        "{tail}"
+    );
     assert!(!tail.contains("Kernel panic"), "{tail}");
-    assert_eq!(std::os::unix::fs::MetadataExt::blocks(&fs::metadata(&target).unwrap()), 0, "the target disk was written to");
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::blocks(&fs::metadata(&target).unwrap()),
+        0,
+        "the target disk was written to"
+    );
 }
 
 #[test]
@@ -678,17 +1215,35 @@ fn a_changed_byte_in_a_squashfs_layer_stops_the_install_before_any_disk_is_writt
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     let image = build_reference(&out);
-    let plan = Plan::from_json(&fs::read_to_string(out.join("hypervisor.plan.json")).unwrap()).unwrap();
-    let layer = plan.payload.layers.last().expect("the plan lists the layers the install uses").clone();
+    let plan =
+        Plan::from_json(&fs::read_to_string(out.join("hypervisor.plan.json")).unwrap()).unwrap();
+    let layer = plan
+        .payload
+        .layers
+        .last()
+        .expect("the plan lists the layers the install uses")
+        .clone();
 
     // Where the layer's bytes are in the image: the payload partition holds the ISO.
-    let disk = gpt::GptConfig::new().writable(false).open(&image).expect("image has a GPT");
-    let payload = disk.partitions().values().find(|p| p.part_guid.to_string().to_lowercase() == plan.payload.partition_guid).unwrap().clone();
+    let disk = gpt::GptConfig::new()
+        .writable(false)
+        .open(&image)
+        .expect("image has a GPT");
+    let payload = disk
+        .partitions()
+        .values()
+        .find(|p| p.part_guid.to_string().to_lowercase() == plan.payload.partition_guid)
+        .unwrap()
+        .clone();
     let mut iso = imgforge::iso::IsoReader::open(fs::File::open(fixture("ISO")).unwrap()).unwrap();
     let entry = iso.entry(&layer.path).unwrap();
     assert_eq!(entry.size, layer.size);
     let at = payload.first_lba * 512 + entry.offset + entry.size / 2;
-    let mut f = fs::OpenOptions::new().read(true).write(true).open(&image).unwrap();
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&image)
+        .unwrap();
     let mut byte = [0u8; 1];
     f.seek(SeekFrom::Start(at)).unwrap();
     f.read_exact(&mut byte).unwrap();
@@ -704,12 +1259,22 @@ fn a_changed_byte_in_a_squashfs_layer_stops_the_install_before_any_disk_is_writt
     // The layers are checked when the medium is found, before the target is even chosen.
     assert_eq!(failed["step"], steps::PAYLOAD, "{failed:#}");
     let text = failed["error"].to_string();
-    assert!(text.contains(&layer.path) && text.contains(&layer.sha256), "the error names the layer and its planned digest: {text}");
+    assert!(
+        text.contains(&layer.path) && text.contains(&layer.sha256),
+        "the error names the layer and its planned digest: {text}"
+    );
     let steps_seen = event_steps(&report);
     for later in [steps::SELECT_DISK, steps::PARTITION, steps::ROOT_TREE] {
-        assert!(!steps_seen.iter().any(|(s, _)| s == later), "{later} ran after a layer failed its check: {steps_seen:?}");
+        assert!(
+            !steps_seen.iter().any(|(s, _)| s == later),
+            "{later} ran after a layer failed its check: {steps_seen:?}"
+        );
     }
-    assert_eq!(std::os::unix::fs::MetadataExt::blocks(&fs::metadata(&target).unwrap()), 0, "the target disk was written to");
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::blocks(&fs::metadata(&target).unwrap()),
+        0,
+        "the target disk was written to"
+    );
 }
 
 /// The guest's address of the mirror in online installs: a free address of
@@ -720,13 +1285,17 @@ const ONLINE_MIRROR: &str = "http://10.0.2.100:8080/";
 /// eth0 with DHCP, built against the fixture archive.
 fn build_online_reference(dir: &Path) -> (PathBuf, Plan) {
     let text = fs::read_to_string(REFERENCE_PROFILE).unwrap();
-    assert!(text.contains("offline = true\n"), "the reference profile sets offline = true");
+    assert!(
+        text.contains("offline = true\n"),
+        "the reference profile sets offline = true"
+    );
     let online = format!("offline = false\nmirror = \"{ONLINE_MIRROR}\"\n\n[packages.network]\ninterface = \"eth0\"\n");
     let profile = dir.join("hypervisor.toml");
     fs::write(&profile, text.replacen("offline = true\n", &online, 1)).unwrap();
     let out = dir.join("out");
     let image = build_profile(&profile, &out);
-    let plan = Plan::from_json(&fs::read_to_string(out.join("hypervisor.plan.json")).unwrap()).unwrap();
+    let plan =
+        Plan::from_json(&fs::read_to_string(out.join("hypervisor.plan.json")).unwrap()).unwrap();
     (image, plan)
 }
 
@@ -735,7 +1304,12 @@ fn install_net_arg(port: u16) -> String {
 }
 
 fn port_of(server: &Server) -> u16 {
-    server.url("").rsplit(':').next().and_then(|p| p.parse().ok()).expect("the server's port")
+    server
+        .url("")
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("the server's port")
 }
 
 #[test]
@@ -743,14 +1317,34 @@ fn port_of(server: &Server) -> u16 {
 fn an_online_install_takes_what_the_pool_lacks_from_the_mirror_over_dhcp() {
     let tmp = tempfile::tempdir().unwrap();
     let (image, plan) = build_online_reference(tmp.path());
-    assert!(plan.payload.bundle.is_none(), "an online install has no bundle");
+    assert!(
+        plan.payload.bundle.is_none(),
+        "an online install has no bundle"
+    );
     let online = plan.online.as_ref().expect("the plan is online");
     assert_eq!(online.mirror, ONLINE_MIRROR);
     assert_eq!(online.suites, ["noble", "noble-updates", "noble-security"]);
-    assert_eq!(online.archive_keys, plan.archive_keys.clone().unwrap_or_default());
-    let disk = gpt::GptConfig::new().writable(false).open(&image).expect("image has a GPT");
-    assert_eq!(disk.partitions().len(), 2, "the image has the ESP and the payload and no bundle partition: {:?}", disk.partitions());
-    let origin = |name: &str| plan.resolved.iter().find(|p| p.name == name).unwrap_or_else(|| panic!("{name} is not resolved")).clone();
+    assert_eq!(
+        online.archive_keys,
+        plan.archive_keys.clone().unwrap_or_default()
+    );
+    let disk = gpt::GptConfig::new()
+        .writable(false)
+        .open(&image)
+        .expect("image has a GPT");
+    assert_eq!(
+        disk.partitions().len(),
+        2,
+        "the image has the ESP and the payload and no bundle partition: {:?}",
+        disk.partitions()
+    );
+    let origin = |name: &str| {
+        plan.resolved
+            .iter()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("{name} is not resolved"))
+            .clone()
+    };
     for name in ["ifupdown", "qemu-system-x86", "libvirt-daemon-system"] {
         assert_eq!(origin(name).origin, PackageOrigin::Mirror, "{name}");
     }
@@ -760,40 +1354,101 @@ fn an_online_install_takes_what_the_pool_lacks_from_the_mirror_over_dhcp() {
     server.serve_dir(&fixture("ARCHIVE"));
     let target = tmp.path().join("target.img");
     let net = install_net_arg(port_of(&server));
-    let (code, report) = boot_test_with(&image, &target, "40GiB", &tmp.path().join("report.json"), &["--install-net", &net]);
+    let (code, report) = boot_test_with(
+        &image,
+        &target,
+        "40GiB",
+        &tmp.path().join("report.json"),
+        &["--install-net", &net],
+    );
     assert_eq!(code, 0, "boot-test failed: {:#}", report["console_tail"]);
     assert_eq!(report["outcome"], "success");
 
-    let order: Vec<(String, State)> = event_steps(&report).into_iter().filter(|(_, st)| *st != State::Progress).collect();
-    let at = |step: &str, state: State| order.iter().position(|(s, st)| s == step && *st == state).unwrap_or_else(|| panic!("no {step} {state:?}: {order:?}"));
-    assert!(at(steps::PAYLOAD, State::Done) < at(steps::NETWORK, State::Started), "{order:?}");
-    assert!(at(steps::NETWORK, State::Done) < at(steps::SELECT_DISK, State::Done), "the network is up before a disk is chosen: {order:?}");
-    let events: Vec<serde_json::Value> = report["events"].as_array().unwrap().iter().map(|e| e["event"].clone()).collect();
-    let network = events.iter().find(|e| e["step"] == steps::NETWORK && e["state"] == "done").expect("network done");
+    let order: Vec<(String, State)> = event_steps(&report)
+        .into_iter()
+        .filter(|(_, st)| *st != State::Progress)
+        .collect();
+    let at = |step: &str, state: State| {
+        order
+            .iter()
+            .position(|(s, st)| s == step && *st == state)
+            .unwrap_or_else(|| panic!("no {step} {state:?}: {order:?}"))
+    };
+    assert!(
+        at(steps::PAYLOAD, State::Done) < at(steps::NETWORK, State::Started),
+        "{order:?}"
+    );
+    assert!(
+        at(steps::NETWORK, State::Done) < at(steps::SELECT_DISK, State::Done),
+        "the network is up before a disk is chosen: {order:?}"
+    );
+    let events: Vec<serde_json::Value> = report["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].clone())
+        .collect();
+    let network = events
+        .iter()
+        .find(|e| e["step"] == steps::NETWORK && e["state"] == "done")
+        .expect("network done");
     let data = &network["data"];
     assert_eq!(data["interface"], "eth0", "{network:#}");
     assert_eq!(data["method"], "dhcp", "{network:#}");
-    assert_eq!(data["address"], "10.0.2.15/24", "slirp's DHCP lease: {network:#}");
+    assert_eq!(
+        data["address"], "10.0.2.15/24",
+        "slirp's DHCP lease: {network:#}"
+    );
     // Restricted user networking hands out no router or name server option:
     // the mirror is on the link, reached without a default route.
     assert!(data["gateway"].is_null(), "{network:#}");
     assert_eq!(data["dhcp_server"], "10.0.2.2", "{network:#}");
     assert_eq!(data["probe"]["status"], 200, "{network:#}");
-    assert_eq!(data["probe"]["url"], format!("{ONLINE_MIRROR}dists/noble/InRelease"), "{network:#}");
+    assert_eq!(
+        data["probe"]["url"],
+        format!("{ONLINE_MIRROR}dists/noble/InRelease"),
+        "{network:#}"
+    );
 
-    let packages = events.iter().find(|e| e["step"] == steps::PACKAGES && e["state"] == "done").expect("packages done");
+    let packages = events
+        .iter()
+        .find(|e| e["step"] == steps::PACKAGES && e["state"] == "done")
+        .expect("packages done");
     assert_eq!(packages["data"]["mirror"], ONLINE_MIRROR, "{packages:#}");
     assert!(packages["data"]["bundle_device"].is_null(), "{packages:#}");
-    let installed: Vec<&str> = packages["data"]["installed"].as_array().expect("installed list").iter().map(|v| v.as_str().unwrap()).collect();
-    for name in ["ifupdown", "qemu-system-x86", "libvirt-daemon-system", "openvswitch-switch"] {
+    let installed: Vec<&str> = packages["data"]["installed"]
+        .as_array()
+        .expect("installed list")
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    for name in [
+        "ifupdown",
+        "qemu-system-x86",
+        "libvirt-daemon-system",
+        "openvswitch-switch",
+    ] {
         let p = origin(name);
-        assert!(installed.contains(&format!("{}={}", p.name, p.version).as_str()), "{name} {} was not installed: {installed:?}", p.version);
+        assert!(
+            installed.contains(&format!("{}={}", p.name, p.version).as_str()),
+            "{name} {} was not installed: {installed:?}",
+            p.version
+        );
     }
     // apt fetched the mirror's signed indices and the packages the pool lacks over the relay.
     let seen = server.all_seen();
-    assert!(seen.iter().any(|s| s.path == "/dists/noble/InRelease" && s.status == 200), "{seen:?}");
+    assert!(
+        seen.iter()
+            .any(|s| s.path == "/dists/noble/InRelease" && s.status == 200),
+        "{seen:?}"
+    );
     for name in ["ifupdown", "qemu-system-x86"] {
-        assert!(seen.iter().any(|s| s.path.contains(&format!("/{name}_")) && s.path.ends_with(".deb") && s.status == 200), "{name} was not downloaded: {seen:?}");
+        assert!(
+            seen.iter().any(|s| s.path.contains(&format!("/{name}_"))
+                && s.path.ends_with(".deb")
+                && s.status == 200),
+            "{name} was not downloaded: {seen:?}"
+        );
     }
     eprintln!(
         "online install {:.0} s, {} requests to the mirror, network up after {:.1} s",
@@ -805,7 +1460,8 @@ fn an_online_install_takes_what_the_pool_lacks_from_the_mirror_over_dhcp() {
 
 #[test]
 #[ignore = "needs the fixture ISO and QEMU: run scripts/test"]
-fn an_online_install_whose_mirror_does_not_answer_fails_in_the_network_step_and_leaves_the_disk_blank() {
+fn an_online_install_whose_mirror_does_not_answer_fails_in_the_network_step_and_leaves_the_disk_blank(
+) {
     let tmp = tempfile::tempdir().unwrap();
     let (image, _) = build_online_reference(tmp.path());
     // A loopback port with nothing behind it: the relay's connection is refused.
@@ -815,7 +1471,13 @@ fn an_online_install_whose_mirror_does_not_answer_fails_in_the_network_step_and_
     };
     let target = tmp.path().join("target.img");
     let net = install_net_arg(port);
-    let (code, report) = boot_test_with(&image, &target, "40GiB", &tmp.path().join("report.json"), &["--install-net", &net]);
+    let (code, report) = boot_test_with(
+        &image,
+        &target,
+        "40GiB",
+        &tmp.path().join("report.json"),
+        &["--install-net", &net],
+    );
     assert_eq!(code, 1, "boot-test should report the failure: {report:#}");
     assert_eq!(report["outcome"], "failed");
     let events = report["events"].as_array().unwrap();
@@ -824,27 +1486,55 @@ fn an_online_install_whose_mirror_does_not_answer_fails_in_the_network_step_and_
     assert_eq!(failed["step"], steps::NETWORK, "{failed:#}");
     assert_eq!(failed["state"], "failed");
     let text = failed["error"].to_string();
-    assert!(text.contains("eth0") && text.contains(ONLINE_MIRROR), "the error names the NIC and the mirror: {text}");
-    assert!(text.contains("10.0.2.15/24"), "the error says what was tried (the DHCP lease): {text}");
-    assert!(text.contains("dists/noble/InRelease"), "the error names the probe: {text}");
-    assert!(!failed["log_tail"].as_array().unwrap().is_empty(), "the failed event carries the log tail");
+    assert!(
+        text.contains("eth0") && text.contains(ONLINE_MIRROR),
+        "the error names the NIC and the mirror: {text}"
+    );
+    assert!(
+        text.contains("10.0.2.15/24"),
+        "the error says what was tried (the DHCP lease): {text}"
+    );
+    assert!(
+        text.contains("dists/noble/InRelease"),
+        "the error names the probe: {text}"
+    );
+    assert!(
+        !failed["log_tail"].as_array().unwrap().is_empty(),
+        "the failed event carries the log tail"
+    );
     // From the network step's start to its failure: the probe's bounded retries.
-    let started = events.iter().find(|e| e["event"]["step"] == steps::NETWORK && e["event"]["state"] == "started").expect("network started");
+    let started = events
+        .iter()
+        .find(|e| e["event"]["step"] == steps::NETWORK && e["event"]["state"] == "started")
+        .expect("network started");
     let took = last["at_s"].as_f64().unwrap() - started["at_s"].as_f64().unwrap();
     assert!(took < 90.0, "the network step took {took:.0} s to fail");
     let seen = event_steps(&report);
     for later in [steps::SELECT_DISK, steps::PARTITION, steps::ROOT_TREE] {
-        assert!(!seen.iter().any(|(s, _)| s == later), "{later} ran after the network failed: {seen:?}");
+        assert!(
+            !seen.iter().any(|(s, _)| s == later),
+            "{later} ran after the network failed: {seen:?}"
+        );
     }
     // Nothing was written to the target: no block is allocated, and its first and last MiB read as zeros.
-    assert_eq!(std::os::unix::fs::MetadataExt::blocks(&fs::metadata(&target).unwrap()), 0, "the target disk was written to");
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::blocks(&fs::metadata(&target).unwrap()),
+        0,
+        "the target disk was written to"
+    );
     let mut f = fs::File::open(&target).unwrap();
     let mut mib = vec![0u8; 1 << 20];
     for at in [SeekFrom::Start(0), SeekFrom::End(-(1 << 20))] {
         f.seek(at).unwrap();
         f.read_exact(&mut mib).unwrap();
-        assert!(mib.iter().all(|&b| b == 0), "the target disk was written to");
+        assert!(
+            mib.iter().all(|&b| b == 0),
+            "the target disk was written to"
+        );
     }
     let tail = report["console_tail"].to_string();
-    assert!(tail.contains("a shell is available on the console"), "the machine stays up for inspection: {tail}");
+    assert!(
+        tail.contains("a shell is available on the console"),
+        "the machine stays up for inspection: {tail}"
+    );
 }

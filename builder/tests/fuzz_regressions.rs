@@ -7,6 +7,8 @@
 //! Each target has one test per directory, so a crash that is not fixed yet
 //! marks only its own target's regression test as ignored.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 

@@ -2,6 +2,8 @@
 //! names the case of each rule): each must fail with the right message at
 //! the right line and column, and with a fix.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
@@ -21,7 +23,10 @@ struct Case {
 }
 
 /// Lets the reference profile's user write authorized_keys options.
-const ALLOW_SSH_KEY_OPTIONS: (&str, &str) = (r#"groups = ["sudo", "libvirt"]"#, "groups = [\"sudo\", \"libvirt\"]\nssh_key_options = true");
+const ALLOW_SSH_KEY_OPTIONS: (&str, &str) = (
+    r#"groups = ["sudo", "libvirt"]"#,
+    "groups = [\"sudo\", \"libvirt\"]\nssh_key_options = true",
+);
 
 const CASES: &[Case] = &[
     Case { name: "unknown key", edit: &[("timezone = \"UTC\"", "timezone = \"UTC\"\ntimezon = \"UTC\"")], anchor: ("timezon =", 0), message: "unknown field `timezon`" },
@@ -251,14 +256,22 @@ const CASES: &[Case] = &[
 ];
 
 fn line_col_of(text: &str, anchor: &str, occurrence: usize) -> (usize, usize) {
-    let offset = text.match_indices(anchor).nth(occurrence).unwrap_or_else(|| panic!("anchor {anchor:?} not in the edited profile")).0;
+    let offset = text
+        .match_indices(anchor)
+        .nth(occurrence)
+        .unwrap_or_else(|| panic!("anchor {anchor:?} not in the edited profile"))
+        .0;
     profile::line_col(text, offset)
 }
 
 fn edited(case: &Case) -> String {
     let mut text = REFERENCE.to_owned();
     for (from, to) in case.edit {
-        assert!(text.contains(from), "{}: {from:?} not in the reference profile", case.name);
+        assert!(
+            text.contains(from),
+            "{}: {from:?} not in the reference profile",
+            case.name
+        );
         text = text.replacen(from, to, 1);
     }
     text
@@ -267,28 +280,52 @@ fn edited(case: &Case) -> String {
 #[test]
 fn the_reference_profile_is_valid() {
     profile::parse(REFERENCE, Path::new("hypervisor.toml")).unwrap();
-    profile::parse(include_str!("../../profiles/examples/netplan.toml"), Path::new("netplan.toml")).unwrap();
+    profile::parse(
+        include_str!("../../profiles/examples/netplan.toml"),
+        Path::new("netplan.toml"),
+    )
+    .unwrap();
 }
 
 #[test]
 fn each_bad_profile_fails_at_its_place_with_a_fix() {
-    let failures: Vec<String> = CASES.iter().filter_map(|case| check_case(case).err()).collect();
-    assert!(failures.is_empty(), "{} of {} cases failed:\n\n{}", failures.len(), CASES.len(), failures.join("\n\n"));
+    let failures: Vec<String> = CASES
+        .iter()
+        .filter_map(|case| check_case(case).err())
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n\n{}",
+        failures.len(),
+        CASES.len(),
+        failures.join("\n\n")
+    );
 }
 
 fn check_case(case: &Case) -> Result<(), String> {
     let text = edited(case);
-    let Err(err) = profile::parse(&text, Path::new("bad.toml")) else { return Err(format!("{}: the profile was accepted", case.name)) };
+    let Err(err) = profile::parse(&text, Path::new("bad.toml")) else {
+        return Err(format!("{}: the profile was accepted", case.name));
+    };
     let problems = err.problems();
     let expected = line_col_of(&text, case.anchor.0, case.anchor.1);
     let Some(hit) = problems.iter().find(|p| p.message.contains(case.message)) else {
-        return Err(format!("{}: no problem says {:?}; got:\n{err}", case.name, case.message));
+        return Err(format!(
+            "{}: no problem says {:?}; got:\n{err}",
+            case.name, case.message
+        ));
     };
     if (hit.line, hit.col) != expected {
-        return Err(format!("{}: at {}:{}, expected {}:{}:\n{err}", case.name, hit.line, hit.col, expected.0, expected.1));
+        return Err(format!(
+            "{}: at {}:{}, expected {}:{}:\n{err}",
+            case.name, hit.line, hit.col, expected.0, expected.1
+        ));
     }
     let shown = err.to_string();
-    if hit.hint.is_empty() || !shown.contains(&format!("bad.toml:{}:{}: ", expected.0, expected.1)) || !shown.contains("\n  fix: ") {
+    if hit.hint.is_empty()
+        || !shown.contains(&format!("bad.toml:{}:{}: ", expected.0, expected.1))
+        || !shown.contains("\n  fix: ")
+    {
         return Err(format!("{}: no location or fix shown:\n{shown}", case.name));
     }
     Ok(())
@@ -296,71 +333,165 @@ fn check_case(case: &Case) -> Result<(), String> {
 
 #[test]
 fn all_problems_are_reported_at_once() {
-    let text = REFERENCE.replacen("mode = \"0711\"", "mode = \"0791\"", 1).replacen("gateway = \"192.168.1.1\"", "gateway = \"192.168.9.1\"", 1);
+    let text = REFERENCE
+        .replacen("mode = \"0711\"", "mode = \"0791\"", 1)
+        .replacen("gateway = \"192.168.1.1\"", "gateway = \"192.168.9.1\"", 1);
     let err = profile::parse(&text, Path::new("bad.toml")).unwrap_err();
-    let ProfileError::Invalid { problems, .. } = &err else { panic!("{err}") };
+    let ProfileError::Invalid { problems, .. } = &err else {
+        panic!("{err}")
+    };
     assert_eq!(problems.len(), 2, "{err}");
-    assert!(problems[0].line < problems[1].line, "problems are in file order");
+    assert!(
+        problems[0].line < problems[1].line,
+        "problems are in file order"
+    );
 }
 
 #[test]
 fn imgforge_validate_exits_1_with_located_errors_on_stderr() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");
-    std::fs::write(&bad, REFERENCE.replacen("mode = \"0711\"", "mode = \"0791\"", 1)).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_imgforge")).arg("validate").arg(&bad).output().unwrap();
+    std::fs::write(
+        &bad,
+        REFERENCE.replacen("mode = \"0711\"", "mode = \"0791\"", 1),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_imgforge"))
+        .arg("validate")
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(&format!("{}:", bad.display())) && stderr.contains("is not an octal mode"), "{stderr}");
-    let ok = Command::new(env!("CARGO_BIN_EXE_imgforge")).arg("validate").arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../profiles/hypervisor.toml")).output().unwrap();
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        stderr.contains(&format!("{}:", bad.display())) && stderr.contains("is not an octal mode"),
+        "{stderr}"
+    );
+    let ok = Command::new(env!("CARGO_BIN_EXE_imgforge"))
+        .arg("validate")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../profiles/hypervisor.toml"
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
 }
 
 #[test]
 fn kernel_arguments_longer_than_the_command_line_are_refused() {
-    let many: Vec<String> = (0..60).map(|i| format!("\"imgforge.padding{i:02}=0123456789\"")).collect();
+    let many: Vec<String> = (0..60)
+        .map(|i| format!("\"imgforge.padding{i:02}=0123456789\""))
+        .collect();
     let text = REFERENCE.replacen("\"net.ifnames=0\"", &many.join(", "), 1);
     let err = profile::parse(&text, Path::new("bad.toml")).unwrap_err();
-    let hit = err.problems().iter().find(|p| p.key == "system.kernel_args").unwrap_or_else(|| panic!("{err}"));
+    let hit = err
+        .problems()
+        .iter()
+        .find(|p| p.key == "system.kernel_args")
+        .unwrap_or_else(|| panic!("{err}"));
     assert!(hit.message.contains("more than 1024"), "{err}");
-    assert_eq!((hit.line, hit.col), line_col_of(&text, "[\"biosdevname=0\"", 0), "{err}");
+    assert_eq!(
+        (hit.line, hit.col),
+        line_col_of(&text, "[\"biosdevname=0\"", 0),
+        "{err}"
+    );
 }
 
 #[test]
 fn ssh_key_options_are_written_to_authorized_keys_as_given() {
     let line = r#"from="192.0.2.0/24",no-pty ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKaphkKRRNK7yCAne6d3+10EXW0siwULBCUvLydFtGJl avatar@example.com"#;
-    let text = REFERENCE.replacen(ALLOW_SSH_KEY_OPTIONS.0, ALLOW_SSH_KEY_OPTIONS.1, 1).replacen(r#""ssh-ed25519 AAAAC3"#, r#""from=\"192.0.2.0/24\",no-pty ssh-ed25519 AAAAC3"#, 1);
-    let parsed = profile::parse(&text, Path::new("hypervisor.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let text = REFERENCE
+        .replacen(ALLOW_SSH_KEY_OPTIONS.0, ALLOW_SSH_KEY_OPTIONS.1, 1)
+        .replacen(
+            r#""ssh-ed25519 AAAAC3"#,
+            r#""from=\"192.0.2.0/24\",no-pty ssh-ed25519 AAAAC3"#,
+            1,
+        );
+    let parsed =
+        profile::parse(&text, Path::new("hypervisor.toml")).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(parsed.users[0].ssh_authorized_keys, [line]);
-    let plan = review_plan(&profile::LoadedProfile { path: "hypervisor.toml".into(), name: "hypervisor".into(), profile: parsed });
-    let file = plan.files.iter().find(|f| f.path == "/home/avatar/.ssh/authorized_keys").expect("authorized_keys in the plan");
-    let imgforge_plan::FileKind::File { content } = &file.kind else { panic!("authorized_keys is not a file: {file:?}") };
+    let plan = review_plan(&profile::LoadedProfile {
+        path: "hypervisor.toml".into(),
+        name: "hypervisor".into(),
+        profile: parsed,
+    });
+    let file = plan
+        .files
+        .iter()
+        .find(|f| f.path == "/home/avatar/.ssh/authorized_keys")
+        .expect("authorized_keys in the plan");
+    let imgforge_plan::FileKind::File { content } = &file.kind else {
+        panic!("authorized_keys is not a file: {file:?}")
+    };
     assert_eq!(content, &format!("{line}\n"));
 
     // ssh-keygen reads authorized_keys as sshd does, options included.
     let dir = tempfile::tempdir().expect("a temporary directory");
     let path = dir.path().join("authorized_keys");
     std::fs::write(&path, content).expect("writing authorized_keys");
-    let out = Command::new("ssh-keygen").arg("-l").arg("-f").arg(&path).output().unwrap_or_else(|e| panic!("running ssh-keygen: {e} (scripts/deps installs openssh-client)"));
-    let shown = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success() && shown.starts_with("256 SHA256:") && shown.trim_end().ends_with("avatar@example.com (ED25519)"), "ssh-keygen -l: {shown}");
+    let out = Command::new("ssh-keygen")
+        .arg("-l")
+        .arg("-f")
+        .arg(&path)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("running ssh-keygen: {e} (scripts/deps installs openssh-client)")
+        });
+    let shown = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success()
+            && shown.starts_with("256 SHA256:")
+            && shown.trim_end().ends_with("avatar@example.com (ED25519)"),
+        "ssh-keygen -l: {shown}"
+    );
 
     // The same line without the flag is refused, and the fix names it.
-    let refused = REFERENCE.replacen(r#""ssh-ed25519 AAAAC3"#, r#""from=\"192.0.2.0/24\",no-pty ssh-ed25519 AAAAC3"#, 1);
-    let err = profile::parse(&refused, Path::new("bad.toml")).expect_err("accepted without ssh_key_options");
-    assert!(err.problems().iter().any(|p| p.hint.contains("set ssh_key_options = true for users[0]")), "{err}");
+    let refused = REFERENCE.replacen(
+        r#""ssh-ed25519 AAAAC3"#,
+        r#""from=\"192.0.2.0/24\",no-pty ssh-ed25519 AAAAC3"#,
+        1,
+    );
+    let err = profile::parse(&refused, Path::new("bad.toml"))
+        .expect_err("accepted without ssh_key_options");
+    assert!(
+        err.problems()
+            .iter()
+            .any(|p| p.hint.contains("set ssh_key_options = true for users[0]")),
+        "{err}"
+    );
 }
 
 #[test]
 fn root_is_refused_without_existing_and_the_fix_names_it() {
     let root = REFERENCE.replacen(r#"name = "avatar""#, r#"name = "root""#, 1);
-    let err = profile::parse(&root, Path::new("bad.toml")).expect_err("root accepted without existing");
-    let hit = err.problems().iter().find(|p| p.message.contains(r#""root" is reserved"#)).unwrap_or_else(|| panic!("{err}"));
-    assert!(hit.hint.starts_with("set existing = true to add keys to the installed system's root account"), "{err}");
+    let err =
+        profile::parse(&root, Path::new("bad.toml")).expect_err("root accepted without existing");
+    let hit = err
+        .problems()
+        .iter()
+        .find(|p| p.message.contains(r#""root" is reserved"#))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(
+        hit.hint
+            .starts_with("set existing = true to add keys to the installed system's root account"),
+        "{err}"
+    );
     // Other system accounts cannot be asked for, so their fix does not offer it.
     let daemon = REFERENCE.replacen(r#"name = "avatar""#, r#"name = "daemon""#, 1);
     let err = profile::parse(&daemon, Path::new("bad.toml")).expect_err("daemon accepted");
-    assert!(err.problems().iter().all(|p| !p.hint.contains("existing")), "{err}");
+    assert!(
+        err.problems().iter().all(|p| !p.hint.contains("existing")),
+        "{err}"
+    );
 }
 
 #[test]
@@ -372,7 +503,11 @@ fn a_profile_file_name_that_is_not_a_plain_word_is_refused_by_load() {
         let err = profile::load(&path).unwrap_err();
         assert!(matches!(err, ProfileError::Name { .. }), "{bad}: {err}");
         let shown = err.to_string();
-        assert!(shown.starts_with(&format!("{}: the profile name", path.display())) && shown.contains("\n  fix: rename the file"), "{shown}");
+        assert!(
+            shown.starts_with(&format!("{}: the profile name", path.display()))
+                && shown.contains("\n  fix: rename the file"),
+            "{shown}"
+        );
     }
     let good = dir.path().join("hv-01.prod.toml");
     std::fs::write(&good, REFERENCE).unwrap();
@@ -385,13 +520,28 @@ fn a_profile_file_name_that_is_not_a_plain_word_is_refused_by_load() {
 
 /// Source keys are consumed by `imgforge build` before there is a plan.
 const SOURCE_KEYS: &[(&str, &str)] = &[
-    ("source.release", "fetch::candidates: the release directory on each mirror"),
-    ("source.mirrors", "fetch::candidates: base URLs tried in order"),
+    (
+        "source.release",
+        "fetch::candidates: the release directory on each mirror",
+    ),
+    (
+        "source.mirrors",
+        "fetch::candidates: base URLs tried in order",
+    ),
     ("source.iso", "fetch::candidates: the ISO location"),
-    ("source.sha256sums", "fetch::candidates: the SHA256SUMS location"),
-    ("source.signature", "fetch::candidates: the SHA256SUMS.gpg location"),
+    (
+        "source.sha256sums",
+        "fetch::candidates: the SHA256SUMS location",
+    ),
+    (
+        "source.signature",
+        "fetch::candidates: the SHA256SUMS.gpg location",
+    ),
     ("source.sha256", "fetch::fetch: the pinned ISO digest"),
-    ("source.keyring", "build::signing_keys: the trusted keys for SHA256SUMS"),
+    (
+        "source.keyring",
+        "build::signing_keys: the trusted keys for SHA256SUMS",
+    ),
 ];
 
 /// `[packages]` keys that the build uses once it knows the ISO's pool
@@ -407,25 +557,42 @@ const BUILD_KEYS: &[(&str, &str)] = &[
 /// Keys whose only accepted value is the default; any other value is
 /// refused with this message until the feature exists.
 const NOT_SUPPORTED: &[(&str, &str, &str)] = &[
-    ("report.webhook", r#""http://deploy.example:8080/events""#, "report.webhook is not supported yet"),
-    ("output.formats", r#"["usb", "pxe"]"#, r#"the "pxe" format is not supported yet"#),
+    (
+        "report.webhook",
+        r#""http://deploy.example:8080/events""#,
+        "report.webhook is not supported yet",
+    ),
+    (
+        "output.formats",
+        r#"["usb", "pxe"]"#,
+        r#"the "pxe" format is not supported yet"#,
+    ),
 ];
+
+/// Edits to a profile: (path, TOML value) pairs.
+type Edits = &'static [(&'static str, &'static str)];
 
 /// Bools that only permit a feature another key uses: flipped alone they
 /// change nothing. Each comes with (path of the flag, edits that use the
 /// feature); `permission_keys_refuse_the_feature_when_false_and_allow_it_when_true`
 /// proves that without the flag those edits are refused with a fix naming
 /// it, and that with it they change the plan.
-const PERMISSIONS: &[(&str, &str, &[(&str, &str)])] = &[
+const PERMISSIONS: &[(&str, &str, Edits)] = &[
     (
         "users[].ssh_key_options",
         "users[0].ssh_key_options",
-        &[("users[0].ssh_authorized_keys", r#"['from="192.0.2.0/24",no-pty ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKaphkKRRNK7yCAne6d3+10EXW0siwULBCUvLydFtGJl ops@example.com']"#)],
+        &[(
+            "users[0].ssh_authorized_keys",
+            r#"['from="192.0.2.0/24",no-pty ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKaphkKRRNK7yCAne6d3+10EXW0siwULBCUvLydFtGJl ops@example.com']"#,
+        )],
     ),
     (
         "users[].existing",
         "users[1].existing",
-        &[("users[1]", r#"{ name = "root", groups = ["kvm"], ssh_authorized_keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKaphkKRRNK7yCAne6d3+10EXW0siwULBCUvLydFtGJl ops@example.com"] }"#)],
+        &[(
+            "users[1]",
+            r#"{ name = "root", groups = ["kvm"], ssh_authorized_keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKaphkKRRNK7yCAne6d3+10EXW0siwULBCUvLydFtGJl ops@example.com"] }"#,
+        )],
     ),
 ];
 
@@ -442,28 +609,46 @@ const MAXIMAL: &[(&str, &str)] = &[
     ("system.locale", r#""en_US.UTF-8""#),
     ("users[0].password_hash", r#""$6$rounds=5000$salt$hash""#),
     ("users[0].sudo", "true"),
-    ("network.bridges[0].internal[0].address6", r#""2001:db8:1::10/64""#),
-    ("network.bridges[0].internal[0].gateway6", r#""2001:db8:1::1""#),
+    (
+        "network.bridges[0].internal[0].address6",
+        r#""2001:db8:1::10/64""#,
+    ),
+    (
+        "network.bridges[0].internal[0].gateway6",
+        r#""2001:db8:1::1""#,
+    ),
     ("network.bridges[1]", r#"{ name = "vmbr1" }"#),
     (
         "network.bonds",
         r#"[{ name = "bond0", bridge = "vmbr0", interfaces = ["eth1", "eth2"], mode = "balance-slb", lacp = true, tag = 31, vlan_mode = "native-untagged", trunks = [31, 32], mtu = 9000 }]"#,
     ),
-    ("network.interfaces", r#"[{ name = "eth3", address = "10.0.0.5/24", address6 = "2001:db8::5/64", gateway6 = "2001:db8::1", dns = ["10.0.0.53"], mtu = 9000 }]"#),
+    (
+        "network.interfaces",
+        r#"[{ name = "eth3", address = "10.0.0.5/24", address6 = "2001:db8::5/64", gateway6 = "2001:db8::1", dns = ["10.0.0.53"], mtu = 9000 }]"#,
+    ),
     ("libvirt.pools[0].owner", r#""avatar""#),
     ("libvirt.pools[0].group", r#""libvirt""#),
-    ("libvirt.networks[1]", r#"{ name = "nat0", mode = "nat", bridge = "virbr1", address = "192.168.100.1/24", dhcp_range = ["192.168.100.10", "192.168.100.99"] }"#),
+    (
+        "libvirt.networks[1]",
+        r#"{ name = "nat0", mode = "nat", bridge = "virbr1", address = "192.168.100.1/24", dhcp_range = ["192.168.100.10", "192.168.100.99"] }"#,
+    ),
 ];
 
 /// The netplan example with a plain NIC, for keys netplan alone takes.
-const MAXIMAL_NETPLAN: &[(&str, &str)] = &[("network.interfaces", r#"[{ name = "eth3", address = "dhcp" }]"#)];
+const MAXIMAL_NETPLAN: &[(&str, &str)] = &[(
+    "network.interfaces",
+    r#"[{ name = "eth3", address = "dhcp" }]"#,
+)];
 
 /// The reference profile as an online install, with every key of
 /// `[packages.network]` set.
 const MAXIMAL_ONLINE: &[(&str, &str)] = &[
     ("packages.offline", "false"),
     ("packages.mirror", r#""http://10.0.2.100:8080/ubuntu""#),
-    ("packages.network", r#"{ interface = "eth0", vlan = 31, address = "192.0.2.10/24", gateway = "192.0.2.1", dns = ["192.0.2.53"], proxy = "http://proxy.example:3128/" }"#),
+    (
+        "packages.network",
+        r#"{ interface = "eth0", vlan = 31, address = "192.0.2.10/24", gateway = "192.0.2.1", dns = ["192.0.2.53"], proxy = "http://proxy.example:3128/" }"#,
+    ),
 ];
 
 #[derive(Clone, Copy)]
@@ -475,102 +660,462 @@ enum Base {
 
 /// (schema key, base profile, edits): each edit sets a path (`[n]` picks a
 /// list item, one past the end appends) to a TOML value or removes it.
-const MUTATIONS: &[(&str, Base, &[(&str, &str)])] = &[
-    ("system.hostname", Base::Maximal, &[("system.hostname", r#""hv02""#)]),
-    ("system.timezone", Base::Maximal, &[("system.timezone", r#""Europe/Berlin""#)]),
-    ("system.locale", Base::Maximal, &[("system.locale", r#""de_DE.UTF-8""#)]),
-    ("system.kernel_args", Base::Maximal, &[("system.kernel_args", r#"["quiet"]"#)]),
-    ("system.initramfs", Base::Maximal, &[("system.initramfs", r#""generic""#)]),
-    ("system.cloud_init", Base::Maximal, &[("system.cloud_init", "false")]),
-    ("users[].name", Base::Maximal, &[("users[0].name", r#""ops""#)]),
-    ("users[].groups", Base::Maximal, &[("users[0].groups", r#"["sudo"]"#)]),
+const MUTATIONS: &[(&str, Base, Edits)] = &[
+    (
+        "system.hostname",
+        Base::Maximal,
+        &[("system.hostname", r#""hv02""#)],
+    ),
+    (
+        "system.timezone",
+        Base::Maximal,
+        &[("system.timezone", r#""Europe/Berlin""#)],
+    ),
+    (
+        "system.locale",
+        Base::Maximal,
+        &[("system.locale", r#""de_DE.UTF-8""#)],
+    ),
+    (
+        "system.kernel_args",
+        Base::Maximal,
+        &[("system.kernel_args", r#"["quiet"]"#)],
+    ),
+    (
+        "system.initramfs",
+        Base::Maximal,
+        &[("system.initramfs", r#""generic""#)],
+    ),
+    (
+        "system.cloud_init",
+        Base::Maximal,
+        &[("system.cloud_init", "false")],
+    ),
+    (
+        "users[].name",
+        Base::Maximal,
+        &[("users[0].name", r#""ops""#)],
+    ),
+    (
+        "users[].groups",
+        Base::Maximal,
+        &[("users[0].groups", r#"["sudo"]"#)],
+    ),
     (
         "users[].ssh_authorized_keys",
         Base::Maximal,
-        &[("users[0].ssh_authorized_keys", r#"["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKaphkKRRNK7yCAne6d3+10EXW0siwULBCUvLydFtGJl ops@example.com"]"#)],
+        &[(
+            "users[0].ssh_authorized_keys",
+            r#"["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKaphkKRRNK7yCAne6d3+10EXW0siwULBCUvLydFtGJl ops@example.com"]"#,
+        )],
     ),
-    ("users[].password_hash", Base::Maximal, &[("users[0].password_hash", r#""$6$salt$otherhash""#)]),
+    (
+        "users[].password_hash",
+        Base::Maximal,
+        &[("users[0].password_hash", r#""$6$salt$otherhash""#)],
+    ),
     ("users[].sudo", Base::Maximal, &[("users[0].sudo", "false")]),
-    ("disk.match.min_size", Base::Maximal, &[("disk.match.min_size", r#""64GiB""#)]),
-    ("disk.match.max_size", Base::Maximal, &[("disk.match.max_size", r#""8TiB""#)]),
-    ("disk.match.model", Base::Maximal, &[("disk.match.model", r#""Samsung SSD*""#)]),
-    ("disk.match.serial", Base::Maximal, &[("disk.match.serial", r#""S4EN*""#)]),
-    ("disk.match.transport", Base::Maximal, &[("disk.match.transport", r#""nvme""#)]),
-    ("disk.match.rotational", Base::Maximal, &[("disk.match.rotational", "false")]),
-    ("disk.match.by_path", Base::Maximal, &[("disk.match.by_path", r#""pci-0000:00:1f.2""#)]),
-    ("disk.select", Base::Maximal, &[("disk.select", r#""largest""#)]),
-    ("packages.install", Base::Maximal, &[("packages.install", r#"["openssh-server"]"#)]),
-    ("packages.recommends", Base::Maximal, &[("packages.recommends", "true")]),
-    ("packages.offline", Base::Online, &[("packages.offline", "true"), ("packages.network", REMOVE)]),
-    ("packages.network.interface", Base::Online, &[("packages.network.interface", r#""eth1""#)]),
-    ("packages.network.vlan", Base::Online, &[("packages.network.vlan", "32")]),
-    ("packages.network.address", Base::Online, &[("packages.network.address", r#""192.0.2.11/24""#)]),
-    ("packages.network.gateway", Base::Online, &[("packages.network.gateway", r#""192.0.2.254""#)]),
-    ("packages.network.dns", Base::Online, &[("packages.network.dns", r#"["192.0.2.54"]"#)]),
-    ("packages.network.proxy", Base::Online, &[("packages.network.proxy", r#""http://192.0.2.3:8080/""#)]),
-    ("network.renderer", Base::Netplan, &[("network.renderer", r#""ifupdown""#)]),
-    ("network.bridges[].name", Base::Maximal, &[("network.bridges[0].name", r#""br0""#), ("network.bonds[0].bridge", r#""br0""#), ("libvirt.networks[0].bridge", r#""br0""#)]),
-    ("network.bridges[].ports[].name", Base::Maximal, &[("network.bridges[0].ports[0].name", r#""eth9""#)]),
-    ("network.bridges[].ports[].tag", Base::Maximal, &[("network.bridges[0].ports[0].tag", "32")]),
-    ("network.bridges[].ports[].vlan_mode", Base::Maximal, &[("network.bridges[0].ports[0].vlan_mode", r#""native-tagged""#)]),
-    ("network.bridges[].ports[].trunks", Base::Maximal, &[("network.bridges[0].ports[0].trunks", "[31, 32, 33]")]),
-    ("network.bridges[].ports[].mtu", Base::Maximal, &[("network.bridges[0].ports[0].mtu", "1500")]),
-    ("network.bridges[].internal[].name", Base::Maximal, &[("network.bridges[0].internal[0].name", r#""mgmt31""#)]),
-    ("network.bridges[].internal[].tag", Base::Maximal, &[("network.bridges[0].internal[0].tag", "32"), ("network.bridges[0].internal[1].tag", "31")]),
-    ("network.bridges[].internal[].address", Base::Maximal, &[("network.bridges[0].internal[0].address", r#""192.168.1.11/24""#)]),
-    ("network.bridges[].internal[].gateway", Base::Maximal, &[("network.bridges[0].internal[0].gateway", r#""192.168.1.254""#)]),
-    ("network.bridges[].internal[].address6", Base::Maximal, &[("network.bridges[0].internal[0].address6", r#""2001:db8:1::11/64""#)]),
-    ("network.bridges[].internal[].gateway6", Base::Maximal, &[("network.bridges[0].internal[0].gateway6", r#""fe80::1""#)]),
-    ("network.bridges[].internal[].dns", Base::Maximal, &[("network.bridges[0].internal[0].dns", r#"["9.9.9.9"]"#)]),
-    ("network.bridges[].internal[].mtu", Base::Maximal, &[("network.bridges[0].internal[0].mtu", "1500")]),
-    ("network.bridges[].internal[].iface_id", Base::Maximal, &[("network.bridges[0].internal[0].iface_id", "false")]),
-    ("network.bonds[].name", Base::Maximal, &[("network.bonds[0].name", r#""bond1""#)]),
-    ("network.bonds[].bridge", Base::Maximal, &[("network.bonds[0].bridge", r#""vmbr1""#)]),
-    ("network.bonds[].interfaces", Base::Maximal, &[("network.bonds[0].interfaces", r#"["eth1", "eth4"]"#)]),
-    ("network.bonds[].mode", Base::Maximal, &[("network.bonds[0].mode", r#""active-backup""#)]),
-    ("network.bonds[].lacp", Base::Maximal, &[("network.bonds[0].lacp", "false")]),
-    ("network.bonds[].tag", Base::Maximal, &[("network.bonds[0].tag", "32")]),
-    ("network.bonds[].vlan_mode", Base::Maximal, &[("network.bonds[0].vlan_mode", r#""native-tagged""#)]),
-    ("network.bonds[].trunks", Base::Maximal, &[("network.bonds[0].trunks", "[31, 32, 33]")]),
-    ("network.bonds[].mtu", Base::Maximal, &[("network.bonds[0].mtu", "1500")]),
-    ("network.interfaces[].name", Base::Maximal, &[("network.interfaces[0].name", r#""eth5""#)]),
-    ("network.interfaces[].mac", Base::Netplan, &[("network.interfaces[0].mac", r#""52:54:00:12:34:56""#)]),
-    ("network.interfaces[].address", Base::Maximal, &[("network.interfaces[0].address", r#""10.0.0.6/24""#)]),
-    ("network.interfaces[].gateway", Base::Maximal, &[("network.bridges[0].internal[0].gateway", REMOVE), ("network.interfaces[0].gateway", r#""10.0.0.1""#)]),
-    ("network.interfaces[].address6", Base::Maximal, &[("network.interfaces[0].address6", r#""2001:db8::6/64""#)]),
-    ("network.interfaces[].gateway6", Base::Maximal, &[("network.interfaces[0].gateway6", r#""2001:db8::fe""#)]),
-    ("network.interfaces[].dns", Base::Maximal, &[("network.interfaces[0].dns", r#"["10.0.0.54"]"#)]),
-    ("network.interfaces[].mtu", Base::Maximal, &[("network.interfaces[0].mtu", "1500")]),
-    ("openvswitch.delete_bridges_on_start", Base::Maximal, &[("openvswitch.delete_bridges_on_start", "false")]),
-    ("libvirt.default_network", Base::Maximal, &[("libvirt.default_network", "true")]),
-    ("libvirt.pools[].name", Base::Maximal, &[("libvirt.pools[0].name", r#""iso-store""#)]),
-    ("libvirt.pools[].path", Base::Maximal, &[("libvirt.pools[0].path", r#""/srv/isos""#)]),
-    ("libvirt.pools[].mode", Base::Maximal, &[("libvirt.pools[0].mode", r#""0750""#)]),
-    ("libvirt.pools[].owner", Base::Maximal, &[("libvirt.pools[0].owner", r#""libvirt-qemu""#)]),
-    ("libvirt.pools[].group", Base::Maximal, &[("libvirt.pools[0].group", r#""kvm""#)]),
-    ("libvirt.pools[].autostart", Base::Maximal, &[("libvirt.pools[0].autostart", "false")]),
-    ("libvirt.networks[].name", Base::Maximal, &[("libvirt.networks[0].name", r#""ovs-net""#)]),
+    (
+        "disk.match.min_size",
+        Base::Maximal,
+        &[("disk.match.min_size", r#""64GiB""#)],
+    ),
+    (
+        "disk.match.max_size",
+        Base::Maximal,
+        &[("disk.match.max_size", r#""8TiB""#)],
+    ),
+    (
+        "disk.match.model",
+        Base::Maximal,
+        &[("disk.match.model", r#""Samsung SSD*""#)],
+    ),
+    (
+        "disk.match.serial",
+        Base::Maximal,
+        &[("disk.match.serial", r#""S4EN*""#)],
+    ),
+    (
+        "disk.match.transport",
+        Base::Maximal,
+        &[("disk.match.transport", r#""nvme""#)],
+    ),
+    (
+        "disk.match.rotational",
+        Base::Maximal,
+        &[("disk.match.rotational", "false")],
+    ),
+    (
+        "disk.match.by_path",
+        Base::Maximal,
+        &[("disk.match.by_path", r#""pci-0000:00:1f.2""#)],
+    ),
+    (
+        "disk.select",
+        Base::Maximal,
+        &[("disk.select", r#""largest""#)],
+    ),
+    (
+        "packages.install",
+        Base::Maximal,
+        &[("packages.install", r#"["openssh-server"]"#)],
+    ),
+    (
+        "packages.recommends",
+        Base::Maximal,
+        &[("packages.recommends", "true")],
+    ),
+    (
+        "packages.offline",
+        Base::Online,
+        &[("packages.offline", "true"), ("packages.network", REMOVE)],
+    ),
+    (
+        "packages.network.interface",
+        Base::Online,
+        &[("packages.network.interface", r#""eth1""#)],
+    ),
+    (
+        "packages.network.vlan",
+        Base::Online,
+        &[("packages.network.vlan", "32")],
+    ),
+    (
+        "packages.network.address",
+        Base::Online,
+        &[("packages.network.address", r#""192.0.2.11/24""#)],
+    ),
+    (
+        "packages.network.gateway",
+        Base::Online,
+        &[("packages.network.gateway", r#""192.0.2.254""#)],
+    ),
+    (
+        "packages.network.dns",
+        Base::Online,
+        &[("packages.network.dns", r#"["192.0.2.54"]"#)],
+    ),
+    (
+        "packages.network.proxy",
+        Base::Online,
+        &[("packages.network.proxy", r#""http://192.0.2.3:8080/""#)],
+    ),
+    (
+        "network.renderer",
+        Base::Netplan,
+        &[("network.renderer", r#""ifupdown""#)],
+    ),
+    (
+        "network.bridges[].name",
+        Base::Maximal,
+        &[
+            ("network.bridges[0].name", r#""br0""#),
+            ("network.bonds[0].bridge", r#""br0""#),
+            ("libvirt.networks[0].bridge", r#""br0""#),
+        ],
+    ),
+    (
+        "network.bridges[].ports[].name",
+        Base::Maximal,
+        &[("network.bridges[0].ports[0].name", r#""eth9""#)],
+    ),
+    (
+        "network.bridges[].ports[].tag",
+        Base::Maximal,
+        &[("network.bridges[0].ports[0].tag", "32")],
+    ),
+    (
+        "network.bridges[].ports[].vlan_mode",
+        Base::Maximal,
+        &[(
+            "network.bridges[0].ports[0].vlan_mode",
+            r#""native-tagged""#,
+        )],
+    ),
+    (
+        "network.bridges[].ports[].trunks",
+        Base::Maximal,
+        &[("network.bridges[0].ports[0].trunks", "[31, 32, 33]")],
+    ),
+    (
+        "network.bridges[].ports[].mtu",
+        Base::Maximal,
+        &[("network.bridges[0].ports[0].mtu", "1500")],
+    ),
+    (
+        "network.bridges[].internal[].name",
+        Base::Maximal,
+        &[("network.bridges[0].internal[0].name", r#""mgmt31""#)],
+    ),
+    (
+        "network.bridges[].internal[].tag",
+        Base::Maximal,
+        &[
+            ("network.bridges[0].internal[0].tag", "32"),
+            ("network.bridges[0].internal[1].tag", "31"),
+        ],
+    ),
+    (
+        "network.bridges[].internal[].address",
+        Base::Maximal,
+        &[(
+            "network.bridges[0].internal[0].address",
+            r#""192.168.1.11/24""#,
+        )],
+    ),
+    (
+        "network.bridges[].internal[].gateway",
+        Base::Maximal,
+        &[(
+            "network.bridges[0].internal[0].gateway",
+            r#""192.168.1.254""#,
+        )],
+    ),
+    (
+        "network.bridges[].internal[].address6",
+        Base::Maximal,
+        &[(
+            "network.bridges[0].internal[0].address6",
+            r#""2001:db8:1::11/64""#,
+        )],
+    ),
+    (
+        "network.bridges[].internal[].gateway6",
+        Base::Maximal,
+        &[("network.bridges[0].internal[0].gateway6", r#""fe80::1""#)],
+    ),
+    (
+        "network.bridges[].internal[].dns",
+        Base::Maximal,
+        &[("network.bridges[0].internal[0].dns", r#"["9.9.9.9"]"#)],
+    ),
+    (
+        "network.bridges[].internal[].mtu",
+        Base::Maximal,
+        &[("network.bridges[0].internal[0].mtu", "1500")],
+    ),
+    (
+        "network.bridges[].internal[].iface_id",
+        Base::Maximal,
+        &[("network.bridges[0].internal[0].iface_id", "false")],
+    ),
+    (
+        "network.bonds[].name",
+        Base::Maximal,
+        &[("network.bonds[0].name", r#""bond1""#)],
+    ),
+    (
+        "network.bonds[].bridge",
+        Base::Maximal,
+        &[("network.bonds[0].bridge", r#""vmbr1""#)],
+    ),
+    (
+        "network.bonds[].interfaces",
+        Base::Maximal,
+        &[("network.bonds[0].interfaces", r#"["eth1", "eth4"]"#)],
+    ),
+    (
+        "network.bonds[].mode",
+        Base::Maximal,
+        &[("network.bonds[0].mode", r#""active-backup""#)],
+    ),
+    (
+        "network.bonds[].lacp",
+        Base::Maximal,
+        &[("network.bonds[0].lacp", "false")],
+    ),
+    (
+        "network.bonds[].tag",
+        Base::Maximal,
+        &[("network.bonds[0].tag", "32")],
+    ),
+    (
+        "network.bonds[].vlan_mode",
+        Base::Maximal,
+        &[("network.bonds[0].vlan_mode", r#""native-tagged""#)],
+    ),
+    (
+        "network.bonds[].trunks",
+        Base::Maximal,
+        &[("network.bonds[0].trunks", "[31, 32, 33]")],
+    ),
+    (
+        "network.bonds[].mtu",
+        Base::Maximal,
+        &[("network.bonds[0].mtu", "1500")],
+    ),
+    (
+        "network.interfaces[].name",
+        Base::Maximal,
+        &[("network.interfaces[0].name", r#""eth5""#)],
+    ),
+    (
+        "network.interfaces[].mac",
+        Base::Netplan,
+        &[("network.interfaces[0].mac", r#""52:54:00:12:34:56""#)],
+    ),
+    (
+        "network.interfaces[].address",
+        Base::Maximal,
+        &[("network.interfaces[0].address", r#""10.0.0.6/24""#)],
+    ),
+    (
+        "network.interfaces[].gateway",
+        Base::Maximal,
+        &[
+            ("network.bridges[0].internal[0].gateway", REMOVE),
+            ("network.interfaces[0].gateway", r#""10.0.0.1""#),
+        ],
+    ),
+    (
+        "network.interfaces[].address6",
+        Base::Maximal,
+        &[("network.interfaces[0].address6", r#""2001:db8::6/64""#)],
+    ),
+    (
+        "network.interfaces[].gateway6",
+        Base::Maximal,
+        &[("network.interfaces[0].gateway6", r#""2001:db8::fe""#)],
+    ),
+    (
+        "network.interfaces[].dns",
+        Base::Maximal,
+        &[("network.interfaces[0].dns", r#"["10.0.0.54"]"#)],
+    ),
+    (
+        "network.interfaces[].mtu",
+        Base::Maximal,
+        &[("network.interfaces[0].mtu", "1500")],
+    ),
+    (
+        "openvswitch.delete_bridges_on_start",
+        Base::Maximal,
+        &[("openvswitch.delete_bridges_on_start", "false")],
+    ),
+    (
+        "libvirt.default_network",
+        Base::Maximal,
+        &[("libvirt.default_network", "true")],
+    ),
+    (
+        "libvirt.pools[].name",
+        Base::Maximal,
+        &[("libvirt.pools[0].name", r#""iso-store""#)],
+    ),
+    (
+        "libvirt.pools[].path",
+        Base::Maximal,
+        &[("libvirt.pools[0].path", r#""/srv/isos""#)],
+    ),
+    (
+        "libvirt.pools[].mode",
+        Base::Maximal,
+        &[("libvirt.pools[0].mode", r#""0750""#)],
+    ),
+    (
+        "libvirt.pools[].owner",
+        Base::Maximal,
+        &[("libvirt.pools[0].owner", r#""libvirt-qemu""#)],
+    ),
+    (
+        "libvirt.pools[].group",
+        Base::Maximal,
+        &[("libvirt.pools[0].group", r#""kvm""#)],
+    ),
+    (
+        "libvirt.pools[].autostart",
+        Base::Maximal,
+        &[("libvirt.pools[0].autostart", "false")],
+    ),
+    (
+        "libvirt.networks[].name",
+        Base::Maximal,
+        &[("libvirt.networks[0].name", r#""ovs-net""#)],
+    ),
     (
         "libvirt.networks[].mode",
         Base::Maximal,
-        &[("libvirt.networks[1].mode", r#""bridge""#), ("libvirt.networks[1].bridge", r#""vmbr1""#), ("libvirt.networks[1].address", REMOVE), ("libvirt.networks[1].dhcp_range", REMOVE)],
+        &[
+            ("libvirt.networks[1].mode", r#""bridge""#),
+            ("libvirt.networks[1].bridge", r#""vmbr1""#),
+            ("libvirt.networks[1].address", REMOVE),
+            ("libvirt.networks[1].dhcp_range", REMOVE),
+        ],
     ),
-    ("libvirt.networks[].bridge", Base::Maximal, &[("libvirt.networks[0].bridge", r#""vmbr1""#)]),
-    ("libvirt.networks[].virtualport", Base::Maximal, &[("libvirt.networks[0].virtualport", REMOVE)]),
-    ("libvirt.networks[].address", Base::Maximal, &[("libvirt.networks[1].address", r#""192.168.100.2/24""#)]),
-    ("libvirt.networks[].dhcp_range", Base::Maximal, &[("libvirt.networks[1].dhcp_range", r#"["192.168.100.20", "192.168.100.30"]"#)]),
-    ("libvirt.networks[].trunk[].tag", Base::Maximal, &[("libvirt.networks[0].trunk[0].tag", "32"), ("libvirt.networks[0].trunk[1].tag", "31")]),
-    ("libvirt.networks[].trunk[].native", Base::Maximal, &[("libvirt.networks[0].trunk[0].native", r#""tagged""#)]),
-    ("libvirt.networks[].portgroups[].name", Base::Maximal, &[("libvirt.networks[0].portgroups[0].name", r#""VLAN31""#)]),
-    ("libvirt.networks[].portgroups[].tag", Base::Maximal, &[("libvirt.networks[0].portgroups[0].tag", "32")]),
-    ("libvirt.networks[].portgroups[].default", Base::Maximal, &[("libvirt.networks[0].portgroups[0].default", "false")]),
-    ("libvirt.networks[].autostart", Base::Maximal, &[("libvirt.networks[0].autostart", "false")]),
-    ("report.on_success", Base::Maximal, &[("report.on_success", r#""poweroff""#)]),
-    ("report.on_failure", Base::Maximal, &[("report.on_failure", r#""poweroff""#)]),
+    (
+        "libvirt.networks[].bridge",
+        Base::Maximal,
+        &[("libvirt.networks[0].bridge", r#""vmbr1""#)],
+    ),
+    (
+        "libvirt.networks[].virtualport",
+        Base::Maximal,
+        &[("libvirt.networks[0].virtualport", REMOVE)],
+    ),
+    (
+        "libvirt.networks[].address",
+        Base::Maximal,
+        &[("libvirt.networks[1].address", r#""192.168.100.2/24""#)],
+    ),
+    (
+        "libvirt.networks[].dhcp_range",
+        Base::Maximal,
+        &[(
+            "libvirt.networks[1].dhcp_range",
+            r#"["192.168.100.20", "192.168.100.30"]"#,
+        )],
+    ),
+    (
+        "libvirt.networks[].trunk[].tag",
+        Base::Maximal,
+        &[
+            ("libvirt.networks[0].trunk[0].tag", "32"),
+            ("libvirt.networks[0].trunk[1].tag", "31"),
+        ],
+    ),
+    (
+        "libvirt.networks[].trunk[].native",
+        Base::Maximal,
+        &[("libvirt.networks[0].trunk[0].native", r#""tagged""#)],
+    ),
+    (
+        "libvirt.networks[].portgroups[].name",
+        Base::Maximal,
+        &[("libvirt.networks[0].portgroups[0].name", r#""VLAN31""#)],
+    ),
+    (
+        "libvirt.networks[].portgroups[].tag",
+        Base::Maximal,
+        &[("libvirt.networks[0].portgroups[0].tag", "32")],
+    ),
+    (
+        "libvirt.networks[].portgroups[].default",
+        Base::Maximal,
+        &[("libvirt.networks[0].portgroups[0].default", "false")],
+    ),
+    (
+        "libvirt.networks[].autostart",
+        Base::Maximal,
+        &[("libvirt.networks[0].autostart", "false")],
+    ),
+    (
+        "report.on_success",
+        Base::Maximal,
+        &[("report.on_success", r#""poweroff""#)],
+    ),
+    (
+        "report.on_failure",
+        Base::Maximal,
+        &[("report.on_failure", r#""poweroff""#)],
+    ),
 ];
 
 fn resolve<'a>(root: &'a serde_json::Value, v: &'a serde_json::Value) -> &'a serde_json::Value {
-    match v.get("$ref").and_then(|r| r.as_str()).and_then(|r| r.strip_prefix("#/$defs/")) {
+    match v
+        .get("$ref")
+        .and_then(|r| r.as_str())
+        .and_then(|r| r.strip_prefix("#/$defs/"))
+    {
         Some(name) => &root["$defs"][name],
         None => v,
     }
@@ -578,7 +1123,10 @@ fn resolve<'a>(root: &'a serde_json::Value, v: &'a serde_json::Value) -> &'a ser
 
 /// The table behind a property (through `$ref`, `anyOf: [X, null]` and
 /// lists), and whether it is a list of tables.
-fn table_behind<'a>(root: &'a serde_json::Value, v: &'a serde_json::Value) -> Option<(&'a serde_json::Value, bool)> {
+fn table_behind<'a>(
+    root: &'a serde_json::Value,
+    v: &'a serde_json::Value,
+) -> Option<(&'a serde_json::Value, bool)> {
     let v = resolve(root, v);
     if v.get("properties").is_some() {
         return Some((v, false));
@@ -586,16 +1134,30 @@ fn table_behind<'a>(root: &'a serde_json::Value, v: &'a serde_json::Value) -> Op
     if let Some(items) = v.get("items") {
         return table_behind(root, items).map(|(t, _)| (t, true));
     }
-    ["anyOf", "oneOf", "allOf"].iter().filter_map(|k| v.get(*k).and_then(|a| a.as_array())).flatten().find_map(|alt| table_behind(root, alt))
+    ["anyOf", "oneOf", "allOf"]
+        .iter()
+        .filter_map(|k| v.get(*k).and_then(|a| a.as_array()))
+        .flatten()
+        .find_map(|alt| table_behind(root, alt))
 }
 
 /// Every leaf key of the profile schema (`users[].name`) with its schema.
 fn schema_leaves() -> BTreeMap<String, serde_json::Value> {
-    fn walk(root: &serde_json::Value, table: &serde_json::Value, prefix: &str, out: &mut BTreeMap<String, serde_json::Value>) {
+    fn walk(
+        root: &serde_json::Value,
+        table: &serde_json::Value,
+        prefix: &str,
+        out: &mut BTreeMap<String, serde_json::Value>,
+    ) {
         for (key, prop) in table["properties"].as_object().into_iter().flatten() {
             let path = format!("{prefix}{key}");
             match table_behind(root, prop) {
-                Some((child, list)) => walk(root, child, &format!("{path}{}.", if list { "[]" } else { "" }), out),
+                Some((child, list)) => walk(
+                    root,
+                    child,
+                    &format!("{path}{}.", if list { "[]" } else { "" }),
+                    out,
+                ),
                 None => {
                     out.insert(path, resolve(root, prop).clone());
                 }
@@ -609,7 +1171,8 @@ fn schema_leaves() -> BTreeMap<String, serde_json::Value> {
 }
 
 fn toml_value(literal: &str) -> toml::Value {
-    let table: toml::Table = toml::from_str(&format!("v = {literal}")).unwrap_or_else(|e| panic!("{literal}: {e}"));
+    let table: toml::Table =
+        toml::from_str(&format!("v = {literal}")).unwrap_or_else(|e| panic!("{literal}: {e}"));
     table["v"].clone()
 }
 
@@ -622,16 +1185,27 @@ fn set(doc: &mut toml::Table, path: &str, literal: &str) {
         let node = match part.split_once('[') {
             Some((key, index)) => {
                 let i: usize = index.trim_end_matches(']').parse().unwrap();
-                &mut table.get_mut(key).and_then(|v| v.as_array_mut()).unwrap_or_else(|| panic!("{path}: no list {key}"))[i]
+                &mut table
+                    .get_mut(key)
+                    .and_then(|v| v.as_array_mut())
+                    .unwrap_or_else(|| panic!("{path}: no list {key}"))[i]
             }
-            None => table.entry(part).or_insert_with(|| toml::Value::Table(toml::Table::new())),
+            None => table
+                .entry(part)
+                .or_insert_with(|| toml::Value::Table(toml::Table::new())),
         };
-        table = node.as_table_mut().unwrap_or_else(|| panic!("{path}: {part} is not a table"));
+        table = node
+            .as_table_mut()
+            .unwrap_or_else(|| panic!("{path}: {part} is not a table"));
     }
     match last.split_once('[') {
         Some((key, index)) => {
             let i: usize = index.trim_end_matches(']').parse().unwrap();
-            let list = table.entry(key).or_insert_with(|| toml::Value::Array(Vec::new())).as_array_mut().unwrap_or_else(|| panic!("{path}: not a list"));
+            let list = table
+                .entry(key)
+                .or_insert_with(|| toml::Value::Array(Vec::new()))
+                .as_array_mut()
+                .unwrap_or_else(|| panic!("{path}: not a list"));
             if i == list.len() {
                 list.push(toml_value(literal));
             } else {
@@ -650,13 +1224,19 @@ fn set(doc: &mut toml::Table, path: &str, literal: &str) {
 fn base_text(base: Base) -> (toml::Table, &'static [(&'static str, &'static str)]) {
     match base {
         Base::Maximal => (toml::from_str(REFERENCE).unwrap(), MAXIMAL),
-        Base::Netplan => (toml::from_str(include_str!("../../profiles/examples/netplan.toml")).unwrap(), MAXIMAL_NETPLAN),
+        Base::Netplan => (
+            toml::from_str(include_str!("../../profiles/examples/netplan.toml")).unwrap(),
+            MAXIMAL_NETPLAN,
+        ),
         Base::Online => (toml::from_str(REFERENCE).unwrap(), MAXIMAL_ONLINE),
     }
 }
 
 /// The base profile with `edits` applied, parsed and validated.
-fn profile_with(base: Base, edits: &[(&str, &str)]) -> Result<profile::LoadedProfile, ProfileError> {
+fn profile_with(
+    base: Base,
+    edits: &[(&str, &str)],
+) -> Result<profile::LoadedProfile, ProfileError> {
     let (mut doc, additions) = base_text(base);
     for (path, value) in additions.iter().chain(edits) {
         set(&mut doc, path, value);
@@ -664,18 +1244,31 @@ fn profile_with(base: Base, edits: &[(&str, &str)]) -> Result<profile::LoadedPro
     let text = toml::to_string(&doc).unwrap();
     let path = Path::new("maximal.toml");
     let parsed = profile::parse(&text, path)?;
-    Ok(profile::LoadedProfile { path: path.to_path_buf(), name: "maximal".into(), profile: parsed })
+    Ok(profile::LoadedProfile {
+        path: path.to_path_buf(),
+        name: "maximal".into(),
+        profile: parsed,
+    })
 }
 
 fn plan_json(base: Base, edits: &[(&str, &str)]) -> Result<String, String> {
-    profile_with(base, edits).map(|p| review_plan(&p).to_json()).map_err(|e| e.to_string())
+    profile_with(base, edits)
+        .map(|p| review_plan(&p).to_json())
+        .map_err(|e| e.to_string())
 }
 
 #[test]
 fn every_schema_key_is_covered_by_exactly_one_list() {
     let leaves: BTreeSet<String> = schema_leaves().into_keys().collect();
     let mut listed = BTreeSet::new();
-    let keys = MUTATIONS.iter().map(|m| m.0).chain(SOURCE_KEYS.iter().map(|s| s.0)).chain(NOT_SUPPORTED.iter().map(|n| n.0)).chain(PERMISSIONS.iter().map(|p| p.0)).chain(SINGLE_VALUED.iter().copied()).chain(BUILD_KEYS.iter().map(|b| b.0));
+    let keys = MUTATIONS
+        .iter()
+        .map(|m| m.0)
+        .chain(SOURCE_KEYS.iter().map(|s| s.0))
+        .chain(NOT_SUPPORTED.iter().map(|n| n.0))
+        .chain(PERMISSIONS.iter().map(|p| p.0))
+        .chain(SINGLE_VALUED.iter().copied())
+        .chain(BUILD_KEYS.iter().map(|b| b.0));
     for key in keys {
         assert!(listed.insert(key.to_owned()), "{key} is listed twice");
     }
@@ -687,7 +1280,10 @@ fn every_schema_key_is_covered_by_exactly_one_list() {
     );
     let source: Vec<&String> = leaves.iter().filter(|k| k.starts_with("source.")).collect();
     let named: Vec<&str> = SOURCE_KEYS.iter().map(|s| s.0).collect();
-    assert!(source.iter().all(|k| named.contains(&k.as_str())) && source.len() == named.len(), "source keys {source:?} and their consumers {named:?}");
+    assert!(
+        source.iter().all(|k| named.contains(&k.as_str())) && source.len() == named.len(),
+        "source keys {source:?} and their consumers {named:?}"
+    );
 }
 
 #[test]
@@ -702,7 +1298,9 @@ fn every_plan_key_changes_the_compiled_plan() {
         let before = plan_json(*base, &[]).unwrap_or_default();
         match plan_json(*base, edits) {
             Err(e) => failures.push(format!("{key}: the changed profile is refused:\n{e}")),
-            Ok(after) if after == before => failures.push(format!("{key}: changing it leaves the plan and every rendered file as they were")),
+            Ok(after) if after == before => failures.push(format!(
+                "{key}: changing it leaves the plan and every rendered file as they were"
+            )),
             Ok(_) => {}
         }
     }
@@ -712,25 +1310,51 @@ fn every_plan_key_changes_the_compiled_plan() {
 #[test]
 fn keys_not_supported_yet_are_refused() {
     for (key, value, message) in NOT_SUPPORTED {
-        let err = profile_with(Base::Maximal, &[(key, value)]).map(|_| ()).expect_err(key);
-        let hit = err.problems().iter().find(|p| p.message.contains(message)).unwrap_or_else(|| panic!("{key}: {err}"));
-        assert!(hit.hint.starts_with("remove") || hit.hint.starts_with("set"), "{key}: {}", hit.hint);
+        let err = profile_with(Base::Maximal, &[(key, value)])
+            .map(|_| ())
+            .expect_err(key);
+        let hit = err
+            .problems()
+            .iter()
+            .find(|p| p.message.contains(message))
+            .unwrap_or_else(|| panic!("{key}: {err}"));
+        assert!(
+            hit.hint.starts_with("remove") || hit.hint.starts_with("set"),
+            "{key}: {}",
+            hit.hint
+        );
     }
 }
 
 #[test]
 fn permission_keys_refuse_the_feature_when_false_and_allow_it_when_true() {
-    let base = plan_json(Base::Maximal, &[]).unwrap_or_else(|e| panic!("the base profile is invalid:\n{e}"));
+    let base = plan_json(Base::Maximal, &[])
+        .unwrap_or_else(|e| panic!("the base profile is invalid:\n{e}"));
     for (key, flag, uses) in PERMISSIONS {
         let name = flag.rsplit('.').next().unwrap_or(flag);
         for value in [None, Some("false")] {
-            let edits: Vec<(&str, &str)> = uses.iter().copied().chain(value.map(|v| (*flag, v))).collect();
-            let err = profile_with(Base::Maximal, &edits).map(|_| ()).expect_err(key);
-            assert!(err.problems().iter().any(|p| p.hint.contains(&format!("{name} = true"))), "{key} = {value:?}: the fix does not name it:\n{err}");
+            let edits: Vec<(&str, &str)> = uses
+                .iter()
+                .copied()
+                .chain(value.map(|v| (*flag, v)))
+                .collect();
+            let err = profile_with(Base::Maximal, &edits)
+                .map(|_| ())
+                .expect_err(key);
+            assert!(
+                err.problems()
+                    .iter()
+                    .any(|p| p.hint.contains(&format!("{name} = true"))),
+                "{key} = {value:?}: the fix does not name it:\n{err}"
+            );
         }
         let edits: Vec<(&str, &str)> = uses.iter().copied().chain([(*flag, "true")]).collect();
-        let allowed = plan_json(Base::Maximal, &edits).unwrap_or_else(|e| panic!("{key} = true: the profile is refused:\n{e}"));
-        assert_ne!(allowed, base, "{key} = true: the feature leaves the plan as it was");
+        let allowed = plan_json(Base::Maximal, &edits)
+            .unwrap_or_else(|e| panic!("{key} = true: the profile is refused:\n{e}"));
+        assert_ne!(
+            allowed, base,
+            "{key} = true: the feature leaves the plan as it was"
+        );
     }
 }
 
@@ -739,7 +1363,14 @@ fn single_valued_keys_have_one_value() {
     let leaves = schema_leaves();
     for key in SINGLE_VALUED {
         let schema = &leaves[*key];
-        let values = schema.get("oneOf").or_else(|| schema.get("enum")).and_then(|v| v.as_array()).map_or(0, Vec::len);
-        assert_eq!(values, 1, "{key} has more than one value now: add a mutation for it");
+        let values = schema
+            .get("oneOf")
+            .or_else(|| schema.get("enum"))
+            .and_then(|v| v.as_array())
+            .map_or(0, Vec::len);
+        assert_eq!(
+            values, 1,
+            "{key} has more than one value now: add a mutation for it"
+        );
     }
 }

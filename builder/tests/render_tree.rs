@@ -1,6 +1,8 @@
 //! `imgforge render` writes nothing outside `--out`: not through hostile
 //! plan paths, not through symbolic links planted in the output directory.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};

@@ -12,6 +12,8 @@
 //! of the input: files are stored in contiguous cluster runs, in path order,
 //! with fixed timestamps, so the same files give the same bytes.
 
+#![forbid(unsafe_code)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Seek, SeekFrom, Write};
 

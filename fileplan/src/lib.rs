@@ -17,6 +17,8 @@
 //! - a symbolic link at the final name of a file or directory is refused; a
 //!   link replaces an existing link by rename.
 
+#![forbid(unsafe_code)]
+
 use std::collections::HashMap;
 use std::fmt;
 use std::fs::File;

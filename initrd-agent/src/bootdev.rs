@@ -19,18 +19,41 @@ pub const EFIVARS: &str = "/sys/firmware/efi/efivars";
 pub enum Node {
     /// ACPI PNP0A03/PNP0A08 host bridge with its `_UID`.
     PciRoot(u32),
-    Pci { device: u8, function: u8 },
+    Pci {
+        device: u8,
+        function: u8,
+    },
     /// 0-based port on the parent hub.
-    Usb { port: u8, interface: u8 },
-    Scsi { target: u16, lun: u16 },
+    Usb {
+        port: u8,
+        interface: u8,
+    },
+    Scsi {
+        target: u16,
+        lun: u16,
+    },
     /// 0-based HBA port.
-    Sata { port: u16, multiplier: u16, lun: u16 },
-    Nvme { namespace: u32 },
+    Sata {
+        port: u16,
+        multiplier: u16,
+        lun: u16,
+    },
+    Nvme {
+        namespace: u32,
+    },
     /// Device logical unit (USB mass storage with several LUNs).
     Unit(u8),
-    HardDrive { partition: u32, start: u64, size: u64, signature: String },
+    HardDrive {
+        partition: u32,
+        start: u64,
+        size: u64,
+        signature: String,
+    },
     File(String),
-    Other { kind: u8, subtype: u8 },
+    Other {
+        kind: u8,
+        subtype: u8,
+    },
 }
 
 impl fmt::Display for Node {
@@ -40,10 +63,19 @@ impl fmt::Display for Node {
             Node::Pci { device, function } => write!(f, "Pci({device:#x},{function:#x})"),
             Node::Usb { port, interface } => write!(f, "USB({port:#x},{interface:#x})"),
             Node::Scsi { target, lun } => write!(f, "Scsi({target:#x},{lun:#x})"),
-            Node::Sata { port, multiplier, lun } => write!(f, "Sata({port:#x},{multiplier:#x},{lun:#x})"),
+            Node::Sata {
+                port,
+                multiplier,
+                lun,
+            } => write!(f, "Sata({port:#x},{multiplier:#x},{lun:#x})"),
             Node::Nvme { namespace } => write!(f, "NVMe({namespace:#x})"),
             Node::Unit(lun) => write!(f, "Unit({lun:#x})"),
-            Node::HardDrive { partition, start, size, signature } => write!(f, "HD({partition},{signature},{start:#x},{size:#x})"),
+            Node::HardDrive {
+                partition,
+                start,
+                size,
+                signature,
+            } => write!(f, "HD({partition},{signature},{start:#x},{size:#x})"),
             Node::File(path) => f.write_str(path),
             Node::Other { kind, subtype } => write!(f, "Path({kind},{subtype})"),
         }
@@ -52,7 +84,10 @@ impl fmt::Display for Node {
 
 /// A device path in UEFI's text form, e.g. `PciRoot(0x0)/Pci(0x2,0x0)/USB(0x0,0x0)`.
 pub fn path_text(path: &[Node]) -> String {
-    path.iter().map(Node::to_string).collect::<Vec<_>>().join("/")
+    path.iter()
+        .map(Node::to_string)
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 fn u16_at(b: &[u8], at: usize) -> u16 {
@@ -76,12 +111,19 @@ fn guid_text(b: &[u8]) -> String {
         u16_at(b, 6),
         b[8],
         b[9],
-        b[10..16].iter().map(|x| format!("{x:02x}")).collect::<String>()
+        b[10..16]
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect::<String>()
     )
 }
 
 fn utf16_text(b: &[u8]) -> String {
-    let units: Vec<u16> = b.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).take_while(|&u| u != 0).collect();
+    let units: Vec<u16> = b
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .take_while(|&u| u != 0)
+        .collect();
     String::from_utf16_lossy(&units)
 }
 
@@ -92,12 +134,20 @@ pub fn parse_device_path(bytes: &[u8]) -> anyhow::Result<Vec<Node>> {
     let mut nodes = Vec::new();
     let mut at = 0;
     loop {
-        ensure!(at + 4 <= bytes.len(), "device path ends without an end node after {} bytes", bytes.len());
+        ensure!(
+            at + 4 <= bytes.len(),
+            "device path ends without an end node after {} bytes",
+            bytes.len()
+        );
         let (kind, subtype, len) = (bytes[at], bytes[at + 1], usize::from(u16_at(bytes, at + 2)));
         ensure!(len >= 4 && at + len <= bytes.len(), "device path node {kind:#x}/{subtype:#x} at byte {at} has length {len}, beyond the path's {} bytes", bytes.len());
         let d = &bytes[at + 4..at + len];
         let need = |n: usize| -> anyhow::Result<()> {
-            ensure!(d.len() >= n, "device path node {kind:#x}/{subtype:#x} at byte {at} has {} data bytes, needs {n}", d.len());
+            ensure!(
+                d.len() >= n,
+                "device path node {kind:#x}/{subtype:#x} at byte {at} has {} data bytes, needs {n}",
+                d.len()
+            );
             Ok(())
         };
         let node = match (kind, subtype) {
@@ -105,7 +155,10 @@ pub fn parse_device_path(bytes: &[u8]) -> anyhow::Result<Vec<Node>> {
             (0x7f, 0x01 | 0xff) => return Ok(nodes),
             (0x01, 0x01) => {
                 need(2)?;
-                Node::Pci { function: d[0], device: d[1] }
+                Node::Pci {
+                    function: d[0],
+                    device: d[1],
+                }
             }
             (0x02, 0x01) => {
                 need(8)?;
@@ -117,11 +170,17 @@ pub fn parse_device_path(bytes: &[u8]) -> anyhow::Result<Vec<Node>> {
             }
             (0x03, 0x02) => {
                 need(4)?;
-                Node::Scsi { target: u16_at(d, 0), lun: u16_at(d, 2) }
+                Node::Scsi {
+                    target: u16_at(d, 0),
+                    lun: u16_at(d, 2),
+                }
             }
             (0x03, 0x05) => {
                 need(2)?;
-                Node::Usb { port: d[0], interface: d[1] }
+                Node::Usb {
+                    port: d[0],
+                    interface: d[1],
+                }
             }
             (0x03, 0x11) => {
                 need(1)?;
@@ -129,11 +188,17 @@ pub fn parse_device_path(bytes: &[u8]) -> anyhow::Result<Vec<Node>> {
             }
             (0x03, 0x12) => {
                 need(6)?;
-                Node::Sata { port: u16_at(d, 0), multiplier: u16_at(d, 2), lun: u16_at(d, 4) }
+                Node::Sata {
+                    port: u16_at(d, 0),
+                    multiplier: u16_at(d, 2),
+                    lun: u16_at(d, 4),
+                }
             }
             (0x03, 0x17) => {
                 need(4)?;
-                Node::Nvme { namespace: u32_at(d, 0) }
+                Node::Nvme {
+                    namespace: u32_at(d, 0),
+                }
             }
             (0x04, 0x01) => {
                 need(38)?;
@@ -142,7 +207,12 @@ pub fn parse_device_path(bytes: &[u8]) -> anyhow::Result<Vec<Node>> {
                     0x01 => format!("{:#010x}", u32_at(d, 20)),
                     _ => "none".to_owned(),
                 };
-                Node::HardDrive { partition: u32_at(d, 0), start: u64_at(d, 4), size: u64_at(d, 12), signature }
+                Node::HardDrive {
+                    partition: u32_at(d, 0),
+                    start: u64_at(d, 4),
+                    size: u64_at(d, 12),
+                    signature,
+                }
             }
             (0x04, 0x04) => Node::File(utf16_text(d)),
             _ => Node::Other { kind, subtype },
@@ -162,19 +232,31 @@ pub struct LoadOption {
 /// Parses an EFI_LOAD_OPTION: attributes (u32), the device path list's
 /// length (u16), a NUL-terminated UTF-16 description, the device paths.
 pub fn parse_load_option(bytes: &[u8]) -> anyhow::Result<LoadOption> {
-    ensure!(bytes.len() >= 6, "load option of {} bytes is shorter than its 6-byte header", bytes.len());
+    ensure!(
+        bytes.len() >= 6,
+        "load option of {} bytes is shorter than its 6-byte header",
+        bytes.len()
+    );
     let path_len = usize::from(u16_at(bytes, 4));
     let mut end = 6;
     loop {
-        ensure!(end + 2 <= bytes.len(), "load option description is not terminated");
+        ensure!(
+            end + 2 <= bytes.len(),
+            "load option description is not terminated"
+        );
         end += 2;
         if bytes[end - 2] == 0 && bytes[end - 1] == 0 {
             break;
         }
     }
     let description = utf16_text(&bytes[6..end]);
-    ensure!(end + path_len <= bytes.len(), "load option {description:?} declares a {path_len}-byte device path, only {} bytes follow", bytes.len() - end);
-    let path = parse_device_path(&bytes[end..end + path_len]).with_context(|| format!("load option {description:?}"))?;
+    ensure!(
+        end + path_len <= bytes.len(),
+        "load option {description:?} declares a {path_len}-byte device path, only {} bytes follow",
+        bytes.len() - end
+    );
+    let path = parse_device_path(&bytes[end..end + path_len])
+        .with_context(|| format!("load option {description:?}"))?;
     Ok(LoadOption { description, path })
 }
 
@@ -189,7 +271,12 @@ pub struct BootDevice {
 
 impl BootDevice {
     pub fn describe(&self) -> String {
-        format!("Boot{:04X} {:?} {}", self.option, self.description, path_text(&self.path))
+        format!(
+            "Boot{:04X} {:?} {}",
+            self.option,
+            self.description,
+            path_text(&self.path)
+        )
     }
 }
 
@@ -197,18 +284,32 @@ impl BootDevice {
 fn read_variable(dir: &Path, name: &str) -> anyhow::Result<Vec<u8>> {
     let path = dir.join(format!("{name}-{EFI_GLOBAL_VARIABLE}"));
     let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-    ensure!(bytes.len() >= 4, "{} has {} bytes, fewer than its attributes", path.display(), bytes.len());
+    ensure!(
+        bytes.len() >= 4,
+        "{} has {} bytes, fewer than its attributes",
+        path.display(),
+        bytes.len()
+    );
     Ok(bytes[4..].to_vec())
 }
 
 /// The boot device from the variables under `dir` (efivarfs).
 pub fn boot_device_from(dir: &Path) -> anyhow::Result<BootDevice> {
     let current = read_variable(dir, "BootCurrent")?;
-    ensure!(current.len() == 2, "BootCurrent has {} bytes, not 2", current.len());
+    ensure!(
+        current.len() == 2,
+        "BootCurrent has {} bytes, not 2",
+        current.len()
+    );
     let option = u16_at(&current, 0);
     let name = format!("Boot{option:04X}");
-    let load = parse_load_option(&read_variable(dir, &name)?).with_context(|| format!("parsing {name}"))?;
-    Ok(BootDevice { option, description: load.description, path: load.path })
+    let load = parse_load_option(&read_variable(dir, &name)?)
+        .with_context(|| format!("parsing {name}"))?;
+    Ok(BootDevice {
+        option,
+        description: load.description,
+        path: load.path,
+    })
 }
 
 /// The boot device of this machine; mounts efivarfs when it is not yet.
@@ -216,10 +317,18 @@ pub fn read_boot_device() -> anyhow::Result<BootDevice> {
     if !Path::new("/sys/firmware/efi").is_dir() {
         bail!("/sys/firmware/efi is missing: the machine did not boot through UEFI");
     }
-    let mounted = std::fs::read_dir(EFIVARS).map(|mut d| d.next().is_some()).unwrap_or(false);
+    let mounted = std::fs::read_dir(EFIVARS)
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false);
     if !mounted {
-        rustix::mount::mount("efivarfs", EFIVARS, "efivarfs", rustix::mount::MountFlags::empty(), None)
-            .with_context(|| format!("mounting efivarfs on {EFIVARS}"))?;
+        rustix::mount::mount(
+            "efivarfs",
+            EFIVARS,
+            "efivarfs",
+            rustix::mount::MountFlags::empty(),
+            None,
+        )
+        .with_context(|| format!("mounting efivarfs on {EFIVARS}"))?;
     }
     boot_device_from(Path::new(EFIVARS))
 }
@@ -293,13 +402,22 @@ pub fn sysfs_hops(sysfs_path: &str, read: &dyn Fn(&str) -> Option<String>) -> Ve
     for part in sysfs_path.split('/').filter(|p| !p.is_empty()) {
         prefix.push('/');
         prefix.push_str(part);
-        let numbers = |sep: char| -> Option<Vec<u32>> { part.split(sep).map(|n| n.parse().ok()).collect() };
-        if part.strip_prefix("pci").is_some_and(|r| r.len() == 7 && r.as_bytes()[4] == b':') {
-            let uid = read(&format!("{prefix}/firmware_node/uid")).and_then(|u| u.trim().parse().ok());
+        let numbers =
+            |sep: char| -> Option<Vec<u32>> { part.split(sep).map(|n| n.parse().ok()).collect() };
+        if part
+            .strip_prefix("pci")
+            .is_some_and(|r| r.len() == 7 && r.as_bytes()[4] == b':')
+        {
+            let uid =
+                read(&format!("{prefix}/firmware_node/uid")).and_then(|u| u.trim().parse().ok());
             hops.push(Hop::Root(uid));
         } else if let Some((dev, func)) = pci_function(part) {
             hops.push(Hop::Pci(dev, func));
-        } else if let Some(ports) = part.split_once('-').filter(|(bus, _)| bus.parse::<u32>().is_ok()).map(|(_, p)| p) {
+        } else if let Some(ports) = part
+            .split_once('-')
+            .filter(|(bus, _)| bus.parse::<u32>().is_ok())
+            .map(|(_, p)| p)
+        {
             // `2-1.3`: bus 2, root port 1, hub port 3 (1-based in Linux, 0-based in UEFI).
             if !ports.contains(':') {
                 if let Some(last) = ports.rsplit('.').next().and_then(|p| p.parse::<u8>().ok()) {
@@ -308,7 +426,9 @@ pub fn sysfs_hops(sysfs_path: &str, read: &dyn Fn(&str) -> Option<String>) -> Ve
                 }
             }
         } else if part.starts_with("ata") && part[3..].parse::<u32>().is_ok() {
-            let port = read(&format!("{prefix}/ata_port/{part}/port_no")).and_then(|p| p.trim().parse::<u16>().ok()).and_then(|p| p.checked_sub(1));
+            let port = read(&format!("{prefix}/ata_port/{part}/port_no"))
+                .and_then(|p| p.trim().parse::<u16>().ok())
+                .and_then(|p| p.checked_sub(1));
             hops.push(Hop::Sata(port));
             under_ata = true;
         } else if let Some(hctl) = numbers(':').filter(|n| n.len() == 4) {
@@ -401,28 +521,61 @@ mod tests {
     /// The option OVMF makes for a USB stick on QEMU's xhci controller in
     /// slot 2: `PciRoot(0x0)/Pci(0x2,0x0)/USB(0x0,0x0)`.
     fn ovmf_usb_stick() -> Vec<u8> {
-        [pci_root(0), node(0x01, 0x01, &[0x00, 0x02]), node(0x03, 0x05, &[0x00, 0x00]), end()].concat()
+        [
+            pci_root(0),
+            node(0x01, 0x01, &[0x00, 0x02]),
+            node(0x03, 0x05, &[0x00, 0x00]),
+            end(),
+        ]
+        .concat()
     }
 
     #[test]
     fn ovmf_load_options_parse_into_nodes_and_text() {
-        let bytes = load_option("UEFI QEMU QEMU USB HARDDRIVE 1-0000:00:02.0-1", &ovmf_usb_stick());
+        let bytes = load_option(
+            "UEFI QEMU QEMU USB HARDDRIVE 1-0000:00:02.0-1",
+            &ovmf_usb_stick(),
+        );
         let opt = parse_load_option(&bytes).unwrap();
-        assert_eq!(opt.description, "UEFI QEMU QEMU USB HARDDRIVE 1-0000:00:02.0-1");
-        assert_eq!(path_text(&opt.path), "PciRoot(0x0)/Pci(0x2,0x0)/USB(0x0,0x0)");
+        assert_eq!(
+            opt.description,
+            "UEFI QEMU QEMU USB HARDDRIVE 1-0000:00:02.0-1"
+        );
+        assert_eq!(
+            path_text(&opt.path),
+            "PciRoot(0x0)/Pci(0x2,0x0)/USB(0x0,0x0)"
+        );
 
         // A firmware entry written by efibootmgr: NVMe namespace 1, ESP, the loader.
-        let guid = [0x28, 0x73, 0x2a, 0xc1, 0x1f, 0xf8, 0xd2, 0x11, 0xba, 0x4b, 0x00, 0xa0, 0xc9, 0x3e, 0xc9, 0x3b];
+        let guid = [
+            0x28, 0x73, 0x2a, 0xc1, 0x1f, 0xf8, 0xd2, 0x11, 0xba, 0x4b, 0x00, 0xa0, 0xc9, 0x3e,
+            0xc9, 0x3b,
+        ];
         let mut nvme = 1u32.to_le_bytes().to_vec();
         nvme.extend_from_slice(&[0; 8]);
-        let file: Vec<u8> = "\\EFI\\ubuntu\\shimx64.efi".encode_utf16().chain([0]).flat_map(u16::to_le_bytes).collect();
-        let path = [pci_root(0), node(0x01, 0x01, &[0x00, 0x04]), node(0x03, 0x17, &nvme), hd(1, 2048, 1048576, guid), node(0x04, 0x04, &file), end()].concat();
+        let file: Vec<u8> = "\\EFI\\ubuntu\\shimx64.efi"
+            .encode_utf16()
+            .chain([0])
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        let path = [
+            pci_root(0),
+            node(0x01, 0x01, &[0x00, 0x04]),
+            node(0x03, 0x17, &nvme),
+            hd(1, 2048, 1048576, guid),
+            node(0x04, 0x04, &file),
+            end(),
+        ]
+        .concat();
         let opt = parse_load_option(&load_option("ubuntu", &path)).unwrap();
         assert_eq!(
             path_text(&opt.path),
             "PciRoot(0x0)/Pci(0x4,0x0)/NVMe(0x1)/HD(1,c12a7328-f81f-11d2-ba4b-00a0c93ec93b,0x800,0x100000)/\\EFI\\ubuntu\\shimx64.efi"
         );
-        assert_eq!(device_path_hops(&opt.path), Some(vec![Hop::Root(Some(0)), Hop::Pci(4, 0), Hop::Nvme(1)]));
+        assert_eq!(
+            device_path_hops(&opt.path),
+            Some(vec![Hop::Root(Some(0)), Hop::Pci(4, 0), Hop::Nvme(1)])
+        );
 
         // Short form (the partition only): every copy of the image has that partition GUID.
         let short = [hd(2, 2048, 4096, guid), node(0x04, 0x04, &file), end()].concat();
@@ -431,11 +584,28 @@ mod tests {
 
     #[test]
     fn malformed_paths_are_errors_not_panics() {
-        assert!(parse_device_path(&[]).unwrap_err().to_string().contains("without an end node"));
-        assert!(parse_device_path(&[0x01, 0x01, 0x02, 0x00]).unwrap_err().to_string().contains("has length 2"));
-        assert!(parse_device_path(&[0x01, 0x01, 0x40, 0x00, 0, 0]).unwrap_err().to_string().contains("beyond the path"));
-        assert!(parse_device_path(&[0x01, 0x01, 0x05, 0x00, 0, 0x7f, 0xff, 4, 0]).unwrap_err().to_string().contains("needs 2"));
-        assert!(parse_load_option(&[1, 0, 0, 0, 4, 0, b'a', 0]).unwrap_err().to_string().contains("not terminated"));
+        assert!(parse_device_path(&[])
+            .unwrap_err()
+            .to_string()
+            .contains("without an end node"));
+        assert!(parse_device_path(&[0x01, 0x01, 0x02, 0x00])
+            .unwrap_err()
+            .to_string()
+            .contains("has length 2"));
+        assert!(parse_device_path(&[0x01, 0x01, 0x40, 0x00, 0, 0])
+            .unwrap_err()
+            .to_string()
+            .contains("beyond the path"));
+        assert!(
+            parse_device_path(&[0x01, 0x01, 0x05, 0x00, 0, 0x7f, 0xff, 4, 0])
+                .unwrap_err()
+                .to_string()
+                .contains("needs 2")
+        );
+        assert!(parse_load_option(&[1, 0, 0, 0, 4, 0, b'a', 0])
+            .unwrap_err()
+            .to_string()
+            .contains("not terminated"));
         assert!(parse_load_option(&load_option("x", &[])[..10]).is_err());
     }
 
@@ -445,34 +615,80 @@ mod tests {
         let usb = "/sys/devices/pci0000:00/0000:00:02.0/usb2/2-1/2-1:1.0/host0/target0:0:0/0:0:0:0/block/sda";
         let second = "/sys/devices/pci0000:00/0000:00:02.0/usb2/2-2/2-2:1.0/host1/target1:0:0/1:0:0:0/block/sdb";
         let stick = device_path_hops(&parse_device_path(&ovmf_usb_stick()).unwrap()).unwrap();
-        assert_eq!(sysfs_hops(usb, &none), [Hop::Root(None), Hop::Pci(2, 0), Hop::UsbPort(0)]);
+        assert_eq!(
+            sysfs_hops(usb, &none),
+            [Hop::Root(None), Hop::Pci(2, 0), Hop::UsbPort(0)]
+        );
         assert!(matches(&stick, &sysfs_hops(usb, &none)));
-        assert!(!matches(&stick, &sysfs_hops(second, &none)), "port 2 is not port 1");
+        assert!(
+            !matches(&stick, &sysfs_hops(second, &none)),
+            "port 2 is not port 1"
+        );
 
         let hub = "/sys/devices/pci0000:00/0000:00:1d.0/0000:02:00.0/usb3/3-1/3-1.4/3-1.4:1.0/host5/target5:0:0/5:0:0:1/block/sdc";
-        assert_eq!(sysfs_hops(hub, &none), [Hop::Root(None), Hop::Pci(0x1d, 0), Hop::Pci(0, 0), Hop::UsbPort(0), Hop::UsbPort(3), Hop::Lun(1)]);
+        assert_eq!(
+            sysfs_hops(hub, &none),
+            [
+                Hop::Root(None),
+                Hop::Pci(0x1d, 0),
+                Hop::Pci(0, 0),
+                Hop::UsbPort(0),
+                Hop::UsbPort(3),
+                Hop::Lun(1)
+            ]
+        );
 
         let virtio = "/sys/devices/pci0000:00/0000:00:03.0/virtio1/block/vda";
         assert_eq!(sysfs_hops(virtio, &none), [Hop::Root(None), Hop::Pci(3, 0)]);
         assert!(!matches(&stick, &sysfs_hops(virtio, &none)));
-        let scsi = "/sys/devices/pci0000:00/0000:00:05.0/virtio2/host0/target0:0:3/0:0:3:0/block/sda";
-        assert_eq!(sysfs_hops(scsi, &none), [Hop::Root(None), Hop::Pci(5, 0), Hop::Scsi(3, 0)]);
+        let scsi =
+            "/sys/devices/pci0000:00/0000:00:05.0/virtio2/host0/target0:0:3/0:0:3:0/block/sda";
+        assert_eq!(
+            sysfs_hops(scsi, &none),
+            [Hop::Root(None), Hop::Pci(5, 0), Hop::Scsi(3, 0)]
+        );
         let nvme = "/sys/devices/pci0000:00/0000:00:04.0/nvme/nvme0/nvme0n1";
-        assert_eq!(sysfs_hops(nvme, &none), [Hop::Root(None), Hop::Pci(4, 0), Hop::Nvme(1)]);
+        assert_eq!(
+            sysfs_hops(nvme, &none),
+            [Hop::Root(None), Hop::Pci(4, 0), Hop::Nvme(1)]
+        );
 
         let sata = "/sys/devices/pci0000:00/0000:00:1f.2/ata3/host2/target2:0:0/2:0:0:0/block/sda";
         let read = |p: &str| match p {
             "/sys/devices/pci0000:00/firmware_node/uid" => Some("0\n".to_owned()),
-            "/sys/devices/pci0000:00/0000:00:1f.2/ata3/ata_port/ata3/port_no" => Some("3\n".to_owned()),
+            "/sys/devices/pci0000:00/0000:00:1f.2/ata3/ata_port/ata3/port_no" => {
+                Some("3\n".to_owned())
+            }
             _ => None,
         };
-        assert_eq!(sysfs_hops(sata, &read), [Hop::Root(Some(0)), Hop::Pci(0x1f, 2), Hop::Sata(Some(2))]);
-        let sata_dp = [pci_root(0), node(0x01, 0x01, &[0x02, 0x1f]), node(0x03, 0x12, &[2, 0, 0xff, 0xff, 0, 0]), end()].concat();
+        assert_eq!(
+            sysfs_hops(sata, &read),
+            [Hop::Root(Some(0)), Hop::Pci(0x1f, 2), Hop::Sata(Some(2))]
+        );
+        let sata_dp = [
+            pci_root(0),
+            node(0x01, 0x01, &[0x02, 0x1f]),
+            node(0x03, 0x12, &[2, 0, 0xff, 0xff, 0, 0]),
+            end(),
+        ]
+        .concat();
         let sata_hops = device_path_hops(&parse_device_path(&sata_dp).unwrap()).unwrap();
         assert!(matches(&sata_hops, &sysfs_hops(sata, &read)));
-        assert!(!matches(&sata_hops, &sysfs_hops(sata, &none)), "an unknown SATA port never matches");
-        let other_root = [pci_root(1), node(0x01, 0x01, &[0x02, 0x1f]), node(0x03, 0x12, &[2, 0, 0xff, 0xff, 0, 0]), end()].concat();
-        assert!(!matches(&device_path_hops(&parse_device_path(&other_root).unwrap()).unwrap(), &sysfs_hops(sata, &read)));
+        assert!(
+            !matches(&sata_hops, &sysfs_hops(sata, &none)),
+            "an unknown SATA port never matches"
+        );
+        let other_root = [
+            pci_root(1),
+            node(0x01, 0x01, &[0x02, 0x1f]),
+            node(0x03, 0x12, &[2, 0, 0xff, 0xff, 0, 0]),
+            end(),
+        ]
+        .concat();
+        assert!(!matches(
+            &device_path_hops(&parse_device_path(&other_root).unwrap()).unwrap(),
+            &sysfs_hops(sata, &read)
+        ));
     }
 
     #[test]
@@ -481,14 +697,27 @@ mod tests {
         let var = |name: &str, data: &[u8]| {
             let mut bytes = 0x7u32.to_le_bytes().to_vec();
             bytes.extend_from_slice(data);
-            std::fs::write(dir.path().join(format!("{name}-{EFI_GLOBAL_VARIABLE}")), bytes).unwrap();
+            std::fs::write(
+                dir.path().join(format!("{name}-{EFI_GLOBAL_VARIABLE}")),
+                bytes,
+            )
+            .unwrap();
         };
         let err = boot_device_from(dir.path()).unwrap_err();
-        assert!(format!("{err:#}").contains("BootCurrent-8be4df61"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("BootCurrent-8be4df61"),
+            "{err:#}"
+        );
         var("BootCurrent", &0x000au16.to_le_bytes());
-        var("Boot000A", &load_option("UEFI QEMU QEMU USB HARDDRIVE", &ovmf_usb_stick()));
+        var(
+            "Boot000A",
+            &load_option("UEFI QEMU QEMU USB HARDDRIVE", &ovmf_usb_stick()),
+        );
         let dev = boot_device_from(dir.path()).unwrap();
-        assert_eq!(dev.describe(), "Boot000A \"UEFI QEMU QEMU USB HARDDRIVE\" PciRoot(0x0)/Pci(0x2,0x0)/USB(0x0,0x0)");
+        assert_eq!(
+            dev.describe(),
+            "Boot000A \"UEFI QEMU QEMU USB HARDDRIVE\" PciRoot(0x0)/Pci(0x2,0x0)/USB(0x0,0x0)"
+        );
     }
 
     /// efivarfs files captured in the installer booted by OVMF (Debian's
@@ -505,9 +734,21 @@ mod tests {
     #[test]
     fn a_boot_option_captured_from_ovmf_matches_the_stick_and_nothing_else() {
         let dir = tempfile::tempdir().unwrap();
-        let bytes: Vec<u8> = OVMF_BOOT0001.split_whitespace().map(|h| u8::from_str_radix(h, 16).unwrap()).collect();
-        std::fs::write(dir.path().join(format!("BootCurrent-{EFI_GLOBAL_VARIABLE}")), OVMF_BOOT_CURRENT).unwrap();
-        std::fs::write(dir.path().join(format!("Boot0001-{EFI_GLOBAL_VARIABLE}")), bytes).unwrap();
+        let bytes: Vec<u8> = OVMF_BOOT0001
+            .split_whitespace()
+            .map(|h| u8::from_str_radix(h, 16).unwrap())
+            .collect();
+        std::fs::write(
+            dir.path()
+                .join(format!("BootCurrent-{EFI_GLOBAL_VARIABLE}")),
+            OVMF_BOOT_CURRENT,
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join(format!("Boot0001-{EFI_GLOBAL_VARIABLE}")),
+            bytes,
+        )
+        .unwrap();
         let dev = boot_device_from(dir.path()).unwrap();
         assert_eq!(dev.describe(), "Boot0001 \"UEFI QEMU QEMU USB HARDDRIVE 1-0000:00:02.0-1\" PciRoot(0x0)/Pci(0x2,0x0)/USB(0x0,0x0)");
         let hops = device_path_hops(&dev.path).unwrap();

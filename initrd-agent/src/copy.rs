@@ -33,13 +33,16 @@ pub fn copy_tree(src: &Path, dst: &Path, mut progress: impl FnMut(u64)) -> Resul
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
         let from_dir = src.join(&rel);
-        let mut entries: Vec<_> = fs::read_dir(&from_dir).with_context(|| format!("listing {}", from_dir.display()))?.collect::<Result<_, _>>()?;
+        let mut entries: Vec<_> = fs::read_dir(&from_dir)
+            .with_context(|| format!("listing {}", from_dir.display()))?
+            .collect::<Result<_, _>>()?;
         entries.sort_by_key(|e| e.file_name());
         for entry in entries {
             let rel_path = rel.join(entry.file_name());
             let from = src.join(&rel_path);
             let to = dst.join(&rel_path);
-            let meta = fs::symlink_metadata(&from).with_context(|| format!("reading {}", from.display()))?;
+            let meta = fs::symlink_metadata(&from)
+                .with_context(|| format!("reading {}", from.display()))?;
             let ft = meta.file_type();
             if ft.is_dir() {
                 if !to.is_dir() {
@@ -51,22 +54,31 @@ pub fn copy_tree(src: &Path, dst: &Path, mut progress: impl FnMut(u64)) -> Resul
             }
             if meta.nlink() > 1 && !ft.is_dir() {
                 if let Some(first) = links.get(&(meta.dev(), meta.ino())) {
-                    fs::hard_link(first, &to).with_context(|| format!("linking {} to {}", to.display(), first.display()))?;
+                    fs::hard_link(first, &to).with_context(|| {
+                        format!("linking {} to {}", to.display(), first.display())
+                    })?;
                     continue;
                 }
                 links.insert((meta.dev(), meta.ino()), to.clone());
             }
             if ft.is_symlink() {
                 let target = fs::read_link(&from)?;
-                std::os::unix::fs::symlink(&target, &to).with_context(|| format!("creating symlink {}", to.display()))?;
+                std::os::unix::fs::symlink(&target, &to)
+                    .with_context(|| format!("creating symlink {}", to.display()))?;
             } else if ft.is_file() {
                 stats.bytes += copy_file(&from, &to, meta.len(), &mut buf)?;
                 stats.files += 1;
                 progress(stats.bytes);
             } else {
                 let mode = meta.mode();
-                rustix::fs::mknodat(CWD, &to, FileType::from_raw_mode(mode), Mode::from_raw_mode(mode), meta.rdev())
-                    .with_context(|| format!("creating device node {}", to.display()))?;
+                rustix::fs::mknodat(
+                    CWD,
+                    &to,
+                    FileType::from_raw_mode(mode),
+                    Mode::from_raw_mode(mode),
+                    meta.rdev(),
+                )
+                .with_context(|| format!("creating device node {}", to.display()))?;
             }
             apply_metadata(&from, &to, &meta)?;
         }
@@ -84,7 +96,9 @@ fn copy_file(from: &Path, to: &Path, len: u64, buf: &mut [u8]) -> Result<u64> {
     let mut out = File::create(to).with_context(|| format!("creating {}", to.display()))?;
     let mut copied = 0u64;
     loop {
-        let n = input.read(buf).with_context(|| format!("reading {}", from.display()))?;
+        let n = input
+            .read(buf)
+            .with_context(|| format!("reading {}", from.display()))?;
         if n == 0 {
             break;
         }
@@ -95,29 +109,45 @@ fn copy_file(from: &Path, to: &Path, len: u64, buf: &mut [u8]) -> Result<u64> {
             if block.len() == HOLE && block.iter().all(|&b| b == 0) {
                 out.seek(SeekFrom::Current(HOLE as i64))?;
             } else {
-                out.write_all(block).with_context(|| format!("writing {}", to.display()))?;
+                out.write_all(block)
+                    .with_context(|| format!("writing {}", to.display()))?;
             }
             pos = end;
         }
         copied += n as u64;
     }
-    out.set_len(len).with_context(|| format!("sizing {}", to.display()))?;
+    out.set_len(len)
+        .with_context(|| format!("sizing {}", to.display()))?;
     Ok(copied)
 }
 
 /// Owner, then mode (chown clears set-id bits), xattrs, then times.
 fn apply_metadata(from: &Path, to: &Path, meta: &fs::Metadata) -> Result<()> {
-    rustix::fs::chownat(CWD, to, Some(Uid::from_raw(meta.uid())), Some(Gid::from_raw(meta.gid())), AtFlags::SYMLINK_NOFOLLOW)
-        .with_context(|| format!("setting owner of {}", to.display()))?;
+    rustix::fs::chownat(
+        CWD,
+        to,
+        Some(Uid::from_raw(meta.uid())),
+        Some(Gid::from_raw(meta.gid())),
+        AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .with_context(|| format!("setting owner of {}", to.display()))?;
     if !meta.file_type().is_symlink() {
-        fs::set_permissions(to, fs::Permissions::from_mode(meta.mode() & 0o7777)).with_context(|| format!("setting mode of {}", to.display()))?;
+        fs::set_permissions(to, fs::Permissions::from_mode(meta.mode() & 0o7777))
+            .with_context(|| format!("setting mode of {}", to.display()))?;
     }
     copy_xattrs(from, to)?;
     let times = Timestamps {
-        last_access: Timespec { tv_sec: meta.atime(), tv_nsec: meta.atime_nsec() },
-        last_modification: Timespec { tv_sec: meta.mtime(), tv_nsec: meta.mtime_nsec() },
+        last_access: Timespec {
+            tv_sec: meta.atime(),
+            tv_nsec: meta.atime_nsec(),
+        },
+        last_modification: Timespec {
+            tv_sec: meta.mtime(),
+            tv_nsec: meta.mtime_nsec(),
+        },
     };
-    rustix::fs::utimensat(CWD, to, &times, AtFlags::SYMLINK_NOFOLLOW).with_context(|| format!("setting times of {}", to.display()))?;
+    rustix::fs::utimensat(CWD, to, &times, AtFlags::SYMLINK_NOFOLLOW)
+        .with_context(|| format!("setting times of {}", to.display()))?;
     Ok(())
 }
 
@@ -126,18 +156,39 @@ fn apply_metadata(from: &Path, to: &Path, meta: &fs::Metadata) -> Result<()> {
 /// listed, read or set fails the copy: a file silently stripped of its
 /// capabilities or ACLs is a broken system that looks fine.
 fn copy_xattrs(from: &Path, to: &Path) -> Result<()> {
-    let names = match read_sized(|| rustix::fs::llistxattr_query(from), |buf| rustix::fs::llistxattr(from, buf)) {
+    let names = match read_sized(
+        || rustix::fs::llistxattr_query(from),
+        |buf| rustix::fs::llistxattr(from, buf),
+    ) {
         Ok(names) => names,
         // The source filesystem cannot hold extended attributes, so it has none to lose.
         Err(Errno::NOTSUP) => return Ok(()),
-        Err(e) => return Err(e).with_context(|| format!("listing the extended attributes of {}", from.display())),
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("listing the extended attributes of {}", from.display()))
+        }
     };
     for name in names.split(|&b| b == 0).filter(|s| !s.is_empty()) {
         let name = OsStr::from_bytes(name);
-        let value = read_sized(|| rustix::fs::lgetxattr_query(from, name), |buf| rustix::fs::lgetxattr(from, name, buf))
-            .with_context(|| format!("reading extended attribute {} of {}", name.to_string_lossy(), from.display()))?;
-        rustix::fs::lsetxattr(to, name, &value, XattrFlags::empty())
-            .with_context(|| format!("setting extended attribute {} ({} bytes) on {}", name.to_string_lossy(), value.len(), to.display()))?;
+        let value = read_sized(
+            || rustix::fs::lgetxattr_query(from, name),
+            |buf| rustix::fs::lgetxattr(from, name, buf),
+        )
+        .with_context(|| {
+            format!(
+                "reading extended attribute {} of {}",
+                name.to_string_lossy(),
+                from.display()
+            )
+        })?;
+        rustix::fs::lsetxattr(to, name, &value, XattrFlags::empty()).with_context(|| {
+            format!(
+                "setting extended attribute {} ({} bytes) on {}",
+                name.to_string_lossy(),
+                value.len(),
+                to.display()
+            )
+        })?;
     }
     Ok(())
 }
@@ -195,29 +246,50 @@ mod tests {
         let stats = copy_tree(s, dst.path(), |_| {}).unwrap();
         let d = dst.path();
         assert_eq!(fs::read(d.join("etc/a")).unwrap(), b"hello");
-        let (a, l) = (fs::metadata(d.join("etc/a")).unwrap(), fs::metadata(d.join("etc/sub/a-link")).unwrap());
+        let (a, l) = (
+            fs::metadata(d.join("etc/a")).unwrap(),
+            fs::metadata(d.join("etc/sub/a-link")).unwrap(),
+        );
         assert_eq!(a.ino(), l.ino(), "hard link kept");
         assert_eq!(a.mode() & 0o7777, 0o4755, "set-uid kept after chown");
-        assert_eq!(fs::read_link(d.join("etc/sub/rel")).unwrap(), Path::new("../a"));
+        assert_eq!(
+            fs::read_link(d.join("etc/sub/rel")).unwrap(),
+            Path::new("../a")
+        );
         let sp = fs::metadata(d.join("sparse")).unwrap();
         assert_eq!(sp.len(), (8 << 20) + 4);
-        assert!(sp.blocks() * 512 < 1 << 20, "holes kept: {} blocks", sp.blocks());
+        assert!(
+            sp.blocks() * 512 < 1 << 20,
+            "holes kept: {} blocks",
+            sp.blocks()
+        );
         let data = fs::read(d.join("sparse")).unwrap();
         assert_eq!(&data[..4], b"head");
         assert_eq!(&data[data.len() - 4..], b"tail");
-        assert_eq!(fs::metadata(d.join("empty")).unwrap().mode() & 0o7777, 0o711);
+        assert_eq!(
+            fs::metadata(d.join("empty")).unwrap().mode() & 0o7777,
+            0o711
+        );
         assert_eq!(fs::metadata(s.join("etc/a")).unwrap().mtime(), a.mtime());
         assert_eq!(stats.files, 2, "the hard link is not copied twice");
     }
 
     fn xattrs(path: &Path) -> Vec<(String, Vec<u8>)> {
-        let names = read_sized(|| rustix::fs::llistxattr_query(path), |b| rustix::fs::llistxattr(path, b)).unwrap();
+        let names = read_sized(
+            || rustix::fs::llistxattr_query(path),
+            |b| rustix::fs::llistxattr(path, b),
+        )
+        .unwrap();
         let mut out: Vec<(String, Vec<u8>)> = names
             .split(|&b| b == 0)
             .filter(|n| !n.is_empty())
             .map(|n| {
                 let name = OsStr::from_bytes(n);
-                let value = read_sized(|| rustix::fs::lgetxattr_query(path, name), |b| rustix::fs::lgetxattr(path, name, b)).unwrap();
+                let value = read_sized(
+                    || rustix::fs::lgetxattr_query(path, name),
+                    |b| rustix::fs::lgetxattr(path, name, b),
+                )
+                .unwrap();
                 (name.to_string_lossy().into_owned(), value)
             })
             .collect();
@@ -241,7 +313,13 @@ mod tests {
         let big: Vec<u8> = (0..65536u32).map(|i| (i % 251) as u8).collect();
         rustix::fs::lsetxattr(&file, "user.big", &big, XattrFlags::empty()).unwrap();
         for i in 0..60 {
-            rustix::fs::lsetxattr(&file, format!("user.{i:0>100}").as_str(), b"v", XattrFlags::empty()).unwrap();
+            rustix::fs::lsetxattr(
+                &file,
+                format!("user.{i:0>100}").as_str(),
+                b"v",
+                XattrFlags::empty(),
+            )
+            .unwrap();
         }
         // vfs_cap_data revision 2, effective, permitted = CAP_NET_RAW (13): `setcap cap_net_raw+ep`.
         let mut cap = Vec::new();
@@ -249,7 +327,10 @@ mod tests {
             cap.extend_from_slice(&word.to_le_bytes());
         }
         rustix::fs::lsetxattr(&file, "security.capability", &cap, XattrFlags::empty()).unwrap();
-        assert!(rustix::fs::llistxattr_query(&file).unwrap() > 4096, "the name list exceeds the old 4 KiB buffer");
+        assert!(
+            rustix::fs::llistxattr_query(&file).unwrap() > 4096,
+            "the name list exceeds the old 4 KiB buffer"
+        );
 
         copy_tree(src.path(), dst.path(), |_| {}).unwrap();
         let copied = xattrs(&dst.path().join("ping"));
@@ -264,7 +345,13 @@ mod tests {
         let dir = tmpfs_dir();
         let missing = dir.path().join("gone");
         let err = copy_xattrs(&missing, dir.path()).unwrap_err();
-        assert_eq!(format!("{err:#}"), format!("listing the extended attributes of {}: No such file or directory (os error 2)", missing.display()));
+        assert_eq!(
+            format!("{err:#}"),
+            format!(
+                "listing the extended attributes of {}: No such file or directory (os error 2)",
+                missing.display()
+            )
+        );
 
         // user.* attributes are not allowed on symlinks: the set fails and says where.
         let file = dir.path().join("f");
@@ -273,7 +360,13 @@ mod tests {
         let link = dir.path().join("link");
         std::os::unix::fs::symlink("f", &link).unwrap();
         let err = format!("{:#}", copy_xattrs(&file, &link).unwrap_err());
-        assert!(err.starts_with(&format!("setting extended attribute user.note (4 bytes) on {}: ", link.display())), "{err}");
+        assert!(
+            err.starts_with(&format!(
+                "setting extended attribute user.note (4 bytes) on {}: ",
+                link.display()
+            )),
+            "{err}"
+        );
     }
 
     #[test]
@@ -298,7 +391,14 @@ mod tests {
         assert_eq!((value.len(), reads.get()), (6000, 2));
         assert!(value.iter().all(|&b| b == 7));
         let always = read_sized(|| Ok(1), |_| Err(Errno::RANGE));
-        assert_eq!(always, Err(Errno::RANGE), "a value that keeps growing is an error, not a loop");
-        assert_eq!(read_sized(|| Ok(0), |_| unreachable!("an empty value needs no read")), Ok(Vec::new()));
+        assert_eq!(
+            always,
+            Err(Errno::RANGE),
+            "a value that keeps growing is an error, not a loop"
+        );
+        assert_eq!(
+            read_sized(|| Ok(0), |_| unreachable!("an empty value needs no read")),
+            Ok(Vec::new())
+        );
     }
 }

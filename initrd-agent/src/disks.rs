@@ -42,19 +42,33 @@ pub struct DiskFacts {
 
 impl DiskFacts {
     pub fn describe(&self) -> String {
-        let size = self.size_bytes.map_or_else(|| "size unknown".to_owned(), human);
-        let removable = if self.removable == Some(true) { ", removable" } else { "" };
-        format!("{} ({size}, {}{removable}, model {:?}, serial {:?})", self.name, transport_name(self.transport), self.model, self.serial)
+        let size = self
+            .size_bytes
+            .map_or_else(|| "size unknown".to_owned(), human);
+        let removable = if self.removable == Some(true) {
+            ", removable"
+        } else {
+            ""
+        };
+        format!(
+            "{} ({size}, {}{removable}, model {:?}, serial {:?})",
+            self.name,
+            transport_name(self.transport),
+            self.model,
+            self.serial
+        )
     }
 
     /// The size of a disk that passed selection (unknown sizes never do).
     pub fn known_size(&self) -> anyhow::Result<u64> {
-        self.size_bytes.with_context(|| format!("the size of /dev/{} is unknown", self.name))
+        self.size_bytes
+            .with_context(|| format!("the size of /dev/{} is unknown", self.name))
     }
 
     /// The sector size of a disk that passed selection.
     pub fn known_block_size(&self) -> anyhow::Result<u64> {
-        self.logical_block_size.with_context(|| format!("the logical block size of /dev/{} is unknown", self.name))
+        self.logical_block_size
+            .with_context(|| format!("the logical block size of /dev/{} is unknown", self.name))
     }
 }
 
@@ -85,7 +99,9 @@ pub fn human(bytes: u64) -> String {
 }
 
 fn read_trim(path: impl AsRef<Path>) -> Option<String> {
-    std::fs::read_to_string(path).ok().map(|s| s.trim().to_owned())
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_owned())
 }
 
 const MOUNTINFO: &str = "/proc/self/mountinfo";
@@ -95,13 +111,19 @@ pub fn list_disks() -> anyhow::Result<Vec<DiskFacts>> {
     let mounts = match std::fs::read_to_string(MOUNTINFO) {
         Ok(text) => Some(text),
         Err(e) => {
-            log(format!("reading {MOUNTINFO}: {e}; no disk counts as unmounted"));
+            log(format!(
+                "reading {MOUNTINFO}: {e}; no disk counts as unmounted"
+            ));
             None
         }
     };
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/sys/block").context("listing /sys/block")? {
-        let name = entry.context("listing /sys/block")?.file_name().to_string_lossy().into_owned();
+        let name = entry
+            .context("listing /sys/block")?
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
         if SKIPPED_PREFIXES.iter().any(|p| name.starts_with(p)) {
             continue;
         }
@@ -119,7 +141,11 @@ fn sys_number(sys: &Path, attr: &str) -> Option<u64> {
         Ok(text) => match text.trim().parse::<u64>() {
             Ok(n) => Some(n),
             Err(e) => {
-                log(format!("{}: {:?} is not a number: {e}", path.display(), text.trim()));
+                log(format!(
+                    "{}: {:?} is not a number: {e}",
+                    path.display(),
+                    text.trim()
+                ));
                 None
             }
         },
@@ -135,7 +161,10 @@ fn sys_flag(sys: &Path, attr: &str) -> Option<bool> {
         Some(0) => Some(false),
         Some(1) => Some(true),
         Some(n) => {
-            log(format!("{}: {n} is neither 0 nor 1", sys.join(attr).display()));
+            log(format!(
+                "{}: {n} is neither 0 nor 1",
+                sys.join(attr).display()
+            ));
             None
         }
         None => None,
@@ -144,7 +173,9 @@ fn sys_flag(sys: &Path, attr: &str) -> Option<bool> {
 
 fn disk_facts(name: &str, mountinfo: Option<&str>) -> DiskFacts {
     let sys = Path::new("/sys/block").join(name);
-    let real = std::fs::canonicalize(&sys).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+    let real = std::fs::canonicalize(&sys)
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let serial = read_trim(sys.join("device/serial"))
         .or_else(|| read_trim(sys.join("serial")))
         .or_else(|| read_trim(sys.join("device/wwid")))
@@ -184,17 +215,31 @@ pub fn transport_of(name: &str, sysfs_path: &str) -> Transport {
 pub fn pci_path(sysfs_path: &str) -> Option<String> {
     let is_pci = |c: &str| {
         let b = c.as_bytes();
-        c.len() == 12 && b[4] == b':' && b[7] == b':' && b[10] == b'.' && c.chars().all(|ch| ch.is_ascii_hexdigit() || ":.".contains(ch))
+        c.len() == 12
+            && b[4] == b':'
+            && b[7] == b':'
+            && b[10] == b'.'
+            && c.chars()
+                .all(|ch| ch.is_ascii_hexdigit() || ":.".contains(ch))
     };
-    sysfs_path.split('/').rfind(|c| is_pci(c)).map(|a| format!("pci-{a}"))
+    sysfs_path
+        .split('/')
+        .rfind(|c| is_pci(c))
+        .map(|a| format!("pci-{a}"))
 }
 
 /// Whether /dev/<disk> or one of its partitions is a mount source.
 pub fn is_mounted(disk: &str, mountinfo: &str) -> bool {
     let dev = format!("/dev/{disk}");
     mountinfo.lines().any(|line| {
-        let source = line.split(" - ").nth(1).and_then(|rest| rest.split_whitespace().nth(1)).unwrap_or("");
-        source.strip_prefix(&dev).is_some_and(|tail| tail.is_empty() || tail.chars().all(|c| c.is_ascii_digit() || c == 'p'))
+        let source = line
+            .split(" - ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().nth(1))
+            .unwrap_or("");
+        source.strip_prefix(&dev).is_some_and(|tail| {
+            tail.is_empty() || tail.chars().all(|c| c.is_ascii_digit() || c == 'p')
+        })
     })
 }
 
@@ -240,62 +285,133 @@ impl Medium {
     /// The disk the payload partition is read from: the medium, or (when
     /// it is unknown) the first carrier, whose partition that is.
     pub fn payload_disk(&self) -> Option<&str> {
-        self.disk.as_deref().or(self.carriers.first().map(String::as_str))
+        self.disk
+            .as_deref()
+            .or(self.carriers.first().map(String::as_str))
     }
 
     /// What a disk that carries a copy but is not the medium adds to its reason.
     fn copy_note(&self, name: &str) -> Option<String> {
         let medium = self.disk.as_deref()?;
-        (name != medium && self.carriers.iter().any(|c| c == name)).then(|| format!("carries a copy of the install image; the install medium is {medium}"))
+        (name != medium && self.carriers.iter().any(|c| c == name))
+            .then(|| format!("carries a copy of the install image; the install medium is {medium}"))
     }
 }
 
 /// Decides which carrier of the payload partition is the medium. Pure:
 /// `carriers` holds each disk's name, payload partition device and sysfs
 /// hops; `boot` the firmware's boot device or why it could not be read.
-pub fn identify_medium(carriers: &[(String, String, Vec<Hop>)], boot: &Result<BootDevice, String>) -> Option<Medium> {
+pub fn identify_medium(
+    carriers: &[(String, String, Vec<Hop>)],
+    boot: &Result<BootDevice, String>,
+) -> Option<Medium> {
     let first = carriers.first()?;
     let names: Vec<String> = carriers.iter().map(|c| c.0.clone()).collect();
     let boot_device = match boot {
         Ok(b) => b.describe(),
         Err(e) => format!("unknown: {e}"),
     };
-    let device_hops = boot.as_ref().ok().and_then(|b| bootdev::device_path_hops(&b.path));
-    let matching: Option<Vec<&(String, String, Vec<Hop>)>> = device_hops.map(|dev| carriers.iter().filter(|c| bootdev::matches(&dev, &c.2)).collect());
+    let device_hops = boot
+        .as_ref()
+        .ok()
+        .and_then(|b| bootdev::device_path_hops(&b.path));
+    let matching: Option<Vec<&(String, String, Vec<Hop>)>> = device_hops.map(|dev| {
+        carriers
+            .iter()
+            .filter(|c| bootdev::matches(&dev, &c.2))
+            .collect()
+    });
     let unmatched = || match boot {
-        Ok(_) => "the firmware's boot device names no hardware, only the partition every copy shares".to_owned(),
+        Ok(_) => {
+            "the firmware's boot device names no hardware, only the partition every copy shares"
+                .to_owned()
+        }
         Err(e) => format!("the firmware's boot device could not be read: {e}"),
     };
     let (medium, how) = match (carriers.len(), matching) {
-        (1, Some(m)) if m.len() == 1 => (first, "the only disk with the payload partition, and the firmware's boot device".to_owned()),
-        (1, Some(_)) => (first, "the only disk with the payload partition (the firmware's boot device is another disk)".to_owned()),
-        (1, None) => (first, format!("the only disk with the payload partition ({})", unmatched())),
-        (_, Some(m)) if m.len() == 1 => (m[0], format!("the firmware's boot device; {} disks carry the payload partition", carriers.len())),
+        (1, Some(m)) if m.len() == 1 => (
+            first,
+            "the only disk with the payload partition, and the firmware's boot device".to_owned(),
+        ),
+        (1, Some(_)) => (
+            first,
+            "the only disk with the payload partition (the firmware's boot device is another disk)"
+                .to_owned(),
+        ),
+        (1, None) => (
+            first,
+            format!("the only disk with the payload partition ({})", unmatched()),
+        ),
+        (_, Some(m)) if m.len() == 1 => (
+            m[0],
+            format!(
+                "the firmware's boot device; {} disks carry the payload partition",
+                carriers.len()
+            ),
+        ),
         (_, Some(m)) => {
             let how = format!("the firmware's boot device matches {} of the {} disks with the payload partition ({})", m.len(), carriers.len(), names.join(", "));
-            return Some(Medium { disk: None, partition_device: first.1.clone(), carriers: names, boot_device, how });
+            return Some(Medium {
+                disk: None,
+                partition_device: first.1.clone(),
+                carriers: names,
+                boot_device,
+                how,
+            });
         }
         (_, None) => {
-            let how = format!("{} disks carry the payload partition ({}) and {}", carriers.len(), names.join(", "), unmatched());
-            return Some(Medium { disk: None, partition_device: first.1.clone(), carriers: names, boot_device, how });
+            let how = format!(
+                "{} disks carry the payload partition ({}) and {}",
+                carriers.len(),
+                names.join(", "),
+                unmatched()
+            );
+            return Some(Medium {
+                disk: None,
+                partition_device: first.1.clone(),
+                carriers: names,
+                boot_device,
+                how,
+            });
         }
     };
-    Some(Medium { disk: Some(medium.0.clone()), partition_device: medium.1.clone(), carriers: names, boot_device, how })
+    Some(Medium {
+        disk: Some(medium.0.clone()),
+        partition_device: medium.1.clone(),
+        carriers: names,
+        boot_device,
+        how,
+    })
 }
 
 /// The medium among `disks` (reads each disk's partition table).
-pub fn locate_medium(disks: &[DiskFacts], guid: &str, boot: &Result<BootDevice, String>) -> Option<Medium> {
+pub fn locate_medium(
+    disks: &[DiskFacts],
+    guid: &str,
+    boot: &Result<BootDevice, String>,
+) -> Option<Medium> {
     let wanted = guid.to_ascii_lowercase();
     let mut carriers = Vec::new();
     for d in disks {
         let Some(block_size) = d.logical_block_size else {
-            log(format!("{}: logical block size unknown, partition table not read", d.name));
+            log(format!(
+                "{}: logical block size unknown, partition table not read",
+                d.name
+            ));
             continue;
         };
         match partition_number_with_guid(&d.name, block_size, &wanted) {
             Ok(Some(n)) => {
-                let sep = if d.name.ends_with(|c: char| c.is_ascii_digit()) { "p" } else { "" };
-                carriers.push((d.name.clone(), format!("/dev/{}{sep}{n}", d.name), bootdev::sysfs_hops(&d.sysfs_path, &bootdev::read_sysfs)));
+                let sep = if d.name.ends_with(|c: char| c.is_ascii_digit()) {
+                    "p"
+                } else {
+                    ""
+                };
+                carriers.push((
+                    d.name.clone(),
+                    format!("/dev/{}{sep}{n}", d.name),
+                    bootdev::sysfs_hops(&d.sysfs_path, &bootdev::read_sysfs),
+                ));
             }
             Ok(None) => {}
             Err(e) => log(format!("reading the partition table of {}: {e:#}", d.name)),
@@ -306,7 +422,11 @@ pub fn locate_medium(disks: &[DiskFacts], guid: &str, boot: &Result<BootDevice, 
 
 /// Looks for the payload partition until it appears; `rescan` loads drivers
 /// for devices that showed up in the meantime.
-pub fn find_payload(guid: &str, boot: &Result<BootDevice, String>, mut rescan: impl FnMut()) -> anyhow::Result<Medium> {
+pub fn find_payload(
+    guid: &str,
+    boot: &Result<BootDevice, String>,
+    mut rescan: impl FnMut(),
+) -> anyhow::Result<Medium> {
     let start = Instant::now();
     loop {
         let disks = list_disks()?;
@@ -331,7 +451,9 @@ pub fn find_payload(guid: &str, boot: &Result<BootDevice, String>, mut rescan: i
 /// The device of the partition with unique GUID `guid` on the disk `disk`
 /// (one of `disks`), e.g. the bundle next to the payload on the medium.
 pub fn partition_on(disks: &[DiskFacts], disk: &str, guid: &str) -> anyhow::Result<String> {
-    let facts = disks.iter().find(|d| d.name == disk).with_context(|| format!("the install medium {disk} is gone; plug it back in and restart the installer"))?;
+    let facts = disks.iter().find(|d| d.name == disk).with_context(|| {
+        format!("the install medium {disk} is gone; plug it back in and restart the installer")
+    })?;
     let wanted = guid.to_ascii_lowercase();
     match partition_number_with_guid(disk, facts.known_block_size()?, &wanted)? {
         Some(n) => Ok(crate::target::partition_device(disk, n)),
@@ -342,14 +464,24 @@ pub fn partition_on(disks: &[DiskFacts], disk: &str, guid: &str) -> anyhow::Resu
     }
 }
 
-fn partition_number_with_guid(disk: &str, block_size: u64, wanted: &str) -> anyhow::Result<Option<u32>> {
+fn partition_number_with_guid(
+    disk: &str,
+    block_size: u64,
+    wanted: &str,
+) -> anyhow::Result<Option<u32>> {
     let size = match block_size {
         4096 => gpt::disk::LogicalBlockSize::Lb4096,
         _ => gpt::disk::LogicalBlockSize::Lb512,
     };
-    let file = std::fs::File::open(format!("/dev/{disk}")).with_context(|| format!("opening /dev/{disk}"))?;
-    let parts = crate::gpt_read::partition_guids(file, size).map_err(|why| anyhow::anyhow!("/dev/{disk}: {why}"))?;
-    Ok(parts.unwrap_or_default().into_iter().find(|(_, guid)| guid == wanted).map(|(n, _)| n))
+    let file = std::fs::File::open(format!("/dev/{disk}"))
+        .with_context(|| format!("opening /dev/{disk}"))?;
+    let parts = crate::gpt_read::partition_guids(file, size)
+        .map_err(|why| anyhow::anyhow!("/dev/{disk}: {why}"))?;
+    Ok(parts
+        .unwrap_or_default()
+        .into_iter()
+        .find(|(_, guid)| guid == wanted)
+        .map(|(n, _)| n))
 }
 
 /// The chosen disk and why every other disk was not chosen.
@@ -374,7 +506,10 @@ pub struct SelectError {
 impl fmt::Display for SelectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.candidates.is_empty() {
-            write!(f, "no disk matches the profile's disk rules, so no disk was written")?;
+            write!(
+                f,
+                "no disk matches the profile's disk rules, so no disk was written"
+            )?;
         } else {
             write!(
                 f,
@@ -387,7 +522,10 @@ impl fmt::Display for SelectError {
             write!(f, "; {}: {}", r.name, r.reason)?;
         }
         if self.candidates.is_empty() {
-            write!(f, "; fix: loosen [disk] match in the profile so that the intended disk matches")
+            write!(
+                f,
+                "; fix: loosen [disk] match in the profile so that the intended disk matches"
+            )
         } else {
             write!(f, "; fix: narrow [disk] match (model, serial, by_path, size) or set disk.select = \"smallest\", \"largest\" or \"first\"")
         }
@@ -412,22 +550,37 @@ fn rejection(d: &DiskFacts, rules: &DiskRules, medium: &Medium) -> Option<String
 }
 
 fn rule_rejection(d: &DiskFacts, rules: &DiskRules) -> Option<String> {
-    let unreadable = |attr: &str| Some(format!("/sys/block/{}/{attr} could not be read, so the disk is not known to be safe to write", d.name));
-    let Some(read_only) = d.read_only else { return unreadable("ro") };
+    let unreadable = |attr: &str| {
+        Some(format!(
+            "/sys/block/{}/{attr} could not be read, so the disk is not known to be safe to write",
+            d.name
+        ))
+    };
+    let Some(read_only) = d.read_only else {
+        return unreadable("ro");
+    };
     if read_only {
         return Some("is read-only".into());
     }
     let Some(mounted) = d.mounted else {
-        return Some(format!("{MOUNTINFO} could not be read, so the disk is not known to be unmounted"));
+        return Some(format!(
+            "{MOUNTINFO} could not be read, so the disk is not known to be unmounted"
+        ));
     };
     if mounted {
         return Some("has mounted partitions".into());
     }
-    let Some(removable) = d.removable else { return unreadable("removable") };
+    let Some(removable) = d.removable else {
+        return unreadable("removable");
+    };
     if (removable || d.transport == Transport::Usb) && rules.transport != Transport::Usb {
-        return Some("is removable/USB; set disk.match.transport = \"usb\" to install onto it".into());
+        return Some(
+            "is removable/USB; set disk.match.transport = \"usb\" to install onto it".into(),
+        );
     }
-    let Some(size) = d.size_bytes else { return unreadable("size") };
+    let Some(size) = d.size_bytes else {
+        return unreadable("size");
+    };
     if size == 0 {
         return Some("has no media (size 0)".into());
     }
@@ -435,18 +588,34 @@ fn rule_rejection(d: &DiskFacts, rules: &DiskRules) -> Option<String> {
         return unreadable("queue/logical_block_size");
     }
     if let Some(min) = rules.min_size_bytes.filter(|&m| size < m) {
-        return Some(format!("{} is smaller than disk.match.min_size {}", human(size), human(min)));
+        return Some(format!(
+            "{} is smaller than disk.match.min_size {}",
+            human(size),
+            human(min)
+        ));
     }
     if let Some(max) = rules.max_size_bytes.filter(|&m| size > m) {
-        return Some(format!("{} is larger than disk.match.max_size {}", human(size), human(max)));
+        return Some(format!(
+            "{} is larger than disk.match.max_size {}",
+            human(size),
+            human(max)
+        ));
     }
     if rules.transport != Transport::Any && rules.transport != d.transport {
-        return Some(format!("transport {} is not disk.match.transport {}", transport_name(d.transport), transport_name(rules.transport)));
+        return Some(format!(
+            "transport {} is not disk.match.transport {}",
+            transport_name(d.transport),
+            transport_name(rules.transport)
+        ));
     }
     if let Some(want) = rules.rotational {
         match d.rotational {
             None => return unreadable("queue/rotational"),
-            Some(r) if r != want => return Some(format!("rotational is {r} but disk.match.rotational is {want}")),
+            Some(r) if r != want => {
+                return Some(format!(
+                    "rotational is {r} but disk.match.rotational is {want}"
+                ))
+            }
             Some(_) => {}
         }
     }
@@ -457,7 +626,10 @@ fn rule_rejection(d: &DiskFacts, rules: &DiskRules) -> Option<String> {
     ] {
         if let Some(p) = pattern {
             if !value.is_some_and(|v| glob_match(p, v)) {
-                return Some(format!("{key} {:?} does not match disk.match.{key} {p:?}", value.unwrap_or("")));
+                return Some(format!(
+                    "{key} {:?} does not match disk.match.{key} {p:?}",
+                    value.unwrap_or("")
+                ));
             }
         }
     }
@@ -477,7 +649,10 @@ pub fn select_target_disk(
     let mut rejected = Vec::new();
     for d in sorted {
         match rejection(d, rules, medium) {
-            Some(reason) => rejected.push(Rejected { name: d.name.clone(), reason }),
+            Some(reason) => rejected.push(Rejected {
+                name: d.name.clone(),
+                reason,
+            }),
             None => candidates.push(d),
         }
     }
@@ -488,16 +663,29 @@ pub fn select_target_disk(
         (SelectPolicy::First, _) => Some(candidates[0]),
         // Ties keep name order: min_by_key/max_by_key pick the first/last of equals.
         (SelectPolicy::Smallest, _) => candidates.iter().copied().min_by_key(|d| d.size_bytes),
-        (SelectPolicy::Largest, _) => candidates.iter().copied().rev().max_by_key(|d| d.size_bytes),
+        (SelectPolicy::Largest, _) => candidates
+            .iter()
+            .copied()
+            .rev()
+            .max_by_key(|d| d.size_bytes),
     };
     match chosen {
         Some(c) => {
             for other in candidates.iter().filter(|d| d.name != c.name) {
-                rejected.push(Rejected { name: other.name.clone(), reason: format!("matches, but disk.select = {policy:?} chose {}", c.name) });
+                rejected.push(Rejected {
+                    name: other.name.clone(),
+                    reason: format!("matches, but disk.select = {policy:?} chose {}", c.name),
+                });
             }
-            Ok(Selection { chosen: c.clone(), rejected })
+            Ok(Selection {
+                chosen: c.clone(),
+                rejected,
+            })
         }
-        None => Err(SelectError { candidates: candidates.iter().map(|d| d.name.clone()).collect(), rejected }),
+        None => Err(SelectError {
+            candidates: candidates.iter().map(|d| d.name.clone()).collect(),
+            rejected,
+        }),
     }
 }
 
@@ -518,7 +706,10 @@ mod tests {
             read_only: Some(false),
             mounted: Some(false),
             by_path: Some(format!("pci-0000:00:0{}.0", name.len())),
-            sysfs_path: format!("/sys/devices/pci0000:00/0000:00:0{}.0/virtio1/block/{name}", name.len()),
+            sysfs_path: format!(
+                "/sys/devices/pci0000:00/0000:00:0{}.0/virtio1/block/{name}",
+                name.len()
+            ),
         }
     }
 
@@ -534,46 +725,102 @@ mod tests {
     }
 
     fn no_medium() -> Medium {
-        Medium { disk: None, partition_device: String::new(), carriers: vec![], boot_device: String::new(), how: String::new() }
+        Medium {
+            disk: None,
+            partition_device: String::new(),
+            carriers: vec![],
+            boot_device: String::new(),
+            how: String::new(),
+        }
     }
 
     fn rules(min_gib: u64) -> DiskRules {
-        DiskRules { min_size_bytes: Some(min_gib << 30), ..Default::default() }
+        DiskRules {
+            min_size_bytes: Some(min_gib << 30),
+            ..Default::default()
+        }
     }
 
     #[test]
     fn the_boot_disk_is_never_chosen() {
         let disks = [disk("sda", 64), disk("vda", 40)];
-        let s = select_target_disk(&disks, &rules(32), SelectPolicy::Largest, &booted_from("sda")).unwrap();
+        let s = select_target_disk(
+            &disks,
+            &rules(32),
+            SelectPolicy::Largest,
+            &booted_from("sda"),
+        )
+        .unwrap();
         assert_eq!(s.chosen.name, "vda");
-        assert_eq!(s.rejected, [Rejected { name: "sda".into(), reason: "is the install medium".into() }]);
-        let err = select_target_disk(&disks[..1], &DiskRules::default(), SelectPolicy::First, &booted_from("sda")).unwrap_err();
+        assert_eq!(
+            s.rejected,
+            [Rejected {
+                name: "sda".into(),
+                reason: "is the install medium".into()
+            }]
+        );
+        let err = select_target_disk(
+            &disks[..1],
+            &DiskRules::default(),
+            SelectPolicy::First,
+            &booted_from("sda"),
+        )
+        .unwrap_err();
         assert!(err.candidates.is_empty());
     }
 
     #[test]
     fn no_match_lists_every_disk_with_its_reason_and_a_fix() {
         let disks = [disk("sda", 1), disk("vda", 2)];
-        let err = select_target_disk(&disks, &rules(32), SelectPolicy::Smallest, &booted_from("sda")).unwrap_err();
+        let err = select_target_disk(
+            &disks,
+            &rules(32),
+            SelectPolicy::Smallest,
+            &booted_from("sda"),
+        )
+        .unwrap_err();
         let text = err.to_string();
-        assert!(text.starts_with("no disk matches the profile's disk rules, so no disk was written"), "{text}");
+        assert!(
+            text.starts_with("no disk matches the profile's disk rules, so no disk was written"),
+            "{text}"
+        );
         assert!(text.contains("sda: is the install medium"), "{text}");
-        assert!(text.contains("vda: 2.0 GiB is smaller than disk.match.min_size 32.0 GiB"), "{text}");
+        assert!(
+            text.contains("vda: 2.0 GiB is smaller than disk.match.min_size 32.0 GiB"),
+            "{text}"
+        );
         assert!(text.contains("fix: loosen [disk] match"), "{text}");
     }
 
     #[test]
     fn several_matches_with_only_is_an_error_and_policies_choose_deterministically() {
-        let disks = [disk("vdb", 100), disk("vda", 50), disk("vdc", 50), disk("nvme0n1", 200)];
-        let err = select_target_disk(&disks, &rules(32), SelectPolicy::Only, &no_medium()).unwrap_err();
+        let disks = [
+            disk("vdb", 100),
+            disk("vda", 50),
+            disk("vdc", 50),
+            disk("nvme0n1", 200),
+        ];
+        let err =
+            select_target_disk(&disks, &rules(32), SelectPolicy::Only, &no_medium()).unwrap_err();
         assert_eq!(err.candidates, ["nvme0n1", "vda", "vdb", "vdc"]);
         assert!(err.to_string().contains("set disk.select"), "{err}");
-        let pick = |p| select_target_disk(&disks, &rules(32), p, &no_medium()).unwrap().chosen.name;
+        let pick = |p| {
+            select_target_disk(&disks, &rules(32), p, &no_medium())
+                .unwrap()
+                .chosen
+                .name
+        };
         assert_eq!(pick(SelectPolicy::Smallest), "vda");
         assert_eq!(pick(SelectPolicy::Largest), "nvme0n1");
         assert_eq!(pick(SelectPolicy::First), "nvme0n1");
         let same = [disk("vdb", 50), disk("vda", 50)];
-        assert_eq!(select_target_disk(&same, &rules(1), SelectPolicy::Largest, &no_medium()).unwrap().chosen.name, "vda");
+        assert_eq!(
+            select_target_disk(&same, &rules(1), SelectPolicy::Largest, &no_medium())
+                .unwrap()
+                .chosen
+                .name,
+            "vda"
+        );
     }
 
     #[test]
@@ -599,14 +846,45 @@ mod tests {
         let s = select_target_disk(&disks, &r, SelectPolicy::Only, &no_medium()).unwrap();
         assert_eq!(s.chosen.name, "vdd");
         let reasons: Vec<&str> = s.rejected.iter().map(|r| r.reason.as_str()).collect();
-        assert_eq!(reasons, ["transport sata is not disk.match.transport virtio", "is read-only", "has mounted partitions"]);
+        assert_eq!(
+            reasons,
+            [
+                "transport sata is not disk.match.transport virtio",
+                "is read-only",
+                "has mounted partitions"
+            ]
+        );
 
-        let narrow = |r: DiskRules| select_target_disk(&[disk("vda", 64)], &r, SelectPolicy::Only, &no_medium()).unwrap_err().to_string();
-        assert!(narrow(DiskRules { model: Some("Samsung*".into()), ..Default::default() }).contains("model \"QEMU HARDDISK\" does not match"));
-        assert!(narrow(DiskRules { serial: Some("X*".into()), ..Default::default() }).contains("serial \"SN-vda\""));
-        assert!(narrow(DiskRules { max_size_bytes: Some(1 << 30), ..Default::default() }).contains("larger than disk.match.max_size 1.0 GiB"));
-        assert!(narrow(DiskRules { rotational: Some(true), ..Default::default() }).contains("rotational is false"));
-        assert!(narrow(DiskRules { by_path: Some("pci-0000:00:1f.2".into()), ..Default::default() }).contains("by_path"));
+        let narrow = |r: DiskRules| {
+            select_target_disk(&[disk("vda", 64)], &r, SelectPolicy::Only, &no_medium())
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(narrow(DiskRules {
+            model: Some("Samsung*".into()),
+            ..Default::default()
+        })
+        .contains("model \"QEMU HARDDISK\" does not match"));
+        assert!(narrow(DiskRules {
+            serial: Some("X*".into()),
+            ..Default::default()
+        })
+        .contains("serial \"SN-vda\""));
+        assert!(narrow(DiskRules {
+            max_size_bytes: Some(1 << 30),
+            ..Default::default()
+        })
+        .contains("larger than disk.match.max_size 1.0 GiB"));
+        assert!(narrow(DiskRules {
+            rotational: Some(true),
+            ..Default::default()
+        })
+        .contains("rotational is false"));
+        assert!(narrow(DiskRules {
+            by_path: Some("pci-0000:00:1f.2".into()),
+            ..Default::default()
+        })
+        .contains("by_path"));
     }
 
     #[test]
@@ -616,8 +894,20 @@ mod tests {
         assert_eq!(pci_path(virtio).as_deref(), Some("pci-0000:00:03.0"));
         let usb = "/sys/devices/pci0000:00/0000:00:02.0/usb2/2-1/2-1:1.0/host0/target0:0:0/0:0:0:0/block/sda";
         assert_eq!(transport_of("sda", usb), Transport::Usb);
-        assert_eq!(transport_of("nvme0n1", "/sys/devices/pci0000:00/0000:00:04.0/nvme/nvme0/nvme0n1"), Transport::Nvme);
-        assert_eq!(transport_of("sdb", "/sys/devices/pci0000:00/0000:00:1f.2/ata1/host1/target1:0:0/1:0:0:0/block/sdb"), Transport::Sata);
+        assert_eq!(
+            transport_of(
+                "nvme0n1",
+                "/sys/devices/pci0000:00/0000:00:04.0/nvme/nvme0/nvme0n1"
+            ),
+            Transport::Nvme
+        );
+        assert_eq!(
+            transport_of(
+                "sdb",
+                "/sys/devices/pci0000:00/0000:00:1f.2/ata1/host1/target1:0:0/1:0:0:0/block/sdb"
+            ),
+            Transport::Sata
+        );
     }
 
     #[test]
@@ -645,7 +935,11 @@ mod tests {
         rotational.rotational = None;
         let disks = [ro, mounted, removable, size, sector, rotational.clone()];
         let s = select_target_disk(&disks, &rules(1), SelectPolicy::Only, &no_medium()).unwrap();
-        let reasons: Vec<String> = s.rejected.iter().map(|r| format!("{}: {}", r.name, r.reason)).collect();
+        let reasons: Vec<String> = s
+            .rejected
+            .iter()
+            .map(|r| format!("{}: {}", r.name, r.reason))
+            .collect();
         assert_eq!(
             reasons,
             [
@@ -656,10 +950,21 @@ mod tests {
                 "vde: /sys/block/vde/queue/logical_block_size could not be read, so the disk is not known to be safe to write",
             ]
         );
-        assert_eq!(s.chosen.name, "vdf", "rotational only matters when the rules ask for it");
-        let spinning = DiskRules { rotational: Some(false), ..rules(1) };
-        let err = select_target_disk(&[rotational], &spinning, SelectPolicy::First, &no_medium()).unwrap_err();
-        assert!(err.to_string().contains("vdf: /sys/block/vdf/queue/rotational could not be read"), "{err}");
+        assert_eq!(
+            s.chosen.name, "vdf",
+            "rotational only matters when the rules ask for it"
+        );
+        let spinning = DiskRules {
+            rotational: Some(false),
+            ..rules(1)
+        };
+        let err = select_target_disk(&[rotational], &spinning, SelectPolicy::First, &no_medium())
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("vdf: /sys/block/vdf/queue/rotational could not be read"),
+            "{err}"
+        );
     }
 
     fn usb_stick(name: &str, gib: u64) -> DiskFacts {
@@ -673,38 +978,83 @@ mod tests {
     #[test]
     fn removable_and_usb_disks_are_chosen_only_when_the_rules_ask_for_usb() {
         // The reference rules: any transport, the smallest of at least 32 GiB.
-        let reference = DiskRules { transport: Transport::Any, ..rules(32) };
+        let reference = DiskRules {
+            transport: Transport::Any,
+            ..rules(32)
+        };
         let mut fixed_usb = disk("sdc", 40);
         fixed_usb.transport = Transport::Usb;
         let mut removable_sata = disk("sdd", 40);
         removable_sata.transport = Transport::Sata;
         removable_sata.removable = Some(true);
-        let disks = [usb_stick("sdb", 64), fixed_usb, removable_sata, disk("vda", 100)];
-        let s = select_target_disk(&disks, &reference, SelectPolicy::Smallest, &no_medium()).unwrap();
+        let disks = [
+            usb_stick("sdb", 64),
+            fixed_usb,
+            removable_sata,
+            disk("vda", 100),
+        ];
+        let s =
+            select_target_disk(&disks, &reference, SelectPolicy::Smallest, &no_medium()).unwrap();
         assert_eq!(s.chosen.name, "vda");
         let usb_reason = "is removable/USB; set disk.match.transport = \"usb\" to install onto it";
         for name in ["sdb", "sdc", "sdd"] {
-            assert!(s.rejected.contains(&Rejected { name: name.into(), reason: usb_reason.into() }), "{name}: {:?}", s.rejected);
+            assert!(
+                s.rejected.contains(&Rejected {
+                    name: name.into(),
+                    reason: usb_reason.into()
+                }),
+                "{name}: {:?}",
+                s.rejected
+            );
         }
 
-        let usb = DiskRules { transport: Transport::Usb, ..rules(32) };
+        let usb = DiskRules {
+            transport: Transport::Usb,
+            ..rules(32)
+        };
         let s = select_target_disk(&disks, &usb, SelectPolicy::Smallest, &no_medium()).unwrap();
         assert_eq!(s.chosen.name, "sdc", "the smallest USB disk");
-        assert!(s.rejected.contains(&Rejected { name: "vda".into(), reason: "transport virtio is not disk.match.transport usb".into() }));
-        assert!(s.rejected.contains(&Rejected { name: "sdd".into(), reason: "transport sata is not disk.match.transport usb".into() }));
+        assert!(s.rejected.contains(&Rejected {
+            name: "vda".into(),
+            reason: "transport virtio is not disk.match.transport usb".into()
+        }));
+        assert!(s.rejected.contains(&Rejected {
+            name: "sdd".into(),
+            reason: "transport sata is not disk.match.transport usb".into()
+        }));
     }
 
     fn boot_from(path: Vec<bootdev::Node>) -> Result<BootDevice, String> {
-        Ok(BootDevice { option: 1, description: "UEFI QEMU QEMU USB HARDDRIVE".into(), path })
+        Ok(BootDevice {
+            option: 1,
+            description: "UEFI QEMU QEMU USB HARDDRIVE".into(),
+            path,
+        })
     }
 
     fn usb_port(port: u8) -> Vec<bootdev::Node> {
         use bootdev::Node;
-        vec![Node::PciRoot(0), Node::Pci { device: 2, function: 0 }, Node::Usb { port, interface: 0 }]
+        vec![
+            Node::PciRoot(0),
+            Node::Pci {
+                device: 2,
+                function: 0,
+            },
+            Node::Usb { port, interface: 0 },
+        ]
     }
 
     fn carriers(disks: &[&DiskFacts]) -> Vec<(String, String, Vec<Hop>)> {
-        disks.iter().map(|d| (d.name.clone(), format!("/dev/{}2", d.name), bootdev::sysfs_hops(&d.sysfs_path, &|_| None))).collect()
+        disks
+            .iter()
+            .map(|d| {
+                (
+                    d.name.clone(),
+                    format!("/dev/{}2", d.name),
+                    bootdev::sysfs_hops(&d.sysfs_path, &|_| None),
+                )
+            })
+            .collect()
     }
 
     #[test]
@@ -721,27 +1071,55 @@ mod tests {
         assert_eq!(medium.disk.as_deref(), Some("sda"));
         assert_eq!(medium.partition_device, "/dev/sda2");
         assert_eq!(medium.carriers, ["sda", "sdb", "vda"]);
-        assert_eq!(medium.boot_device, "Boot0001 \"UEFI QEMU QEMU USB HARDDRIVE\" PciRoot(0x0)/Pci(0x2,0x0)/USB(0x0,0x0)");
+        assert_eq!(
+            medium.boot_device,
+            "Boot0001 \"UEFI QEMU QEMU USB HARDDRIVE\" PciRoot(0x0)/Pci(0x2,0x0)/USB(0x0,0x0)"
+        );
         let s = select_target_disk(&all, &rules(32), SelectPolicy::Smallest, &medium).unwrap();
-        assert_eq!(s.chosen.name, "vda", "a disk holding an old copy is a normal target");
-        assert_eq!(s.rejected[0], Rejected { name: "sda".into(), reason: "is the install medium".into() });
+        assert_eq!(
+            s.chosen.name, "vda",
+            "a disk holding an old copy is a normal target"
+        );
+        assert_eq!(
+            s.rejected[0],
+            Rejected {
+                name: "sda".into(),
+                reason: "is the install medium".into()
+            }
+        );
         assert_eq!(
             s.rejected[1].reason,
             "is removable/USB; set disk.match.transport = \"usb\" to install onto it (carries a copy of the install image; the install medium is sda)"
         );
-        let usb = DiskRules { transport: Transport::Usb, ..rules(32) };
-        assert_eq!(select_target_disk(&all, &usb, SelectPolicy::Smallest, &medium).unwrap().chosen.name, "sdb", "the second stick is not the medium");
+        let usb = DiskRules {
+            transport: Transport::Usb,
+            ..rules(32)
+        };
+        assert_eq!(
+            select_target_disk(&all, &usb, SelectPolicy::Smallest, &medium)
+                .unwrap()
+                .chosen
+                .name,
+            "sdb",
+            "the second stick is not the medium"
+        );
 
         // Booted from the second stick's port: the roles swap.
         let medium = identify_medium(&found, &boot_from(usb_port(1))).unwrap();
-        assert_eq!((medium.disk.as_deref(), medium.partition_device.as_str()), (Some("sdb"), "/dev/sdb2"));
+        assert_eq!(
+            (medium.disk.as_deref(), medium.partition_device.as_str()),
+            (Some("sdb"), "/dev/sdb2")
+        );
     }
 
     #[test]
     fn copies_that_cannot_be_told_apart_are_never_candidates() {
         let (a, b) = (usb_stick("sda", 64), disk("vda", 100));
         let found = carriers(&[&a, &b]);
-        let usb = DiskRules { transport: Transport::Any, ..rules(32) };
+        let usb = DiskRules {
+            transport: Transport::Any,
+            ..rules(32)
+        };
         for (boot, why) in [
             (Err("reading BootCurrent: No such file or directory".to_owned()), "the firmware's boot device could not be read: reading BootCurrent"),
             (boot_from(usb_port(5)), "the firmware's boot device matches 0 of the 2 disks with the payload partition (sda, vda)"),

@@ -22,7 +22,11 @@ static SEQ: AtomicU64 = AtomicU64::new(0);
 pub fn log(line: impl Into<String>) {
     let line = line.into();
     println!("imgforge: {line}");
-    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(LOG_FILE) {
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(LOG_FILE)
+    {
         let _ = writeln!(f, "{line}");
     }
     let mut log = LOG.lock().unwrap_or_else(|e| e.into_inner());
@@ -34,7 +38,10 @@ pub fn log(line: impl Into<String>) {
 
 pub fn log_tail() -> Vec<String> {
     let log = LOG.lock().unwrap_or_else(|e| e.into_inner());
-    log.iter().skip(log.len().saturating_sub(LOG_TAIL)).cloned().collect()
+    log.iter()
+        .skip(log.len().saturating_sub(LOG_TAIL))
+        .cloned()
+        .collect()
 }
 
 /// Numbers events and prints them on the console.
@@ -49,7 +56,10 @@ impl Reporter {
     /// A new event with the next sequence number and the current time.
     pub fn event(&mut self, step: &str, state: State) -> Event {
         let seq = SEQ.fetch_add(1, Ordering::SeqCst) + 1;
-        let ts = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        let ts = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
         Event::new(seq, ts, step, state)
     }
 

@@ -184,7 +184,11 @@ fn output(cmd: &str, args: &[&str]) -> String {
 
 /// Standard output of a command; `None` when it cannot be started (not installed).
 fn command_output(cmd: &str, args: &[&str]) -> Option<String> {
-    Command::new(cmd).args(args).output().ok().map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
 /// `ovs-vsctl --format=csv --data=bare --no-heading --columns=name,tag,trunks list Port`
@@ -194,7 +198,14 @@ pub fn parse_ovs_ports(csv: &str) -> Vec<(String, Option<u16>, Vec<u16>)> {
             let mut f = l.split(',');
             let name = f.next()?.trim().to_owned();
             let tag = f.next().and_then(|t| t.trim().parse().ok());
-            let trunks = f.next().map(|t| t.split_whitespace().filter_map(|x| x.parse().ok()).collect()).unwrap_or_default();
+            let trunks = f
+                .next()
+                .map(|t| {
+                    t.split_whitespace()
+                        .filter_map(|x| x.parse().ok())
+                        .collect()
+                })
+                .unwrap_or_default();
             (!name.is_empty()).then_some((name, tag, trunks))
         })
         .collect()
@@ -227,15 +238,27 @@ pub fn parse_virsh_list(text: &str) -> BTreeMap<String, (bool, bool)> {
 /// The value of LANG in /etc/default/locale (the last assignment wins, as
 /// when the file is sourced).
 pub fn parse_default_locale(text: &str) -> Option<String> {
-    text.lines().rev().find_map(|l| l.trim().strip_prefix("LANG=")).map(|v| v.trim().trim_matches('"').trim_matches('\'').to_owned())
+    text.lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("LANG="))
+        .map(|v| v.trim().trim_matches('"').trim_matches('\'').to_owned())
 }
 
 /// glibc's name for a locale as `locale -a` lists it: the codeset
 /// lower-cased without punctuation (`en_US.UTF-8` -> `en_US.utf8`).
 fn normalized_locale(name: &str) -> String {
-    let (main, modifier) = name.split_once('@').map_or((name, None), |(m, x)| (m, Some(x)));
+    let (main, modifier) = name
+        .split_once('@')
+        .map_or((name, None), |(m, x)| (m, Some(x)));
     let main = match main.split_once('.') {
-        Some((lang, codeset)) => format!("{lang}.{}", codeset.chars().filter(char::is_ascii_alphanumeric).collect::<String>().to_ascii_lowercase()),
+        Some((lang, codeset)) => format!(
+            "{lang}.{}",
+            codeset
+                .chars()
+                .filter(char::is_ascii_alphanumeric)
+                .collect::<String>()
+                .to_ascii_lowercase()
+        ),
         None => main.to_owned(),
     };
     modifier.map_or(main.clone(), |m| format!("{main}@{m}"))
@@ -267,7 +290,10 @@ pub fn groups_of(passwd: &str, group: &str, user: &str) -> Option<Vec<String>> {
     let mut groups: Vec<String> = gid.and_then(|g| name_of_id(group, g)).into_iter().collect();
     for l in group.lines() {
         let fields: Vec<&str> = l.split(':').collect();
-        if fields.len() > 3 && fields[3].split(',').any(|m| m == user) && !groups.iter().any(|g| g == fields[0]) {
+        if fields.len() > 3
+            && fields[3].split(',').any(|m| m == user)
+            && !groups.iter().any(|g| g == fields[0])
+        {
             groups.push(fields[0].to_owned());
         }
     }
@@ -277,12 +303,18 @@ pub fn groups_of(passwd: &str, group: &str, user: &str) -> Option<Vec<String>> {
 /// Key lines in an authorized_keys file, counted as sshd reads them:
 /// blank lines and comments are not keys.
 pub fn key_lines(text: &str) -> usize {
-    text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).count()
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .count()
 }
 
 /// The status word of `cloud-init status` (`status: disabled` -> `disabled`).
 pub fn parse_cloud_init_status(text: &str) -> Option<String> {
-    text.lines().find_map(|l| l.trim().strip_prefix("status:")).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("status:"))
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
 }
 
 /// cloud-init's own log, where its schema check reports.
@@ -291,7 +323,12 @@ const CLOUD_INIT_LOG: &str = "/var/log/cloud-init.log";
 /// The warnings of cloud-init's schema check in its log (logged by
 /// `schema.py` at WARNING: "Invalid cloud-config provided: ..."). Pure.
 pub fn cloud_init_schema_warnings(log: &str) -> Vec<String> {
-    log.lines().filter_map(|l| l.split_once("schema.py[WARNING]: ").map(|(_, w)| w.trim().to_owned())).collect()
+    log.lines()
+        .filter_map(|l| {
+            l.split_once("schema.py[WARNING]: ")
+                .map(|(_, w)| w.trim().to_owned())
+        })
+        .collect()
 }
 
 /// Network configurations cloud-init wrote under `root`: its files are
@@ -299,7 +336,9 @@ pub fn cloud_init_schema_warnings(log: &str) -> Vec<String> {
 pub fn cloud_init_network_files(root: &Path) -> Vec<String> {
     let mut found = Vec::new();
     for dir in CLOUD_INIT_NETWORK_DIRS {
-        let Ok(entries) = std::fs::read_dir(root.join(dir)) else { continue };
+        let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
+            continue;
+        };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with("50-cloud-init") {
@@ -313,30 +352,45 @@ pub fn cloud_init_network_files(root: &Path) -> Vec<String> {
 
 /// The number of a `Boot####` variable's efivarfs file name.
 fn boot_option_number(file_name: &str) -> Option<u16> {
-    let hex = file_name.strip_suffix(bootdev::EFI_GLOBAL_VARIABLE)?.strip_suffix('-')?.strip_prefix("Boot")?;
-    (hex.len() == 4 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then(|| u16::from_str_radix(hex, 16).ok()).flatten()
+    let hex = file_name
+        .strip_suffix(bootdev::EFI_GLOBAL_VARIABLE)?
+        .strip_suffix('-')?
+        .strip_prefix("Boot")?;
+    (hex.len() == 4 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| u16::from_str_radix(hex, 16).ok())
+        .flatten()
 }
 
 /// The firmware's boot entries from an efivarfs directory; `efi` is false
 /// when there is none (the machine did not boot through UEFI).
 pub fn nvram_facts(efivars: &Path) -> NvramFacts {
-    let mut facts = NvramFacts { efi: efivars.is_dir(), ..NvramFacts::default() };
+    let mut facts = NvramFacts {
+        efi: efivars.is_dir(),
+        ..NvramFacts::default()
+    };
     if !facts.efi {
         return facts;
     }
     let entries = match std::fs::read_dir(efivars) {
         Ok(entries) => entries,
         Err(e) => {
-            facts.errors.push(format!("reading {}: {e}", efivars.display()));
+            facts
+                .errors
+                .push(format!("reading {}: {e}", efivars.display()));
             return facts;
         }
     };
     for entry in entries.flatten() {
-        let Some(number) = boot_option_number(&entry.file_name().to_string_lossy()) else { continue };
+        let Some(number) = boot_option_number(&entry.file_name().to_string_lossy()) else {
+            continue;
+        };
         let name = format!("Boot{number:04X}");
         // efivarfs puts the variable's 4 attribute bytes first.
         match std::fs::read(entry.path()) {
-            Ok(bytes) if bytes.len() < 4 => facts.errors.push(format!("{name}: {} bytes, fewer than its attributes", bytes.len())),
+            Ok(bytes) if bytes.len() < 4 => facts.errors.push(format!(
+                "{name}: {} bytes, fewer than its attributes",
+                bytes.len()
+            )),
             Ok(bytes) => match bootdev::parse_load_option(&bytes[4..]) {
                 Ok(option) => {
                     facts.entries.insert(name, option.description);
@@ -354,8 +408,18 @@ pub fn nvram_facts(efivars: &Path) -> NvramFacts {
 pub fn parse_active_enter(text: &str) -> BTreeMap<String, f64> {
     let mut out = BTreeMap::new();
     for block in text.split("\n\n") {
-        let field = |key: &str| block.lines().find_map(|l| l.strip_prefix(key)).map(str::trim);
-        let (Some(id), Some(usec)) = (field("Id="), field("ActiveEnterTimestampMonotonic=").and_then(|v| v.parse::<u64>().ok())) else { continue };
+        let field = |key: &str| {
+            block
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .map(str::trim)
+        };
+        let (Some(id), Some(usec)) = (
+            field("Id="),
+            field("ActiveEnterTimestampMonotonic=").and_then(|v| v.parse::<u64>().ok()),
+        ) else {
+            continue;
+        };
         if usec > 0 {
             // Microseconds as systemd keeps them; to the millisecond is plenty.
             out.insert(id.to_owned(), (usec / 1000) as f64 / 1000.0);
@@ -366,7 +430,12 @@ pub fn parse_active_enter(text: &str) -> BTreeMap<String, f64> {
 
 /// The first lines of `systemd-analyze blame` (`<time> <unit>`, slowest first).
 pub fn slowest_units(blame: &str) -> Vec<String> {
-    blame.lines().map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")).filter(|l| !l.is_empty()).take(SLOWEST_UNITS).collect()
+    blame
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|l| !l.is_empty())
+        .take(SLOWEST_UNITS)
+        .collect()
 }
 
 /// Seconds since boot: the first field of /proc/uptime.
@@ -390,31 +459,83 @@ fn dir_facts(path: &str, passwd: &str, group: &str) -> Option<DirFacts> {
 
 pub fn gather(expect: &Expectations) -> Facts {
     let mut facts = Facts::default();
-    let types: BTreeMap<String, String> = output("ovs-vsctl", &["--format=csv", "--data=bare", "--no-heading", "--columns=name,type", "list", "Interface"])
-        .lines()
-        .filter_map(|l| l.split_once(',').map(|(n, t)| (n.to_owned(), t.to_owned())))
-        .collect();
+    let types: BTreeMap<String, String> = output(
+        "ovs-vsctl",
+        &[
+            "--format=csv",
+            "--data=bare",
+            "--no-heading",
+            "--columns=name,type",
+            "list",
+            "Interface",
+        ],
+    )
+    .lines()
+    .filter_map(|l| l.split_once(',').map(|(n, t)| (n.to_owned(), t.to_owned())))
+    .collect();
     for bridge in output("ovs-vsctl", &["list-br"]).lines() {
-        let members: Vec<String> = output("ovs-vsctl", &["list-ports", bridge]).lines().map(str::to_owned).collect();
-        for (name, tag, trunks) in parse_ovs_ports(&output("ovs-vsctl", &["--format=csv", "--data=bare", "--no-heading", "--columns=name,tag,trunks", "list", "Port"])) {
+        let members: Vec<String> = output("ovs-vsctl", &["list-ports", bridge])
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        for (name, tag, trunks) in parse_ovs_ports(&output(
+            "ovs-vsctl",
+            &[
+                "--format=csv",
+                "--data=bare",
+                "--no-heading",
+                "--columns=name,tag,trunks",
+                "list",
+                "Port",
+            ],
+        )) {
             if members.contains(&name) {
                 let internal = types.get(&name).is_some_and(|t| t == "internal");
-                facts.ports.insert(name, PortFacts { bridge: bridge.to_owned(), tag, trunks, internal });
+                facts.ports.insert(
+                    name,
+                    PortFacts {
+                        bridge: bridge.to_owned(),
+                        tag,
+                        trunks,
+                        internal,
+                    },
+                );
             }
         }
     }
     facts.ovs_show = output("ovs-vsctl", &["show"]);
     facts.addresses = parse_ip_br_addr(&output("ip", &["-br", "addr"]));
-    facts.routes = output("ip", &["route"]).lines().map(str::to_owned).collect();
-    facts.pools = parse_virsh_list(&output("virsh", &["-c", "qemu:///system", "pool-list", "--all"]));
-    facts.networks = parse_virsh_list(&output("virsh", &["-c", "qemu:///system", "net-list", "--all"]));
-    facts.cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default().split_whitespace().map(str::to_owned).collect();
+    facts.routes = output("ip", &["route"])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    facts.pools = parse_virsh_list(&output(
+        "virsh",
+        &["-c", "qemu:///system", "pool-list", "--all"],
+    ));
+    facts.networks = parse_virsh_list(&output(
+        "virsh",
+        &["-c", "qemu:///system", "net-list", "--all"],
+    ));
+    facts.cmdline = std::fs::read_to_string("/proc/cmdline")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
     facts.interfaces = std::fs::read_dir("/sys/class/net")
-        .map(|d| d.filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned())).collect())
+        .map(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+                .collect()
+        })
         .unwrap_or_default();
     facts.interfaces.sort();
-    facts.locale = std::fs::read_to_string("/etc/default/locale").ok().and_then(|t| parse_default_locale(&t));
-    facts.locales = output("locale", &["-a"]).lines().map(str::to_owned).collect();
+    facts.locale = std::fs::read_to_string("/etc/default/locale")
+        .ok()
+        .and_then(|t| parse_default_locale(&t));
+    facts.locales = output("locale", &["-a"])
+        .lines()
+        .map(str::to_owned)
+        .collect();
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
     for d in &expect.dirs {
@@ -424,14 +545,24 @@ pub fn gather(expect: &Expectations) -> Facts {
     }
     for u in &expect.users {
         if let Some(groups) = groups_of(&passwd, &group, &u.name) {
-            let keys = u.authorized_keys_file.as_ref().and_then(|path| std::fs::read_to_string(path).ok()).map(|t| key_lines(&t));
-            facts.users.insert(u.name.clone(), UserFacts { groups, keys });
+            let keys = u
+                .authorized_keys_file
+                .as_ref()
+                .and_then(|path| std::fs::read_to_string(path).ok())
+                .map(|t| key_lines(&t));
+            facts
+                .users
+                .insert(u.name.clone(), UserFacts { groups, keys });
         }
     }
     for unit in &expect.masked_units {
         let is_enabled = output("systemctl", &["is-enabled", unit]).trim().to_owned();
-        let link = std::fs::read_link(format!("/etc/systemd/system/{unit}")).ok().map(|t| t.display().to_string());
-        facts.units.insert(unit.clone(), UnitFacts { is_enabled, link });
+        let link = std::fs::read_link(format!("/etc/systemd/system/{unit}"))
+            .ok()
+            .map(|t| t.display().to_string());
+        facts
+            .units
+            .insert(unit.clone(), UnitFacts { is_enabled, link });
     }
     if expect.cloud_init.is_some() {
         let status = command_output("cloud-init", &["status"]);
@@ -441,7 +572,9 @@ pub fn gather(expect: &Expectations) -> Facts {
             config: std::fs::read_to_string(CLOUD_INIT_CFG).ok(),
             disabled_marker: Path::new(CLOUD_INIT_DISABLED).exists(),
             network_files: cloud_init_network_files(Path::new("/")),
-            schema_warnings: std::fs::read_to_string(CLOUD_INIT_LOG).map(|t| cloud_init_schema_warnings(&t)).unwrap_or_default(),
+            schema_warnings: std::fs::read_to_string(CLOUD_INIT_LOG)
+                .map(|t| cloud_init_schema_warnings(&t))
+                .unwrap_or_default(),
         };
     }
     if expect.nvram_entry.is_some() {
@@ -459,8 +592,16 @@ fn ssh_host_keys(dir: &Path) -> Vec<String> {
         .map(|d| {
             d.filter_map(|e| e.ok())
                 .map(|e| e.path())
-                .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("ssh_host_") && n.ends_with("_key.pub")))
-                .map(|p| output("ssh-keygen", &["-l", "-f", &p.display().to_string()]).trim().to_owned())
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("ssh_host_") && n.ends_with("_key.pub"))
+                })
+                .map(|p| {
+                    output("ssh-keygen", &["-l", "-f", &p.display().to_string()])
+                        .trim()
+                        .to_owned()
+                })
                 .filter(|l| !l.is_empty())
                 .collect()
         })
@@ -491,7 +632,9 @@ fn boot_facts() -> BootFacts {
     let mut show = vec!["show", "-p", "Id", "-p", "ActiveEnterTimestampMonotonic"];
     show.extend(TIMED_UNITS);
     BootFacts {
-        uptime_seconds: std::fs::read_to_string("/proc/uptime").ok().and_then(|t| parse_uptime(&t)),
+        uptime_seconds: std::fs::read_to_string("/proc/uptime")
+            .ok()
+            .and_then(|t| parse_uptime(&t)),
         active_at_seconds: parse_active_enter(&output("systemctl", &show)),
         slowest_units: slowest_units(&output("systemd-analyze", &["blame", "--no-pager"])),
     }
@@ -500,21 +643,45 @@ fn boot_facts() -> BootFacts {
 /// The named checks of the masked units, cloud-init and the firmware boot
 /// entry, each with what it saw. Pure.
 pub fn checks(expect: &Expectations, facts: &Facts) -> Vec<Check> {
-    let check = |name: String, ok: bool, seen: String| Check { name, outcome: if ok { Outcome::Pass } else { Outcome::Fail }, seen };
+    let check = |name: String, ok: bool, seen: String| Check {
+        name,
+        outcome: if ok { Outcome::Pass } else { Outcome::Fail },
+        seen,
+    };
     let mut out = Vec::new();
     for unit in &expect.masked_units {
         let f = facts.units.get(unit).cloned().unwrap_or_default();
         let ok = f.is_enabled == "masked" || f.link.as_deref() == Some("/dev/null");
-        let answer = if f.is_enabled.is_empty() { "(no answer)" } else { f.is_enabled.as_str() };
-        let link = f.link.as_deref().map_or_else(|| "is not a link".to_owned(), |t| format!("-> {t}"));
-        out.push(check(format!("unit {unit} masked"), ok, format!("systemctl is-enabled: {answer}; /etc/systemd/system/{unit} {link}")));
+        let answer = if f.is_enabled.is_empty() {
+            "(no answer)"
+        } else {
+            f.is_enabled.as_str()
+        };
+        let link = f
+            .link
+            .as_deref()
+            .map_or_else(|| "is not a link".to_owned(), |t| format!("-> {t}"));
+        out.push(check(
+            format!("unit {unit} masked"),
+            ok,
+            format!("systemctl is-enabled: {answer}; /etc/systemd/system/{unit} {link}"),
+        ));
     }
     if let Some(want) = expect.cloud_init {
         let c = &facts.cloud_init;
-        let mut seen = vec![if c.installed { format!("installed, status {}", c.status.as_deref().unwrap_or("(unknown)")) } else { "not installed".to_owned() }];
+        let mut seen = vec![if c.installed {
+            format!(
+                "installed, status {}",
+                c.status.as_deref().unwrap_or("(unknown)")
+            )
+        } else {
+            "not installed".to_owned()
+        }];
         let mut ok = true;
         match &c.config {
-            Some(text) if text.lines().any(|l| l.trim() == CLOUD_INIT_NO_NETWORK) => seen.push(format!("{CLOUD_INIT_CFG} disables its network configuration")),
+            Some(text) if text.lines().any(|l| l.trim() == CLOUD_INIT_NO_NETWORK) => seen.push(
+                format!("{CLOUD_INIT_CFG} disables its network configuration"),
+            ),
             Some(_) => {
                 ok = false;
                 seen.push(format!("{CLOUD_INIT_CFG} lacks `{CLOUD_INIT_NO_NETWORK}`"));
@@ -532,7 +699,10 @@ pub fn checks(expect: &Expectations, facts: &Facts) -> Vec<Check> {
         }
         if !c.schema_warnings.is_empty() {
             ok = false;
-            seen.push(format!("its schema check rejected the configuration: {}", c.schema_warnings.join("; ")));
+            seen.push(format!(
+                "its schema check rejected the configuration: {}",
+                c.schema_warnings.join("; ")
+            ));
         }
         if want == CloudInitExpectation::Disabled {
             if c.disabled_marker {
@@ -556,10 +726,18 @@ pub fn checks(expect: &Expectations, facts: &Facts) -> Vec<Check> {
         let n = &facts.nvram;
         let name = format!("firmware boot entry {label:?}");
         if !n.efi {
-            out.push(Check { name, outcome: Outcome::Skipped, seen: "skipped: no EFI variables".into() });
+            out.push(Check {
+                name,
+                outcome: Outcome::Skipped,
+                seen: "skipped: no EFI variables".into(),
+            });
         } else {
             let ok = n.entries.values().any(|d| d == label);
-            let mut listed: Vec<String> = n.entries.iter().map(|(k, d)| format!("{k} {d:?}")).collect();
+            let mut listed: Vec<String> = n
+                .entries
+                .iter()
+                .map(|(k, d)| format!("{k} {d:?}"))
+                .collect();
             if listed.is_empty() {
                 listed.push("no Boot#### entries".into());
             }
@@ -582,19 +760,34 @@ pub fn differences(expect: &Expectations, facts: &Facts) -> Vec<String> {
     for br in &expect.bridges {
         for p in &br.ports {
             match facts.ports.get(&p.name) {
-                None => out.push(format!("port {} is not on any OVS bridge (expected on {})", p.name, br.name)),
+                None => out.push(format!(
+                    "port {} is not on any OVS bridge (expected on {})",
+                    p.name, br.name
+                )),
                 Some(f) => {
                     if f.bridge != br.name {
-                        out.push(format!("port {} is on bridge {}, expected {}", p.name, f.bridge, br.name));
+                        out.push(format!(
+                            "port {} is on bridge {}, expected {}",
+                            p.name, f.bridge, br.name
+                        ));
                     }
                     if f.tag != p.tag {
-                        out.push(format!("port {} has tag {:?}, expected {:?}", p.name, f.tag, p.tag));
+                        out.push(format!(
+                            "port {} has tag {:?}, expected {:?}",
+                            p.name, f.tag, p.tag
+                        ));
                     }
                     if f.trunks != p.trunks {
-                        out.push(format!("port {} trunks {:?}, expected {:?}", p.name, f.trunks, p.trunks));
+                        out.push(format!(
+                            "port {} trunks {:?}, expected {:?}",
+                            p.name, f.trunks, p.trunks
+                        ));
                     }
                     if f.internal != p.internal {
-                        out.push(format!("port {} internal={}, expected {}", p.name, f.internal, p.internal));
+                        out.push(format!(
+                            "port {} internal={}, expected {}",
+                            p.name, f.internal, p.internal
+                        ));
                     }
                 }
             }
@@ -602,14 +795,22 @@ pub fn differences(expect: &Expectations, facts: &Facts) -> Vec<String> {
     }
     for (iface, cidr) in &expect.addresses {
         if !facts.addresses.get(iface).is_some_and(|a| a.contains(cidr)) {
-            out.push(format!("{iface} does not hold {cidr} (it has {:?})", facts.addresses.get(iface)));
+            out.push(format!(
+                "{iface} does not hold {cidr} (it has {:?})",
+                facts.addresses.get(iface)
+            ));
         }
     }
-    for (kind, names, seen) in [("pool", &expect.pools, &facts.pools), ("network", &expect.networks, &facts.networks)] {
+    for (kind, names, seen) in [
+        ("pool", &expect.pools, &facts.pools),
+        ("network", &expect.networks, &facts.networks),
+    ] {
         for name in names {
             match seen.get(name) {
                 Some((true, true)) => {}
-                Some((active, autostart)) => out.push(format!("libvirt {kind} {name}: active={active} autostart={autostart}, expected both")),
+                Some((active, autostart)) => out.push(format!(
+                    "libvirt {kind} {name}: active={active} autostart={autostart}, expected both"
+                )),
                 None => out.push(format!("libvirt {kind} {name} is not defined")),
             }
         }
@@ -621,10 +822,15 @@ pub fn differences(expect: &Expectations, facts: &Facts) -> Vec<String> {
     }
     if let Some(locale) = &expect.locale {
         if facts.locale.as_ref() != Some(locale) {
-            out.push(format!("/etc/default/locale sets LANG={}, expected {locale}", facts.locale.as_deref().unwrap_or("(nothing)")));
+            out.push(format!(
+                "/etc/default/locale sets LANG={}, expected {locale}",
+                facts.locale.as_deref().unwrap_or("(nothing)")
+            ));
         }
         if !locale_listed(&facts.locales, locale) {
-            out.push(format!("locale {locale} is not available (`locale -a` does not list it)"));
+            out.push(format!(
+                "locale {locale} is not available (`locale -a` does not list it)"
+            ));
         }
     }
     for d in &expect.dirs {
@@ -637,35 +843,60 @@ pub fn differences(expect: &Expectations, facts: &Facts) -> Vec<String> {
             continue;
         }
         if u32::from_str_radix(&f.mode, 8).ok() != u32::from_str_radix(&d.mode, 8).ok() {
-            out.push(format!("{} has mode {}, expected {}", d.path, f.mode, d.mode));
+            out.push(format!(
+                "{} has mode {}, expected {}",
+                d.path, f.mode, d.mode
+            ));
         }
         let owner = d.owner.as_deref().unwrap_or("root");
         if !same_account(owner, f.uid, f.owner.as_deref()) {
-            out.push(format!("{} is owned by {}, expected {owner}", d.path, f.owner.clone().unwrap_or_else(|| f.uid.to_string())));
+            out.push(format!(
+                "{} is owned by {}, expected {owner}",
+                d.path,
+                f.owner.clone().unwrap_or_else(|| f.uid.to_string())
+            ));
         }
         // Without a group, the installer gives the directory to the owner's own group.
         let group = d.group.as_deref().unwrap_or(owner);
         if !same_account(group, f.gid, f.group.as_deref()) {
-            out.push(format!("{} belongs to group {}, expected {group}", d.path, f.group.clone().unwrap_or_else(|| f.gid.to_string())));
+            out.push(format!(
+                "{} belongs to group {}, expected {group}",
+                d.path,
+                f.group.clone().unwrap_or_else(|| f.gid.to_string())
+            ));
         }
     }
     for u in &expect.users {
         let Some(f) = facts.users.get(&u.name) else {
-            out.push(format!("user {} does not exist (not in /etc/passwd)", u.name));
+            out.push(format!(
+                "user {} does not exist (not in /etc/passwd)",
+                u.name
+            ));
             continue;
         };
         for g in u.groups.iter().filter(|g| !f.groups.contains(g)) {
-            out.push(format!("user {} is not in group {g} (it is in {})", u.name, f.groups.join(",")));
+            out.push(format!(
+                "user {} is not in group {g} (it is in {})",
+                u.name,
+                f.groups.join(",")
+            ));
         }
         if let Some(path) = &u.authorized_keys_file {
             match f.keys {
                 None => out.push(format!("{path} of user {} cannot be read", u.name)),
-                Some(n) if n != u.keys => out.push(format!("{path} holds {n} keys, expected {}", u.keys)),
+                Some(n) if n != u.keys => {
+                    out.push(format!("{path} holds {n} keys, expected {}", u.keys))
+                }
                 Some(_) => {}
             }
         }
     }
-    out.extend(checks(expect, facts).into_iter().filter(|c| c.outcome == Outcome::Fail).map(|c| format!("{}: {}", c.name, c.seen)));
+    out.extend(
+        checks(expect, facts)
+            .into_iter()
+            .filter(|c| c.outcome == Outcome::Fail)
+            .map(|c| format!("{}: {}", c.name, c.seen)),
+    );
     out
 }
 
@@ -687,8 +918,16 @@ fn emit(event: &Event) {
 }
 
 pub fn run() -> i32 {
-    let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
-    let plan = match std::fs::read_to_string(PLAN_PATH).map_err(|e| e.to_string()).and_then(|t| Plan::from_json(&t).map_err(|e| e.to_string())) {
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0)
+    };
+    let plan = match std::fs::read_to_string(PLAN_PATH)
+        .map_err(|e| e.to_string())
+        .and_then(|t| Plan::from_json(&t).map_err(|e| e.to_string()))
+    {
         Ok(p) => p,
         Err(e) => {
             let mut ev = Event::new(1, now(), steps::FIRSTBOOT, State::Failed);
@@ -706,9 +945,17 @@ pub fn run() -> i32 {
         }
         std::thread::sleep(Duration::from_secs(5));
     };
-    let state = if diffs.is_empty() { State::Done } else { State::Failed };
+    let state = if diffs.is_empty() {
+        State::Done
+    } else {
+        State::Failed
+    };
     let mut ev = Event::new(1, now(), steps::FIRSTBOOT, state);
-    ev.message = Some(if diffs.is_empty() { format!("{} is as planned", plan.system.hostname) } else { format!("{} differences from the plan", diffs.len()) });
+    ev.message = Some(if diffs.is_empty() {
+        format!("{} is as planned", plan.system.hostname)
+    } else {
+        format!("{} differences from the plan", diffs.len())
+    });
     ev.error = diffs;
     ev.data = Some(report_data(&plan.expect, &facts));
     emit(&ev);
@@ -731,8 +978,18 @@ mod tests {
             bridges: vec![ExpectedBridge {
                 name: "vmbr0".into(),
                 ports: vec![
-                    ExpectedPort { name: "eth0".into(), tag: Some(31), trunks: vec![31, 32], internal: false },
-                    ExpectedPort { name: "vlan31".into(), tag: Some(31), trunks: vec![], internal: true },
+                    ExpectedPort {
+                        name: "eth0".into(),
+                        tag: Some(31),
+                        trunks: vec![31, 32],
+                        internal: false,
+                    },
+                    ExpectedPort {
+                        name: "vlan31".into(),
+                        tag: Some(31),
+                        trunks: vec![],
+                        internal: true,
+                    },
                 ],
             }],
             addresses: vec![("vlan31".into(), "192.168.1.10/24".into())],
@@ -741,9 +998,24 @@ mod tests {
             kernel_args: vec!["net.ifnames=0".into()],
             locale: Some("de_DE.UTF-8".into()),
             dirs: vec![
-                ExpectedDir { path: "/home/avatar/isos".into(), mode: "0711".into(), owner: Some("avatar".into()), group: Some("libvirt".into()) },
-                ExpectedDir { path: "/home/avatar/vm-images".into(), mode: "755".into(), owner: None, group: None },
-                ExpectedDir { path: "/srv/by-id".into(), mode: "0770".into(), owner: Some("1000".into()), group: Some("64055".into()) },
+                ExpectedDir {
+                    path: "/home/avatar/isos".into(),
+                    mode: "0711".into(),
+                    owner: Some("avatar".into()),
+                    group: Some("libvirt".into()),
+                },
+                ExpectedDir {
+                    path: "/home/avatar/vm-images".into(),
+                    mode: "755".into(),
+                    owner: None,
+                    group: None,
+                },
+                ExpectedDir {
+                    path: "/srv/by-id".into(),
+                    mode: "0770".into(),
+                    owner: Some("1000".into()),
+                    group: Some("64055".into()),
+                },
             ],
             users: vec![
                 ExpectedUser {
@@ -752,7 +1024,12 @@ mod tests {
                     authorized_keys_file: Some("/home/avatar/.ssh/authorized_keys".into()),
                     keys: 2,
                 },
-                ExpectedUser { name: "root".into(), groups: vec!["kvm".into()], authorized_keys_file: Some("/root/.ssh/authorized_keys".into()), keys: 1 },
+                ExpectedUser {
+                    name: "root".into(),
+                    groups: vec!["kvm".into()],
+                    authorized_keys_file: Some("/root/.ssh/authorized_keys".into()),
+                    keys: 1,
+                },
             ],
             ..Expectations::default()
         }
@@ -770,28 +1047,71 @@ mod tests {
     const GROUP: &str = "root:x:0:\nsudo:x:27:avatar\nlibvirt:x:993:avatar\navatar:x:1000:\nkvm:x:994:libvirt-qemu,root\n";
 
     fn dir(mode: &str, uid: u32, gid: u32) -> DirFacts {
-        DirFacts { is_dir: true, mode: mode.into(), uid, gid, owner: name_of_id(PASSWD, uid), group: name_of_id(GROUP, gid) }
+        DirFacts {
+            is_dir: true,
+            mode: mode.into(),
+            uid,
+            gid,
+            owner: name_of_id(PASSWD, uid),
+            group: name_of_id(GROUP, gid),
+        }
     }
 
     fn facts() -> Facts {
         let mut f = Facts::default();
         for (name, tag, trunks) in parse_ovs_ports("eth0,31,31 32\nvlan31,31,\nvmbr0,,\n") {
             let internal = name != "eth0";
-            f.ports.insert(name, PortFacts { bridge: "vmbr0".into(), tag, trunks, internal });
+            f.ports.insert(
+                name,
+                PortFacts {
+                    bridge: "vmbr0".into(),
+                    tag,
+                    trunks,
+                    internal,
+                },
+            );
         }
         f.addresses = parse_ip_br_addr("lo UNKNOWN 127.0.0.1/8 ::1/128\nvlan31 UNKNOWN 192.168.1.10/24 fe80::1/64\neth0@if2 UP\n");
         f.pools = parse_virsh_list(" Name        State    Autostart\n-------------------------------\n isos        active   yes\n vm-images   active   yes\n");
         f.networks = parse_virsh_list(" Name            State      Autostart   Persistent\n----------------------------------------------------\n default         inactive   no          yes\n libvirt-vmbr0   active     yes         yes\n");
-        f.cmdline = "BOOT_IMAGE=/vmlinuz root=UUID=x ro biosdevname=0 net.ifnames=0".split(' ').map(str::to_owned).collect();
-        f.locale = parse_default_locale("# Written by imgforge: system.locale.\nLANG=de_DE.UTF-8\n");
-        f.locales = "C\nC.utf8\nPOSIX\nde_DE.utf8\n".lines().map(str::to_owned).collect();
-        f.dirs.insert("/home/avatar/isos".into(), dir("0711", 1000, 993));
-        f.dirs.insert("/home/avatar/vm-images".into(), dir("0755", 0, 0));
+        f.cmdline = "BOOT_IMAGE=/vmlinuz root=UUID=x ro biosdevname=0 net.ifnames=0"
+            .split(' ')
+            .map(str::to_owned)
+            .collect();
+        f.locale =
+            parse_default_locale("# Written by imgforge: system.locale.\nLANG=de_DE.UTF-8\n");
+        f.locales = "C\nC.utf8\nPOSIX\nde_DE.utf8\n"
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        f.dirs
+            .insert("/home/avatar/isos".into(), dir("0711", 1000, 993));
+        f.dirs
+            .insert("/home/avatar/vm-images".into(), dir("0755", 0, 0));
         // Ids without names in the account files still match numeric expectations.
-        f.dirs.insert("/srv/by-id".into(), DirFacts { owner: None, group: None, ..dir("0770", 1000, 64055) });
-        for (name, keys) in [("avatar", "ssh-ed25519 AAAA a@h\n\n# old laptop\nssh-rsa AAAA b@h\n"), ("root", "ssh-ed25519 AAAA ops@h\n")] {
+        f.dirs.insert(
+            "/srv/by-id".into(),
+            DirFacts {
+                owner: None,
+                group: None,
+                ..dir("0770", 1000, 64055)
+            },
+        );
+        for (name, keys) in [
+            (
+                "avatar",
+                "ssh-ed25519 AAAA a@h\n\n# old laptop\nssh-rsa AAAA b@h\n",
+            ),
+            ("root", "ssh-ed25519 AAAA ops@h\n"),
+        ] {
             let groups = groups_of(PASSWD, GROUP, name).expect("the test passwd has the user");
-            f.users.insert(name.into(), UserFacts { groups, keys: Some(key_lines(keys)) });
+            f.users.insert(
+                name.into(),
+                UserFacts {
+                    groups,
+                    keys: Some(key_lines(keys)),
+                },
+            );
         }
         f
     }
@@ -813,9 +1133,16 @@ mod tests {
         f.cmdline.retain(|a| a != "net.ifnames=0");
         let d = differences(&expect(), &f);
         assert_eq!(d.len(), 5, "{d:?}");
-        assert!(d[0].contains("eth0 trunks [31], expected [31, 32]"), "{d:?}");
-        assert!(d.iter().any(|x| x.contains("pool isos: active=true autostart=false")));
-        assert!(d.iter().any(|x| x.contains("network libvirt-vmbr0 is not defined")));
+        assert!(
+            d[0].contains("eth0 trunks [31], expected [31, 32]"),
+            "{d:?}"
+        );
+        assert!(d
+            .iter()
+            .any(|x| x.contains("pool isos: active=true autostart=false")));
+        assert!(d
+            .iter()
+            .any(|x| x.contains("network libvirt-vmbr0 is not defined")));
     }
 
     #[test]
@@ -823,9 +1150,16 @@ mod tests {
         let mut f = facts();
         f.locale = parse_default_locale("LANG=\"C.UTF-8\"\n");
         f.locales.retain(|l| l != "de_DE.utf8");
-        f.dirs.insert("/home/avatar/isos".into(), dir("0755", 0, 1000));
+        f.dirs
+            .insert("/home/avatar/isos".into(), dir("0755", 0, 1000));
         f.dirs.remove("/home/avatar/vm-images");
-        f.dirs.insert("/srv/by-id".into(), DirFacts { is_dir: false, ..dir("0777", 0, 0) });
+        f.dirs.insert(
+            "/srv/by-id".into(),
+            DirFacts {
+                is_dir: false,
+                ..dir("0777", 0, 0)
+            },
+        );
         let d = differences(&expect(), &f);
         assert_eq!(
             d,
@@ -847,10 +1181,29 @@ mod tests {
         assert_eq!(name_of_id(GROUP, 993).as_deref(), Some("libvirt"));
         assert_eq!(name_of_id(GROUP, 4242), None);
         assert_eq!(name_of_id("broken\n::0:\n", 0), None);
-        assert_eq!(parse_default_locale("LANG=en_US.UTF-8\nLANG='de_DE.UTF-8'\n").as_deref(), Some("de_DE.UTF-8"));
+        assert_eq!(
+            parse_default_locale("LANG=en_US.UTF-8\nLANG='de_DE.UTF-8'\n").as_deref(),
+            Some("de_DE.UTF-8")
+        );
         assert_eq!(parse_default_locale("# nothing\n"), None);
-        let listed: Vec<String> = ["C", "C.utf8", "POSIX", "en_US.utf8", "sr_RS@latin", "de_DE.iso88591"].map(String::from).to_vec();
-        for ok in ["C", "POSIX", "C.UTF-8", "en_US.UTF-8", "sr_RS@latin", "de_DE.ISO-8859-1"] {
+        let listed: Vec<String> = [
+            "C",
+            "C.utf8",
+            "POSIX",
+            "en_US.utf8",
+            "sr_RS@latin",
+            "de_DE.iso88591",
+        ]
+        .map(String::from)
+        .to_vec();
+        for ok in [
+            "C",
+            "POSIX",
+            "C.UTF-8",
+            "en_US.UTF-8",
+            "sr_RS@latin",
+            "de_DE.ISO-8859-1",
+        ] {
             assert!(locale_listed(&listed, ok), "{ok}");
         }
         for missing in ["en_GB.UTF-8", "en_US", "sr_RS"] {
@@ -860,19 +1213,37 @@ mod tests {
 
     #[test]
     fn users_groups_and_keys_are_read_from_the_account_files() {
-        assert_eq!(groups_of(PASSWD, GROUP, "avatar"), Some(vec!["avatar".into(), "sudo".into(), "libvirt".into()]));
-        assert_eq!(groups_of(PASSWD, GROUP, "root"), Some(vec!["root".into(), "kvm".into()]));
+        assert_eq!(
+            groups_of(PASSWD, GROUP, "avatar"),
+            Some(vec!["avatar".into(), "sudo".into(), "libvirt".into()])
+        );
+        assert_eq!(
+            groups_of(PASSWD, GROUP, "root"),
+            Some(vec!["root".into(), "kvm".into()])
+        );
         // "libvirt" is a group, not an account; a member list entry is not a prefix match.
         assert_eq!(groups_of(PASSWD, GROUP, "libvirt"), None);
-        assert_eq!(groups_of(PASSWD, "kvm:x:994:libvirt-qemu2\n", "libvirt-qemu"), Some(vec![]));
-        assert_eq!(key_lines("\n  \n# comment\nssh-ed25519 AAAA x\n from=\"h\" ssh-rsa AAAA y"), 2);
+        assert_eq!(
+            groups_of(PASSWD, "kvm:x:994:libvirt-qemu2\n", "libvirt-qemu"),
+            Some(vec![])
+        );
+        assert_eq!(
+            key_lines("\n  \n# comment\nssh-ed25519 AAAA x\n from=\"h\" ssh-rsa AAAA y"),
+            2
+        );
     }
 
     #[test]
     fn users_that_differ_are_named() {
         let mut f = facts();
         f.users.remove("avatar");
-        f.users.insert("root".into(), UserFacts { groups: vec!["root".into()], keys: Some(0) });
+        f.users.insert(
+            "root".into(),
+            UserFacts {
+                groups: vec!["root".into()],
+                keys: Some(0),
+            },
+        );
         assert_eq!(
             differences(&expect(), &f),
             [
@@ -881,15 +1252,31 @@ mod tests {
                 "/root/.ssh/authorized_keys holds 0 keys, expected 1",
             ]
         );
-        f.users.insert("root".into(), UserFacts { groups: vec!["root".into(), "kvm".into()], keys: None });
+        f.users.insert(
+            "root".into(),
+            UserFacts {
+                groups: vec!["root".into(), "kvm".into()],
+                keys: None,
+            },
+        );
         let d = differences(&expect(), &f);
-        assert_eq!(d[1..], ["/root/.ssh/authorized_keys of user root cannot be read"]);
+        assert_eq!(
+            d[1..],
+            ["/root/.ssh/authorized_keys of user root cannot be read"]
+        );
         // The facts travel in the firstboot event's data.
         let data = json!(facts());
-        assert_eq!(data["users"]["root"], json!({ "groups": ["root", "kvm"], "keys": 1 }));
+        assert_eq!(
+            data["users"]["root"],
+            json!({ "groups": ["root", "kvm"], "keys": 1 })
+        );
     }
 
-    const NETWORKD: [&str; 3] = ["systemd-networkd-wait-online.service", "systemd-networkd.service", "systemd-networkd.socket"];
+    const NETWORKD: [&str; 3] = [
+        "systemd-networkd-wait-online.service",
+        "systemd-networkd.service",
+        "systemd-networkd.socket",
+    ];
 
     fn first_run_expect() -> Expectations {
         Expectations {
@@ -905,9 +1292,21 @@ mod tests {
         let mut f = Facts::default();
         // systemctl answers "masked" for a link to /dev/null; one unit is read by its link only.
         for unit in NETWORKD {
-            f.units.insert(unit.into(), UnitFacts { is_enabled: "masked".into(), link: Some("/dev/null".into()) });
+            f.units.insert(
+                unit.into(),
+                UnitFacts {
+                    is_enabled: "masked".into(),
+                    link: Some("/dev/null".into()),
+                },
+            );
         }
-        f.units.insert("systemd-networkd.socket".into(), UnitFacts { is_enabled: String::new(), link: Some("/dev/null".into()) });
+        f.units.insert(
+            "systemd-networkd.socket".into(),
+            UnitFacts {
+                is_enabled: String::new(),
+                link: Some("/dev/null".into()),
+            },
+        );
         f.cloud_init = CloudInitFacts {
             installed: true,
             status: parse_cloud_init_status("status: done\n"),
@@ -917,7 +1316,9 @@ mod tests {
             schema_warnings: vec![],
         };
         f.nvram.efi = true;
-        f.nvram.entries.insert("Boot0001".into(), "UEFI QEMU HARDDISK QM00001".into());
+        f.nvram
+            .entries
+            .insert("Boot0001".into(), "UEFI QEMU HARDDISK QM00001".into());
         f.nvram.entries.insert("Boot0004".into(), "ubuntu".into());
         f
     }
@@ -930,7 +1331,10 @@ mod tests {
         assert_eq!(
             names,
             [
-                ("unit systemd-networkd-wait-online.service masked", Outcome::Pass),
+                (
+                    "unit systemd-networkd-wait-online.service masked",
+                    Outcome::Pass
+                ),
                 ("unit systemd-networkd.service masked", Outcome::Pass),
                 ("unit systemd-networkd.socket masked", Outcome::Pass),
                 ("cloud-init without network configuration", Outcome::Pass),
@@ -938,7 +1342,10 @@ mod tests {
             ]
         );
         assert_eq!(c[2].seen, "systemctl is-enabled: (no answer); /etc/systemd/system/systemd-networkd.socket -> /dev/null");
-        assert_eq!(c[4].seen, "Boot0001 \"UEFI QEMU HARDDISK QM00001\", Boot0004 \"ubuntu\"");
+        assert_eq!(
+            c[4].seen,
+            "Boot0001 \"UEFI QEMU HARDDISK QM00001\", Boot0004 \"ubuntu\""
+        );
         assert_eq!(differences(&e, &f), Vec::<String>::new());
         let data = report_data(&e, &f);
         assert_eq!(data["checks"][3]["outcome"], json!("pass"));
@@ -949,12 +1356,26 @@ mod tests {
     fn an_enabled_unit_a_cloud_init_network_file_and_a_missing_entry_are_differences() {
         let e = first_run_expect();
         let mut f = first_run_facts();
-        f.units.insert("systemd-networkd-wait-online.service".into(), UnitFacts { is_enabled: "enabled".into(), link: None });
+        f.units.insert(
+            "systemd-networkd-wait-online.service".into(),
+            UnitFacts {
+                is_enabled: "enabled".into(),
+                link: None,
+            },
+        );
         // A link elsewhere is not a mask, even if systemctl cannot be asked.
-        f.units.insert("systemd-networkd.service".into(), UnitFacts { is_enabled: String::new(), link: Some("/lib/systemd/system/systemd-networkd.service".into()) });
+        f.units.insert(
+            "systemd-networkd.service".into(),
+            UnitFacts {
+                is_enabled: String::new(),
+                link: Some("/lib/systemd/system/systemd-networkd.service".into()),
+            },
+        );
         f.cloud_init.network_files = vec!["/etc/netplan/50-cloud-init.yaml".into()];
         f.nvram.entries.remove("Boot0004");
-        f.nvram.errors.push("Boot0007: load option of 2 bytes is shorter than its 6-byte header".into());
+        f.nvram
+            .errors
+            .push("Boot0007: load option of 2 bytes is shorter than its 6-byte header".into());
         assert_eq!(
             differences(&e, &f),
             [
@@ -968,7 +1389,9 @@ mod tests {
         f.cloud_init.config = Some("network: {config: enabled}\n".into());
         assert!(differences(&e, &f).iter().any(|d| d.ends_with("99-imgforge.cfg lacks `network: {config: disabled}`; it wrote no network configuration")));
         f.cloud_init.config = None;
-        assert!(differences(&e, &f).iter().any(|d| d.contains("99-imgforge.cfg is missing")));
+        assert!(differences(&e, &f)
+            .iter()
+            .any(|d| d.contains("99-imgforge.cfg is missing")));
     }
 
     #[test]
@@ -984,18 +1407,33 @@ mod tests {
         assert_eq!(differences(&e, &f), Vec::<String>::new());
         f.cloud_init.schema_warnings = warnings;
         let d = differences(&e, &f);
-        assert!(d.len() == 1 && d[0].starts_with("cloud-init without network configuration:") && d[0].contains("schema check rejected the configuration: Invalid cloud-config"), "{d:?}");
+        assert!(
+            d.len() == 1
+                && d[0].starts_with("cloud-init without network configuration:")
+                && d[0].contains("schema check rejected the configuration: Invalid cloud-config"),
+            "{d:?}"
+        );
     }
 
     #[test]
     fn disabled_cloud_init_needs_the_marker_and_the_status_to_say_so() {
-        let e = Expectations { cloud_init: Some(CloudInitExpectation::Disabled), ..Expectations::default() };
+        let e = Expectations {
+            cloud_init: Some(CloudInitExpectation::Disabled),
+            ..Expectations::default()
+        };
         let mut f = first_run_facts();
         f.cloud_init.disabled_marker = true;
         f.cloud_init.status = parse_cloud_init_status("status: disabled\n");
         let c = checks(&e, &f);
-        assert_eq!((c.len(), c[0].name.as_str(), c[0].outcome), (1, "cloud-init disabled", Outcome::Pass), "{c:?}");
-        assert!(c[0].seen.ends_with("/etc/cloud/cloud-init.disabled exists"), "{c:?}");
+        assert_eq!(
+            (c.len(), c[0].name.as_str(), c[0].outcome),
+            (1, "cloud-init disabled", Outcome::Pass),
+            "{c:?}"
+        );
+        assert!(
+            c[0].seen.ends_with("/etc/cloud/cloud-init.disabled exists"),
+            "{c:?}"
+        );
 
         f.cloud_init.status = parse_cloud_init_status("\nstatus: done\n");
         f.cloud_init.disabled_marker = false;
@@ -1004,7 +1442,12 @@ mod tests {
         assert!(d[0].contains("/etc/cloud/cloud-init.disabled is missing; `cloud-init status` does not say disabled"), "{d:?}");
 
         // Without the package, the marker and the drop-in are what can be checked.
-        f.cloud_init = CloudInitFacts { installed: false, status: None, disabled_marker: true, ..f.cloud_init.clone() };
+        f.cloud_init = CloudInitFacts {
+            installed: false,
+            status: None,
+            disabled_marker: true,
+            ..f.cloud_init.clone()
+        };
         let c = checks(&e, &f);
         assert_eq!(c[0].outcome, Outcome::Pass, "{c:?}");
         assert!(c[0].seen.starts_with("not installed; "), "{c:?}");
@@ -1018,8 +1461,14 @@ mod tests {
         f.nvram = nvram_facts(Path::new("/nonexistent/efivars"));
         assert!(!f.nvram.efi);
         let c = checks(&e, &f);
-        let nvram = c.iter().find(|c| c.name.starts_with("firmware boot entry")).expect("the check is reported");
-        assert_eq!((nvram.outcome, nvram.seen.as_str()), (Outcome::Skipped, "skipped: no EFI variables"));
+        let nvram = c
+            .iter()
+            .find(|c| c.name.starts_with("firmware boot entry"))
+            .expect("the check is reported");
+        assert_eq!(
+            (nvram.outcome, nvram.seen.as_str()),
+            (Outcome::Skipped, "skipped: no EFI variables")
+        );
         assert_eq!(differences(&e, &f), Vec::<String>::new());
         // No expectation, no check.
         assert!(checks(&Expectations::default(), &f).is_empty());
@@ -1030,7 +1479,12 @@ mod tests {
         let mut out = 7u32.to_le_bytes().to_vec();
         out.extend_from_slice(&1u32.to_le_bytes());
         out.extend_from_slice(&4u16.to_le_bytes());
-        out.extend(description.encode_utf16().chain([0]).flat_map(u16::to_le_bytes));
+        out.extend(
+            description
+                .encode_utf16()
+                .chain([0])
+                .flat_map(u16::to_le_bytes),
+        );
         out.extend_from_slice(&[0x7f, 0xff, 4, 0]);
         out
     }
@@ -1038,8 +1492,13 @@ mod tests {
     #[test]
     fn boot_entries_are_read_from_efivarfs_files() {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let var = |name: &str| dir.path().join(format!("{name}-{}", bootdev::EFI_GLOBAL_VARIABLE));
-        let write = |name: &str, bytes: &[u8]| std::fs::write(var(name), bytes).expect("writing a test variable");
+        let var = |name: &str| {
+            dir.path()
+                .join(format!("{name}-{}", bootdev::EFI_GLOBAL_VARIABLE))
+        };
+        let write = |name: &str, bytes: &[u8]| {
+            std::fs::write(var(name), bytes).expect("writing a test variable")
+        };
         write("Boot0001", &load_option_var("UEFI QEMU HARDDISK QM00001"));
         write("Boot000A", &load_option_var("ubuntu"));
         write("BootOrder", &[7, 0, 0, 0, 0x0a, 0, 1, 0]);
@@ -1047,32 +1506,75 @@ mod tests {
         write("Boot0002", &[7, 0, 0]);
         write("Boot0003", &[7, 0, 0, 0, 1, 0]);
         // Another vendor's variable of the same name is not a boot entry.
-        std::fs::write(dir.path().join("Boot0005-00000000-0000-0000-0000-000000000000"), load_option_var("other")).expect("writing a test variable");
+        std::fs::write(
+            dir.path()
+                .join("Boot0005-00000000-0000-0000-0000-000000000000"),
+            load_option_var("other"),
+        )
+        .expect("writing a test variable");
         let n = nvram_facts(dir.path());
         assert!(n.efi);
-        assert_eq!(n.entries, BTreeMap::from([("Boot0001".into(), "UEFI QEMU HARDDISK QM00001".into()), ("Boot000A".into(), "ubuntu".into())]));
+        assert_eq!(
+            n.entries,
+            BTreeMap::from([
+                ("Boot0001".into(), "UEFI QEMU HARDDISK QM00001".into()),
+                ("Boot000A".into(), "ubuntu".into())
+            ])
+        );
         let mut errors = n.errors.clone();
         errors.sort();
         assert_eq!(errors.len(), 2, "{errors:?}");
-        assert!(errors[0].starts_with("Boot0002: 3 bytes") && errors[1].starts_with("Boot0003: load option of 2 bytes"), "{errors:?}");
-        let f = Facts { nvram: n, ..Facts::default() };
-        let e = Expectations { nvram_entry: Some("ubuntu".into()), ..Expectations::default() };
+        assert!(
+            errors[0].starts_with("Boot0002: 3 bytes")
+                && errors[1].starts_with("Boot0003: load option of 2 bytes"),
+            "{errors:?}"
+        );
+        let f = Facts {
+            nvram: n,
+            ..Facts::default()
+        };
+        let e = Expectations {
+            nvram_entry: Some("ubuntu".into()),
+            ..Expectations::default()
+        };
         assert_eq!(checks(&e, &f)[0].outcome, Outcome::Pass);
     }
 
     #[test]
     fn cloud_init_network_files_are_found_in_both_places() {
         let root = tempfile::tempdir().expect("a temporary directory");
-        assert!(cloud_init_network_files(root.path()).is_empty(), "missing directories are no files");
+        assert!(
+            cloud_init_network_files(root.path()).is_empty(),
+            "missing directories are no files"
+        );
         for dir in CLOUD_INIT_NETWORK_DIRS {
             std::fs::create_dir_all(root.path().join(dir)).expect("making a test directory");
         }
-        std::fs::write(root.path().join("etc/netplan/90-imgforge.yaml"), "").expect("writing a test file");
-        std::fs::write(root.path().join("etc/network/interfaces.d/vmbr0"), "").expect("writing a test file");
-        assert!(cloud_init_network_files(root.path()).is_empty(), "the profile's own files are not cloud-init's");
-        std::fs::write(root.path().join("etc/network/interfaces.d/50-cloud-init"), "auto eth0\n").expect("writing a test file");
-        std::fs::write(root.path().join("etc/netplan/50-cloud-init.yaml"), "network: {}\n").expect("writing a test file");
-        assert_eq!(cloud_init_network_files(root.path()), ["/etc/netplan/50-cloud-init.yaml", "/etc/network/interfaces.d/50-cloud-init"]);
+        std::fs::write(root.path().join("etc/netplan/90-imgforge.yaml"), "")
+            .expect("writing a test file");
+        std::fs::write(root.path().join("etc/network/interfaces.d/vmbr0"), "")
+            .expect("writing a test file");
+        assert!(
+            cloud_init_network_files(root.path()).is_empty(),
+            "the profile's own files are not cloud-init's"
+        );
+        std::fs::write(
+            root.path().join("etc/network/interfaces.d/50-cloud-init"),
+            "auto eth0\n",
+        )
+        .expect("writing a test file");
+        std::fs::write(
+            root.path().join("etc/netplan/50-cloud-init.yaml"),
+            "network: {}\n",
+        )
+        .expect("writing a test file");
+        assert_eq!(
+            cloud_init_network_files(root.path()),
+            [
+                "/etc/netplan/50-cloud-init.yaml",
+                "/etc/network/interfaces.d/50-cloud-init"
+            ]
+        );
     }
 
     #[test]
@@ -1080,17 +1582,44 @@ mod tests {
         let show = "ActiveEnterTimestampMonotonic=17234567\nId=network-online.target\n\n\
                     ActiveEnterTimestampMonotonic=0\nId=systemd-networkd-wait-online.service\n\n\
                     Id=libvirtd.service\nActiveEnterTimestampMonotonic=15000999\n";
-        assert_eq!(parse_active_enter(show), BTreeMap::from([("libvirtd.service".into(), 15.0), ("network-online.target".into(), 17.234)]));
+        assert_eq!(
+            parse_active_enter(show),
+            BTreeMap::from([
+                ("libvirtd.service".into(), 15.0),
+                ("network-online.target".into(), 17.234)
+            ])
+        );
         assert_eq!(parse_uptime("141.27 260.11\n"), Some(141.27));
         assert_eq!(parse_uptime(""), None);
-        let blame = "2min 1.212s systemd-networkd-wait-online.service\n     3.1s networking.service\n\n".to_owned() + &"  10ms x.service\n".repeat(20);
+        let blame =
+            "2min 1.212s systemd-networkd-wait-online.service\n     3.1s networking.service\n\n"
+                .to_owned()
+                + &"  10ms x.service\n".repeat(20);
         let slowest = slowest_units(&blame);
         assert_eq!(slowest.len(), 10);
-        assert_eq!(slowest[..2], ["2min 1.212s systemd-networkd-wait-online.service", "3.1s networking.service"]);
-        let f = Facts { boot: BootFacts { uptime_seconds: Some(141.27), slowest_units: slowest, ..BootFacts::default() }, ..Facts::default() };
+        assert_eq!(
+            slowest[..2],
+            [
+                "2min 1.212s systemd-networkd-wait-online.service",
+                "3.1s networking.service"
+            ]
+        );
+        let f = Facts {
+            boot: BootFacts {
+                uptime_seconds: Some(141.27),
+                slowest_units: slowest,
+                ..BootFacts::default()
+            },
+            ..Facts::default()
+        };
         // Informational: the facts travel in the event, they are never a difference.
-        assert_eq!(differences(&Expectations::default(), &f), Vec::<String>::new());
-        assert_eq!(report_data(&Expectations::default(), &f)["boot"]["uptime_seconds"], json!(141.27));
+        assert_eq!(
+            differences(&Expectations::default(), &f),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            report_data(&Expectations::default(), &f)["boot"]["uptime_seconds"],
+            json!(141.27)
+        );
     }
-
 }

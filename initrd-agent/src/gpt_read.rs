@@ -23,7 +23,9 @@ fn header_problem(header: &[u8; HEADER_LEN]) -> Option<String> {
     if &header[..8] != b"EFI PART" {
         return None;
     }
-    let field = |at: usize| u32::from_le_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]]);
+    let field = |at: usize| {
+        u32::from_le_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
+    };
     let mut zeroed = *header;
     zeroed[16..20].fill(0);
     if crc32fast::hash(&zeroed) != field(16) {
@@ -31,15 +33,22 @@ fn header_problem(header: &[u8; HEADER_LEN]) -> Option<String> {
     }
     let (entries, entry_size) = (field(80), field(84));
     if entry_size != 128 {
-        return Some(format!("its GPT has {entry_size}-byte partition entries; only 128-byte entries are read"));
+        return Some(format!(
+            "its GPT has {entry_size}-byte partition entries; only 128-byte entries are read"
+        ));
     }
     if entries > MAX_ENTRIES {
-        return Some(format!("its GPT announces {entries} partition entries; at most {MAX_ENTRIES} are read"));
+        return Some(format!(
+            "its GPT announces {entries} partition entries; at most {MAX_ENTRIES} are read"
+        ));
     }
     None
 }
 
-fn read_header<D: Read + Seek>(device: &mut D, offset: u64) -> std::io::Result<Option<[u8; HEADER_LEN]>> {
+fn read_header<D: Read + Seek>(
+    device: &mut D,
+    offset: u64,
+) -> std::io::Result<Option<[u8; HEADER_LEN]>> {
     device.seek(SeekFrom::Start(offset))?;
     let mut header = [0u8; HEADER_LEN];
     match device.read_exact(&mut header) {
@@ -51,25 +60,43 @@ fn read_header<D: Read + Seek>(device: &mut D, offset: u64) -> std::io::Result<O
 
 /// The partitions of the disk's GPT as (number, unique partition GUID in
 /// lower case); `Ok(None)` when the disk has no GPT (a blank disk).
-pub fn partition_guids<D: gpt::DiskDevice>(mut device: D, size: LogicalBlockSize) -> Result<Option<Vec<(u32, String)>>, String> {
+pub fn partition_guids<D: gpt::DiskDevice>(
+    mut device: D,
+    size: LogicalBlockSize,
+) -> Result<Option<Vec<(u32, String)>>, String> {
     let block: u64 = size.into();
-    let len = device.seek(SeekFrom::End(0)).map_err(|e| format!("finding its size: {e}"))?;
+    let len = device
+        .seek(SeekFrom::End(0))
+        .map_err(|e| format!("finding its size: {e}"))?;
     let mut offsets = vec![block];
     if len >= block * 3 {
         offsets.push((len - block) / block * block);
     }
     for offset in offsets {
-        let header = read_header(&mut device, offset).map_err(|e| format!("reading its GPT header at byte {offset}: {e}"))?;
+        let header = read_header(&mut device, offset)
+            .map_err(|e| format!("reading its GPT header at byte {offset}: {e}"))?;
         if let Some(problem) = header.as_ref().and_then(header_problem) {
             return Err(problem);
         }
     }
-    device.seek(SeekFrom::Start(0)).map_err(|e| format!("rewinding: {e}"))?;
-    let table = match gpt::GptConfig::new().writable(false).logical_block_size(size).open_from_device(device) {
+    device
+        .seek(SeekFrom::Start(0))
+        .map_err(|e| format!("rewinding: {e}"))?;
+    let table = match gpt::GptConfig::new()
+        .writable(false)
+        .logical_block_size(size)
+        .open_from_device(device)
+    {
         Ok(t) => t,
         Err(_) => return Ok(None),
     };
-    Ok(Some(table.partitions().iter().map(|(n, p)| (*n, p.part_guid.to_string().to_ascii_lowercase())).collect()))
+    Ok(Some(
+        table
+            .partitions()
+            .iter()
+            .map(|(n, p)| (*n, p.part_guid.to_string().to_ascii_lowercase()))
+            .collect(),
+    ))
 }
 
 #[cfg(test)]
@@ -80,9 +107,17 @@ mod tests {
     /// A 1 MiB disk with a GPT made by the gpt crate, one partition.
     fn disk() -> (Vec<u8>, String) {
         let mut bytes = Cursor::new(vec![0u8; 1 << 20]);
-        let mut gdisk = gpt::GptConfig::new().writable(true).logical_block_size(LogicalBlockSize::Lb512).create_from_device(&mut bytes, None).unwrap();
-        gdisk.update_partitions(std::collections::BTreeMap::new()).unwrap();
-        let id = gdisk.add_partition("payload", 64 << 10, gpt::partition_types::BASIC, 0, None).unwrap();
+        let mut gdisk = gpt::GptConfig::new()
+            .writable(true)
+            .logical_block_size(LogicalBlockSize::Lb512)
+            .create_from_device(&mut bytes, None)
+            .unwrap();
+        gdisk
+            .update_partitions(std::collections::BTreeMap::new())
+            .unwrap();
+        let id = gdisk
+            .add_partition("payload", 64 << 10, gpt::partition_types::BASIC, 0, None)
+            .unwrap();
         let guid = gdisk.partitions()[&id].part_guid.to_string();
         gdisk.write_inplace().unwrap();
         drop(gdisk);
@@ -100,10 +135,18 @@ mod tests {
     #[test]
     fn a_sane_table_lists_its_partitions_and_a_blank_disk_has_none() {
         let (bytes, guid) = disk();
-        let parts = partition_guids(Cursor::new(bytes), LogicalBlockSize::Lb512).unwrap().unwrap();
+        let parts = partition_guids(Cursor::new(bytes), LogicalBlockSize::Lb512)
+            .unwrap()
+            .unwrap();
         assert_eq!(parts, [(1, guid.to_ascii_lowercase())]);
-        assert_eq!(partition_guids(Cursor::new(vec![0u8; 1 << 20]), LogicalBlockSize::Lb512).unwrap(), None);
-        assert_eq!(partition_guids(Cursor::new(vec![0u8; 100]), LogicalBlockSize::Lb512).unwrap(), None);
+        assert_eq!(
+            partition_guids(Cursor::new(vec![0u8; 1 << 20]), LogicalBlockSize::Lb512).unwrap(),
+            None
+        );
+        assert_eq!(
+            partition_guids(Cursor::new(vec![0u8; 100]), LogicalBlockSize::Lb512).unwrap(),
+            None
+        );
     }
 
     #[test]
@@ -111,7 +154,10 @@ mod tests {
         let (mut bytes, _) = disk();
         patch(&mut bytes, 512, 84, 256);
         let err = partition_guids(Cursor::new(bytes), LogicalBlockSize::Lb512).unwrap_err();
-        assert_eq!(err, "its GPT has 256-byte partition entries; only 128-byte entries are read");
+        assert_eq!(
+            err,
+            "its GPT has 256-byte partition entries; only 128-byte entries are read"
+        );
     }
 
     #[test]

@@ -103,14 +103,22 @@ fn enter_step(hooks: Option<&TestHooks>, step: &'static str) {
 }
 
 /// The text of a panic: its message and where it happened.
-fn panic_text(payload: &(dyn std::any::Any + Send), location: Option<&std::panic::Location<'_>>) -> String {
+fn panic_text(
+    payload: &(dyn std::any::Any + Send),
+    location: Option<&std::panic::Location<'_>>,
+) -> String {
     let message = payload
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "(no message)".to_owned());
     match location {
-        Some(l) => format!("the installer panicked at {}:{}:{}: {message}", l.file(), l.line(), l.column()),
+        Some(l) => format!(
+            "the installer panicked at {}:{}:{}: {message}",
+            l.file(),
+            l.line(),
+            l.column()
+        ),
         None => format!("the installer panicked: {message}"),
     }
 }
@@ -121,7 +129,10 @@ fn panic_text(payload: &(dyn std::any::Any + Send), location: Option<&std::panic
 /// returns, so the panic never unwinds and the process never exits.
 fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
-        let step = steps::INSTALLER.get(CURRENT_STEP.load(Ordering::SeqCst)).copied().unwrap_or(steps::AGENT);
+        let step = steps::INSTALLER
+            .get(CURRENT_STEP.load(Ordering::SeqCst))
+            .copied()
+            .unwrap_or(steps::AGENT);
         let error = anyhow::anyhow!(panic_text(info.payload(), info.location()));
         Reporter::new().failed(step, &error);
         system::finish(on_failure());
@@ -197,9 +208,13 @@ fn main() {
 }
 
 fn load_plan() -> anyhow::Result<Plan> {
-    let text = std::fs::read_to_string(PLAN_PATH).with_context(|| format!("reading the plan {PLAN_PATH}"))?;
+    let text = std::fs::read_to_string(PLAN_PATH)
+        .with_context(|| format!("reading the plan {PLAN_PATH}"))?;
     let plan = Plan::from_json(&text).with_context(|| format!("parsing the plan {PLAN_PATH}"))?;
-    log(format!("plan for {} (hostname {})", plan.name, plan.system.hostname));
+    log(format!(
+        "plan for {} (hostname {})",
+        plan.name, plan.system.hostname
+    ));
     Ok(plan)
 }
 
@@ -221,13 +236,24 @@ fn install(plan: &Plan, reporter: &mut Reporter) -> Result<(), StepFailure> {
         modules::coldplug(&index, &mut modules_state);
     })
     .in_step(steps::PAYLOAD)?;
-    let total = target::verify_and_mount_source(plan, &payload.partition_device).in_step(steps::PAYLOAD)?;
+    let total =
+        target::verify_and_mount_source(plan, &payload.partition_device).in_step(steps::PAYLOAD)?;
     let mut ev = reporter.event(steps::PAYLOAD, State::Done);
     ev.message = Some(match &payload.disk {
-        Some(disk) => format!("install medium {} on {disk}: {}", payload.partition_device, payload.how),
-        None => format!("install image {} read from {}; the medium is unknown: {}", payload.partition_device, payload.carriers.join(", "), payload.how),
+        Some(disk) => format!(
+            "install medium {} on {disk}: {}",
+            payload.partition_device, payload.how
+        ),
+        None => format!(
+            "install image {} read from {}; the medium is unknown: {}",
+            payload.partition_device,
+            payload.carriers.join(", "),
+            payload.how
+        ),
     });
-    ev.data = Some(json!({ "device": payload.partition_device, "disk": payload.disk, "medium": payload }));
+    ev.data = Some(
+        json!({ "device": payload.partition_device, "disk": payload.disk, "medium": payload }),
+    );
     reporter.emit(ev);
 
     // An online install must reach its mirror before any disk is touched.
@@ -235,9 +261,15 @@ fn install(plan: &Plan, reporter: &mut Reporter) -> Result<(), StepFailure> {
         Some(online) => {
             enter_step(hooks, steps::NETWORK);
             let mut ev = reporter.event(steps::NETWORK, State::Started);
-            ev.message = Some(format!("bringing up {} to reach {}", online.network.interface, online.mirror));
+            ev.message = Some(format!(
+                "bringing up {} to reach {}",
+                online.network.interface, online.mirror
+            ));
             reporter.emit(ev);
-            let up = net::bring_up(online, &mut |name| modules::load_named(&index, name, &mut modules_state)).in_step(steps::NETWORK)?;
+            let up = net::bring_up(online, &mut |name| {
+                modules::load_named(&index, name, &mut modules_state)
+            })
+            .in_step(steps::NETWORK)?;
             let mut ev = reporter.event(steps::NETWORK, State::Done);
             ev.message = Some(format!(
                 "{} {} ({}); {} answered {} in {:.1} s",
@@ -245,7 +277,9 @@ fn install(plan: &Plan, reporter: &mut Reporter) -> Result<(), StepFailure> {
                 up.address,
                 up.method,
                 up.probe.url,
-                up.probe.status.map_or("(connected)".to_owned(), |s| format!("HTTP {s}")),
+                up.probe
+                    .status
+                    .map_or("(connected)".to_owned(), |s| format!("HTTP {s}")),
                 up.probe.seconds
             ));
             ev.data = Some(serde_json::to_value(&up).unwrap_or_default());
@@ -262,14 +296,20 @@ fn install(plan: &Plan, reporter: &mut Reporter) -> Result<(), StepFailure> {
     }
     // Disks found since the payload step may carry copies of the image too.
     let medium = disks::locate_medium(&all, guid, &boot)
-        .with_context(|| format!("the install medium {} is gone; plug it back in and restart the installer", payload.partition_device))
+        .with_context(|| {
+            format!(
+                "the install medium {} is gone; plug it back in and restart the installer",
+                payload.partition_device
+            )
+        })
         .in_step(steps::SELECT_DISK)?;
     let selection = disks::select_target_disk(&all, &plan.disk.rules, plan.disk.select, &medium)
         .map_err(anyhow::Error::new)
         .in_step(steps::SELECT_DISK)?;
     let mut ev = reporter.event(steps::SELECT_DISK, State::Done);
     ev.message = Some(format!("target disk {}", selection.chosen.describe()));
-    ev.data = Some(json!({ "chosen": selection.chosen, "rejected": selection.rejected, "disks": all }));
+    ev.data =
+        Some(json!({ "chosen": selection.chosen, "rejected": selection.rejected, "disks": all }));
     reporter.emit(ev);
 
     enter_step(hooks, steps::PARTITION);
@@ -280,9 +320,15 @@ fn install(plan: &Plan, reporter: &mut Reporter) -> Result<(), StepFailure> {
         .with_context(|| format!("planning partitions on {}", target.name))
         .in_step(steps::PARTITION)?;
     let mut ev = reporter.event(steps::PARTITION, State::Started);
-    ev.message = Some(format!("writing a GPT with {} partitions to /dev/{}", layout.len(), target.name));
+    ev.message = Some(format!(
+        "writing a GPT with {} partitions to /dev/{}",
+        layout.len(),
+        target.name
+    ));
     reporter.emit(ev);
-    partition::write(target, &layout).with_context(|| format!("partitioning /dev/{}", target.name)).in_step(steps::PARTITION)?;
+    partition::write(target, &layout)
+        .with_context(|| format!("partitioning /dev/{}", target.name))
+        .in_step(steps::PARTITION)?;
     let mut ev = reporter.event(steps::PARTITION, State::Done);
     ev.data = Some(json!({ "disk": target.name, "partitions": layout }));
     reporter.emit(ev);
@@ -300,30 +346,46 @@ fn install(plan: &Plan, reporter: &mut Reporter) -> Result<(), StepFailure> {
     reporter.emit(ev);
     let copy_start = std::time::Instant::now();
     let mut next_percent = 10.0;
-    let stats = copy::copy_tree(&target::source_root(), std::path::Path::new(target::TARGET), |bytes| {
-        let percent = if total > 0 { bytes as f64 * 100.0 / total as f64 } else { 0.0 };
-        if percent >= next_percent {
-            next_percent += 10.0;
-            let mut ev = reporter.event(steps::ROOT_TREE, State::Progress);
-            ev.percent = Some(percent.min(100.0));
-            ev.bytes = Some(bytes);
-            reporter.emit(ev);
-        }
-    })
+    let stats = copy::copy_tree(
+        &target::source_root(),
+        std::path::Path::new(target::TARGET),
+        |bytes| {
+            let percent = if total > 0 {
+                bytes as f64 * 100.0 / total as f64
+            } else {
+                0.0
+            };
+            if percent >= next_percent {
+                next_percent += 10.0;
+                let mut ev = reporter.event(steps::ROOT_TREE, State::Progress);
+                ev.percent = Some(percent.min(100.0));
+                ev.bytes = Some(bytes);
+                reporter.emit(ev);
+            }
+        },
+    )
     .context("copying the root tree")
     .in_step(steps::ROOT_TREE)?;
     let secs = copy_start.elapsed().as_secs_f64();
     let mut ev = reporter.event(steps::ROOT_TREE, State::Done);
     ev.bytes = Some(stats.bytes);
-    ev.message = Some(format!("{} files, {} bytes in {secs:.1} s", stats.files, stats.bytes));
-    ev.data = Some(json!({ "files": stats.files, "bytes": stats.bytes, "seconds": secs, "bytes_per_second": stats.bytes as f64 / secs.max(1e-6) }));
+    ev.message = Some(format!(
+        "{} files, {} bytes in {secs:.1} s",
+        stats.files, stats.bytes
+    ));
+    ev.data = Some(
+        json!({ "files": stats.files, "bytes": stats.bytes, "seconds": secs, "bytes_per_second": stats.bytes as f64 / secs.max(1e-6) }),
+    );
     reporter.emit(ev);
 
     enter_step(hooks, steps::PACKAGES);
     // The bundle sits next to the payload on the medium the ISO was read from.
     let bundle_device = match &plan.payload.bundle {
         Some(bundle) => {
-            let disk = payload.payload_disk().context("the install medium is unknown").in_step(steps::PACKAGES)?;
+            let disk = payload
+                .payload_disk()
+                .context("the install medium is unknown")
+                .in_step(steps::PACKAGES)?;
             Some(disks::partition_on(&all, disk, &bundle.partition_guid).in_step(steps::PACKAGES)?)
         }
         None => None,
@@ -331,12 +393,23 @@ fn install(plan: &Plan, reporter: &mut Reporter) -> Result<(), StepFailure> {
     target::enter_target(&target.name).in_step(steps::PACKAGES)?;
     let mut started = reporter.event(steps::PACKAGES, State::Started);
     started.message = Some(match (&bundle_device, &plan.online) {
-        (Some(dev), _) => format!("installing {} packages from the ISO's pool and the bundle {dev}", plan.resolved.len()),
-        (None, Some(online)) => format!("installing {} packages from the ISO's pool and the mirror {}", plan.resolved.len(), online.mirror),
-        (None, None) => format!("installing {} packages from the ISO's pool", plan.resolved.len()),
+        (Some(dev), _) => format!(
+            "installing {} packages from the ISO's pool and the bundle {dev}",
+            plan.resolved.len()
+        ),
+        (None, Some(online)) => format!(
+            "installing {} packages from the ISO's pool and the mirror {}",
+            plan.resolved.len(),
+            online.mirror
+        ),
+        (None, None) => format!(
+            "installing {} packages from the ISO's pool",
+            plan.resolved.len()
+        ),
     });
     reporter.emit(started);
-    let outcome = target::install_packages(plan, bundle_device.as_deref(), net_up.as_ref()).in_step(steps::PACKAGES)?;
+    let outcome = target::install_packages(plan, bundle_device.as_deref(), net_up.as_ref())
+        .in_step(steps::PACKAGES)?;
     let mut ev = reporter.event(steps::PACKAGES, State::Done);
     ev.message = Some(format!("{} packages installed", outcome.installed.len()));
     ev.data = Some(json!({
@@ -373,11 +446,21 @@ mod tests {
 
     #[test]
     fn the_test_hook_panics_in_its_step_only_and_the_step_is_recorded() {
-        let hooks = TestHooks { panic_in_step: Some(steps::SELECT_DISK.into()) };
+        let hooks = TestHooks {
+            panic_in_step: Some(steps::SELECT_DISK.into()),
+        };
         enter_step(Some(&hooks), steps::PAYLOAD);
-        assert_eq!(steps::INSTALLER[CURRENT_STEP.load(Ordering::SeqCst)], steps::PAYLOAD);
-        let panic = std::panic::catch_unwind(|| enter_step(Some(&hooks), steps::SELECT_DISK)).unwrap_err();
-        assert_eq!(steps::INSTALLER[CURRENT_STEP.load(Ordering::SeqCst)], steps::SELECT_DISK, "the hook reports the step it panicked in");
+        assert_eq!(
+            steps::INSTALLER[CURRENT_STEP.load(Ordering::SeqCst)],
+            steps::PAYLOAD
+        );
+        let panic =
+            std::panic::catch_unwind(|| enter_step(Some(&hooks), steps::SELECT_DISK)).unwrap_err();
+        assert_eq!(
+            steps::INSTALLER[CURRENT_STEP.load(Ordering::SeqCst)],
+            steps::SELECT_DISK,
+            "the hook reports the step it panicked in"
+        );
         let location = std::panic::Location::caller();
         let text = panic_text(panic.as_ref(), Some(location));
         assert_eq!(
@@ -389,8 +472,14 @@ mod tests {
                 location.column()
             )
         );
-        assert_eq!(panic_text(&String::from("owned"), None), "the installer panicked: owned");
-        assert_eq!(panic_text(&42u8, None), "the installer panicked: (no message)");
+        assert_eq!(
+            panic_text(&String::from("owned"), None),
+            "the installer panicked: owned"
+        );
+        assert_eq!(
+            panic_text(&42u8, None),
+            "the installer panicked: (no message)"
+        );
     }
 
     #[test]

@@ -15,7 +15,18 @@ use anyhow::{bail, Context};
 use crate::events::log;
 
 /// Filesystems the installer mounts, loaded whatever the hardware.
-const ALWAYS: [&str; 10] = ["vfat", "nls_cp437", "nls_ascii", "nls_utf8", "isofs", "squashfs", "overlay", "ext4", "loop", "efivarfs"];
+const ALWAYS: [&str; 10] = [
+    "vfat",
+    "nls_cp437",
+    "nls_ascii",
+    "nls_utf8",
+    "isofs",
+    "squashfs",
+    "overlay",
+    "ext4",
+    "loop",
+    "efivarfs",
+];
 const MAX_PASSES: usize = 10;
 const PASS_DELAY: Duration = Duration::from_millis(500);
 const MODULE_INIT_COMPRESSED_FILE: i32 = 4;
@@ -61,7 +72,10 @@ pub fn parse_modules_softdep(text: &str) -> HashMap<String, Vec<String>> {
             match w {
                 "pre:" => pre = true,
                 "post:" => pre = false,
-                name if pre => out.entry(module.replace('-', "_")).or_default().push(name.to_owned()),
+                name if pre => out
+                    .entry(module.replace('-', "_"))
+                    .or_default()
+                    .push(name.to_owned()),
                 _ => {}
             }
         }
@@ -147,24 +161,53 @@ fn match_class(p: &[char], start: usize, c: char) -> Option<usize> {
 impl ModuleIndex {
     /// The module tree of the running kernel.
     pub fn load_running() -> anyhow::Result<ModuleIndex> {
-        let release = rustix::system::uname().release().to_string_lossy().into_owned();
-        let candidates = [format!("/lib/modules/{release}"), format!("/usr/lib/modules/{release}")];
+        let release = rustix::system::uname()
+            .release()
+            .to_string_lossy()
+            .into_owned();
+        let candidates = [
+            format!("/lib/modules/{release}"),
+            format!("/usr/lib/modules/{release}"),
+        ];
         let dir = candidates
             .iter()
             .map(PathBuf::from)
             .find(|d| d.join("modules.dep").is_file())
-            .with_context(|| format!("no module tree for kernel {release} (looked in {})", candidates.join(", ")))?;
+            .with_context(|| {
+                format!(
+                    "no module tree for kernel {release} (looked in {})",
+                    candidates.join(", ")
+                )
+            })?;
         Self::load(&dir)
     }
 
     pub fn load(dir: &Path) -> anyhow::Result<ModuleIndex> {
-        let read = |name: &str| std::fs::read_to_string(dir.join(name)).with_context(|| format!("reading {}", dir.join(name).display()));
+        let read = |name: &str| {
+            std::fs::read_to_string(dir.join(name))
+                .with_context(|| format!("reading {}", dir.join(name).display()))
+        };
         let deps = parse_modules_dep(&read("modules.dep")?);
         let aliases = parse_modules_alias(&read("modules.alias").unwrap_or_default());
-        let builtin = read("modules.builtin").unwrap_or_default().lines().map(module_name).collect();
+        let builtin = read("modules.builtin")
+            .unwrap_or_default()
+            .lines()
+            .map(module_name)
+            .collect();
         let softdeps = parse_modules_softdep(&read("modules.softdep").unwrap_or_default());
-        log(format!("module tree {}: {} modules, {} aliases", dir.display(), deps.len(), aliases.len()));
-        Ok(ModuleIndex { dir: dir.to_path_buf(), deps, aliases, builtin, softdeps })
+        log(format!(
+            "module tree {}: {} modules, {} aliases",
+            dir.display(),
+            deps.len(),
+            aliases.len()
+        ));
+        Ok(ModuleIndex {
+            dir: dir.to_path_buf(),
+            deps,
+            aliases,
+            builtin,
+            softdeps,
+        })
     }
 
     /// Modules whose aliases match a device's modalias, in index order.
@@ -196,7 +239,10 @@ pub fn coldplug(index: &ModuleIndex, state: &mut LoadState) -> Vec<String> {
         load_with_deps(index, name, state);
     }
     for pass in 0..MAX_PASSES {
-        let fresh: Vec<String> = device_modaliases().into_iter().filter(|a| seen.insert(a.clone())).collect();
+        let fresh: Vec<String> = device_modaliases()
+            .into_iter()
+            .filter(|a| seen.insert(a.clone()))
+            .collect();
         if fresh.is_empty() && pass > 0 {
             break;
         }
@@ -223,29 +269,48 @@ pub struct LoadState {
 pub fn load_named(index: &ModuleIndex, name: &str, state: &mut LoadState) -> bool {
     load_with_deps(index, name, state);
     let name = name.replace('-', "_");
-    index.builtin.contains(&name) || state.loaded.contains(&name) || Path::new("/sys/module").join(&name).exists()
+    index.builtin.contains(&name)
+        || state.loaded.contains(&name)
+        || Path::new("/sys/module").join(&name).exists()
 }
 
 fn load_with_deps(index: &ModuleIndex, name: &str, state: &mut LoadState) {
-    if index.builtin.contains(name) || Path::new("/sys/module").join(name).join("initstate").exists() {
+    if index.builtin.contains(name)
+        || Path::new("/sys/module")
+            .join(name)
+            .join("initstate")
+            .exists()
+    {
         return;
     }
     let Some(order) = index.load_order(name) else {
         // Not a module file name: an alias such as `crc32c` (used by softdeps).
-        let targets: Vec<String> = index.modules_for(name).into_iter().map(str::to_owned).collect();
+        let targets: Vec<String> = index
+            .modules_for(name)
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
         for target in targets.iter().filter(|t| t.as_str() != name) {
             load_with_deps(index, target, state);
         }
         return;
     };
-    for pre in index.softdeps.get(&name.replace('-', "_")).into_iter().flatten() {
+    for pre in index
+        .softdeps
+        .get(&name.replace('-', "_"))
+        .into_iter()
+        .flatten()
+    {
         load_with_deps(index, pre, state);
     }
     for path in order {
         let module = module_name(&path);
         if state.loaded.contains(&module)
             || state.failed.contains(&module)
-            || Path::new("/sys/module").join(&module).join("initstate").exists()
+            || Path::new("/sys/module")
+                .join(&module)
+                .join("initstate")
+                .exists()
         {
             continue;
         }
@@ -265,7 +330,11 @@ fn load_module_file(path: &Path) -> anyhow::Result<()> {
     let no_params: &CStr = c"";
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let compressed = path.extension().is_some_and(|e| e != "ko");
-    let flags = if compressed { MODULE_INIT_COMPRESSED_FILE } else { 0 };
+    let flags = if compressed {
+        MODULE_INIT_COMPRESSED_FILE
+    } else {
+        0
+    };
     match rustix::system::finit_module(&file, no_params, flags) {
         Ok(()) | Err(rustix::io::Errno::EXIST) => return Ok(()),
         Err(e) if !compressed => bail!("finit_module: {e}"),
@@ -281,10 +350,15 @@ fn load_module_file(path: &Path) -> anyhow::Result<()> {
 
 fn decompress(path: &Path, mut file: std::fs::File) -> anyhow::Result<Vec<u8>> {
     let mut raw = Vec::new();
-    file.read_to_end(&mut raw).with_context(|| format!("reading {}", path.display()))?;
+    file.read_to_end(&mut raw)
+        .with_context(|| format!("reading {}", path.display()))?;
     match path.extension().and_then(|e| e.to_str()) {
-        Some("zst") => zstd::stream::decode_all(&raw[..]).with_context(|| format!("decompressing {}", path.display())),
-        other => bail!("{}: compression {other:?} is not supported by this installer", path.display()),
+        Some("zst") => zstd::stream::decode_all(&raw[..])
+            .with_context(|| format!("decompressing {}", path.display())),
+        other => bail!(
+            "{}: compression {other:?} is not supported by this installer",
+            path.display()
+        ),
     }
 }
 
@@ -293,7 +367,9 @@ fn device_modaliases() -> Vec<String> {
     let mut out = Vec::new();
     let mut stack = vec![PathBuf::from("/sys/devices")];
     while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         for entry in entries.flatten() {
             let Ok(ft) = entry.file_type() else { continue };
             if ft.is_dir() {
@@ -318,9 +394,18 @@ mod tests {
 
     #[test]
     fn globs_match_like_modprobe() {
-        assert!(glob_match("pci:v*d*sv*sd*bc0Csc03i30*", "pci:v00001B36d0000000Dsv00001AF4sd00001100bc0Csc03i30"));
-        assert!(!glob_match("pci:v*d*sv*sd*bc0Csc03i20*", "pci:v00001B36d0000000Dsv00001AF4sd00001100bc0Csc03i30"));
-        assert!(glob_match("usb:v*p*d*dc*dsc*dp*ic08isc06ip50in*", "usb:v46F4p0001d0000dc00dsc00dp00ic08isc06ip50in00"));
+        assert!(glob_match(
+            "pci:v*d*sv*sd*bc0Csc03i30*",
+            "pci:v00001B36d0000000Dsv00001AF4sd00001100bc0Csc03i30"
+        ));
+        assert!(!glob_match(
+            "pci:v*d*sv*sd*bc0Csc03i20*",
+            "pci:v00001B36d0000000Dsv00001AF4sd00001100bc0Csc03i30"
+        ));
+        assert!(glob_match(
+            "usb:v*p*d*dc*dsc*dp*ic08isc06ip50in*",
+            "usb:v46F4p0001d0000dc00dsc00dp00ic08isc06ip50in00"
+        ));
         assert!(glob_match("scsi:t-0x0[07e]*", "scsi:t-0x00"));
         assert!(!glob_match("scsi:t-0x0[07e]*", "scsi:t-0x05"));
         assert!(glob_match("a[!x]c", "abc") && !glob_match("a[!b]c", "abc"));
@@ -339,7 +424,9 @@ mod tests {
             deps: parse_modules_dep(dep),
             aliases: parse_modules_alias(alias),
             builtin: HashSet::new(),
-            softdeps: parse_modules_softdep("# Soft dependencies\nsoftdep ext4 pre: crc32c\nsoftdep nf post: x pre: y z\n"),
+            softdeps: parse_modules_softdep(
+                "# Soft dependencies\nsoftdep ext4 pre: crc32c\nsoftdep nf post: x pre: y z\n",
+            ),
         };
         assert_eq!(index.softdeps["ext4"], ["crc32c"]);
         assert_eq!(index.softdeps["nf"], ["y", "z"]);
@@ -353,7 +440,10 @@ mod tests {
                 "kernel/drivers/usb/storage/usb-storage.ko.zst"
             ]
         );
-        assert_eq!(index.modules_for("usb:v46F4p0001d0000dc00dsc00dp00ic08isc06ip50in00"), ["usb_storage"]);
+        assert_eq!(
+            index.modules_for("usb:v46F4p0001d0000dc00dsc00dp00ic08isc06ip50in00"),
+            ["usb_storage"]
+        );
         assert!(index.modules_for("pci:v1234").is_empty());
         assert_eq!(index.load_order("nonexistent"), None);
     }
@@ -361,7 +451,10 @@ mod tests {
     #[test]
     fn module_names_ignore_compression_and_dashes() {
         assert_eq!(module_name("kernel/fs/nls/nls_cp437.ko.zst"), "nls_cp437");
-        assert_eq!(module_name("kernel/drivers/usb/storage/usb-storage.ko"), "usb_storage");
+        assert_eq!(
+            module_name("kernel/drivers/usb/storage/usb-storage.ko"),
+            "usb_storage"
+        );
         assert_eq!(module_name("kernel/fs/isofs/isofs.ko.xz"), "isofs");
     }
 }

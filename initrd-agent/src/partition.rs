@@ -29,13 +29,22 @@ pub struct PlannedPartition {
 
 /// Places the plan's partitions on a disk: 1 MiB aligned, the first at
 /// 1 MiB, a partition without a size takes the rest up to the backup GPT.
-pub fn layout(parts: &[PartitionPlan], disk_bytes: u64, sector: u64) -> anyhow::Result<Vec<PlannedPartition>> {
-    ensure!(sector.is_power_of_two() && (512..=ALIGN_BYTES).contains(&sector), "logical sector size {sector} is not supported");
+pub fn layout(
+    parts: &[PartitionPlan],
+    disk_bytes: u64,
+    sector: u64,
+) -> anyhow::Result<Vec<PlannedPartition>> {
+    ensure!(
+        sector.is_power_of_two() && (512..=ALIGN_BYTES).contains(&sector),
+        "logical sector size {sector} is not supported"
+    );
     let align = ALIGN_BYTES / sector;
     let total = disk_bytes / sector;
     let entry_sectors = ENTRY_ARRAY_BYTES.div_ceil(sector);
     // The backup header sits in the last sector with its entries just before it.
-    let last_usable = total.checked_sub(2 + entry_sectors).context("the disk is too small for a GPT")?;
+    let last_usable = total
+        .checked_sub(2 + entry_sectors)
+        .context("the disk is too small for a GPT")?;
     let mut next = align;
     let mut out = Vec::new();
     for (i, p) in parts.iter().enumerate() {
@@ -53,7 +62,13 @@ pub fn layout(parts: &[PartitionPlan], disk_bytes: u64, sector: u64) -> anyhow::
                 p.name
             );
         }
-        out.push(PlannedPartition { number: i as u32 + 1, name: p.name.clone(), type_guid: p.type_guid.clone(), first_lba: next, last_lba: last });
+        out.push(PlannedPartition {
+            number: i as u32 + 1,
+            name: p.name.clone(),
+            type_guid: p.type_guid.clone(),
+            first_lba: next,
+            last_lba: last,
+        });
         next = last + 1;
     }
     Ok(out)
@@ -63,16 +78,33 @@ pub fn layout(parts: &[PartitionPlan], disk_bytes: u64, sector: u64) -> anyhow::
 pub fn write(disk: &DiskFacts, parts: &[PlannedPartition]) -> anyhow::Result<()> {
     let path = format!("/dev/{}", disk.name);
     // O_EXCL on a block device fails while anything has it mounted or claimed.
-    let mut dev = OpenOptions::new().read(true).write(true).custom_flags(O_EXCL).open(&path).with_context(|| format!("opening {path} exclusively"))?;
-    let size = dev.seek(SeekFrom::End(0)).with_context(|| format!("sizing {path}"))?;
+    let mut dev = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(O_EXCL)
+        .open(&path)
+        .with_context(|| format!("opening {path} exclusively"))?;
+    let size = dev
+        .seek(SeekFrom::End(0))
+        .with_context(|| format!("sizing {path}"))?;
     let selected = disk.known_size()?;
     ensure!(size == selected, "{path} is {size} bytes now but was {selected} bytes when it was selected; refusing to write");
 
-    wipe(&mut dev, 0, ALIGN_BYTES.min(size)).with_context(|| format!("clearing the start of {path}"))?;
-    wipe(&mut dev, size.saturating_sub(ALIGN_BYTES), ALIGN_BYTES.min(size)).with_context(|| format!("clearing the end of {path}"))?;
+    wipe(&mut dev, 0, ALIGN_BYTES.min(size))
+        .with_context(|| format!("clearing the start of {path}"))?;
+    wipe(
+        &mut dev,
+        size.saturating_sub(ALIGN_BYTES),
+        ALIGN_BYTES.min(size),
+    )
+    .with_context(|| format!("clearing the end of {path}"))?;
 
     let sector = disk.known_block_size()?;
-    let block_size = if sector == 4096 { gpt::disk::LogicalBlockSize::Lb4096 } else { gpt::disk::LogicalBlockSize::Lb512 };
+    let block_size = if sector == 4096 {
+        gpt::disk::LogicalBlockSize::Lb4096
+    } else {
+        gpt::disk::LogicalBlockSize::Lb512
+    };
     let mut table = gpt::GptConfig::new()
         .writable(true)
         .logical_block_size(block_size)
@@ -80,11 +112,15 @@ pub fn write(disk: &DiskFacts, parts: &[PlannedPartition]) -> anyhow::Result<()>
         .with_context(|| format!("starting a GPT on {path}"))?;
     let mut entries = BTreeMap::new();
     for p in parts {
-        let type_guid = Uuid::parse_str(&p.type_guid).with_context(|| format!("partition type {:?}", p.type_guid))?;
+        let type_guid = Uuid::parse_str(&p.type_guid)
+            .with_context(|| format!("partition type {:?}", p.type_guid))?;
         entries.insert(
             p.number,
             gpt::partition::Partition {
-                part_type_guid: gpt::partition_types::Type { guid: type_guid, os: gpt::partition_types::OperatingSystem::None },
+                part_type_guid: gpt::partition_types::Type {
+                    guid: type_guid,
+                    os: gpt::partition_types::OperatingSystem::None,
+                },
                 part_guid: random_guid()?,
                 first_lba: p.first_lba,
                 last_lba: p.last_lba,
@@ -93,13 +129,21 @@ pub fn write(disk: &DiskFacts, parts: &[PlannedPartition]) -> anyhow::Result<()>
             },
         );
     }
-    table.update_partitions(entries).with_context(|| format!("laying out partitions on {path}"))?;
-    table.write().with_context(|| format!("writing the GPT to {path}"))?;
+    table
+        .update_partitions(entries)
+        .with_context(|| format!("laying out partitions on {path}"))?;
+    table
+        .write()
+        .with_context(|| format!("writing the GPT to {path}"))?;
     dev.seek(SeekFrom::Start(0))?;
-    dev.write_all(&protective_mbr(size / sector)).with_context(|| format!("writing the protective MBR to {path}"))?;
+    dev.write_all(&protective_mbr(size / sector))
+        .with_context(|| format!("writing the protective MBR to {path}"))?;
     dev.sync_all().with_context(|| format!("flushing {path}"))?;
     reread_partitions(&dev, &path);
-    log(format!("wrote GPT with {} partitions to {path}", parts.len()));
+    log(format!(
+        "wrote GPT with {} partitions to {path}",
+        parts.len()
+    ));
     Ok(())
 }
 
@@ -125,7 +169,9 @@ pub fn protective_mbr(total_sectors: u64) -> [u8; 512] {
 
 fn random_guid() -> anyhow::Result<Uuid> {
     let mut bytes = [0u8; 16];
-    File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).context("reading /dev/urandom")?;
+    File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("reading /dev/urandom")?;
     Ok(uuid::Builder::from_random_bytes(bytes).into_uuid())
 }
 
@@ -135,7 +181,9 @@ fn reread_partitions(dev: &File, path: &str) {
     // SAFETY: BLKRRPART takes no argument and only reads the fd's device.
     let result = unsafe { rustix::ioctl::ioctl(dev, rustix::ioctl::NoArg::<BLKRRPART>::new()) };
     if let Err(e) = result {
-        log(format!("{path}: the kernel did not re-read the partition table ({e})"));
+        log(format!(
+            "{path}: the kernel did not re-read the partition table ({e})"
+        ));
     }
 }
 
@@ -146,15 +194,28 @@ mod tests {
 
     fn plan() -> Vec<PartitionPlan> {
         vec![
-            PartitionPlan { name: "ESP".into(), type_guid: part_type::EFI_SYSTEM.into(), size_bytes: Some(512 << 20), filesystem: Filesystem::Vfat },
-            PartitionPlan { name: "root".into(), type_guid: part_type::LINUX_ROOT_X86_64.into(), size_bytes: None, filesystem: Filesystem::Ext4 },
+            PartitionPlan {
+                name: "ESP".into(),
+                type_guid: part_type::EFI_SYSTEM.into(),
+                size_bytes: Some(512 << 20),
+                filesystem: Filesystem::Vfat,
+            },
+            PartitionPlan {
+                name: "root".into(),
+                type_guid: part_type::LINUX_ROOT_X86_64.into(),
+                size_bytes: None,
+                filesystem: Filesystem::Ext4,
+            },
         ]
     }
 
     #[test]
     fn esp_at_one_mib_and_root_to_the_aligned_end() {
         let l = layout(&plan(), 40 << 30, 512).unwrap();
-        assert_eq!((l[0].first_lba, l[0].last_lba), (2048, 2048 + 1_048_576 - 1));
+        assert_eq!(
+            (l[0].first_lba, l[0].last_lba),
+            (2048, 2048 + 1_048_576 - 1)
+        );
         assert_eq!(l[1].first_lba, 2048 + 1_048_576);
         let total = (40u64 << 30) / 512;
         assert_eq!((l[1].last_lba + 1) % 2048, 0);
@@ -180,10 +241,16 @@ mod tests {
     #[test]
     fn too_small_disks_and_unsized_middles_are_refused() {
         let err = layout(&plan(), 300 << 20, 512).unwrap_err().to_string();
-        assert!(err.contains("need more than the disk has: 300.0 MiB disk, 512.0 MiB"), "{err}");
+        assert!(
+            err.contains("need more than the disk has: 300.0 MiB disk, 512.0 MiB"),
+            "{err}"
+        );
         let mut p = plan();
         p.swap(0, 1);
-        assert!(layout(&p, 40 << 30, 512).unwrap_err().to_string().contains("only the last partition may take the rest"));
+        assert!(layout(&p, 40 << 30, 512)
+            .unwrap_err()
+            .to_string()
+            .contains("only the last partition may take the rest"));
         assert!(layout(&plan(), 1000, 512).is_err());
     }
 
@@ -192,8 +259,14 @@ mod tests {
         let mbr = protective_mbr(83_886_080);
         assert_eq!(mbr[450], 0xEE);
         assert_eq!(u32::from_le_bytes(mbr[454..458].try_into().unwrap()), 1);
-        assert_eq!(u32::from_le_bytes(mbr[458..462].try_into().unwrap()), 83_886_079);
+        assert_eq!(
+            u32::from_le_bytes(mbr[458..462].try_into().unwrap()),
+            83_886_079
+        );
         assert_eq!(&mbr[510..], &[0x55, 0xAA]);
-        assert_eq!(u32::from_le_bytes(protective_mbr(1 << 40)[458..462].try_into().unwrap()), u32::MAX);
+        assert_eq!(
+            u32::from_le_bytes(protective_mbr(1 << 40)[458..462].try_into().unwrap()),
+            u32::MAX
+        );
     }
 }

@@ -10,7 +10,12 @@ use crate::events::log;
 
 /// Mounts the kernel filesystems; already-mounted ones are fine.
 pub fn early_setup() {
-    for (fs, target) in [("proc", "/proc"), ("sysfs", "/sys"), ("devtmpfs", "/dev"), ("tmpfs", "/run")] {
+    for (fs, target) in [
+        ("proc", "/proc"),
+        ("sysfs", "/sys"),
+        ("devtmpfs", "/dev"),
+        ("tmpfs", "/run"),
+    ] {
         let _ = std::fs::create_dir_all(target);
         match mount(fs, target, fs, MountFlags::empty(), None) {
             Ok(()) | Err(rustix::io::Errno::BUSY) => {}
@@ -26,7 +31,11 @@ fn attach_console() {
     if rustix::io::fcntl_getfd(rustix::stdio::stdout()).is_ok() {
         return;
     }
-    if let Ok(console) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/console") {
+    if let Ok(console) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/console")
+    {
         let _ = rustix::stdio::dup2_stdin(&console);
         let _ = rustix::stdio::dup2_stdout(&console);
         let _ = rustix::stdio::dup2_stderr(&console);

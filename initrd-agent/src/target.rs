@@ -24,7 +24,11 @@ pub const TARGET: &str = "/run/imgforge/target";
 
 /// `/dev/vda` + 2 -> `/dev/vda2`; `/dev/nvme0n1` + 2 -> `/dev/nvme0n1p2`.
 pub fn partition_device(disk: &str, number: u32) -> String {
-    let sep = if disk.ends_with(|c: char| c.is_ascii_digit()) { "p" } else { "" };
+    let sep = if disk.ends_with(|c: char| c.is_ascii_digit()) {
+        "p"
+    } else {
+        ""
+    };
     format!("/dev/{disk}{sep}{number}")
 }
 
@@ -35,7 +39,8 @@ fn mkdir(p: &str) -> Result<()> {
 fn mount_ro(source: &str, target: &str, fstype: &str, data: Option<&str>) -> Result<()> {
     mkdir(target)?;
     let data = data.map(std::ffi::CString::new).transpose()?;
-    mount(source, target, fstype, MountFlags::RDONLY, data.as_deref()).with_context(|| format!("mounting {source} ({fstype}) on {target}"))
+    mount(source, target, fstype, MountFlags::RDONLY, data.as_deref())
+        .with_context(|| format!("mounting {source} ({fstype}) on {target}"))
 }
 
 /// Attaches an open file to a free loop device, read-only. The caller's
@@ -44,7 +49,11 @@ fn mount_ro(source: &str, target: &str, fstype: &str, data: Option<&str>) -> Res
 fn loop_attach(backing: &std::fs::File, shown: &Path) -> Result<String> {
     const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
     const LOOP_SET_FD: libc::c_ulong = 0x4C00;
-    let ctl = std::fs::OpenOptions::new().read(true).write(true).open("/dev/loop-control").context("opening /dev/loop-control (is the loop module loaded?)")?;
+    let ctl = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/loop-control")
+        .context("opening /dev/loop-control (is the loop module loaded?)")?;
     use std::os::fd::AsRawFd;
     // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a device number.
     let n = unsafe { libc::ioctl(ctl.as_raw_fd(), LOOP_CTL_GET_FREE) };
@@ -52,10 +61,14 @@ fn loop_attach(backing: &std::fs::File, shown: &Path) -> Result<String> {
         return Err(std::io::Error::last_os_error()).context("finding a free loop device");
     }
     let dev = format!("/dev/loop{n}");
-    let loopdev = std::fs::OpenOptions::new().read(true).open(&dev).with_context(|| format!("opening {dev}"))?;
+    let loopdev = std::fs::OpenOptions::new()
+        .read(true)
+        .open(&dev)
+        .with_context(|| format!("opening {dev}"))?;
     // SAFETY: LOOP_SET_FD takes the backing file's descriptor, which outlives the call.
     if unsafe { libc::ioctl(loopdev.as_raw_fd(), LOOP_SET_FD, backing.as_raw_fd()) } != 0 {
-        return Err(std::io::Error::last_os_error()).with_context(|| format!("attaching {} to {dev}", shown.display()));
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("attaching {} to {dev}", shown.display()));
     }
     Ok(dev)
 }
@@ -77,10 +90,19 @@ pub fn verify_and_mount_source(plan: &Plan, payload_device: &str) -> Result<u64>
     for (i, layer) in plan.payload.layers.iter().enumerate() {
         let started = Instant::now();
         let file = checks::open_verified(iso, layer, "layer")?;
-        log(format!("layer {} verified: SHA-256 {}, {} bytes in {:.1} s", layer.path, layer.sha256, layer.size, started.elapsed().as_secs_f64()));
+        log(format!(
+            "layer {} verified: SHA-256 {}, {} bytes in {:.1} s",
+            layer.path,
+            layer.sha256,
+            layer.size,
+            started.elapsed().as_secs_f64()
+        ));
         // The unpacked size only drives the progress figures; a layer without it counts as 0.
         let size_file = iso.join(&layer.path).with_extension("size");
-        total += std::fs::read_to_string(&size_file).ok().and_then(|s| s.trim().parse::<u64>().ok()).unwrap_or(0);
+        total += std::fs::read_to_string(&size_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or(0);
         let dev = loop_attach(&file, &iso.join(&layer.path))?;
         let dir = format!("/run/imgforge/layers/{i}");
         mount_ro(&dev, &dir, "squashfs", None)?;
@@ -109,9 +131,13 @@ fn check_profile_against_source(plan: &Plan) -> Result<()> {
     let mut problems: Vec<String> = Vec::new();
     problems.extend(checks::timezone_problem(root, &plan.system.timezone));
     problems.extend(checks::locale_problem(root, &plan.system.locale));
-    let passwd = std::fs::read_to_string(root.join("etc/passwd")).with_context(|| format!("reading {SOURCE_ROOT}/etc/passwd (the ISO's layers)"))?;
+    let passwd = std::fs::read_to_string(root.join("etc/passwd"))
+        .with_context(|| format!("reading {SOURCE_ROOT}/etc/passwd (the ISO's layers)"))?;
     problems.extend(checks::existing_user_problems(&passwd, &plan.users));
-    checks::fail_on(problems, "the profile does not fit the system on this ISO (nothing was written to any disk)")
+    checks::fail_on(
+        problems,
+        "the profile does not fit the system on this ISO (nothing was written to any disk)",
+    )
 }
 
 /// Runs a program inside `root` (chroot), logging its output; fails with the tail of it.
@@ -126,7 +152,10 @@ pub fn run_in_capturing(root: &str, args: &[&str], what: &str) -> Result<Vec<Str
     let mut cmd = Command::new(args[0]);
     cmd.args(&args[1..])
         .env_clear()
-        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
         .env("DEBIAN_FRONTEND", "noninteractive")
         .env("LC_ALL", "C.UTF-8")
         .env("HOME", "/root")
@@ -140,20 +169,31 @@ pub fn run_in_capturing(root: &str, args: &[&str], what: &str) -> Result<Vec<Str
         });
     }
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().with_context(|| format!("{what}: starting {}", args.join(" ")))?;
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("{what}: starting {}", args.join(" ")))?;
     // Stream the output into the log as it comes, so a long step shows life.
     // Each line comes tagged with whether it was standard output.
     let (tx, rx) = std::sync::mpsc::channel::<(bool, String)>();
     let mut readers = Vec::new();
     let streams = [
-        child.stdout.take().map(|s| (true, Box::new(s) as Box<dyn std::io::Read + Send>)),
-        child.stderr.take().map(|s| (false, Box::new(s) as Box<dyn std::io::Read + Send>)),
+        child
+            .stdout
+            .take()
+            .map(|s| (true, Box::new(s) as Box<dyn std::io::Read + Send>)),
+        child
+            .stderr
+            .take()
+            .map(|s| (false, Box::new(s) as Box<dyn std::io::Read + Send>)),
     ];
     for (is_stdout, stream) in streams.into_iter().flatten() {
         let tx = tx.clone();
         readers.push(std::thread::spawn(move || {
             use std::io::BufRead;
-            for line in std::io::BufReader::new(stream).lines().map_while(Result::ok) {
+            for line in std::io::BufReader::new(stream)
+                .lines()
+                .map_while(Result::ok)
+            {
                 if tx.send((is_stdout, line)).is_err() {
                     break;
                 }
@@ -176,11 +216,21 @@ pub fn run_in_capturing(root: &str, args: &[&str], what: &str) -> Result<Vec<Str
     for r in readers {
         let _ = r.join();
     }
-    let status = child.wait().with_context(|| format!("{what}: waiting for {}", args[0]))?;
-    log(format!("{what}: `{}` {status} after {:.1} s", args.join(" "), started.elapsed().as_secs_f64()));
+    let status = child
+        .wait()
+        .with_context(|| format!("{what}: waiting for {}", args[0]))?;
+    log(format!(
+        "{what}: `{}` {status} after {:.1} s",
+        args.join(" "),
+        started.elapsed().as_secs_f64()
+    ));
     if !status.success() {
         let tail: Vec<String> = tail.into_iter().collect();
-        bail!("{what}: `{}` failed ({status}): {}", args.join(" "), tail.join(" / "));
+        bail!(
+            "{what}: `{}` failed ({status}): {}",
+            args.join(" "),
+            tail.join(" / ")
+        );
     }
     Ok(stdout)
 }
@@ -190,9 +240,18 @@ pub fn run_in_capturing(root: &str, args: &[&str], what: &str) -> Result<Vec<Str
 /// layer may lack dosfstools; the root (partition 2) with the installed
 /// system's own mkfs.ext4 (e2fsprogs is always there).
 pub fn make_filesystems(plan: &Plan, disk: &DiskFacts, layout: &[PlannedPartition]) -> Result<()> {
-    let ids = plan.filesystems.as_ref().context("the plan has no filesystem ids; rebuild the image")?;
-    let (esp, root) = (partition_device(&disk.name, 1), partition_device(&disk.name, 2));
-    let esp_part = layout.iter().find(|p| p.number == 1).context("the partition layout has no partition 1 for the ESP")?;
+    let ids = plan
+        .filesystems
+        .as_ref()
+        .context("the plan has no filesystem ids; rebuild the image")?;
+    let (esp, root) = (
+        partition_device(&disk.name, 1),
+        partition_device(&disk.name, 2),
+    );
+    let esp_part = layout
+        .iter()
+        .find(|p| p.number == 1)
+        .context("the partition layout has no partition 1 for the ESP")?;
     wait_for(&esp)?;
     wait_for(&root)?;
     format_esp(&esp, esp_part, disk.known_block_size()?, &ids.esp_volume_id)?;
@@ -200,12 +259,29 @@ pub fn make_filesystems(plan: &Plan, disk: &DiskFacts, layout: &[PlannedPartitio
         let at = format!("{SOURCE_ROOT}/{dst}");
         mount_bind(src, &at).with_context(|| format!("binding {src} into the source tree"))?;
     }
-    run_in(SOURCE_ROOT, &["mkfs.ext4", "-q", "-F", "-L", "root", "-U", &ids.root_uuid, &root], "formatting the root filesystem")?;
+    run_in(
+        SOURCE_ROOT,
+        &[
+            "mkfs.ext4",
+            "-q",
+            "-F",
+            "-L",
+            "root",
+            "-U",
+            &ids.root_uuid,
+            &root,
+        ],
+        "formatting the root filesystem",
+    )?;
     for dst in ["sys", "proc", "dev"] {
-        let _ = unmount(format!("{SOURCE_ROOT}/{dst}").as_str(), UnmountFlags::DETACH);
+        let _ = unmount(
+            format!("{SOURCE_ROOT}/{dst}").as_str(),
+            UnmountFlags::DETACH,
+        );
     }
     mkdir(TARGET)?;
-    mount(root.as_str(), TARGET, "ext4", MountFlags::empty(), None).with_context(|| format!("mounting {root} on {TARGET}"))?;
+    mount(root.as_str(), TARGET, "ext4", MountFlags::empty(), None)
+        .with_context(|| format!("mounting {root} on {TARGET}"))?;
     Ok(())
 }
 
@@ -221,11 +297,21 @@ fn format_esp(device: &str, part: &PlannedPartition, sector: u64, volume_id: &st
     let volume_id = esp_volume_id(volume_id)?;
     let bytes = (part.last_lba + 1 - part.first_lba) * sector;
     let hidden_sectors = u32::try_from(part.first_lba).with_context(|| format!("the ESP starts at sector {}, beyond what FAT can record; the ESP must start in the first 2 TiB of the disk", part.first_lba))?;
-    let mut dev = std::fs::OpenOptions::new().write(true).open(device).with_context(|| format!("opening the ESP {device}"))?;
-    let opts = imgforge_fat::Fat32Options { hidden_sectors, ..imgforge_fat::Fat32Options::default() };
-    imgforge_fat::format_fat32(&mut dev, bytes, sector, "ESP", volume_id, &opts).with_context(|| format!("formatting the ESP {device} as FAT32"))?;
-    dev.sync_all().with_context(|| format!("flushing the ESP {device}"))?;
-    log(format!("ESP {device}: FAT32, {bytes} bytes, volume id {volume_id:08X}, label ESP"));
+    let mut dev = std::fs::OpenOptions::new()
+        .write(true)
+        .open(device)
+        .with_context(|| format!("opening the ESP {device}"))?;
+    let opts = imgforge_fat::Fat32Options {
+        hidden_sectors,
+        ..imgforge_fat::Fat32Options::default()
+    };
+    imgforge_fat::format_fat32(&mut dev, bytes, sector, "ESP", volume_id, &opts)
+        .with_context(|| format!("formatting the ESP {device} as FAT32"))?;
+    dev.sync_all()
+        .with_context(|| format!("flushing the ESP {device}"))?;
+    log(format!(
+        "ESP {device}: FAT32, {bytes} bytes, volume id {volume_id:08X}, label ESP"
+    ));
     Ok(())
 }
 
@@ -244,20 +330,47 @@ fn wait_for(dev: &str) -> Result<()> {
 pub fn enter_target(disk: &str) -> Result<()> {
     let esp = partition_device(disk, 1);
     mkdir(&format!("{TARGET}/boot/efi"))?;
-    mount(esp.as_str(), format!("{TARGET}/boot/efi").as_str(), "vfat", MountFlags::empty(), None).with_context(|| format!("mounting {esp}"))?;
-    for (src, dst) in [("/dev", "dev"), ("/proc", "proc"), ("/sys", "sys"), ("/run", "run"), (ISO_MOUNT, "cdrom")] {
+    mount(
+        esp.as_str(),
+        format!("{TARGET}/boot/efi").as_str(),
+        "vfat",
+        MountFlags::empty(),
+        None,
+    )
+    .with_context(|| format!("mounting {esp}"))?;
+    for (src, dst) in [
+        ("/dev", "dev"),
+        ("/proc", "proc"),
+        ("/sys", "sys"),
+        ("/run", "run"),
+        (ISO_MOUNT, "cdrom"),
+    ] {
         let at = format!("{TARGET}/{dst}");
         mkdir(&at)?;
         mount_bind(src, &at).with_context(|| format!("binding {src} into the target"))?;
     }
     let efivars = format!("{TARGET}/sys/firmware/efi/efivars");
     if Path::new(&efivars).is_dir() {
-        let _ = mount("efivarfs", efivars.as_str(), "efivarfs", MountFlags::empty(), None);
+        let _ = mount(
+            "efivarfs",
+            efivars.as_str(),
+            "efivarfs",
+            MountFlags::empty(),
+            None,
+        );
     }
     // Nothing may start during the installation.
-    write_file(&format!("{TARGET}/usr/sbin/policy-rc.d"), "#!/bin/sh\nexit 101\n", 0o755)?;
+    write_file(
+        &format!("{TARGET}/usr/sbin/policy-rc.d"),
+        "#!/bin/sh\nexit 101\n",
+        0o755,
+    )?;
     // The whole disk is synced once at the end; per-file fsync only slows dpkg down.
-    write_file(&format!("{TARGET}{DPKG_UNSAFE_IO}"), "force-unsafe-io\n", 0o644)?;
+    write_file(
+        &format!("{TARGET}{DPKG_UNSAFE_IO}"),
+        "force-unsafe-io\n",
+        0o644,
+    )?;
     // Rebuilding the manual page index is slow and nobody reads it during an install.
     let _ = std::fs::remove_file(format!("{TARGET}/var/lib/man-db/auto-update"));
     Ok(())
@@ -279,7 +392,9 @@ pub fn write_file(path: &str, content: &str, mode: u32) -> Result<()> {
         mode: format!("{mode:04o}"),
         owner: None,
         group: None,
-        kind: FileKind::File { content: content.to_owned() },
+        kind: FileKind::File {
+            content: content.to_owned(),
+        },
     };
     imgforge_fileplan::apply(&[entry], Path::new(TARGET), Owners::FromRoot)?;
     Ok(())
@@ -299,13 +414,19 @@ pub struct PackagesOutcome {
 /// from `bundle_device`), after checking the bundle and that apt here
 /// resolves what the build resolved. Nothing is installed unless every
 /// check passes; the bundle and the source list are removed after.
-pub fn install_packages(plan: &Plan, bundle_device: Option<&str>, net: Option<&crate::net::NetUp>) -> Result<PackagesOutcome> {
+pub fn install_packages(
+    plan: &Plan,
+    bundle_device: Option<&str>,
+    net: Option<&crate::net::NetUp>,
+) -> Result<PackagesOutcome> {
     let release = plan.payload.pool_release.as_ref().context("the plan carries no digest of the ISO's package index; rebuild the image with this version of imgforge")?;
     // Checked again right before apt reads it: the medium stayed in the machine all along.
     let suite = verify_pool_release(release)?;
     let release_path = Path::new(ISO_MOUNT).join(checks::iso_relative_path(&release.path)?);
-    let release_text = std::fs::read_to_string(&release_path).with_context(|| format!("reading {}", release_path.display()))?;
-    let components = apt::pool_components(&release_text).with_context(|| format!("reading the components of {}", release.path))?;
+    let release_text = std::fs::read_to_string(&release_path)
+        .with_context(|| format!("reading {}", release_path.display()))?;
+    let components = apt::pool_components(&release_text)
+        .with_context(|| format!("reading the components of {}", release.path))?;
     let pool_keys = plan.pool_keys.as_deref().context("the plan carries no keys for the ISO's package pool; rebuild the image with this version of imgforge")?;
     let bundle = plan.payload.bundle.as_ref();
     let mut list = apt::source_list(&suite, &components, bundle)?;
@@ -330,12 +451,24 @@ pub fn install_packages(plan: &Plan, bundle_device: Option<&str>, net: Option<&c
     }
     let mut outcome = result?;
     // The profile's initramfs settings must be in place before it is built.
-    for f in plan.files.iter().filter(|f| f.path.starts_with("/etc/initramfs-tools/")) {
+    for f in plan
+        .files
+        .iter()
+        .filter(|f| f.path.starts_with("/etc/initramfs-tools/"))
+    {
         write_plan_file(f)?;
     }
-    run_in(TARGET, &["update-initramfs", "-c", "-k", "all"], "building the initramfs")?;
+    run_in(
+        TARGET,
+        &["update-initramfs", "-c", "-k", "all"],
+        "building the initramfs",
+    )?;
     if outcome.installed.is_empty() {
-        outcome.installed = plan.resolved.iter().map(|p| format!("{}={}", p.name, p.version)).collect();
+        outcome.installed = plan
+            .resolved
+            .iter()
+            .map(|p| format!("{}={}", p.name, p.version))
+            .collect();
     }
     Ok(outcome)
 }
@@ -352,15 +485,24 @@ impl TargetResolvConf {
     const SAVED: &'static str = "/etc/resolv.conf.imgforge-saved";
 
     fn install() -> Result<TargetResolvConf> {
-        let (path, saved) = (format!("{TARGET}{}", Self::PATH), PathBuf::from(format!("{TARGET}{}", Self::SAVED)));
+        let (path, saved) = (
+            format!("{TARGET}{}", Self::PATH),
+            PathBuf::from(format!("{TARGET}{}", Self::SAVED)),
+        );
         let had = std::fs::symlink_metadata(&path).is_ok();
         if had {
             std::fs::rename(&path, &saved).with_context(|| format!("moving {path} aside"))?;
         }
         let content = std::fs::read_to_string(crate::net::RESOLV_CONF).unwrap_or_default();
         write_file(&path, &content, 0o644)?;
-        log(format!("{} for apt: {}", Self::PATH, content.trim().replace('\n', ", ")));
-        Ok(TargetResolvConf { saved: had.then_some(saved) })
+        log(format!(
+            "{} for apt: {}",
+            Self::PATH,
+            content.trim().replace('\n', ", ")
+        ));
+        Ok(TargetResolvConf {
+            saved: had.then_some(saved),
+        })
     }
 
     fn restore(self) {
@@ -374,17 +516,34 @@ impl TargetResolvConf {
     }
 }
 
-fn install_from_sources(plan: &Plan, bundle_device: Option<&str>, pool_keys: &str, list: &str) -> Result<PackagesOutcome> {
-    let mut outcome = PackagesOutcome { installed: Vec::new(), bundle_files: None, bundle_bytes: None };
+fn install_from_sources(
+    plan: &Plan,
+    bundle_device: Option<&str>,
+    pool_keys: &str,
+    list: &str,
+) -> Result<PackagesOutcome> {
+    let mut outcome = PackagesOutcome {
+        installed: Vec::new(),
+        bundle_files: None,
+        bundle_bytes: None,
+    };
     if let Some(bundle) = &plan.payload.bundle {
-        let device = bundle_device.context("the plan has a bundle but its partition was not found")?;
+        let device =
+            bundle_device.context("the plan has a bundle but its partition was not found")?;
         let started = Instant::now();
-        let source = std::fs::File::open(device).with_context(|| format!("opening the bundle partition {device}"))?;
+        let source = std::fs::File::open(device)
+            .with_context(|| format!("opening the bundle partition {device}"))?;
         let rel = apt::BUNDLE_DIR.trim_start_matches('/');
-        let unpacked = bundle::unpack(std::io::BufReader::with_capacity(1 << 20, source), bundle, Path::new(TARGET), rel)
-            .with_context(|| format!("checking the bundle partition {device} against the plan"))?;
+        let unpacked = bundle::unpack(
+            std::io::BufReader::with_capacity(1 << 20, source),
+            bundle,
+            Path::new(TARGET),
+            rel,
+        )
+        .with_context(|| format!("checking the bundle partition {device} against the plan"))?;
         if let Err(e) = bundle::check_chain(bundle, &Path::new(TARGET).join(rel)) {
-            return Err(e).context("checking the bundle's package indices against its InRelease files");
+            return Err(e)
+                .context("checking the bundle's package indices against its InRelease files");
         }
         log(format!(
             "bundle {device}: {} files, {} bytes verified and unpacked to {} in {:.1} s",
@@ -393,13 +552,19 @@ fn install_from_sources(plan: &Plan, bundle_device: Option<&str>, pool_keys: &st
             apt::BUNDLE_DIR,
             started.elapsed().as_secs_f64()
         ));
-        let keys = plan.archive_keys.as_deref().context("the plan has a bundle but no archive keys to check it with; rebuild the image")?;
+        let keys = plan.archive_keys.as_deref().context(
+            "the plan has a bundle but no archive keys to check it with; rebuild the image",
+        )?;
         write_file(&format!("{TARGET}{}", apt::ARCHIVE_KEYRING), keys, 0o644)?;
         outcome.bundle_files = Some(unpacked.files);
         outcome.bundle_bytes = Some(unpacked.bytes);
     } else if let Some(online) = &plan.online {
         // The mirror's InRelease files are checked with these keys.
-        write_file(&format!("{TARGET}{}", apt::ARCHIVE_KEYRING), &online.archive_keys, 0o644)?;
+        write_file(
+            &format!("{TARGET}{}", apt::ARCHIVE_KEYRING),
+            &online.archive_keys,
+            0o644,
+        )?;
     } else if let Some(keys) = plan.archive_keys.as_deref() {
         // The installed system's rendered sources name this keyring.
         write_file(&format!("{TARGET}{}", apt::ARCHIVE_KEYRING), keys, 0o644)?;
@@ -411,17 +576,35 @@ fn install_from_sources(plan: &Plan, bundle_device: Option<&str>, pool_keys: &st
     }
     // The archive's InRelease offers indices by hash; the bundle keeps them
     // under their plain names only, so apt is not sent to look for them.
-    let mut update: Vec<String> = ["apt-get", "update", "-o", "Acquire::By-Hash=no"].map(str::to_owned).into();
+    let mut update: Vec<String> = ["apt-get", "update", "-o", "Acquire::By-Hash=no"]
+        .map(str::to_owned)
+        .into();
     update.extend(apt::only_our_sources());
     update.extend(apt::proxy_options(plan));
-    let lists = if plan.online.is_some() { "the ISO's pool and the mirror" } else { "the ISO's pool and the bundle" };
+    let lists = if plan.online.is_some() {
+        "the ISO's pool and the mirror"
+    } else {
+        "the ISO's pool and the bundle"
+    };
     // apt-get update only warns about a source it could not read; the
     // simulation below then finds packages missing and names them.
-    run_in(TARGET, &strs(&update), &format!("reading the package lists of {lists}"))?;
+    run_in(
+        TARGET,
+        &strs(&update),
+        &format!("reading the package lists of {lists}"),
+    )?;
 
-    let simulation = run_in_capturing(TARGET, &strs(&apt::install_command(plan, true)), "simulating the package installation")?;
+    let simulation = run_in_capturing(
+        TARGET,
+        &strs(&apt::install_command(plan, true)),
+        "simulating the package installation",
+    )?;
     let would = apt::simulated_installs(&simulation)?;
-    let differences = if plan.online.is_some() { apt::disagreements_by_name(&would, &plan.resolved) } else { apt::disagreements(&would, &plan.resolved) };
+    let differences = if plan.online.is_some() {
+        apt::disagreements_by_name(&would, &plan.resolved)
+    } else {
+        apt::disagreements(&would, &plan.resolved)
+    };
     if !differences.is_empty() && plan.online.is_some() {
         bail!(
             "apt on this machine would not install the packages the build resolved, so nothing was installed:\n  {}\n\
@@ -436,15 +619,46 @@ fn install_from_sources(plan: &Plan, bundle_device: Option<&str>, pool_keys: &st
             differences.join("\n  ")
         );
     }
-    log(format!("apt agrees with the build: {} packages to install", would.len()));
+    log(format!(
+        "apt agrees with the build: {} packages to install",
+        would.len()
+    ));
 
     // Every package trigger would rebuild the initramfs (minutes each on
     // slow machines); build it once after all packages are in.
-    run_in(TARGET, &["dpkg-divert", "--local", "--rename", "--add", UPDATE_INITRAMFS], "deferring initramfs builds")?;
-    write_file(&format!("{TARGET}{UPDATE_INITRAMFS}"), "#!/bin/sh\n# imgforge: deferred until all packages are installed\nexit 0\n", 0o755)?;
-    let installed = run_in(TARGET, &strs(&apt::install_command(plan, false)), "installing packages");
+    run_in(
+        TARGET,
+        &[
+            "dpkg-divert",
+            "--local",
+            "--rename",
+            "--add",
+            UPDATE_INITRAMFS,
+        ],
+        "deferring initramfs builds",
+    )?;
+    write_file(
+        &format!("{TARGET}{UPDATE_INITRAMFS}"),
+        "#!/bin/sh\n# imgforge: deferred until all packages are installed\nexit 0\n",
+        0o755,
+    )?;
+    let installed = run_in(
+        TARGET,
+        &strs(&apt::install_command(plan, false)),
+        "installing packages",
+    );
     let _ = std::fs::remove_file(format!("{TARGET}{UPDATE_INITRAMFS}"));
-    run_in(TARGET, &["dpkg-divert", "--local", "--rename", "--remove", UPDATE_INITRAMFS], "restoring update-initramfs")?;
+    run_in(
+        TARGET,
+        &[
+            "dpkg-divert",
+            "--local",
+            "--rename",
+            "--remove",
+            UPDATE_INITRAMFS,
+        ],
+        "restoring update-initramfs",
+    )?;
     installed?;
     if plan.online.is_some() {
         // What came from the live mirror, at the versions apt took.
@@ -461,12 +675,21 @@ fn strs(args: &[String]) -> Vec<&str> {
 pub fn configure(plan: &Plan) -> Result<()> {
     // Some groups come with packages (libvirt's), so they can only be checked
     // now; before useradd, so that its error never has to explain them.
-    let group = std::fs::read_to_string(format!("{TARGET}/etc/group")).with_context(|| format!("reading {TARGET}/etc/group"))?;
-    checks::fail_on(checks::missing_group_problems(&group, &plan.users), "the profile's users need groups the installed system does not have")?;
+    let group = std::fs::read_to_string(format!("{TARGET}/etc/group"))
+        .with_context(|| format!("reading {TARGET}/etc/group"))?;
+    checks::fail_on(
+        checks::missing_group_problems(&group, &plan.users),
+        "the profile's users need groups the installed system does not have",
+    )?;
     let zone = format!("/usr/share/zoneinfo/{}", plan.system.timezone);
     let _ = std::fs::remove_file(format!("{TARGET}/etc/localtime"));
-    std::os::unix::fs::symlink(&zone, format!("{TARGET}/etc/localtime")).context("setting the time zone")?;
-    write_file(&format!("{TARGET}/etc/timezone"), &format!("{}\n", plan.system.timezone), 0o644)?;
+    std::os::unix::fs::symlink(&zone, format!("{TARGET}/etc/localtime"))
+        .context("setting the time zone")?;
+    write_file(
+        &format!("{TARGET}/etc/timezone"),
+        &format!("{}\n", plan.system.timezone),
+        0o644,
+    )?;
     for u in &plan.users {
         for (args, what) in account_commands(u) {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -492,7 +715,8 @@ fn new_ssh_host_keys() -> Result<()> {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if is_host_key_file(&name) {
-                std::fs::remove_file(entry.path()).with_context(|| format!("removing {ssh}/{name}"))?;
+                std::fs::remove_file(entry.path())
+                    .with_context(|| format!("removing {ssh}/{name}"))?;
             }
         }
     }
@@ -516,10 +740,28 @@ fn account_commands(u: &UserPlan) -> Vec<(Vec<String>, String)> {
     let mut out = Vec::new();
     if u.existing {
         if !u.groups.is_empty() {
-            out.push((vec!["usermod".into(), "--append".into(), "--groups".into(), groups, "--".into(), name.clone()], format!("adding {name} to its groups")));
+            out.push((
+                vec![
+                    "usermod".into(),
+                    "--append".into(),
+                    "--groups".into(),
+                    groups,
+                    "--".into(),
+                    name.clone(),
+                ],
+                format!("adding {name} to its groups"),
+            ));
         }
     } else {
-        let mut args: Vec<String> = ["useradd", "--create-home", "--shell", "/bin/bash", "--user-group"].map(String::from).into();
+        let mut args: Vec<String> = [
+            "useradd",
+            "--create-home",
+            "--shell",
+            "/bin/bash",
+            "--user-group",
+        ]
+        .map(String::from)
+        .into();
         if !u.groups.is_empty() {
             args.extend(["--groups".into(), groups]);
         }
@@ -527,7 +769,16 @@ fn account_commands(u: &UserPlan) -> Vec<(Vec<String>, String)> {
         out.push((args, format!("adding user {name}")));
     }
     if let Some(hash) = &u.password_hash {
-        out.push((vec!["usermod".into(), "--password".into(), hash.clone(), "--".into(), name.clone()], format!("setting the password of {name}")));
+        out.push((
+            vec![
+                "usermod".into(),
+                "--password".into(),
+                hash.clone(),
+                "--".into(),
+                name.clone(),
+            ],
+            format!("setting the password of {name}"),
+        ));
     }
     out
 }
@@ -540,7 +791,8 @@ fn generate_locale(locale: &str) -> Result<()> {
         return Ok(());
     }
     let supported_path = format!("{TARGET}/usr/share/i18n/SUPPORTED");
-    let supported = std::fs::read_to_string(&supported_path).with_context(|| format!("reading {supported_path} (from the package `locales`)"))?;
+    let supported = std::fs::read_to_string(&supported_path)
+        .with_context(|| format!("reading {supported_path} (from the package `locales`)"))?;
     let line = checks::supported_line(&supported, locale)
         .with_context(|| format!("system.locale = {locale:?} is not listed in {supported_path}; use a locale listed there or \"C.UTF-8\""))?;
     let gen = format!("{TARGET}/etc/locale.gen");
@@ -553,7 +805,11 @@ fn generate_locale(locale: &str) -> Result<()> {
     // Debian's locale-gen compiles what /etc/locale.gen lists and ignores the
     // argument; Ubuntu's also records the named locale under
     // /var/lib/locales/supported.d, so later package upgrades keep it.
-    run_in(TARGET, &["locale-gen", locale], &format!("generating the locale {locale}"))
+    run_in(
+        TARGET,
+        &["locale-gen", locale],
+        &format!("generating the locale {locale}"),
+    )
 }
 
 /// Writes one rendered file (or directory, link, removal) into the target,
@@ -569,7 +825,13 @@ fn write_plan_file(f: &FilePlan) -> Result<()> {
 /// writes the removable path EFI/BOOT, for firmware that forgets its
 /// entries; without EFI variables only the removable path is written.
 pub fn install_bootloader() -> Result<String> {
-    let common = ["grub-install", "--target=x86_64-efi", "--efi-directory=/boot/efi", "--bootloader-id=ubuntu", "--uefi-secure-boot"];
+    let common = [
+        "grub-install",
+        "--target=x86_64-efi",
+        "--efi-directory=/boot/efi",
+        "--bootloader-id=ubuntu",
+        "--uefi-secure-boot",
+    ];
     let efivars = Path::new(TARGET).join("sys/firmware/efi/efivars");
     let has_efivars = std::fs::read_dir(&efivars).is_ok_and(|mut d| d.next().is_some());
     let mut nvram: Vec<&str> = common.to_vec();
@@ -612,8 +874,16 @@ pub fn install_firstboot(plan_json: &str) -> Result<()> {
     std::fs::write(&bin, me).with_context(|| format!("writing {bin}"))?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755))?;
-    write_file(&format!("{TARGET}/etc/imgforge/plan.json"), plan_json, 0o600)?;
-    write_file(&format!("{TARGET}/etc/systemd/system/imgforge-firstboot.service"), FIRSTBOOT_UNIT, 0o644)?;
+    write_file(
+        &format!("{TARGET}/etc/imgforge/plan.json"),
+        plan_json,
+        0o600,
+    )?;
+    write_file(
+        &format!("{TARGET}/etc/systemd/system/imgforge-firstboot.service"),
+        FIRSTBOOT_UNIT,
+        0o644,
+    )?;
     let wants = format!("{TARGET}/etc/systemd/system/multi-user.target.wants");
     std::fs::create_dir_all(&wants)?;
     let link = format!("{wants}/imgforge-firstboot.service");
@@ -629,8 +899,21 @@ pub fn leave_target() -> Result<()> {
     if Path::new(&format!("{TARGET}/usr/bin/mandb")).exists() {
         let _ = write_file(&format!("{TARGET}/var/lib/man-db/auto-update"), "", 0o644);
     }
-    for dst in ["sys/firmware/efi/efivars", "cdrom", "run", "sys", "proc", "dev", "boot/efi", ""] {
-        let at = if dst.is_empty() { TARGET.to_owned() } else { format!("{TARGET}/{dst}") };
+    for dst in [
+        "sys/firmware/efi/efivars",
+        "cdrom",
+        "run",
+        "sys",
+        "proc",
+        "dev",
+        "boot/efi",
+        "",
+    ] {
+        let at = if dst.is_empty() {
+            TARGET.to_owned()
+        } else {
+            format!("{TARGET}/{dst}")
+        };
         if let Err(e) = unmount(at.as_str(), UnmountFlags::empty()) {
             if dst != "sys/firmware/efi/efivars" {
                 log(format!("unmounting {at}: {e}; detaching it"));
@@ -652,10 +935,22 @@ mod tests {
 
     #[test]
     fn only_host_keys_are_replaced() {
-        for name in ["ssh_host_ed25519_key", "ssh_host_ed25519_key.pub", "ssh_host_rsa_key", "ssh_host_ecdsa_key.pub"] {
+        for name in [
+            "ssh_host_ed25519_key",
+            "ssh_host_ed25519_key.pub",
+            "ssh_host_rsa_key",
+            "ssh_host_ecdsa_key.pub",
+        ] {
             assert!(is_host_key_file(name), "{name}");
         }
-        for name in ["sshd_config", "moduli", "ssh_config", "ssh_host_rsa_key-cert.pub", "ssh_host_keys", "sshd_config.d"] {
+        for name in [
+            "sshd_config",
+            "moduli",
+            "ssh_config",
+            "ssh_host_rsa_key-cert.pub",
+            "ssh_host_keys",
+            "sshd_config.d",
+        ] {
             assert!(!is_host_key_file(name), "{name}");
         }
     }
@@ -669,7 +964,12 @@ mod tests {
 
     #[test]
     fn new_users_are_created_and_existing_ones_only_join_their_groups() {
-        let lines = |u: &UserPlan| account_commands(u).into_iter().map(|(args, _)| args.join(" ")).collect::<Vec<_>>();
+        let lines = |u: &UserPlan| {
+            account_commands(u)
+                .into_iter()
+                .map(|(args, _)| args.join(" "))
+                .collect::<Vec<_>>()
+        };
         let avatar = UserPlan {
             name: "avatar".into(),
             groups: vec!["sudo".into(), "libvirt".into()],
@@ -685,11 +985,31 @@ mod tests {
                 "usermod --password $y$j9T$salt$hash -- avatar"
             ]
         );
-        let root = UserPlan { name: "root".into(), groups: vec!["kvm".into()], password_hash: None, sudo: false, existing: true, ..avatar.clone() };
+        let root = UserPlan {
+            name: "root".into(),
+            groups: vec!["kvm".into()],
+            password_hash: None,
+            sudo: false,
+            existing: true,
+            ..avatar.clone()
+        };
         assert_eq!(lines(&root), ["usermod --append --groups kvm -- root"]);
-        let bare_root = UserPlan { groups: vec![], ..root.clone() };
-        assert!(lines(&bare_root).is_empty(), "an existing root with keys only needs no command");
-        let bare_new = UserPlan { groups: vec![], existing: false, ..root };
-        assert_eq!(lines(&bare_new), ["useradd --create-home --shell /bin/bash --user-group -- root"]);
+        let bare_root = UserPlan {
+            groups: vec![],
+            ..root.clone()
+        };
+        assert!(
+            lines(&bare_root).is_empty(),
+            "an existing root with keys only needs no command"
+        );
+        let bare_new = UserPlan {
+            groups: vec![],
+            existing: false,
+            ..root
+        };
+        assert_eq!(
+            lines(&bare_new),
+            ["useradd --create-home --shell /bin/bash --user-group -- root"]
+        );
     }
 }

@@ -7,6 +7,8 @@
 //!
 //! This crate has no I/O: only types and their (de)serialisation.
 
+#![forbid(unsafe_code)]
+
 use serde::{Deserialize, Serialize};
 
 /// Version of the plan format. The agent refuses a plan of another version.
@@ -457,8 +459,12 @@ pub struct FilePlan {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum FileKind {
-    File { content: String },
-    Symlink { target: String },
+    File {
+        content: String,
+    },
+    Symlink {
+        target: String,
+    },
     Dir,
     /// Removed if present (e.g. a package's default configuration).
     Absent,
@@ -512,8 +518,19 @@ pub mod steps {
     pub const FIRSTBOOT: &str = "firstboot";
 
     /// Every installer step, in the order the installer runs them.
-    pub const INSTALLER: [&str; 11] =
-        [AGENT, MODULES, PAYLOAD, NETWORK, SELECT_DISK, PARTITION, FILESYSTEMS, ROOT_TREE, PACKAGES, CONFIGURE, BOOTLOADER];
+    pub const INSTALLER: [&str; 11] = [
+        AGENT,
+        MODULES,
+        PAYLOAD,
+        NETWORK,
+        SELECT_DISK,
+        PARTITION,
+        FILESYSTEMS,
+        ROOT_TREE,
+        PACKAGES,
+        CONFIGURE,
+        BOOTLOADER,
+    ];
 }
 
 /// The layout of the live-server ISO's `casper/` directory: which squashfs
@@ -532,8 +549,14 @@ pub mod casper {
                 }
             }
         }
-        let field = |item: &[&str], key: &str| item.iter().find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_owned()));
-        let chosen = items.iter().find(|i| field(i, "default:").as_deref() == Some("true")).or(items.first())?;
+        let field = |item: &[&str], key: &str| {
+            item.iter()
+                .find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_owned()))
+        };
+        let chosen = items
+            .iter()
+            .find(|i| field(i, "default:").as_deref() == Some("true"))
+            .or(items.first())?;
         field(chosen, "path:")
     }
 
@@ -541,7 +564,9 @@ pub mod casper {
     pub fn layers_for(path: &str) -> Vec<String> {
         let stem = path.strip_suffix(".squashfs").unwrap_or(path);
         let parts: Vec<&str> = stem.split('.').collect();
-        (1..=parts.len()).map(|n| format!("{}.squashfs", parts[..n].join("."))).collect()
+        (1..=parts.len())
+            .map(|n| format!("{}.squashfs", parts[..n].join(".")))
+            .collect()
     }
 }
 
@@ -669,18 +694,32 @@ mod tests {
                 partition_guid: "5a1d7a6b-0000-4000-8000-000000000002".into(),
                 iso_sha256: "00".repeat(32),
                 iso_size: 1 << 20,
-                layers: vec![FileDigest { path: "casper/a.squashfs".into(), sha256: "11".repeat(32), size: 4096 }],
+                layers: vec![FileDigest {
+                    path: "casper/a.squashfs".into(),
+                    sha256: "11".repeat(32),
+                    size: 4096,
+                }],
                 pool_release: None,
                 bundle: Some(BundlePlan {
                     partition_guid: "5a1d7a6b-0000-4000-8000-000000000003".into(),
                     size: 8192,
                     sha256: "22".repeat(32),
-                    suites: vec![BundleSuite { suite: "noble".into(), components: vec!["main".into(), "universe".into()] }],
-                    files: vec![FileDigest { path: "dists/noble/InRelease".into(), sha256: "33".repeat(32), size: 1024 }],
+                    suites: vec![BundleSuite {
+                        suite: "noble".into(),
+                        components: vec!["main".into(), "universe".into()],
+                    }],
+                    files: vec![FileDigest {
+                        path: "dists/noble/InRelease".into(),
+                        sha256: "33".repeat(32),
+                        size: 1024,
+                    }],
                 }),
             },
             disk: DiskPlan {
-                rules: DiskRules { min_size_bytes: Some(1 << 30), ..Default::default() },
+                rules: DiskRules {
+                    min_size_bytes: Some(1 << 30),
+                    ..Default::default()
+                },
                 select: SelectPolicy::Smallest,
                 partitions: vec![PartitionPlan {
                     name: "root".into(),
@@ -695,7 +734,11 @@ mod tests {
                 locale: "C.UTF-8".into(),
                 kernel_args: vec!["net.ifnames=0".into()],
             },
-            report: ReportPlan { webhook: None, on_success: Action::Poweroff, on_failure: Action::Shell },
+            report: ReportPlan {
+                webhook: None,
+                on_success: Action::Poweroff,
+                on_failure: Action::Shell,
+            },
             users: vec![UserPlan {
                 name: "avatar".into(),
                 groups: vec!["sudo".into()],
@@ -706,16 +749,39 @@ mod tests {
             }],
             packages: vec!["openssh-server".into()],
             install_recommends: false,
-            resolved: vec![ResolvedPackage { name: "openssh-server".into(), version: "1:9.6p1-3ubuntu13".into(), origin: PackageOrigin::Pool }],
-            filesystems: Some(FilesystemPlan { root_uuid: "1b4e28ba-2fa1-11d2-883f-0016d3cca427".into(), esp_volume_id: "1234ABCD".into() }),
+            resolved: vec![ResolvedPackage {
+                name: "openssh-server".into(),
+                version: "1:9.6p1-3ubuntu13".into(),
+                origin: PackageOrigin::Pool,
+            }],
+            filesystems: Some(FilesystemPlan {
+                root_uuid: "1b4e28ba-2fa1-11d2-883f-0016d3cca427".into(),
+                esp_volume_id: "1234ABCD".into(),
+            }),
             pool_keys: None,
             archive_keys: None,
             online: None,
             expect: Expectations::default(),
             test_hooks: None,
             files: vec![
-                FilePlan { path: "/etc/hostname".into(), mode: "0644".into(), owner: None, group: None, kind: FileKind::File { content: "hv01\n".into() } },
-                FilePlan { path: "/etc/x".into(), mode: "0777".into(), owner: Some("avatar".into()), group: Some("kvm".into()), kind: FileKind::Symlink { target: "../y".into() } },
+                FilePlan {
+                    path: "/etc/hostname".into(),
+                    mode: "0644".into(),
+                    owner: None,
+                    group: None,
+                    kind: FileKind::File {
+                        content: "hv01\n".into(),
+                    },
+                },
+                FilePlan {
+                    path: "/etc/x".into(),
+                    mode: "0777".into(),
+                    owner: Some("avatar".into()),
+                    group: Some("kvm".into()),
+                    kind: FileKind::Symlink {
+                        target: "../y".into(),
+                    },
+                },
             ],
         }
     }
@@ -732,11 +798,25 @@ mod tests {
         let json = plan.to_json();
         assert!(!json.contains("\"existing\""), "{json}");
         assert!(!json.contains("authorized_keys_file"), "{json}");
-        plan.users.push(UserPlan { name: "root".into(), groups: vec!["kvm".into()], sudo: false, existing: true, ..plan.users[0].clone() });
-        plan.expect.users = vec![ExpectedUser { name: "root".into(), groups: vec!["kvm".into()], authorized_keys_file: Some("/root/.ssh/authorized_keys".into()), keys: 1 }];
+        plan.users.push(UserPlan {
+            name: "root".into(),
+            groups: vec!["kvm".into()],
+            sudo: false,
+            existing: true,
+            ..plan.users[0].clone()
+        });
+        plan.expect.users = vec![ExpectedUser {
+            name: "root".into(),
+            groups: vec!["kvm".into()],
+            authorized_keys_file: Some("/root/.ssh/authorized_keys".into()),
+            keys: 1,
+        }];
         let json = plan.to_json();
         assert_eq!(json.matches("\"existing\": true").count(), 1, "{json}");
-        assert!(json.contains("\"authorized_keys_file\": \"/root/.ssh/authorized_keys\""), "{json}");
+        assert!(
+            json.contains("\"authorized_keys_file\": \"/root/.ssh/authorized_keys\""),
+            "{json}"
+        );
         assert_eq!(Plan::from_json(&json).expect("the plan reads back"), plan);
     }
 
@@ -767,19 +847,32 @@ mod tests {
 
     #[test]
     fn plan_of_another_version_is_refused() {
-        let json = sample_plan().to_json().replace("\"version\": 1", "\"version\": 2");
+        let json = sample_plan()
+            .to_json()
+            .replace("\"version\": 1", "\"version\": 2");
         let err = Plan::from_json(&json).unwrap_err();
-        assert!(err.to_string().contains("plan version 2 is not supported"), "{err}");
+        assert!(
+            err.to_string().contains("plan version 2 is not supported"),
+            "{err}"
+        );
     }
 
     #[test]
     fn event_line_round_trips_and_skips_absent_fields() {
         let mut ev = Event::new(3, 12.5, steps::PARTITION, State::Failed);
-        ev.error = vec!["writing GPT to /dev/vda".into(), "Input/output error".into()];
+        ev.error = vec![
+            "writing GPT to /dev/vda".into(),
+            "Input/output error".into(),
+        ];
         let line = ev.to_line();
-        assert!(line.starts_with("IMGFORGE-EVENT {\"v\":1,\"seq\":3,"), "{line}");
+        assert!(
+            line.starts_with("IMGFORGE-EVENT {\"v\":1,\"seq\":3,"),
+            "{line}"
+        );
         assert!(!line.contains("percent"), "{line}");
-        let parsed = Event::from_line(&format!("[    4.1] noise {line}\r")).unwrap().unwrap();
+        let parsed = Event::from_line(&format!("[    4.1] noise {line}\r"))
+            .unwrap()
+            .unwrap();
         assert_eq!(parsed, ev);
         assert!(Event::from_line("plain kernel message").is_none());
     }
@@ -790,8 +883,17 @@ mod tests {
     fn the_default_source_and_its_layers_are_found() {
         let path = casper::default_source_path(UBUNTU_2404).unwrap();
         assert_eq!(path, "ubuntu-server-minimal.ubuntu-server.squashfs");
-        assert_eq!(casper::layers_for(&path), ["ubuntu-server-minimal.squashfs", "ubuntu-server-minimal.ubuntu-server.squashfs"]);
-        assert_eq!(casper::default_source_path("- id: a\n  path: a.squashfs\n").as_deref(), Some("a.squashfs"));
+        assert_eq!(
+            casper::layers_for(&path),
+            [
+                "ubuntu-server-minimal.squashfs",
+                "ubuntu-server-minimal.ubuntu-server.squashfs"
+            ]
+        );
+        assert_eq!(
+            casper::default_source_path("- id: a\n  path: a.squashfs\n").as_deref(),
+            Some("a.squashfs")
+        );
         assert_eq!(casper::default_source_path(""), None);
     }
 

@@ -234,10 +234,13 @@ fn ok(list: &[&str]) -> Result<Vec<String>, String> {
     Ok(list.iter().map(|s| s.to_string()).collect())
 }
 
+/// Packages asked for, and what apt installs (`name=version`) or why it cannot.
+type Case<'a> = (&'a [&'a str], Result<Vec<String>, String>);
+
 #[test]
 fn hard_cases_resolve_as_apt_decides() {
     let archive = Archive::new();
-    let table: &[(&[&str], Result<Vec<String>, String>)] = &[
+    let table: &[Case] = &[
         (&["alt-first"], ok(&["alt-a=1", "alt-first=1"])),
         (&["alt-second"], ok(&["alt-b=1", "alt-second=1"])),
         (&["kvm-user"], ok(&["kvm-user=1", "qemu-system-x86=1:8.2.2+ds-0ubuntu1"])),

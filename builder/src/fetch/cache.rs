@@ -103,11 +103,16 @@ pub struct Partial {
 impl Partial {
     /// The validators of the server's copy the partial bytes came from.
     pub fn validators(&self) -> Option<Validators> {
-        fs::read(&self.meta).ok().and_then(|b| serde_json::from_slice(&b).ok())
+        fs::read(&self.meta)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
     }
 
     pub fn set_validators(&self, v: &Validators) -> io::Result<()> {
-        write_atomically(&self.meta, &serde_json::to_vec(v).map_err(io::Error::other)?)
+        write_atomically(
+            &self.meta,
+            &serde_json::to_vec(v).map_err(io::Error::other)?,
+        )
     }
 
     /// Where the validators are kept.
@@ -170,13 +175,25 @@ impl Cache {
         let dest = self.object_path(sha256);
         let moved = self.dir("objects").and_then(|_| {
             fs::rename(&partial.path, &dest).map_err(|e| {
-                io::Error::new(e.kind(), format!("moving {} to {}: {e}", partial.path.display(), dest.display()))
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "moving {} to {}: {e}",
+                        partial.path.display(),
+                        dest.display()
+                    ),
+                )
             })
         });
         if let Err(e) = moved {
             return Err(match partial.discard() {
-                Ok(()) => io::Error::new(e.kind(), format!("{e}; the partial download was removed")),
-                Err(d) => io::Error::new(e.kind(), format!("{e}; removing the partial download failed too: {d}")),
+                Ok(()) => {
+                    io::Error::new(e.kind(), format!("{e}; the partial download was removed"))
+                }
+                Err(d) => io::Error::new(
+                    e.kind(),
+                    format!("{e}; removing the partial download failed too: {d}"),
+                ),
             });
         }
         let _ = fs::remove_file(&partial.meta);
@@ -193,14 +210,22 @@ impl Cache {
     }
 
     pub fn url_entry(&self, url: &str) -> Option<UrlEntry> {
-        let p = self.root.join("urls").join(format!("{}.json", url_key(url)));
+        let p = self
+            .root
+            .join("urls")
+            .join(format!("{}.json", url_key(url)));
         let entry: UrlEntry = serde_json::from_slice(&fs::read(p).ok()?).ok()?;
         (entry.url == url).then_some(entry)
     }
 
     pub fn set_url_entry(&self, entry: &UrlEntry) -> io::Result<()> {
-        let p = self.dir("urls")?.join(format!("{}.json", url_key(&entry.url)));
-        write_atomically(&p, &serde_json::to_vec_pretty(entry).map_err(io::Error::other)?)
+        let p = self
+            .dir("urls")?
+            .join(format!("{}.json", url_key(&entry.url)));
+        write_atomically(
+            &p,
+            &serde_json::to_vec_pretty(entry).map_err(io::Error::other)?,
+        )
     }
 
     /// The partial download of `url`, locked against other processes: a
@@ -210,12 +235,21 @@ impl Cache {
         let dir = self.dir("partial")?;
         let key = url_key(url);
         let lock_path = dir.join(format!("{key}.lock"));
-        let lock = File::options().create(true).truncate(false).write(true).open(&lock_path).map_err(with_path(&lock_path))?;
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(with_path(&lock_path))?;
         if lock.try_lock().is_err() {
             on_wait();
             lock.lock().map_err(with_path(&lock_path))?;
         }
-        Ok(Partial { path: dir.join(&key), meta: dir.join(format!("{key}.json")), _lock: lock })
+        Ok(Partial {
+            path: dir.join(&key),
+            meta: dir.join(format!("{key}.json")),
+            _lock: lock,
+        })
     }
 
     /// Every cached file with the URLs that served it, oldest use first.
@@ -235,11 +269,29 @@ impl Cache {
                 continue; // a temp file being written
             }
             let meta = item.metadata().map_err(with_path(&item.path()))?;
-            let unused = meta.modified().ok().and_then(|m| SystemTime::now().duration_since(m).ok()).unwrap_or_default();
-            let urls = entries.iter().filter(|(_, e)| e.sha256 == name).map(|(_, e)| e.url.clone()).collect();
-            out.push(ObjectInfo { path: item.path(), sha256: name, size: meta.len(), unused_for_s: unused.as_secs(), urls });
+            let unused = meta
+                .modified()
+                .ok()
+                .and_then(|m| SystemTime::now().duration_since(m).ok())
+                .unwrap_or_default();
+            let urls = entries
+                .iter()
+                .filter(|(_, e)| e.sha256 == name)
+                .map(|(_, e)| e.url.clone())
+                .collect();
+            out.push(ObjectInfo {
+                path: item.path(),
+                sha256: name,
+                size: meta.len(),
+                unused_for_s: unused.as_secs(),
+                urls,
+            });
         }
-        out.sort_by(|a, b| b.unused_for_s.cmp(&a.unused_for_s).then(a.sha256.cmp(&b.sha256)));
+        out.sort_by(|a, b| {
+            b.unused_for_s
+                .cmp(&a.unused_for_s)
+                .then(a.sha256.cmp(&b.sha256))
+        });
         Ok(out)
     }
 
@@ -253,10 +305,21 @@ impl Cache {
         let mut out = Vec::new();
         for item in rd {
             let path = item.map_err(with_path(&dir))?.path();
-            match fs::read(&path).ok().and_then(|b| serde_json::from_slice::<UrlEntry>(&b).ok()) {
+            match fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<UrlEntry>(&b).ok())
+            {
                 Some(entry) => out.push((path, entry)),
                 // Unreadable entries only cost a download; gc removes them.
-                None => out.push((path, UrlEntry { url: String::new(), sha256: String::new(), size: 0, validators: Validators::default() })),
+                None => out.push((
+                    path,
+                    UrlEntry {
+                        url: String::new(),
+                        sha256: String::new(),
+                        size: 0,
+                        validators: Validators::default(),
+                    },
+                )),
             }
         }
         Ok(out)
@@ -290,9 +353,17 @@ impl Cache {
         if let Ok(rd) = fs::read_dir(&partial) {
             for item in rd {
                 let path = item.map_err(with_path(&partial))?.path();
-                let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned) else { continue };
-                let Some(key) = name.strip_suffix(".lock") else { continue };
-                let lock = File::options().write(true).open(&path).map_err(with_path(&path))?;
+                let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned)
+                else {
+                    continue;
+                };
+                let Some(key) = name.strip_suffix(".lock") else {
+                    continue;
+                };
+                let lock = File::options()
+                    .write(true)
+                    .open(&path)
+                    .map_err(with_path(&path))?;
                 if lock.try_lock().is_err() {
                     continue; // a fetch is using it
                 }
@@ -314,8 +385,13 @@ impl Cache {
             let Ok(rd) = fs::read_dir(&dir) else { continue };
             for item in rd {
                 let path = item.map_err(with_path(&dir))?.path();
-                let is_tmp = path.file_name().is_some_and(|n| n.to_string_lossy().starts_with(".tmp"));
-                let age = fs::metadata(&path).and_then(|m| m.modified()).ok().and_then(|m| SystemTime::now().duration_since(m).ok());
+                let is_tmp = path
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(".tmp"));
+                let age = fs::metadata(&path)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|m| SystemTime::now().duration_since(m).ok());
                 if is_tmp && age.is_some_and(|a| a > Duration::from_secs(24 * 3600)) {
                     remove(&path, &mut report)?;
                 }

@@ -80,16 +80,28 @@ impl SizeLimit {
     /// For the ISO: `--max-size` when given, else [`DEFAULT_MAX_ISO_BYTES`].
     pub fn iso(max_size: Option<u64>) -> SizeLimit {
         match max_size {
-            Some(bytes) => SizeLimit { bytes, source: LimitSource::MaxSize },
-            None => SizeLimit { bytes: DEFAULT_MAX_ISO_BYTES, source: LimitSource::Default },
+            Some(bytes) => SizeLimit {
+                bytes,
+                source: LimitSource::MaxSize,
+            },
+            None => SizeLimit {
+                bytes: DEFAULT_MAX_ISO_BYTES,
+                source: LimitSource::Default,
+            },
         }
     }
 
     /// For a checksum list or signature: [`MAX_SMALL_BYTES`], or a smaller `--max-size`.
     pub fn small(max_size: Option<u64>) -> SizeLimit {
         match max_size {
-            Some(bytes) if bytes < MAX_SMALL_BYTES => SizeLimit { bytes, source: LimitSource::MaxSize },
-            _ => SizeLimit { bytes: MAX_SMALL_BYTES, source: LimitSource::SmallFile },
+            Some(bytes) if bytes < MAX_SMALL_BYTES => SizeLimit {
+                bytes,
+                source: LimitSource::MaxSize,
+            },
+            _ => SizeLimit {
+                bytes: MAX_SMALL_BYTES,
+                source: LimitSource::SmallFile,
+            },
         }
     }
 
@@ -106,7 +118,10 @@ impl SizeLimit {
 impl fmt::Display for SizeLimit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.bytes;
-        match [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")].iter().find(|(shift, _)| b >= 1 << shift && b.is_multiple_of(1 << shift)) {
+        match [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")]
+            .iter()
+            .find(|(shift, _)| b >= 1 << shift && b.is_multiple_of(1 << shift))
+        {
             Some((shift, unit)) => write!(f, "{} {unit} ({b} bytes)", b >> shift),
             None => write!(f, "{b} bytes"),
         }
@@ -116,17 +131,38 @@ impl fmt::Display for SizeLimit {
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
     #[error("{url}: the server answered {status}{hint}")]
-    Status { url: String, status: StatusCode, hint: &'static str },
+    Status {
+        url: String,
+        status: StatusCode,
+        hint: &'static str,
+    },
     #[error("{url}: gave up after {attempts} tries in {secs} s; last error: {last}")]
-    GaveUp { url: String, attempts: u32, secs: u64, last: String },
+    GaveUp {
+        url: String,
+        attempts: u32,
+        secs: u64,
+        last: String,
+    },
     #[error("{url}: {what}")]
     Protocol { url: String, what: String },
     #[error("{url}: {what}, more than the limit of {limit} ({hint}); the download was stopped and nothing of it was kept", hint = .limit.hint())]
-    TooLarge { url: String, what: String, limit: SizeLimit },
+    TooLarge {
+        url: String,
+        what: String,
+        limit: SizeLimit,
+    },
     #[error("{op} {}: {source}; the partial download was removed: free space or fix the permissions of the download cache (--cache-dir)", .path.display())]
-    Write { op: &'static str, path: PathBuf, source: io::Error },
+    Write {
+        op: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
     #[error("{error}; removing the partial download {} failed too: {source}; delete it by hand or run `imgforge cache gc`", .path.display())]
-    NotRemoved { error: Box<HttpError>, path: PathBuf, source: io::Error },
+    NotRemoved {
+        error: Box<HttpError>,
+        path: PathBuf,
+        source: io::Error,
+    },
     #[error("setting up the HTTP client: {0}")]
     Client(String),
 }
@@ -136,12 +172,19 @@ impl HttpError {
     /// cannot be written, or a server that broke its own word. A download
     /// that merely stopped keeps its partial file, to be resumed.
     fn discards_partial(&self) -> bool {
-        matches!(self, HttpError::TooLarge { .. } | HttpError::Write { .. } | HttpError::Protocol { .. })
+        matches!(
+            self,
+            HttpError::TooLarge { .. } | HttpError::Write { .. } | HttpError::Protocol { .. }
+        )
     }
 }
 
 fn write_error<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> HttpError + 'a {
-    move |source| HttpError::Write { op, path: path.to_path_buf(), source }
+    move |source| HttpError::Write {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 pub struct Http {
@@ -152,7 +195,10 @@ pub struct Http {
 /// A small file: its bytes, or "not modified since what the cache holds".
 pub enum Small {
     NotModified,
-    Body { bytes: Vec<u8>, validators: Validators },
+    Body {
+        bytes: Vec<u8>,
+        validators: Validators,
+    },
 }
 
 /// A finished download.
@@ -171,8 +217,16 @@ enum Attempt {
 }
 
 fn validators(headers: &HeaderMap) -> Validators {
-    let get = |h: header::HeaderName| headers.get(h).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    Validators { etag: get(header::ETAG), last_modified: get(header::LAST_MODIFIED) }
+    let get = |h: header::HeaderName| {
+        headers
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    Validators {
+        etag: get(header::ETAG),
+        last_modified: get(header::LAST_MODIFIED),
+    }
 }
 
 fn status_hint(status: StatusCode) -> &'static str {
@@ -223,7 +277,12 @@ impl Http {
 
     /// Runs `one` until it succeeds, fails for good, or the policy is spent.
     /// `one` returns whether it made progress, which resets the count.
-    fn retry<T>(&self, url: &str, reporter: &Reporter, mut one: impl FnMut() -> (Result<T, Attempt>, bool)) -> Result<T, HttpError> {
+    fn retry<T>(
+        &self,
+        url: &str,
+        reporter: &Reporter,
+        mut one: impl FnMut() -> (Result<T, Attempt>, bool),
+    ) -> Result<T, HttpError> {
         let start = Instant::now();
         let mut failures = 0u32;
         let mut tries = 0u32;
@@ -242,9 +301,19 @@ impl Http {
             }
             failures += 1;
             if failures >= self.policy.attempts || start.elapsed() + backoff > self.policy.total {
-                return Err(HttpError::GaveUp { url: url.to_owned(), attempts: tries, secs: start.elapsed().as_secs(), last: error });
+                return Err(HttpError::GaveUp {
+                    url: url.to_owned(),
+                    attempts: tries,
+                    secs: start.elapsed().as_secs(),
+                    last: error,
+                });
             }
-            reporter.event(FetchEvent::Retry { url: url.to_owned(), attempt: tries, wait_s: backoff.as_secs_f64(), error });
+            reporter.event(FetchEvent::Retry {
+                url: url.to_owned(),
+                attempt: tries,
+                wait_s: backoff.as_secs_f64(),
+                error,
+            });
             std::thread::sleep(backoff);
             backoff = (backoff * 2).min(self.policy.max_backoff);
         }
@@ -252,7 +321,13 @@ impl Http {
 
     /// GETs a small file. With `cached` validators the request is
     /// conditional, and an unchanged file costs no body bytes.
-    pub fn get_small(&self, url: &str, cached: Option<&Validators>, limit: SizeLimit, reporter: &Reporter) -> Result<Small, HttpError> {
+    pub fn get_small(
+        &self,
+        url: &str,
+        cached: Option<&Validators>,
+        limit: SizeLimit,
+        reporter: &Reporter,
+    ) -> Result<Small, HttpError> {
         self.retry(url, reporter, || {
             let mut req = self.client.get(url);
             if let Some(v) = cached {
@@ -275,12 +350,25 @@ impl Http {
                 return (Err(status_attempt(url, status)), false);
             }
             if let Some(n) = resp.content_length().filter(|&n| n > limit.bytes) {
-                return (Err(too_large(url, format!("the server announces {n} bytes"), limit)), false);
+                return (
+                    Err(too_large(
+                        url,
+                        format!("the server announces {n} bytes"),
+                        limit,
+                    )),
+                    false,
+                );
             }
             let validators = validators(resp.headers());
             let mut bytes = Vec::new();
-            match resp.take(limit.bytes.saturating_add(1)).read_to_end(&mut bytes) {
-                Ok(_) if bytes.len() as u64 > limit.bytes => (Err(too_large(url, "the body does not end".into(), limit)), false),
+            match resp
+                .take(limit.bytes.saturating_add(1))
+                .read_to_end(&mut bytes)
+            {
+                Ok(_) if bytes.len() as u64 > limit.bytes => (
+                    Err(too_large(url, "the body does not end".into(), limit)),
+                    false,
+                ),
                 Ok(_) => (Ok(Small::Body { bytes, validators }), false),
                 Err(e) => (Err(Attempt::Transient(error_chain(&e))), false),
             }
@@ -291,38 +379,77 @@ impl Http {
     /// server still has the same file, hashing every byte once, never
     /// writing more than `limit`. When it fails for good in a way that makes
     /// the partial bytes useless, the partial file is removed.
-    pub fn download(&self, url: &str, partial: &Partial, limit: SizeLimit, reporter: &Reporter) -> Result<Downloaded, HttpError> {
+    pub fn download(
+        &self,
+        url: &str,
+        partial: &Partial,
+        limit: SizeLimit,
+        reporter: &Reporter,
+    ) -> Result<Downloaded, HttpError> {
         let result = self.download_into(url, partial, limit, reporter);
         match result {
             Err(error) if error.discards_partial() => match partial.discard() {
                 Ok(()) => Err(error),
-                Err(source) => Err(HttpError::NotRemoved { error: Box::new(error), path: partial.path.clone(), source }),
+                Err(source) => Err(HttpError::NotRemoved {
+                    error: Box::new(error),
+                    path: partial.path.clone(),
+                    source,
+                }),
             },
             other => other,
         }
     }
 
-    fn download_into(&self, url: &str, partial: &Partial, limit: SizeLimit, reporter: &Reporter) -> Result<Downloaded, HttpError> {
+    fn download_into(
+        &self,
+        url: &str,
+        partial: &Partial,
+        limit: SizeLimit,
+        reporter: &Reporter,
+    ) -> Result<Downloaded, HttpError> {
         let path = &partial.path;
-        let mut file = File::options().create(true).read(true).write(true).truncate(false).open(path).map_err(write_error("opening", path))?;
+        let mut file = File::options()
+            .create(true)
+            .read(true)
+            .write(true)
+            .truncate(false)
+            .open(path)
+            .map_err(write_error("opening", path))?;
         let mut known = partial.validators().unwrap_or_default();
         if known.is_empty() {
             // Bytes we cannot ask the server about are useless.
             file.set_len(0).map_err(write_error("truncating", path))?;
         }
         let mut hasher = Sha256::new();
-        let mut have = hash_prefix(&mut file, &mut hasher).map_err(write_error("reading back", path))?;
+        let mut have =
+            hash_prefix(&mut file, &mut hasher).map_err(write_error("reading back", path))?;
         let mut transferred = 0u64;
         let mut total: Option<u64> = None;
 
         let result = self.retry(url, reporter, || {
             let before = transferred;
-            let r = self.download_once(url, &mut file, &mut hasher, &mut have, &mut transferred, &mut total, &mut known, partial, limit, reporter);
+            let r = self.download_once(
+                url,
+                &mut file,
+                &mut hasher,
+                &mut have,
+                &mut transferred,
+                &mut total,
+                &mut known,
+                partial,
+                limit,
+                reporter,
+            );
             (r, transferred > before)
         });
         let validators = result?;
         file.sync_all().map_err(write_error("writing", path))?;
-        Ok(Downloaded { sha256: hasher.finalize().into(), size: have, transferred, validators })
+        Ok(Downloaded {
+            sha256: hasher.finalize().into(),
+            size: have,
+            transferred,
+            validators,
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -342,21 +469,36 @@ impl Http {
         let path = &partial.path;
         let local = |op| move |e: io::Error| Attempt::Fatal(write_error(op, path)(e));
         let meta = partial.meta_path();
-        let record = |e: io::Error| Attempt::Fatal(write_error("recording the server's validators in", meta)(e));
+        let record = |e: io::Error| {
+            Attempt::Fatal(write_error("recording the server's validators in", meta)(e))
+        };
         let mut req = self.client.get(url);
         if *have > 0 {
             req = req.header(header::RANGE, format!("bytes={have}-"));
             // A strong ETag or the date says "only if it is still that file".
-            let if_range = known.etag.as_ref().filter(|e| !e.starts_with("W/")).or(known.last_modified.as_ref());
+            let if_range = known
+                .etag
+                .as_ref()
+                .filter(|e| !e.starts_with("W/"))
+                .or(known.last_modified.as_ref());
             if let Some(v) = if_range.and_then(|v| HeaderValue::from_str(v).ok()) {
                 req = req.header(header::IF_RANGE, v);
             }
         }
-        let resp = req.send().map_err(|e| Attempt::Transient(error_chain(&e)))?;
+        let resp = req
+            .send()
+            .map_err(|e| Attempt::Transient(error_chain(&e)))?;
         let status = resp.status();
         let served = validators(resp.headers());
-        let restart = |reason: String, file: &mut File, hasher: &mut Sha256, have: &mut u64| -> Result<(), Attempt> {
-            reporter.event(FetchEvent::Restart { url: url.to_owned(), reason });
+        let restart = |reason: String,
+                       file: &mut File,
+                       hasher: &mut Sha256,
+                       have: &mut u64|
+         -> Result<(), Attempt> {
+            reporter.event(FetchEvent::Restart {
+                url: url.to_owned(),
+                reason,
+            });
             file.set_len(0).map_err(local("truncating"))?;
             file.seek(SeekFrom::Start(0)).map_err(local("seeking in"))?;
             *hasher = Sha256::new();
@@ -365,52 +507,96 @@ impl Http {
         };
         let start = match status {
             StatusCode::PARTIAL_CONTENT => {
-                let (start, size) = content_range(resp.headers())
-                    .ok_or_else(|| Attempt::Transient("206 without a usable Content-Range".into()))?;
+                let (start, size) = content_range(resp.headers()).ok_or_else(|| {
+                    Attempt::Transient("206 without a usable Content-Range".into())
+                })?;
                 if start != *have || (!known.is_empty() && !served.is_empty() && served != *known) {
-                    restart("the server sent another range or another file".into(), file, hasher, have)?;
-                    partial.set_validators(&Validators::default()).map_err(record)?;
-                    return Err(Attempt::Transient("resume did not line up; starting over".into()));
+                    restart(
+                        "the server sent another range or another file".into(),
+                        file,
+                        hasher,
+                        have,
+                    )?;
+                    partial
+                        .set_validators(&Validators::default())
+                        .map_err(record)?;
+                    return Err(Attempt::Transient(
+                        "resume did not line up; starting over".into(),
+                    ));
                 }
                 *total = size;
                 start
             }
             StatusCode::OK => {
                 if *have > 0 {
-                    let reason = if served != *known { "the file on the server changed" } else { "the server does not resume (no Range support)" };
+                    let reason = if served != *known {
+                        "the file on the server changed"
+                    } else {
+                        "the server does not resume (no Range support)"
+                    };
                     restart(reason.into(), file, hasher, have)?;
                 }
                 *total = resp.content_length();
                 0
             }
             StatusCode::RANGE_NOT_SATISFIABLE => {
-                restart("the server's file is not longer than the partial download".into(), file, hasher, have)?;
+                restart(
+                    "the server's file is not longer than the partial download".into(),
+                    file,
+                    hasher,
+                    have,
+                )?;
                 return Err(Attempt::Transient("416 Range Not Satisfiable".into()));
             }
             s => return Err(status_attempt(url, s)),
         };
         if let Some(t) = (*total).filter(|&t| t > limit.bytes) {
-            return Err(too_large(url, format!("the server announces {t} bytes"), limit));
+            return Err(too_large(
+                url,
+                format!("the server announces {t} bytes"),
+                limit,
+            ));
         }
         *known = served.clone();
         partial.set_validators(&served).map_err(record)?;
-        file.seek(SeekFrom::Start(start)).map_err(local("seeking in"))?;
-        reporter.event(FetchEvent::Download { url: url.to_owned(), from: start, total: *total });
-        let body = Body { url, path, total: *total, limit };
+        file.seek(SeekFrom::Start(start))
+            .map_err(local("seeking in"))?;
+        reporter.event(FetchEvent::Download {
+            url: url.to_owned(),
+            from: start,
+            total: *total,
+        });
+        let body = Body {
+            url,
+            path,
+            total: *total,
+            limit,
+        };
         stream_body(resp, file, hasher, have, transferred, &body, reporter)?;
         match *total {
-            Some(t) if *have < t => Err(Attempt::Transient(format!("the connection ended after {} of {t} bytes", *have))),
+            Some(t) if *have < t => Err(Attempt::Transient(format!(
+                "the connection ended after {} of {t} bytes",
+                *have
+            ))),
             _ => Ok(served),
         }
     }
 }
 
 fn too_large(url: &str, what: String, limit: SizeLimit) -> Attempt {
-    Attempt::Fatal(HttpError::TooLarge { url: url.to_owned(), what, limit })
+    Attempt::Fatal(HttpError::TooLarge {
+        url: url.to_owned(),
+        what,
+        limit,
+    })
 }
 
 fn status_attempt(url: &str, status: StatusCode) -> Attempt {
-    let e = HttpError::Status { url: url.to_owned(), status, hint: status_hint(status) };
+    let e = HttpError::Status {
+        url: url.to_owned(),
+        status,
+        hint: status_hint(status),
+    };
     if is_transient(status) {
         Attempt::Transient(e.to_string())
     } else {
@@ -421,7 +607,10 @@ fn status_attempt(url: &str, status: StatusCode) -> Attempt {
 /// Hashes what an earlier run left in the partial file; returns its length.
 fn hash_prefix(file: &mut File, hasher: &mut Sha256) -> io::Result<u64> {
     file.seek(SeekFrom::Start(0))?;
-    let n = io::copy(&mut io::BufReader::with_capacity(1 << 20, &mut *file).take(u64::MAX), &mut HashWriter(hasher))?;
+    let n = io::copy(
+        &mut io::BufReader::with_capacity(1 << 20, &mut *file).take(u64::MAX),
+        &mut HashWriter(hasher),
+    )?;
     Ok(n)
 }
 
@@ -473,14 +662,24 @@ fn stream_body(
             return Err(Attempt::Fatal(HttpError::Protocol { url: url.to_owned(), what: format!("the server sent more than the {t} bytes it announced; the download was stopped and nothing of it was kept") }));
         }
         if after > body.limit.bytes {
-            return Err(too_large(url, format!("the body goes on past {} bytes", body.limit.bytes), body.limit));
+            return Err(too_large(
+                url,
+                format!("the body goes on past {} bytes", body.limit.bytes),
+                body.limit,
+            ));
         }
-        file.write_all(&buf[..n]).map_err(|e| Attempt::Fatal(write_error("writing", body.path)(e)))?;
+        file.write_all(&buf[..n])
+            .map_err(|e| Attempt::Fatal(write_error("writing", body.path)(e)))?;
         hasher.update(&buf[..n]);
         *have += n as u64;
         *transferred += n as u64;
         this_run += n as u64;
         let secs = started.elapsed().as_secs_f64().max(1e-3);
-        reporter.event(FetchEvent::Progress { url: url.to_owned(), bytes: *have, total: body.total, bytes_per_s: (this_run as f64 / secs) as u64 });
+        reporter.event(FetchEvent::Progress {
+            url: url.to_owned(),
+            bytes: *have,
+            total: body.total,
+            bytes_per_s: (this_run as f64 / secs) as u64,
+        });
     }
 }

@@ -21,7 +21,10 @@ use progress::{FetchEvent, Reporter};
 
 /// Where the release host keeps each release (`<base><release>/…`), tried
 /// in order: current point releases, then the archive of older ones.
-pub const DEFAULT_MIRRORS: [&str; 2] = ["https://releases.ubuntu.com/", "https://old-releases.ubuntu.com/releases/"];
+pub const DEFAULT_MIRRORS: [&str; 2] = [
+    "https://releases.ubuntu.com/",
+    "https://old-releases.ubuntu.com/releases/",
+];
 
 /// A file named in the profile or on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,7 +48,10 @@ impl Location {
             Location::Path(p) => p.file_name().map(|n| n.to_string_lossy().into_owned()),
             Location::Url(u) => {
                 let path = u.split(['?', '#']).next().unwrap_or(u);
-                path.rsplit('/').next().filter(|s| !s.is_empty()).map(str::to_owned)
+                path.rsplit('/')
+                    .next()
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
             }
         }
     }
@@ -133,8 +139,13 @@ impl Fetched {
             )));
         }
         let mut expected = [0u8; 32];
-        hex::decode_to_slice(&self.sha256, &mut expected).map_err(|_| FetchError::Source(format!("{:?} is not a SHA-256 digest", self.sha256)))?;
-        verify::check_hash(&self.iso_name, expected, actual).map_err(|source| FetchError::Verify { what: self.iso.display().to_string(), source })
+        hex::decode_to_slice(&self.sha256, &mut expected).map_err(|_| {
+            FetchError::Source(format!("{:?} is not a SHA-256 digest", self.sha256))
+        })?;
+        verify::check_hash(&self.iso_name, expected, actual).map_err(|source| FetchError::Verify {
+            what: self.iso.display().to_string(),
+            source,
+        })
     }
 }
 
@@ -145,9 +156,15 @@ pub enum FetchError {
     #[error(transparent)]
     Http(#[from] http::HttpError),
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("verifying {what}: {source}")]
-    Verify { what: String, source: verify::VerifyError },
+    Verify {
+        what: String,
+        source: verify::VerifyError,
+    },
     #[error("{0}")]
     Mismatch(String),
     #[error(
@@ -158,7 +175,10 @@ pub enum FetchError {
 }
 
 fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> FetchError + '_ {
-    move |source| FetchError::Io { path: path.to_path_buf(), source }
+    move |source| FetchError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn mirror_base(m: &str) -> String {
@@ -172,7 +192,9 @@ fn mirror_base(m: &str) -> String {
 fn candidates(loaded: &LoadedProfile, cli: &SourceOverrides) -> Result<Vec<Candidate>, FetchError> {
     let src = &loaded.profile.source;
     let pick = |cli: &Option<PathBuf>, profile: &Option<String>| -> Option<Location> {
-        cli.clone().map(Location::Path).or_else(|| profile.as_deref().map(|v| Location::parse(loaded, v)))
+        cli.clone()
+            .map(Location::Path)
+            .or_else(|| profile.as_deref().map(|v| Location::parse(loaded, v)))
     };
     let iso = pick(&cli.iso, &src.iso);
     let sums = pick(&cli.sha256sums, &src.sha256sums);
@@ -197,7 +219,13 @@ fn candidates(loaded: &LoadedProfile, cli: &SourceOverrides) -> Result<Vec<Candi
                     "{file}: nothing to verify {iso} against: set source.sha256sums and source.signature (the signed checksum list), or pin source.sha256"
                 )));
             }
-            return Ok(vec![Candidate { mirror: None, sums: explicit_pair, iso: Some(iso), release: None, base: None }]);
+            return Ok(vec![Candidate {
+                mirror: None,
+                sums: explicit_pair,
+                iso: Some(iso),
+                release: None,
+                base: None,
+            }]);
         }
     };
     let mirrors: Vec<String> = if src.mirrors.is_empty() {
@@ -210,9 +238,18 @@ fn candidates(loaded: &LoadedProfile, cli: &SourceOverrides) -> Result<Vec<Candi
         .map(|m| {
             let base = format!("{m}{release}/");
             let sums = explicit_pair.clone().unwrap_or_else(|| {
-                (Location::Url(format!("{base}SHA256SUMS")), Location::Url(format!("{base}SHA256SUMS.gpg")))
+                (
+                    Location::Url(format!("{base}SHA256SUMS")),
+                    Location::Url(format!("{base}SHA256SUMS.gpg")),
+                )
             });
-            Candidate { mirror: Some(m), sums: Some(sums), iso: iso.clone(), release: Some(release.clone()), base: Some(base) }
+            Candidate {
+                mirror: Some(m),
+                sums: Some(sums),
+                iso: iso.clone(),
+                release: Some(release.clone()),
+                base: Some(base),
+            }
         })
         .collect())
 }
@@ -229,7 +266,11 @@ pub fn pick_release_iso(sums: &Sha256Sums, release: &str) -> Option<String> {
             let mid = n.strip_prefix(&prefix)?.strip_suffix(suffix)?;
             let point = match mid.strip_prefix('.') {
                 None if mid.is_empty() => 0,
-                Some(p) if point_allowed && !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()) => p.parse::<u32>().ok()?,
+                Some(p)
+                    if point_allowed && !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()) =>
+                {
+                    p.parse::<u32>().ok()?
+                }
                 _ => return None,
             };
             Some((point, n.to_owned()))
@@ -253,7 +294,9 @@ impl Fetcher<'_> {
     fn http(&self) -> Result<&Http, FetchError> {
         match &self.http {
             Some(h) => Ok(h),
-            None => Err(FetchError::Source("--offline: the file is not in the cache; run once without --offline".into())),
+            None => Err(FetchError::Source(
+                "--offline: the file is not in the cache; run once without --offline".into(),
+            )),
         }
     }
 
@@ -271,14 +314,31 @@ impl Fetcher<'_> {
             Some((e, path))
         });
         if self.opts.offline {
-            let (_, path) = cached.ok_or_else(|| FetchError::Source(format!("--offline: {url} is not in the cache {}", self.cache.root().display())))?;
+            let (_, path) = cached.ok_or_else(|| {
+                FetchError::Source(format!(
+                    "--offline: {url} is not in the cache {}",
+                    self.cache.root().display()
+                ))
+            })?;
             return Ok((std::fs::read(&path).map_err(io_at(&path))?, None));
         }
         let limit = SizeLimit::small(self.opts.max_size);
-        match self.http()?.get_small(url, cached.as_ref().map(|(e, _)| &e.validators), limit, self.reporter)? {
+        match self.http()?.get_small(
+            url,
+            cached.as_ref().map(|(e, _)| &e.validators),
+            limit,
+            self.reporter,
+        )? {
             Small::NotModified => {
-                let (entry, path) = cached.ok_or_else(|| FetchError::Source(format!("{url}: 304 Not Modified to an unconditional request")))?;
-                Ok((std::fs::read(&path).map_err(io_at(&path))?, Some((url.clone(), entry.validators))))
+                let (entry, path) = cached.ok_or_else(|| {
+                    FetchError::Source(format!(
+                        "{url}: 304 Not Modified to an unconditional request"
+                    ))
+                })?;
+                Ok((
+                    std::fs::read(&path).map_err(io_at(&path))?,
+                    Some((url.clone(), entry.validators)),
+                ))
             }
             Small::Body { bytes, validators } => Ok((bytes, Some((url.clone(), validators)))),
         }
@@ -286,26 +346,50 @@ impl Fetcher<'_> {
 
     /// Stores a verified small file that came from a URL and remembers the URL.
     fn keep_small(&self, bytes: &[u8], origin: Origin) -> Result<(), FetchError> {
-        let Some((url, validators)) = origin else { return Ok(()) };
+        let Some((url, validators)) = origin else {
+            return Ok(());
+        };
         let sha = verify::sha256_hex(&<sha2::Sha256 as sha2::Digest>::digest(bytes).into());
-        self.cache.store(&sha, bytes).map_err(io_at(self.cache.root()))?;
         self.cache
-            .set_url_entry(&UrlEntry { url, sha256: sha, size: bytes.len() as u64, validators })
+            .store(&sha, bytes)
+            .map_err(io_at(self.cache.root()))?;
+        self.cache
+            .set_url_entry(&UrlEntry {
+                url,
+                sha256: sha,
+                size: bytes.len() as u64,
+                validators,
+            })
             .map_err(io_at(self.cache.root()))
     }
 
-    fn run(&self, c: &Candidate, keys: &TrustedKeys, pin: Option<&str>) -> Result<Fetched, FetchError> {
+    fn run(
+        &self,
+        c: &Candidate,
+        keys: &TrustedKeys,
+        pin: Option<&str>,
+    ) -> Result<Fetched, FetchError> {
         let mut signer = None;
         let mut expected: Option<[u8; 32]> = None;
         let mut sums_for_name = None;
         if let Some((sums_loc, sig_loc)) = &c.sums {
             let (sums_bytes, sums_origin) = self.small(sums_loc)?;
             let (sig_bytes, sig_origin) = self.small(sig_loc)?;
-            let good = verify::verify_detached(keys, &sums_bytes, &sig_bytes)
-                .map_err(|source| FetchError::Verify { what: format!("{sums_loc} with {sig_loc}"), source })?;
+            let good =
+                verify::verify_detached(keys, &sums_bytes, &sig_bytes).map_err(|source| {
+                    FetchError::Verify {
+                        what: format!("{sums_loc} with {sig_loc}"),
+                        source,
+                    }
+                })?;
             signer = Some(good.primary_fingerprint.clone());
-            let sums = Sha256Sums::parse(&String::from_utf8_lossy(&sums_bytes))
-                .map_err(|source| FetchError::Verify { what: sums_loc.to_string(), source })?;
+            let sums =
+                Sha256Sums::parse(&String::from_utf8_lossy(&sums_bytes)).map_err(|source| {
+                    FetchError::Verify {
+                        what: sums_loc.to_string(),
+                        source,
+                    }
+                })?;
             // Both verified: keep them, so the next fetch can do without.
             self.keep_small(&sums_bytes, sums_origin)?;
             self.keep_small(&sig_bytes, sig_origin)?;
@@ -322,9 +406,15 @@ impl Fetcher<'_> {
                 })?;
                 Location::Url(format!("{base}{name}"))
             }
-            _ => return Err(FetchError::Source("no ISO location and no checksum list to find one in".into())),
+            _ => {
+                return Err(FetchError::Source(
+                    "no ISO location and no checksum list to find one in".into(),
+                ))
+            }
         };
-        let iso_name = iso_loc.file_name().ok_or_else(|| FetchError::Source(format!("{iso_loc} does not name a file")))?;
+        let iso_name = iso_loc
+            .file_name()
+            .ok_or_else(|| FetchError::Source(format!("{iso_loc} does not name a file")))?;
         if let Some((sums, sums_loc)) = &sums_for_name {
             let hash = sums.get(&iso_name).ok_or_else(|| {
                 FetchError::Mismatch(format!(
@@ -336,7 +426,11 @@ impl Fetcher<'_> {
         }
         if let Some(pin) = pin {
             let mut p = [0u8; 32];
-            hex::decode_to_slice(pin, &mut p).map_err(|_| FetchError::Source(format!("source.sha256 {pin:?} is not 64 hexadecimal digits")))?;
+            hex::decode_to_slice(pin, &mut p).map_err(|_| {
+                FetchError::Source(format!(
+                    "source.sha256 {pin:?} is not 64 hexadecimal digits"
+                ))
+            })?;
             if let Some(e) = expected {
                 if e != p {
                     return Err(FetchError::Mismatch(format!(
@@ -347,19 +441,43 @@ impl Fetcher<'_> {
             }
             expected = Some(p);
         }
-        let expected = expected.ok_or_else(|| FetchError::Source(format!("nothing to verify {iso_loc} against")))?;
+        let expected = expected
+            .ok_or_else(|| FetchError::Source(format!("nothing to verify {iso_loc} against")))?;
         let expected_hex = verify::sha256_hex(&expected);
 
         let done = |path: PathBuf, size: u64, transferred: u64, cached: bool| {
             let path_text = path.display().to_string();
-            self.reporter.event(FetchEvent::Verified { name: iso_name.clone(), sha256: expected_hex.clone(), path: path_text, size, transferred, cached });
-            Fetched { iso: path, iso_name: iso_name.clone(), sha256: expected_hex.clone(), size, transferred, signer: signer.clone(), hashed: true }
+            self.reporter.event(FetchEvent::Verified {
+                name: iso_name.clone(),
+                sha256: expected_hex.clone(),
+                path: path_text,
+                size,
+                transferred,
+                cached,
+            });
+            Fetched {
+                iso: path,
+                iso_name: iso_name.clone(),
+                sha256: expected_hex.clone(),
+                size,
+                transferred,
+                signer: signer.clone(),
+                hashed: true,
+            }
         };
         let url = match &iso_loc {
             // A local ISO is hashed by the build itself, before it is read.
             Location::Path(p) => {
                 let size = std::fs::metadata(p).map_err(io_at(p))?.len();
-                return Ok(Fetched { iso: p.clone(), iso_name, sha256: expected_hex, size, transferred: 0, signer, hashed: false });
+                return Ok(Fetched {
+                    iso: p.clone(),
+                    iso_name,
+                    sha256: expected_hex,
+                    size,
+                    transferred: 0,
+                    signer,
+                    hashed: false,
+                });
             }
             Location::Url(u) => u.clone(),
         };
@@ -367,31 +485,55 @@ impl Fetcher<'_> {
             return Ok(done(path, size, 0, true));
         }
         if self.opts.offline {
-            return Err(FetchError::Source(format!("--offline: {iso_name} (sha256 {expected_hex}) is not in the cache {}", self.cache.root().display())));
+            return Err(FetchError::Source(format!(
+                "--offline: {iso_name} (sha256 {expected_hex}) is not in the cache {}",
+                self.cache.root().display()
+            )));
         }
         let partial = self
             .cache
-            .partial(&url, || self.reporter.event(FetchEvent::Waiting { url: url.clone() }))
+            .partial(&url, || {
+                self.reporter
+                    .event(FetchEvent::Waiting { url: url.clone() })
+            })
             .map_err(io_at(self.cache.root()))?;
         // Another build may have finished it while this one waited.
         if let Some((path, size)) = self.cached_object(&expected_hex)? {
             return Ok(done(path, size, 0, true));
         }
-        let got = self.http()?.download(&url, &partial, SizeLimit::iso(self.opts.max_size), self.reporter)?;
+        let got = self.http()?.download(
+            &url,
+            &partial,
+            SizeLimit::iso(self.opts.max_size),
+            self.reporter,
+        )?;
         if let Err(source) = verify::check_hash(&iso_name, expected, got.sha256) {
             partial.discard().map_err(io_at(&partial.path))?;
-            return Err(FetchError::Verify { what: format!("{url} ({} bytes downloaded, deleted)", got.size), source });
+            return Err(FetchError::Verify {
+                what: format!("{url} ({} bytes downloaded, deleted)", got.size),
+                source,
+            });
         }
-        let path = self.cache.adopt(partial, &expected_hex).map_err(io_at(self.cache.root()))?;
+        let path = self
+            .cache
+            .adopt(partial, &expected_hex)
+            .map_err(io_at(self.cache.root()))?;
         self.cache
-            .set_url_entry(&UrlEntry { url: url.clone(), sha256: expected_hex.clone(), size: got.size, validators: got.validators })
+            .set_url_entry(&UrlEntry {
+                url: url.clone(),
+                sha256: expected_hex.clone(),
+                size: got.size,
+                validators: got.validators,
+            })
             .map_err(io_at(self.cache.root()))?;
         Ok(done(path, got.size, got.transferred, false))
     }
 
     /// A cached object with this hash, re-hashed: a damaged one is evicted.
     fn cached_object(&self, sha256: &str) -> Result<Option<(PathBuf, u64)>, FetchError> {
-        let Some(path) = self.cache.object(sha256) else { return Ok(None) };
+        let Some(path) = self.cache.object(sha256) else {
+            return Ok(None);
+        };
         let (digest, size) = hash_file(&path)?;
         if verify::sha256_hex(&digest) == sha256 {
             Ok(Some((path, size)))
@@ -414,9 +556,23 @@ pub struct Downloader<'a> {
 }
 
 impl<'a> Downloader<'a> {
-    pub fn new(opts: &'a FetchOptions, reporter: &'a Reporter) -> Result<Downloader<'a>, FetchError> {
-        let http = if opts.offline { None } else { Some(Http::new(opts.retry.clone())?) };
-        Ok(Downloader { fetcher: Fetcher { http, cache: Cache::new(&opts.cache_dir), opts, reporter } })
+    pub fn new(
+        opts: &'a FetchOptions,
+        reporter: &'a Reporter,
+    ) -> Result<Downloader<'a>, FetchError> {
+        let http = if opts.offline {
+            None
+        } else {
+            Some(Http::new(opts.retry.clone())?)
+        };
+        Ok(Downloader {
+            fetcher: Fetcher {
+                http,
+                cache: Cache::new(&opts.cache_dir),
+                opts,
+                reporter,
+            },
+        })
     }
 
     /// A small file (at most 1 MiB), such as an `InRelease`: from disk, or
@@ -436,7 +592,13 @@ impl<'a> Downloader<'a> {
     /// lists: a local file as it is (its reader hashes it), else the cached
     /// object of that hash, else a download that is checked against both
     /// before it enters the cache. A download that does not match is deleted.
-    pub fn listed(&self, loc: &Location, sha256: &str, size: u64, vouched_by: &str) -> Result<PathBuf, FetchError> {
+    pub fn listed(
+        &self,
+        loc: &Location,
+        sha256: &str,
+        size: u64,
+        vouched_by: &str,
+    ) -> Result<PathBuf, FetchError> {
         let url = match loc {
             Location::Path(p) => return Ok(p.clone()),
             Location::Url(u) => u,
@@ -446,19 +608,30 @@ impl<'a> Downloader<'a> {
             return Ok(path);
         }
         if self.fetcher.opts.offline {
-            return Err(FetchError::Source(format!("--offline: {url} (sha256 {sha256}) is not in the cache {}", self.fetcher.cache.root().display())));
+            return Err(FetchError::Source(format!(
+                "--offline: {url} (sha256 {sha256}) is not in the cache {}",
+                self.fetcher.cache.root().display()
+            )));
         }
         let reporter = self.fetcher.reporter;
         let partial = self
             .fetcher
             .cache
-            .partial(url, || reporter.event(FetchEvent::Waiting { url: url.clone() }))
+            .partial(url, || {
+                reporter.event(FetchEvent::Waiting { url: url.clone() })
+            })
             .map_err(io_at(self.fetcher.cache.root()))?;
         if let Some((path, _)) = self.fetcher.cached_object(&sha256)? {
             return Ok(path);
         }
-        let limit = SizeLimit { bytes: size, source: http::LimitSource::Listed };
-        let got = self.fetcher.http()?.download(url, &partial, limit, reporter)?;
+        let limit = SizeLimit {
+            bytes: size,
+            source: http::LimitSource::Listed,
+        };
+        let got = self
+            .fetcher
+            .http()?
+            .download(url, &partial, limit, reporter)?;
         let actual = verify::sha256_hex(&got.sha256);
         if actual != sha256 || got.size != size {
             partial.discard().map_err(io_at(&partial.path))?;
@@ -468,13 +641,29 @@ impl<'a> Downloader<'a> {
                 got.size
             )));
         }
-        let path = self.fetcher.cache.adopt(partial, &sha256).map_err(io_at(self.fetcher.cache.root()))?;
+        let path = self
+            .fetcher
+            .cache
+            .adopt(partial, &sha256)
+            .map_err(io_at(self.fetcher.cache.root()))?;
         self.fetcher
             .cache
-            .set_url_entry(&UrlEntry { url: url.clone(), sha256: sha256.clone(), size, validators: got.validators })
+            .set_url_entry(&UrlEntry {
+                url: url.clone(),
+                sha256: sha256.clone(),
+                size,
+                validators: got.validators,
+            })
             .map_err(io_at(self.fetcher.cache.root()))?;
         let name = loc.file_name().unwrap_or_default();
-        reporter.event(FetchEvent::Verified { name, sha256, path: path.display().to_string(), size, transferred: got.transferred, cached: false });
+        reporter.event(FetchEvent::Verified {
+            name,
+            sha256,
+            path: path.display().to_string(),
+            size,
+            transferred: got.transferred,
+            cached: false,
+        });
         Ok(path)
     }
 }
@@ -500,10 +689,21 @@ pub fn fetch(
     let needs_network = !opts.offline
         && list.iter().any(|c| {
             c.iso.as_ref().is_none_or(|l| matches!(l, Location::Url(_)))
-                || c.sums.as_ref().is_some_and(|(a, b)| matches!(a, Location::Url(_)) || matches!(b, Location::Url(_)))
+                || c.sums.as_ref().is_some_and(|(a, b)| {
+                    matches!(a, Location::Url(_)) || matches!(b, Location::Url(_))
+                })
         });
-    let http = if needs_network { Some(Http::new(opts.retry.clone())?) } else { None };
-    let fetcher = Fetcher { http, cache: Cache::new(&opts.cache_dir), opts, reporter };
+    let http = if needs_network {
+        Some(Http::new(opts.retry.clone())?)
+    } else {
+        None
+    };
+    let fetcher = Fetcher {
+        http,
+        cache: Cache::new(&opts.cache_dir),
+        opts,
+        reporter,
+    };
     let pin = loaded.profile.source.sha256.as_deref();
     let mut errors = Vec::new();
     let many = list.len() > 1;
@@ -512,7 +712,10 @@ pub fn fetch(
             Ok(f) => return Ok(f),
             Err(e) if many => {
                 let mirror = c.mirror.clone().unwrap_or_default();
-                reporter.event(FetchEvent::MirrorFailed { mirror: mirror.clone(), error: e.to_string() });
+                reporter.event(FetchEvent::MirrorFailed {
+                    mirror: mirror.clone(),
+                    error: e.to_string(),
+                });
                 errors.push((mirror, e));
             }
             Err(e) => return Err(e),

@@ -12,10 +12,24 @@ use serde::Serialize;
 #[serde(tag = "event", rename_all = "kebab-case")]
 pub enum FetchEvent {
     /// A request for `url` starts; `from` > 0 when it resumes.
-    Download { url: String, from: u64, total: Option<u64> },
-    Progress { url: String, bytes: u64, total: Option<u64>, bytes_per_s: u64 },
+    Download {
+        url: String,
+        from: u64,
+        total: Option<u64>,
+    },
+    Progress {
+        url: String,
+        bytes: u64,
+        total: Option<u64>,
+        bytes_per_s: u64,
+    },
     /// The transfer failed and will be tried again after `wait_s`.
-    Retry { url: String, attempt: u32, wait_s: f64, error: String },
+    Retry {
+        url: String,
+        attempt: u32,
+        wait_s: f64,
+        error: String,
+    },
     /// The server's copy is not the one the partial bytes came from.
     Restart { url: String, reason: String },
     /// Another build is downloading the same URL; this one waits for it.
@@ -23,7 +37,14 @@ pub enum FetchEvent {
     /// A mirror failed; the next one is tried.
     MirrorFailed { mirror: String, error: String },
     /// `path` holds `name`, and its SHA-256 matched the signed list or pin.
-    Verified { name: String, sha256: String, path: String, size: u64, transferred: u64, cached: bool },
+    Verified {
+        name: String,
+        sha256: String,
+        path: String,
+        size: u64,
+        transferred: u64,
+        cached: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -60,7 +81,16 @@ impl Reporter {
             m => m,
         };
         let now = Instant::now();
-        Reporter { mode, state: Mutex::new(State { bar: None, started: now, last_line: now, last_bytes: 0, last_json: None }) }
+        Reporter {
+            mode,
+            state: Mutex::new(State {
+                bar: None,
+                started: now,
+                last_line: now,
+                last_bytes: 0,
+                last_json: None,
+            }),
+        }
     }
 
     pub fn mode(&self) -> ProgressMode {
@@ -96,8 +126,10 @@ impl Reporter {
                         None => indicatif::ProgressBar::new_spinner(),
                     };
                     bar.set_style(
-                        indicatif::ProgressStyle::with_template("{msg} {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}")
-                            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                        indicatif::ProgressStyle::with_template(
+                            "{msg} {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+                        )
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
                     );
                     bar.set_message(short_name(url).to_owned());
                     bar.set_position(*from);
@@ -112,7 +144,9 @@ impl Reporter {
                 other => {
                     let line = plain_line(other);
                     match &st.bar {
-                        Some(bar) if !matches!(other, FetchEvent::Verified { .. }) => bar.println(line),
+                        Some(bar) if !matches!(other, FetchEvent::Verified { .. }) => {
+                            bar.println(line)
+                        }
                         _ => eprintln!("{line}"),
                     }
                     if matches!(other, FetchEvent::Verified { .. }) {
@@ -123,7 +157,12 @@ impl Reporter {
                 }
             },
             ProgressMode::Plain => match &ev {
-                FetchEvent::Progress { url, bytes, total, bytes_per_s } => {
+                FetchEvent::Progress {
+                    url,
+                    bytes,
+                    total,
+                    bytes_per_s,
+                } => {
                     if st.last_line.elapsed() < PLAIN_EVERY {
                         return;
                     }
@@ -143,7 +182,10 @@ impl Reporter {
 }
 
 fn short_name(url: &str) -> &str {
-    url.rsplit('/').next().filter(|s| !s.is_empty()).unwrap_or(url)
+    url.rsplit('/')
+        .next()
+        .filter(|s| !s.is_empty())
+        .unwrap_or(url)
 }
 
 fn mib(bytes: u64) -> f64 {
@@ -153,7 +195,11 @@ fn mib(bytes: u64) -> f64 {
 fn progress_line(url: &str, bytes: u64, total: Option<u64>, rate: u64) -> String {
     match total {
         Some(t) if t > 0 => {
-            let eta = t.saturating_sub(bytes).checked_div(rate).map(|s| format!(", ETA {s} s")).unwrap_or_default();
+            let eta = t
+                .saturating_sub(bytes)
+                .checked_div(rate)
+                .map(|s| format!(", ETA {s} s"))
+                .unwrap_or_default();
             format!(
                 "fetch: {} {:.1}/{:.1} MiB ({}%) at {:.1} MiB/s{eta}",
                 short_name(url),
@@ -163,7 +209,12 @@ fn progress_line(url: &str, bytes: u64, total: Option<u64>, rate: u64) -> String
                 mib(rate)
             )
         }
-        _ => format!("fetch: {} {:.1} MiB at {:.1} MiB/s", short_name(url), mib(bytes), mib(rate)),
+        _ => format!(
+            "fetch: {} {:.1} MiB at {:.1} MiB/s",
+            short_name(url),
+            mib(bytes),
+            mib(rate)
+        ),
     }
 }
 
@@ -171,16 +222,49 @@ fn plain_line(ev: &FetchEvent) -> String {
     match ev {
         FetchEvent::Download { url, from: 0, .. } => format!("fetch: downloading {url}"),
         FetchEvent::Download { url, from, .. } => format!("fetch: resuming {url} from byte {from}"),
-        FetchEvent::Progress { url, bytes, total, bytes_per_s } => progress_line(url, *bytes, *total, *bytes_per_s),
-        FetchEvent::Retry { url, attempt, wait_s, error } => {
-            format!("fetch: {} failed ({error}); try {} in {wait_s:.1} s", short_name(url), attempt + 1)
+        FetchEvent::Progress {
+            url,
+            bytes,
+            total,
+            bytes_per_s,
+        } => progress_line(url, *bytes, *total, *bytes_per_s),
+        FetchEvent::Retry {
+            url,
+            attempt,
+            wait_s,
+            error,
+        } => {
+            format!(
+                "fetch: {} failed ({error}); try {} in {wait_s:.1} s",
+                short_name(url),
+                attempt + 1
+            )
         }
-        FetchEvent::Restart { url, reason } => format!("fetch: {} starts over: {reason}", short_name(url)),
-        FetchEvent::Waiting { url } => format!("fetch: waiting for another imgforge that is downloading {url}"),
-        FetchEvent::MirrorFailed { mirror, error } => format!("fetch: mirror {mirror} failed: {error}; trying the next one"),
-        FetchEvent::Verified { name, sha256, cached: true, .. } => format!("fetch: {name} verified (sha256 {sha256}), from the cache"),
-        FetchEvent::Verified { name, sha256, transferred, .. } => {
-            format!("fetch: {name} verified (sha256 {sha256}), {:.1} MiB transferred", mib(*transferred))
+        FetchEvent::Restart { url, reason } => {
+            format!("fetch: {} starts over: {reason}", short_name(url))
+        }
+        FetchEvent::Waiting { url } => {
+            format!("fetch: waiting for another imgforge that is downloading {url}")
+        }
+        FetchEvent::MirrorFailed { mirror, error } => {
+            format!("fetch: mirror {mirror} failed: {error}; trying the next one")
+        }
+        FetchEvent::Verified {
+            name,
+            sha256,
+            cached: true,
+            ..
+        } => format!("fetch: {name} verified (sha256 {sha256}), from the cache"),
+        FetchEvent::Verified {
+            name,
+            sha256,
+            transferred,
+            ..
+        } => {
+            format!(
+                "fetch: {name} verified (sha256 {sha256}), {:.1} MiB transferred",
+                mib(*transferred)
+            )
         }
     }
 }

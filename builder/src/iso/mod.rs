@@ -797,7 +797,13 @@ pub struct Window<R: Read + Seek> {
 
 impl<R: Read + Seek> Window<R> {
     pub fn new(inner: R, start: u64, len: u64) -> Self {
-        Window { inner, start, len, pos: 0, in_place: false }
+        Window {
+            inner,
+            start,
+            len,
+            pos: 0,
+            in_place: false,
+        }
     }
 }
 
@@ -812,7 +818,10 @@ impl<R: Read + Seek> Read for Window<R> {
             self.inner.seek(SeekFrom::Start(self.start + self.pos))?;
             self.in_place = true;
         }
-        let n = self.inner.read(&mut buf[..want]).inspect_err(|_| self.in_place = false)?;
+        let n = self
+            .inner
+            .read(&mut buf[..want])
+            .inspect_err(|_| self.in_place = false)?;
         self.pos += n as u64;
         Ok(n)
     }
@@ -825,7 +834,12 @@ impl<R: Read + Seek> Seek for Window<R> {
             SeekFrom::End(d) => self.len.checked_add_signed(d),
             SeekFrom::Current(d) => self.pos.checked_add_signed(d),
         };
-        let pos = pos.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start of the window"))?;
+        let pos = pos.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "seek before the start of the window",
+            )
+        })?;
         if pos != self.pos {
             self.in_place = false;
         }

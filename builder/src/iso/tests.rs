@@ -396,7 +396,7 @@ fn data_past_the_end_of_a_lying_image_is_reported_with_the_file_name() {
 fn hand_made_iso(records: &[(&str, u8, u32, u32)], data: &[(u32, &[u8])]) -> Vec<u8> {
     let mut img = vec![0u8; 40 * SECTOR as usize];
     let record = |name: &[u8], flags: u8, extent: u32, size: u32| {
-        let len = 33 + name.len() + usize::from(name.len() % 2 == 0);
+        let len = 33 + name.len() + usize::from(name.len().is_multiple_of(2));
         let mut r = vec![0u8; len];
         r[0] = len as u8;
         r[2..6].copy_from_slice(&extent.to_le_bytes());

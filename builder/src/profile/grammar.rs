@@ -207,9 +207,7 @@ pub fn apt_mirror(s: &str) -> Result<(), String> {
         Some(rest) if rest.is_empty() || rest.starts_with('/') => Err("the URL has no host".into()),
         Some(_) => Ok(()),
         None if s.starts_with('/') => Ok(()),
-        None => {
-            Err("it is neither an http:// or https:// URL nor an absolute directory".into())
-        }
+        None => Err("it is neither an http:// or https:// URL nor an absolute directory".into()),
     }
 }
 
@@ -267,10 +265,17 @@ pub fn http_url(s: &str) -> Result<HttpUrl, String> {
         }
         hostname(host).map_err(|why| format!("the host {host:?} is not a host name: {why}"))?;
     }
-    if let Some(c) = first_bad(path, |c| c.is_ascii_alphanumeric() || "/-._~%+:=,;!$&()*".contains(c)) {
+    if let Some(c) = first_bad(path, |c| {
+        c.is_ascii_alphanumeric() || "/-._~%+:=,;!$&()*".contains(c)
+    }) {
         return Err(format!("{} is not allowed in the URL's path", describe(c)));
     }
-    Ok(HttpUrl { https, host: host.to_owned(), port, path: path.to_owned() })
+    Ok(HttpUrl {
+        https,
+        host: host.to_owned(),
+        port,
+        path: path.to_owned(),
+    })
 }
 
 /// An HTTP proxy as apt's `Acquire::http::Proxy` takes it:
@@ -281,7 +286,10 @@ pub fn http_proxy(s: &str) -> Result<HttpUrl, String> {
         return Err("the proxy is reached over plain http:// (apt's Acquire::http::Proxy)".into());
     }
     if url.path != "/" {
-        return Err(format!("a proxy URL has no path, but this one has {:?}", url.path));
+        return Err(format!(
+            "a proxy URL has no path, but this one has {:?}",
+            url.path
+        ));
     }
     Ok(url)
 }
@@ -642,9 +650,20 @@ mod tests {
     #[test]
     fn http_urls_are_split_and_everything_apt_or_a_request_line_would_misread_is_refused() {
         let u = http_url("http://10.0.2.100:8080/").expect("valid");
-        assert_eq!(u, HttpUrl { https: false, host: "10.0.2.100".into(), port: 8080, path: "/".into() });
+        assert_eq!(
+            u,
+            HttpUrl {
+                https: false,
+                host: "10.0.2.100".into(),
+                port: 8080,
+                path: "/".into()
+            }
+        );
         let u = http_url("https://archive.ubuntu.com/ubuntu").expect("valid");
-        assert_eq!((u.https, u.host.as_str(), u.port, u.path.as_str()), (true, "archive.ubuntu.com", 443, "/ubuntu"));
+        assert_eq!(
+            (u.https, u.host.as_str(), u.port, u.path.as_str()),
+            (true, "archive.ubuntu.com", 443, "/ubuntu")
+        );
         assert_eq!(http_url("http://mirror").expect("valid").path, "/");
         for (bad, why) in [
             ("ftp://x/", "not an http:// or https:// URL"),
@@ -666,8 +685,12 @@ mod tests {
         }
         assert!(http_proxy("http://proxy.example:3128/").is_ok());
         assert!(http_proxy("http://proxy.example:3128").is_ok());
-        assert!(http_proxy("https://proxy.example/").expect_err("https").contains("plain http"));
-        assert!(http_proxy("http://proxy.example/x").expect_err("path").contains("no path"));
+        assert!(http_proxy("https://proxy.example/")
+            .expect_err("https")
+            .contains("plain http"));
+        assert!(http_proxy("http://proxy.example/x")
+            .expect_err("path")
+            .contains("no path"));
     }
 
     #[test]

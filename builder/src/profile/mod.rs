@@ -83,7 +83,9 @@ pub struct Output {
 
 impl Default for Output {
     fn default() -> Self {
-        Output { formats: default_formats() }
+        Output {
+            formats: default_formats(),
+        }
     }
 }
 
@@ -294,7 +296,11 @@ impl Packages {
     pub fn suites(&self, pool_suite: &str) -> Vec<String> {
         match &self.suites {
             Some(s) => s.clone(),
-            None => vec![pool_suite.to_owned(), format!("{pool_suite}-updates"), format!("{pool_suite}-security")],
+            None => vec![
+                pool_suite.to_owned(),
+                format!("{pool_suite}-updates"),
+                format!("{pool_suite}-security"),
+            ],
         }
     }
 
@@ -308,7 +314,16 @@ impl Packages {
 
 impl Default for Packages {
     fn default() -> Self {
-        Packages { install: Vec::new(), offline: true, mirror: None, suites: None, components: None, keyring: None, recommends: false, network: None }
+        Packages {
+            install: Vec::new(),
+            offline: true,
+            mirror: None,
+            suites: None,
+            components: None,
+            keyring: None,
+            recommends: false,
+            network: None,
+        }
     }
 }
 
@@ -491,7 +506,11 @@ pub struct Libvirt {
 
 impl Default for Libvirt {
     fn default() -> Self {
-        Libvirt { default_network: true, pools: Vec::new(), networks: Vec::new() }
+        Libvirt {
+            default_network: true,
+            pools: Vec::new(),
+            networks: Vec::new(),
+        }
     }
 }
 
@@ -581,7 +600,11 @@ pub struct Report {
 
 impl Default for Report {
     fn default() -> Self {
-        Report { webhook: None, on_success: default_on_success(), on_failure: default_on_failure() }
+        Report {
+            webhook: None,
+            on_success: default_on_success(),
+            on_failure: default_on_failure(),
+        }
     }
 }
 
@@ -608,11 +631,21 @@ pub struct LocatedProblem {
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
     #[error("reading profile {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{}: the profile name {name:?} (the file name without .toml) is not usable: {why}\n  fix: rename the file to 1 to 64 letters, digits, '_', '.' and '-', starting with a letter or digit, e.g. hypervisor.toml", path.display())]
-    Name { path: PathBuf, name: String, why: String },
+    Name {
+        path: PathBuf,
+        name: String,
+        why: String,
+    },
     #[error("{}", format_problems(path, problems))]
-    Invalid { path: PathBuf, problems: Vec<LocatedProblem> },
+    Invalid {
+        path: PathBuf,
+        problems: Vec<LocatedProblem>,
+    },
 }
 
 fn format_problems(path: &Path, problems: &[LocatedProblem]) -> String {
@@ -621,8 +654,19 @@ fn format_problems(path: &Path, problems: &[LocatedProblem]) -> String {
         if i > 0 {
             out.push('\n');
         }
-        let key = if p.key.is_empty() { String::new() } else { format!("{}: ", p.key) };
-        out.push_str(&format!("{}:{}:{}: {key}{}\n  fix: {}", path.display(), p.line, p.col, p.message, p.hint));
+        let key = if p.key.is_empty() {
+            String::new()
+        } else {
+            format!("{}: ", p.key)
+        };
+        out.push_str(&format!(
+            "{}:{}:{}: {key}{}\n  fix: {}",
+            path.display(),
+            p.line,
+            p.col,
+            p.message,
+            p.hint
+        ));
     }
     out
 }
@@ -660,12 +704,25 @@ impl LoadedProfile {
 }
 
 pub fn load(path: &Path) -> Result<LoadedProfile, ProfileError> {
-    let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    grammar::profile_name(&name).map_err(|why| ProfileError::Name { path: path.to_path_buf(), name: name.clone(), why })?;
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ProfileError::Read { path: path.to_path_buf(), source })?;
+    let name = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    grammar::profile_name(&name).map_err(|why| ProfileError::Name {
+        path: path.to_path_buf(),
+        name: name.clone(),
+        why,
+    })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let profile = parse(&text, path)?;
-    Ok(LoadedProfile { path: path.to_path_buf(), name, profile })
+    Ok(LoadedProfile {
+        path: path.to_path_buf(),
+        name,
+        profile,
+    })
 }
 
 /// Parses and validates profile text; `path` is only used in error messages.
@@ -674,7 +731,16 @@ pub fn parse(text: &str, path: &Path) -> Result<Profile, ProfileError> {
         let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
         let message = e.message().trim().to_owned();
         let hint = hint_for(&message);
-        ProfileError::Invalid { path: path.to_path_buf(), problems: vec![LocatedProblem { line, col, key: String::new(), message, hint }] }
+        ProfileError::Invalid {
+            path: path.to_path_buf(),
+            problems: vec![LocatedProblem {
+                line,
+                col,
+                key: String::new(),
+                message,
+                hint,
+            }],
+        }
     })?;
     let problems = validate::validate(&profile);
     if problems.is_empty() {
@@ -684,12 +750,24 @@ pub fn parse(text: &str, path: &Path) -> Result<Profile, ProfileError> {
     let mut located: Vec<LocatedProblem> = problems
         .into_iter()
         .map(|p| {
-            let (line, col) = spans.find(&p.path).map(|s| line_col(text, s.start)).unwrap_or((1, 1));
-            LocatedProblem { line, col, key: p.path, message: p.message, hint: p.hint }
+            let (line, col) = spans
+                .find(&p.path)
+                .map(|s| line_col(text, s.start))
+                .unwrap_or((1, 1));
+            LocatedProblem {
+                line,
+                col,
+                key: p.path,
+                message: p.message,
+                hint: p.hint,
+            }
         })
         .collect();
     located.sort_by_key(|p| (p.line, p.col));
-    Err(ProfileError::Invalid { path: path.to_path_buf(), problems: located })
+    Err(ProfileError::Invalid {
+        path: path.to_path_buf(),
+        problems: located,
+    })
 }
 
 fn hint_for(message: &str) -> String {
@@ -734,7 +812,12 @@ mod tests {
         let addrs: Vec<_> = br.internal.iter().map(|i| i.address.as_deref()).collect();
         assert_eq!(addrs, [Some("192.168.1.10/24"), Some("192.168.2.25/24")]);
         assert!(p.openvswitch.delete_bridges_on_start);
-        let pools: Vec<_> = p.libvirt.pools.iter().map(|p| (p.name.as_str(), p.mode.as_deref())).collect();
+        let pools: Vec<_> = p
+            .libvirt
+            .pools
+            .iter()
+            .map(|p| (p.name.as_str(), p.mode.as_deref()))
+            .collect();
         assert_eq!(pools, [("isos", Some("0711")), ("vm-images", Some("0711"))]);
         let net = &p.libvirt.networks[0];
         assert_eq!(net.name, "libvirt-vmbr0");
@@ -746,8 +829,14 @@ mod tests {
     fn unknown_key_is_located_and_explained() {
         let text = "[system]\nhostname = \"a\"\nhostnmae = \"b\"\n[disk]\n";
         let err = parse(text, Path::new("p.toml")).unwrap_err().to_string();
-        assert!(err.starts_with("p.toml:3:1: unknown field `hostnmae`"), "{err}");
-        assert!(err.contains("fix: remove the key or correct its spelling"), "{err}");
+        assert!(
+            err.starts_with("p.toml:3:1: unknown field `hostnmae`"),
+            "{err}"
+        );
+        assert!(
+            err.contains("fix: remove the key or correct its spelling"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -755,12 +844,17 @@ mod tests {
         let text = "[system]\nhostname = \"a\"\n[disk]\nselect = \"biggest\"\n";
         let err = parse(text, Path::new("p.toml")).unwrap_err().to_string();
         assert!(err.starts_with("p.toml:4:10:"), "{err}");
-        assert!(err.contains("unknown variant `biggest`") && err.contains("largest"), "{err}");
+        assert!(
+            err.contains("unknown variant `biggest`") && err.contains("largest"),
+            "{err}"
+        );
     }
 
     #[test]
     fn missing_table_is_reported() {
-        let err = parse("[system]\nhostname = \"a\"\n", Path::new("p.toml")).unwrap_err().to_string();
+        let err = parse("[system]\nhostname = \"a\"\n", Path::new("p.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("missing field `disk`"), "{err}");
     }
 

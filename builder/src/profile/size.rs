@@ -48,7 +48,9 @@ impl<'de> Deserialize<'de> for ByteSize {
                 f.write_str("a size such as \"32GiB\" or a number of bytes")
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
-                u64::try_from(v).map(ByteSize).map_err(|_| E::custom("a size cannot be negative"))
+                u64::try_from(v)
+                    .map(ByteSize)
+                    .map_err(|_| E::custom("a size cannot be negative"))
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<ByteSize, E> {
                 Ok(ByteSize(v))
@@ -58,6 +60,22 @@ impl<'de> Deserialize<'de> for ByteSize {
             }
         }
         d.deserialize_any(V)
+    }
+}
+
+impl schemars::JsonSchema for ByteSize {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ByteSize".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A size: a number of bytes, or a whole number with a unit (B, KiB, MiB, GiB, TiB, kB, MB, GB, TB), e.g. \"32GiB\".",
+            "anyOf": [
+                { "type": "integer", "minimum": 0 },
+                { "type": "string", "pattern": "^\\s*[0-9]+\\s*(B|K|KiB|M|MiB|G|GiB|T|TiB|kB|KB|MB|GB|TB)?\\s*$" }
+            ]
+        })
     }
 }
 
@@ -75,24 +93,17 @@ mod tests {
 
     #[test]
     fn rejects_bad_sizes_with_a_reason() {
-        assert!("32 gigs".parse::<ByteSize>().unwrap_err().contains("unknown unit"));
-        assert!("GiB".parse::<ByteSize>().unwrap_err().contains("whole number"));
-        assert!("99999999999TiB".parse::<ByteSize>().unwrap_err().contains("too large"));
-    }
-}
-
-impl schemars::JsonSchema for ByteSize {
-    fn schema_name() -> std::borrow::Cow<'static, str> {
-        "ByteSize".into()
-    }
-
-    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        schemars::json_schema!({
-            "description": "A size: a number of bytes, or a whole number with a unit (B, KiB, MiB, GiB, TiB, kB, MB, GB, TB), e.g. \"32GiB\".",
-            "anyOf": [
-                { "type": "integer", "minimum": 0 },
-                { "type": "string", "pattern": "^\\s*[0-9]+\\s*(B|K|KiB|M|MiB|G|GiB|T|TiB|kB|KB|MB|GB|TB)?\\s*$" }
-            ]
-        })
+        assert!("32 gigs"
+            .parse::<ByteSize>()
+            .unwrap_err()
+            .contains("unknown unit"));
+        assert!("GiB"
+            .parse::<ByteSize>()
+            .unwrap_err()
+            .contains("whole number"));
+        assert!("99999999999TiB"
+            .parse::<ByteSize>()
+            .unwrap_err()
+            .contains("too large"));
     }
 }

@@ -23,7 +23,11 @@ impl Spans {
 
     fn walk_table(&mut self, prefix: &str, table: &DeTable<'_>) {
         for (key, value) in table {
-            let path = if prefix.is_empty() { key.get_ref().to_string() } else { format!("{prefix}.{}", key.get_ref()) };
+            let path = if prefix.is_empty() {
+                key.get_ref().to_string()
+            } else {
+                format!("{prefix}.{}", key.get_ref())
+            };
             self.walk_value(&path, value.get_ref(), value.span());
         }
     }

@@ -22,8 +22,17 @@ pub struct Problem {
 struct Problems(Vec<Problem>);
 
 impl Problems {
-    fn add(&mut self, path: impl Into<String>, message: impl Into<String>, hint: impl Into<String>) {
-        self.0.push(Problem { path: path.into(), message: message.into(), hint: hint.into() });
+    fn add(
+        &mut self,
+        path: impl Into<String>,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) {
+        self.0.push(Problem {
+            path: path.into(),
+            message: message.into(),
+            hint: hint.into(),
+        });
     }
 
     /// Reports every name seen twice, at its second use.
@@ -31,7 +40,11 @@ impl Problems {
         let mut seen: HashMap<&str, String> = HashMap::new();
         for (path, name) in items {
             match seen.get(name) {
-                Some(first) => self.add(path, format!("duplicate {what} {name:?} (also at {first})"), format!("give each {what} a unique name")),
+                Some(first) => self.add(
+                    path,
+                    format!("duplicate {what} {name:?} (also at {first})"),
+                    format!("give each {what} a unique name"),
+                ),
                 None => {
                     seen.insert(name, path);
                 }
@@ -57,13 +70,25 @@ pub fn validate(p: &Profile) -> Vec<Problem> {
 /// no profile relies on a key that does nothing.
 fn not_supported_yet(p: &Profile, v: &mut Problems) {
     if p.report.webhook.is_some() {
-        v.add("report.webhook", "report.webhook is not supported yet: nothing sends events over the network", "remove report.webhook; events go to the console");
+        v.add(
+            "report.webhook",
+            "report.webhook is not supported yet: nothing sends events over the network",
+            "remove report.webhook; events go to the console",
+        );
     }
     if let Some(i) = p.output.formats.iter().position(|f| *f == Format::Pxe) {
-        v.add(format!("output.formats[{i}]"), "the \"pxe\" format is not supported yet: only the USB image is built", "remove \"pxe\" from output.formats");
+        v.add(
+            format!("output.formats[{i}]"),
+            "the \"pxe\" format is not supported yet: only the USB image is built",
+            "remove \"pxe\" from output.formats",
+        );
     }
     if !p.output.formats.contains(&Format::Usb) {
-        v.add("output.formats", "output.formats does not list \"usb\", the medium that is built", "set formats = [\"usb\"]");
+        v.add(
+            "output.formats",
+            "output.formats does not list \"usb\", the medium that is built",
+            "set formats = [\"usb\"]",
+        );
     }
 }
 
@@ -84,25 +109,48 @@ fn packages(p: &Profile, v: &mut Problems) {
             );
         }
     }
-    v.unique("package", p.packages.install.iter().enumerate().map(|(i, n)| (format!("packages.install[{i}]"), n.as_str())));
+    v.unique(
+        "package",
+        p.packages
+            .install
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (format!("packages.install[{i}]"), n.as_str())),
+    );
     let pk = &p.packages;
     if let Some(m) = &pk.mirror {
         if let Err(why) = grammar::apt_mirror(m) {
             v.add("packages.mirror", format!("{m:?} is not an apt archive location: {why}"), "write an http:// or https:// URL such as \"http://archive.ubuntu.com/ubuntu\", or the absolute directory of a local copy in the archive's layout");
         }
     }
-    for (key, list, example) in [("suites", &pk.suites, "\"noble-updates\""), ("components", &pk.components, "\"universe\"")] {
+    for (key, list, example) in [
+        ("suites", &pk.suites, "\"noble-updates\""),
+        ("components", &pk.components, "\"universe\""),
+    ] {
         let Some(list) = list else { continue };
         if list.is_empty() {
-            v.add(format!("packages.{key}"), format!("packages.{key} is empty, so apt would see no archive {key}"), format!("list at least one, e.g. [{example}], or remove the key for the default"));
+            v.add(
+                format!("packages.{key}"),
+                format!("packages.{key} is empty, so apt would see no archive {key}"),
+                format!("list at least one, e.g. [{example}], or remove the key for the default"),
+            );
         }
         let what = key.trim_end_matches('s');
         for (i, name) in list.iter().enumerate() {
             if let Err(why) = grammar::apt_name(name) {
-                v.add(format!("packages.{key}[{i}]"), format!("{name:?} is not an apt {what} name: {why}"), format!("write lower-case letters, digits, '.', '+' and '-', e.g. {example}"));
+                v.add(
+                    format!("packages.{key}[{i}]"),
+                    format!("{name:?} is not an apt {what} name: {why}"),
+                    format!("write lower-case letters, digits, '.', '+' and '-', e.g. {example}"),
+                );
             }
         }
-        v.unique(what, list.iter().enumerate().map(|(i, n)| (format!("packages.{key}[{i}]"), n.as_str())));
+        v.unique(
+            what,
+            list.iter()
+                .enumerate()
+                .map(|(i, n)| (format!("packages.{key}[{i}]"), n.as_str())),
+        );
     }
     if let Some(k) = &pk.keyring {
         check_location(v, "packages.keyring", k);
@@ -137,53 +185,106 @@ fn online(p: &Profile, v: &mut Problems) {
     check_interface_name(v, &format!("{base}.interface"), &net.interface);
     if let Some(vlan) = net.vlan {
         if !(1..=4094).contains(&vlan) {
-            v.add(format!("{base}.vlan"), format!("VLAN {vlan} is out of range"), "use an 802.1Q VLAN id from 1 to 4094, or remove vlan for an untagged network");
-        } else if grammar::interface_name(&net.interface).is_ok() && net.interface.len() + 1 + vlan.to_string().len() > 15 {
-            v.add(format!("{base}.vlan"), format!("the VLAN device name \"{}.{vlan}\" is longer than the kernel's 15 characters", net.interface), "use a NIC with a shorter name");
+            v.add(
+                format!("{base}.vlan"),
+                format!("VLAN {vlan} is out of range"),
+                "use an 802.1Q VLAN id from 1 to 4094, or remove vlan for an untagged network",
+            );
+        } else if grammar::interface_name(&net.interface).is_ok()
+            && net.interface.len() + 1 + vlan.to_string().len() > 15
+        {
+            v.add(
+                format!("{base}.vlan"),
+                format!(
+                    "the VLAN device name \"{}.{vlan}\" is longer than the kernel's 15 characters",
+                    net.interface
+                ),
+                "use a NIC with a shorter name",
+            );
         }
     }
     let net4 = match net.address.as_str() {
         "dhcp" => None,
         a => match a.parse::<Ipv4Net>() {
-            Ok(n) if n.prefix_len() == 32 || (n.prefix_len() < 31 && (n.addr() == n.network() || n.addr() == n.broadcast())) => {
+            Ok(n)
+                if n.prefix_len() == 32
+                    || (n.prefix_len() < 31
+                        && (n.addr() == n.network() || n.addr() == n.broadcast())) =>
+            {
                 v.add(format!("{base}.address"), format!("{a:?} is not a host address of its subnet"), "write the machine's own address with the subnet's prefix length, e.g. \"192.0.2.10/24\"");
                 None
             }
             Ok(n) => Some(n),
             Err(_) => {
-                v.add(format!("{base}.address"), format!("{a:?} is neither \"dhcp\" nor an IPv4 address in CIDR form"), "write \"dhcp\", or address/prefix, e.g. \"192.0.2.10/24\"");
+                v.add(
+                    format!("{base}.address"),
+                    format!("{a:?} is neither \"dhcp\" nor an IPv4 address in CIDR form"),
+                    "write \"dhcp\", or address/prefix, e.g. \"192.0.2.10/24\"",
+                );
                 None
             }
         },
     };
     if let Some(g) = &net.gateway {
         match (g.parse::<Ipv4Addr>(), net.address.as_str()) {
-            (Err(_), _) => v.add(format!("{base}.gateway"), format!("{g:?} is not an IPv4 address"), "write a plain address, e.g. \"192.0.2.1\""),
-            (Ok(_), "dhcp") => v.add(format!("{base}.gateway"), "a gateway with address = \"dhcp\": DHCP's router is used", "remove gateway, or set a static address"),
+            (Err(_), _) => v.add(
+                format!("{base}.gateway"),
+                format!("{g:?} is not an IPv4 address"),
+                "write a plain address, e.g. \"192.0.2.1\"",
+            ),
+            (Ok(_), "dhcp") => v.add(
+                format!("{base}.gateway"),
+                "a gateway with address = \"dhcp\": DHCP's router is used",
+                "remove gateway, or set a static address",
+            ),
             (Ok(gw), _) => {
                 if let Some(n) = net4.filter(|n| !n.contains(&gw) || gw == n.addr()) {
-                    v.add(format!("{base}.gateway"), format!("gateway {gw} is not another host of the subnet {}", n.trunc()), "use the router's address inside the subnet, or fix the prefix length");
+                    v.add(
+                        format!("{base}.gateway"),
+                        format!(
+                            "gateway {gw} is not another host of the subnet {}",
+                            n.trunc()
+                        ),
+                        "use the router's address inside the subnet, or fix the prefix length",
+                    );
                 }
             }
         }
     }
     for (i, d) in net.dns.iter().enumerate() {
         if d.parse::<Ipv4Addr>().is_err() {
-            v.add(format!("{base}.dns[{i}]"), format!("{d:?} is not an IPv4 address"), "name servers are IPv4 addresses here, e.g. \"192.0.2.53\"");
+            v.add(
+                format!("{base}.dns[{i}]"),
+                format!("{d:?} is not an IPv4 address"),
+                "name servers are IPv4 addresses here, e.g. \"192.0.2.53\"",
+            );
         }
     }
     if net.dns.len() > 3 {
-        v.add(format!("{base}.dns"), format!("{} name servers, but resolv.conf uses at most 3", net.dns.len()), "list at most three");
+        v.add(
+            format!("{base}.dns"),
+            format!(
+                "{} name servers, but resolv.conf uses at most 3",
+                net.dns.len()
+            ),
+            "list at most three",
+        );
     }
     if let Some(proxy) = &net.proxy {
         if let Err(why) = grammar::http_proxy(proxy) {
-            v.add(format!("{base}.proxy"), format!("{proxy:?} is not an HTTP proxy URL: {why}"), "write http://HOST:PORT/, e.g. \"http://proxy.example:3128/\"");
+            v.add(
+                format!("{base}.proxy"),
+                format!("{proxy:?} is not an HTTP proxy URL: {why}"),
+                "write http://HOST:PORT/, e.g. \"http://proxy.example:3128/\"",
+            );
         }
     }
 }
 
 fn is_http_url(s: &str) -> bool {
-    s.strip_prefix("https://").or_else(|| s.strip_prefix("http://")).is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'))
+    s.strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"))
+        .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'))
 }
 
 /// `22.04`, `24.04`, `24.04.1`: what names a directory on the release host.
@@ -192,17 +293,28 @@ pub fn is_release(s: &str) -> bool {
     (2..=3).contains(&parts.len())
         && parts[0].len() == 2
         && parts[1].len() == 2
-        && parts.iter().all(|p| !p.is_empty() && p.len() <= 3 && p.chars().all(|c| c.is_ascii_digit()))
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= 3 && p.chars().all(|c| c.is_ascii_digit()))
 }
 
 fn source(p: &Profile, v: &mut Problems) {
     let s = &p.source;
     if let Some(r) = &s.release {
         if !is_release(r) {
-            v.add("source.release", format!("{r:?} is not an Ubuntu release number"), "write YY.MM or a point release YY.MM.N, e.g. \"24.04\" or \"22.04.5\"");
+            v.add(
+                "source.release",
+                format!("{r:?} is not an Ubuntu release number"),
+                "write YY.MM or a point release YY.MM.N, e.g. \"24.04\" or \"22.04.5\"",
+            );
         }
     }
-    for (key, value) in [("iso", &s.iso), ("sha256sums", &s.sha256sums), ("signature", &s.signature), ("keyring", &s.keyring)] {
+    for (key, value) in [
+        ("iso", &s.iso),
+        ("sha256sums", &s.sha256sums),
+        ("signature", &s.signature),
+        ("keyring", &s.keyring),
+    ] {
         if let Some(value) = value {
             check_location(v, &format!("source.{key}"), value);
         }
@@ -213,11 +325,19 @@ fn source(p: &Profile, v: &mut Problems) {
         }
     }
     if !s.mirrors.is_empty() && s.release.is_none() {
-        v.add("source.mirrors", "mirrors are only used to find a release", "set source.release, or remove source.mirrors and give source.iso");
+        v.add(
+            "source.mirrors",
+            "mirrors are only used to find a release",
+            "set source.release, or remove source.mirrors and give source.iso",
+        );
     }
     if let Some(pin) = &s.sha256 {
         if pin.len() != 64 || !pin.chars().all(|c| c.is_ascii_hexdigit()) {
-            v.add("source.sha256", format!("{pin:?} is not a SHA-256 digest"), "write the 64 hexadecimal digits that sha256sum prints for the ISO");
+            v.add(
+                "source.sha256",
+                format!("{pin:?} is not a SHA-256 digest"),
+                "write the 64 hexadecimal digits that sha256sum prints for the ISO",
+            );
         }
     }
 }
@@ -232,10 +352,18 @@ fn system(p: &Profile, v: &mut Problems) {
         );
     }
     if let Err(why) = grammar::timezone(&s.timezone) {
-        v.add("system.timezone", format!("{:?} is not a time zone name: {why}", s.timezone), "write a tz database name such as \"UTC\" or \"Europe/Berlin\"");
+        v.add(
+            "system.timezone",
+            format!("{:?} is not a time zone name: {why}", s.timezone),
+            "write a tz database name such as \"UTC\" or \"Europe/Berlin\"",
+        );
     }
     if let Err(why) = grammar::locale(&s.locale) {
-        v.add("system.locale", format!("{:?} is not a locale name: {why}", s.locale), "write a locale such as \"C.UTF-8\" or \"en_US.UTF-8\"");
+        v.add(
+            "system.locale",
+            format!("{:?} is not a locale name: {why}", s.locale),
+            "write a locale such as \"C.UTF-8\" or \"en_US.UTF-8\"",
+        );
     }
     for (i, arg) in s.kernel_args.iter().enumerate() {
         if let Err(why) = grammar::kernel_arg(arg) {
@@ -248,15 +376,32 @@ fn system(p: &Profile, v: &mut Problems) {
     }
     let total: usize = s.kernel_args.iter().map(|a| a.len() + 1).sum();
     if total > grammar::KERNEL_ARGS_MAX {
-        v.add("system.kernel_args", format!("the kernel arguments take {total} bytes, more than {}", grammar::KERNEL_ARGS_MAX), "shorten the list; the kernel's command line holds 2048 bytes in all");
+        v.add(
+            "system.kernel_args",
+            format!(
+                "the kernel arguments take {total} bytes, more than {}",
+                grammar::KERNEL_ARGS_MAX
+            ),
+            "shorten the list; the kernel's command line holds 2048 bytes in all",
+        );
     }
 }
 
 fn users(p: &Profile, v: &mut Problems) {
-    v.unique("user", p.users.iter().enumerate().map(|(i, u)| (format!("users[{i}].name"), u.name.as_str())));
+    v.unique(
+        "user",
+        p.users
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (format!("users[{i}].name"), u.name.as_str())),
+    );
     for (i, u) in p.users.iter().enumerate() {
         if !is_unix_name(&u.name) {
-            v.add(format!("users[{i}].name"), format!("{:?} is not a valid user name", u.name), "start with a lower-case letter; use lower-case letters, digits, '_' and '-'");
+            v.add(
+                format!("users[{i}].name"),
+                format!("{:?} is not a valid user name", u.name),
+                "start with a lower-case letter; use lower-case letters, digits, '_' and '-'",
+            );
         } else if u.existing {
             if u.name != "root" {
                 v.add(
@@ -274,11 +419,19 @@ fn users(p: &Profile, v: &mut Problems) {
             } else {
                 "choose a personal login name, e.g. \"avatar\""
             };
-            v.add(format!("users[{i}].name"), format!("{:?} is reserved: {why}", u.name), fix);
+            v.add(
+                format!("users[{i}].name"),
+                format!("{:?} is reserved: {why}", u.name),
+                fix,
+            );
         }
         for (j, g) in u.groups.iter().enumerate() {
             if !is_unix_name(g) {
-                v.add(format!("users[{i}].groups[{j}]"), format!("{g:?} is not a valid group name"), "use lower-case letters, digits, '_' and '-'");
+                v.add(
+                    format!("users[{i}].groups[{j}]"),
+                    format!("{g:?} is not a valid group name"),
+                    "use lower-case letters, digits, '_' and '-'",
+                );
             }
         }
         for (j, key) in u.ssh_authorized_keys.iter().enumerate() {
@@ -344,29 +497,47 @@ pub fn check_ssh_key(line: &str, options_allowed: bool) -> Result<(), SshKeyProb
         let len = grammar::ssh_key_options(line).map_err(SshKeyProblem::Options)?;
         match words_of(&line[len..]).next() {
             Some(kind) if SSH_KEY_TYPES.contains(&kind) => Some(&line[len..]),
-            Some(word) => return Err(SshKeyProblem::Options(format!("the word after the options, {word:?}, is not a key type ({})", types()))),
+            Some(word) => {
+                return Err(SshKeyProblem::Options(format!(
+                    "the word after the options, {word:?}, is not a key type ({})",
+                    types()
+                )))
+            }
             None => return Err(SshKeyProblem::Options("no key follows the options".into())),
         }
     } else {
         None
     };
     if let Some(c) = line.chars().find(|&c| c.is_control()) {
-        return Err(SshKeyProblem::Key(format!("it contains {}; give each key its own list item", grammar::describe(c))));
+        return Err(SshKeyProblem::Key(format!(
+            "it contains {}; give each key its own list item",
+            grammar::describe(c)
+        )));
     }
     if let Some(c) = line.chars().find(|&c| c.is_whitespace() && c != ' ') {
-        return Err(SshKeyProblem::Key(format!("it contains {}", grammar::describe(c))));
+        return Err(SshKeyProblem::Key(format!(
+            "it contains {}",
+            grammar::describe(c)
+        )));
     }
     let mut words = words_of(after_options.unwrap_or(line));
-    let kind = words.next().ok_or(SshKeyProblem::Key("the line is empty".into()))?;
+    let kind = words
+        .next()
+        .ok_or(SshKeyProblem::Key("the line is empty".into()))?;
     if !SSH_KEY_TYPES.contains(&kind) {
         // A key type further on means the first field is options rather than
         // a mistyped type; say so, since the fix is a different one.
         if words.any(|w| SSH_KEY_TYPES.contains(&w)) {
             return Err(SshKeyProblem::OptionsNotAsked);
         }
-        return Err(SshKeyProblem::Key(format!("the first word {kind:?} is not a key type ({})", types())));
+        return Err(SshKeyProblem::Key(format!(
+            "the first word {kind:?} is not a key type ({})",
+            types()
+        )));
     }
-    let blob = words.next().ok_or(SshKeyProblem::Key("no key data after the type".into()))?;
+    let blob = words
+        .next()
+        .ok_or(SshKeyProblem::Key("no key data after the type".into()))?;
     check_key_blob(kind, blob).map_err(SshKeyProblem::Key)
 }
 
@@ -378,10 +549,16 @@ fn words_of(line: &str) -> impl Iterator<Item = &str> {
 /// The base64 blob of a key: its first field repeats the type, key material follows.
 fn check_key_blob(kind: &str, blob: &str) -> Result<(), String> {
     let bytes = base64_decode(blob).ok_or("the key data is not base64")?;
-    let len = bytes.get(..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize).ok_or("the key data is truncated")?;
+    let len = bytes
+        .get(..4)
+        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        .ok_or("the key data is truncated")?;
     let inner = bytes.get(4..4 + len).ok_or("the key data is truncated")?;
     if inner != kind.as_bytes() {
-        return Err(format!("the key data is for {:?}, not {kind:?}", String::from_utf8_lossy(inner)));
+        return Err(format!(
+            "the key data is for {:?}, not {kind:?}",
+            String::from_utf8_lossy(inner)
+        ));
     }
     if bytes.len() <= 4 + len + 4 {
         return Err("the key data has no key material".into());
@@ -410,12 +587,27 @@ fn disk(p: &Profile, v: &mut Problems) {
     let r = &p.disk.rules;
     if let (Some(min), Some(max)) = (r.min_size, r.max_size) {
         if min > max {
-            v.add("disk.match.max_size", "max_size is smaller than min_size, so no disk can match", "swap the values or remove one of them");
+            v.add(
+                "disk.match.max_size",
+                "max_size is smaller than min_size, so no disk can match",
+                "swap the values or remove one of them",
+            );
         }
     }
-    for (key, glob) in [("model", &r.model), ("serial", &r.serial), ("by_path", &r.by_path)] {
-        if let Some(why) = glob.as_deref().and_then(|g| grammar::printable_line(g, 128).err()) {
-            v.add(format!("disk.match.{key}"), format!("not a usable glob: {why}"), "write a printable pattern of at most 128 characters, e.g. \"Samsung SSD*\"");
+    for (key, glob) in [
+        ("model", &r.model),
+        ("serial", &r.serial),
+        ("by_path", &r.by_path),
+    ] {
+        if let Some(why) = glob
+            .as_deref()
+            .and_then(|g| grammar::printable_line(g, 128).err())
+        {
+            v.add(
+                format!("disk.match.{key}"),
+                format!("not a usable glob: {why}"),
+                "write a printable pattern of at most 128 characters, e.g. \"Samsung SSD*\"",
+            );
         }
     }
 }
@@ -426,7 +618,11 @@ fn vlan_ok(tag: u16) -> bool {
 
 fn check_tag(v: &mut Problems, path: String, tag: Option<u16>) {
     if let Some(t) = tag.filter(|&t| !vlan_ok(t)) {
-        v.add(path, format!("VLAN {t} is out of range"), "VLAN tags are 1 to 4094");
+        v.add(
+            path,
+            format!("VLAN {t} is out of range"),
+            "VLAN tags are 1 to 4094",
+        );
     }
 }
 
@@ -434,27 +630,53 @@ fn check_trunks(v: &mut Problems, path: &str, trunks: &[u16]) {
     let mut seen = BTreeSet::new();
     for (i, &t) in trunks.iter().enumerate() {
         if !vlan_ok(t) {
-            v.add(format!("{path}[{i}]"), format!("VLAN {t} is out of range"), "VLAN tags are 1 to 4094");
+            v.add(
+                format!("{path}[{i}]"),
+                format!("VLAN {t} is out of range"),
+                "VLAN tags are 1 to 4094",
+            );
         }
         if !seen.insert(t) {
-            v.add(format!("{path}[{i}]"), format!("duplicate VLAN tag {t} in the trunk"), "list each VLAN once");
+            v.add(
+                format!("{path}[{i}]"),
+                format!("duplicate VLAN tag {t} in the trunk"),
+                "list each VLAN once",
+            );
         }
     }
 }
 
 /// Checks an OVS port's VLAN settings; returns the VLANs it carries (`None` = all).
-fn port_vlans(v: &mut Problems, path: &str, tag: Option<u16>, mode: Option<VlanMode>, trunks: &[u16]) -> Option<BTreeSet<u16>> {
+fn port_vlans(
+    v: &mut Problems,
+    path: &str,
+    tag: Option<u16>,
+    mode: Option<VlanMode>,
+    trunks: &[u16],
+) -> Option<BTreeSet<u16>> {
     check_tag(v, format!("{path}.tag"), tag);
     check_trunks(v, &format!("{path}.trunks"), trunks);
     match mode {
         Some(VlanMode::Access) if !trunks.is_empty() => {
-            v.add(format!("{path}.trunks"), "an access port carries one VLAN and cannot have trunks", "remove trunks or set vlan_mode = \"trunk\"");
+            v.add(
+                format!("{path}.trunks"),
+                "an access port carries one VLAN and cannot have trunks",
+                "remove trunks or set vlan_mode = \"trunk\"",
+            );
         }
         Some(VlanMode::Access) if tag.is_none() => {
-            v.add(format!("{path}.vlan_mode"), "an access port needs a tag", "set tag = <VLAN>");
+            v.add(
+                format!("{path}.vlan_mode"),
+                "an access port needs a tag",
+                "set tag = <VLAN>",
+            );
         }
         Some(VlanMode::NativeUntagged | VlanMode::NativeTagged) if tag.is_none() => {
-            v.add(format!("{path}.vlan_mode"), "a native VLAN mode needs tag = <native VLAN>", "set tag to the native VLAN");
+            v.add(
+                format!("{path}.vlan_mode"),
+                "a native VLAN mode needs tag = <native VLAN>",
+                "set tag to the native VLAN",
+            );
         }
         _ => {}
     }
@@ -473,10 +695,16 @@ fn network(p: &Profile, v: &mut Problems) {
     for (b, br) in n.bridges.iter().enumerate() {
         names.push((format!("network.bridges[{b}].name"), br.name.as_str()));
         for (i, port) in br.ports.iter().enumerate() {
-            names.push((format!("network.bridges[{b}].ports[{i}].name"), port.name.as_str()));
+            names.push((
+                format!("network.bridges[{b}].ports[{i}].name"),
+                port.name.as_str(),
+            ));
         }
         for (i, port) in br.internal.iter().enumerate() {
-            names.push((format!("network.bridges[{b}].internal[{i}].name"), port.name.as_str()));
+            names.push((
+                format!("network.bridges[{b}].internal[{i}].name"),
+                port.name.as_str(),
+            ));
         }
     }
     for (b, bond) in n.bonds.iter().enumerate() {
@@ -497,17 +725,33 @@ fn network(p: &Profile, v: &mut Problems) {
     for (b, br) in n.bridges.iter().enumerate() {
         let base = format!("network.bridges[{b}]");
         let mut carried: Option<BTreeSet<u16>> = Some(BTreeSet::new());
-        let add_carried = |c: Option<BTreeSet<u16>>, carried: &mut Option<BTreeSet<u16>>| match (c, carried.as_mut()) {
+        let add_carried = |c: Option<BTreeSet<u16>>, carried: &mut Option<BTreeSet<u16>>| match (
+            c,
+            carried.as_mut(),
+        ) {
             (None, _) => *carried = None,
             (Some(set), Some(all)) => all.extend(set),
             (Some(_), None) => {}
         };
         for (i, port) in br.ports.iter().enumerate() {
-            let c = port_vlans(v, &format!("{base}.ports[{i}]"), port.tag, port.vlan_mode, &port.trunks);
+            let c = port_vlans(
+                v,
+                &format!("{base}.ports[{i}]"),
+                port.tag,
+                port.vlan_mode,
+                &port.trunks,
+            );
             add_carried(c, &mut carried);
         }
         for bond in n.bonds.iter().filter(|bd| bd.bridge == br.name) {
-            add_carried(if bond.trunks.is_empty() && bond.tag.is_none() { None } else { Some(bond.trunks.iter().copied().chain(bond.tag).collect()) }, &mut carried);
+            add_carried(
+                if bond.trunks.is_empty() && bond.tag.is_none() {
+                    None
+                } else {
+                    Some(bond.trunks.iter().copied().chain(bond.tag).collect())
+                },
+                &mut carried,
+            );
         }
         let has_uplink = !br.ports.is_empty() || n.bonds.iter().any(|bd| bd.bridge == br.name);
         let mut tags: HashMap<u16, String> = HashMap::new();
@@ -516,7 +760,11 @@ fn network(p: &Profile, v: &mut Problems) {
             check_tag(v, format!("{path}.tag"), port.tag);
             if let Some(t) = port.tag {
                 if let Some(first) = tags.insert(t, path.clone()) {
-                    v.add(format!("{path}.tag"), format!("duplicate VLAN tag {t}: {first} is on VLAN {t} too"), "give each internal port of a bridge its own VLAN");
+                    v.add(
+                        format!("{path}.tag"),
+                        format!("duplicate VLAN tag {t}: {first} is on VLAN {t} too"),
+                        "give each internal port of a bridge its own VLAN",
+                    );
                 }
                 if let (true, Some(set)) = (has_uplink, &carried) {
                     if !set.contains(&t) {
@@ -531,16 +779,32 @@ fn network(p: &Profile, v: &mut Problems) {
     for (b, bond) in n.bonds.iter().enumerate() {
         let path = format!("network.bonds[{b}]");
         if !n.bridges.iter().any(|br| br.name == bond.bridge) {
-            v.add(format!("{path}.bridge"), format!("bridge {:?} does not exist", bond.bridge), "name a bridge from [[network.bridges]] or add that bridge");
+            v.add(
+                format!("{path}.bridge"),
+                format!("bridge {:?} does not exist", bond.bridge),
+                "name a bridge from [[network.bridges]] or add that bridge",
+            );
         }
         if bond.interfaces.len() < 2 {
-            v.add(format!("{path}.interfaces"), "a bond needs at least two interfaces", "list two or more NICs, or attach the NIC to the bridge as a port");
+            v.add(
+                format!("{path}.interfaces"),
+                "a bond needs at least two interfaces",
+                "list two or more NICs, or attach the NIC to the bridge as a port",
+            );
         }
         if !["active-backup", "balance-slb", "balance-tcp"].contains(&bond.mode.as_str()) {
-            v.add(format!("{path}.mode"), format!("unknown bond mode {:?}", bond.mode), "use \"active-backup\", \"balance-slb\" or \"balance-tcp\"");
+            v.add(
+                format!("{path}.mode"),
+                format!("unknown bond mode {:?}", bond.mode),
+                "use \"active-backup\", \"balance-slb\" or \"balance-tcp\"",
+            );
         }
         if bond.mode == "balance-tcp" && !bond.lacp {
-            v.add(format!("{path}.lacp"), "balance-tcp needs LACP", "set lacp = true or use balance-slb");
+            v.add(
+                format!("{path}.lacp"),
+                "balance-tcp needs LACP",
+                "set lacp = true or use balance-slb",
+            );
         }
         port_vlans(v, &path, bond.tag, bond.vlan_mode, &bond.trunks);
     }
@@ -548,9 +812,17 @@ fn network(p: &Profile, v: &mut Problems) {
         let path = format!("network.interfaces[{i}]");
         if let Some(mac) = &nic.mac {
             if !is_mac(mac) {
-                v.add(format!("{path}.mac"), format!("{mac:?} is not a MAC address"), "write six hex pairs separated by ':', e.g. \"52:54:00:12:34:56\"");
+                v.add(
+                    format!("{path}.mac"),
+                    format!("{mac:?} is not a MAC address"),
+                    "write six hex pairs separated by ':', e.g. \"52:54:00:12:34:56\"",
+                );
             } else if n.renderer == Renderer::Ifupdown {
-                v.add(format!("{path}.mac"), "interfaces(5) cannot match a NIC by MAC address", "set network.renderer = \"netplan\" or match by name only");
+                v.add(
+                    format!("{path}.mac"),
+                    "interfaces(5) cannot match a NIC by MAC address",
+                    "set network.renderer = \"netplan\" or match by name only",
+                );
             }
         }
         ip(v, &path, &nic.ip(), &mut gateways);
@@ -564,16 +836,31 @@ fn network(p: &Profile, v: &mut Problems) {
             }
             for (i, port) in br.internal.iter().enumerate() {
                 if port.tag.is_none() {
-                    v.add(format!("network.bridges[{b}].internal[{i}].tag"), "netplan makes internal ports VLANs and needs their tag", "set tag = <VLAN>");
+                    v.add(
+                        format!("network.bridges[{b}].internal[{i}].tag"),
+                        "netplan makes internal ports VLANs and needs their tag",
+                        "set tag = <VLAN>",
+                    );
                 }
                 if port.iface_id {
-                    v.add(format!("network.bridges[{b}].internal[{i}].iface_id"), "iface_id is applied through interfaces(5) ovs_extra only", "remove iface_id or set network.renderer = \"ifupdown\"");
+                    v.add(
+                        format!("network.bridges[{b}].internal[{i}].iface_id"),
+                        "iface_id is applied through interfaces(5) ovs_extra only",
+                        "remove iface_id or set network.renderer = \"ifupdown\"",
+                    );
                 }
             }
         }
     }
     if gateways.len() > 1 {
-        v.add(gateways[1].clone(), format!("a second IPv4 default gateway (the first is at {})", gateways[0]), "keep one gateway; the host has one default route");
+        v.add(
+            gateways[1].clone(),
+            format!(
+                "a second IPv4 default gateway (the first is at {})",
+                gateways[0]
+            ),
+            "keep one gateway; the host has one default route",
+        );
     }
 }
 
@@ -585,7 +872,10 @@ fn check_interface_name(v: &mut Problems, path: &str, name: &str) {
 
 pub fn is_mac(s: &str) -> bool {
     let parts: Vec<&str> = s.split(':').collect();
-    parts.len() == 6 && parts.iter().all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
+    parts.len() == 6
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 fn ip(v: &mut Problems, path: &str, c: &IpConfig, gateways: &mut Vec<String>) {
@@ -594,7 +884,11 @@ fn ip(v: &mut Problems, path: &str, c: &IpConfig, gateways: &mut Vec<String>) {
         Some(a) => match a.parse::<Ipv4Net>() {
             Ok(net) => Some(net),
             Err(_) => {
-                v.add(format!("{path}.address"), format!("{a:?} is not an IPv4 address in CIDR form"), "write address/prefix, e.g. \"192.168.1.10/24\", or \"dhcp\"");
+                v.add(
+                    format!("{path}.address"),
+                    format!("{a:?} is not an IPv4 address in CIDR form"),
+                    "write address/prefix, e.g. \"192.168.1.10/24\", or \"dhcp\"",
+                );
                 None
             }
         },
@@ -602,11 +896,26 @@ fn ip(v: &mut Problems, path: &str, c: &IpConfig, gateways: &mut Vec<String>) {
     if let Some(g) = &c.gateway {
         gateways.push(format!("{path}.gateway"));
         match g.parse::<Ipv4Addr>() {
-            Err(_) => v.add(format!("{path}.gateway"), format!("{g:?} is not an IPv4 address"), "write a plain address, e.g. \"192.168.1.1\""),
+            Err(_) => v.add(
+                format!("{path}.gateway"),
+                format!("{g:?} is not an IPv4 address"),
+                "write a plain address, e.g. \"192.168.1.1\"",
+            ),
             Ok(gw) => match net4 {
-                Some(net) if !net.contains(&gw) => v.add(format!("{path}.gateway"), format!("gateway {gw} is outside the subnet {} of the address", net.trunc()), "use a gateway inside the subnet or fix the prefix length"),
+                Some(net) if !net.contains(&gw) => v.add(
+                    format!("{path}.gateway"),
+                    format!(
+                        "gateway {gw} is outside the subnet {} of the address",
+                        net.trunc()
+                    ),
+                    "use a gateway inside the subnet or fix the prefix length",
+                ),
                 None if c.address.as_deref() != Some("dhcp") && c.address.is_some() => {}
-                None if c.address.is_none() => v.add(format!("{path}.gateway"), "a gateway without a static address", "add address = \"a.b.c.d/len\" or remove the gateway"),
+                None if c.address.is_none() => v.add(
+                    format!("{path}.gateway"),
+                    "a gateway without a static address",
+                    "add address = \"a.b.c.d/len\" or remove the gateway",
+                ),
                 _ => {}
             },
         }
@@ -616,7 +925,11 @@ fn ip(v: &mut Problems, path: &str, c: &IpConfig, gateways: &mut Vec<String>) {
         Some(a) => match a.parse::<Ipv6Net>() {
             Ok(net) => Some(net),
             Err(_) => {
-                v.add(format!("{path}.address6"), format!("{a:?} is not an IPv6 address in CIDR form"), "write address/prefix, e.g. \"2001:db8::10/64\", or \"dhcp\" or \"auto\"");
+                v.add(
+                    format!("{path}.address6"),
+                    format!("{a:?} is not an IPv6 address in CIDR form"),
+                    "write address/prefix, e.g. \"2001:db8::10/64\", or \"dhcp\" or \"auto\"",
+                );
                 None
             }
         },
@@ -624,24 +937,44 @@ fn ip(v: &mut Problems, path: &str, c: &IpConfig, gateways: &mut Vec<String>) {
     if let Some(g) = &c.gateway6 {
         if c.address6.is_none() {
             // interfaces(5) has no inet6 stanza to carry it: it would be dropped.
-            v.add(format!("{path}.gateway6"), "an IPv6 gateway without address6", "add address6 (an address in CIDR form, \"dhcp\" or \"auto\") or remove gateway6");
+            v.add(
+                format!("{path}.gateway6"),
+                "an IPv6 gateway without address6",
+                "add address6 (an address in CIDR form, \"dhcp\" or \"auto\") or remove gateway6",
+            );
         }
         match g.parse::<Ipv6Addr>() {
-            Err(_) => v.add(format!("{path}.gateway6"), format!("{g:?} is not an IPv6 address"), "write a plain address, e.g. \"2001:db8::1\""),
+            Err(_) => v.add(
+                format!("{path}.gateway6"),
+                format!("{g:?} is not an IPv6 address"),
+                "write a plain address, e.g. \"2001:db8::1\"",
+            ),
             Ok(gw) => {
                 if let Some(net) = net6.filter(|n| !n.contains(&gw) && !is_link_local(gw)) {
-                    v.add(format!("{path}.gateway6"), format!("gateway {gw} is outside the subnet {}", net.trunc()), "use a gateway inside the subnet or a link-local one");
+                    v.add(
+                        format!("{path}.gateway6"),
+                        format!("gateway {gw} is outside the subnet {}", net.trunc()),
+                        "use a gateway inside the subnet or a link-local one",
+                    );
                 }
             }
         }
     }
     for (i, d) in c.dns.iter().enumerate() {
         if d.parse::<IpAddr>().is_err() {
-            v.add(format!("{path}.dns[{i}]"), format!("{d:?} is not an IP address"), "name servers are IP addresses, e.g. \"208.67.222.222\"");
+            v.add(
+                format!("{path}.dns[{i}]"),
+                format!("{d:?} is not an IP address"),
+                "name servers are IP addresses, e.g. \"208.67.222.222\"",
+            );
         }
     }
     if let Some(m) = c.mtu.filter(|m| !(576..=9216).contains(m)) {
-        v.add(format!("{path}.mtu"), format!("MTU {m} is out of range"), "use 576 to 9216 (1500 is standard, 9000 for jumbo frames)");
+        v.add(
+            format!("{path}.mtu"),
+            format!("MTU {m} is out of range"),
+            "use 576 to 9216 (1500 is standard, 9000 for jumbo frames)",
+        );
     }
 }
 
@@ -665,8 +998,20 @@ fn check_libvirt_name(v: &mut Problems, path: &str, what: &str, name: &str) {
 
 fn libvirt(p: &Profile, v: &mut Problems) {
     let l = &p.libvirt;
-    v.unique("pool", l.pools.iter().enumerate().map(|(i, x)| (format!("libvirt.pools[{i}].name"), x.name.as_str())));
-    v.unique("network", l.networks.iter().enumerate().map(|(i, x)| (format!("libvirt.networks[{i}].name"), x.name.as_str())));
+    v.unique(
+        "pool",
+        l.pools
+            .iter()
+            .enumerate()
+            .map(|(i, x)| (format!("libvirt.pools[{i}].name"), x.name.as_str())),
+    );
+    v.unique(
+        "network",
+        l.networks
+            .iter()
+            .enumerate()
+            .map(|(i, x)| (format!("libvirt.networks[{i}].name"), x.name.as_str())),
+    );
     for (i, pool) in l.pools.iter().enumerate() {
         let path = format!("libvirt.pools[{i}]");
         check_libvirt_name(v, &format!("{path}.name"), "pool", &pool.name);
@@ -678,17 +1023,38 @@ fn libvirt(p: &Profile, v: &mut Problems) {
             );
         }
         for (j, other) in l.pools.iter().enumerate().take(i) {
-            let (a, b) = (pool.path.trim_end_matches('/'), other.path.trim_end_matches('/'));
+            let (a, b) = (
+                pool.path.trim_end_matches('/'),
+                other.path.trim_end_matches('/'),
+            );
             if a == b || a.starts_with(&format!("{b}/")) || b.starts_with(&format!("{a}/")) {
-                v.add(format!("{path}.path"), format!("{} collides with pool {:?} at {}", pool.path, other.name, other.path), format!("give pools separate directories (libvirt.pools[{j}] holds this one)"));
+                v.add(
+                    format!("{path}.path"),
+                    format!(
+                        "{} collides with pool {:?} at {}",
+                        pool.path, other.name, other.path
+                    ),
+                    format!("give pools separate directories (libvirt.pools[{j}] holds this one)"),
+                );
             }
         }
         if let Some(m) = pool.mode.as_deref().filter(|m| !is_octal_mode(m)) {
-            v.add(format!("{path}.mode"), format!("{m:?} is not an octal mode"), "write three or four octal digits, e.g. \"0711\"");
+            v.add(
+                format!("{path}.mode"),
+                format!("{m:?} is not an octal mode"),
+                "write three or four octal digits, e.g. \"0711\"",
+            );
         }
         for (key, val) in [("owner", &pool.owner), ("group", &pool.group)] {
-            if let Some(name) = val.as_deref().filter(|n| !is_unix_name(n) && n.parse::<u32>().is_err()) {
-                v.add(format!("{path}.{key}"), format!("{name:?} is not a user or group name"), "use a name or a numeric id");
+            if let Some(name) = val
+                .as_deref()
+                .filter(|n| !is_unix_name(n) && n.parse::<u32>().is_err())
+            {
+                v.add(
+                    format!("{path}.{key}"),
+                    format!("{name:?} is not a user or group name"),
+                    "use a name or a numeric id",
+                );
             }
         }
     }
@@ -697,57 +1063,135 @@ fn libvirt(p: &Profile, v: &mut Problems) {
         check_libvirt_name(v, &format!("{path}.name"), "network", &net.name);
         check_interface_name(v, &format!("{path}.bridge"), &net.bridge);
         for (j, g) in net.portgroups.iter().enumerate() {
-            check_libvirt_name(v, &format!("{path}.portgroups[{j}].name"), "portgroup", &g.name);
+            check_libvirt_name(
+                v,
+                &format!("{path}.portgroups[{j}].name"),
+                "portgroup",
+                &g.name,
+            );
         }
         match net.mode {
             NetworkMode::Bridge => {
                 let ovs_bridge = p.network.bridges.iter().find(|b| b.name == net.bridge);
                 if ovs_bridge.is_none() {
-                    v.add(format!("{path}.bridge"), format!("bridge {:?} is not defined in [[network.bridges]]", net.bridge), "add the bridge to the network section or name an existing one");
+                    v.add(
+                        format!("{path}.bridge"),
+                        format!(
+                            "bridge {:?} is not defined in [[network.bridges]]",
+                            net.bridge
+                        ),
+                        "add the bridge to the network section or name an existing one",
+                    );
                 }
                 if net.address.is_some() || net.dhcp_range.is_some() {
-                    v.add(format!("{path}.address"), "address and dhcp_range apply to mode = \"nat\" only", "remove them or set mode = \"nat\"");
+                    v.add(
+                        format!("{path}.address"),
+                        "address and dhcp_range apply to mode = \"nat\" only",
+                        "remove them or set mode = \"nat\"",
+                    );
                 }
             }
-            NetworkMode::Nat => match net.address.as_deref().map(str::parse::<Ipv4Net>) {
-                None => v.add(format!("{path}.address"), "a NAT network needs the host's address", "add address = \"192.168.122.1/24\""),
-                Some(Err(_)) => v.add(format!("{path}.address"), "not an IPv4 address in CIDR form", "e.g. \"192.168.122.1/24\""),
-                Some(Ok(subnet)) => {
-                    for (j, a) in net.dhcp_range.iter().flatten().enumerate() {
-                        if !a.parse::<Ipv4Addr>().is_ok_and(|ip| subnet.contains(&ip)) {
-                            v.add(format!("{path}.dhcp_range[{j}]"), format!("{a:?} is not an address in {}", subnet.trunc()), "hand out addresses from the network's own subnet");
+            NetworkMode::Nat => {
+                match net.address.as_deref().map(str::parse::<Ipv4Net>) {
+                    None => v.add(
+                        format!("{path}.address"),
+                        "a NAT network needs the host's address",
+                        "add address = \"192.168.122.1/24\"",
+                    ),
+                    Some(Err(_)) => v.add(
+                        format!("{path}.address"),
+                        "not an IPv4 address in CIDR form",
+                        "e.g. \"192.168.122.1/24\"",
+                    ),
+                    Some(Ok(subnet)) => {
+                        for (j, a) in net.dhcp_range.iter().flatten().enumerate() {
+                            if !a.parse::<Ipv4Addr>().is_ok_and(|ip| subnet.contains(&ip)) {
+                                v.add(
+                                    format!("{path}.dhcp_range[{j}]"),
+                                    format!("{a:?} is not an address in {}", subnet.trunc()),
+                                    "hand out addresses from the network's own subnet",
+                                );
+                            }
+                        }
+                        if net.virtualport.is_some() || !net.trunk.is_empty() {
+                            v.add(format!("{path}.virtualport"), "NAT networks use libvirt's own bridge, without virtualport or trunk", "remove virtualport and trunk, or use mode = \"bridge\"");
                         }
                     }
-                    if net.virtualport.is_some() || !net.trunk.is_empty() {
-                        v.add(format!("{path}.virtualport"), "NAT networks use libvirt's own bridge, without virtualport or trunk", "remove virtualport and trunk, or use mode = \"bridge\"");
-                    }
                 }
-            },
+            }
         }
         if let Some(vp) = net.virtualport.as_deref().filter(|vp| *vp != "openvswitch") {
-            v.add(format!("{path}.virtualport"), format!("unknown virtualport {vp:?}"), "use \"openvswitch\" (or leave it out for a Linux bridge)");
+            v.add(
+                format!("{path}.virtualport"),
+                format!("unknown virtualport {vp:?}"),
+                "use \"openvswitch\" (or leave it out for a Linux bridge)",
+            );
         }
         let tags: Vec<u16> = net.trunk.iter().map(|t| t.tag).collect();
         check_trunks(v, &format!("{path}.trunk"), &tags);
-        let natives: Vec<usize> = net.trunk.iter().enumerate().filter(|(_, t)| t.native.is_some()).map(|(j, _)| j).collect();
+        let natives: Vec<usize> = net
+            .trunk
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.native.is_some())
+            .map(|(j, _)| j)
+            .collect();
         for (j, t) in net.trunk.iter().enumerate() {
-            if let Some(native) = t.native.as_deref().filter(|n| *n != "untagged" && *n != "tagged") {
-                v.add(format!("{path}.trunk[{j}].native"), format!("{native:?} is not a native mode"), "use \"untagged\" or \"tagged\"");
+            if let Some(native) = t
+                .native
+                .as_deref()
+                .filter(|n| *n != "untagged" && *n != "tagged")
+            {
+                v.add(
+                    format!("{path}.trunk[{j}].native"),
+                    format!("{native:?} is not a native mode"),
+                    "use \"untagged\" or \"tagged\"",
+                );
             }
         }
         if natives.len() > 1 {
-            v.add(format!("{path}.trunk[{}].native", natives[1]), "a trunk has at most one native VLAN", "keep native on one VLAN");
+            v.add(
+                format!("{path}.trunk[{}].native", natives[1]),
+                "a trunk has at most one native VLAN",
+                "keep native on one VLAN",
+            );
         }
-        v.unique("portgroup", net.portgroups.iter().enumerate().map(|(j, g)| (format!("{path}.portgroups[{j}].name"), g.name.as_str())));
-        let defaults: Vec<usize> = net.portgroups.iter().enumerate().filter(|(_, g)| g.default).map(|(j, _)| j).collect();
+        v.unique(
+            "portgroup",
+            net.portgroups
+                .iter()
+                .enumerate()
+                .map(|(j, g)| (format!("{path}.portgroups[{j}].name"), g.name.as_str())),
+        );
+        let defaults: Vec<usize> = net
+            .portgroups
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| g.default)
+            .map(|(j, _)| j)
+            .collect();
         if defaults.len() > 1 {
-            v.add(format!("{path}.portgroups[{}].default", defaults[1]), format!("two default portgroups ({} and {})", net.portgroups[defaults[0]].name, net.portgroups[defaults[1]].name), "mark only one portgroup default = true");
+            v.add(
+                format!("{path}.portgroups[{}].default", defaults[1]),
+                format!(
+                    "two default portgroups ({} and {})",
+                    net.portgroups[defaults[0]].name, net.portgroups[defaults[1]].name
+                ),
+                "mark only one portgroup default = true",
+            );
         }
         for (j, g) in net.portgroups.iter().enumerate() {
             let gpath = format!("{path}.portgroups[{j}].tag");
             check_tag(v, gpath.clone(), g.tag);
             if let Some(t) = g.tag.filter(|t| !tags.is_empty() && !tags.contains(t)) {
-                v.add(gpath, format!("portgroup {} uses VLAN {t}, which the network's trunk does not carry", g.name), format!("add {{ tag = {t} }} to the trunk or change the portgroup's tag"));
+                v.add(
+                    gpath,
+                    format!(
+                        "portgroup {} uses VLAN {t}, which the network's trunk does not carry",
+                        g.name
+                    ),
+                    format!("add {{ tag = {t} }} to the trunk or change the portgroup's tag"),
+                );
             }
         }
     }

@@ -65,11 +65,20 @@ impl std::str::FromStr for UsbDisk {
     fn from_str(s: &str) -> Result<Self, String> {
         let (size, image) = match s.split_once(':') {
             Some((size, image)) if !image.is_empty() => (size, Some(PathBuf::from(image))),
-            Some(_) => return Err(format!("{s:?}: the image after ':' is empty; write SIZE or SIZE:IMAGE")),
+            Some(_) => {
+                return Err(format!(
+                    "{s:?}: the image after ':' is empty; write SIZE or SIZE:IMAGE"
+                ))
+            }
             None => (s, None),
         };
-        let size: crate::profile::ByteSize = size.parse().map_err(|e| format!("{s:?}: {e}; write SIZE or SIZE:IMAGE, e.g. 64GiB"))?;
-        Ok(UsbDisk { size: size.0, image })
+        let size: crate::profile::ByteSize = size
+            .parse()
+            .map_err(|e| format!("{s:?}: {e}; write SIZE or SIZE:IMAGE, e.g. 64GiB"))?;
+        Ok(UsbDisk {
+            size: size.0,
+            image,
+        })
     }
 }
 
@@ -155,11 +164,22 @@ pub enum BootTestError {
     #[error("firmware {0} not found; install Debian's `ovmf` package")]
     Firmware(PathBuf),
     #[error("{what} {path}: {source}")]
-    Io { what: &'static str, path: PathBuf, source: std::io::Error },
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("starting {program}: {source} (install Debian's `qemu-system-x86` package)")]
-    Spawn { program: String, source: std::io::Error },
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
     #[error("--usb-disk: {image} ({image_size} bytes) does not fit on a {size}-byte disk; give a larger SIZE")]
-    UsbDiskTooSmall { image: PathBuf, image_size: u64, size: u64 },
+    UsbDiskTooSmall {
+        image: PathBuf,
+        image_size: u64,
+        size: u64,
+    },
 }
 
 const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
@@ -171,8 +191,15 @@ const CONSOLE_TAIL_LINES: usize = 40;
 /// After success the installer powers off or reboots by itself; give it this long.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
 
-fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> BootTestError + 'a {
-    move |source| BootTestError::Io { what, path: path.to_path_buf(), source }
+fn io_err<'a>(
+    what: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> BootTestError + 'a {
+    move |source| BootTestError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn firmware(secure: bool) -> (&'static str, &'static str) {
@@ -186,37 +213,75 @@ fn firmware(secure: bool) -> (&'static str, &'static str) {
 pub fn qemu_command(opts: &BootTestOptions, vars: &Path, phase: Phase) -> Command {
     let (code, _) = firmware(opts.secure_boot);
     let mut cmd = Command::new("qemu-system-x86_64");
-    let machine = if opts.secure_boot { "q35,smm=on" } else { "q35" };
+    let machine = if opts.secure_boot {
+        "q35,smm=on"
+    } else {
+        "q35"
+    };
     cmd.args(["-accel", "tcg", "-machine", machine, "-smp", "2", "-m"])
         .arg(opts.memory_mib.to_string())
-        .args(["-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot"]);
+        .args([
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-serial",
+            "stdio",
+            "-no-reboot",
+        ]);
     if opts.secure_boot {
         cmd.args(["-global", "driver=cfi.pflash01,property=secure,value=on"]);
     }
     cmd.arg("-drive")
-        .arg(format!("if=pflash,format=raw,unit=0,readonly=on,file={code}"))
+        .arg(format!(
+            "if=pflash,format=raw,unit=0,readonly=on,file={code}"
+        ))
         .arg("-drive")
-        .arg(format!("if=pflash,format=raw,unit=1,file={}", vars.display()));
+        .arg(format!(
+            "if=pflash,format=raw,unit=1,file={}",
+            vars.display()
+        ));
     if phase == Phase::Install {
         // The stick is attached read-only in effect: writes go to a throw-away overlay.
         // Fixed ports keep the firmware's device paths the same from run to run.
         cmd.args(["-device", "qemu-xhci,id=xhci", "-drive"])
-            .arg(format!("if=none,id=stick,format=raw,snapshot=on,file={}", opts.image.display()))
-            .args(["-device", "usb-storage,bus=xhci.0,port=1,drive=stick,bootindex=0"]);
+            .arg(format!(
+                "if=none,id=stick,format=raw,snapshot=on,file={}",
+                opts.image.display()
+            ))
+            .args([
+                "-device",
+                "usb-storage,bus=xhci.0,port=1,drive=stick,bootindex=0",
+            ]);
         // Extra disks are written for real, so a test can see what the installer did to them.
         for index in 0..opts.usb_disks.len() {
             cmd.arg("-drive")
-                .arg(format!("if=none,id=usb{index},format=raw,file={}", UsbDisk::path(&opts.work_dir, index).display()))
+                .arg(format!(
+                    "if=none,id=usb{index},format=raw,file={}",
+                    UsbDisk::path(&opts.work_dir, index).display()
+                ))
                 .arg("-device")
-                .arg(format!("usb-storage,bus=xhci.0,port={},drive=usb{index}", index + 2));
+                .arg(format!(
+                    "usb-storage,bus=xhci.0,port={},drive=usb{index}",
+                    index + 2
+                ));
         }
     }
-    let target_boot = if phase == Phase::FirstBoot { ",bootindex=0" } else { "" };
+    let target_boot = if phase == Phase::FirstBoot {
+        ",bootindex=0"
+    } else {
+        ""
+    };
     cmd.arg("-drive")
-        .arg(format!("if=none,id=target,format=raw,file={}", opts.target.display()))
+        .arg(format!(
+            "if=none,id=target,format=raw,file={}",
+            opts.target.display()
+        ))
         .arg("-device")
         .arg(match opts.target_bus {
-            TargetBus::Virtio => format!("virtio-blk-pci,drive=target,serial=imgforge-target{target_boot}"),
+            TargetBus::Virtio => {
+                format!("virtio-blk-pci,drive=target,serial=imgforge-target{target_boot}")
+            }
             TargetBus::Nvme => format!("nvme,drive=target,serial=imgforge-target{target_boot}"),
         });
     match phase {
@@ -224,8 +289,15 @@ pub fn qemu_command(opts: &BootTestOptions, vars: &Path, phase: Phase) -> Comman
             // Restricted user networking: DHCP (10.0.2.15, router 10.0.2.2) and
             // the forwarded addresses, nothing else.
             let relay_exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("imgforge"));
-            let forwards: Vec<String> = opts.install_net.iter().map(|f| f.netdev_option(&relay_exe)).collect();
-            cmd.arg("-nic").arg(format!("user,restrict=on,model=virtio-net-pci,{}", forwards.join(",")))
+            let forwards: Vec<String> = opts
+                .install_net
+                .iter()
+                .map(|f| f.netdev_option(&relay_exe))
+                .collect();
+            cmd.arg("-nic").arg(format!(
+                "user,restrict=on,model=virtio-net-pci,{}",
+                forwards.join(",")
+            ))
         }
         Phase::Install => cmd.args(["-nic", "none"]),
         // One NIC, eth0 in the guest; restricted user networking reaches nothing outside.
@@ -235,7 +307,10 @@ pub fn qemu_command(opts: &BootTestOptions, vars: &Path, phase: Phase) -> Comman
 }
 
 /// Runs the boot test. `on_event` sees every event as it arrives.
-pub fn boot_test(opts: &BootTestOptions, mut on_event: impl FnMut(&TimedEvent)) -> Result<BootReport, BootTestError> {
+pub fn boot_test(
+    opts: &BootTestOptions,
+    mut on_event: impl FnMut(&TimedEvent),
+) -> Result<BootReport, BootTestError> {
     let (code, vars_template) = firmware(opts.secure_boot);
     if !Path::new(code).exists() {
         return Err(BootTestError::Firmware(code.into()));
@@ -246,17 +321,35 @@ pub fn boot_test(opts: &BootTestOptions, mut on_event: impl FnMut(&TimedEvent)) 
     std::fs::copy(vars_template, &vars).map_err(io_err("copying firmware variables to", &vars))?;
     if !opts.target.exists() {
         let f = File::create(&opts.target).map_err(io_err("creating target disk", &opts.target))?;
-        f.set_len(opts.target_size).map_err(io_err("sizing target disk", &opts.target))?;
+        f.set_len(opts.target_size)
+            .map_err(io_err("sizing target disk", &opts.target))?;
     }
     let usb_disks = create_usb_disks(opts)?;
-    let mut console = File::create(&opts.console_log).map_err(io_err("creating console log", &opts.console_log))?;
+    let mut console = File::create(&opts.console_log)
+        .map_err(io_err("creating console log", &opts.console_log))?;
     let mut events = Vec::new();
     let mut tail = VecDeque::new();
-    let install = run_phase(opts, &vars, Phase::Install, &mut console, &mut events, &mut tail, &mut on_event)?;
+    let install = run_phase(
+        opts,
+        &vars,
+        Phase::Install,
+        &mut console,
+        &mut events,
+        &mut tail,
+        &mut on_event,
+    )?;
     let mut outcome = install.0;
     let mut firstboot_s = None;
     if outcome == Outcome::Success && opts.firstboot {
-        let (o, secs) = run_phase(opts, &vars, Phase::FirstBoot, &mut console, &mut events, &mut tail, &mut on_event)?;
+        let (o, secs) = run_phase(
+            opts,
+            &vars,
+            Phase::FirstBoot,
+            &mut console,
+            &mut events,
+            &mut tail,
+            &mut on_event,
+        )?;
         outcome = o;
         firstboot_s = Some(secs);
     }
@@ -286,14 +379,25 @@ fn create_usb_disks(opts: &BootTestOptions) -> Result<Vec<PathBuf>, BootTestErro
         let path = UsbDisk::path(&opts.work_dir, index);
         let _ = std::fs::remove_file(&path);
         if let Some(image) = &disk.image {
-            let image_size = std::fs::metadata(image).map_err(io_err("reading", image))?.len();
+            let image_size = std::fs::metadata(image)
+                .map_err(io_err("reading", image))?
+                .len();
             if image_size > disk.size {
-                return Err(BootTestError::UsbDiskTooSmall { image: image.clone(), image_size, size: disk.size });
+                return Err(BootTestError::UsbDiskTooSmall {
+                    image: image.clone(),
+                    image_size,
+                    size: disk.size,
+                });
             }
             std::fs::copy(image, &path).map_err(io_err("copying the image to", &path))?;
         }
-        let f = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(io_err("creating USB disk", &path))?;
-        f.set_len(disk.size).map_err(io_err("sizing USB disk", &path))?;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_err("creating USB disk", &path))?;
+        f.set_len(disk.size)
+            .map_err(io_err("sizing USB disk", &path))?;
         paths.push(path);
     }
     Ok(paths)
@@ -303,9 +407,13 @@ fn create_usb_disks(opts: &BootTestOptions) -> Result<Vec<PathBuf>, BootTestErro
 fn phase_outcome(phase: Phase, event: &Event, stop_after: Option<&str>) -> Option<Outcome> {
     match (phase, event.state) {
         (_, State::Failed) => Some(Outcome::Failed),
-        (Phase::Install, State::Done) if stop_after == Some(event.step.as_str()) => Some(Outcome::Stopped),
+        (Phase::Install, State::Done) if stop_after == Some(event.step.as_str()) => {
+            Some(Outcome::Stopped)
+        }
         (Phase::Install, _) if event.is_install_success() => Some(Outcome::Success),
-        (Phase::FirstBoot, State::Done) if event.step == imgforge_plan::steps::FIRSTBOOT => Some(Outcome::Success),
+        (Phase::FirstBoot, State::Done) if event.step == imgforge_plan::steps::FIRSTBOOT => {
+            Some(Outcome::Success)
+        }
         _ => None,
     }
 }
@@ -321,11 +429,14 @@ fn run_phase(
     on_event: &mut impl FnMut(&TimedEvent),
 ) -> Result<(Outcome, f64), BootTestError> {
     let mut cmd = qemu_command(opts, vars, phase);
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let start = Instant::now();
-    let mut child = cmd
-        .spawn()
-        .map_err(|source| BootTestError::Spawn { program: "qemu-system-x86_64".into(), source })?;
+    let mut child = cmd.spawn().map_err(|source| BootTestError::Spawn {
+        program: "qemu-system-x86_64".into(),
+        source,
+    })?;
     let lines = spawn_line_reader(&mut child);
     let mut outcome = None;
     let mut deadline = start + opts.timeout;
@@ -342,8 +453,14 @@ fn run_phase(
                     tail.pop_front();
                 }
                 tail.push_back(line.clone());
-                let Some(Ok(event)) = Event::from_line(&line) else { continue };
-                let timed = TimedEvent { phase, at_s: start.elapsed().as_secs_f64(), event };
+                let Some(Ok(event)) = Event::from_line(&line) else {
+                    continue;
+                };
+                let timed = TimedEvent {
+                    phase,
+                    at_s: start.elapsed().as_secs_f64(),
+                    event,
+                };
                 on_event(&timed);
                 let decided = phase_outcome(phase, &timed.event, opts.stop_after.as_deref());
                 events.push(timed);
@@ -366,14 +483,20 @@ fn run_phase(
                     _ => {}
                 }
             }
-            Err(mpsc::RecvTimeoutError::Timeout) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                break
+            }
         }
     }
     let secs = start.elapsed().as_secs_f64();
     // The VM is ours; whatever state it is in, it goes now.
     let _ = child.kill();
     let _ = child.wait();
-    let outcome = outcome.unwrap_or(if start.elapsed() >= opts.timeout { Outcome::Timeout } else { Outcome::VmExited });
+    let outcome = outcome.unwrap_or(if start.elapsed() >= opts.timeout {
+        Outcome::Timeout
+    } else {
+        Outcome::VmExited
+    });
     Ok((outcome, secs))
 }
 
@@ -398,7 +521,9 @@ fn forward_lines(stream: impl std::io::Read, tx: mpsc::Sender<String>) {
         match reader.read_until(b'\n', &mut buf) {
             Ok(0) | Err(_) => return,
             Ok(_) => {
-                let line = String::from_utf8_lossy(&buf).trim_end_matches(['\r', '\n']).to_owned();
+                let line = String::from_utf8_lossy(&buf)
+                    .trim_end_matches(['\r', '\n'])
+                    .to_owned();
                 if tx.send(line).is_err() {
                     return;
                 }
@@ -449,7 +574,11 @@ mod tests {
     use imgforge_plan::steps;
 
     fn timed(at_s: f64, ts: f64, step: &str, state: State) -> TimedEvent {
-        TimedEvent { phase: Phase::Install, at_s, event: Event::new(0, ts, step, state) }
+        TimedEvent {
+            phase: Phase::Install,
+            at_s,
+            event: Event::new(0, ts, step, state),
+        }
     }
 
     #[test]
@@ -485,64 +614,168 @@ mod tests {
             install_net: Vec::new(),
         };
         let cmd = qemu_command(&opts, Path::new("/tmp/w/VARS.fd"), Phase::Install);
-        let args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        let args: Vec<String> = cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
         let joined = args.join(" ");
         assert!(joined.contains("-accel tcg"), "{joined}");
         assert!(joined.contains("snapshot=on,file=/tmp/x.img"), "{joined}");
-        assert!(joined.contains("usb-storage,bus=xhci.0,port=1,drive=stick,bootindex=0"), "{joined}");
+        assert!(
+            joined.contains("usb-storage,bus=xhci.0,port=1,drive=stick,bootindex=0"),
+            "{joined}"
+        );
         assert!(joined.contains("-drive if=none,id=usb0,format=raw,file=/tmp/w/usb0.img -device usb-storage,bus=xhci.0,port=2,drive=usb0 "), "{joined}");
         assert!(joined.contains("-drive if=none,id=usb1,format=raw,file=/tmp/w/usb1.img -device usb-storage,bus=xhci.0,port=3,drive=usb1 "), "{joined}");
-        assert!(!joined.contains("usb0,format=raw,snapshot"), "extra sticks are written for real: {joined}");
+        assert!(
+            !joined.contains("usb0,format=raw,snapshot"),
+            "extra sticks are written for real: {joined}"
+        );
         assert!(joined.contains("nvme,drive=target"), "{joined}");
         assert!(joined.contains("unit=1,file=/tmp/w/VARS.fd"), "{joined}");
-        assert!(joined.contains("-nic none"), "the installer needs no network: {joined}");
+        assert!(
+            joined.contains("-nic none"),
+            "the installer needs no network: {joined}"
+        );
 
-        let secure = BootTestOptions { secure_boot: true, ..opts };
+        let secure = BootTestOptions {
+            secure_boot: true,
+            ..opts
+        };
         let first = qemu_command(&secure, Path::new("/tmp/w/VARS.fd"), Phase::FirstBoot);
-        let joined: Vec<String> = first.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        let joined: Vec<String> = first
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
         let joined = joined.join(" ");
-        assert!(!joined.contains("usb-storage"), "first boot is from the target alone: {joined}");
+        assert!(
+            !joined.contains("usb-storage"),
+            "first boot is from the target alone: {joined}"
+        );
         assert!(!joined.contains("usb0"), "{joined}");
-        assert!(joined.contains("nvme,drive=target,serial=imgforge-target,bootindex=0"), "{joined}");
-        assert!(joined.contains("q35,smm=on") && joined.contains("OVMF_CODE_4M.secboot.fd"), "{joined}");
-        assert!(joined.contains("user,restrict=on,model=virtio-net-pci"), "{joined}");
+        assert!(
+            joined.contains("nvme,drive=target,serial=imgforge-target,bootindex=0"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("q35,smm=on") && joined.contains("OVMF_CODE_4M.secboot.fd"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("user,restrict=on,model=virtio-net-pci"),
+            "{joined}"
+        );
 
-        let online = BootTestOptions { install_net: vec!["10.0.2.100:8080=127.0.0.1:38080".parse().unwrap()], ..secure };
+        let online = BootTestOptions {
+            install_net: vec!["10.0.2.100:8080=127.0.0.1:38080".parse().unwrap()],
+            ..secure
+        };
         let install = qemu_command(&online, Path::new("/tmp/w/VARS.fd"), Phase::Install);
-        let args: Vec<String> = install.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
-        let nic = args.iter().position(|a| a == "-nic").map(|i| args[i + 1].clone()).expect("a -nic");
-        assert!(nic.starts_with("user,restrict=on,model=virtio-net-pci,guestfwd=tcp:10.0.2.100:8080-cmd:"), "{nic}");
-        assert!(nic.ends_with(" relay 127.0.0.1:38080"), "one relay per connection: {nic}");
+        let args: Vec<String> = install
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let nic = args
+            .iter()
+            .position(|a| a == "-nic")
+            .map(|i| args[i + 1].clone())
+            .expect("a -nic");
+        assert!(
+            nic.starts_with(
+                "user,restrict=on,model=virtio-net-pci,guestfwd=tcp:10.0.2.100:8080-cmd:"
+            ),
+            "{nic}"
+        );
+        assert!(
+            nic.ends_with(" relay 127.0.0.1:38080"),
+            "one relay per connection: {nic}"
+        );
     }
 
     #[test]
     fn phases_end_on_their_own_success_event_or_any_failure() {
         let ev = |step: &str, state| Event::new(1, 0.0, step, state);
-        assert_eq!(phase_outcome(Phase::Install, &ev(steps::INSTALL, State::Done), None), Some(Outcome::Success));
-        assert_eq!(phase_outcome(Phase::Install, &ev(steps::PACKAGES, State::Done), None), None);
-        assert_eq!(phase_outcome(Phase::Install, &ev(steps::PACKAGES, State::Failed), None), Some(Outcome::Failed));
-        assert_eq!(phase_outcome(Phase::FirstBoot, &ev(steps::FIRSTBOOT, State::Done), None), Some(Outcome::Success));
-        assert_eq!(phase_outcome(Phase::FirstBoot, &ev(steps::FIRSTBOOT, State::Failed), None), Some(Outcome::Failed));
+        assert_eq!(
+            phase_outcome(Phase::Install, &ev(steps::INSTALL, State::Done), None),
+            Some(Outcome::Success)
+        );
+        assert_eq!(
+            phase_outcome(Phase::Install, &ev(steps::PACKAGES, State::Done), None),
+            None
+        );
+        assert_eq!(
+            phase_outcome(Phase::Install, &ev(steps::PACKAGES, State::Failed), None),
+            Some(Outcome::Failed)
+        );
+        assert_eq!(
+            phase_outcome(Phase::FirstBoot, &ev(steps::FIRSTBOOT, State::Done), None),
+            Some(Outcome::Success)
+        );
+        assert_eq!(
+            phase_outcome(Phase::FirstBoot, &ev(steps::FIRSTBOOT, State::Failed), None),
+            Some(Outcome::Failed)
+        );
         let stop = Some(steps::SELECT_DISK);
-        assert_eq!(phase_outcome(Phase::Install, &ev(steps::PAYLOAD, State::Done), stop), None);
-        assert_eq!(phase_outcome(Phase::Install, &ev(steps::SELECT_DISK, State::Started), stop), None);
-        assert_eq!(phase_outcome(Phase::Install, &ev(steps::SELECT_DISK, State::Done), stop), Some(Outcome::Stopped));
-        assert_eq!(phase_outcome(Phase::Install, &ev(steps::SELECT_DISK, State::Failed), stop), Some(Outcome::Failed));
+        assert_eq!(
+            phase_outcome(Phase::Install, &ev(steps::PAYLOAD, State::Done), stop),
+            None
+        );
+        assert_eq!(
+            phase_outcome(
+                Phase::Install,
+                &ev(steps::SELECT_DISK, State::Started),
+                stop
+            ),
+            None
+        );
+        assert_eq!(
+            phase_outcome(Phase::Install, &ev(steps::SELECT_DISK, State::Done), stop),
+            Some(Outcome::Stopped)
+        );
+        assert_eq!(
+            phase_outcome(Phase::Install, &ev(steps::SELECT_DISK, State::Failed), stop),
+            Some(Outcome::Failed)
+        );
     }
 
     #[test]
     fn exit_codes_are_distinct() {
-        let codes = [Outcome::Success, Outcome::Failed, Outcome::Timeout, Outcome::VmExited, Outcome::Stopped].map(Outcome::exit_code);
+        let codes = [
+            Outcome::Success,
+            Outcome::Failed,
+            Outcome::Timeout,
+            Outcome::VmExited,
+            Outcome::Stopped,
+        ]
+        .map(Outcome::exit_code);
         assert_eq!(codes, [0, 1, 2, 3, 4]);
     }
 
     #[test]
     fn usb_disks_are_parsed_and_created_blank_or_with_an_image_at_the_start() {
-        assert_eq!("64GiB".parse::<UsbDisk>(), Ok(UsbDisk { size: 64 << 30, image: None }));
-        assert_eq!("1MiB:/a/b.img".parse::<UsbDisk>(), Ok(UsbDisk { size: 1 << 20, image: Some("/a/b.img".into()) }));
+        assert_eq!(
+            "64GiB".parse::<UsbDisk>(),
+            Ok(UsbDisk {
+                size: 64 << 30,
+                image: None
+            })
+        );
+        assert_eq!(
+            "1MiB:/a/b.img".parse::<UsbDisk>(),
+            Ok(UsbDisk {
+                size: 1 << 20,
+                image: Some("/a/b.img".into())
+            })
+        );
         let err = "lots".parse::<UsbDisk>().unwrap_err();
-        assert!(err.starts_with("\"lots\": ") && err.ends_with("write SIZE or SIZE:IMAGE, e.g. 64GiB"), "{err}");
-        assert!("1MiB:".parse::<UsbDisk>().unwrap_err().contains("the image after ':' is empty"));
+        assert!(
+            err.starts_with("\"lots\": ") && err.ends_with("write SIZE or SIZE:IMAGE, e.g. 64GiB"),
+            "{err}"
+        );
+        assert!("1MiB:"
+            .parse::<UsbDisk>()
+            .unwrap_err()
+            .contains("the image after ':' is empty"));
 
         let dir = tempfile::tempdir().unwrap();
         let image = dir.path().join("image.img");
@@ -562,17 +795,45 @@ mod tests {
             stop_after: None,
             install_net: Vec::new(),
         };
-        let made = create_usb_disks(&opts(vec![UsbDisk { size: 64 << 30, image: None }, UsbDisk { size: 1 << 20, image: Some(image.clone()) }])).unwrap();
-        assert_eq!(made, [dir.path().join("usb0.img"), dir.path().join("usb1.img")]);
+        let made = create_usb_disks(&opts(vec![
+            UsbDisk {
+                size: 64 << 30,
+                image: None,
+            },
+            UsbDisk {
+                size: 1 << 20,
+                image: Some(image.clone()),
+            },
+        ]))
+        .unwrap();
+        assert_eq!(
+            made,
+            [dir.path().join("usb0.img"), dir.path().join("usb1.img")]
+        );
         use std::os::unix::fs::MetadataExt;
         let blank = std::fs::metadata(&made[0]).unwrap();
-        assert_eq!((blank.len(), blank.blocks()), (64 << 30, 0), "a blank sparse stick");
+        assert_eq!(
+            (blank.len(), blank.blocks()),
+            (64 << 30, 0),
+            "a blank sparse stick"
+        );
         let copy = std::fs::read(&made[1]).unwrap();
         assert_eq!(copy.len(), 1 << 20);
         assert_eq!(&copy[..16], b"GPT and the rest");
         assert!(copy[16..].iter().all(|&b| b == 0));
 
-        let err = create_usb_disks(&opts(vec![UsbDisk { size: 4, image: Some(image.clone()) }])).unwrap_err().to_string();
-        assert_eq!(err, format!("--usb-disk: {} (16 bytes) does not fit on a 4-byte disk; give a larger SIZE", image.display()));
+        let err = create_usb_disks(&opts(vec![UsbDisk {
+            size: 4,
+            image: Some(image.clone()),
+        }]))
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            format!(
+                "--usb-disk: {} (16 bytes) does not fit on a 4-byte disk; give a larger SIZE",
+                image.display()
+            )
+        );
     }
 }

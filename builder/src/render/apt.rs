@@ -45,7 +45,11 @@ pub fn ubuntu_sources(mirror: &str, suites: &[String], components: &[String]) ->
 pub fn files(p: &Profile, pool_suite: &str) -> Vec<FilePlan> {
     let pk = &p.packages;
     vec![
-        file(SOURCES_FILE, "0644", ubuntu_sources(pk.mirror(), &pk.suites(pool_suite), &pk.components())),
+        file(
+            SOURCES_FILE,
+            "0644",
+            ubuntu_sources(pk.mirror(), &pk.suites(pool_suite), &pk.components()),
+        ),
         FilePlan {
             path: "/etc/apt/sources.list".into(),
             mode: "0644".into(),
@@ -80,27 +84,42 @@ mod tests {
             ),
             "{text}"
         );
-        assert!(ubuntu_sources("/srv/ubuntu", &strings(&["noble"]), &strings(&["main"])).contains("\nURIs: file:/srv/ubuntu\n"));
+        assert!(
+            ubuntu_sources("/srv/ubuntu", &strings(&["noble"]), &strings(&["main"]))
+                .contains("\nURIs: file:/srv/ubuntu\n")
+        );
     }
 
     #[test]
     fn the_default_suites_follow_the_pool_and_sources_list_goes() {
-        let p = crate::profile::parse("[system]\nhostname = \"a\"\n[disk]\n", Path::new("p.toml")).unwrap();
+        let p = crate::profile::parse("[system]\nhostname = \"a\"\n[disk]\n", Path::new("p.toml"))
+            .unwrap();
         let files = files(&p, "noble");
-        let FileKind::File { content } = &files[0].kind else { panic!("{files:?}") };
+        let FileKind::File { content } = &files[0].kind else {
+            panic!("{files:?}")
+        };
         assert_eq!(files[0].path, SOURCES_FILE);
         assert!(
-            content.contains("\nSuites: noble noble-updates noble-security\nComponents: main universe\n"),
+            content.contains(
+                "\nSuites: noble noble-updates noble-security\nComponents: main universe\n"
+            ),
             "{content}"
         );
-        assert_eq!((files[1].path.as_str(), &files[1].kind), ("/etc/apt/sources.list", &FileKind::Absent));
+        assert_eq!(
+            (files[1].path.as_str(), &files[1].kind),
+            ("/etc/apt/sources.list", &FileKind::Absent)
+        );
     }
 
     fn run(cmd: &mut Command) -> String {
-        let out = cmd
-            .output()
-            .unwrap_or_else(|e| panic!("running {cmd:?}: {e}; install the Debian packages apt and gnupg"));
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let out = cmd.output().unwrap_or_else(|e| {
+            panic!("running {cmd:?}: {e}; install the Debian packages apt and gnupg")
+        });
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(out.status.success(), "{cmd:?}: {text}");
         text
     }
@@ -153,10 +172,23 @@ mod tests {
         let gpg = |args: &[&str]| {
             run(Command::new("gpg")
                 .env("GNUPGHOME", &gnupg)
-                .args(["--batch", "--quiet", "--pinentry-mode", "loopback", "--passphrase", ""])
+                .args([
+                    "--batch",
+                    "--quiet",
+                    "--pinentry-mode",
+                    "loopback",
+                    "--passphrase",
+                    "",
+                ])
                 .args(args))
         };
-        gpg(&["--quick-gen-key", "archive <a@test.invalid>", "ed25519", "sign", "never"]);
+        gpg(&[
+            "--quick-gen-key",
+            "archive <a@test.invalid>",
+            "ed25519",
+            "sign",
+            "never",
+        ]);
         std::fs::write(work.path().join("Release"), &release).unwrap();
         gpg(&[
             "--clearsign",
@@ -165,20 +197,51 @@ mod tests {
             work.path().join("Release").to_str().unwrap(),
         ]);
         let key = work.path().join("archive.asc");
-        gpg(&["--export", "--armor", "-o", key.to_str().unwrap(), "a@test.invalid"]);
+        gpg(&[
+            "--export",
+            "--armor",
+            "-o",
+            key.to_str().unwrap(),
+            "a@test.invalid",
+        ]);
 
-        let rendered = ubuntu_sources(archive.to_str().unwrap(), &strings(&["noble"]), &strings(&["main"]));
+        let rendered = ubuntu_sources(
+            archive.to_str().unwrap(),
+            &strings(&["noble"]),
+            &strings(&["main"]),
+        );
         let sources = root.join("etc/apt/sources.list.d/ubuntu.sources");
         // With the keyring where the installer puts it (here: in the test's directory), apt update verifies.
-        std::fs::write(&sources, rendered.replace(ARCHIVE_KEYRING, key.to_str().unwrap())).unwrap();
+        std::fs::write(
+            &sources,
+            rendered.replace(ARCHIVE_KEYRING, key.to_str().unwrap()),
+        )
+        .unwrap();
         let update = apt(&root, &["update"]);
         assert!(!update.contains("W:") && !update.contains("E:"), "{update}");
         // The file as rendered gives apt exactly that index.
         std::fs::write(&sources, &rendered).unwrap();
-        let targets = apt(&root, &["indextargets", "--format", "$(URI) $(RELEASE) $(COMPONENT)", "Identifier: Packages"]);
-        assert_eq!(targets.trim(), format!("file:{}/dists/noble/main/binary-amd64/Packages noble main", archive.display()));
+        let targets = apt(
+            &root,
+            &[
+                "indextargets",
+                "--format",
+                "$(URI) $(RELEASE) $(COMPONENT)",
+                "Identifier: Packages",
+            ],
+        );
+        assert_eq!(
+            targets.trim(),
+            format!(
+                "file:{}/dists/noble/main/binary-amd64/Packages noble main",
+                archive.display()
+            )
+        );
         let policy = apt(&root, &["-s", "install", "hello"]);
         assert!(policy.contains("Inst hello (1.0 "), "{policy}");
-        let _ = Command::new("gpgconf").env("GNUPGHOME", &gnupg).args(["--kill", "all"]).status();
+        let _ = Command::new("gpgconf")
+            .env("GNUPGHOME", &gnupg)
+            .args(["--kill", "all"])
+            .status();
     }
 }

@@ -120,7 +120,12 @@ pub fn interfaces(p: &Profile) -> String {
          auto lo\niface lo inet loopback\n\n",
     );
     for br in &p.network.bridges {
-        let bonds: Vec<&Bond> = p.network.bonds.iter().filter(|b| b.bridge == br.name).collect();
+        let bonds: Vec<&Bond> = p
+            .network
+            .bonds
+            .iter()
+            .filter(|b| b.bridge == br.name)
+            .collect();
         let ports: Vec<&str> = br
             .ports
             .iter()
@@ -128,7 +133,11 @@ pub fn interfaces(p: &Profile) -> String {
             .chain(bonds.iter().map(|b| b.name.as_str()))
             .chain(br.internal.iter().map(|x| x.name.as_str()))
             .collect();
-        let _ = writeln!(out, "auto {}\nallow-ovs {}\niface {} inet manual", br.name, br.name, br.name);
+        let _ = writeln!(
+            out,
+            "auto {}\nallow-ovs {}\niface {} inet manual",
+            br.name, br.name, br.name
+        );
         let _ = writeln!(out, "    ovs_type OVSBridge");
         if !ports.is_empty() {
             let _ = writeln!(out, "    ovs_ports {}", ports.join(" "));
@@ -142,7 +151,10 @@ pub fn interfaces(p: &Profile) -> String {
         }
         for port in &br.internal {
             let _ = writeln!(out, "allow-{} {}", br.name, port.name);
-            let mut extra = vec![format!("ovs_bridge {}", br.name), "ovs_type OVSIntPort".to_owned()];
+            let mut extra = vec![
+                format!("ovs_bridge {}", br.name),
+                "ovs_type OVSIntPort".to_owned(),
+            ];
             let opts = ovs_vlan_options(port.tag, None, &[]);
             if !opts.is_empty() {
                 extra.push(format!("ovs_options {opts}"));

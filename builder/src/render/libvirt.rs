@@ -15,25 +15,47 @@ const NETWORK_DIR: &str = "/etc/libvirt/qemu/networks";
 pub const DEFAULT_POOL_MODE: &str = "0755";
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('\'', "&apos;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('\'', "&apos;")
+        .replace('"', "&quot;")
 }
 
 pub fn pool_xml(pool: &Pool) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "<!-- Written by imgforge; equivalent to virsh pool-define. -->");
+    let _ = writeln!(
+        out,
+        "<!-- Written by imgforge; equivalent to virsh pool-define. -->"
+    );
     let _ = writeln!(out, "<pool type='dir'>");
     let _ = writeln!(out, "  <name>{}</name>", esc(&pool.name));
-    let _ = writeln!(out, "  <uuid>{}</uuid>", stable_uuid("libvirt-pool", &pool.name));
+    let _ = writeln!(
+        out,
+        "  <uuid>{}</uuid>",
+        stable_uuid("libvirt-pool", &pool.name)
+    );
     let _ = writeln!(out, "  <target>\n    <path>{}</path>", esc(&pool.path));
     // libvirt's <owner> and <group> take numeric ids only. Names (the
     // profile's users, package groups) get their ids only when the installer
     // makes them, so for names the installer sets owner and group on the
     // directory itself, and libvirt takes them from there.
-    let numeric = |id: &Option<String>| id.as_deref().filter(|v| v.parse::<u32>().is_ok()).map(str::to_owned);
-    let fields = [("mode", pool.mode.clone()), ("owner", numeric(&pool.owner)), ("group", numeric(&pool.group))];
+    let numeric = |id: &Option<String>| {
+        id.as_deref()
+            .filter(|v| v.parse::<u32>().is_ok())
+            .map(str::to_owned)
+    };
+    let fields = [
+        ("mode", pool.mode.clone()),
+        ("owner", numeric(&pool.owner)),
+        ("group", numeric(&pool.group)),
+    ];
     if fields.iter().any(|(_, v)| v.is_some()) {
         let _ = writeln!(out, "    <permissions>");
-        for (tag, value) in fields.iter().filter_map(|(t, v)| v.as_ref().map(|v| (t, v))) {
+        for (tag, value) in fields
+            .iter()
+            .filter_map(|(t, v)| v.as_ref().map(|v| (t, v)))
+        {
             let _ = writeln!(out, "      <{tag}>{}</{tag}>", esc(value));
         }
         let _ = writeln!(out, "    </permissions>");
@@ -44,10 +66,17 @@ pub fn pool_xml(pool: &Pool) -> String {
 
 pub fn network_xml(net: &LibvirtNetwork) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "<!-- Written by imgforge; equivalent to virsh net-define. -->");
+    let _ = writeln!(
+        out,
+        "<!-- Written by imgforge; equivalent to virsh net-define. -->"
+    );
     let _ = writeln!(out, "<network>");
     let _ = writeln!(out, "  <name>{}</name>", esc(&net.name));
-    let _ = writeln!(out, "  <uuid>{}</uuid>", stable_uuid("libvirt-network", &net.name));
+    let _ = writeln!(
+        out,
+        "  <uuid>{}</uuid>",
+        stable_uuid("libvirt-network", &net.name)
+    );
     match net.mode {
         NetworkMode::Bridge => {
             let _ = writeln!(out, "  <forward mode='bridge'/>");
@@ -60,7 +89,12 @@ pub fn network_xml(net: &LibvirtNetwork) -> String {
                 for t in &net.trunk {
                     match &t.native {
                         Some(mode) => {
-                            let _ = writeln!(out, "    <tag id='{}' nativeMode='{}'/>", t.tag, esc(mode));
+                            let _ = writeln!(
+                                out,
+                                "    <tag id='{}' nativeMode='{}'/>",
+                                t.tag,
+                                esc(mode)
+                            );
                         }
                         None => {
                             let _ = writeln!(out, "    <tag id='{}'/>", t.tag);
@@ -72,11 +106,29 @@ pub fn network_xml(net: &LibvirtNetwork) -> String {
         }
         NetworkMode::Nat => {
             let _ = writeln!(out, "  <forward mode='nat'/>");
-            let _ = writeln!(out, "  <bridge name='{}' stp='on' delay='0'/>", esc(&net.bridge));
-            if let Some(net4) = net.address.as_deref().and_then(|a| a.parse::<Ipv4Net>().ok()) {
-                let _ = writeln!(out, "  <ip address='{}' netmask='{}'>", net4.addr(), net4.netmask());
+            let _ = writeln!(
+                out,
+                "  <bridge name='{}' stp='on' delay='0'/>",
+                esc(&net.bridge)
+            );
+            if let Some(net4) = net
+                .address
+                .as_deref()
+                .and_then(|a| a.parse::<Ipv4Net>().ok())
+            {
+                let _ = writeln!(
+                    out,
+                    "  <ip address='{}' netmask='{}'>",
+                    net4.addr(),
+                    net4.netmask()
+                );
                 if let Some([start, end]) = &net.dhcp_range {
-                    let _ = writeln!(out, "    <dhcp>\n      <range start='{}' end='{}'/>\n    </dhcp>", esc(start), esc(end));
+                    let _ = writeln!(
+                        out,
+                        "    <dhcp>\n      <range start='{}' end='{}'/>\n    </dhcp>",
+                        esc(start),
+                        esc(end)
+                    );
                 }
                 let _ = writeln!(out, "  </ip>");
             }
@@ -100,7 +152,9 @@ fn autostart(dir: &str, name: &str) -> FilePlan {
         mode: "0777".into(),
         owner: None,
         group: None,
-        kind: FileKind::Symlink { target: format!("{dir}/{name}.xml") },
+        kind: FileKind::Symlink {
+            target: format!("{dir}/{name}.xml"),
+        },
     }
 }
 
@@ -109,23 +163,43 @@ pub fn files(l: &Libvirt) -> Vec<FilePlan> {
     for pool in &l.pools {
         out.push(FilePlan {
             path: pool.path.clone(),
-            mode: pool.mode.clone().unwrap_or_else(|| DEFAULT_POOL_MODE.into()),
+            mode: pool
+                .mode
+                .clone()
+                .unwrap_or_else(|| DEFAULT_POOL_MODE.into()),
             owner: pool.owner.clone(),
             group: pool.group.clone(),
             kind: FileKind::Dir,
         });
-        out.push(file(format!("{POOL_DIR}/{}.xml", pool.name), "0600", pool_xml(pool)));
+        out.push(file(
+            format!("{POOL_DIR}/{}.xml", pool.name),
+            "0600",
+            pool_xml(pool),
+        ));
         if pool.autostart {
             out.push(autostart(POOL_DIR, &pool.name));
         }
     }
     if !l.default_network {
-        for path in [format!("{NETWORK_DIR}/autostart/default.xml"), format!("{NETWORK_DIR}/default.xml")] {
-            out.push(FilePlan { path, mode: "0644".into(), owner: None, group: None, kind: FileKind::Absent });
+        for path in [
+            format!("{NETWORK_DIR}/autostart/default.xml"),
+            format!("{NETWORK_DIR}/default.xml"),
+        ] {
+            out.push(FilePlan {
+                path,
+                mode: "0644".into(),
+                owner: None,
+                group: None,
+                kind: FileKind::Absent,
+            });
         }
     }
     for net in &l.networks {
-        out.push(file(format!("{NETWORK_DIR}/{}.xml", net.name), "0600", network_xml(net)));
+        out.push(file(
+            format!("{NETWORK_DIR}/{}.xml", net.name),
+            "0600",
+            network_xml(net),
+        ));
         if net.autostart {
             out.push(autostart(NETWORK_DIR, &net.name));
         }

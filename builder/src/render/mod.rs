@@ -19,8 +19,13 @@ use crate::profile::{Initramfs, Profile, Renderer};
 pub use interfaces::interfaces;
 pub use libvirt::{network_xml, pool_xml, DEFAULT_POOL_MODE};
 pub use netplan::netplan;
-pub use services::{cloud_init_cfg, masked_units, CLOUD_INIT_CFG, CLOUD_INIT_DISABLED, NETWORKING_AFTER_OVS_DROPIN, OVS_EARLY_DROPIN};
-pub use system::{default_locale, fstab, grub_defaults, hosts, openvswitch_defaults, ssh_dir, FilesystemIds};
+pub use services::{
+    cloud_init_cfg, masked_units, CLOUD_INIT_CFG, CLOUD_INIT_DISABLED, NETWORKING_AFTER_OVS_DROPIN,
+    OVS_EARLY_DROPIN,
+};
+pub use system::{
+    default_locale, fstab, grub_defaults, hosts, openvswitch_defaults, ssh_dir, FilesystemIds,
+};
 
 /// Namespace for the name-based UUIDs of rendered configuration.
 const RENDER_NAMESPACE: Uuid = Uuid::from_u128(0x3f0c_5a7e_21d4_4c8b_9e61_7a2b_54d0_c3e9);
@@ -31,7 +36,13 @@ pub fn stable_uuid(kind: &str, name: &str) -> Uuid {
 }
 
 pub(crate) fn file(path: impl Into<String>, mode: &str, content: String) -> FilePlan {
-    FilePlan { path: path.into(), mode: mode.into(), owner: None, group: None, kind: FileKind::File { content } }
+    FilePlan {
+        path: path.into(),
+        mode: mode.into(),
+        owner: None,
+        group: None,
+        kind: FileKind::File { content },
+    }
 }
 
 /// Where initramfs-tools takes its settings from; the installer writes the
@@ -45,11 +56,23 @@ pub fn render_all(p: &Profile) -> Vec<FilePlan> {
         file("/etc/hostname", "0644", format!("{}\n", p.system.hostname)),
         file("/etc/hosts", "0644", hosts(&p.system.hostname)),
         file("/etc/fstab", "0644", fstab(&ids)),
-        file("/etc/default/grub.d/90-imgforge.cfg", "0644", grub_defaults(&p.system.kernel_args)),
-        file("/etc/default/locale", "0644", default_locale(&p.system.locale)),
+        file(
+            "/etc/default/grub.d/90-imgforge.cfg",
+            "0644",
+            grub_defaults(&p.system.kernel_args),
+        ),
+        file(
+            "/etc/default/locale",
+            "0644",
+            default_locale(&p.system.locale),
+        ),
     ];
     if p.system.initramfs == Initramfs::Targeted {
-        files.push(file(INITRAMFS_CONF, "0644", "# Written by imgforge: system.initramfs = \"targeted\".\nMODULES=dep\n".into()));
+        files.push(file(
+            INITRAMFS_CONF,
+            "0644",
+            "# Written by imgforge: system.initramfs = \"targeted\".\nMODULES=dep\n".into(),
+        ));
     }
     files.extend(system::users(&p.users));
     match p.network.renderer {
@@ -69,14 +92,21 @@ pub fn render_all(p: &Profile) -> Vec<FilePlan> {
 /// written outside `root`, and a symbolic link in it is never followed.
 /// Owners are not applied: the target's accounts do not exist here.
 pub fn write_tree(files: &[FilePlan], root: &Path) -> Result<(), RenderTreeError> {
-    std::fs::create_dir_all(root).map_err(|source| RenderTreeError::Root { root: root.to_path_buf(), source })?;
-    imgforge_fileplan::apply(files, root, imgforge_fileplan::Owners::Skip).map_err(RenderTreeError::Write)
+    std::fs::create_dir_all(root).map_err(|source| RenderTreeError::Root {
+        root: root.to_path_buf(),
+        source,
+    })?;
+    imgforge_fileplan::apply(files, root, imgforge_fileplan::Owners::Skip)
+        .map_err(RenderTreeError::Write)
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum RenderTreeError {
     #[error("creating the output directory {}: {source}; check the path and its permissions", root.display())]
-    Root { root: std::path::PathBuf, source: std::io::Error },
+    Root {
+        root: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Write(imgforge_fileplan::ApplyError),
 }

@@ -17,7 +17,9 @@ fn q(s: &str) -> String {
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
-            c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' || c == '\u{feff}' => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' || c == '\u{feff}' => {
+                out.push_str(&format!("\\u{:04x}", c as u32))
+            }
             c => out.push(c),
         }
     }
@@ -60,7 +62,11 @@ fn ip_lines(out: &mut String, indent: &str, ip: &IpConfig) {
         let _ = writeln!(out, "{indent}routes: {}", list(routes));
     }
     if !ip.dns.is_empty() {
-        let _ = writeln!(out, "{indent}nameservers: {{addresses: {}}}", list(ip.dns.iter().map(|d| q(d))));
+        let _ = writeln!(
+            out,
+            "{indent}nameservers: {{addresses: {}}}",
+            list(ip.dns.iter().map(|d| q(d)))
+        );
     }
     if let Some(m) = ip.mtu {
         let _ = writeln!(out, "{indent}mtu: {m}");
@@ -69,7 +75,9 @@ fn ip_lines(out: &mut String, indent: &str, ip: &IpConfig) {
 
 pub fn netplan(p: &Profile) -> String {
     let n = &p.network;
-    let mut out = String::from("# Written by imgforge from the profile.\nnetwork:\n  version: 2\n  renderer: networkd\n");
+    let mut out = String::from(
+        "# Written by imgforge from the profile.\nnetwork:\n  version: 2\n  renderer: networkd\n",
+    );
     let mut nics: Vec<(&str, Option<&str>, Option<IpConfig>)> = Vec::new();
     for br in &n.bridges {
         for port in &br.ports {
@@ -89,7 +97,12 @@ pub fn netplan(p: &Profile) -> String {
         for (name, mac, ip) in nics {
             let _ = writeln!(out, "    {}:", q(name));
             if let Some(mac) = mac {
-                let _ = writeln!(out, "      match: {{macaddress: {}}}\n      set-name: {}", q(mac), q(name));
+                let _ = writeln!(
+                    out,
+                    "      match: {{macaddress: {}}}\n      set-name: {}",
+                    q(mac),
+                    q(name)
+                );
             }
             match ip {
                 Some(ip) => ip_lines(&mut out, "      ", &ip),
@@ -100,7 +113,12 @@ pub fn netplan(p: &Profile) -> String {
     if !n.bonds.is_empty() {
         out.push_str("  bonds:\n");
         for bond in &n.bonds {
-            let _ = writeln!(out, "    {}:\n      interfaces: {}", q(&bond.name), list(bond.interfaces.iter().map(|i| q(i))));
+            let _ = writeln!(
+                out,
+                "    {}:\n      interfaces: {}",
+                q(&bond.name),
+                list(bond.interfaces.iter().map(|i| q(i)))
+            );
             let _ = writeln!(out, "      parameters: {{mode: {}}}", q(&bond.mode));
             if bond.lacp {
                 out.push_str("      openvswitch: {lacp: active}\n");
@@ -110,11 +128,25 @@ pub fn netplan(p: &Profile) -> String {
     if !n.bridges.is_empty() {
         out.push_str("  bridges:\n");
         for br in &n.bridges {
-            let ifaces = br.ports.iter().map(|x| q(&x.name)).chain(n.bonds.iter().filter(|b| b.bridge == br.name).map(|b| q(&b.name)));
-            let _ = writeln!(out, "    {}:\n      interfaces: {}\n      openvswitch: {{}}", q(&br.name), list(ifaces));
+            let ifaces = br.ports.iter().map(|x| q(&x.name)).chain(
+                n.bonds
+                    .iter()
+                    .filter(|b| b.bridge == br.name)
+                    .map(|b| q(&b.name)),
+            );
+            let _ = writeln!(
+                out,
+                "    {}:\n      interfaces: {}\n      openvswitch: {{}}",
+                q(&br.name),
+                list(ifaces)
+            );
         }
     }
-    let vlans: Vec<_> = n.bridges.iter().flat_map(|br| br.internal.iter().map(move |i| (br, i))).collect();
+    let vlans: Vec<_> = n
+        .bridges
+        .iter()
+        .flat_map(|br| br.internal.iter().map(move |i| (br, i)))
+        .collect();
     if !vlans.is_empty() {
         out.push_str("  vlans:\n");
         for (br, port) in vlans {
@@ -143,12 +175,29 @@ mod tests {
 
     #[test]
     fn every_profile_value_in_the_output_is_quoted() {
-        let path = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../profiles/examples/netplan.toml"));
+        let path = std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../profiles/examples/netplan.toml"
+        ));
         let p = crate::profile::load(path).unwrap().profile;
         let out = netplan(&p);
-        for name in ["eth0", "vmbr0", "vlan31", "vlan32", "192.168.1.10/24", "192.168.1.1", "208.67.222.222"] {
-            assert!(out.contains(&format!("\"{name}\"")), "{name} is not quoted:\n{out}");
-            assert!(!out.contains(&format!(" {name}")), "{name} appears unquoted:\n{out}");
+        for name in [
+            "eth0",
+            "vmbr0",
+            "vlan31",
+            "vlan32",
+            "192.168.1.10/24",
+            "192.168.1.1",
+            "208.67.222.222",
+        ] {
+            assert!(
+                out.contains(&format!("\"{name}\"")),
+                "{name} is not quoted:\n{out}"
+            );
+            assert!(
+                !out.contains(&format!(" {name}")),
+                "{name} appears unquoted:\n{out}"
+            );
         }
     }
 }

@@ -52,9 +52,11 @@ pub fn cloud_init_cfg() -> String {
 /// dependencies (ovsdb-server and ovs-vswitchd, which it only groups, have
 /// none either), and networking.service starts after it, so the hook finds
 /// it active and starts nothing.
-pub const OVS_EARLY_DROPIN: &str = "/etc/systemd/system/openvswitch-switch.service.d/imgforge-early.conf";
+pub const OVS_EARLY_DROPIN: &str =
+    "/etc/systemd/system/openvswitch-switch.service.d/imgforge-early.conf";
 /// networking.service's side of the ordering above.
-pub const NETWORKING_AFTER_OVS_DROPIN: &str = "/etc/systemd/system/networking.service.d/imgforge-ovs.conf";
+pub const NETWORKING_AFTER_OVS_DROPIN: &str =
+    "/etc/systemd/system/networking.service.d/imgforge-ovs.conf";
 
 fn ovs_early_dropin() -> String {
     "# Written by imgforge: start before ifupdown raises the OVS bridges,\n\
@@ -111,7 +113,11 @@ pub fn files(p: &Profile) -> Vec<FilePlan> {
     out.extend(masked_units(p).iter().map(|u| mask(u)));
     if p.network.renderer == Renderer::Ifupdown && !p.network.bridges.is_empty() {
         out.push(file(OVS_EARLY_DROPIN, "0644", ovs_early_dropin()));
-        out.push(file(NETWORKING_AFTER_OVS_DROPIN, "0644", networking_after_ovs_dropin()));
+        out.push(file(
+            NETWORKING_AFTER_OVS_DROPIN,
+            "0644",
+            networking_after_ovs_dropin(),
+        ));
     }
     out
 }

@@ -20,7 +20,10 @@ impl FilesystemIds {
     pub fn for_host(hostname: &str) -> Self {
         let esp = stable_uuid("esp-volume-id", hostname);
         let b = esp.as_bytes();
-        FilesystemIds { root: stable_uuid("root-filesystem", hostname), esp: u32::from_be_bytes([b[0], b[1], b[2], b[3]]) }
+        FilesystemIds {
+            root: stable_uuid("root-filesystem", hostname),
+            esp: u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+        }
     }
 
     pub fn esp_text(&self) -> String {
@@ -41,7 +44,11 @@ pub fn fstab(ids: &FilesystemIds) -> String {
 
 pub fn hosts(hostname: &str) -> String {
     let short = hostname.split('.').next().unwrap_or(hostname);
-    let names = if short == hostname { hostname.to_owned() } else { format!("{hostname} {short}") };
+    let names = if short == hostname {
+        hostname.to_owned()
+    } else {
+        format!("{hostname} {short}")
+    };
     format!(
         "127.0.0.1\tlocalhost\n127.0.1.1\t{names}\n\n\
          # The following lines are desirable for IPv6 capable hosts\n\
@@ -97,15 +104,32 @@ pub fn users(users: &[User]) -> Vec<FilePlan> {
             let ssh = ssh_dir(u);
             // Files without an owner belong to root, so root's own need none.
             let owner = (!u.existing).then(|| u.name.clone());
-            out.push(FilePlan { path: ssh.clone(), mode: "0700".into(), owner: owner.clone(), group: None, kind: FileKind::Dir });
+            out.push(FilePlan {
+                path: ssh.clone(),
+                mode: "0700".into(),
+                owner: owner.clone(),
+                group: None,
+                kind: FileKind::Dir,
+            });
             let mut keys = u.ssh_authorized_keys.join("\n");
             keys.push('\n');
-            out.push(FilePlan { owner, ..file(format!("{ssh}/authorized_keys"), "0600", keys) });
+            out.push(FilePlan {
+                owner,
+                ..file(format!("{ssh}/authorized_keys"), "0600", keys)
+            });
         }
         if u.sudo {
             // Without a password, sudo could never be used unless it asks for none.
-            let rule = if u.password_hash.is_some() { "ALL=(ALL:ALL) ALL" } else { "ALL=(ALL:ALL) NOPASSWD: ALL" };
-            out.push(file(format!("/etc/sudoers.d/90-imgforge-{}", u.name), "0440", format!("{} {rule}\n", u.name)));
+            let rule = if u.password_hash.is_some() {
+                "ALL=(ALL:ALL) ALL"
+            } else {
+                "ALL=(ALL:ALL) NOPASSWD: ALL"
+            };
+            out.push(file(
+                format!("/etc/sudoers.d/90-imgforge-{}", u.name),
+                "0440",
+                format!("{} {rule}\n", u.name),
+            ));
         }
     }
     out

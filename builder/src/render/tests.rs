@@ -10,7 +10,9 @@ use crate::profile::{self, Profile};
 
 fn load(rel: &str) -> Profile {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel);
-    profile::load(&path).unwrap_or_else(|e| panic!("{e}")).profile
+    profile::load(&path)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .profile
 }
 
 fn reference() -> Profile {
@@ -33,14 +35,27 @@ fn snapshot(root: &Path) -> BTreeMap<String, String> {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let entry = entry.unwrap();
             let path = entry.path();
-            let rel = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            let rel = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
             let meta = std::fs::symlink_metadata(&path).unwrap();
             if meta.file_type().is_symlink() {
-                out.insert(rel, format!("symlink -> {}", std::fs::read_link(&path).unwrap().display()));
+                out.insert(
+                    rel,
+                    format!(
+                        "symlink -> {}",
+                        std::fs::read_link(&path).unwrap().display()
+                    ),
+                );
             } else if meta.is_dir() {
                 stack.push(path.clone());
             } else {
-                out.insert(rel, format!("file\n{}", std::fs::read_to_string(&path).unwrap()));
+                out.insert(
+                    rel,
+                    format!("file\n{}", std::fs::read_to_string(&path).unwrap()),
+                );
             }
         }
     }
@@ -63,12 +78,22 @@ fn reference_machine_matches_the_golden_files() {
     for (path, desc) in &want {
         assert_eq!(got.get(path), Some(desc), "{path} differs from the golden file (IMGFORGE_BLESS=1 rewrites the goldens; review the diff)");
     }
-    assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>(), "rendered file set differs from the goldens");
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "rendered file set differs from the goldens"
+    );
 }
 
 fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e} (scripts/deps installs the tools)"));
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e} (scripts/deps installs the tools)"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "{cmd:?} failed:\n{text}");
     text
 }
@@ -78,13 +103,31 @@ fn ifupdown_reads_the_interfaces_file_as_intended() {
     let tree = rendered_tree(&reference());
     let file = tree.path().join("etc/network/interfaces");
     let list = |extra: &[&str]| -> Vec<String> {
-        run(Command::new("ifquery").arg("-i").arg(&file).arg("--list").args(extra)).lines().map(str::to_owned).collect()
+        run(Command::new("ifquery")
+            .arg("-i")
+            .arg(&file)
+            .arg("--list")
+            .args(extra))
+        .lines()
+        .map(str::to_owned)
+        .collect()
     };
     assert_eq!(list(&[]), ["lo", "vmbr0"], "auto interfaces");
-    assert_eq!(list(&["--allow=ovs"]), ["vmbr0"], "bridges started by openvswitch-switch");
-    assert_eq!(list(&["--allow=vmbr0"]), ["eth0", "vlan31", "vlan32"], "ports of vmbr0");
+    assert_eq!(
+        list(&["--allow=ovs"]),
+        ["vmbr0"],
+        "bridges started by openvswitch-switch"
+    );
+    assert_eq!(
+        list(&["--allow=vmbr0"]),
+        ["eth0", "vlan31", "vlan32"],
+        "ports of vmbr0"
+    );
     let eth0 = run(Command::new("ifquery").arg("-i").arg(&file).arg("eth0"));
-    assert!(eth0.contains("ovs_options: tag=31 vlan_mode=native-untagged trunks=31,32"), "{eth0}");
+    assert!(
+        eth0.contains("ovs_options: tag=31 vlan_mode=native-untagged trunks=31,32"),
+        "{eth0}"
+    );
     let vlan31 = run(Command::new("ifquery").arg("-i").arg(&file).arg("vlan31"));
     for line in [
         "ovs_type: OVSIntPort",
@@ -98,26 +141,56 @@ fn ifupdown_reads_the_interfaces_file_as_intended() {
         assert!(vlan31.contains(line), "vlan31 lacks {line:?}:\n{vlan31}");
     }
     let vlan32 = run(Command::new("ifquery").arg("-i").arg(&file).arg("vlan32"));
-    assert!(vlan32.contains("address: 192.168.2.25") && vlan32.contains("ovs_options: tag=32"), "{vlan32}");
+    assert!(
+        vlan32.contains("address: 192.168.2.25") && vlan32.contains("ovs_options: tag=32"),
+        "{vlan32}"
+    );
     // ifup parses the whole file and plans every interface without touching the host.
     let state = tempfile::tempdir().unwrap();
-    run(Command::new("ifup").arg("--no-act").arg("-i").arg(&file).arg("--state-dir").arg(state.path()).arg("-a"));
+    run(Command::new("ifup")
+        .arg("--no-act")
+        .arg("-i")
+        .arg(&file)
+        .arg("--state-dir")
+        .arg(state.path())
+        .arg("-a"));
 }
 
 #[test]
 fn netplan_generate_accepts_the_netplan_variant_and_makes_ovs_commands() {
     let tree = rendered_tree(&load("profiles/examples/netplan.toml"));
-    run(Command::new("netplan").arg("generate").arg("--root-dir").arg(tree.path()));
+    run(Command::new("netplan")
+        .arg("generate")
+        .arg("--root-dir")
+        .arg(tree.path()));
     let units = tree.path().join("run/systemd/system");
-    let bridge = std::fs::read_to_string(units.join("netplan-ovs-vmbr0.service")).expect("netplan made an OVS unit for vmbr0");
-    assert!(bridge.contains("ovs-vsctl --may-exist add-br vmbr0"), "{bridge}");
-    assert!(bridge.contains("ovs-vsctl --may-exist add-port vmbr0 eth0"), "{bridge}");
+    let bridge = std::fs::read_to_string(units.join("netplan-ovs-vmbr0.service"))
+        .expect("netplan made an OVS unit for vmbr0");
+    assert!(
+        bridge.contains("ovs-vsctl --may-exist add-br vmbr0"),
+        "{bridge}"
+    );
+    assert!(
+        bridge.contains("ovs-vsctl --may-exist add-port vmbr0 eth0"),
+        "{bridge}"
+    );
     for (port, tag) in [("vlan31", 31), ("vlan32", 32)] {
-        let unit = std::fs::read_to_string(units.join(format!("netplan-ovs-{port}.service"))).unwrap();
-        assert!(unit.contains(&format!("add-br {port} vmbr0 {tag}")), "{unit}");
+        let unit =
+            std::fs::read_to_string(units.join(format!("netplan-ovs-{port}.service"))).unwrap();
+        assert!(
+            unit.contains(&format!("add-br {port} vmbr0 {tag}")),
+            "{unit}"
+        );
     }
-    let net = std::fs::read_to_string(tree.path().join("run/systemd/network/10-netplan-vlan31.network")).unwrap();
-    assert!(net.contains("Address=192.168.1.10/24") && net.contains("Gateway=192.168.1.1"), "{net}");
+    let net = std::fs::read_to_string(
+        tree.path()
+            .join("run/systemd/network/10-netplan-vlan31.network"),
+    )
+    .unwrap();
+    assert!(
+        net.contains("Address=192.168.1.10/24") && net.contains("Gateway=192.168.1.1"),
+        "{net}"
+    );
 }
 
 #[test]
@@ -136,7 +209,10 @@ fn virt_xml_validate_accepts_every_pool_and_network() {
     });
     let tree = rendered_tree(&nat);
     let mut checked = 0;
-    for (dir, kind) in [("etc/libvirt/storage", "storagepool"), ("etc/libvirt/qemu/networks", "network")] {
+    for (dir, kind) in [
+        ("etc/libvirt/storage", "storagepool"),
+        ("etc/libvirt/qemu/networks", "network"),
+    ] {
         for entry in std::fs::read_dir(tree.path().join(dir)).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "xml") {
@@ -152,15 +228,37 @@ fn virt_xml_validate_accepts_every_pool_and_network() {
 fn autostart_links_point_at_the_definitions() {
     let tree = rendered_tree(&reference());
     for (link, target) in [
-        ("etc/libvirt/storage/autostart/isos.xml", "/etc/libvirt/storage/isos.xml"),
-        ("etc/libvirt/storage/autostart/vm-images.xml", "/etc/libvirt/storage/vm-images.xml"),
-        ("etc/libvirt/qemu/networks/autostart/libvirt-vmbr0.xml", "/etc/libvirt/qemu/networks/libvirt-vmbr0.xml"),
+        (
+            "etc/libvirt/storage/autostart/isos.xml",
+            "/etc/libvirt/storage/isos.xml",
+        ),
+        (
+            "etc/libvirt/storage/autostart/vm-images.xml",
+            "/etc/libvirt/storage/vm-images.xml",
+        ),
+        (
+            "etc/libvirt/qemu/networks/autostart/libvirt-vmbr0.xml",
+            "/etc/libvirt/qemu/networks/libvirt-vmbr0.xml",
+        ),
     ] {
-        assert_eq!(std::fs::read_link(tree.path().join(link)).unwrap(), Path::new(target));
+        assert_eq!(
+            std::fs::read_link(tree.path().join(link)).unwrap(),
+            Path::new(target)
+        );
     }
     let files = render_all(&reference());
-    let absent: Vec<&str> = files.iter().filter(|f| f.kind == FileKind::Absent).map(|f| f.path.as_str()).collect();
-    assert_eq!(absent, ["/etc/libvirt/qemu/networks/autostart/default.xml", "/etc/libvirt/qemu/networks/default.xml"]);
+    let absent: Vec<&str> = files
+        .iter()
+        .filter(|f| f.kind == FileKind::Absent)
+        .map(|f| f.path.as_str())
+        .collect();
+    assert_eq!(
+        absent,
+        [
+            "/etc/libvirt/qemu/networks/autostart/default.xml",
+            "/etc/libvirt/qemu/networks/default.xml"
+        ]
+    );
 }
 
 #[test]
@@ -168,19 +266,38 @@ fn grub_drop_in_is_valid_shell_and_appends_the_kernel_arguments() {
     let tree = rendered_tree(&reference());
     let file = tree.path().join("etc/default/grub.d/90-imgforge.cfg");
     run(Command::new("sh").arg("-n").arg(&file));
-    let script = format!("GRUB_CMDLINE_LINUX='quiet'; . '{}'; printf '%s' \"$GRUB_CMDLINE_LINUX\"", file.display());
-    assert_eq!(run(Command::new("sh").arg("-c").arg(&script)), "quiet biosdevname=0 net.ifnames=0");
-    let empty = format!("GRUB_CMDLINE_LINUX=''; . '{}'; printf '%s' \"$GRUB_CMDLINE_LINUX\"", file.display());
-    assert_eq!(run(Command::new("sh").arg("-c").arg(&empty)), "biosdevname=0 net.ifnames=0");
+    let script = format!(
+        "GRUB_CMDLINE_LINUX='quiet'; . '{}'; printf '%s' \"$GRUB_CMDLINE_LINUX\"",
+        file.display()
+    );
+    assert_eq!(
+        run(Command::new("sh").arg("-c").arg(&script)),
+        "quiet biosdevname=0 net.ifnames=0"
+    );
+    let empty = format!(
+        "GRUB_CMDLINE_LINUX=''; . '{}'; printf '%s' \"$GRUB_CMDLINE_LINUX\"",
+        file.display()
+    );
+    assert_eq!(
+        run(Command::new("sh").arg("-c").arg(&empty)),
+        "biosdevname=0 net.ifnames=0"
+    );
     let ovs = std::fs::read_to_string(tree.path().join("etc/default/openvswitch-switch")).unwrap();
-    let value = run(Command::new("sh").arg("-c").arg(format!("{ovs}\nprintf '%s' \"$OVS_CTL_OPTS\"")));
+    let value = run(Command::new("sh")
+        .arg("-c")
+        .arg(format!("{ovs}\nprintf '%s' \"$OVS_CTL_OPTS\"")));
     assert_eq!(value, "--delete-bridges");
 }
 
 #[test]
 fn modes_and_owners_are_what_the_services_expect() {
     let files = render_all(&reference());
-    let get = |path: &str| files.iter().find(|f| f.path == path).unwrap_or_else(|| panic!("{path} not rendered"));
+    let get = |path: &str| {
+        files
+            .iter()
+            .find(|f| f.path == path)
+            .unwrap_or_else(|| panic!("{path} not rendered"))
+    };
     for (path, mode, owner) in [
         ("/home/avatar/isos", "0711", None),
         ("/home/avatar/vm-images", "0711", None),
@@ -190,7 +307,11 @@ fn modes_and_owners_are_what_the_services_expect() {
         ("/etc/network/interfaces", "0644", None),
     ] {
         let f = get(path);
-        assert_eq!((f.mode.as_str(), f.owner.as_deref()), (mode, owner), "{path}");
+        assert_eq!(
+            (f.mode.as_str(), f.owner.as_deref()),
+            (mode, owner),
+            "{path}"
+        );
     }
     assert_eq!(get("/home/avatar/isos").kind, FileKind::Dir);
     // Parents come before their contents, so the installer can write in order.
@@ -200,8 +321,14 @@ fn modes_and_owners_are_what_the_services_expect() {
 
 #[test]
 fn stable_uuids_depend_on_kind_and_name_only() {
-    assert_eq!(stable_uuid("libvirt-pool", "isos"), stable_uuid("libvirt-pool", "isos"));
-    assert_ne!(stable_uuid("libvirt-pool", "isos"), stable_uuid("libvirt-network", "isos"));
+    assert_eq!(
+        stable_uuid("libvirt-pool", "isos"),
+        stable_uuid("libvirt-pool", "isos")
+    );
+    assert_ne!(
+        stable_uuid("libvirt-pool", "isos"),
+        stable_uuid("libvirt-network", "isos")
+    );
     let a = FilesystemIds::for_host("hv01");
     assert_ne!(a, FilesystemIds::for_host("hv02"));
     assert!(fstab(&a).contains(&format!("UUID={}  /             ext4", a.root)));
@@ -219,12 +346,26 @@ fn bonds_and_plain_nics_render_for_ifupdown() {
     let tree = rendered_tree(&p);
     let file = tree.path().join("etc/network/interfaces");
     let bond = run(Command::new("ifquery").arg("-i").arg(&file).arg("bond0"));
-    assert!(bond.contains("ovs_type: OVSBond") && bond.contains("ovs_bonds: eth1 eth2"), "{bond}");
-    assert!(bond.contains("ovs_options: bond_mode=balance-tcp lacp=active trunks=31,32"), "{bond}");
+    assert!(
+        bond.contains("ovs_type: OVSBond") && bond.contains("ovs_bonds: eth1 eth2"),
+        "{bond}"
+    );
+    assert!(
+        bond.contains("ovs_options: bond_mode=balance-tcp lacp=active trunks=31,32"),
+        "{bond}"
+    );
     let bridge = run(Command::new("ifquery").arg("-i").arg(&file).arg("vmbr0"));
-    assert!(bridge.contains("ovs_ports: eth0 bond0 vlan31 vlan32"), "{bridge}");
+    assert!(
+        bridge.contains("ovs_ports: eth0 bond0 vlan31 vlan32"),
+        "{bridge}"
+    );
     let v6 = run(Command::new("ifquery").arg("-i").arg(&file).arg("eth3"));
-    assert!(v6.contains("address: 2001:db8::10") && v6.contains("netmask: 64") && v6.contains("gateway: 2001:db8::1"), "{v6}");
+    assert!(
+        v6.contains("address: 2001:db8::10")
+            && v6.contains("netmask: 64")
+            && v6.contains("gateway: 2001:db8::1"),
+        "{v6}"
+    );
 }
 
 #[test]
@@ -236,26 +377,47 @@ fn locale_and_pool_owner_and_group_reach_the_installed_system() {
     let p = profile::parse(&text, Path::new("locale.toml")).unwrap_or_else(|e| panic!("{e}"));
     let files = render_all(&p);
     let dir = |path: &str| {
-        let f = files.iter().find(|f| f.path == path).unwrap_or_else(|| panic!("{path} not rendered"));
+        let f = files
+            .iter()
+            .find(|f| f.path == path)
+            .unwrap_or_else(|| panic!("{path} not rendered"));
         assert_eq!(f.kind, FileKind::Dir, "{path}");
         (f.mode.clone(), f.owner.clone(), f.group.clone())
     };
-    assert_eq!(dir("/home/avatar/isos"), ("0770".into(), Some("avatar".into()), Some("libvirt".into())));
-    assert_eq!(dir("/home/avatar/vm-images"), ("0755".into(), Some("1000".into()), Some("64055".into())));
+    assert_eq!(
+        dir("/home/avatar/isos"),
+        ("0770".into(), Some("avatar".into()), Some("libvirt".into()))
+    );
+    assert_eq!(
+        dir("/home/avatar/vm-images"),
+        ("0755".into(), Some("1000".into()), Some("64055".into()))
+    );
 
     let tree = rendered_tree(&p);
     let locale = tree.path().join("etc/default/locale");
-    let script = format!("LANG=fr_FR.UTF-8; . '{}'; printf '%s' \"$LANG\"", locale.display());
-    assert_eq!(run(Command::new("sh").arg("-c").arg(&script)), "de_DE.UTF-8");
+    let script = format!(
+        "LANG=fr_FR.UTF-8; . '{}'; printf '%s' \"$LANG\"",
+        locale.display()
+    );
+    assert_eq!(
+        run(Command::new("sh").arg("-c").arg(&script)),
+        "de_DE.UTF-8"
+    );
 
     // Names have no ids at build time: only the mode goes into the XML. Numeric ids do.
     let storage = tree.path().join("etc/libvirt/storage");
     let isos = std::fs::read_to_string(storage.join("isos.xml")).expect("isos.xml is rendered");
-    assert!(isos.contains("    <permissions>\n      <mode>0770</mode>\n    </permissions>"), "{isos}");
-    let images = std::fs::read_to_string(storage.join("vm-images.xml")).expect("vm-images.xml is rendered");
+    assert!(
+        isos.contains("    <permissions>\n      <mode>0770</mode>\n    </permissions>"),
+        "{isos}"
+    );
+    let images =
+        std::fs::read_to_string(storage.join("vm-images.xml")).expect("vm-images.xml is rendered");
     assert!(images.contains("    <permissions>\n      <owner>1000</owner>\n      <group>64055</group>\n    </permissions>"), "{images}");
     for xml in ["isos.xml", "vm-images.xml"] {
-        run(Command::new("virt-xml-validate").arg(storage.join(xml)).arg("storagepool"));
+        run(Command::new("virt-xml-validate")
+            .arg(storage.join(xml))
+            .arg("storagepool"));
     }
 }
 
@@ -263,43 +425,103 @@ fn locale_and_pool_owner_and_group_reach_the_installed_system() {
 fn an_existing_root_gets_its_keys_in_root_home_owned_by_root() {
     let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKaphkKRRNK7yCAne6d3+10EXW0siwULBCUvLydFtGJl ops@example.com";
     let root = format!("[[users]]\nname = \"root\"\nexisting = true\ngroups = [\"kvm\"]\nssh_authorized_keys = [\"{key}\"]\n\n[disk]");
-    let text = include_str!("../../../profiles/hypervisor.toml").replacen("\n[disk]", &format!("\n{root}"), 1);
+    let text = include_str!("../../../profiles/hypervisor.toml").replacen(
+        "\n[disk]",
+        &format!("\n{root}"),
+        1,
+    );
     let p = profile::parse(&text, Path::new("root.toml")).unwrap_or_else(|e| panic!("{e}"));
     let files = render_all(&p);
-    let get = |path: &str| files.iter().find(|f| f.path == path).unwrap_or_else(|| panic!("{path} not rendered"));
+    let get = |path: &str| {
+        files
+            .iter()
+            .find(|f| f.path == path)
+            .unwrap_or_else(|| panic!("{path} not rendered"))
+    };
     let ssh = get("/root/.ssh");
-    assert_eq!((ssh.mode.as_str(), ssh.owner.as_deref(), &ssh.kind), ("0700", None, &FileKind::Dir));
+    assert_eq!(
+        (ssh.mode.as_str(), ssh.owner.as_deref(), &ssh.kind),
+        ("0700", None, &FileKind::Dir)
+    );
     let keys = get("/root/.ssh/authorized_keys");
-    assert_eq!((keys.mode.as_str(), keys.owner.as_deref(), keys.group.as_deref()), ("0600", None, None));
-    assert_eq!(keys.kind, FileKind::File { content: format!("{key}\n") });
-    assert!(!files.iter().any(|f| f.path.starts_with("/home/root")), "nothing for root under /home");
-    assert_eq!(get("/home/avatar/.ssh/authorized_keys").owner.as_deref(), Some("avatar"));
-    assert!(!files.iter().any(|f| f.path.contains("sudoers.d/90-imgforge-root")));
+    assert_eq!(
+        (
+            keys.mode.as_str(),
+            keys.owner.as_deref(),
+            keys.group.as_deref()
+        ),
+        ("0600", None, None)
+    );
+    assert_eq!(
+        keys.kind,
+        FileKind::File {
+            content: format!("{key}\n")
+        }
+    );
+    assert!(
+        !files.iter().any(|f| f.path.starts_with("/home/root")),
+        "nothing for root under /home"
+    );
+    assert_eq!(
+        get("/home/avatar/.ssh/authorized_keys").owner.as_deref(),
+        Some("avatar")
+    );
+    assert!(!files
+        .iter()
+        .any(|f| f.path.contains("sudoers.d/90-imgforge-root")));
 }
 
 /// cloud-init reads its drop-ins as YAML and merges them over cloud.cfg.
 fn cloud_cfg(tree: &Path) -> serde_yaml::Value {
-    let text = std::fs::read_to_string(tree.join(CLOUD_INIT_CFG.trim_start_matches('/'))).expect("the cloud-init drop-in is rendered");
-    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{CLOUD_INIT_CFG} is not YAML: {e}\n{text}"))
+    let text = std::fs::read_to_string(tree.join(CLOUD_INIT_CFG.trim_start_matches('/')))
+        .expect("the cloud-init drop-in is rendered");
+    serde_yaml::from_str(&text)
+        .unwrap_or_else(|e| panic!("{CLOUD_INIT_CFG} is not YAML: {e}\n{text}"))
 }
 
 #[test]
 fn cloud_init_never_configures_the_network_and_is_off_when_asked() {
     let tree = rendered_tree(&reference());
     let cfg = cloud_cfg(tree.path());
-    assert_eq!(cfg["network"]["config"], serde_yaml::Value::from("disabled"), "{cfg:?}");
+    assert_eq!(
+        cfg["network"]["config"],
+        serde_yaml::Value::from("disabled"),
+        "{cfg:?}"
+    );
     // No distribution default user for cloud.cfg's `users: [default]` to name.
-    assert_eq!(cfg["system_info"]["default_user"], serde_yaml::Value::Null, "{cfg:?}");
-    assert_eq!(cfg["system_info"].as_mapping().map(|m| m.len()), Some(1), "only the default user is touched: {cfg:?}");
-    assert!(cfg.get("users").is_none(), "`users: []` fails cloud-init's schema: {cfg:?}");
-    assert_eq!(cfg.as_mapping().map(|m| m.len()), Some(2), "only the network and system_info keys: {cfg:?}");
-    assert!(!tree.path().join("etc/cloud/cloud-init.disabled").exists(), "cloud-init runs by default");
+    assert_eq!(
+        cfg["system_info"]["default_user"],
+        serde_yaml::Value::Null,
+        "{cfg:?}"
+    );
+    assert_eq!(
+        cfg["system_info"].as_mapping().map(|m| m.len()),
+        Some(1),
+        "only the default user is touched: {cfg:?}"
+    );
+    assert!(
+        cfg.get("users").is_none(),
+        "`users: []` fails cloud-init's schema: {cfg:?}"
+    );
+    assert_eq!(
+        cfg.as_mapping().map(|m| m.len()),
+        Some(2),
+        "only the network and system_info keys: {cfg:?}"
+    );
+    assert!(
+        !tree.path().join("etc/cloud/cloud-init.disabled").exists(),
+        "cloud-init runs by default"
+    );
 
     let mut off = reference();
     off.system.cloud_init = false;
     let tree = rendered_tree(&off);
-    assert_eq!(cloud_cfg(tree.path())["network"]["config"], serde_yaml::Value::from("disabled"));
-    let marker = std::fs::symlink_metadata(tree.path().join("etc/cloud/cloud-init.disabled")).expect("cloud-init.disabled is rendered");
+    assert_eq!(
+        cloud_cfg(tree.path())["network"]["config"],
+        serde_yaml::Value::from("disabled")
+    );
+    let marker = std::fs::symlink_metadata(tree.path().join("etc/cloud/cloud-init.disabled"))
+        .expect("cloud-init.disabled is rendered");
     assert!(marker.is_file());
 }
 
@@ -314,17 +536,34 @@ fn ifupdown_masks_networkd_and_its_wait_online_unit_netplan_keeps_them() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     masked.sort();
-    assert_eq!(masked, ["systemd-networkd-wait-online.service", "systemd-networkd.service", "systemd-networkd.socket"]);
+    assert_eq!(
+        masked,
+        [
+            "systemd-networkd-wait-online.service",
+            "systemd-networkd.service",
+            "systemd-networkd.socket"
+        ]
+    );
     for unit in &masked {
-        assert_eq!(std::fs::read_link(units.join(unit)).ok().as_deref(), Some(Path::new("/dev/null")), "{unit}");
+        assert_eq!(
+            std::fs::read_link(units.join(unit)).ok().as_deref(),
+            Some(Path::new("/dev/null")),
+            "{unit}"
+        );
     }
     assert_eq!(masked_units(&reference()), masked);
 
     let netplan = load("profiles/examples/netplan.toml");
     assert!(masked_units(&netplan).is_empty());
     let tree = rendered_tree(&netplan);
-    assert!(!tree.path().join("etc/systemd/system").exists(), "nothing is masked or reordered for netplan");
-    assert_eq!(cloud_cfg(tree.path())["network"]["config"], serde_yaml::Value::from("disabled"));
+    assert!(
+        !tree.path().join("etc/systemd/system").exists(),
+        "nothing is masked or reordered for netplan"
+    );
+    assert_eq!(
+        cloud_cfg(tree.path())["network"]["config"],
+        serde_yaml::Value::from("disabled")
+    );
 }
 
 /// A systemd unit file as systemd reads it: `[Section]` headers and
@@ -340,8 +579,14 @@ fn unit_entries(text: &str) -> Vec<(String, String, String)> {
             section = name.to_owned();
             continue;
         }
-        let (key, value) = line.split_once('=').unwrap_or_else(|| panic!("not a unit file line: {line:?}"));
-        out.push((section.clone(), key.trim().to_owned(), value.trim().to_owned()));
+        let (key, value) = line
+            .split_once('=')
+            .unwrap_or_else(|| panic!("not a unit file line: {line:?}"));
+        out.push((
+            section.clone(),
+            key.trim().to_owned(),
+            value.trim().to_owned(),
+        ));
     }
     out
 }
@@ -349,18 +594,47 @@ fn unit_entries(text: &str) -> Vec<(String, String, String)> {
 #[test]
 fn ovs_bridges_under_ifupdown_start_openvswitch_before_networking_without_default_dependencies() {
     let tree = rendered_tree(&reference());
-    let read = |path: &str| std::fs::read_to_string(tree.path().join(path.trim_start_matches('/'))).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let read = |path: &str| {
+        std::fs::read_to_string(tree.path().join(path.trim_start_matches('/')))
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
+    };
     let ovs = unit_entries(&read(OVS_EARLY_DROPIN));
-    let has = |entries: &[(String, String, String)], key: &str, value: &str| entries.iter().any(|(s, k, v)| s == "Unit" && k == key && v == value);
+    let has = |entries: &[(String, String, String)], key: &str, value: &str| {
+        entries
+            .iter()
+            .any(|(s, k, v)| s == "Unit" && k == key && v == value)
+    };
     // Without this the unit waits for basic.target, which cloud-init holds until networking is done.
     assert!(has(&ovs, "DefaultDependencies", "no"), "{ovs:?}");
-    assert!(has(&ovs, "Conflicts", "shutdown.target") && has(&ovs, "Before", "shutdown.target"), "it still stops at shutdown: {ovs:?}");
-    assert!(!ovs.iter().any(|(_, k, v)| k == "After" && (v.contains("basic.target") || v.contains("sysinit.target") || v.contains("network"))), "{ovs:?}");
+    assert!(
+        has(&ovs, "Conflicts", "shutdown.target") && has(&ovs, "Before", "shutdown.target"),
+        "it still stops at shutdown: {ovs:?}"
+    );
+    assert!(
+        !ovs.iter().any(|(_, k, v)| k == "After"
+            && (v.contains("basic.target")
+                || v.contains("sysinit.target")
+                || v.contains("network"))),
+        "{ovs:?}"
+    );
     let networking = unit_entries(&read(NETWORKING_AFTER_OVS_DROPIN));
-    assert!(has(&networking, "After", "openvswitch-switch.service") && has(&networking, "Wants", "openvswitch-switch.service"), "{networking:?}");
-    assert!(OVS_EARLY_DROPIN.starts_with("/etc/systemd/system/openvswitch-switch.service.d/") && OVS_EARLY_DROPIN.ends_with(".conf"));
-    assert!(NETWORKING_AFTER_OVS_DROPIN.starts_with("/etc/systemd/system/networking.service.d/") && NETWORKING_AFTER_OVS_DROPIN.ends_with(".conf"));
+    assert!(
+        has(&networking, "After", "openvswitch-switch.service")
+            && has(&networking, "Wants", "openvswitch-switch.service"),
+        "{networking:?}"
+    );
+    assert!(
+        OVS_EARLY_DROPIN.starts_with("/etc/systemd/system/openvswitch-switch.service.d/")
+            && OVS_EARLY_DROPIN.ends_with(".conf")
+    );
+    assert!(
+        NETWORKING_AFTER_OVS_DROPIN.starts_with("/etc/systemd/system/networking.service.d/")
+            && NETWORKING_AFTER_OVS_DROPIN.ends_with(".conf")
+    );
 
     let netplan = rendered_tree(&load("profiles/examples/netplan.toml"));
-    assert!(!netplan.path().join(OVS_EARLY_DROPIN.trim_start_matches('/')).exists());
+    assert!(!netplan
+        .path()
+        .join(OVS_EARLY_DROPIN.trim_start_matches('/'))
+        .exists());
 }

@@ -15,7 +15,9 @@ use std::fmt;
 use std::io::{BufReader, Read};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use pgp::composed::{CleartextSignedMessage, Deserializable, DetachedSignature, SignedPublicKey, SignedPublicSubKey};
+use pgp::composed::{
+    CleartextSignedMessage, Deserializable, DetachedSignature, SignedPublicKey, SignedPublicSubKey,
+};
 use pgp::packet::{PublicKey, RevocationCode, Signature, SignatureType, SubpacketData};
 use pgp::types::{KeyDetails, KeyVersion, Tag};
 use sha2::{Digest, Sha256};
@@ -265,14 +267,20 @@ pub fn verify_cleartext(keys: &TrustedKeys, message: &[u8]) -> Result<SignedText
             "the file does not start with -----BEGIN PGP SIGNED MESSAGE-----, so it is not a clearsigned file (an InRelease)".into(),
         ));
     }
-    let (parsed, _) = CleartextSignedMessage::from_string(text)
-        .map_err(|e| VerifyError::MalformedSignature(format!("the clearsigned message cannot be read: {e}")))?;
+    let (parsed, _) = CleartextSignedMessage::from_string(text).map_err(|e| {
+        VerifyError::MalformedSignature(format!("the clearsigned message cannot be read: {e}"))
+    })?;
     if parsed.signatures().is_empty() {
-        return Err(VerifyError::MalformedSignature("the clearsigned message holds no signature".into()));
+        return Err(VerifyError::MalformedSignature(
+            "the clearsigned message holds no signature".into(),
+        ));
     }
     let signed = parsed.signed_text();
     let signature = verify_any(keys, signed.as_bytes(), parsed.signatures(), now)?;
-    Ok(SignedText { signature, text: signed.replace("\r\n", "\n") })
+    Ok(SignedText {
+        signature,
+        text: signed.replace("\r\n", "\n"),
+    })
 }
 
 /// One good signature among `signatures` by a trusted key is enough; when

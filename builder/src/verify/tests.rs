@@ -1453,9 +1453,10 @@ fn clearsigned_text_is_returned_only_when_the_signature_is_good() {
     assert_eq!(good.signature.signing_key_fingerprint, subkey_fpr(&key));
 
     // One changed byte of the signed text.
-    let text = String::from_utf8(message.clone())
-        .unwrap()
-        .replacen("Suite: noble", "Suite: nobld", 1);
+    let text =
+        String::from_utf8(message.clone())
+            .unwrap()
+            .replacen("Suite: noble", "Suite: nobld", 1);
     let err = verify_cleartext(&keys, text.as_bytes()).unwrap_err();
     assert!(matches!(err, VerifyError::BadSignature { .. }), "{err}");
 }

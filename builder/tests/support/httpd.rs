@@ -115,7 +115,13 @@ impl Server {
     }
 
     pub fn fault(&self, path: &str, fault: Fault) {
-        self.state.lock().unwrap().faults.entry(path.to_owned()).or_default().push_back(fault);
+        self.state
+            .lock()
+            .unwrap()
+            .faults
+            .entry(path.to_owned())
+            .or_default()
+            .push_back(fault);
     }
 
     /// Body bytes sent for `path` so far.
@@ -129,7 +135,14 @@ impl Server {
     }
 
     pub fn seen(&self, path: &str) -> Vec<Seen> {
-        self.state.lock().unwrap().seen.iter().filter(|s| s.path == path).cloned().collect()
+        self.state
+            .lock()
+            .unwrap()
+            .seen
+            .iter()
+            .filter(|s| s.path == path)
+            .cloned()
+            .collect()
     }
 }
 
@@ -155,7 +168,11 @@ fn from_dir(root: &std::path::Path, path: &str) -> Option<File> {
     let full = root.join(rel.trim_start_matches('/'));
     let meta = std::fs::metadata(&full).ok().filter(|m| m.is_file())?;
     let body = std::fs::read(&full).ok()?;
-    Some(File { body: Arc::new(body), etag: format!("\"d-{:x}\"", meta.len()), last_modified: http_date(meta.len()) })
+    Some(File {
+        body: Arc::new(body),
+        etag: format!("\"d-{:x}\"", meta.len()),
+        last_modified: http_date(meta.len()),
+    })
 }
 
 /// A Last-Modified value that differs per generation (a date in the
@@ -201,7 +218,11 @@ fn serve(conn: TcpStream, state: &Mutex<State>) {
     let (file, fault) = {
         let mut st = state.lock().unwrap();
         let fault = st.faults.get_mut(&path).and_then(VecDeque::pop_front);
-        let file = st.files.get(&path).cloned().or_else(|| st.dir.as_deref().and_then(|root| from_dir(root, &path)));
+        let file = st
+            .files
+            .get(&path)
+            .cloned()
+            .or_else(|| st.dir.as_deref().and_then(|root| from_dir(root, &path)));
         (file, fault)
     };
     let mut conn = conn;
@@ -214,7 +235,10 @@ fn serve(conn: TcpStream, state: &Mutex<State>) {
         });
     };
     let bare = |conn: &mut TcpStream, status: u16, reason: &str| {
-        let _ = write!(conn, "HTTP/1.1 {status} {reason}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        let _ = write!(
+            conn,
+            "HTTP/1.1 {status} {reason}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
     };
     let Some(file) = file else {
         bare(&mut conn, 404, "Not Found");
@@ -226,10 +250,19 @@ fn serve(conn: TcpStream, state: &Mutex<State>) {
         record(code, None, 0);
         return;
     }
-    let unchanged = headers.get("if-none-match").is_some_and(|v| *v == file.etag)
-        || (!headers.contains_key("if-none-match") && headers.get("if-modified-since").is_some_and(|v| *v == file.last_modified));
+    let unchanged = headers
+        .get("if-none-match")
+        .is_some_and(|v| *v == file.etag)
+        || (!headers.contains_key("if-none-match")
+            && headers
+                .get("if-modified-since")
+                .is_some_and(|v| *v == file.last_modified));
     if unchanged {
-        let _ = write!(conn, "HTTP/1.1 304 Not Modified\r\nETag: {}\r\nConnection: close\r\n\r\n", file.etag);
+        let _ = write!(
+            conn,
+            "HTTP/1.1 304 Not Modified\r\nETag: {}\r\nConnection: close\r\n\r\n",
+            file.etag
+        );
         record(304, None, 0);
         return;
     }
@@ -254,7 +287,9 @@ fn serve(conn: TcpStream, state: &Mutex<State>) {
         .and_then(|r| r.strip_prefix("bytes="))
         .and_then(|r| r.strip_suffix('-'))
         .and_then(|n| n.parse::<u64>().ok());
-    let still_same = headers.get("if-range").is_none_or(|v| *v == file.etag || *v == file.last_modified);
+    let still_same = headers
+        .get("if-range")
+        .is_none_or(|v| *v == file.etag || *v == file.last_modified);
     let from = asked.filter(|_| still_same && !matches!(fault, Some(Fault::IgnoreRange)));
     let head = match from {
         Some(n) if n >= len => {
