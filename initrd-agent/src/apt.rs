@@ -209,27 +209,7 @@ pub fn simulated_installs(output: &[String]) -> Result<Vec<(String, String)>> {
 /// How apt on this machine differs from the build's resolution, one line
 /// per package; empty when they agree.
 pub fn disagreements(apt: &[(String, String)], resolved: &[ResolvedPackage]) -> Vec<String> {
-    let here: BTreeMap<&str, &str> = apt.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
-    let built: BTreeMap<&str, &str> = resolved
-        .iter()
-        .map(|p| (p.name.as_str(), p.version.as_str()))
-        .collect();
-    let mut out = Vec::new();
-    for (name, version) in &here {
-        match built.get(name) {
-            Some(b) if b == version => {}
-            Some(b) => out.push(format!("apt on this machine would install {name} {version} that the build resolved as {name} {b}")),
-            None => out.push(format!("apt on this machine would install {name} {version} that the build did not resolve")),
-        }
-    }
-    for (name, version) in &built {
-        if !here.contains_key(name) {
-            out.push(format!(
-                "the build resolved {name} {version} that apt on this machine would not install"
-            ));
-        }
-    }
-    out
+    compare(apt, resolved, true)
 }
 
 /// How apt on this machine differs from the build's resolution by package
@@ -242,6 +222,14 @@ pub fn disagreements_by_name(
     apt: &[(String, String)],
     resolved: &[ResolvedPackage],
 ) -> Vec<String> {
+    compare(apt, resolved, false)
+}
+
+fn compare(
+    apt: &[(String, String)],
+    resolved: &[ResolvedPackage],
+    versions_must_match: bool,
+) -> Vec<String> {
     let here: BTreeMap<&str, &str> = apt.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
     let built: BTreeMap<&str, &str> = resolved
         .iter()
@@ -249,10 +237,10 @@ pub fn disagreements_by_name(
         .collect();
     let mut out = Vec::new();
     for (name, version) in &here {
-        if !built.contains_key(name) {
-            out.push(format!(
-                "apt on this machine would install {name} {version} that the build did not resolve"
-            ));
+        match built.get(name) {
+            Some(b) if b == version || !versions_must_match => {}
+            Some(b) => out.push(format!("apt on this machine would install {name} {version} that the build resolved as {name} {b}")),
+            None => out.push(format!("apt on this machine would install {name} {version} that the build did not resolve")),
         }
     }
     for (name, version) in &built {
