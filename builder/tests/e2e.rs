@@ -131,6 +131,26 @@ fn boot_test_with(
     (status.code().unwrap_or(-1), report)
 }
 
+/// The target disk image has no block allocated: nothing was ever written to it.
+fn assert_target_unallocated(target: &Path) {
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::blocks(&fs::metadata(target).unwrap()),
+        0,
+        "the target disk was written to"
+    );
+}
+
+/// No step that chooses or writes a disk reported anything after `what`.
+fn assert_no_disk_step_ran(report: &serde_json::Value, what: &str) {
+    let seen = event_steps(report);
+    for later in [steps::SELECT_DISK, steps::PARTITION, steps::ROOT_TREE] {
+        assert!(
+            !seen.iter().any(|(s, _)| s == later),
+            "{later} ran after {what}: {seen:?}"
+        );
+    }
+}
+
 fn event_steps(report: &serde_json::Value) -> Vec<(String, State)> {
     report["events"]
         .as_array()
@@ -1202,11 +1222,7 @@ fn a_panic_in_the_installer_is_reported_and_leaves_a_shell() {
         "{tail}"
     );
     assert!(!tail.contains("Kernel panic"), "{tail}");
-    assert_eq!(
-        std::os::unix::fs::MetadataExt::blocks(&fs::metadata(&target).unwrap()),
-        0,
-        "the target disk was written to"
-    );
+    assert_target_unallocated(&target);
 }
 
 #[test]
@@ -1263,18 +1279,8 @@ fn a_changed_byte_in_a_squashfs_layer_stops_the_install_before_any_disk_is_writt
         text.contains(&layer.path) && text.contains(&layer.sha256),
         "the error names the layer and its planned digest: {text}"
     );
-    let steps_seen = event_steps(&report);
-    for later in [steps::SELECT_DISK, steps::PARTITION, steps::ROOT_TREE] {
-        assert!(
-            !steps_seen.iter().any(|(s, _)| s == later),
-            "{later} ran after a layer failed its check: {steps_seen:?}"
-        );
-    }
-    assert_eq!(
-        std::os::unix::fs::MetadataExt::blocks(&fs::metadata(&target).unwrap()),
-        0,
-        "the target disk was written to"
-    );
+    assert_no_disk_step_ran(&report, "a layer failed its check");
+    assert_target_unallocated(&target);
 }
 
 /// The guest's address of the mirror in online installs: a free address of
@@ -1509,19 +1515,9 @@ fn an_online_install_whose_mirror_does_not_answer_fails_in_the_network_step_and_
         .expect("network started");
     let took = last["at_s"].as_f64().unwrap() - started["at_s"].as_f64().unwrap();
     assert!(took < 90.0, "the network step took {took:.0} s to fail");
-    let seen = event_steps(&report);
-    for later in [steps::SELECT_DISK, steps::PARTITION, steps::ROOT_TREE] {
-        assert!(
-            !seen.iter().any(|(s, _)| s == later),
-            "{later} ran after the network failed: {seen:?}"
-        );
-    }
+    assert_no_disk_step_ran(&report, "the network failed");
     // Nothing was written to the target: no block is allocated, and its first and last MiB read as zeros.
-    assert_eq!(
-        std::os::unix::fs::MetadataExt::blocks(&fs::metadata(&target).unwrap()),
-        0,
-        "the target disk was written to"
-    );
+    assert_target_unallocated(&target);
     let mut f = fs::File::open(&target).unwrap();
     let mut mib = vec![0u8; 1 << 20];
     for at in [SeekFrom::Start(0), SeekFrom::End(-(1 << 20))] {
