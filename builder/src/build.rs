@@ -22,7 +22,7 @@ use std::io::{BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use imgforge_plan::{BundlePlan, FileDigest, PackageOrigin, Plan};
+use imgforge_plan::{BundlePlan, Console, FileDigest, PackageOrigin, Plan};
 
 use crate::apt::bundle::{self, BundleFile, BundleSource, Resolution};
 use crate::apt::pool::{self, Pool};
@@ -234,7 +234,13 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, BuildError> {
     let bundle_len = plan.payload.bundle.as_ref().map_or(0, |b| b.size);
     let plan_json = plan.to_json();
 
-    let esp_files = esp_contents(boot, &agent, plan_json.as_bytes(), &guids)?;
+    let esp_files = esp_contents(
+        boot,
+        &agent,
+        plan_json.as_bytes(),
+        &guids,
+        &plan.report.consoles,
+    )?;
     let esp_first_lba = image::esp_first_lba(iso.facts.size, bundle_len);
     let fat = image::Fat32Options {
         hidden_sectors: u32::try_from(esp_first_lba).map_err(|_| {
@@ -806,6 +812,7 @@ fn esp_contents(
     agent: &[u8],
     plan_json: &[u8],
     guids: &MediaGuids,
+    consoles: &[Console],
 ) -> Result<BTreeMap<String, Vec<u8>>, BuildError> {
     let mut files = boot.esp;
     files.insert(
@@ -814,7 +821,7 @@ fn esp_contents(
     );
     files.insert(
         "boot/grub/grub.cfg".to_owned(),
-        installer_grub_cfg(&fat_uuid(esp_volume_id(guids))).into_bytes(),
+        installer_grub_cfg(&fat_uuid(esp_volume_id(guids)), consoles).into_bytes(),
     );
     Ok(files)
 }
@@ -829,14 +836,13 @@ fn fat_uuid(volume_id: u32) -> String {
     format!("{:04X}-{:04X}", volume_id >> 16, volume_id & 0xffff)
 }
 
-/// Kernel arguments for the installer itself: events go to both consoles,
-/// the serial one last so it is /dev/console.
-pub const INSTALLER_CONSOLE_ARGS: &str = "console=tty0 console=ttyS0,115200n8";
-
 /// grub.cfg on the installer ESP: boot the installer at once, no menu.
-/// Nothing from the profile is written here: grub's script grammar would
-/// read it.
-pub fn installer_grub_cfg(esp_uuid: &str) -> String {
+/// The only words from the profile here are the consoles, which
+/// [`Console::parse`] limits to letters, digits and a comma: nothing grub's
+/// script grammar reads.
+pub fn installer_grub_cfg(esp_uuid: &str, consoles: &[Console]) -> String {
+    let console_args: Vec<String> = consoles.iter().map(Console::kernel_arg).collect();
+    let console_args = console_args.join(" ");
     format!(
         "# Written by imgforge. Booting this entry installs the system onto\n\
          # the disk chosen by the profile's rules.\n\
@@ -844,7 +850,7 @@ pub fn installer_grub_cfg(esp_uuid: &str) -> String {
          set default=0\n\
          search --no-floppy --fs-uuid --set=root {esp_uuid}\n\
          menuentry \"Install (imgforge)\" {{\n\
-         \tlinux /casper/vmlinuz {INSTALLER_CONSOLE_ARGS} ---\n\
+         \tlinux /casper/vmlinuz {console_args} ---\n\
          \tinitrd /casper/initrd\n\
          }}\n"
     )
@@ -1019,7 +1025,7 @@ mod tests {
             size: 1,
         };
         let plan = compile::compile(&loaded, &facts, &compile::media_guids(&loaded.name, &facts));
-        let cfg = installer_grub_cfg("1234-ABCD");
+        let cfg = installer_grub_cfg("1234-ABCD", &plan.report.consoles);
         assert!(
             !cfg.contains(&plan.name),
             "the profile's name stays out of grub.cfg:\n{cfg}"
@@ -1028,6 +1034,16 @@ mod tests {
         assert!(cfg.contains("search --no-floppy --fs-uuid --set=root 1234-ABCD\n"));
         assert!(cfg.contains("\tlinux /casper/vmlinuz console=tty0 console=ttyS0,115200n8 ---\n"));
         assert!(cfg.contains("\tinitrd /casper/initrd\n"));
+        // A machine whose serial-over-LAN is the second port.
+        let consoles = [
+            Console::parse("ttyS1,57600n8").unwrap(),
+            Console::parse("tty0").unwrap(),
+        ];
+        let cfg = installer_grub_cfg("1234-ABCD", &consoles);
+        assert!(
+            cfg.contains("\tlinux /casper/vmlinuz console=ttyS1,57600n8 console=tty0 ---\n"),
+            "{cfg}"
+        );
     }
 
     #[test]

@@ -93,6 +93,13 @@ pub fn compile(loaded: &LoadedProfile, iso: &IsoFacts, guids: &MediaGuids) -> Pl
             webhook: p.report.webhook.clone(),
             on_success: p.report.on_success,
             on_failure: p.report.on_failure,
+            // Validation parsed every console already.
+            consoles: p
+                .report
+                .consoles
+                .iter()
+                .filter_map(|c| imgforge_plan::Console::parse(c).ok())
+                .collect(),
         },
         users: p
             .users
@@ -266,6 +273,7 @@ fn expectations(p: &crate::profile::Profile) -> Expectations {
             CloudInitExpectation::Disabled
         }),
         nvram_entry: Some(NVRAM_ENTRY.into()),
+        installer_log: true,
     }
 }
 
@@ -422,6 +430,7 @@ mod tests {
             Some(CloudInitExpectation::NoNetwork)
         );
         assert_eq!(plan.expect.nvram_entry.as_deref(), Some("ubuntu"));
+        assert!(plan.expect.installer_log);
 
         let mut loaded = reference();
         loaded.profile.system.cloud_init = false;

@@ -444,6 +444,25 @@ fn install_and_first_boot(extra: &[&str], bus: &str, edits: &[(&str, &str)]) {
         Some("pass".into()),
         "{facts:#}"
     );
+    // The installer's whole log is on the installed system: every step of
+    // the install left its lines there, in order.
+    assert_eq!(outcome("installer log"), Some("pass".into()), "{facts:#}");
+    let logged: Vec<&str> = facts["installer_log"]["steps"]
+        .as_array()
+        .expect("the installer log's steps")
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    let install_steps: Vec<&str> = steps::INSTALLER
+        .iter()
+        .copied()
+        .filter(|s| *s != steps::NETWORK)
+        .collect();
+    assert_eq!(logged, install_steps, "{facts:#}");
+    assert!(
+        facts["installer_log"]["lines"].as_u64().unwrap() > 100,
+        "{facts:#}"
+    );
     // Nothing holds network-online.target beyond what the network needs:
     // it follows ifupdown (and cloud-init, ordered before it) at once, and
     // ifupdown found Open vSwitch already running instead of waiting for it.
@@ -630,6 +649,26 @@ fn a_damaged_bundle_fails_at_the_package_step_before_apt_and_keeps_the_machine_u
         error.contains("bundle") && error.contains(".deb"),
         "the error names the damaged file: {failed:#}"
     );
+    // The failed event carries the packages step's own lines, from its start
+    // to its failure, and none of the steps before it.
+    let tail: Vec<&str> = failed["log_tail"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert_eq!(tail.first(), Some(&"step packages"), "{failed:#}");
+    assert!(
+        tail.iter()
+            .any(|l| l.contains("checking the bundle partition")),
+        "{failed:#}"
+    );
+    assert!(
+        !tail
+            .iter()
+            .any(|l| l.starts_with("disk ") || l.starts_with("layer ")),
+        "lines of earlier steps: {failed:#}"
+    );
     // Nothing reached apt: no package was unpacked, the log has no dpkg line.
     let log = failed["log_tail"].to_string();
     assert!(
@@ -663,9 +702,18 @@ fn no_matching_disk_fails_and_leaves_the_disk_all_zeros() {
         text.contains("vda"),
         "the error names the rejected disk: {text}"
     );
+    // The failed event carries the select-disk step's own lines: the disks it saw.
+    let tail: Vec<&str> = failed["log_tail"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert_eq!(tail.first(), Some(&"step select-disk"), "{failed:#}");
+    assert!(tail.iter().any(|l| l.starts_with("disk vda")), "{failed:#}");
     assert!(
-        !failed["log_tail"].as_array().unwrap().is_empty(),
-        "failed event carries the log tail"
+        !tail.iter().any(|l| l.starts_with("layer ")),
+        "lines of the payload step: {failed:#}"
     );
     assert!(
         !event_steps(&report)

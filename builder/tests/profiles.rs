@@ -172,6 +172,10 @@ const CASES: &[Case] = &[
     Case { name: "install proxy over https", edit: &[("offline = true", "offline = false\nmirror = \"http://10.0.2.100:8080/\"\n\n[packages.network]\ninterface = \"eth0\"\nproxy = \"https://proxy.example:3128/\"")], anchor: ("\"https://proxy", 0), message: "is not an HTTP proxy URL: the proxy is reached over plain http://" },
     Case { name: "install proxy with a path", edit: &[("offline = true", "offline = false\nmirror = \"http://10.0.2.100:8080/\"\n\n[packages.network]\ninterface = \"eth0\"\nproxy = \"http://proxy.example:3128/x\"")], anchor: ("\"http://proxy", 0), message: "a proxy URL has no path" },
     // Keys that nothing implements yet.
+    Case { name: "bad console", edit: &[(r#"on_success = "reboot""#, "consoles = [\"tty0\", \"ttyS0;reboot\"]\non_success = \"reboot\"")], anchor: (r#""ttyS0;reboot""#, 0), message: "is not a console" },
+    Case { name: "screen with line settings", edit: &[(r#"on_success = "reboot""#, "consoles = [\"tty0,115200\"]\non_success = \"reboot\"")], anchor: (r#""tty0,115200""#, 0), message: "the screen, which takes no line settings" },
+    Case { name: "console twice", edit: &[(r#"on_success = "reboot""#, "consoles = [\"ttyS1,115200n8\", \"ttyS1\"]\non_success = \"reboot\"")], anchor: ("\"ttyS1\"", 0), message: "ttyS1 is listed twice" },
+    Case { name: "no console", edit: &[(r#"on_success = "reboot""#, "consoles = []\non_success = \"reboot\"")], anchor: ("[]", 0), message: "report.consoles is empty" },
     Case { name: "webhook", edit: &[(r#"on_success = "reboot""#, "webhook = \"http://deploy.example:8080/events\"\non_success = \"reboot\"")], anchor: (r#""http://deploy"#, 0), message: "report.webhook is not supported yet" },
     Case { name: "pxe format", edit: &[(r#"formats = ["usb"]"#, r#"formats = ["usb", "pxe"]"#)], anchor: (r#""pxe""#, 0), message: r#"the "pxe" format is not supported yet"# },
     Case { name: "no usb format", edit: &[(r#"formats = ["usb"]"#, "formats = []")], anchor: ("[]", 0), message: r#"output.formats does not list "usb""# },
@@ -1107,6 +1111,11 @@ const MUTATIONS: &[(&str, Base, Edits)] = &[
         "report.on_failure",
         Base::Maximal,
         &[("report.on_failure", r#""poweroff""#)],
+    ),
+    (
+        "report.consoles",
+        Base::Maximal,
+        &[("report.consoles", r#"["ttyS1,115200n8"]"#)],
     ),
 ];
 

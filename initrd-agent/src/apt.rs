@@ -484,7 +484,7 @@ Architectures: amd64 i386\nComponents: main restricted\nDescription: Ubuntu Nobl
             "payload": {"partition_guid": "g", "iso_sha256": "00", "iso_size": 1},
             "disk": {"rules": {}, "select": "only", "partitions": []},
             "system": {"hostname": "hv01", "kernel_args": []},
-            "report": {"on_success": "poweroff", "on_failure": "shell"},
+            "report": {"on_success": "poweroff", "on_failure": "shell", "consoles": []},
             "packages": ["openssh-server", "qemu-kvm"]
         }))
         .expect("a minimal plan");

@@ -10,8 +10,8 @@ use imgforge_plan::{DiskRules, SelectPolicy, Transport};
 use serde::Serialize;
 
 use crate::bootdev::{self, BootDevice, Hop};
-use crate::events::log;
 use crate::modules::glob_match;
+use tracing::info;
 
 /// How long USB sticks may take to appear.
 const PAYLOAD_WAIT: Duration = Duration::from_secs(60);
@@ -111,9 +111,7 @@ pub fn list_disks() -> anyhow::Result<Vec<DiskFacts>> {
     let mounts = match std::fs::read_to_string(MOUNTINFO) {
         Ok(text) => Some(text),
         Err(e) => {
-            log(format!(
-                "reading {MOUNTINFO}: {e}; no disk counts as unmounted"
-            ));
+            info!("reading {MOUNTINFO}: {e}; no disk counts as unmounted");
             None
         }
     };
@@ -141,16 +139,12 @@ fn sys_number(sys: &Path, attr: &str) -> Option<u64> {
         Ok(text) => match text.trim().parse::<u64>() {
             Ok(n) => Some(n),
             Err(e) => {
-                log(format!(
-                    "{}: {:?} is not a number: {e}",
-                    path.display(),
-                    text.trim()
-                ));
+                info!("{}: {:?} is not a number: {e}", path.display(), text.trim());
                 None
             }
         },
         Err(e) => {
-            log(format!("reading {}: {e}", path.display()));
+            info!("reading {}: {e}", path.display());
             None
         }
     }
@@ -161,10 +155,7 @@ fn sys_flag(sys: &Path, attr: &str) -> Option<bool> {
         Some(0) => Some(false),
         Some(1) => Some(true),
         Some(n) => {
-            log(format!(
-                "{}: {n} is neither 0 nor 1",
-                sys.join(attr).display()
-            ));
+            info!("{}: {n} is neither 0 nor 1", sys.join(attr).display());
             None
         }
         None => None,
@@ -384,6 +375,16 @@ pub fn identify_medium(
     })
 }
 
+/// `/dev/vda` + 2 -> `/dev/vda2`; `/dev/nvme0n1` + 2 -> `/dev/nvme0n1p2`.
+pub fn partition_device(disk: &str, number: u32) -> String {
+    let sep = if disk.ends_with(|c: char| c.is_ascii_digit()) {
+        "p"
+    } else {
+        ""
+    };
+    format!("/dev/{disk}{sep}{number}")
+}
+
 /// The medium among `disks` (reads each disk's partition table).
 pub fn locate_medium(
     disks: &[DiskFacts],
@@ -394,27 +395,22 @@ pub fn locate_medium(
     let mut carriers = Vec::new();
     for d in disks {
         let Some(block_size) = d.logical_block_size else {
-            log(format!(
+            info!(
                 "{}: logical block size unknown, partition table not read",
                 d.name
-            ));
+            );
             continue;
         };
         match partition_number_with_guid(&d.name, block_size, &wanted) {
             Ok(Some(n)) => {
-                let sep = if d.name.ends_with(|c: char| c.is_ascii_digit()) {
-                    "p"
-                } else {
-                    ""
-                };
                 carriers.push((
                     d.name.clone(),
-                    format!("/dev/{}{sep}{n}", d.name),
+                    partition_device(&d.name, n),
                     bootdev::sysfs_hops(&d.sysfs_path, &bootdev::read_sysfs),
                 ));
             }
             Ok(None) => {}
-            Err(e) => log(format!("reading the partition table of {}: {e:#}", d.name)),
+            Err(e) => info!("reading the partition table of {}: {e:#}", d.name),
         }
     }
     identify_medium(&carriers, boot)
@@ -456,7 +452,7 @@ pub fn partition_on(disks: &[DiskFacts], disk: &str, guid: &str) -> anyhow::Resu
     })?;
     let wanted = guid.to_ascii_lowercase();
     match partition_number_with_guid(disk, facts.known_block_size()?, &wanted)? {
-        Some(n) => Ok(crate::target::partition_device(disk, n)),
+        Some(n) => Ok(partition_device(disk, n)),
         None => bail!(
             "the install medium {disk} has no partition {wanted} (the bundle of packages the ISO lacks); \
              write the whole image that imgforge built to the stick, not only its first partitions"
@@ -692,6 +688,13 @@ pub fn select_target_disk(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn partition_devices_follow_kernel_naming() {
+        assert_eq!(partition_device("vda", 2), "/dev/vda2");
+        assert_eq!(partition_device("nvme0n1", 1), "/dev/nvme0n1p1");
+        assert_eq!(partition_device("mmcblk0", 1), "/dev/mmcblk0p1");
+    }
 
     fn disk(name: &str, gib: u64) -> DiskFacts {
         DiskFacts {

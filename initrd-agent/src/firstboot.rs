@@ -155,6 +155,46 @@ pub struct Facts {
     pub ssh_host_keys: Vec<String>,
     /// Accounts with a uid in the range for people (1000..65534), by name.
     pub login_accounts: Vec<String>,
+    /// The installer's log on this system, if it is there.
+    pub installer_log: Option<InstallerLogFacts>,
+}
+
+/// What the installer's log copied onto the installed system holds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct InstallerLogFacts {
+    pub path: String,
+    pub lines: usize,
+    /// The installer steps it has lines of, in order.
+    pub steps: Vec<String>,
+}
+
+/// The installer's log holds every step of an install, in order (the
+/// network step only for online installs).
+pub fn installer_log_check(log: Option<&InstallerLogFacts>) -> (bool, String) {
+    let Some(log) = log else {
+        return (false, format!("{} is missing", crate::log::INSTALLED_LOG));
+    };
+    let expected: Vec<&str> = steps::INSTALLER
+        .iter()
+        .copied()
+        .filter(|s| *s != steps::NETWORK)
+        .collect();
+    let seen: Vec<&str> = log
+        .steps
+        .iter()
+        .map(String::as_str)
+        .filter(|s| *s != steps::NETWORK)
+        .collect();
+    let ok = seen == expected;
+    (
+        ok,
+        format!(
+            "{}: {} lines of the steps {}",
+            log.path,
+            log.lines,
+            log.steps.join(", ")
+        ),
+    )
 }
 
 /// The result of one named check.
@@ -583,6 +623,13 @@ pub fn gather(expect: &Expectations) -> Facts {
     facts.boot = boot_facts();
     facts.ssh_host_keys = ssh_host_keys(Path::new("/etc/ssh"));
     facts.login_accounts = login_accounts(&passwd);
+    facts.installer_log = std::fs::read_to_string(crate::log::INSTALLED_LOG)
+        .ok()
+        .map(|text| InstallerLogFacts {
+            path: crate::log::INSTALLED_LOG.to_owned(),
+            lines: text.lines().count(),
+            steps: crate::log::steps_in(&text),
+        });
     facts
 }
 
@@ -649,6 +696,10 @@ pub fn checks(expect: &Expectations, facts: &Facts) -> Vec<Check> {
         seen,
     };
     let mut out = Vec::new();
+    if expect.installer_log {
+        let (ok, seen) = installer_log_check(facts.installer_log.as_ref());
+        out.push(check("installer log".to_owned(), ok, seen));
+    }
     for unit in &expect.masked_units {
         let f = facts.units.get(unit).cloned().unwrap_or_default();
         let ok = f.is_enabled == "masked" || f.link.as_deref() == Some("/dev/null");
@@ -907,14 +958,11 @@ pub fn report_data(expect: &Expectations, facts: &Facts) -> serde_json::Value {
     data
 }
 
+/// The report goes to the journal (standard output) and to the plan's consoles.
 fn emit(event: &Event) {
-    let line = format!("\n{}\n", event.to_line());
-    print!("{line}");
+    println!("{}", event.to_line());
     let _ = std::io::stdout().flush();
-    // The serial console, where remote consoles and test harnesses listen.
-    if let Ok(mut tty) = std::fs::OpenOptions::new().write(true).open("/dev/ttyS0") {
-        let _ = tty.write_all(line.as_bytes());
-    }
+    crate::report::emit(event);
 }
 
 pub fn run() -> i32 {
@@ -930,12 +978,14 @@ pub fn run() -> i32 {
     {
         Ok(p) => p,
         Err(e) => {
+            crate::report::use_consoles(&imgforge_plan::default_consoles());
             let mut ev = Event::new(1, now(), steps::FIRSTBOOT, State::Failed);
             ev.error = vec![format!("reading {PLAN_PATH}: {e}")];
             emit(&ev);
             return 1;
         }
     };
+    crate::report::use_consoles(&plan.report.consoles);
     let start = Instant::now();
     let (facts, diffs) = loop {
         let facts = gather(&plan.expect);
@@ -975,6 +1025,7 @@ mod tests {
 
     fn expect() -> Expectations {
         Expectations {
+            installer_log: true,
             bridges: vec![ExpectedBridge {
                 name: "vmbr0".into(),
                 ports: vec![
@@ -1057,8 +1108,52 @@ mod tests {
         }
     }
 
+    /// The installer's log of an offline install, as the installer copies it.
+    fn complete_log() -> Option<InstallerLogFacts> {
+        Some(InstallerLogFacts {
+            path: crate::log::INSTALLED_LOG.into(),
+            lines: 900,
+            steps: steps::INSTALLER
+                .iter()
+                .filter(|s| **s != steps::NETWORK)
+                .map(|s| (*s).to_owned())
+                .collect(),
+        })
+    }
+
+    #[test]
+    fn the_installer_log_must_hold_every_step_in_order() {
+        assert!(installer_log_check(complete_log().as_ref()).0);
+        let mut online = complete_log().unwrap();
+        online.steps.insert(3, steps::NETWORK.into());
+        assert!(installer_log_check(Some(&online)).0, "{online:?}");
+        let mut cut = complete_log().unwrap();
+        cut.steps.pop();
+        let (ok, seen) = installer_log_check(Some(&cut));
+        assert!(!ok);
+        assert!(
+            seen.contains("configure") && !seen.contains("bootloader"),
+            "{seen}"
+        );
+        let mut swapped = complete_log().unwrap();
+        swapped.steps.swap(1, 2);
+        assert!(!installer_log_check(Some(&swapped)).0);
+        let (ok, seen) = installer_log_check(None);
+        assert!(!ok);
+        assert_eq!(seen, "/var/log/imgforge/agent.log is missing");
+        let mut f = facts();
+        f.installer_log = None;
+        assert_eq!(
+            differences(&expect(), &f),
+            ["installer log: /var/log/imgforge/agent.log is missing"]
+        );
+    }
+
     fn facts() -> Facts {
-        let mut f = Facts::default();
+        let mut f = Facts {
+            installer_log: complete_log(),
+            ..Facts::default()
+        };
         for (name, tag, trunks) in parse_ovs_ports("eth0,31,31 32\nvlan31,31,\nvmbr0,,\n") {
             let internal = name != "eth0";
             f.ports.insert(
@@ -1289,7 +1384,10 @@ mod tests {
 
     /// A system as the reference profile plans it, booted through UEFI.
     fn first_run_facts() -> Facts {
-        let mut f = Facts::default();
+        let mut f = Facts {
+            installer_log: complete_log(),
+            ..Facts::default()
+        };
         // systemctl answers "masked" for a link to /dev/null; one unit is read by its link only.
         for unit in NETWORKD {
             f.units.insert(

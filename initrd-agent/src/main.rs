@@ -8,26 +8,32 @@
 
 mod apt;
 mod bootdev;
+mod bootloader;
 mod bundle;
 mod checks;
+mod configure;
 mod copy;
+mod disk;
 mod disks;
-mod events;
 mod firstboot;
 mod gpt_read;
+mod log;
 mod modules;
 mod net;
+mod packages;
 mod partition;
+mod report;
+mod source;
 mod system;
 mod target;
 
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::OnceLock;
 
 use anyhow::Context;
 use imgforge_plan::{steps, Action, Plan, State, TestHooks, PLAN_PATH};
-use serde_json::json;
 
-use crate::events::{log, Reporter};
+use crate::report::{Reporter, StepFailure};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 const USAGE: &str = "imgforge-agent: the imgforge installer agent.
@@ -134,26 +140,13 @@ fn install_panic_hook() {
             .copied()
             .unwrap_or(steps::AGENT);
         let error = anyhow::anyhow!(panic_text(info.payload(), info.location()));
-        Reporter::new().failed(step, &error);
+        Reporter::new(|_| {}).failed(step, &error);
         system::finish(on_failure());
     }));
 }
 
-/// A failure and the step it happened in.
-struct StepFailure {
-    step: &'static str,
-    error: anyhow::Error,
-}
-
-trait InStep<T> {
-    fn in_step(self, step: &'static str) -> Result<T, StepFailure>;
-}
-
-impl<T> InStep<T> for anyhow::Result<T> {
-    fn in_step(self, step: &'static str) -> Result<T, StepFailure> {
-        self.map_err(|error| StepFailure { step, error })
-    }
-}
+/// The plan's test hooks, once the plan is loaded.
+static HOOKS: OnceLock<Option<TestHooks>> = OnceLock::new();
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -180,7 +173,12 @@ fn main() {
 
     install_panic_hook();
     system::early_setup();
-    let mut reporter = Reporter::new();
+    log::init(Some(log::LOG_FILE));
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    report::use_consoles(&report::kernel_consoles(&cmdline));
+    let mut reporter = Reporter::new(|step| {
+        enter_step(HOOKS.get().and_then(Option::as_ref), step);
+    });
     let mut started = reporter.event(steps::AGENT, State::Started);
     started.message = Some(format!("imgforge-agent {VERSION}"));
     reporter.emit(started);
@@ -192,7 +190,9 @@ fn main() {
             system::finish(Action::Shell);
         }
     };
+    report::use_consoles(&plan.report.consoles);
     set_on_failure(plan.report.on_failure);
+    let _ = HOOKS.set(plan.test_hooks.clone());
     enter_step(plan.test_hooks.as_ref(), steps::AGENT);
     match install(&plan, &mut reporter) {
         Ok(()) => {
@@ -211,233 +211,31 @@ fn load_plan() -> anyhow::Result<Plan> {
     let text = std::fs::read_to_string(PLAN_PATH)
         .with_context(|| format!("reading the plan {PLAN_PATH}"))?;
     let plan = Plan::from_json(&text).with_context(|| format!("parsing the plan {PLAN_PATH}"))?;
-    log(format!(
-        "plan for {} (hostname {})",
-        plan.name, plan.system.hostname
-    ));
+    tracing::info!("plan for {} (hostname {})", plan.name, plan.system.hostname);
     Ok(plan)
 }
 
-fn install(plan: &Plan, reporter: &mut Reporter) -> Result<(), StepFailure> {
-    let hooks = plan.test_hooks.as_ref();
-    enter_step(hooks, steps::MODULES);
-    let index = modules::ModuleIndex::load_running().in_step(steps::MODULES)?;
-    let mut modules_state = modules::LoadState::default();
-    let loaded = modules::coldplug(&index, &mut modules_state);
-    let mut ev = reporter.event(steps::MODULES, State::Done);
-    ev.message = Some(format!("{} modules loaded", loaded.len()));
-    ev.data = Some(json!({ "loaded": loaded }));
-    reporter.emit(ev);
-
-    enter_step(hooks, steps::PAYLOAD);
-    let boot = bootdev::read_boot_device().map_err(|e| format!("{e:#}"));
-    let guid = &plan.payload.partition_guid;
-    let payload = disks::find_payload(guid, &boot, || {
-        modules::coldplug(&index, &mut modules_state);
-    })
-    .in_step(steps::PAYLOAD)?;
-    let total =
-        target::verify_and_mount_source(plan, &payload.partition_device).in_step(steps::PAYLOAD)?;
-    let mut ev = reporter.event(steps::PAYLOAD, State::Done);
-    ev.message = Some(match &payload.disk {
-        Some(disk) => format!(
-            "install medium {} on {disk}: {}",
-            payload.partition_device, payload.how
-        ),
-        None => format!(
-            "install image {} read from {}; the medium is unknown: {}",
-            payload.partition_device,
-            payload.carriers.join(", "),
-            payload.how
-        ),
-    });
-    ev.data = Some(
-        json!({ "device": payload.partition_device, "disk": payload.disk, "medium": payload }),
-    );
-    reporter.emit(ev);
-
+/// The installation, step by step (design.md, "Installer steps"). Each
+/// step reports its own done event; the first failure ends the install.
+fn install(plan: &Plan, r: &mut Reporter) -> Result<(), StepFailure> {
+    let mut hw = r.step(steps::MODULES, modules::step)?;
+    let source = r.step(steps::PAYLOAD, |s| source::payload(plan, &mut hw, s))?;
     // An online install must reach its mirror before any disk is touched.
-    let net_up = match &plan.online {
-        Some(online) => {
-            enter_step(hooks, steps::NETWORK);
-            let mut ev = reporter.event(steps::NETWORK, State::Started);
-            ev.message = Some(format!(
-                "bringing up {} to reach {}",
-                online.network.interface, online.mirror
-            ));
-            reporter.emit(ev);
-            let up = net::bring_up(online, &mut |name| {
-                modules::load_named(&index, name, &mut modules_state)
-            })
-            .in_step(steps::NETWORK)?;
-            let mut ev = reporter.event(steps::NETWORK, State::Done);
-            ev.message = Some(format!(
-                "{} {} ({}); {} answered {} in {:.1} s",
-                up.device,
-                up.address,
-                up.method,
-                up.probe.url,
-                up.probe
-                    .status
-                    .map_or("(connected)".to_owned(), |s| format!("HTTP {s}")),
-                up.probe.seconds
-            ));
-            ev.data = Some(serde_json::to_value(&up).unwrap_or_default());
-            reporter.emit(ev);
-            Some(up)
-        }
+    let net = match &plan.online {
+        Some(online) => Some(r.step(steps::NETWORK, |s| net::step(online, &mut hw, s))?),
         None => None,
     };
-
-    enter_step(hooks, steps::SELECT_DISK);
-    let all = disks::list_disks().in_step(steps::SELECT_DISK)?;
-    for d in &all {
-        log(format!("disk {}", d.describe()));
-    }
-    // Disks found since the payload step may carry copies of the image too.
-    let medium = disks::locate_medium(&all, guid, &boot)
-        .with_context(|| {
-            format!(
-                "the install medium {} is gone; plug it back in and restart the installer",
-                payload.partition_device
-            )
-        })
-        .in_step(steps::SELECT_DISK)?;
-    let selection = disks::select_target_disk(&all, &plan.disk.rules, plan.disk.select, &medium)
-        .map_err(anyhow::Error::new)
-        .in_step(steps::SELECT_DISK)?;
-    let mut ev = reporter.event(steps::SELECT_DISK, State::Done);
-    ev.message = Some(format!("target disk {}", selection.chosen.describe()));
-    ev.data =
-        Some(json!({ "chosen": selection.chosen, "rejected": selection.rejected, "disks": all }));
-    reporter.emit(ev);
-
-    enter_step(hooks, steps::PARTITION);
-    let target = &selection.chosen;
-    let layout = target
-        .known_size()
-        .and_then(|size| partition::layout(&plan.disk.partitions, size, target.known_block_size()?))
-        .with_context(|| format!("planning partitions on {}", target.name))
-        .in_step(steps::PARTITION)?;
-    let mut ev = reporter.event(steps::PARTITION, State::Started);
-    ev.message = Some(format!(
-        "writing a GPT with {} partitions to /dev/{}",
-        layout.len(),
-        target.name
-    ));
-    reporter.emit(ev);
-    partition::write(target, &layout)
-        .with_context(|| format!("partitioning /dev/{}", target.name))
-        .in_step(steps::PARTITION)?;
-    let mut ev = reporter.event(steps::PARTITION, State::Done);
-    ev.data = Some(json!({ "disk": target.name, "partitions": layout }));
-    reporter.emit(ev);
-
-    enter_step(hooks, steps::FILESYSTEMS);
-    let started = reporter.event(steps::FILESYSTEMS, State::Started);
-    reporter.emit(started);
-    target::make_filesystems(plan, target, &layout).in_step(steps::FILESYSTEMS)?;
-    let done = reporter.event(steps::FILESYSTEMS, State::Done);
-    reporter.emit(done);
-
-    enter_step(hooks, steps::ROOT_TREE);
-    let mut ev = reporter.event(steps::ROOT_TREE, State::Started);
-    ev.bytes = Some(total);
-    reporter.emit(ev);
-    let copy_start = std::time::Instant::now();
-    let mut next_percent = 10.0;
-    let stats = copy::copy_tree(
-        &target::source_root(),
-        std::path::Path::new(target::TARGET),
-        |bytes| {
-            let percent = if total > 0 {
-                bytes as f64 * 100.0 / total as f64
-            } else {
-                0.0
-            };
-            if percent >= next_percent {
-                next_percent += 10.0;
-                let mut ev = reporter.event(steps::ROOT_TREE, State::Progress);
-                ev.percent = Some(percent.min(100.0));
-                ev.bytes = Some(bytes);
-                reporter.emit(ev);
-            }
-        },
-    )
-    .context("copying the root tree")
-    .in_step(steps::ROOT_TREE)?;
-    let secs = copy_start.elapsed().as_secs_f64();
-    let mut ev = reporter.event(steps::ROOT_TREE, State::Done);
-    ev.bytes = Some(stats.bytes);
-    ev.message = Some(format!(
-        "{} files, {} bytes in {secs:.1} s",
-        stats.files, stats.bytes
-    ));
-    ev.data = Some(
-        json!({ "files": stats.files, "bytes": stats.bytes, "seconds": secs, "bytes_per_second": stats.bytes as f64 / secs.max(1e-6) }),
-    );
-    reporter.emit(ev);
-
-    enter_step(hooks, steps::PACKAGES);
-    // The bundle sits next to the payload on the medium the ISO was read from.
-    let bundle_device = match &plan.payload.bundle {
-        Some(bundle) => {
-            let disk = payload
-                .payload_disk()
-                .context("the install medium is unknown")
-                .in_step(steps::PACKAGES)?;
-            Some(disks::partition_on(&all, disk, &bundle.partition_guid).in_step(steps::PACKAGES)?)
-        }
-        None => None,
-    };
-    target::enter_target(&target.name).in_step(steps::PACKAGES)?;
-    let mut started = reporter.event(steps::PACKAGES, State::Started);
-    started.message = Some(match (&bundle_device, &plan.online) {
-        (Some(dev), _) => format!(
-            "installing {} packages from the ISO's pool and the bundle {dev}",
-            plan.resolved.len()
-        ),
-        (None, Some(online)) => format!(
-            "installing {} packages from the ISO's pool and the mirror {}",
-            plan.resolved.len(),
-            online.mirror
-        ),
-        (None, None) => format!(
-            "installing {} packages from the ISO's pool",
-            plan.resolved.len()
-        ),
-    });
-    reporter.emit(started);
-    let outcome = target::install_packages(plan, bundle_device.as_deref(), net_up.as_ref())
-        .in_step(steps::PACKAGES)?;
-    let mut ev = reporter.event(steps::PACKAGES, State::Done);
-    ev.message = Some(format!("{} packages installed", outcome.installed.len()));
-    ev.data = Some(json!({
-        "installed": outcome.installed,
-        "bundle_device": bundle_device,
-        "bundle_files": outcome.bundle_files,
-        "bundle_bytes": outcome.bundle_bytes,
-        "mirror": plan.online.as_ref().map(|o| o.mirror.as_str()),
-    }));
-    reporter.emit(ev);
-
-    enter_step(hooks, steps::CONFIGURE);
-    let started = reporter.event(steps::CONFIGURE, State::Started);
-    reporter.emit(started);
-    target::configure(plan).in_step(steps::CONFIGURE)?;
-    target::install_firstboot(&plan.to_json()).in_step(steps::CONFIGURE)?;
-    let done = reporter.event(steps::CONFIGURE, State::Done);
-    reporter.emit(done);
-
-    enter_step(hooks, steps::BOOTLOADER);
-    let started = reporter.event(steps::BOOTLOADER, State::Started);
-    reporter.emit(started);
-    let how = target::install_bootloader().in_step(steps::BOOTLOADER)?;
-    target::leave_target().in_step(steps::BOOTLOADER)?;
-    let mut done = reporter.event(steps::BOOTLOADER, State::Done);
-    done.message = Some(how);
-    reporter.emit(done);
-    Ok(())
+    let target = r.step(steps::SELECT_DISK, |s| disk::select(plan, &source, s))?;
+    let layout = r.step(steps::PARTITION, |s| disk::partition(plan, &target, s))?;
+    r.step(steps::FILESYSTEMS, |s| {
+        disk::filesystems(plan, &target, &layout, s)
+    })?;
+    r.step(steps::ROOT_TREE, |s| source::copy_root_tree(&source, s))?;
+    r.step(steps::PACKAGES, |s| {
+        packages::step(plan, &source, &target, net.as_ref(), s)
+    })?;
+    r.step(steps::CONFIGURE, |s| configure::step(plan, s))?;
+    r.step(steps::BOOTLOADER, bootloader::step)
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-use crate::events::log;
+use tracing::info;
 
 /// Filesystems the installer mounts, loaded whatever the hardware.
 const ALWAYS: [&str; 10] = [
@@ -195,12 +195,12 @@ impl ModuleIndex {
             .map(module_name)
             .collect();
         let softdeps = parse_modules_softdep(&read("modules.softdep").unwrap_or_default());
-        log(format!(
+        info!(
             "module tree {}: {} modules, {} aliases",
             dir.display(),
             deps.len(),
             aliases.len()
-        ));
+        );
         Ok(ModuleIndex {
             dir: dir.to_path_buf(),
             deps,
@@ -229,6 +229,37 @@ impl ModuleIndex {
         order.push(path.clone());
         Some(order)
     }
+}
+
+/// The running kernel's modules and what the installer loaded of them.
+pub struct Hardware {
+    index: ModuleIndex,
+    state: LoadState,
+}
+
+impl Hardware {
+    /// Loads drivers for every device until no new device appears again
+    /// (for disks and NICs that show up late); returns the modules loaded so far.
+    pub fn coldplug(&mut self) -> Vec<String> {
+        coldplug(&self.index, &mut self.state)
+    }
+
+    /// Loads one module by name; true when it is there afterwards.
+    pub fn load_named(&mut self, name: &str) -> bool {
+        load_named(&self.index, name, &mut self.state)
+    }
+}
+
+/// The modules step: the drivers the machine's devices need.
+pub fn step(step: &mut crate::report::Step) -> anyhow::Result<Hardware> {
+    let mut hw = Hardware {
+        index: ModuleIndex::load_running()?,
+        state: LoadState::default(),
+    };
+    let loaded = hw.coldplug();
+    step.done(format!("{} modules loaded", loaded.len()));
+    step.data(serde_json::json!({ "loaded": loaded }));
+    Ok(hw)
 }
 
 /// Loads drivers for every device until no new device appears. Returns the
@@ -319,7 +350,7 @@ fn load_with_deps(index: &ModuleIndex, name: &str, state: &mut LoadState) {
                 state.loaded.insert(module);
             }
             Err(e) => {
-                log(format!("loading {path}: {e:#}"));
+                info!("loading {path}: {e:#}");
                 state.failed.insert(module);
             }
         }

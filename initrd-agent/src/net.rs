@@ -17,7 +17,7 @@ use anyhow::{bail, Context, Result};
 use imgforge_plan::{InstallAddress, InstallNetwork, OnlineSource};
 use serde::Serialize;
 
-use crate::events::log;
+use tracing::info;
 
 /// The NIC must show up (its driver loaded by the modules step) within this.
 const NIC_WAIT: Duration = Duration::from_secs(15);
@@ -75,9 +75,39 @@ struct Tried {
 impl Tried {
     fn note(&mut self, s: impl Into<String>) {
         let s = s.into();
-        log(format!("network: {s}"));
+        info!("network: {s}");
         self.steps.push(s);
     }
+}
+
+/// The network step (online installs): the install network up and the
+/// mirror answering, before any disk is touched.
+pub fn step(
+    online: &OnlineSource,
+    hw: &mut crate::modules::Hardware,
+    step: &mut crate::report::Step,
+) -> Result<NetUp> {
+    step.started(
+        Some(format!(
+            "bringing up {} to reach {}",
+            online.network.interface, online.mirror
+        )),
+        None,
+    );
+    let up = bring_up(online, &mut |name| hw.load_named(name))?;
+    step.done(format!(
+        "{} {} ({}); {} answered {} in {:.1} s",
+        up.device,
+        up.address,
+        up.method,
+        up.probe.url,
+        up.probe
+            .status
+            .map_or("(connected)".to_owned(), |s| format!("HTTP {s}")),
+        up.probe.seconds
+    ));
+    step.data(serde_json::to_value(&up).unwrap_or_default());
+    Ok(up)
 }
 
 /// Brings the install network up and probes the mirror; `load_module`
@@ -715,7 +745,7 @@ fn await_reply(
         match parse_dhcp_reply(&buf[..n]) {
             Ok(r) if r.xid == xid && r.chaddr == mac && kinds.contains(&r.kind) => return Some(r),
             Ok(_) => {}
-            Err(why) => log(format!("network: ignoring a datagram from {from}: {why}")),
+            Err(why) => info!("network: ignoring a datagram from {from}: {why}"),
         }
     }
 }
@@ -746,7 +776,7 @@ fn dhcp(dev: &str, mac: [u8; 6], tried: &mut Tried) -> Result<Lease> {
         let server = offer
             .server
             .context("the DHCP offer names no server (option 54)")?;
-        log(format!("network: DHCPOFFER {} from {server}", offer.yiaddr));
+        info!("network: DHCPOFFER {} from {server}", offer.yiaddr);
         let request =
             dhcp_client_message(DHCP_REQUEST, xid, mac, secs, Some((offer.yiaddr, server)));
         for _ in 0..3 {
@@ -1103,10 +1133,10 @@ fn probe_mirror(
                 PROBE_BUDGET.as_secs()
             );
         }
-        log(format!(
+        info!(
             "network: GET {url} (attempt {attempts}): {last}; again in {} s",
             backoff.as_secs()
-        ));
+        );
         std::thread::sleep(backoff);
         backoff = (backoff * 2).min(Duration::from_secs(16));
     }

@@ -11,7 +11,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::disks::{human, DiskFacts};
-use crate::events::log;
+use tracing::info;
 
 const ALIGN_BYTES: u64 = 1 << 20;
 /// GPT partition entry array: 128 entries of 128 bytes.
@@ -140,10 +140,7 @@ pub fn write(disk: &DiskFacts, parts: &[PlannedPartition]) -> anyhow::Result<()>
         .with_context(|| format!("writing the protective MBR to {path}"))?;
     dev.sync_all().with_context(|| format!("flushing {path}"))?;
     reread_partitions(&dev, &path);
-    log(format!(
-        "wrote GPT with {} partitions to {path}",
-        parts.len()
-    ));
+    info!("wrote GPT with {} partitions to {path}", parts.len());
     Ok(())
 }
 
@@ -181,9 +178,7 @@ fn reread_partitions(dev: &File, path: &str) {
     // SAFETY: BLKRRPART takes no argument and only reads the fd's device.
     let result = unsafe { rustix::ioctl::ioctl(dev, rustix::ioctl::NoArg::<BLKRRPART>::new()) };
     if let Err(e) = result {
-        log(format!(
-            "{path}: the kernel did not re-read the partition table ({e})"
-        ));
+        info!("{path}: the kernel did not re-read the partition table ({e})");
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use imgforge_plan::Action;
 use rustix::mount::{mount, MountFlags};
 
-use crate::events::log;
+use tracing::info;
 
 /// Mounts the kernel filesystems; already-mounted ones are fine.
 pub fn early_setup() {
@@ -19,7 +19,7 @@ pub fn early_setup() {
         let _ = std::fs::create_dir_all(target);
         match mount(fs, target, fs, MountFlags::empty(), None) {
             Ok(()) | Err(rustix::io::Errno::BUSY) => {}
-            Err(e) => log(format!("mounting {fs} on {target}: {e}")),
+            Err(e) => info!("mounting {fs} on {target}: {e}"),
         }
     }
     attach_console();
@@ -54,14 +54,14 @@ pub fn finish(action: Action) -> ! {
                 rustix::system::RebootCommand::Restart
             };
             if let Err(e) = rustix::system::reboot(cmd) {
-                log(format!("{action:?} failed: {e}; staying up"));
+                info!("{action:?} failed: {e}; staying up");
             }
         }
         Action::Shell => {
-            log("installer stopped; a shell is available on the console".to_owned());
+            info!("installer stopped; a shell is available on the console");
             match std::process::Command::new("/bin/sh").status() {
-                Ok(status) => log(format!("shell exited ({status}); the installer stays up")),
-                Err(e) => log(format!("no shell available ({e}); the installer stays up")),
+                Ok(status) => info!("shell exited ({status}); the installer stays up"),
+                Err(e) => info!("no shell available ({e}); the installer stays up"),
             }
         }
     }

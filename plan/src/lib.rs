@@ -172,6 +172,9 @@ pub struct Expectations {
     /// when the firmware has EFI variables.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nvram_entry: Option<String>,
+    /// The installer's log must be on the installed system, with every step.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub installer_log: bool,
 }
 
 /// cloud-init on the installed system.
@@ -477,6 +480,121 @@ pub struct ReportPlan {
     pub webhook: Option<String>,
     pub on_success: Action,
     pub on_failure: Action,
+    /// The consoles the installer and the first boot report on, in the
+    /// order of the kernel's `console=` arguments (the last one is
+    /// /dev/console).
+    pub consoles: Vec<Console>,
+}
+
+/// One console, as the kernel's `console=` argument names it: a device
+/// (`tty0`, `ttyS1`, `ttyAMA0`, `hvc0`, ...) and, for a serial port, its
+/// line settings (`115200n8`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Console {
+    pub device: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<String>,
+}
+
+/// The device name prefixes of the consoles the installer can report on.
+/// `tty` followed by digits only is a virtual terminal on the screen.
+const CONSOLE_DEVICES: [&str; 5] = ["ttyS", "ttyAMA", "ttyUSB", "hvc", "tty"];
+
+impl Console {
+    /// Parses one `console=` value: `DEVICE[,OPTIONS]` with OPTIONS as
+    /// Linux reads them for a serial port, `BAUD[PARITY[BITS[r]]]`
+    /// (parity n, o or e; 5 to 8 bits; r for RTS/CTS flow control).
+    pub fn parse(text: &str) -> Result<Console, String> {
+        let (device, options) = match text.split_once(',') {
+            Some((d, o)) => (d, Some(o)),
+            None => (text, None),
+        };
+        let number = CONSOLE_DEVICES
+            .iter()
+            .find_map(|prefix| device.strip_prefix(prefix))
+            .ok_or_else(|| {
+                format!(
+                    "{device:?} is not a console device: it must be tty<N> (the screen), \
+                     ttyS<N>, ttyAMA<N>, ttyUSB<N> or hvc<N>"
+                )
+            })?;
+        if number.is_empty() || number.len() > 3 || !number.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!(
+                "{device:?} is not a console device: the name must end in its number (such as ttyS0)"
+            ));
+        }
+        let console = Console {
+            device: device.to_owned(),
+            options: options.map(str::to_owned),
+        };
+        if let Some(options) = options {
+            if !console.is_serial() {
+                return Err(format!(
+                    "{device} is the screen, which takes no line settings: write {device:?} alone"
+                ));
+            }
+            serial_options(options)?;
+        }
+        Ok(console)
+    }
+
+    /// A serial line (events as JSON lines) rather than the screen (events
+    /// as a readable line).
+    pub fn is_serial(&self) -> bool {
+        !self
+            .device
+            .strip_prefix("tty")
+            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+    }
+
+    /// The kernel argument: `console=ttyS0,115200n8`.
+    pub fn kernel_arg(&self) -> String {
+        match &self.options {
+            Some(o) => format!("console={},{o}", self.device),
+            None => format!("console={}", self.device),
+        }
+    }
+
+    /// The device node that writes to this console.
+    pub fn dev_path(&self) -> String {
+        format!("/dev/{}", self.device)
+    }
+}
+
+/// `BAUD[PARITY[BITS[r]]]`, as Linux's serial console reads it.
+fn serial_options(options: &str) -> Result<(), String> {
+    let digits = options.bytes().take_while(u8::is_ascii_digit).count();
+    let (baud, rest) = options.split_at(digits);
+    if baud.is_empty() || baud.len() > 7 {
+        return Err(format!(
+            "{options:?} is not a serial line setting: it must start with the baud rate, such as 115200n8"
+        ));
+    }
+    let mut rest = rest.chars();
+    let parity = rest.next();
+    let bits = rest.next();
+    let flow = rest.next();
+    let ok = parity.is_none_or(|p| "noe".contains(p))
+        && bits.is_none_or(|b| ('5'..='8').contains(&b))
+        && flow.is_none_or(|f| f == 'r')
+        && rest.next().is_none();
+    if !ok {
+        return Err(format!(
+            "{options:?} is not a serial line setting: write BAUD[PARITY[BITS[r]]], \
+             such as 115200n8 (parity n, o or e; 5 to 8 bits; r for flow control)"
+        ));
+    }
+    Ok(())
+}
+
+/// The consoles when the profile names none: the screen and the first
+/// serial port, the serial port last so it is /dev/console.
+pub fn default_consoles() -> Vec<Console> {
+    ["tty0", "ttyS0,115200n8"]
+        .into_iter()
+        .filter_map(|c| Console::parse(c).ok())
+        .collect()
 }
 
 /// What the installer does when it has finished (or failed).
@@ -686,6 +804,49 @@ impl std::error::Error for PlanError {
 mod tests {
     use super::*;
 
+    #[test]
+    fn consoles_parse_as_the_kernel_reads_them() {
+        let serial = Console::parse("ttyS1,115200n8").unwrap();
+        assert_eq!(serial.device, "ttyS1");
+        assert_eq!(serial.options.as_deref(), Some("115200n8"));
+        assert!(serial.is_serial());
+        assert_eq!(serial.kernel_arg(), "console=ttyS1,115200n8");
+        assert_eq!(serial.dev_path(), "/dev/ttyS1");
+        let screen = Console::parse("tty0").unwrap();
+        assert!(!screen.is_serial());
+        assert_eq!(screen.kernel_arg(), "console=tty0");
+        for ok in [
+            "ttyS0",
+            "ttyS0,9600",
+            "ttyAMA0,115200",
+            "hvc0",
+            "ttyUSB0,57600e7r",
+            "tty1",
+        ] {
+            assert!(Console::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "tty",
+            "ttyS",
+            "ttyS0 quiet",
+            "ttyS0;reboot",
+            "lp0",
+            "ttyS0,",
+            "ttyS0,fast",
+            "ttyS0,115200x8",
+            "ttyS0,115200n9",
+            "ttyS0,115200n8rr",
+            "tty0,115200",
+            "ttyS0,115200,n8",
+            "ttyS1234",
+        ] {
+            assert!(Console::parse(bad).is_err(), "{bad}");
+        }
+        let defaults: Vec<String> = default_consoles().iter().map(Console::kernel_arg).collect();
+        assert_eq!(defaults, ["console=tty0", "console=ttyS0,115200n8"]);
+    }
+
     fn sample_plan() -> Plan {
         Plan {
             version: PLAN_VERSION,
@@ -738,6 +899,7 @@ mod tests {
                 webhook: None,
                 on_success: Action::Poweroff,
                 on_failure: Action::Shell,
+                consoles: default_consoles(),
             },
             users: vec![UserPlan {
                 name: "avatar".into(),

@@ -596,6 +596,12 @@ pub struct Report {
     pub on_success: Action,
     #[serde(default = "default_on_failure")]
     pub on_failure: Action,
+    /// The consoles the installer and the first boot report on, as the
+    /// kernel's `console=` values: the screen (`tty0`) gets a readable line
+    /// per event, serial ports (`ttyS1,115200n8`) JSON lines. The last one
+    /// is /dev/console, where the installer's log and its shell go.
+    #[serde(default = "default_consoles")]
+    pub consoles: Vec<String>,
 }
 
 impl Default for Report {
@@ -604,8 +610,16 @@ impl Default for Report {
             webhook: None,
             on_success: default_on_success(),
             on_failure: default_on_failure(),
+            consoles: default_consoles(),
         }
     }
+}
+
+fn default_consoles() -> Vec<String> {
+    imgforge_plan::default_consoles()
+        .iter()
+        .map(|c| c.kernel_arg().trim_start_matches("console=").to_owned())
+        .collect()
 }
 
 fn default_on_success() -> Action {

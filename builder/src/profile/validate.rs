@@ -62,9 +62,54 @@ pub fn validate(p: &Profile) -> Vec<Problem> {
     packages(p, &mut v);
     network(p, &mut v);
     libvirt(p, &mut v);
+    report(p, &mut v);
     not_supported_yet(p, &mut v);
     v.0
 }
+
+/// The consoles end up on the installer's kernel command line in grub.cfg.
+fn report(p: &Profile, v: &mut Problems) {
+    let consoles = &p.report.consoles;
+    if consoles.is_empty() {
+        v.add(
+            "report.consoles",
+            "report.consoles is empty: nobody would see the installer's progress",
+            "list at least one console, such as [\"tty0\", \"ttyS0,115200n8\"]",
+        );
+    }
+    if consoles.len() > MAX_CONSOLES {
+        v.add(
+            "report.consoles",
+            format!(
+                "report.consoles lists {} consoles, more than {MAX_CONSOLES}",
+                consoles.len()
+            ),
+            format!("keep the {MAX_CONSOLES} consoles someone watches"),
+        );
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, text) in consoles.iter().enumerate() {
+        match imgforge_plan::Console::parse(text) {
+            Ok(console) => {
+                if !seen.insert(console.device.clone()) {
+                    v.add(
+                        format!("report.consoles[{i}]"),
+                        format!("{} is listed twice", console.device),
+                        "list each console once",
+                    );
+                }
+            }
+            Err(why) => v.add(
+                format!("report.consoles[{i}]"),
+                format!("{text:?} is not a console: {why}"),
+                "write a kernel console= value: \"tty0\" for the screen, \"ttyS0,115200n8\" or \"ttyS1,115200n8\" for a serial port",
+            ),
+        }
+    }
+}
+
+/// Linux keeps at most this many consoles from the command line.
+const MAX_CONSOLES: usize = 8;
 
 /// Settings the schema knows but nothing implements yet: refused, so that
 /// no profile relies on a key that does nothing.

@@ -1,0 +1,198 @@
+//! The install source: the medium the image was written to, its squashfs
+//! layers (each checked against the plan before it is mounted), and the
+//! root tree copied from them onto the target.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use imgforge_plan::Plan;
+use rustix::mount::{mount, MountFlags};
+use serde_json::json;
+use tracing::info;
+
+use crate::bootdev::{self, BootDevice};
+use crate::disks::{self, Medium};
+use crate::modules::Hardware;
+use crate::report::Step;
+use crate::target::{mkdir, TARGET};
+use crate::{checks, copy};
+
+pub const ISO_MOUNT: &str = "/run/imgforge/iso";
+pub const SOURCE_ROOT: &str = "/run/imgforge/source";
+
+/// The medium the installer reads from, and what its layers unpack to.
+pub struct Source {
+    pub medium: Medium,
+    /// The firmware's boot device, or why it is unknown.
+    pub boot: Result<BootDevice, String>,
+    /// The unpacked size of the layers (for progress).
+    pub unpacked: u64,
+}
+
+/// The payload step: finds the install medium (loading drivers for disks
+/// that show up late), then checks and mounts its layers.
+pub fn payload(plan: &Plan, hw: &mut Hardware, step: &mut Step) -> Result<Source> {
+    let boot = bootdev::read_boot_device().map_err(|e| format!("{e:#}"));
+    let guid = &plan.payload.partition_guid;
+    let medium = disks::find_payload(guid, &boot, || {
+        hw.coldplug();
+    })?;
+    let unpacked = verify_and_mount_source(plan, &medium.partition_device)?;
+    step.done(match &medium.disk {
+        Some(disk) => format!(
+            "install medium {} on {disk}: {}",
+            medium.partition_device, medium.how
+        ),
+        None => format!(
+            "install image {} read from {}; the medium is unknown: {}",
+            medium.partition_device,
+            medium.carriers.join(", "),
+            medium.how
+        ),
+    });
+    step.data(json!({ "device": medium.partition_device, "disk": medium.disk, "medium": medium }));
+    Ok(Source {
+        medium,
+        boot,
+        unpacked,
+    })
+}
+
+/// The root-tree step: copies the stacked layers onto the target's root
+/// filesystem, with a progress event every tenth of the way.
+pub fn copy_root_tree(source: &Source, step: &mut Step) -> Result<()> {
+    let total = source.unpacked;
+    step.started(None, Some(total));
+    let started = Instant::now();
+    let mut next_percent = 10.0;
+    let stats = copy::copy_tree(Path::new(SOURCE_ROOT), Path::new(TARGET), |bytes| {
+        let percent = if total > 0 {
+            bytes as f64 * 100.0 / total as f64
+        } else {
+            0.0
+        };
+        if percent >= next_percent {
+            next_percent += 10.0;
+            step.progress(percent, bytes);
+        }
+    })
+    .context("copying the root tree")?;
+    let secs = started.elapsed().as_secs_f64();
+    step.bytes(stats.bytes);
+    step.done(format!(
+        "{} files, {} bytes in {secs:.1} s",
+        stats.files, stats.bytes
+    ));
+    step.data(json!({
+        "files": stats.files,
+        "bytes": stats.bytes,
+        "seconds": secs,
+        "bytes_per_second": stats.bytes as f64 / secs.max(1e-6),
+    }));
+    Ok(())
+}
+
+fn mount_ro(source: &str, target: &str, fstype: &str, data: Option<&str>) -> Result<()> {
+    mkdir(target)?;
+    let data = data.map(std::ffi::CString::new).transpose()?;
+    mount(source, target, fstype, MountFlags::RDONLY, data.as_deref())
+        .with_context(|| format!("mounting {source} ({fstype}) on {target}"))
+}
+
+/// Attaches an open file to a free loop device, read-only. The caller's
+/// descriptor is what the loop device reads, so the bytes it checked are
+/// the bytes that get mounted.
+fn loop_attach(backing: &std::fs::File, shown: &Path) -> Result<String> {
+    const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
+    const LOOP_SET_FD: libc::c_ulong = 0x4C00;
+    let ctl = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/loop-control")
+        .context("opening /dev/loop-control (is the loop module loaded?)")?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a device number.
+    let n = unsafe { libc::ioctl(ctl.as_raw_fd(), LOOP_CTL_GET_FREE) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error()).context("finding a free loop device");
+    }
+    let dev = format!("/dev/loop{n}");
+    let loopdev = std::fs::OpenOptions::new()
+        .read(true)
+        .open(&dev)
+        .with_context(|| format!("opening {dev}"))?;
+    // SAFETY: LOOP_SET_FD takes the backing file's descriptor, which outlives the call.
+    if unsafe { libc::ioctl(loopdev.as_raw_fd(), LOOP_SET_FD, backing.as_raw_fd()) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("attaching {} to {dev}", shown.display()));
+    }
+    Ok(dev)
+}
+
+/// Mounts the install medium, checks each squashfs layer the plan lists
+/// against the digest recorded at build time before mounting it, stacks
+/// them, checks the package index, and checks the profile's names against
+/// the layers. Nothing is written to the target disk before this returns.
+/// Returns the unpacked size of the layers (for progress).
+fn verify_and_mount_source(plan: &Plan, payload_device: &str) -> Result<u64> {
+    if plan.payload.layers.is_empty() {
+        bail!("the plan lists no squashfs layers to install; rebuild the image with this version of imgforge");
+    }
+    let release = plan.payload.pool_release.as_ref().context("the plan carries no digest of the ISO's package index (dists/<suite>/Release); rebuild the image with this version of imgforge")?;
+    mount_ro(payload_device, ISO_MOUNT, "iso9660", None)?;
+    let iso = Path::new(ISO_MOUNT);
+    let mut lower = Vec::new();
+    let mut total = 0u64;
+    for (i, layer) in plan.payload.layers.iter().enumerate() {
+        let started = Instant::now();
+        let file = checks::open_verified(iso, layer, "layer")?;
+        info!(
+            "layer {} verified: SHA-256 {}, {} bytes in {:.1} s",
+            layer.path,
+            layer.sha256,
+            layer.size,
+            started.elapsed().as_secs_f64()
+        );
+        // The unpacked size only drives the progress figures; a layer without it counts as 0.
+        let size_file = iso.join(&layer.path).with_extension("size");
+        total += std::fs::read_to_string(&size_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        let dev = loop_attach(&file, &iso.join(&layer.path))?;
+        let dir = format!("/run/imgforge/layers/{i}");
+        mount_ro(&dev, &dir, "squashfs", None)?;
+        info!("layer {} on {dir}", layer.path);
+        lower.insert(0, dir);
+    }
+    let data = format!("lowerdir={}", lower.join(":"));
+    mount_ro("overlay", SOURCE_ROOT, "overlay", Some(&data))?;
+    verify_pool_release(release)?;
+    check_profile_against_source(plan)?;
+    Ok(total)
+}
+
+/// Checks the ISO's `dists/<suite>/Release` (which pins every package
+/// list and package by hash) against the plan; returns the suite.
+pub fn verify_pool_release(release: &imgforge_plan::FileDigest) -> Result<String> {
+    let suite = checks::pool_suite(release)?;
+    checks::open_verified(Path::new(ISO_MOUNT), release, "package index")?;
+    Ok(suite)
+}
+
+/// The facts of the profile that only the installed system's layers can
+/// confirm: time zone, locale, and that user names are new.
+fn check_profile_against_source(plan: &Plan) -> Result<()> {
+    let root = Path::new(SOURCE_ROOT);
+    let mut problems: Vec<String> = Vec::new();
+    problems.extend(checks::timezone_problem(root, &plan.system.timezone));
+    problems.extend(checks::locale_problem(root, &plan.system.locale));
+    let passwd = std::fs::read_to_string(root.join("etc/passwd"))
+        .with_context(|| format!("reading {SOURCE_ROOT}/etc/passwd (the ISO's layers)"))?;
+    problems.extend(checks::existing_user_problems(&passwd, &plan.users));
+    checks::fail_on(
+        problems,
+        "the profile does not fit the system on this ISO (nothing was written to any disk)",
+    )
+}
