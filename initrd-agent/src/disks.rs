@@ -737,6 +737,15 @@ mod tests {
         }
     }
 
+    /// The selection on a machine booted from the stick sda.
+    fn booted_from_sda(
+        disks: &[DiskFacts],
+        rules: &DiskRules,
+        policy: SelectPolicy,
+    ) -> Result<Selection, SelectError> {
+        select_target_disk(disks, rules, policy, &booted_from("sda"))
+    }
+
     fn rules(min_gib: u64) -> DiskRules {
         DiskRules {
             min_size_bytes: Some(min_gib << 30),
@@ -747,13 +756,7 @@ mod tests {
     #[test]
     fn the_boot_disk_is_never_chosen() {
         let disks = [disk("sda", 64), disk("vda", 40)];
-        let s = select_target_disk(
-            &disks,
-            &rules(32),
-            SelectPolicy::Largest,
-            &booted_from("sda"),
-        )
-        .unwrap();
+        let s = booted_from_sda(&disks, &rules(32), SelectPolicy::Largest).unwrap();
         assert_eq!(s.chosen.name, "vda");
         assert_eq!(
             s.rejected,
@@ -762,26 +765,15 @@ mod tests {
                 reason: "is the install medium".into()
             }]
         );
-        let err = select_target_disk(
-            &disks[..1],
-            &DiskRules::default(),
-            SelectPolicy::First,
-            &booted_from("sda"),
-        )
-        .unwrap_err();
+        let err =
+            booted_from_sda(&disks[..1], &DiskRules::default(), SelectPolicy::First).unwrap_err();
         assert!(err.candidates.is_empty());
     }
 
     #[test]
     fn no_match_lists_every_disk_with_its_reason_and_a_fix() {
         let disks = [disk("sda", 1), disk("vda", 2)];
-        let err = select_target_disk(
-            &disks,
-            &rules(32),
-            SelectPolicy::Smallest,
-            &booted_from("sda"),
-        )
-        .unwrap_err();
+        let err = booted_from_sda(&disks, &rules(32), SelectPolicy::Smallest).unwrap_err();
         let text = err.to_string();
         assert!(
             text.starts_with("no disk matches the profile's disk rules, so no disk was written"),
@@ -863,31 +855,47 @@ mod tests {
                 .unwrap_err()
                 .to_string()
         };
-        assert!(narrow(DiskRules {
-            model: Some("Samsung*".into()),
-            ..Default::default()
-        })
-        .contains("model \"QEMU HARDDISK\" does not match"));
-        assert!(narrow(DiskRules {
-            serial: Some("X*".into()),
-            ..Default::default()
-        })
-        .contains("serial \"SN-vda\""));
-        assert!(narrow(DiskRules {
-            max_size_bytes: Some(1 << 30),
-            ..Default::default()
-        })
-        .contains("larger than disk.match.max_size 1.0 GiB"));
-        assert!(narrow(DiskRules {
-            rotational: Some(true),
-            ..Default::default()
-        })
-        .contains("rotational is false"));
-        assert!(narrow(DiskRules {
-            by_path: Some("pci-0000:00:1f.2".into()),
-            ..Default::default()
-        })
-        .contains("by_path"));
+        let d = DiskRules::default;
+        for (rules, reason) in [
+            (
+                DiskRules {
+                    model: Some("Samsung*".into()),
+                    ..d()
+                },
+                "model \"QEMU HARDDISK\" does not match",
+            ),
+            (
+                DiskRules {
+                    serial: Some("X*".into()),
+                    ..d()
+                },
+                "serial \"SN-vda\"",
+            ),
+            (
+                DiskRules {
+                    max_size_bytes: Some(1 << 30),
+                    ..d()
+                },
+                "larger than disk.match.max_size 1.0 GiB",
+            ),
+            (
+                DiskRules {
+                    rotational: Some(true),
+                    ..d()
+                },
+                "rotational is false",
+            ),
+            (
+                DiskRules {
+                    by_path: Some("pci-0000:00:1f.2".into()),
+                    ..d()
+                },
+                "by_path",
+            ),
+        ] {
+            let text = narrow(rules);
+            assert!(text.contains(reason), "{reason}: {text}");
+        }
     }
 
     #[test]

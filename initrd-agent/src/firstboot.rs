@@ -816,30 +816,26 @@ pub fn differences(expect: &Expectations, facts: &Facts) -> Vec<String> {
                     p.name, br.name
                 )),
                 Some(f) => {
-                    if f.bridge != br.name {
-                        out.push(format!(
-                            "port {} is on bridge {}, expected {}",
-                            p.name, f.bridge, br.name
-                        ));
-                    }
-                    if f.tag != p.tag {
-                        out.push(format!(
-                            "port {} has tag {:?}, expected {:?}",
-                            p.name, f.tag, p.tag
-                        ));
-                    }
-                    if f.trunks != p.trunks {
-                        out.push(format!(
-                            "port {} trunks {:?}, expected {:?}",
-                            p.name, f.trunks, p.trunks
-                        ));
-                    }
-                    if f.internal != p.internal {
-                        out.push(format!(
-                            "port {} internal={}, expected {}",
-                            p.name, f.internal, p.internal
-                        ));
-                    }
+                    let mut differs = |what: &str, seen: String, expected: String| {
+                        if seen != expected {
+                            out.push(format!(
+                                "port {} {what} {seen}, expected {expected}",
+                                p.name
+                            ));
+                        }
+                    };
+                    differs("is on bridge", f.bridge.clone(), br.name.clone());
+                    differs("has tag", format!("{:?}", f.tag), format!("{:?}", p.tag));
+                    differs(
+                        "trunks",
+                        format!("{:?}", f.trunks),
+                        format!("{:?}", p.trunks),
+                    );
+                    differs(
+                        "is internal:",
+                        f.internal.to_string(),
+                        p.internal.to_string(),
+                    );
                 }
             }
         }
