@@ -340,23 +340,17 @@ pub fn identify_medium(
                 carriers.len()
             ),
         ),
-        (_, Some(m)) => {
-            let how = format!("the firmware's boot device matches {} of the {} disks with the payload partition ({})", m.len(), carriers.len(), names.join(", "));
-            return Some(Medium {
-                disk: None,
-                partition_device: first.1.clone(),
-                carriers: names,
-                boot_device,
-                how,
-            });
-        }
-        (_, None) => {
-            let how = format!(
-                "{} disks carry the payload partition ({}) and {}",
-                carriers.len(),
-                names.join(", "),
-                unmatched()
-            );
+        (_, matched) => {
+            // Several carriers and no single match: the medium stays unknown.
+            let how = match matched {
+                Some(m) => format!("the firmware's boot device matches {} of the {} disks with the payload partition ({})", m.len(), carriers.len(), names.join(", ")),
+                None => format!(
+                    "{} disks carry the payload partition ({}) and {}",
+                    carriers.len(),
+                    names.join(", "),
+                    unmatched()
+                ),
+            };
             return Some(Medium {
                 disk: None,
                 partition_device: first.1.clone(),
