@@ -158,8 +158,8 @@ impl Reporter {
     ) -> Result<T, StepFailure> {
         let span = tracing::info_span!(log::STEP_SPAN, step = name);
         let _entered = span.enter();
-        (self.on_enter)(name);
         tracing::info!("step {name}");
+        (self.on_enter)(name);
         // Numbered when it is emitted, after the step's own events.
         let done = Event::new(0, 0.0, name, State::Done);
         let mut step = Step {
