@@ -151,6 +151,30 @@ fn assert_no_disk_step_ran(report: &serde_json::Value, what: &str) {
     }
 }
 
+/// A failed event's log lines are the failing step's own: they start with
+/// the step's first line, include `expected`, and hold no line that earlier
+/// steps write (`earlier`: their line prefixes).
+fn assert_own_step_lines(failed: &serde_json::Value, step: &str, expected: &str, earlier: &[&str]) {
+    let tail: Vec<&str> = failed["log_tail"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        tail.first().copied(),
+        Some(format!("step {step}").as_str()),
+        "{failed:#}"
+    );
+    assert!(tail.iter().any(|l| l.contains(expected)), "{failed:#}");
+    assert!(
+        !tail
+            .iter()
+            .any(|l| earlier.iter().any(|e| l.starts_with(e))),
+        "lines of earlier steps: {failed:#}"
+    );
+}
+
 fn event_steps(report: &serde_json::Value) -> Vec<(String, State)> {
     report["events"]
         .as_array()
@@ -651,23 +675,11 @@ fn a_damaged_bundle_fails_at_the_package_step_before_apt_and_keeps_the_machine_u
     );
     // The failed event carries the packages step's own lines, from its start
     // to its failure, and none of the steps before it.
-    let tail: Vec<&str> = failed["log_tail"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l.as_str().unwrap())
-        .collect();
-    assert_eq!(tail.first(), Some(&"step packages"), "{failed:#}");
-    assert!(
-        tail.iter()
-            .any(|l| l.contains("checking the bundle partition")),
-        "{failed:#}"
-    );
-    assert!(
-        !tail
-            .iter()
-            .any(|l| l.starts_with("disk ") || l.starts_with("layer ")),
-        "lines of earlier steps: {failed:#}"
+    assert_own_step_lines(
+        &failed,
+        steps::PACKAGES,
+        "checking the bundle partition",
+        &["disk ", "layer "],
     );
     // Nothing reached apt: no package was unpacked, the log has no dpkg line.
     let log = failed["log_tail"].to_string();
@@ -703,18 +715,7 @@ fn no_matching_disk_fails_and_leaves_the_disk_all_zeros() {
         "the error names the rejected disk: {text}"
     );
     // The failed event carries the select-disk step's own lines: the disks it saw.
-    let tail: Vec<&str> = failed["log_tail"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l.as_str().unwrap())
-        .collect();
-    assert_eq!(tail.first(), Some(&"step select-disk"), "{failed:#}");
-    assert!(tail.iter().any(|l| l.starts_with("disk vda")), "{failed:#}");
-    assert!(
-        !tail.iter().any(|l| l.starts_with("layer ")),
-        "lines of the payload step: {failed:#}"
-    );
+    assert_own_step_lines(&failed, steps::SELECT_DISK, "disk vda", &["layer "]);
     assert!(
         !event_steps(&report)
             .iter()
