@@ -135,10 +135,6 @@ impl Reporter {
         }
     }
 
-    pub fn mode(&self) -> ProgressMode {
-        self.mode
-    }
-
     /// Starts reporting a task of `total` bytes (when known); the returned
     /// [`Tracker`] takes its progress and reports `done` when finished.
     pub fn start(&self, task: Task, name: impl Into<String>, total: Option<u64>) -> Tracker<'_> {
