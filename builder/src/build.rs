@@ -34,7 +34,7 @@ use crate::fetch::{self, FetchOptions, Fetched, SourceOverrides};
 use crate::image::{self, UsbLayout};
 use crate::iso::{IsoReader, Window};
 use crate::profile::{self, LoadedProfile};
-use crate::progress::{ProgressMode, Reporter, Task, TrackedRead, TrackedWrite};
+use crate::progress::{ProgressMode, Reporter, Task, TrackedRead, TrackedWrite, Tracker};
 use crate::verify::{self, HashingReader, TrustedKeys};
 
 #[derive(Debug, Clone)]
@@ -680,10 +680,7 @@ fn load_keyring(path: &Path) -> Result<TrustedKeys, BuildError> {
     })
 }
 
-fn hash_stream(
-    file: &mut File,
-    tracker: crate::progress::Tracker,
-) -> std::io::Result<([u8; 32], u64)> {
+fn hash_stream(file: &mut File, tracker: Tracker<'_>) -> std::io::Result<([u8; 32], u64)> {
     file.seek(SeekFrom::Start(0))?;
     let reader = HashingReader::new(BufReader::with_capacity(1 << 20, &mut *file));
     let mut reader = TrackedRead::new(reader, tracker);

@@ -559,7 +559,10 @@ impl Fetcher<'_> {
         };
         let (digest, size) = hash_file(&path, name.map(|n| (self.reporter, n)))?;
         if verify::sha256_hex(&digest) == sha256 {
-            tracing::debug!("{} found in the cache and hashed again", path.display());
+            match name {
+                Some(name) => tracing::debug!("{name}: found in the cache and hashed again"),
+                None => tracing::trace!("{} found in the cache", path.display()),
+            }
             Ok(Some((path, size)))
         } else {
             tracing::warn!(
