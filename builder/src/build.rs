@@ -30,14 +30,11 @@ use crate::apt::repo::{self, Archive, Mirror};
 use crate::apt::resolve::{self, AptSource};
 
 use crate::compile::{self, IsoFacts, MediaGuids};
-use crate::fetch::{
-    self,
-    progress::{ProgressMode, Reporter},
-    FetchOptions, SourceOverrides,
-};
+use crate::fetch::{self, FetchOptions, Fetched, SourceOverrides};
 use crate::image::{self, UsbLayout};
 use crate::iso::{IsoReader, Window};
 use crate::profile::{self, LoadedProfile};
+use crate::progress::{ProgressMode, Reporter, Task, TrackedRead, TrackedWrite, Tracker};
 use crate::verify::{self, HashingReader, TrustedKeys};
 
 #[derive(Debug, Clone)]
@@ -173,6 +170,7 @@ struct VerifiedIso {
 
 pub fn build(opts: &BuildOptions) -> Result<BuildOutput, BuildError> {
     let loaded = profile::load(&opts.profile)?;
+    let _build = tracing::debug_span!("build", profile = %loaded.name).entered();
     let agent_path = match &opts.agent {
         Some(p) => p.clone(),
         None => find_agent()?,
@@ -188,9 +186,11 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, BuildError> {
     std::fs::create_dir_all(&opts.out_dir)
         .map_err(io("creating output directory", &opts.out_dir))?;
     let image_path = opts.out_dir.join(format!("{}.img", loaded.name));
+    let image_span = tracing::debug_span!("image").entered();
     let mut image = TempOutput::create(&image_path)?;
-    copy_verified_payload(&mut iso, &mut image)?;
-    let boot = read_verified_copy(&mut image, iso.facts.size)?;
+    copy_verified_payload(&mut iso, &mut image, &reporter)?;
+    let boot = read_verified_copy(&mut image, iso.facts.size, &reporter)?;
+    drop(image_span);
     let payload_start = image::PAYLOAD_FIRST_LBA * image::SECTOR_SIZE;
     let packages = resolve_packages(
         &loaded,
@@ -233,6 +233,8 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, BuildError> {
     }
     let bundle_len = plan.payload.bundle.as_ref().map_or(0, |b| b.size);
     let plan_json = plan.to_json();
+    let _image = tracing::debug_span!("image").entered();
+    tracing::debug!("assembling the ESP, the initrd and the GPT");
 
     let esp_files = esp_contents(
         boot,
@@ -446,6 +448,7 @@ fn resolve_packages(
     iso_size: u64,
     reporter: &Reporter,
 ) -> Result<ResolvedPackages, BuildError> {
+    let _resolve = tracing::debug_span!("resolve").entered();
     let started = Instant::now();
     let mut reader = IsoReader::open(BufReader::with_capacity(
         1 << 20,
@@ -457,6 +460,10 @@ fn resolve_packages(
     })?;
     let suite = pool_suite(&mut reader)?;
     let pool = pool::read_pool(&mut reader, &suite, &trust.pool)?;
+    tracing::debug!(
+        "the pool's Release of suite {suite} is signed by {}",
+        pool.signature.primary_fingerprint
+    );
 
     let mut layers = Vec::new();
     for path in default_layers(&mut reader)? {
@@ -487,6 +494,7 @@ fn resolve_packages(
         &trust.archive,
     )?;
 
+    tracing::debug!("the archive {mirror_text} is verified");
     let wanted = bundle::wanted_packages(&loaded.profile, &pool);
     let scratch = tempfile::Builder::new()
         .prefix("imgforge-sources-")
@@ -528,6 +536,11 @@ fn resolve_packages(
     };
     let insts = resolve::simulate(&request).map_err(|e| BuildError::Resolve(e.to_string()))?;
     let resolution = bundle::classify(&insts, &pool, &archive)?;
+    tracing::debug!(
+        "apt resolved {} packages, {} of them for the bundle",
+        resolution.resolved.len(),
+        resolution.bundled.len()
+    );
     Ok(ResolvedPackages {
         pool,
         archive,
@@ -551,6 +564,7 @@ fn write_bundle(
     if packages.resolution.bundled.is_empty() {
         return Ok(None);
     }
+    let _bundle = tracing::debug_span!("bundle").entered();
     let downloader = fetch::Downloader::new(&opts.fetch, reporter)?;
     let mut files = bundle::index_files(&packages.archive);
     for deb in &packages.resolution.bundled {
@@ -567,9 +581,10 @@ fn write_bundle(
         });
     }
     let dest = image.dest.display().to_string();
-    let mut writer = image::bundle_writer(image.file(), iso_size).map_err(BuildError::Image)?;
+    let writer = image::bundle_writer(image.file(), iso_size).map_err(BuildError::Image)?;
+    let mut writer = TrackedWrite::new(writer, reporter.start(Task::Write, "bundle", None));
     let summary = bundle::write_bundle(&mut writer, &files, &dest)?;
-    let len = writer.finish().map_err(BuildError::Image)?;
+    let len = writer.finish().finish().map_err(BuildError::Image)?;
     if len != summary.size {
         return Err(BuildError::Source(format!(
             "{dest}: the bundle partition holds {len} bytes but the archive written was {}",
@@ -595,19 +610,51 @@ pub fn signing_keys(loaded: &LoadedProfile, cli: Option<&Path>) -> Result<Truste
     }
 }
 
-/// Gets the ISO (from disk, the cache or the network; fetch checks the
-/// signature on the list and takes the ISO's hash from it) and hashes the
-/// very file that is opened here, where it is read, against that hash.
+/// `imgforge fetch`: gets the profile's ISO as [`build`] does (from disk,
+/// the cache or the network, the list's signature checked) and makes sure
+/// its bytes are the verified ones, hashing a local ISO here.
+pub fn fetch_iso(opts: &BuildOptions) -> Result<Fetched, BuildError> {
+    let loaded = profile::load(&opts.profile)?;
+    let reporter = Reporter::new(opts.progress);
+    let fetched = get_iso(&loaded, opts, &reporter)?;
+    fetched.check_local(&reporter)?;
+    Ok(fetched)
+}
+
+/// Gets the ISO from disk, the cache or the network: fetch checks the
+/// signature on the list and takes the ISO's hash from it. Downloaded and
+/// cached files are hashed on the way; a local one is not yet.
+fn get_iso(
+    loaded: &LoadedProfile,
+    opts: &BuildOptions,
+    reporter: &Reporter,
+) -> Result<Fetched, BuildError> {
+    let _fetch = tracing::debug_span!("fetch").entered();
+    let keys = signing_keys(loaded, opts.keyring.as_deref())?;
+    Ok(fetch::fetch(
+        loaded,
+        &opts.sources,
+        &keys,
+        &opts.fetch,
+        reporter,
+    )?)
+}
+
+/// Gets the ISO ([`get_iso`]) and hashes the very file that is opened
+/// here, where it is read, against the verified hash.
 fn verify_sources(
     loaded: &LoadedProfile,
     opts: &BuildOptions,
     reporter: &Reporter,
 ) -> Result<VerifiedIso, BuildError> {
-    let keys = signing_keys(loaded, opts.keyring.as_deref())?;
-    let fetched = fetch::fetch(loaded, &opts.sources, &keys, &opts.fetch, reporter)?;
+    let fetched = get_iso(loaded, opts, reporter)?;
+    let _verify = tracing::debug_span!("verify").entered();
     let mut file = File::open(&fetched.iso).map_err(io("opening ISO", &fetched.iso))?;
-    let (actual, size) = hash_stream(&mut file).map_err(io("reading ISO", &fetched.iso))?;
+    let tracker = reporter.start(Task::Hash, fetched.iso_name.as_str(), Some(fetched.size));
+    let (actual, size) =
+        hash_stream(&mut file, tracker).map_err(io("reading ISO", &fetched.iso))?;
     fetched.check_digest(actual)?;
+    tracing::debug!("{} has the verified SHA-256", fetched.iso.display());
     let signer = fetched
         .signer
         .clone()
@@ -639,27 +686,34 @@ fn load_keyring(path: &Path) -> Result<TrustedKeys, BuildError> {
     })
 }
 
-fn hash_stream(file: &mut File) -> std::io::Result<([u8; 32], u64)> {
+fn hash_stream(file: &mut File, tracker: Tracker<'_>) -> std::io::Result<([u8; 32], u64)> {
     file.seek(SeekFrom::Start(0))?;
-    let mut reader = HashingReader::new(BufReader::with_capacity(1 << 20, &mut *file));
+    let reader = HashingReader::new(BufReader::with_capacity(1 << 20, &mut *file));
+    let mut reader = TrackedRead::new(reader, tracker);
     std::io::copy(&mut reader, &mut std::io::sink())?;
-    Ok(reader.finish())
+    Ok(reader.finish().finish())
 }
 
 /// Copies the ISO into the image at its payload place while hashing it;
 /// only a copy whose hash is the verified one is read from afterwards.
-fn copy_verified_payload(iso: &mut VerifiedIso, image: &mut TempOutput) -> Result<(), BuildError> {
+fn copy_verified_payload(
+    iso: &mut VerifiedIso,
+    image: &mut TempOutput,
+    reporter: &Reporter,
+) -> Result<(), BuildError> {
     iso.file
         .seek(SeekFrom::Start(0))
         .map_err(io("reading ISO", &iso.path))?;
-    let mut payload = HashingReader::new(BufReader::with_capacity(1 << 20, &mut iso.file));
+    let payload = HashingReader::new(BufReader::with_capacity(1 << 20, &mut iso.file));
+    let tracker = reporter.start(Task::Write, "payload", Some(iso.facts.size));
+    let mut payload = TrackedRead::new(payload, tracker);
     image::write_payload(image.file(), &mut payload, iso.facts.size).map_err(|e| match e {
         image::ImageError::PayloadLength { .. } | image::ImageError::PayloadRead { .. } => {
             BuildError::Source(format!("{}: {e}; nothing was written", iso.path.display()))
         }
         other => image.error(other),
     })?;
-    let (copied, _) = payload.finish();
+    let (copied, _) = payload.finish().finish();
     let copied_hex = verify::sha256_hex(&copied);
     if copied_hex != iso.facts.sha256_hex {
         return Err(BuildError::Source(format!(
@@ -694,7 +748,11 @@ struct BootFiles {
 
 /// Reads the ESP's files and the digests of the layers and the pool index
 /// from the ISO's copy inside the image, whose hash was just checked.
-fn read_verified_copy(image: &mut TempOutput, iso_size: u64) -> Result<BootFiles, BuildError> {
+fn read_verified_copy(
+    image: &mut TempOutput,
+    iso_size: u64,
+    reporter: &Reporter,
+) -> Result<BootFiles, BuildError> {
     let start = image::PAYLOAD_FIRST_LBA * image::SECTOR_SIZE;
     let window = Window::new(&*image.file(), start, iso_size);
     let mut reader =
@@ -730,10 +788,10 @@ fn read_verified_copy(image: &mut TempOutput, iso_size: u64) -> Result<BootFiles
 
     let mut layers = Vec::new();
     for layer in default_layers(&mut reader)? {
-        layers.push(digest(&mut reader, &layer)?);
+        layers.push(digest(&mut reader, &layer, Some(reporter))?);
     }
     let suite = pool_suite(&mut reader)?;
-    let pool_release = digest(&mut reader, &format!("dists/{suite}/Release"))?;
+    let pool_release = digest(&mut reader, &format!("dists/{suite}/Release"), None)?;
     Ok(BootFiles {
         esp,
         initrd,
@@ -762,17 +820,35 @@ fn default_layers<R: std::io::Read + Seek>(
         .collect())
 }
 
-/// The SHA-256 and size of one file on the ISO, streamed.
+/// The SHA-256 and size of one file on the ISO, streamed; a large one is
+/// reported to `progress`.
 fn digest<R: std::io::Read + Seek>(
     reader: &mut IsoReader<R>,
     path: &str,
+    progress: Option<&Reporter>,
 ) -> Result<FileDigest, BuildError> {
+    let total = progress
+        .map(|_| reader.entry(path).map(|e| e.size))
+        .transpose()
+        .map_err(|source| BuildError::Iso {
+            path: path.into(),
+            source,
+        })?;
     let file = reader.open_file(path).map_err(|source| BuildError::Iso {
         path: path.into(),
         source,
     })?;
     let mut hashing = HashingReader::new(file);
-    std::io::copy(&mut hashing, &mut std::io::sink()).map_err(|e| {
+    let copied = match progress {
+        Some(r) => {
+            let mut tracked = TrackedRead::new(&mut hashing, r.start(Task::Hash, path, total));
+            std::io::copy(&mut tracked, &mut std::io::sink()).map(|_| {
+                tracked.finish();
+            })
+        }
+        None => std::io::copy(&mut hashing, &mut std::io::sink()).map(|_| ()),
+    };
+    copied.map_err(|e| {
         BuildError::Source(format!(
             "reading {path} from the ISO's copy in the image: {e}"
         ))

@@ -1,5 +1,6 @@
 //! docs/cli.md is `imgforge --help` and the help of every command, as the
-//! binary prints it; this test fails when the two drift apart.
+//! binary prints it; this test fails when the two drift apart, so it is
+//! also the snapshot test of every command's help.
 //! `IMGFORGE_BLESS=1 cargo test --test cli_docs` rewrites the page.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
@@ -85,6 +86,42 @@ fn the_command_line_page_is_the_binarys_help() {
     }
     let have = std::fs::read_to_string(PAGE).unwrap_or_default();
     assert!(have == want, "docs/cli.md differs from `imgforge --help`; run IMGFORGE_BLESS=1 cargo test --test cli_docs and review the diff");
+}
+
+/// Every command's help is on the page (and so checked against the binary),
+/// nested ones included; `relay` is hidden: QEMU runs it, people do not.
+#[test]
+fn every_command_has_its_help_on_the_page() {
+    let page = page();
+    let documented: Vec<&str> = page
+        .lines()
+        .filter(|l| l.starts_with('#') && l.contains(" `imgforge"))
+        .filter_map(|l| l.split('`').nth(1))
+        .collect();
+    assert_eq!(
+        documented,
+        [
+            "imgforge",
+            "imgforge build",
+            "imgforge packages",
+            "imgforge fetch",
+            "imgforge cache",
+            "imgforge cache ls",
+            "imgforge cache gc",
+            "imgforge validate",
+            "imgforge plan",
+            "imgforge render",
+            "imgforge schema",
+            "imgforge boot-test",
+        ]
+    );
+    for global in ["-v, --verbose", "-q, --quiet"] {
+        assert_eq!(
+            page.matches(global).count(),
+            documented.len(),
+            "{global} is in every command's help"
+        );
+    }
 }
 
 #[test]

@@ -273,12 +273,31 @@ fn a_release_is_fetched_verified_and_cached_and_a_second_fetch_transfers_nothing
     assert!(verified_objects(&s.cache()).contains(&s.iso_sha()));
     assert_no_partial_bytes(&s.cache());
     assert!(!f.of("progress").is_empty(), "progress is reported");
+    for e in f.of("progress") {
+        assert_eq!(
+            (&e["task"], &e["name"], &e["url"]),
+            (
+                &"download".into(),
+                &ISO_NAME.into(),
+                &s.server.url(ISO_PATH).into()
+            ),
+            "{e}"
+        );
+    }
+    let (start, done) = (f.of("start"), f.of("done"));
+    assert_eq!((start.len(), done.len()), (1, 1), "{:#?}", f.events);
+    assert_eq!(done[0]["bytes"], ISO_SIZE as u64);
     assert_eq!(s.server.sent(ISO_PATH), ISO_SIZE as u64);
 
     let again = s.fetch(&[]);
     let v = again.verified();
     assert_eq!(v["cached"], true);
     assert_eq!(v["transferred"], 0);
+    assert_eq!(
+        again.of("done")[0]["task"],
+        "hash",
+        "the cached ISO is hashed again, with progress"
+    );
     assert_eq!(PathBuf::from(v["path"].as_str().unwrap()), path);
     assert_eq!(
         s.server.seen(ISO_PATH).len(),

@@ -19,7 +19,7 @@ use reqwest::StatusCode;
 use sha2::{Digest, Sha256};
 
 use super::cache::{Partial, Validators};
-use super::progress::{FetchEvent, Reporter};
+use crate::progress::{ProgressEvent, Reporter, Task, Tracker};
 
 /// How hard to try. The whole fetch of one file gives up after `attempts`
 /// tries in a row that brought no new bytes, or after `total`.
@@ -308,7 +308,7 @@ impl Http {
                     last: error,
                 });
             }
-            reporter.event(FetchEvent::Retry {
+            reporter.event(ProgressEvent::Retry {
                 url: url.to_owned(),
                 attempt: tries,
                 wait_s: backoff.as_secs_f64(),
@@ -343,6 +343,7 @@ impl Http {
                 Err(e) => return (Err(Attempt::Transient(error_chain(&e))), false),
             };
             let status = resp.status();
+            tracing::trace!("GET {url} (conditional: {}): {status}", cached.is_some());
             if status == StatusCode::NOT_MODIFIED && cached.is_some() {
                 return (Ok(Small::NotModified), false);
             }
@@ -421,11 +422,12 @@ impl Http {
             file.set_len(0).map_err(write_error("truncating", path))?;
         }
         let mut hasher = Sha256::new();
-        let mut have =
-            hash_prefix(&mut file, &mut hasher).map_err(write_error("reading back", path))?;
+        let mut have = hash_prefix(&mut file, &mut hasher, url, reporter)
+            .map_err(write_error("reading back", path))?;
         let mut transferred = 0u64;
         let mut total: Option<u64> = None;
 
+        let mut tracker = reporter.start_download(url);
         let result = self.retry(url, reporter, || {
             let before = transferred;
             let r = self.download_once(
@@ -438,12 +440,13 @@ impl Http {
                 &mut known,
                 partial,
                 limit,
-                reporter,
+                &mut tracker,
             );
             (r, transferred > before)
         });
         let validators = result?;
         file.sync_all().map_err(write_error("writing", path))?;
+        tracker.finish();
         Ok(Downloaded {
             sha256: hasher.finalize().into(),
             size: have,
@@ -464,8 +467,9 @@ impl Http {
         known: &mut Validators,
         partial: &Partial,
         limit: SizeLimit,
-        reporter: &Reporter,
+        tracker: &mut Tracker<'_>,
     ) -> Result<Validators, Attempt> {
+        let reporter = tracker.reporter();
         let path = &partial.path;
         let local = |op| move |e: io::Error| Attempt::Fatal(write_error(op, path)(e));
         let meta = partial.meta_path();
@@ -489,13 +493,14 @@ impl Http {
             .send()
             .map_err(|e| Attempt::Transient(error_chain(&e)))?;
         let status = resp.status();
+        tracing::trace!("GET {url} from byte {have}: {status}");
         let served = validators(resp.headers());
         let restart = |reason: String,
                        file: &mut File,
                        hasher: &mut Sha256,
                        have: &mut u64|
          -> Result<(), Attempt> {
-            reporter.event(FetchEvent::Restart {
+            reporter.event(ProgressEvent::Restart {
                 url: url.to_owned(),
                 reason,
             });
@@ -561,18 +566,19 @@ impl Http {
         partial.set_validators(&served).map_err(record)?;
         file.seek(SeekFrom::Start(start))
             .map_err(local("seeking in"))?;
-        reporter.event(FetchEvent::Download {
+        reporter.event(ProgressEvent::Download {
             url: url.to_owned(),
             from: start,
             total: *total,
         });
+        tracker.resume(start, *total);
         let body = Body {
             url,
             path,
             total: *total,
             limit,
         };
-        stream_body(resp, file, hasher, have, transferred, &body, reporter)?;
+        stream_body(resp, file, hasher, have, transferred, &body, tracker)?;
         match *total {
             Some(t) if *have < t => Err(Attempt::Transient(format!(
                 "the connection ended after {} of {t} bytes",
@@ -605,12 +611,25 @@ fn status_attempt(url: &str, status: StatusCode) -> Attempt {
 }
 
 /// Hashes what an earlier run left in the partial file; returns its length.
-fn hash_prefix(file: &mut File, hasher: &mut Sha256) -> io::Result<u64> {
+fn hash_prefix(
+    file: &mut File,
+    hasher: &mut Sha256,
+    url: &str,
+    reporter: &Reporter,
+) -> io::Result<u64> {
+    let len = file.seek(SeekFrom::End(0))?;
+    if len == 0 {
+        return Ok(0);
+    }
     file.seek(SeekFrom::Start(0))?;
-    let n = io::copy(
-        &mut io::BufReader::with_capacity(1 << 20, &mut *file).take(u64::MAX),
-        &mut HashWriter(hasher),
-    )?;
+    let name = format!("{} (partial download)", crate::progress::short_name(url));
+    let tracker = reporter.start(Task::Hash, name, Some(len));
+    let mut reader = crate::progress::TrackedRead::new(
+        io::BufReader::with_capacity(1 << 20, &mut *file),
+        tracker,
+    );
+    let n = io::copy(&mut reader, &mut HashWriter(hasher))?;
+    reader.finish();
     Ok(n)
 }
 
@@ -644,12 +663,10 @@ fn stream_body(
     have: &mut u64,
     transferred: &mut u64,
     body: &Body<'_>,
-    reporter: &Reporter,
+    tracker: &mut Tracker<'_>,
 ) -> Result<(), Attempt> {
     let url = body.url;
     let mut buf = vec![0u8; 256 << 10];
-    let started = Instant::now();
-    let mut this_run = 0u64;
     loop {
         let n = match resp.read(&mut buf) {
             Ok(0) => return Ok(()),
@@ -673,13 +690,6 @@ fn stream_body(
         hasher.update(&buf[..n]);
         *have += n as u64;
         *transferred += n as u64;
-        this_run += n as u64;
-        let secs = started.elapsed().as_secs_f64().max(1e-3);
-        reporter.event(FetchEvent::Progress {
-            url: url.to_owned(),
-            bytes: *have,
-            total: body.total,
-            bytes_per_s: (this_run as f64 / secs) as u64,
-        });
+        tracker.add(n as u64);
     }
 }

@@ -9,15 +9,14 @@
 
 pub mod cache;
 pub mod http;
-pub mod progress;
 
 use std::path::{Path, PathBuf};
 
 use crate::profile::LoadedProfile;
+use crate::progress::{ProgressEvent, Reporter, Task, TrackedRead};
 use crate::verify::{self, Sha256Sums, TrustedKeys};
 use cache::{Cache, UrlEntry};
 use http::{Http, RetryPolicy, SizeLimit, Small};
-use progress::{FetchEvent, Reporter};
 
 /// Where the release host keeps each release (`<base><release>/…`), tried
 /// in order: current point releases, then the archive of older ones.
@@ -116,13 +115,23 @@ pub struct Fetched {
 }
 
 impl Fetched {
-    /// Hashes a local ISO that the fetch only located, against the list or pin.
-    pub fn check_local(&self) -> Result<(), FetchError> {
+    /// Hashes a local ISO that the fetch only located, against the list or
+    /// pin, and reports it verified.
+    pub fn check_local(&self, reporter: &Reporter) -> Result<(), FetchError> {
         if self.hashed {
             return Ok(());
         }
-        let (digest, _) = hash_file(&self.iso)?;
-        self.check_digest(digest)
+        let (digest, size) = hash_file(&self.iso, Some((reporter, &self.iso_name)))?;
+        self.check_digest(digest)?;
+        reporter.event(ProgressEvent::Verified {
+            name: self.iso_name.clone(),
+            sha256: self.sha256.clone(),
+            path: self.iso.display().to_string(),
+            size,
+            transferred: 0,
+            cached: false,
+        });
+        Ok(())
     }
 
     /// Compares the digest of the ISO as it was read with the one it must have.
@@ -382,6 +391,10 @@ impl Fetcher<'_> {
                         source,
                     }
                 })?;
+            tracing::debug!(
+                "{sums_loc}: signature by {} is good",
+                good.primary_fingerprint
+            );
             signer = Some(good.primary_fingerprint.clone());
             let sums =
                 Sha256Sums::parse(&String::from_utf8_lossy(&sums_bytes)).map_err(|source| {
@@ -447,7 +460,7 @@ impl Fetcher<'_> {
 
         let done = |path: PathBuf, size: u64, transferred: u64, cached: bool| {
             let path_text = path.display().to_string();
-            self.reporter.event(FetchEvent::Verified {
+            self.reporter.event(ProgressEvent::Verified {
                 name: iso_name.clone(),
                 sha256: expected_hex.clone(),
                 path: path_text,
@@ -468,6 +481,10 @@ impl Fetcher<'_> {
         let url = match &iso_loc {
             // A local ISO is hashed by the build itself, before it is read.
             Location::Path(p) => {
+                tracing::debug!(
+                    "{} is a local file; it is hashed where it is read",
+                    p.display()
+                );
                 let size = std::fs::metadata(p).map_err(io_at(p))?.len();
                 return Ok(Fetched {
                     iso: p.clone(),
@@ -481,7 +498,7 @@ impl Fetcher<'_> {
             }
             Location::Url(u) => u.clone(),
         };
-        if let Some((path, size)) = self.cached_object(&expected_hex)? {
+        if let Some((path, size)) = self.cached_object(&expected_hex, Some(&iso_name))? {
             return Ok(done(path, size, 0, true));
         }
         if self.opts.offline {
@@ -494,13 +511,14 @@ impl Fetcher<'_> {
             .cache
             .partial(&url, || {
                 self.reporter
-                    .event(FetchEvent::Waiting { url: url.clone() })
+                    .event(ProgressEvent::Waiting { url: url.clone() })
             })
             .map_err(io_at(self.cache.root()))?;
         // Another build may have finished it while this one waited.
-        if let Some((path, size)) = self.cached_object(&expected_hex)? {
+        if let Some((path, size)) = self.cached_object(&expected_hex, Some(&iso_name))? {
             return Ok(done(path, size, 0, true));
         }
+        tracing::debug!("{iso_name} is not in the cache; downloading {url}");
         let got = self.http()?.download(
             &url,
             &partial,
@@ -530,14 +548,27 @@ impl Fetcher<'_> {
     }
 
     /// A cached object with this hash, re-hashed: a damaged one is evicted.
-    fn cached_object(&self, sha256: &str) -> Result<Option<(PathBuf, u64)>, FetchError> {
+    /// A large one is hashed with progress under its `name`.
+    fn cached_object(
+        &self,
+        sha256: &str,
+        name: Option<&str>,
+    ) -> Result<Option<(PathBuf, u64)>, FetchError> {
         let Some(path) = self.cache.object(sha256) else {
             return Ok(None);
         };
-        let (digest, size) = hash_file(&path)?;
+        let (digest, size) = hash_file(&path, name.map(|n| (self.reporter, n)))?;
         if verify::sha256_hex(&digest) == sha256 {
+            match name {
+                Some(name) => tracing::debug!("{name}: found in the cache and hashed again"),
+                None => tracing::trace!("{} found in the cache", path.display()),
+            }
             Ok(Some((path, size)))
         } else {
+            tracing::warn!(
+                "{} does not hash to its name any more; evicted from the cache",
+                path.display()
+            );
             self.cache.evict(sha256).map_err(io_at(&path))?;
             Ok(None)
         }
@@ -604,7 +635,7 @@ impl<'a> Downloader<'a> {
             Location::Url(u) => u,
         };
         let sha256 = sha256.to_ascii_lowercase();
-        if let Some((path, _)) = self.fetcher.cached_object(&sha256)? {
+        if let Some((path, _)) = self.fetcher.cached_object(&sha256, None)? {
             return Ok(path);
         }
         if self.fetcher.opts.offline {
@@ -618,10 +649,10 @@ impl<'a> Downloader<'a> {
             .fetcher
             .cache
             .partial(url, || {
-                reporter.event(FetchEvent::Waiting { url: url.clone() })
+                reporter.event(ProgressEvent::Waiting { url: url.clone() })
             })
             .map_err(io_at(self.fetcher.cache.root()))?;
-        if let Some((path, _)) = self.fetcher.cached_object(&sha256)? {
+        if let Some((path, _)) = self.fetcher.cached_object(&sha256, None)? {
             return Ok(path);
         }
         let limit = SizeLimit {
@@ -656,7 +687,7 @@ impl<'a> Downloader<'a> {
             })
             .map_err(io_at(self.fetcher.cache.root()))?;
         let name = loc.file_name().unwrap_or_default();
-        reporter.event(FetchEvent::Verified {
+        reporter.event(ProgressEvent::Verified {
             name,
             sha256,
             path: path.display().to_string(),
@@ -668,12 +699,26 @@ impl<'a> Downloader<'a> {
     }
 }
 
-/// SHA-256 and length of a file, read once.
-fn hash_file(path: &Path) -> Result<([u8; 32], u64), FetchError> {
+/// SHA-256 and length of a file, read once; with `progress`, reported as
+/// a hash task under the given name.
+fn hash_file(
+    path: &Path,
+    progress: Option<(&Reporter, &str)>,
+) -> Result<([u8; 32], u64), FetchError> {
     let file = std::fs::File::open(path).map_err(io_at(path))?;
-    let mut reader = verify::HashingReader::new(std::io::BufReader::with_capacity(1 << 20, file));
+    let file = std::io::BufReader::with_capacity(1 << 20, file);
+    let Some((reporter, name)) = progress else {
+        let mut reader = verify::HashingReader::new(file);
+        std::io::copy(&mut reader, &mut std::io::sink()).map_err(io_at(path))?;
+        return Ok(reader.finish());
+    };
+    let total = file.get_ref().metadata().map_err(io_at(path))?.len();
+    let mut reader = TrackedRead::new(
+        verify::HashingReader::new(file),
+        reporter.start(Task::Hash, name, Some(total)),
+    );
     std::io::copy(&mut reader, &mut std::io::sink()).map_err(io_at(path))?;
-    Ok(reader.finish())
+    Ok(reader.finish().finish())
 }
 
 /// Resolves, downloads (or finds in the cache) and verifies the profile's
@@ -708,11 +753,18 @@ pub fn fetch(
     let mut errors = Vec::new();
     let many = list.len() > 1;
     for c in &list {
+        match &c.mirror {
+            Some(m) => tracing::debug!("trying mirror {m}"),
+            None => tracing::debug!(
+                "ISO from {}",
+                c.iso.as_ref().map_or("the list".into(), |l| l.to_string())
+            ),
+        }
         match fetcher.run(c, keys, pin) {
             Ok(f) => return Ok(f),
             Err(e) if many => {
                 let mirror = c.mirror.clone().unwrap_or_default();
-                reporter.event(FetchEvent::MirrorFailed {
+                reporter.event(ProgressEvent::MirrorFailed {
                     mirror: mirror.clone(),
                     error: e.to_string(),
                 });

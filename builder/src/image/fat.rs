@@ -3,21 +3,12 @@
 
 use std::collections::BTreeMap;
 
-pub use imgforge_fat::{Fat32Options, FatTimestamp};
+pub use imgforge_fat::Fat32Options;
 
 use super::ImageError;
 
 /// Builds a FAT32 volume holding `files` (keys like `EFI/BOOT/BOOTX64.EFI`;
-/// parent directories are created) with default [`Fat32Options`].
-pub fn fat32_image(
-    files: &BTreeMap<String, Vec<u8>>,
-    label: &str,
-    volume_id: u32,
-) -> Result<Vec<u8>, ImageError> {
-    Ok(imgforge_fat::fat32_image(files, label, volume_id)?)
-}
-
-/// Builds a FAT32 volume; see [`imgforge_fat::fat32_image_with`].
+/// parent directories are created); see [`imgforge_fat::fat32_image_with`].
 pub fn fat32_image_with(
     files: &BTreeMap<String, Vec<u8>>,
     label: &str,

@@ -17,7 +17,7 @@ pub use disk::{
     PartitionSummary, UsbImageSummary, UsbLayout, BUNDLE_PARTITION_NAME, ESP_PARTITION_NAME,
     PAYLOAD_FIRST_LBA, PAYLOAD_PARTITION_NAME, SECTOR_SIZE,
 };
-pub use fat::{fat32_image, fat32_image_with, Fat32Options, FatTimestamp};
+pub use fat::{fat32_image_with, Fat32Options};
 pub use initrd::{
     initrd_segments, installer_initrd, newc_archive, CpioEntry, CpioKind, InitrdSegment,
     SegmentKind,
@@ -30,7 +30,7 @@ pub enum ImageError {
     #[error(transparent)]
     Fat(#[from] imgforge_fat::FatError),
 
-    #[error("the ESP image is empty; build it with fat32_image first")]
+    #[error("the ESP image is empty; build it with fat32_image_with first")]
     EmptyEsp,
 
     #[error("disk layout: {reason}")]
