@@ -24,8 +24,6 @@ pub const EVENT_PREFIX: &str = "IMGFORGE-EVENT ";
 pub mod part_type {
     pub const EFI_SYSTEM: &str = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b";
     pub const LINUX_ROOT_X86_64: &str = "4f68bce3-e8cd-4db1-96e7-fbcaf984b709";
-    pub const LINUX_DATA: &str = "0fc63daf-8483-4772-8e79-3d69d8477de4";
-    pub const BASIC_DATA: &str = "ebd0a0a2-b9e5-4433-87c0-68b6b72699c7";
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
