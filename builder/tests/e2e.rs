@@ -739,6 +739,72 @@ fn no_matching_disk_fails_and_leaves_the_disk_all_zeros() {
     }
 }
 
+/// The installer's grub.cfg, read from the image's ESP (partition 1) by mtools.
+fn installer_grub_cfg(image: &Path) -> String {
+    let disk = gpt::GptConfig::new()
+        .writable(false)
+        .open(image)
+        .expect("image has a GPT");
+    let esp = disk.partitions()[&1].first_lba * 512;
+    run_tool(
+        Command::new("mtype")
+            .arg("-i")
+            .arg(format!("{}@@{esp}", image.display()))
+            .arg("::/boot/grub/grub.cfg"),
+    )
+}
+
+#[test]
+#[ignore = "needs the fixture ISO and QEMU: run scripts/test"]
+fn events_reach_a_second_serial_port_that_is_not_the_kernel_console() {
+    // A server whose serial-over-LAN is ttyS1, and the screen as
+    // /dev/console (listed last): the installer's events must reach ttyS1
+    // although nothing else of the installer is printed there.
+    let tmp = tempfile::tempdir().unwrap();
+    let text = fs::read_to_string(REFERENCE_PROFILE).unwrap().replacen(
+        "on_failure = \"shell\"",
+        "on_failure = \"shell\"\nconsoles = [\"ttyS1,115200n8\", \"tty0\"]",
+        1,
+    );
+    let profile = tmp.path().join("hypervisor.toml");
+    fs::write(&profile, text).unwrap();
+    let image = build_profile(&profile, &tmp.path().join("out"));
+    let grub = installer_grub_cfg(&image);
+    assert!(
+        grub.contains("vmlinuz console=ttyS1,115200n8 console=tty0 ---"),
+        "{grub}"
+    );
+    // The disk is too small for the reference rules: the install stops at
+    // select-disk, before any disk is written.
+    let target = tmp.path().join("small.img");
+    let (code, report) = boot_test_with(
+        &image,
+        &target,
+        "2GiB",
+        &tmp.path().join("report.json"),
+        &["--serial-port", "1"],
+    );
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(
+        event_steps(&report),
+        [
+            (steps::AGENT.to_owned(), State::Started),
+            (steps::MODULES.to_owned(), State::Done),
+            (steps::PAYLOAD.to_owned(), State::Done),
+            (steps::SELECT_DISK.to_owned(), State::Failed),
+        ]
+    );
+    let failed = report["events"].as_array().unwrap().last().unwrap()["event"].clone();
+    assert_own_step_lines(&failed, steps::SELECT_DISK, "disk vda", &["layer "]);
+    // Only events went to ttyS1: the log and the shell are on /dev/console.
+    let console = fs::read_to_string(tmp.path().join("report.d/console.log")).unwrap();
+    assert!(
+        !console.contains("imgforge: "),
+        "log lines on ttyS1, which is not /dev/console:\n{console}"
+    );
+    assert_target_unallocated(&target);
+}
+
 #[test]
 #[ignore = "needs the fixture ISO: run scripts/test"]
 fn tampered_iso_is_refused_and_nothing_is_written() {

@@ -51,6 +51,11 @@ pub struct BootTestArgs {
     /// e.g. 10.0.2.100:8080=127.0.0.1:38080 for a local mirror; repeatable.
     #[arg(long, value_name = "GUESTIP:PORT=127.0.0.1:HOSTPORT")]
     install_net: Vec<qemu::GuestForward>,
+    /// The serial port whose output is read for events (0 is ttyS0); the
+    /// ports before it exist and go nowhere, as on a server whose
+    /// serial-over-LAN is ttyS1.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=3))]
+    serial_port: u8,
 }
 
 impl BootTestArgs {
@@ -72,6 +77,7 @@ impl BootTestArgs {
             usb_disks: self.usb_disk,
             stop_after: self.stop_after,
             install_net: self.install_net,
+            serial_port: self.serial_port,
         }
     }
 }

@@ -48,6 +48,9 @@ pub struct BootTestOptions {
     /// A network for the install boot that reaches only these loopback
     /// services (through `imgforge relay`); without any, the installer has no NIC.
     pub install_net: Vec<GuestForward>,
+    /// The serial port read for events (0 is ttyS0); the ports before it
+    /// exist and their output is dropped.
+    pub serial_port: u8,
 }
 
 /// A USB disk on the boot stick's controller: blank, or starting with a
@@ -220,15 +223,11 @@ pub fn qemu_command(opts: &BootTestOptions, vars: &Path, phase: Phase) -> Comman
     };
     cmd.args(["-accel", "tcg", "-machine", machine, "-smp", "2", "-m"])
         .arg(opts.memory_mib.to_string())
-        .args([
-            "-display",
-            "none",
-            "-monitor",
-            "none",
-            "-serial",
-            "stdio",
-            "-no-reboot",
-        ]);
+        .args(["-display", "none", "-monitor", "none"]);
+    for _ in 0..opts.serial_port {
+        cmd.args(["-serial", "null"]);
+    }
+    cmd.args(["-serial", "stdio", "-no-reboot"]);
     if opts.secure_boot {
         cmd.args(["-global", "driver=cfi.pflash01,property=secure,value=on"]);
     }
@@ -612,6 +611,7 @@ mod tests {
             usb_disks: vec!["64GiB".parse().unwrap(), "8GiB:/tmp/x.img".parse().unwrap()],
             stop_after: None,
             install_net: Vec::new(),
+            serial_port: 0,
         };
         let cmd = qemu_command(&opts, Path::new("/tmp/w/VARS.fd"), Phase::Install);
         let args: Vec<String> = cmd
@@ -636,6 +636,23 @@ mod tests {
         assert!(
             joined.contains("-nic none"),
             "the installer needs no network: {joined}"
+        );
+        assert!(
+            joined.contains("-monitor none -serial stdio -no-reboot"),
+            "{joined}"
+        );
+        let second_port = BootTestOptions {
+            serial_port: 1,
+            ..opts.clone()
+        };
+        let joined = qemu_command(&second_port, Path::new("/tmp/w/VARS.fd"), Phase::Install)
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(
+            joined.contains("-monitor none -serial null -serial stdio -no-reboot"),
+            "ttyS0 goes nowhere, ttyS1 is read: {joined}"
         );
 
         let secure = BootTestOptions {
@@ -794,6 +811,7 @@ mod tests {
             usb_disks,
             stop_after: None,
             install_net: Vec::new(),
+            serial_port: 0,
         };
         let made = create_usb_disks(&opts(vec![
             UsbDisk {
