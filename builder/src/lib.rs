@@ -18,4 +18,6 @@ pub mod iso;
 pub mod profile;
 pub mod qemu;
 pub mod render;
+#[cfg(test)]
+mod test_support;
 pub mod verify;

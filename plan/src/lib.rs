@@ -396,6 +396,27 @@ pub struct PartitionPlan {
     pub filesystem: Filesystem,
 }
 
+impl PartitionPlan {
+    /// The `efi-root` layout: an EFI system partition of `esp_bytes`
+    /// (FAT32), then an ext4 root on the rest of the disk.
+    pub fn efi_root(esp_bytes: u64) -> Vec<PartitionPlan> {
+        vec![
+            PartitionPlan {
+                name: "ESP".into(),
+                type_guid: part_type::EFI_SYSTEM.into(),
+                size_bytes: Some(esp_bytes),
+                filesystem: Filesystem::Vfat,
+            },
+            PartitionPlan {
+                name: "root".into(),
+                type_guid: part_type::LINUX_ROOT_X86_64.into(),
+                size_bytes: None,
+                filesystem: Filesystem::Ext4,
+            },
+        ]
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Filesystem {

@@ -7,6 +7,7 @@ use std::process::Command;
 
 use super::*;
 use crate::profile::{self, Profile};
+use crate::test_support::run;
 
 fn load(rel: &str) -> Profile {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel);
@@ -83,19 +84,6 @@ fn reference_machine_matches_the_golden_files() {
         want.keys().collect::<Vec<_>>(),
         "rendered file set differs from the goldens"
     );
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e} (scripts/deps installs the tools)"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{cmd:?} failed:\n{text}");
-    text
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! times, so every policy case is built on purpose rather than found.
 
 use super::*;
+use crate::test_support::Gnupg;
 use pgp::composed::{
     ArmorOptions, CleartextSignedMessage, KeyType, SecretKeyParamsBuilder, SignedSecretKey,
     SubkeyParamsBuilder,
@@ -752,64 +753,17 @@ fn built_in_and_shipped_ubuntu_keys_have_the_published_fingerprints() {
 }
 
 /// GnuPG is the signer in the real world; its keys (back-signature in the
-/// binding, issuer subpackets) must pass the same checks. GnuPG is a test
-/// dependency (`scripts/deps` installs it): without it this test fails.
+/// binding, issuer subpackets) must pass the same checks.
 #[test]
 fn gnupg_made_subkey_signature_is_good() {
-    if let Err(e) = std::process::Command::new("gpg").arg("--version").output() {
-        panic!("gpg cannot be run ({e}); install the Debian package gnupg (scripts/deps does)");
-    }
-    let home = tempfile::tempdir().unwrap();
-    let gpg = |args: &[&str]| {
-        let out = std::process::Command::new("gpg")
-            .env("GNUPGHOME", home.path())
-            .args([
-                "--batch",
-                "--quiet",
-                "--pinentry-mode",
-                "loopback",
-                "--passphrase",
-                "",
-            ])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "gpg {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
-    };
-    gpg(&[
-        "--quick-gen-key",
-        "gpg signer <gpg@test.invalid>",
-        "ed25519",
-        "cert",
-        "never",
-    ]);
-    let listing =
-        String::from_utf8(gpg(&["--with-colons", "--list-keys", "gpg@test.invalid"])).unwrap();
-    let fprs: Vec<&str> = listing
-        .lines()
-        .filter(|l| l.starts_with("fpr:"))
-        .map(|l| l.split(':').nth(9).unwrap())
-        .collect();
-    gpg(&["--quick-add-key", fprs[0], "ed25519", "sign", "never"]);
-    let listing =
-        String::from_utf8(gpg(&["--with-colons", "--list-keys", "gpg@test.invalid"])).unwrap();
-    let sub_fpr = listing
-        .lines()
-        .filter(|l| l.starts_with("fpr:"))
-        .nth(1)
-        .unwrap()
-        .split(':')
-        .nth(9)
-        .unwrap()
-        .to_owned();
-    let data_path = home.path().join("SHA256SUMS");
+    let gpg = Gnupg::new();
+    gpg.generate_key("gpg signer <gpg@test.invalid>", "cert");
+    let primary = gpg.fingerprints("gpg@test.invalid")[0].clone();
+    gpg.run(&["--quick-add-key", &primary, "ed25519", "sign", "never"]);
+    let sub_fpr = gpg.fingerprints("gpg@test.invalid")[1].clone();
+    let data_path = gpg.home().join("SHA256SUMS");
     std::fs::write(&data_path, DATA).unwrap();
-    let sig = gpg(&[
+    let sig = gpg.run(&[
         "--armor",
         "--local-user",
         &format!("{sub_fpr}!"),
@@ -819,19 +773,15 @@ fn gnupg_made_subkey_signature_is_good() {
         data_path.to_str().unwrap(),
     ]);
     let keys =
-        TrustedKeys::from_bytes(&gpg(&["--export", "gpg@test.invalid"]), "gpg export").unwrap();
+        TrustedKeys::from_bytes(&gpg.run(&["--export", "gpg@test.invalid"]), "gpg export").unwrap();
     let good = verify_detached(&keys, DATA, &sig).unwrap();
     assert_eq!(
         (
             good.primary_fingerprint.as_str(),
             good.signing_key_fingerprint.as_str()
         ),
-        (fprs[0], sub_fpr.as_str())
+        (primary.as_str(), sub_fpr.as_str())
     );
-    let _ = std::process::Command::new("gpgconf")
-        .env("GNUPGHOME", home.path())
-        .args(["--kill", "all"])
-        .status();
 }
 
 #[test]
@@ -1492,40 +1442,11 @@ fn unsigned_text_around_a_clearsigned_message_is_refused() {
 
 #[test]
 fn gnupg_clearsigned_file_verifies() {
-    let home = tempfile::tempdir().unwrap();
-    let gpg = |args: &[&str]| {
-        let out = std::process::Command::new("gpg")
-            .env("GNUPGHOME", home.path())
-            .args([
-                "--batch",
-                "--quiet",
-                "--pinentry-mode",
-                "loopback",
-                "--passphrase",
-                "",
-            ])
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| {
-                panic!("gpg cannot be run ({e}); install the Debian package gnupg")
-            });
-        assert!(
-            out.status.success(),
-            "gpg {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
-    };
-    gpg(&[
-        "--quick-gen-key",
-        "archive <a@test.invalid>",
-        "ed25519",
-        "sign",
-        "never",
-    ]);
-    let path = home.path().join("Release");
+    let gpg = Gnupg::new();
+    gpg.generate_key("archive <a@test.invalid>", "sign");
+    let path = gpg.home().join("Release");
     std::fs::write(&path, format!("{RELEASE_TEXT}trailing blanks   \n")).unwrap();
-    let message = gpg(&[
+    let message = gpg.run(&[
         "--digest-algo",
         "SHA512",
         "--clearsign",
@@ -1534,14 +1455,10 @@ fn gnupg_clearsigned_file_verifies() {
         path.to_str().unwrap(),
     ]);
     let keys = TrustedKeys::from_bytes(
-        &gpg(&["--export", "--armor", "a@test.invalid"]),
+        &gpg.run(&["--export", "--armor", "a@test.invalid"]),
         "gpg export",
     )
     .unwrap();
     let good = verify_cleartext(&keys, &message).unwrap();
     assert_eq!(good.text, format!("{RELEASE_TEXT}trailing blanks"));
-    let _ = std::process::Command::new("gpgconf")
-        .env("GNUPGHOME", home.path())
-        .args(["--kill", "all"])
-        .status();
 }
