@@ -340,16 +340,7 @@ fn subkey_bound_by_another_primary_is_refused() {
         &armored(&sign_at(&key.secret_subkeys[0].key, DATA, T0 + DAY)),
     )
     .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            VerifyError::KeyNotValid {
-                role: KeyRole::SigningSubkey,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_refuses_key(&err, KeyRole::SigningSubkey);
     assert_eq!(
         err.to_string(),
         format!(
@@ -491,16 +482,7 @@ fn revoked_subkey_is_refused_unless_retired_after_the_signature() {
         &sig,
     )
     .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            VerifyError::KeyNotValid {
-                role: KeyRole::SigningSubkey,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_refuses_key(&err, KeyRole::SigningSubkey);
 }
 
 #[test]
@@ -519,16 +501,7 @@ fn revoked_primary_voids_its_subkeys() {
         &armored(&sign_at(&key.secret_subkeys[0].key, DATA, T0 + DAY)),
     )
     .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            VerifyError::KeyNotValid {
-                role: KeyRole::PrimaryKey,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_refuses_key(&err, KeyRole::PrimaryKey);
     assert!(err.to_string().contains("was revoked on"), "{err}");
 }
 
@@ -536,36 +509,10 @@ fn revoked_primary_voids_its_subkeys() {
 fn expired_primary_is_refused() {
     let key = make_key(1, "primary", true, false);
     let primary = &key.primary_key;
-    let mut flags = KeyFlags::default();
-    flags.set_certify(true);
-    flags.set_sign(true);
-    let mut config = SignatureConfig::v4(
-        SignatureType::CertPositive,
-        primary.algorithm(),
-        HashAlgorithm::Sha256,
-    );
-    config.hashed_subpackets = vec![
-        sp(SubpacketData::SignatureCreationTime(Timestamp::from_secs(
-            T0 + 100,
-        ))),
-        sp(SubpacketData::IssuerFingerprint(primary.fingerprint())),
-        sp(SubpacketData::KeyFlags(flags)),
-        sp(SubpacketData::KeyExpirationTime(Duration::from_secs(
-            3 * DAY,
-        ))),
-    ];
-    let mut public = key.to_public_key();
-    let user = &mut public.details.users[0];
-    let self_sig = config
-        .sign_certification(
-            primary,
-            primary.public_key(),
-            &Password::empty(),
-            Tag::UserId,
-            &user.id,
-        )
-        .unwrap();
-    user.signatures = vec![self_sig];
+    let expires = sp(SubpacketData::KeyExpirationTime(Duration::from_secs(
+        3 * DAY,
+    )));
+    let public = self_signed_with_subpackets(&key, HashAlgorithm::Sha256, T0 + 100, vec![expires]);
     let keys = trust(&public);
     verify_detached(&keys, DATA, &armored(&sign_at(primary, DATA, T0 + DAY))).unwrap();
     let err = verify_detached(&keys, DATA, &armored(&sign_at(primary, DATA, T0 + 4 * DAY)))
@@ -752,6 +699,14 @@ fn built_in_and_shipped_ubuntu_keys_have_the_published_fingerprints() {
     }
 }
 
+/// Asserts that `err` refuses a key of `role` (primary key or signing subkey).
+fn assert_refuses_key(err: &VerifyError, role: KeyRole) {
+    assert!(
+        matches!(err, VerifyError::KeyNotValid { role: r, .. } if *r == role),
+        "{err}"
+    );
+}
+
 /// GnuPG is the signer in the real world; its keys (back-signature in the
 /// binding, issuer subpackets) must pass the same checks.
 #[test]
@@ -921,6 +876,16 @@ fn rsa2048() -> &'static SignedSecretKey {
 /// The key's public half with its one user id certified only by a
 /// self-signature with `hash`, made at `made`.
 fn self_signed_with(key: &SignedSecretKey, hash: HashAlgorithm, made: u32) -> SignedPublicKey {
+    self_signed_with_subpackets(key, hash, made, vec![])
+}
+
+/// As [`self_signed_with`], with `extra` hashed subpackets in the self-signature.
+fn self_signed_with_subpackets(
+    key: &SignedSecretKey,
+    hash: HashAlgorithm,
+    made: u32,
+    extra: Vec<Subpacket>,
+) -> SignedPublicKey {
     let primary = &key.primary_key;
     let mut flags = KeyFlags::default();
     flags.set_certify(true);
@@ -933,6 +898,7 @@ fn self_signed_with(key: &SignedSecretKey, hash: HashAlgorithm, made: u32) -> Si
         sp(SubpacketData::IssuerFingerprint(primary.fingerprint())),
         sp(SubpacketData::KeyFlags(flags)),
     ];
+    config.hashed_subpackets.extend(extra);
     let mut public = key.to_public_key();
     let user = &mut public.details.users[0];
     let self_sig = config
@@ -1173,16 +1139,7 @@ fn a_sha1_self_signature_counts_only_if_made_before_the_2023_cutoff() {
     // Made after 2023-02-01: ignored, so the key has no self-signature.
     let keys = trust(&self_signed_with(key, HashAlgorithm::Sha1, T0));
     let err = verify_detached(&keys, DATA, &sig).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            VerifyError::KeyNotValid {
-                role: KeyRole::PrimaryKey,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_refuses_key(&err, KeyRole::PrimaryKey);
     assert_eq!(
         err.to_string(),
         format!(
@@ -1221,16 +1178,7 @@ fn a_sha1_subkey_binding_made_after_the_cutoff_is_refused() {
     .unwrap();
     let keys = trust(&rebound(key, key, sha1_binding(T0 + 60), vec![]));
     let err = verify_detached(&keys, DATA, &sig).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            VerifyError::KeyNotValid {
-                role: KeyRole::SigningSubkey,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_refuses_key(&err, KeyRole::SigningSubkey);
     assert_eq!(
         err.to_string(),
         format!(
