@@ -586,8 +586,8 @@ impl Seek for SectorMap {
 #[cfg(test)]
 mod tests {
     use super::super::fat::{fat32_image_with, Fat32Options};
-    use super::super::test_tools::{assert_fsck_clean, run, text};
     use super::*;
+    use imgforge_fat::checks::{assert_fsck_clean, run, text};
     use std::io::Cursor;
     use std::path::Path;
 
@@ -860,75 +860,46 @@ mod tests {
         assert!(reused.get_ref()[..a.len()] == a[..]);
     }
 
+    /// Writes an image of `esp` and `payload` into memory, with `announced`
+    /// as the payload's length.
+    fn write(
+        layout: &UsbLayout,
+        esp: &[u8],
+        payload: &[u8],
+        announced: u64,
+    ) -> Result<UsbImageSummary, ImageError> {
+        let mut out = Cursor::new(Vec::new());
+        write_usb_image(&mut out, layout, esp, &mut &payload[..], announced)
+    }
+
     #[test]
     fn payload_of_the_wrong_length_is_refused() {
         let (esp, payload) = (esp(), payload());
-        let mut out = Cursor::new(Vec::new());
-        let short = write_usb_image(
-            &mut out,
-            &layout(),
-            &esp,
-            &mut &payload[..],
-            payload.len() as u64 + 1,
-        )
-        .expect_err("a short payload must fail");
+        let len = payload.len() as u64;
+        let short =
+            write(&layout(), &esp, &payload, len + 1).expect_err("a short payload must fail");
         assert!(
-            matches!(short, ImageError::PayloadLength { actual, .. } if actual == payload.len() as u64),
+            matches!(short, ImageError::PayloadLength { actual, .. } if actual == len),
             "{short}"
         );
         assert!(short.to_string().contains("ended early"), "{short}");
-        let long = write_usb_image(
-            &mut out,
-            &layout(),
-            &esp,
-            &mut &payload[..],
-            payload.len() as u64 - 1,
-        )
-        .expect_err("a long payload must fail");
+        let long = write(&layout(), &esp, &payload, len - 1).expect_err("a long payload must fail");
         assert!(long.to_string().contains("too long"), "{long}");
-        let empty =
-            write_usb_image(&mut out, &layout(), &esp, &mut &payload[..0], 0).expect_err("empty");
+        let empty = write(&layout(), &esp, &[], 0).expect_err("empty");
         assert!(matches!(empty, ImageError::EmptyPayload));
     }
 
     #[test]
     fn reused_or_nil_guids_are_refused() {
         let (esp, payload) = (esp(), payload());
-        let mut out = Cursor::new(Vec::new());
+        let len = payload.len() as u64;
         let mut twice = layout();
         twice.payload_guid = twice.esp_guid;
-        let err = write_usb_image(
-            &mut out,
-            &twice,
-            &esp,
-            &mut &payload[..],
-            payload.len() as u64,
-        )
-        .expect_err("same GUID");
+        let err = write(&twice, &esp, &payload, len).expect_err("same GUID");
         assert!(err.to_string().contains("ESP and payload GUIDs"), "{err}");
         let mut nil = layout();
         nil.disk_guid = Uuid::nil();
-        let err = write_usb_image(
-            &mut out,
-            &nil,
-            &esp,
-            &mut &payload[..],
-            payload.len() as u64,
-        )
-        .expect_err("nil GUID");
+        let err = write(&nil, &esp, &payload, len).expect_err("nil GUID");
         assert!(err.to_string().contains("disk GUID is nil"), "{err}");
-    }
-
-    #[test]
-    fn bios_code_prints_its_message_from_where_it_is_loaded() {
-        let code = imgforge_fat::bios_message_code(90);
-        let at = u16::from_le_bytes([code[12], code[13]]) as usize;
-        assert_eq!(at, 0x7C00 + 90 + 33);
-        assert!(code[33..].starts_with(b"This medium boots in UEFI mode only"));
-        assert_eq!(code.last(), Some(&0));
-        assert!(
-            90 + code.len() <= 510,
-            "fits the FAT boot sector's code area"
-        );
     }
 }
