@@ -17,8 +17,8 @@ use pgp::composed::{
 use pgp::crypto::hash::HashAlgorithm;
 use pgp::types::{KeyDetails, Password};
 use rand::{RngCore, SeedableRng};
-use sha2::{Digest, Sha256};
 use support::httpd::{Fault, Server, ENDLESS_GUARD};
+use support::sha256_hex;
 
 const IMGFORGE: &str = env!("CARGO_BIN_EXE_imgforge");
 const ISO_NAME: &str = "ubuntu-24.04.1-live-server-amd64.iso";
@@ -53,10 +53,6 @@ fn sign(key: &SignedSecretKey, data: &[u8]) -> Vec<u8> {
     .unwrap()
     .to_armored_bytes(ArmorOptions::default())
     .unwrap()
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
 }
 
 fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
@@ -161,6 +157,25 @@ impl Setup {
         Fetch::new(out)
     }
 
+    /// The server drops the ISO's next transfer halfway through.
+    fn drop_iso_at_half(&self) {
+        self.server
+            .fault(ISO_PATH, Fault::DropAfter(ISO_SIZE as u64 / 2));
+    }
+
+    /// Fetches while the server's ISO becomes `bytes` once the first
+    /// request for it has been answered.
+    fn fetch_while_the_iso_becomes(&self, bytes: Vec<u8>) -> Fetch {
+        std::thread::scope(|scope| {
+            let h = scope.spawn(|| self.fetch(&[]));
+            while self.server.seen(ISO_PATH).is_empty() {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            self.server.put(ISO_PATH, bytes);
+            h.join().unwrap()
+        })
+    }
+
     fn iso_sha(&self) -> String {
         sha256_hex(&self.iso)
     }
@@ -191,6 +206,16 @@ impl Fetch {
 
     fn of(&self, kind: &str) -> Vec<&serde_json::Value> {
         self.events.iter().filter(|e| e["event"] == kind).collect()
+    }
+
+    /// The download started over once, for a reason that says `why`.
+    fn assert_one_restart(&self, why: &str) {
+        let restart = self.of("restart");
+        assert_eq!(restart.len(), 1, "{:#?}", self.events);
+        assert!(
+            restart[0]["reason"].as_str().unwrap().contains(why),
+            "{restart:?}"
+        );
     }
 
     fn verified(&self) -> &serde_json::Value {
@@ -301,8 +326,7 @@ fn a_release_is_fetched_verified_and_cached_and_a_second_fetch_transfers_nothing
 #[test]
 fn a_drop_at_half_resumes_and_transfers_less_than_one_and_a_fifth_of_the_file() {
     let s = Setup::new();
-    s.server
-        .fault(ISO_PATH, Fault::DropAfter(ISO_SIZE as u64 / 2));
+    s.drop_iso_at_half();
     let f = s.fetch(&[]);
     let v = f.verified();
     assert_eq!(v["sha256"], s.iso_sha());
@@ -396,20 +420,11 @@ fn a_mirror_that_answers_404_is_skipped_for_the_next_one() {
 #[test]
 fn a_server_that_ignores_range_makes_the_download_start_over_and_still_verify() {
     let s = Setup::new();
-    s.server
-        .fault(ISO_PATH, Fault::DropAfter(ISO_SIZE as u64 / 2));
+    s.drop_iso_at_half();
     s.server.fault(ISO_PATH, Fault::IgnoreRange);
     let f = s.fetch(&[]);
     assert_eq!(f.verified()["sha256"], s.iso_sha());
-    let restart = f.of("restart");
-    assert_eq!(restart.len(), 1);
-    assert!(
-        restart[0]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("does not resume"),
-        "{restart:?}"
-    );
+    f.assert_one_restart("does not resume");
     assert_eq!(s.server.seen(ISO_PATH)[1].status, 200);
 }
 
@@ -420,24 +435,11 @@ fn a_file_replaced_on_the_server_is_downloaded_again_from_the_start() {
     let s = Setup::new();
     let stale = random_bytes(3, ISO_SIZE);
     s.server.put(ISO_PATH, stale);
-    s.server
-        .fault(ISO_PATH, Fault::DropAfter(ISO_SIZE as u64 / 2));
-    let f = std::thread::scope(|scope| {
-        let h = scope.spawn(|| s.fetch(&[]));
-        // Put the right file back once the stale half has been sent.
-        while s.server.seen(ISO_PATH).is_empty() {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        s.server.put(ISO_PATH, s.iso.clone());
-        h.join().unwrap()
-    });
+    s.drop_iso_at_half();
+    // The right file is back once the stale half has been sent.
+    let f = s.fetch_while_the_iso_becomes(s.iso.clone());
     assert_eq!(f.verified()["sha256"], s.iso_sha());
-    let restart = f.of("restart");
-    assert_eq!(restart.len(), 1, "{:#?}", f.events);
-    assert!(
-        restart[0]["reason"].as_str().unwrap().contains("changed"),
-        "{restart:?}"
-    );
+    f.assert_one_restart("changed");
     assert_eq!(
         s.server.seen(ISO_PATH)[1].status,
         200,
@@ -448,18 +450,10 @@ fn a_file_replaced_on_the_server_is_downloaded_again_from_the_start() {
 #[test]
 fn a_file_that_changes_between_requests_to_an_unlisted_one_is_refused_and_deleted() {
     let s = Setup::new();
-    s.server
-        .fault(ISO_PATH, Fault::DropAfter(ISO_SIZE as u64 / 2));
+    s.drop_iso_at_half();
     let other = random_bytes(4, ISO_SIZE);
     let other_sha = sha256_hex(&other);
-    let f = std::thread::scope(|scope| {
-        let h = scope.spawn(|| s.fetch(&[]));
-        while s.server.seen(ISO_PATH).is_empty() {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        s.server.put(ISO_PATH, other);
-        h.join().unwrap()
-    });
+    let f = s.fetch_while_the_iso_becomes(other);
     let e = f.error();
     assert!(
         e.contains(&format!(

@@ -678,28 +678,26 @@ mod tests {
         assert_eq!(rows[1][5..], ["8300", "imgforge-payload"], "{print}");
         assert_eq!(rows.len(), 2, "{print}");
 
-        let one = sgdisk(&["-i", "1"], file.path());
-        assert!(
-            one.contains(
-                "Partition GUID code: C12A7328-F81F-11D2-BA4B-00A0C93EC93B (EFI system partition)"
+        for (number, type_code, unique) in [
+            (
+                "1",
+                "C12A7328-F81F-11D2-BA4B-00A0C93EC93B (EFI system partition)",
+                "5A1D7A6B-0000-4000-8000-000000000001",
             ),
-            "{one}"
-        );
-        assert!(
-            one.contains("Partition unique GUID: 5A1D7A6B-0000-4000-8000-000000000001"),
-            "{one}"
-        );
+            (
+                "2",
+                "0FC63DAF-8483-4772-8E79-3D69D8477DE4 (Linux filesystem)",
+                "5A1D7A6B-0000-4000-8000-000000000002",
+            ),
+        ] {
+            let info = sgdisk(&["-i", number], file.path());
+            assert!(
+                info.contains(&format!("Partition GUID code: {type_code}"))
+                    && info.contains(&format!("Partition unique GUID: {unique}")),
+                "{info}"
+            );
+        }
         let two = sgdisk(&["-i", "2"], file.path());
-        assert!(
-            two.contains(
-                "Partition GUID code: 0FC63DAF-8483-4772-8E79-3D69D8477DE4 (Linux filesystem)"
-            ),
-            "{two}"
-        );
-        assert!(
-            two.contains("Partition unique GUID: 5A1D7A6B-0000-4000-8000-000000000002"),
-            "{two}"
-        );
         assert!(two.contains("Partition size: 5860 sectors"), "{two}");
     }
 
