@@ -208,6 +208,12 @@ impl Fetch {
         self.events.iter().filter(|e| e["event"] == kind).collect()
     }
 
+    /// The fetch failed, and its error says `what` about `url`.
+    fn assert_error_about(&self, url: &str, what: &str) {
+        let e = self.error();
+        assert!(e.contains(&format!("{url}: {what}")), "{e}");
+    }
+
     /// The download started over once, for a reason that says `why`.
     fn assert_one_restart(&self, why: &str) {
         let restart = self.of("restart");
@@ -688,14 +694,17 @@ fn a_local_iso_is_hashed_before_fetch_prints_its_path() {
     })
     .collect();
     let args: Vec<&str> = local.iter().map(String::as_str).collect();
-    let good = Command::new(IMGFORGE)
-        .arg("fetch")
-        .arg(s.profile())
-        .args(&args)
-        .arg("--cache-dir")
-        .arg(s.cache())
-        .output()
-        .unwrap();
+    let fetch_local = || {
+        Command::new(IMGFORGE)
+            .arg("fetch")
+            .arg(s.profile())
+            .args(&args)
+            .arg("--cache-dir")
+            .arg(s.cache())
+            .output()
+            .unwrap()
+    };
+    let good = fetch_local();
     assert!(
         good.status.success(),
         "{}",
@@ -709,14 +718,7 @@ fn a_local_iso_is_hashed_before_fetch_prints_its_path() {
     let mut bad = s.iso.clone();
     bad[12345] ^= 1;
     fs::write(&iso, &bad).unwrap();
-    let out = Command::new(IMGFORGE)
-        .arg("fetch")
-        .arg(s.profile())
-        .args(&args)
-        .arg("--cache-dir")
-        .arg(s.cache())
-        .output()
-        .unwrap();
+    let out = fetch_local();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -748,14 +750,7 @@ fn a_body_without_a_length_that_never_ends_is_cut_at_max_size_and_nothing_is_kep
     let s = Setup::new();
     s.server.fault(ISO_PATH, Fault::Endless);
     let f = s.fetch(&["--max-size", "12MiB"]);
-    let e = f.error();
-    assert!(
-        e.contains(&format!(
-            "{}: the body goes on past 12582912 bytes, more than the limit of 12 MiB (12582912 bytes) (set by --max-size; pass a larger --max-size if the file really is that large); the download was stopped and nothing of it was kept",
-            s.server.url(ISO_PATH)
-        )),
-        "{e}"
-    );
+    f.assert_error_about(&s.server.url(ISO_PATH), "the body goes on past 12582912 bytes, more than the limit of 12 MiB (12582912 bytes) (set by --max-size; pass a larger --max-size if the file really is that large); the download was stopped and nothing of it was kept");
     assert_refused(&s, &f);
     assert_no_partial_for(&s.cache(), "a cut download");
     let seen = s.server.seen(ISO_PATH);
@@ -775,14 +770,7 @@ fn an_endless_checksum_list_is_cut_at_one_mebibyte_before_the_iso_is_requested()
     let s = Setup::new();
     s.server.fault("/releases/24.04/SHA256SUMS", Fault::Endless);
     let f = s.fetch(&[]);
-    let e = f.error();
-    assert!(
-        e.contains(&format!(
-            "{}: the body does not end, more than the limit of 1 MiB (1048576 bytes) (the most a checksum list or signature may be; these are a few kilobytes, so check the URL)",
-            s.server.url("/releases/24.04/SHA256SUMS")
-        )),
-        "{e}"
-    );
+    f.assert_error_about(&s.server.url("/releases/24.04/SHA256SUMS"), "the body does not end, more than the limit of 1 MiB (1048576 bytes) (the most a checksum list or signature may be; these are a few kilobytes, so check the URL)");
     assert!(s.server.seen(ISO_PATH).is_empty());
     assert_refused(&s, &f);
 }
@@ -811,14 +799,7 @@ fn bytes_past_the_content_length_are_never_written() {
 fn max_size_below_the_announced_length_fails_before_the_body_is_written() {
     let s = Setup::new();
     let f = s.fetch(&["--max-size", "4MiB"]);
-    let e = f.error();
-    assert!(
-        e.contains(&format!(
-            "{}: the server announces {ISO_SIZE} bytes, more than the limit of 4 MiB (4194304 bytes) (set by --max-size; pass a larger --max-size if the file really is that large)",
-            s.server.url(ISO_PATH)
-        )),
-        "{e}"
-    );
+    f.assert_error_about(&s.server.url(ISO_PATH), &format!("the server announces {ISO_SIZE} bytes, more than the limit of 4 MiB (4194304 bytes) (set by --max-size; pass a larger --max-size if the file really is that large)"));
     assert_refused(&s, &f);
     assert!(
         f.of("progress").is_empty(),
