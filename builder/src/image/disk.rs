@@ -130,15 +130,7 @@ pub fn bundle_writer<W: Write + Seek>(
     }
     let place = Placement::new(0, payload_len, 1);
     let payload_end = (PAYLOAD_FIRST_LBA + place.payload_sectors) * SECTOR_SIZE;
-    out.seek(SeekFrom::Start(payload_end))
-        .map_err(|source| ImageError::Write {
-            offset: payload_end,
-            source,
-        })?;
-    let mut w = Sequential {
-        out,
-        pos: payload_end,
-    };
+    let mut w = Sequential::at(out, payload_end)?;
     let start = place.bundle_first * SECTOR_SIZE;
     w.zeros_to(start)?;
     Ok(BundleWriter { out: w, start })
@@ -229,23 +221,13 @@ pub fn finish_usb_image(
         Some(b) => (b.first_lba + b.sectors) * SECTOR_SIZE,
         None => (summary.payload.first_lba + summary.payload.sectors) * SECTOR_SIZE,
     };
-    out.seek(SeekFrom::Start(payload_end))
-        .map_err(|source| ImageError::Write {
-            offset: payload_end,
-            source,
-        })?;
-    let mut w = Sequential {
-        out: &mut *out,
-        pos: payload_end,
-    };
+    let mut w = Sequential::at(&mut *out, payload_end)?;
     w.zeros_to(summary.esp.byte_offset())?;
     w.bytes(esp)?;
     let backup = place.backup_tables();
     w.zeros_to(backup.start * SECTOR_SIZE)?;
     w.sectors(&tables, backup)?;
-    out.seek(SeekFrom::Start(0))
-        .map_err(|source| ImageError::Write { offset: 0, source })?;
-    let mut w = Sequential { out, pos: 0 };
+    let mut w = Sequential::at(out, 0)?;
     w.sectors(&tables, 0..PAYLOAD_FIRST_LBA)?;
     w.out
         .flush()
@@ -469,6 +451,15 @@ fn copy_exactly<W: Write>(
 struct Sequential<'a, W: Write> {
     out: &'a mut W,
     pos: u64,
+}
+
+impl<'a, W: Write + Seek> Sequential<'a, W> {
+    /// Writes from byte `offset` of `out` on.
+    fn at(out: &'a mut W, offset: u64) -> Result<Self, ImageError> {
+        out.seek(SeekFrom::Start(offset))
+            .map_err(|source| ImageError::Write { offset, source })?;
+        Ok(Sequential { out, pos: offset })
+    }
 }
 
 impl<W: Write> Sequential<'_, W> {
