@@ -436,12 +436,17 @@ pub struct SystemPlan {
     pub kernel_args: Vec<String>,
 }
 
+/// The installed system's time zone when the profile names none.
+pub const DEFAULT_TIMEZONE: &str = "UTC";
+/// The installed system's locale when the profile names none.
+pub const DEFAULT_LOCALE: &str = "C.UTF-8";
+
 fn default_timezone() -> String {
-    "UTC".into()
+    DEFAULT_TIMEZONE.into()
 }
 
 fn default_locale() -> String {
-    "C.UTF-8".into()
+    DEFAULT_LOCALE.into()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

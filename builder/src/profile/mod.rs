@@ -142,11 +142,11 @@ pub enum Initramfs {
 }
 
 fn default_timezone() -> String {
-    "UTC".into()
+    imgforge_plan::DEFAULT_TIMEZONE.into()
 }
 
 fn default_locale() -> String {
-    "C.UTF-8".into()
+    imgforge_plan::DEFAULT_LOCALE.into()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
