@@ -1,10 +1,9 @@
 //! Profile -> Plan. Pure: the same profile and ISO give the same plan.
 
 use imgforge_plan::{
-    part_type, CloudInitExpectation, DiskPlan, DiskRules, Expectations, ExpectedBridge,
-    ExpectedDir, ExpectedPort, ExpectedUser, Filesystem, FilesystemPlan, InstallAddress,
-    InstallNetwork, OnlineSource, PartitionPlan, Payload, Plan, ReportPlan, SystemPlan, UserPlan,
-    PLAN_VERSION,
+    CloudInitExpectation, DiskPlan, DiskRules, Expectations, ExpectedBridge, ExpectedDir,
+    ExpectedPort, ExpectedUser, FilesystemPlan, InstallAddress, InstallNetwork, OnlineSource,
+    PartitionPlan, Payload, Plan, ReportPlan, SystemPlan, UserPlan, PLAN_VERSION,
 };
 use uuid::Uuid;
 
@@ -225,20 +224,8 @@ fn expectations(p: &crate::profile::Profile) -> Expectations {
     Expectations {
         bridges,
         addresses,
-        pools: p
-            .libvirt
-            .pools
-            .iter()
-            .filter(|x| x.autostart)
-            .map(|x| x.name.clone())
-            .collect(),
-        networks: p
-            .libvirt
-            .networks
-            .iter()
-            .filter(|x| x.autostart)
-            .map(|x| x.name.clone())
-            .collect(),
+        pools: autostarted(p.libvirt.pools.iter().map(|x| (x.autostart, &x.name))),
+        networks: autostarted(p.libvirt.networks.iter().map(|x| (x.autostart, &x.name))),
         kernel_args: p.system.kernel_args.clone(),
         locale: Some(p.system.locale.clone()),
         dirs: p
@@ -277,6 +264,14 @@ fn expectations(p: &crate::profile::Profile) -> Expectations {
     }
 }
 
+/// The names of the libvirt objects (pools or networks) that start with libvirtd.
+fn autostarted<'a>(objects: impl Iterator<Item = (bool, &'a String)>) -> Vec<String> {
+    objects
+        .filter(|(autostart, _)| *autostart)
+        .map(|(_, name)| name.clone())
+        .collect()
+}
+
 /// The plan before an ISO is chosen, for review: the payload fields are
 /// zero until `imgforge build` verifies an ISO.
 pub fn review_plan(loaded: &LoadedProfile) -> Plan {
@@ -289,20 +284,7 @@ pub fn review_plan(loaded: &LoadedProfile) -> Plan {
 
 fn layout_partitions(layout: Layout) -> Vec<PartitionPlan> {
     match layout {
-        Layout::EfiRoot => vec![
-            PartitionPlan {
-                name: "ESP".into(),
-                type_guid: part_type::EFI_SYSTEM.into(),
-                size_bytes: Some(TARGET_ESP_BYTES),
-                filesystem: Filesystem::Vfat,
-            },
-            PartitionPlan {
-                name: "root".into(),
-                type_guid: part_type::LINUX_ROOT_X86_64.into(),
-                size_bytes: None,
-                filesystem: Filesystem::Ext4,
-            },
-        ],
+        Layout::EfiRoot => PartitionPlan::efi_root(TARGET_ESP_BYTES),
     }
 }
 

@@ -9,7 +9,43 @@ use crate::profile::Profile;
 
 pub fn profile_schema() -> Value {
     let schema = schemars::schema_for!(Profile);
-    serde_json::to_value(&schema).unwrap_or(Value::Null)
+    let mut value = serde_json::to_value(&schema).unwrap_or(Value::Null);
+    drop_unset_keys_from_defaults(&mut value);
+    value
+}
+
+/// TOML has no null: an option that is not set is a key left out, so a
+/// table's default lists only the keys that have a value.
+fn drop_unset_keys_from_defaults(schema: &mut Value) {
+    fn drop_nulls(value: &mut Value) {
+        match value {
+            Value::Object(map) => {
+                map.retain(|_, v| !v.is_null());
+                map.values_mut().for_each(drop_nulls);
+            }
+            Value::Array(items) => items.iter_mut().for_each(drop_nulls),
+            _ => {}
+        }
+    }
+    match schema {
+        Value::Object(map) => {
+            for (keyword, child) in map.iter_mut() {
+                match keyword.as_str() {
+                    "default" => drop_nulls(child),
+                    // Maps of names to schemas: a key here may be a
+                    // profile key named "default".
+                    "properties" | "$defs" => child
+                        .as_object_mut()
+                        .into_iter()
+                        .flat_map(|m| m.values_mut())
+                        .for_each(drop_unset_keys_from_defaults),
+                    _ => drop_unset_keys_from_defaults(child),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(drop_unset_keys_from_defaults),
+        _ => {}
+    }
 }
 
 fn resolve<'a>(root: &'a Value, v: &'a Value) -> &'a Value {
@@ -86,12 +122,17 @@ fn type_text(root: &Value, v: &Value) -> String {
         ),
         Some(Value::String(t)) if t == "object" => "table".into(),
         Some(Value::String(t)) => t.clone(),
-        Some(Value::Array(ts)) => ts
-            .iter()
-            .filter_map(Value::as_str)
-            .filter(|t| *t != "null")
-            .collect::<Vec<_>>()
-            .join(" \\| "),
+        Some(Value::Array(ts)) => {
+            let types: Vec<&str> = ts
+                .iter()
+                .filter_map(Value::as_str)
+                .filter(|t| *t != "null")
+                .collect();
+            match (types.as_slice(), r.get("items")) {
+                (["array"], Some(items)) => format!("list of {}", type_text(root, items)),
+                _ => types.join(" \\| "),
+            }
+        }
         _ if r
             .get("description")
             .and_then(Value::as_str)
@@ -101,6 +142,26 @@ fn type_text(root: &Value, v: &Value) -> String {
         }
         _ => "value".into(),
     }
+}
+
+/// `"value": what it means. …` for an enum whose values are documented,
+/// looking through `anyOf: [X, null]`.
+fn value_descriptions(root: &Value, v: &Value) -> Option<String> {
+    let r = resolve(root, v);
+    if let Some(alts) = r.get("anyOf").and_then(Value::as_array) {
+        return alts.iter().find_map(|a| value_descriptions(root, a));
+    }
+    let values = r.get("oneOf")?.as_array()?;
+    let described: Vec<String> = values
+        .iter()
+        .map(|alt| {
+            let value = alt.get("const")?.as_str()?;
+            let what = alt.get("description")?.as_str()?;
+            let what = one_line(what);
+            Some(format!("\"{value}\": {}.", what.trim_end_matches('.')))
+        })
+        .collect::<Option<_>>()?;
+    Some(described.join(" "))
 }
 
 fn one_line(s: &str) -> String {
@@ -135,12 +196,15 @@ fn section(out: &mut String, root: &Value, title: &str, obj: &Value, required: b
             None if req.contains(&key.as_str()) => "required".into(),
             None => "—".into(),
         };
-        let desc = prop
+        let mut desc = prop
             .get("description")
             .or_else(|| resolve(root, prop).get("description"))
             .and_then(Value::as_str)
             .map(one_line)
             .unwrap_or_default();
+        if let Some(values) = value_descriptions(root, prop) {
+            desc = format!("{desc} {values}").trim_start().to_owned();
+        }
         let _ = writeln!(
             out,
             "| `{key}` | {} | {default} | {desc} |",

@@ -21,4 +21,6 @@ pub mod profile;
 pub mod progress;
 pub mod qemu;
 pub mod render;
+#[cfg(test)]
+mod test_support;
 pub mod verify;

@@ -11,42 +11,16 @@ mod support;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use imgforge::build::{build, BuildError, BuildOptions};
 use imgforge::fetch::http::RetryPolicy;
 use imgforge::fetch::FetchOptions;
 use imgforge_plan::{PackageOrigin, Plan};
-use sha2::{Digest, Sha256};
+use support::fixtures::{agent, fixture, REFERENCE_PROFILE};
 use support::httpd::{Fault, Server};
-
-const REFERENCE_PROFILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../profiles/hypervisor.toml");
-
-fn fixture(name: &str) -> PathBuf {
-    let var = format!("IMGFORGE_FIXTURE_{name}");
-    let path =
-        std::env::var_os(&var).unwrap_or_else(|| panic!("{var} is not set: run scripts/test, which builds the fixture ISO and archive and exports them"));
-    PathBuf::from(path)
-}
-
-/// The static agent `scripts/build` makes next to the imgforge binary.
-fn agent() -> PathBuf {
-    let bin = Path::new(env!("CARGO_BIN_EXE_imgforge"));
-    let dir = bin.parent().unwrap();
-    let agent = dir
-        .parent()
-        .unwrap()
-        .join("x86_64-unknown-linux-gnu")
-        .join(dir.file_name().unwrap())
-        .join("imgforge-agent");
-    assert!(
-        agent.is_file(),
-        "{} is missing: run scripts/build",
-        agent.display()
-    );
-    agent
-}
+use support::{entries, sha256_hex};
 
 /// Options for building `profile` from the fixture ISO with the fixture
 /// archive at `mirror`, into `work/out`, with a cache of its own.
@@ -71,19 +45,6 @@ fn options(work: &Path, profile: &Path, mirror: &str) -> BuildOptions {
     opts
 }
 
-fn entries(dir: &Path) -> Vec<String> {
-    fs::read_dir(dir)
-        .map(|rd| {
-            rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
 /// Every package of the fixture archive's indices: file name -> (name, version, SHA-256).
 fn archive_packages() -> BTreeMap<String, (String, String, String)> {
     let mut all = BTreeMap::new();
@@ -104,6 +65,17 @@ fn archive_packages() -> BTreeMap<String, (String, String, String)> {
     }
     assert!(!all.is_empty(), "the fixture archive lists no packages");
     all
+}
+
+/// The partition table of a GPT image, as `sgdisk -p` prints it.
+fn partition_table(image: &Path) -> String {
+    let out = Command::new("sgdisk")
+        .arg("-p")
+        .arg(image)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "sgdisk -p {}", image.display());
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The first sector of partition `n`, as sgdisk reads the table.
@@ -585,12 +557,7 @@ fn a_machine_the_pool_covers_gets_no_bundle_partition() {
         built.plan.resolved
     );
     assert_eq!(built.plan.payload.bundle, None);
-    let out = Command::new("sgdisk")
-        .arg("-p")
-        .arg(&built.image)
-        .output()
-        .unwrap();
-    let table = String::from_utf8_lossy(&out.stdout);
+    let table = partition_table(&built.image);
     assert!(
         table.contains("imgforge-payload") && !table.contains("imgforge-bundle"),
         "{table}"
@@ -656,12 +623,7 @@ fn an_online_build_resolves_everything_and_writes_no_bundle_but_fails_on_a_missi
         assert_eq!(origin(name), PackageOrigin::Mirror, "{name}");
     }
     assert_eq!(origin("openvswitch-switch"), PackageOrigin::Pool);
-    let out = Command::new("sgdisk")
-        .arg("-p")
-        .arg(&built.image)
-        .output()
-        .unwrap();
-    let table = String::from_utf8_lossy(&out.stdout);
+    let table = partition_table(&built.image);
     assert!(
         table.contains("imgforge-payload") && !table.contains("imgforge-bundle"),
         "{table}"

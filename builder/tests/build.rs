@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
+mod support;
+
 use std::fs;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -16,35 +18,8 @@ use imgforge::fetch::FetchOptions;
 use imgforge::iso::IsoReader;
 use imgforge_plan::Plan;
 use sha2::{Digest, Sha256};
-
-const REFERENCE_PROFILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../profiles/hypervisor.toml");
-
-fn fixture(name: &str) -> PathBuf {
-    let var = format!("IMGFORGE_FIXTURE_{name}");
-    let path = std::env::var_os(&var).unwrap_or_else(|| {
-        panic!("{var} is not set: run scripts/test, which builds the fixture ISO and exports it")
-    });
-    PathBuf::from(path)
-}
-
-/// The static agent `scripts/build` makes next to the imgforge binary.
-fn agent() -> PathBuf {
-    let bin = Path::new(env!("CARGO_BIN_EXE_imgforge"));
-    let (profile, target) = (
-        bin.parent().unwrap().file_name().unwrap(),
-        bin.parent().unwrap().parent().unwrap(),
-    );
-    let agent = target
-        .join("x86_64-unknown-linux-gnu")
-        .join(profile)
-        .join("imgforge-agent");
-    assert!(
-        agent.is_file(),
-        "{} is missing: run scripts/build",
-        agent.display()
-    );
-    agent
-}
+use support::entries;
+use support::fixtures::{agent, fixture, REFERENCE_PROFILE};
 
 /// Build options for the reference profile from `iso` (a copy of the
 /// fixture ISO: the cached one is never modified) into `out`.
@@ -92,15 +67,6 @@ fn flip_a_kernel_byte(iso: &Path) {
     f.seek(SeekFrom::Start(offset)).unwrap();
     f.write_all(&[byte[0] ^ 0xff]).unwrap();
     f.sync_all().unwrap();
-}
-
-fn entries(dir: &Path) -> Vec<String> {
-    fs::read_dir(dir)
-        .map(|rd| {
-            rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[test]

@@ -12,20 +12,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use imgforge_plan::{part_type, steps, PackageOrigin, Plan, State};
+use support::fixtures::{fixture, REFERENCE_PROFILE};
 use support::httpd::{Fault, Server};
 
 mod support;
 
 const IMGFORGE: &str = env!("CARGO_BIN_EXE_imgforge");
-const REFERENCE_PROFILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../profiles/hypervisor.toml");
-
-fn fixture(name: &str) -> PathBuf {
-    let var = format!("IMGFORGE_FIXTURE_{name}");
-    let path = std::env::var_os(&var).unwrap_or_else(|| {
-        panic!("{var} is not set: run scripts/test, which builds the fixture ISO and exports it")
-    });
-    PathBuf::from(path)
-}
 
 fn build(out: &Path, iso: &Path, signature: &Path) -> Output {
     build_with(Path::new(REFERENCE_PROFILE), out, iso, signature)

@@ -17,8 +17,8 @@ use pgp::composed::{
 use pgp::crypto::hash::HashAlgorithm;
 use pgp::types::{KeyDetails, Password};
 use rand::{RngCore, SeedableRng};
-use sha2::{Digest, Sha256};
 use support::httpd::{Fault, Server, ENDLESS_GUARD};
+use support::sha256_hex;
 
 const IMGFORGE: &str = env!("CARGO_BIN_EXE_imgforge");
 const ISO_NAME: &str = "ubuntu-24.04.1-live-server-amd64.iso";
@@ -53,10 +53,6 @@ fn sign(key: &SignedSecretKey, data: &[u8]) -> Vec<u8> {
     .unwrap()
     .to_armored_bytes(ArmorOptions::default())
     .unwrap()
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
 }
 
 fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
@@ -161,6 +157,25 @@ impl Setup {
         Fetch::new(out)
     }
 
+    /// The server drops the ISO's next transfer halfway through.
+    fn drop_iso_at_half(&self) {
+        self.server
+            .fault(ISO_PATH, Fault::DropAfter(ISO_SIZE as u64 / 2));
+    }
+
+    /// Fetches while the server's ISO becomes `bytes` once the first
+    /// request for it has been answered.
+    fn fetch_while_the_iso_becomes(&self, bytes: Vec<u8>) -> Fetch {
+        std::thread::scope(|scope| {
+            let h = scope.spawn(|| self.fetch(&[]));
+            while self.server.seen(ISO_PATH).is_empty() {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            self.server.put(ISO_PATH, bytes);
+            h.join().unwrap()
+        })
+    }
+
     fn iso_sha(&self) -> String {
         sha256_hex(&self.iso)
     }
@@ -191,6 +206,22 @@ impl Fetch {
 
     fn of(&self, kind: &str) -> Vec<&serde_json::Value> {
         self.events.iter().filter(|e| e["event"] == kind).collect()
+    }
+
+    /// The fetch failed, and its error says `what` about `url`.
+    fn assert_error_about(&self, url: &str, what: &str) {
+        let e = self.error();
+        assert!(e.contains(&format!("{url}: {what}")), "{e}");
+    }
+
+    /// The download started over once, for a reason that says `why`.
+    fn assert_one_restart(&self, why: &str) {
+        let restart = self.of("restart");
+        assert_eq!(restart.len(), 1, "{:#?}", self.events);
+        assert!(
+            restart[0]["reason"].as_str().unwrap().contains(why),
+            "{restart:?}"
+        );
     }
 
     fn verified(&self) -> &serde_json::Value {
@@ -320,8 +351,7 @@ fn a_release_is_fetched_verified_and_cached_and_a_second_fetch_transfers_nothing
 #[test]
 fn a_drop_at_half_resumes_and_transfers_less_than_one_and_a_fifth_of_the_file() {
     let s = Setup::new();
-    s.server
-        .fault(ISO_PATH, Fault::DropAfter(ISO_SIZE as u64 / 2));
+    s.drop_iso_at_half();
     let f = s.fetch(&[]);
     let v = f.verified();
     assert_eq!(v["sha256"], s.iso_sha());
@@ -415,20 +445,11 @@ fn a_mirror_that_answers_404_is_skipped_for_the_next_one() {
 #[test]
 fn a_server_that_ignores_range_makes_the_download_start_over_and_still_verify() {
     let s = Setup::new();
-    s.server
-        .fault(ISO_PATH, Fault::DropAfter(ISO_SIZE as u64 / 2));
+    s.drop_iso_at_half();
     s.server.fault(ISO_PATH, Fault::IgnoreRange);
     let f = s.fetch(&[]);
     assert_eq!(f.verified()["sha256"], s.iso_sha());
-    let restart = f.of("restart");
-    assert_eq!(restart.len(), 1);
-    assert!(
-        restart[0]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("does not resume"),
-        "{restart:?}"
-    );
+    f.assert_one_restart("does not resume");
     assert_eq!(s.server.seen(ISO_PATH)[1].status, 200);
 }
 
@@ -439,24 +460,11 @@ fn a_file_replaced_on_the_server_is_downloaded_again_from_the_start() {
     let s = Setup::new();
     let stale = random_bytes(3, ISO_SIZE);
     s.server.put(ISO_PATH, stale);
-    s.server
-        .fault(ISO_PATH, Fault::DropAfter(ISO_SIZE as u64 / 2));
-    let f = std::thread::scope(|scope| {
-        let h = scope.spawn(|| s.fetch(&[]));
-        // Put the right file back once the stale half has been sent.
-        while s.server.seen(ISO_PATH).is_empty() {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        s.server.put(ISO_PATH, s.iso.clone());
-        h.join().unwrap()
-    });
+    s.drop_iso_at_half();
+    // The right file is back once the stale half has been sent.
+    let f = s.fetch_while_the_iso_becomes(s.iso.clone());
     assert_eq!(f.verified()["sha256"], s.iso_sha());
-    let restart = f.of("restart");
-    assert_eq!(restart.len(), 1, "{:#?}", f.events);
-    assert!(
-        restart[0]["reason"].as_str().unwrap().contains("changed"),
-        "{restart:?}"
-    );
+    f.assert_one_restart("changed");
     assert_eq!(
         s.server.seen(ISO_PATH)[1].status,
         200,
@@ -467,18 +475,10 @@ fn a_file_replaced_on_the_server_is_downloaded_again_from_the_start() {
 #[test]
 fn a_file_that_changes_between_requests_to_an_unlisted_one_is_refused_and_deleted() {
     let s = Setup::new();
-    s.server
-        .fault(ISO_PATH, Fault::DropAfter(ISO_SIZE as u64 / 2));
+    s.drop_iso_at_half();
     let other = random_bytes(4, ISO_SIZE);
     let other_sha = sha256_hex(&other);
-    let f = std::thread::scope(|scope| {
-        let h = scope.spawn(|| s.fetch(&[]));
-        while s.server.seen(ISO_PATH).is_empty() {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        s.server.put(ISO_PATH, other);
-        h.join().unwrap()
-    });
+    let f = s.fetch_while_the_iso_becomes(other);
     let e = f.error();
     assert!(
         e.contains(&format!(
@@ -713,14 +713,17 @@ fn a_local_iso_is_hashed_before_fetch_prints_its_path() {
     })
     .collect();
     let args: Vec<&str> = local.iter().map(String::as_str).collect();
-    let good = Command::new(IMGFORGE)
-        .arg("fetch")
-        .arg(s.profile())
-        .args(&args)
-        .arg("--cache-dir")
-        .arg(s.cache())
-        .output()
-        .unwrap();
+    let fetch_local = || {
+        Command::new(IMGFORGE)
+            .arg("fetch")
+            .arg(s.profile())
+            .args(&args)
+            .arg("--cache-dir")
+            .arg(s.cache())
+            .output()
+            .unwrap()
+    };
+    let good = fetch_local();
     assert!(
         good.status.success(),
         "{}",
@@ -734,14 +737,7 @@ fn a_local_iso_is_hashed_before_fetch_prints_its_path() {
     let mut bad = s.iso.clone();
     bad[12345] ^= 1;
     fs::write(&iso, &bad).unwrap();
-    let out = Command::new(IMGFORGE)
-        .arg("fetch")
-        .arg(s.profile())
-        .args(&args)
-        .arg("--cache-dir")
-        .arg(s.cache())
-        .output()
-        .unwrap();
+    let out = fetch_local();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -773,14 +769,7 @@ fn a_body_without_a_length_that_never_ends_is_cut_at_max_size_and_nothing_is_kep
     let s = Setup::new();
     s.server.fault(ISO_PATH, Fault::Endless);
     let f = s.fetch(&["--max-size", "12MiB"]);
-    let e = f.error();
-    assert!(
-        e.contains(&format!(
-            "{}: the body goes on past 12582912 bytes, more than the limit of 12 MiB (12582912 bytes) (set by --max-size; pass a larger --max-size if the file really is that large); the download was stopped and nothing of it was kept",
-            s.server.url(ISO_PATH)
-        )),
-        "{e}"
-    );
+    f.assert_error_about(&s.server.url(ISO_PATH), "the body goes on past 12582912 bytes, more than the limit of 12 MiB (12582912 bytes) (set by --max-size; pass a larger --max-size if the file really is that large); the download was stopped and nothing of it was kept");
     assert_refused(&s, &f);
     assert_no_partial_for(&s.cache(), "a cut download");
     let seen = s.server.seen(ISO_PATH);
@@ -800,14 +789,7 @@ fn an_endless_checksum_list_is_cut_at_one_mebibyte_before_the_iso_is_requested()
     let s = Setup::new();
     s.server.fault("/releases/24.04/SHA256SUMS", Fault::Endless);
     let f = s.fetch(&[]);
-    let e = f.error();
-    assert!(
-        e.contains(&format!(
-            "{}: the body does not end, more than the limit of 1 MiB (1048576 bytes) (the most a checksum list or signature may be; these are a few kilobytes, so check the URL)",
-            s.server.url("/releases/24.04/SHA256SUMS")
-        )),
-        "{e}"
-    );
+    f.assert_error_about(&s.server.url("/releases/24.04/SHA256SUMS"), "the body does not end, more than the limit of 1 MiB (1048576 bytes) (the most a checksum list or signature may be; these are a few kilobytes, so check the URL)");
     assert!(s.server.seen(ISO_PATH).is_empty());
     assert_refused(&s, &f);
 }
@@ -836,14 +818,7 @@ fn bytes_past_the_content_length_are_never_written() {
 fn max_size_below_the_announced_length_fails_before_the_body_is_written() {
     let s = Setup::new();
     let f = s.fetch(&["--max-size", "4MiB"]);
-    let e = f.error();
-    assert!(
-        e.contains(&format!(
-            "{}: the server announces {ISO_SIZE} bytes, more than the limit of 4 MiB (4194304 bytes) (set by --max-size; pass a larger --max-size if the file really is that large)",
-            s.server.url(ISO_PATH)
-        )),
-        "{e}"
-    );
+    f.assert_error_about(&s.server.url(ISO_PATH), &format!("the server announces {ISO_SIZE} bytes, more than the limit of 4 MiB (4194304 bytes) (set by --max-size; pass a larger --max-size if the file really is that large)"));
     assert_refused(&s, &f);
     assert!(
         f.of("progress").is_empty(),

@@ -199,7 +199,7 @@ const CASES: &[Case] = &[
         name: "unknown bond mode",
         edit: &[("[openvswitch]", "[[network.bonds]]\nname = \"bond0\"\nbridge = \"vmbr0\"\ninterfaces = [\"eth1\", \"eth2\"]\nmode = \"round-robin\"\n\n[openvswitch]")],
         anchor: (r#""round-robin""#, 0),
-        message: r#"unknown bond mode "round-robin""#,
+        message: "unknown variant `round-robin`, expected one of `active-backup`, `balance-slb`, `balance-tcp`",
     },
     Case {
         name: "balance-tcp without LACP",
@@ -254,8 +254,8 @@ const CASES: &[Case] = &[
         anchor: (r#""openvswitch""#, 1),
         message: "NAT networks use libvirt's own bridge",
     },
-    Case { name: "unknown virtualport", edit: &[(r#"virtualport = "openvswitch""#, r#"virtualport = "802.1Qbh""#)], anchor: (r#""802.1Qbh""#, 0), message: r#"unknown virtualport "802.1Qbh""# },
-    Case { name: "unknown native mode", edit: &[(r#"native = "untagged""#, r#"native = "yes""#)], anchor: (r#""yes""#, 0), message: r#""yes" is not a native mode"# },
+    Case { name: "unknown virtualport", edit: &[(r#"virtualport = "openvswitch""#, r#"virtualport = "802.1Qbh""#)], anchor: (r#""802.1Qbh""#, 0), message: "unknown variant `802.1Qbh`, expected `openvswitch`" },
+    Case { name: "unknown native mode", edit: &[(r#"native = "untagged""#, r#"native = "yes""#)], anchor: (r#""yes""#, 0), message: "unknown variant `yes`, expected `untagged` or `tagged`" },
     Case { name: "two native VLANs", edit: &[("{ tag = 32 }]", r#"{ tag = 32, native = "tagged" }]"#)], anchor: (r#""tagged""#, 0), message: "a trunk has at most one native VLAN" },
 ];
 
@@ -1382,4 +1382,86 @@ fn single_valued_keys_have_one_value() {
             "{key} has more than one value now: add a mutation for it"
         );
     }
+}
+
+/// The values an enum key accepts (through `$ref`, `anyOf: [X, null]` and
+/// lists), and whether the key is a list of them; None for other keys.
+fn accepted_values(root: &serde_json::Value, v: &serde_json::Value) -> Option<(Vec<String>, bool)> {
+    let v = resolve(root, v);
+    if let Some(items) = v.get("items") {
+        return accepted_values(root, items).map(|(values, _)| (values, true));
+    }
+    if let Some(alts) = v.get("anyOf").and_then(|a| a.as_array()) {
+        return alts.iter().find_map(|a| accepted_values(root, a));
+    }
+    let values: Vec<String> = match (v.get("enum"), v.get("oneOf")) {
+        (Some(values), _) => values
+            .as_array()?
+            .iter()
+            .filter_map(|x| x.as_str())
+            .map(str::to_owned)
+            .collect(),
+        (None, Some(alts)) => alts
+            .as_array()?
+            .iter()
+            .filter_map(|a| a["const"].as_str())
+            .map(str::to_owned)
+            .collect(),
+        (None, None) => return None,
+    };
+    Some((values, false))
+}
+
+#[test]
+fn every_enum_key_refuses_an_unknown_value_at_its_place_and_lists_the_accepted_ones() {
+    let root = imgforge::docs::profile_schema();
+    let mut checked = 0;
+    for (key, schema) in schema_leaves() {
+        let Some((values, list)) = accepted_values(&root, &schema) else {
+            continue;
+        };
+        let mut path = key.replace("[]", "[0]");
+        let (mut doc, additions) = base_text(Base::Maximal);
+        for (p, v) in additions {
+            set(&mut doc, p, v);
+        }
+        if list {
+            set(&mut doc, &path, r#"["no-such-value"]"#);
+            path.push_str("[0]");
+        } else {
+            set(&mut doc, &path, r#""no-such-value""#);
+        }
+        let text = toml::to_string(&doc).unwrap();
+        let err = profile::parse(&text, Path::new("bad.toml")).expect_err(&key);
+        let [problem] = err.problems() else {
+            panic!("{key}: one problem expected:\n{err}")
+        };
+        assert_eq!(problem.key, path, "{err}");
+        assert_eq!(
+            (problem.line, problem.col),
+            line_col_of(&text, r#""no-such-value""#, 0),
+            "{err}"
+        );
+        assert!(
+            problem
+                .message
+                .starts_with("unknown variant `no-such-value`"),
+            "{err}"
+        );
+        for value in &values {
+            assert!(
+                problem.message.contains(&format!("`{value}`")),
+                "{key}: {value} is not listed:\n{err}"
+            );
+        }
+        assert!(
+            err.to_string()
+                .contains("\n  fix: use one of the values listed above"),
+            "{err}"
+        );
+        checked += 1;
+    }
+    // select, transport, layout, formats, initramfs, renderer, two vlan_modes,
+    // bond mode, network mode, virtualport, native, on_success, on_failure.
+    assert_eq!(checked, 14, "enum keys found in the schema");
 }

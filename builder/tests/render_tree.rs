@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
 use imgforge::render::write_tree;
 use imgforge_plan::{FileKind, FilePlan};
@@ -22,6 +22,17 @@ fn scene() -> (tempfile::TempDir, PathBuf, PathBuf) {
     std::fs::write(victim.join("storage/isos.xml"), "<pool>original</pool>\n").unwrap();
     std::fs::write(victim.join("hostname"), "original\n").unwrap();
     (tmp, out, victim)
+}
+
+/// `imgforge render PROFILE --out OUT`.
+fn imgforge_render(profile: &Path, out: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_imgforge"))
+        .arg("render")
+        .arg(profile)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .expect("running imgforge render")
 }
 
 /// Every entry under `dir` with its type, mode and content.
@@ -118,11 +129,7 @@ fn render_does_not_follow_a_link_planted_in_the_output_directory() {
     std::fs::create_dir(&out).unwrap();
     std::os::unix::fs::symlink("../victim", out.join("etc")).unwrap();
     let before = tree(&victim);
-    let run = Command::new(env!("CARGO_BIN_EXE_imgforge"))
-        .args(["render", REFERENCE, "--out"])
-        .arg(&out)
-        .output()
-        .unwrap();
+    let run = imgforge_render(Path::new(REFERENCE), &out);
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(!run.status.success(), "render must fail: {stderr}");
     assert!(
@@ -141,11 +148,7 @@ fn render_does_not_write_through_a_link_at_a_final_or_temporary_name() {
     // The temporary name render used to write through, and a final name.
     std::os::unix::fs::symlink("../../victim/hostname", out.join("etc/.hostname.tmp")).unwrap();
     let before = tree(&victim);
-    let run = Command::new(env!("CARGO_BIN_EXE_imgforge"))
-        .args(["render", REFERENCE, "--out"])
-        .arg(&out)
-        .output()
-        .unwrap();
+    let run = imgforge_render(Path::new(REFERENCE), &out);
     assert!(
         run.status.success(),
         "{}",
@@ -159,11 +162,7 @@ fn render_does_not_write_through_a_link_at_a_final_or_temporary_name() {
 
     std::fs::remove_file(out.join("etc/hosts")).unwrap();
     std::os::unix::fs::symlink("../../victim/hostname", out.join("etc/hosts")).unwrap();
-    let run = Command::new(env!("CARGO_BIN_EXE_imgforge"))
-        .args(["render", REFERENCE, "--out"])
-        .arg(&out)
-        .output()
-        .unwrap();
+    let run = imgforge_render(Path::new(REFERENCE), &out);
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(
         !run.status.success()
@@ -187,13 +186,7 @@ fn render_with_cloud_init(dir: &Path, cloud_init: Option<bool>) -> BTreeMap<Stri
     let profile = dir.join(format!("{name}.toml"));
     std::fs::write(&profile, text).expect("writing the edited profile");
     let out = dir.join(name);
-    let run = Command::new(env!("CARGO_BIN_EXE_imgforge"))
-        .arg("render")
-        .arg(&profile)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .expect("running imgforge render");
+    let run = imgforge_render(&profile, &out);
     assert!(
         run.status.success(),
         "{}",

@@ -17,6 +17,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Seek, SeekFrom, Write};
 
+#[cfg(any(test, feature = "test-support"))]
+pub mod checks;
+
 /// Sector size of the volumes built in memory.
 const SECTOR: u64 = 512;
 const MIB: u64 = 1 << 20;
@@ -1100,50 +1103,9 @@ fn write_at<D: Write + Seek>(dev: &mut D, offset: u64, bytes: &[u8]) -> Result<(
 
 #[cfg(test)]
 mod tests {
+    use super::checks::{assert_fsck_clean, run, text};
     use super::*;
     use std::path::Path;
-    use std::process::{Command, Output};
-
-    /// Runs an external checker; a missing tool fails the test with the
-    /// Debian package to install (scripts/deps installs them all).
-    fn run(program: &str, args: &[&str], package: &str) -> Output {
-        Command::new(program)
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| {
-                panic!("running {program}: {e}; install the Debian package {package}")
-            })
-    }
-
-    fn text(out: &Output) -> String {
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    }
-
-    /// `fsck.fat -n` must pass with nothing to report.
-    fn assert_fsck_clean(image: &Path) {
-        let path = image.to_str().expect("temporary paths are UTF-8");
-        let out = run("fsck.fat", &["-n", "-v", path], "dosfstools");
-        let log = text(&out);
-        assert!(out.status.success(), "fsck.fat -n failed on {path}:\n{log}");
-        for word in [
-            "dirty",
-            "fixed",
-            "Fixed",
-            "Bad",
-            "Free cluster summary",
-            "differ",
-            "Leaving",
-        ] {
-            assert!(
-                !log.contains(word),
-                "fsck.fat -n reported {word:?} on {path}:\n{log}"
-            );
-        }
-    }
 
     /// A deterministic pseudo-random byte stream (xorshift), so tests need no RNG crate.
     fn noise(len: usize, seed: u64) -> Vec<u8> {

@@ -185,23 +185,9 @@ fn reread_partitions(dev: &File, path: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use imgforge_plan::{part_type, Filesystem};
 
     fn plan() -> Vec<PartitionPlan> {
-        vec![
-            PartitionPlan {
-                name: "ESP".into(),
-                type_guid: part_type::EFI_SYSTEM.into(),
-                size_bytes: Some(512 << 20),
-                filesystem: Filesystem::Vfat,
-            },
-            PartitionPlan {
-                name: "root".into(),
-                type_guid: part_type::LINUX_ROOT_X86_64.into(),
-                size_bytes: None,
-                filesystem: Filesystem::Ext4,
-            },
-        ]
+        PartitionPlan::efi_root(512 << 20)
     }
 
     #[test]

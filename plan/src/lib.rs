@@ -397,6 +397,27 @@ pub struct PartitionPlan {
     pub filesystem: Filesystem,
 }
 
+impl PartitionPlan {
+    /// The `efi-root` layout: an EFI system partition of `esp_bytes`
+    /// (FAT32), then an ext4 root on the rest of the disk.
+    pub fn efi_root(esp_bytes: u64) -> Vec<PartitionPlan> {
+        vec![
+            PartitionPlan {
+                name: "ESP".into(),
+                type_guid: part_type::EFI_SYSTEM.into(),
+                size_bytes: Some(esp_bytes),
+                filesystem: Filesystem::Vfat,
+            },
+            PartitionPlan {
+                name: "root".into(),
+                type_guid: part_type::LINUX_ROOT_X86_64.into(),
+                size_bytes: None,
+                filesystem: Filesystem::Ext4,
+            },
+        ]
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Filesystem {
@@ -416,12 +437,17 @@ pub struct SystemPlan {
     pub kernel_args: Vec<String>,
 }
 
+/// The installed system's time zone when the profile names none.
+pub const DEFAULT_TIMEZONE: &str = "UTC";
+/// The installed system's locale when the profile names none.
+pub const DEFAULT_LOCALE: &str = "C.UTF-8";
+
 fn default_timezone() -> String {
-    "UTC".into()
+    DEFAULT_TIMEZONE.into()
 }
 
 fn default_locale() -> String {
-    "C.UTF-8".into()
+    DEFAULT_LOCALE.into()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -19,6 +19,37 @@ pub mod status;
 
 use std::io::Read;
 
+use crate::verify::VerifyError;
+
+/// Who signed a Release with a key the keyring lacks: its own error,
+/// because its fix is another keyring.
+#[derive(Debug)]
+pub struct UnknownSigner {
+    /// The issuer's key id or fingerprint, `0x`-prefixed.
+    pub issuer: String,
+    pub origin: String,
+    pub fingerprints: String,
+}
+
+impl UnknownSigner {
+    /// Splits a failed signature check into "signed by a key the keyring
+    /// lacks" and every other failure.
+    pub fn from_error(e: VerifyError) -> Result<UnknownSigner, VerifyError> {
+        match e {
+            VerifyError::UntrustedKey {
+                issuer,
+                origin,
+                fingerprints,
+            } => Ok(UnknownSigner {
+                issuer: format!("0x{issuer}"),
+                origin,
+                fingerprints,
+            }),
+            other => Err(other),
+        }
+    }
+}
+
 /// The one architecture imgforge installs.
 pub const ARCH: &str = "amd64";
 

@@ -8,8 +8,11 @@
 use std::io::{Read, Seek};
 use std::path::Path;
 
-use super::release::Release;
-use super::{decompress_index, parse_packages, IndexError, PackageEntry, ARCH, MAX_INDEX_BYTES};
+use super::release::{DigestMismatch, Release};
+use super::{
+    decompress_index, parse_packages, IndexError, PackageEntry, UnknownSigner, ARCH,
+    MAX_INDEX_BYTES,
+};
 use crate::iso::{IsoError, IsoReader};
 use crate::verify::{self, GoodSignature, TrustedKeys, VerifyError};
 
@@ -36,25 +39,16 @@ pub struct Pool {
 pub enum PoolError {
     #[error("{path}: {source}")]
     Iso { path: String, source: IsoError },
-    #[error("{path}: signed by key {issuer}, which is not among the pool keys ({origin}: {fingerprints}); pass --pool-keyring with the key that signs the ISO's pool (Ubuntu's CD image key for Ubuntu's ISOs)")]
-    UntrustedKey {
-        path: String,
-        issuer: String,
-        origin: String,
-        fingerprints: String,
-    },
+    #[error("{path}: signed by key {}, which is not among the pool keys ({}: {}); pass --pool-keyring with the key that signs the ISO's pool (Ubuntu's CD image key for Ubuntu's ISOs)", .signer.issuer, .signer.origin, .signer.fingerprints)]
+    UntrustedKey { path: String, signer: UnknownSigner },
     #[error("{path}: {source}")]
     Signature { path: String, source: VerifyError },
     #[error("{path}: {problem}")]
     Release { path: String, problem: String },
-    #[error("{path}: {size} bytes with SHA-256 {actual}, but {release} lists {listed_size} bytes with SHA-256 {listed}: the ISO's pool is damaged; use an intact ISO")]
+    #[error("{path}: {mismatch}: the ISO's pool is damaged; use an intact ISO")]
     Digest {
         path: String,
-        release: String,
-        size: u64,
-        actual: String,
-        listed_size: u64,
-        listed: String,
+        mismatch: DigestMismatch,
     },
     #[error(transparent)]
     Index(#[from] IndexError),
@@ -108,21 +102,17 @@ pub fn read_pool<R: Read + Seek>(
     };
     let release_bytes = read(iso, &release_path)?;
     let gpg = read(iso, &gpg_path)?;
-    let signature = verify::verify_detached(keys, &release_bytes, &gpg).map_err(|e| match e {
-        VerifyError::UntrustedKey {
-            issuer,
-            origin,
-            fingerprints,
-        } => PoolError::UntrustedKey {
-            path: gpg_path.clone(),
-            issuer: format!("0x{issuer}"),
-            origin,
-            fingerprints,
-        },
-        source => PoolError::Signature {
-            path: gpg_path.clone(),
-            source,
-        },
+    let signature = verify::verify_detached(keys, &release_bytes, &gpg).map_err(|e| {
+        match UnknownSigner::from_error(e) {
+            Ok(signer) => PoolError::UntrustedKey {
+                path: gpg_path.clone(),
+                signer,
+            },
+            Err(source) => PoolError::Signature {
+                path: gpg_path.clone(),
+                source,
+            },
+        }
     })?;
     let bad_release = |problem: String| PoolError::Release {
         path: release_path.clone(),
@@ -159,16 +149,8 @@ pub fn read_pool<R: Read + Seek>(
                 Err(IsoError::NotFound { .. }) => continue,
                 Err(source) => return Err(PoolError::Iso { path, source }),
             };
-            let actual = <sha2::Sha256 as sha2::Digest>::digest(&bytes);
-            if actual.as_slice() != entry.sha256 || bytes.len() as u64 != entry.size {
-                return Err(PoolError::Digest {
-                    path,
-                    release: release_path.clone(),
-                    size: bytes.len() as u64,
-                    actual: hex::encode(actual),
-                    listed_size: entry.size,
-                    listed: hex::encode(entry.sha256),
-                });
+            if let Err(mismatch) = entry.check(&bytes, &release_path) {
+                return Err(PoolError::Digest { path, mismatch });
             }
             if !parsed {
                 let text = decompress_index(&path, &bytes, MAX_INDEX_BYTES)?;

@@ -24,6 +24,35 @@ pub struct IndexFile {
     pub sha256: [u8; 32],
 }
 
+/// Index bytes that are not what their signed Release lists.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{size} bytes with SHA-256 {actual}, but {release} lists {listed_size} bytes with SHA-256 {listed}")]
+pub struct DigestMismatch {
+    /// Where the Release is, as the error names it.
+    pub release: String,
+    pub size: u64,
+    pub actual: String,
+    pub listed_size: u64,
+    pub listed: String,
+}
+
+impl IndexFile {
+    /// Checks `bytes` against this entry of the Release at `release`.
+    pub fn check(&self, bytes: &[u8], release: &str) -> Result<(), DigestMismatch> {
+        let actual = <sha2::Sha256 as sha2::Digest>::digest(bytes);
+        if actual.as_slice() == self.sha256 && bytes.len() as u64 == self.size {
+            return Ok(());
+        }
+        Err(DigestMismatch {
+            release: release.to_owned(),
+            size: bytes.len() as u64,
+            actual: hex::encode(actual),
+            listed_size: self.size,
+            listed: hex::encode(self.sha256),
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReleaseError {
     #[error("{0}")]
@@ -150,6 +179,28 @@ Acquire-By-Hash: yes\n";
             "8b1a9953c4611296a827abf8c47804d7c2c5d4b3a1e0f9e8d7c6b5a4f3e2d1c0"
         );
         assert!(r.names("noble-updates") && r.names("noble") && !r.names("noble-security"));
+    }
+
+    #[test]
+    fn index_bytes_are_checked_against_their_listed_size_and_digest() {
+        let bytes = b"Package: hello\n";
+        let entry = IndexFile {
+            path: "main/binary-amd64/Packages".into(),
+            size: bytes.len() as u64,
+            sha256: <sha2::Sha256 as sha2::Digest>::digest(bytes).into(),
+        };
+        assert_eq!(entry.check(bytes, "dists/noble/Release"), Ok(()));
+        let err = entry
+            .check(b"Package: evil\n", "dists/noble/Release")
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "14 bytes with SHA-256 {}, but dists/noble/Release lists 15 bytes with SHA-256 {}",
+                hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"Package: evil\n")),
+                hex::encode(entry.sha256)
+            )
+        );
     }
 
     #[test]

@@ -7,8 +7,11 @@
 
 use std::path::{Path, PathBuf};
 
-use super::release::Release;
-use super::{decompress_index, parse_packages, IndexError, PackageEntry, ARCH, MAX_INDEX_BYTES};
+use super::release::{DigestMismatch, Release};
+use super::{
+    decompress_index, parse_packages, IndexError, PackageEntry, UnknownSigner, ARCH,
+    MAX_INDEX_BYTES,
+};
 use crate::fetch::{Downloader, FetchError, Location};
 use crate::verify::{self, GoodSignature, TrustedKeys, VerifyError};
 
@@ -164,12 +167,10 @@ pub enum RepoError {
         location: String,
         source: Box<FetchError>,
     },
-    #[error("{location}: signed by key {issuer}, which is not among the archive keys ({origin}: {fingerprints}); pass --archive-keyring (or set [packages] keyring) with the keys that sign this archive")]
+    #[error("{location}: signed by key {}, which is not among the archive keys ({}: {}); pass --archive-keyring (or set [packages] keyring) with the keys that sign this archive", .signer.issuer, .signer.origin, .signer.fingerprints)]
     UntrustedKey {
         location: String,
-        issuer: String,
-        origin: String,
-        fingerprints: String,
+        signer: UnknownSigner,
     },
     #[error("{location}: {source}")]
     Signature {
@@ -178,14 +179,10 @@ pub enum RepoError {
     },
     #[error("{location}: {problem}")]
     Release { location: String, problem: String },
-    #[error("{location}: {size} bytes with SHA-256 {actual}, but {inrelease} lists {listed_size} bytes with SHA-256 {listed}: the mirror's copy is damaged or was tampered with")]
+    #[error("{location}: {mismatch}: the mirror's copy is damaged or was tampered with")]
     Digest {
         location: String,
-        inrelease: String,
-        size: u64,
-        actual: String,
-        listed_size: u64,
-        listed: String,
+        mismatch: DigestMismatch,
     },
     #[error(transparent)]
     Index(#[from] IndexError),
@@ -227,22 +224,19 @@ fn fetch_suite(
         location: location.clone(),
         source: Box::new(source),
     })?;
-    let signed = verify::verify_cleartext(keys, &inrelease).map_err(|e| match e {
-        VerifyError::UntrustedKey {
-            issuer,
-            origin,
-            fingerprints,
-        } => RepoError::UntrustedKey {
-            location: location.clone(),
-            issuer: format!("0x{issuer}"),
-            origin,
-            fingerprints,
-        },
-        source => RepoError::Signature {
-            location: location.clone(),
-            source,
-        },
-    })?;
+    let signed =
+        verify::verify_cleartext(keys, &inrelease).map_err(
+            |e| match UnknownSigner::from_error(e) {
+                Ok(signer) => RepoError::UntrustedKey {
+                    location: location.clone(),
+                    signer,
+                },
+                Err(source) => RepoError::Signature {
+                    location: location.clone(),
+                    source,
+                },
+            },
+        )?;
     dl.keep(&inrelease, origin)
         .map_err(|source| RepoError::Fetch {
             location: location.clone(),
@@ -291,15 +285,10 @@ fn fetch_suite(
             path: file.clone(),
             source,
         })?;
-        let actual = <sha2::Sha256 as sha2::Digest>::digest(&bytes);
-        if actual.as_slice() != listed.sha256 || bytes.len() as u64 != listed.size {
+        if let Err(mismatch) = listed.check(&bytes, &location) {
             return Err(RepoError::Digest {
                 location: index_location,
-                inrelease: location.clone(),
-                size: bytes.len() as u64,
-                actual: hex::encode(actual),
-                listed_size: listed.size,
-                listed: sha256,
+                mismatch,
             });
         }
         let text = decompress_index(&index_location, &bytes, MAX_INDEX_BYTES)?;

@@ -8,6 +8,7 @@ use std::process::Command;
 use sha2::{Digest, Sha256};
 
 use super::*;
+use crate::test_support::Gnupg;
 
 /// One `Packages` stanza; `fields` are extra lines such as "Depends: bar".
 fn pkg(name: &str, version: &str, fields: &[&str]) -> String {
@@ -523,60 +524,24 @@ fn values_outside_apt_grammar_are_refused_before_apt_runs() {
 
 /// A signing key made with gpg in a GNUPGHOME of its own.
 struct Signer {
-    home: tempfile::TempDir,
+    gpg: Gnupg,
     key_id: String,
     public: PathBuf,
 }
 
 impl Signer {
     fn new(name: &str) -> Self {
-        let home = tempfile::tempdir().unwrap();
-        Self::gpg(
-            home.path(),
-            &[
-                "--quick-gen-key",
-                &format!("{name} <{name}@example.invalid>"),
-                "ed25519",
-                "sign",
-                "never",
-            ],
-        );
-        let listing = Self::gpg(home.path(), &["--with-colons", "--list-keys"]);
-        let key_id = listing
-            .lines()
-            .find_map(|l| l.strip_prefix("pub:"))
-            .and_then(|l| l.split(':').nth(3))
-            .expect("gpg lists the key")
-            .to_owned();
-        let public = home.path().join("public.asc");
-        fs::write(&public, Self::gpg(home.path(), &["--armor", "--export"])).unwrap();
+        let gpg = Gnupg::new();
+        let uid = format!("{name}@example.invalid");
+        gpg.generate_key(&format!("{name} <{uid}>"), "sign");
+        let key_id = gpg.list_keys(&uid, "pub")[0][4].clone();
+        let public = gpg.home().join("public.asc");
+        fs::write(&public, gpg.run(&["--armor", "--export"])).unwrap();
         Signer {
-            home,
+            gpg,
             key_id,
             public,
         }
-    }
-
-    fn gpg(home: &Path, args: &[&str]) -> String {
-        let out = Command::new("gpg")
-            .env("GNUPGHOME", home)
-            .args([
-                "--batch",
-                "--quiet",
-                "--pinentry-mode",
-                "loopback",
-                "--passphrase",
-                "",
-            ])
-            .args(args)
-            .output()
-            .expect("gpg runs");
-        assert!(
-            out.status.success(),
-            "gpg {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
     }
 
     /// Clearsigns `dists/<suite>/Release` into `InRelease`, as the archive
@@ -585,16 +550,13 @@ impl Signer {
         let dists = root.join("dists").join(suite);
         let release = dists.join("Release");
         let in_release = dists.join("InRelease");
-        Self::gpg(
-            self.home.path(),
-            &[
-                "--yes",
-                "--clearsign",
-                "--output",
-                in_release.to_str().unwrap(),
-                release.to_str().unwrap(),
-            ],
-        );
+        self.gpg.run(&[
+            "--yes",
+            "--clearsign",
+            "--output",
+            in_release.to_str().unwrap(),
+            release.to_str().unwrap(),
+        ]);
     }
 }
 

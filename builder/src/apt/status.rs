@@ -192,6 +192,11 @@ mod tests {
         image
     }
 
+    /// A layer that holds only `/var/lib/dpkg/status` with `status`.
+    fn status_layer(dir: &Path, name: &str, comp: &str, status: &str) -> PathBuf {
+        squashfs(dir, name, comp, &[("var/lib/dpkg/status", status)], &[])
+    }
+
     fn open(images: &[&PathBuf]) -> Vec<File> {
         images.iter().map(|p| File::open(p).unwrap()).collect()
     }
@@ -210,13 +215,7 @@ mod tests {
             &[("var/lib/dpkg/status", LOWER), ("etc/hostname", "x\n")],
             &[],
         );
-        let upper = squashfs(
-            dir.path(),
-            "upper",
-            "zstd",
-            &[("var/lib/dpkg/status", UPPER)],
-            &[],
-        );
+        let upper = status_layer(dir.path(), "upper", "zstd", UPPER);
         // A top layer that has /var/lib/dpkg but no status file: the lookup goes on below it.
         let top = squashfs(
             dir.path(),
@@ -251,26 +250,14 @@ mod tests {
             .map(|i| format!("Package: p{i}\nStatus: install ok installed\nVersion: 1.{i}\n\n"))
             .collect();
         assert!(big.len() > 3 * 128 * 1024, "spans several squashfs blocks");
-        let image = squashfs(
-            dir.path(),
-            "big",
-            "xz",
-            &[("var/lib/dpkg/status", &big)],
-            &[],
-        );
+        let image = status_layer(dir.path(), "big", "xz", &big);
         assert_eq!(dpkg_status(open(&[&image])).unwrap(), big.as_bytes());
     }
 
     #[test]
     fn a_whiteout_hides_the_file_of_lower_layers() {
         let dir = tempfile::tempdir().unwrap();
-        let lower = squashfs(
-            dir.path(),
-            "lower",
-            "xz",
-            &[("var/lib/dpkg/status", LOWER)],
-            &[],
-        );
+        let lower = status_layer(dir.path(), "lower", "xz", LOWER);
         let file_whiteout = squashfs(
             dir.path(),
             "wo",
@@ -298,13 +285,7 @@ mod tests {
             "{err}"
         );
         // A later layer that brings the file back wins over the whiteout below it.
-        let upper = squashfs(
-            dir.path(),
-            "upper",
-            "xz",
-            &[("var/lib/dpkg/status", UPPER)],
-            &[],
-        );
+        let upper = status_layer(dir.path(), "upper", "xz", UPPER);
         assert_eq!(
             dpkg_status(open(&[&lower, &file_whiteout, &upper])).unwrap(),
             UPPER.as_bytes()
@@ -328,13 +309,7 @@ mod tests {
     #[test]
     fn errors_name_the_layer() {
         let dir = tempfile::tempdir().unwrap();
-        let lower = squashfs(
-            dir.path(),
-            "lower",
-            "xz",
-            &[("var/lib/dpkg/status", LOWER)],
-            &[],
-        );
+        let lower = status_layer(dir.path(), "lower", "xz", LOWER);
         let not_squashfs = dir.path().join("junk");
         fs::write(&not_squashfs, vec![0x55u8; 8192]).unwrap();
         let err = dpkg_status(open(&[&lower, &not_squashfs])).unwrap_err();
@@ -371,13 +346,7 @@ mod tests {
     #[test]
     fn reads_through_a_window_over_a_larger_file() {
         let dir = tempfile::tempdir().unwrap();
-        let image = squashfs(
-            dir.path(),
-            "lower",
-            "xz",
-            &[("var/lib/dpkg/status", LOWER)],
-            &[],
-        );
+        let image = status_layer(dir.path(), "lower", "xz", LOWER);
         let bytes = fs::read(&image).unwrap();
         let mut disk = vec![0xAAu8; 4096];
         disk.extend_from_slice(&bytes);

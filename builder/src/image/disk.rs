@@ -130,15 +130,7 @@ pub fn bundle_writer<W: Write + Seek>(
     }
     let place = Placement::new(0, payload_len, 1);
     let payload_end = (PAYLOAD_FIRST_LBA + place.payload_sectors) * SECTOR_SIZE;
-    out.seek(SeekFrom::Start(payload_end))
-        .map_err(|source| ImageError::Write {
-            offset: payload_end,
-            source,
-        })?;
-    let mut w = Sequential {
-        out,
-        pos: payload_end,
-    };
+    let mut w = Sequential::at(out, payload_end)?;
     let start = place.bundle_first * SECTOR_SIZE;
     w.zeros_to(start)?;
     Ok(BundleWriter { out: w, start })
@@ -229,23 +221,13 @@ pub fn finish_usb_image(
         Some(b) => (b.first_lba + b.sectors) * SECTOR_SIZE,
         None => (summary.payload.first_lba + summary.payload.sectors) * SECTOR_SIZE,
     };
-    out.seek(SeekFrom::Start(payload_end))
-        .map_err(|source| ImageError::Write {
-            offset: payload_end,
-            source,
-        })?;
-    let mut w = Sequential {
-        out: &mut *out,
-        pos: payload_end,
-    };
+    let mut w = Sequential::at(&mut *out, payload_end)?;
     w.zeros_to(summary.esp.byte_offset())?;
     w.bytes(esp)?;
     let backup = place.backup_tables();
     w.zeros_to(backup.start * SECTOR_SIZE)?;
     w.sectors(&tables, backup)?;
-    out.seek(SeekFrom::Start(0))
-        .map_err(|source| ImageError::Write { offset: 0, source })?;
-    let mut w = Sequential { out, pos: 0 };
+    let mut w = Sequential::at(out, 0)?;
     w.sectors(&tables, 0..PAYLOAD_FIRST_LBA)?;
     w.out
         .flush()
@@ -471,6 +453,15 @@ struct Sequential<'a, W: Write> {
     pos: u64,
 }
 
+impl<'a, W: Write + Seek> Sequential<'a, W> {
+    /// Writes from byte `offset` of `out` on.
+    fn at(out: &'a mut W, offset: u64) -> Result<Self, ImageError> {
+        out.seek(SeekFrom::Start(offset))
+            .map_err(|source| ImageError::Write { offset, source })?;
+        Ok(Sequential { out, pos: offset })
+    }
+}
+
 impl<W: Write> Sequential<'_, W> {
     fn bytes(&mut self, bytes: &[u8]) -> Result<(), ImageError> {
         self.out
@@ -586,8 +577,8 @@ impl Seek for SectorMap {
 #[cfg(test)]
 mod tests {
     use super::super::fat::{fat32_image_with, Fat32Options};
-    use super::super::test_tools::{assert_fsck_clean, run, text};
     use super::*;
+    use imgforge_fat::checks::{assert_fsck_clean, run, text};
     use std::io::Cursor;
     use std::path::Path;
 
@@ -678,28 +669,26 @@ mod tests {
         assert_eq!(rows[1][5..], ["8300", "imgforge-payload"], "{print}");
         assert_eq!(rows.len(), 2, "{print}");
 
-        let one = sgdisk(&["-i", "1"], file.path());
-        assert!(
-            one.contains(
-                "Partition GUID code: C12A7328-F81F-11D2-BA4B-00A0C93EC93B (EFI system partition)"
+        for (number, type_code, unique) in [
+            (
+                "1",
+                "C12A7328-F81F-11D2-BA4B-00A0C93EC93B (EFI system partition)",
+                "5A1D7A6B-0000-4000-8000-000000000001",
             ),
-            "{one}"
-        );
-        assert!(
-            one.contains("Partition unique GUID: 5A1D7A6B-0000-4000-8000-000000000001"),
-            "{one}"
-        );
+            (
+                "2",
+                "0FC63DAF-8483-4772-8E79-3D69D8477DE4 (Linux filesystem)",
+                "5A1D7A6B-0000-4000-8000-000000000002",
+            ),
+        ] {
+            let info = sgdisk(&["-i", number], file.path());
+            assert!(
+                info.contains(&format!("Partition GUID code: {type_code}"))
+                    && info.contains(&format!("Partition unique GUID: {unique}")),
+                "{info}"
+            );
+        }
         let two = sgdisk(&["-i", "2"], file.path());
-        assert!(
-            two.contains(
-                "Partition GUID code: 0FC63DAF-8483-4772-8E79-3D69D8477DE4 (Linux filesystem)"
-            ),
-            "{two}"
-        );
-        assert!(
-            two.contains("Partition unique GUID: 5A1D7A6B-0000-4000-8000-000000000002"),
-            "{two}"
-        );
         assert!(two.contains("Partition size: 5860 sectors"), "{two}");
     }
 
@@ -860,75 +849,46 @@ mod tests {
         assert!(reused.get_ref()[..a.len()] == a[..]);
     }
 
+    /// Writes an image of `esp` and `payload` into memory, with `announced`
+    /// as the payload's length.
+    fn write(
+        layout: &UsbLayout,
+        esp: &[u8],
+        payload: &[u8],
+        announced: u64,
+    ) -> Result<UsbImageSummary, ImageError> {
+        let mut out = Cursor::new(Vec::new());
+        write_usb_image(&mut out, layout, esp, &mut &payload[..], announced)
+    }
+
     #[test]
     fn payload_of_the_wrong_length_is_refused() {
         let (esp, payload) = (esp(), payload());
-        let mut out = Cursor::new(Vec::new());
-        let short = write_usb_image(
-            &mut out,
-            &layout(),
-            &esp,
-            &mut &payload[..],
-            payload.len() as u64 + 1,
-        )
-        .expect_err("a short payload must fail");
+        let len = payload.len() as u64;
+        let short =
+            write(&layout(), &esp, &payload, len + 1).expect_err("a short payload must fail");
         assert!(
-            matches!(short, ImageError::PayloadLength { actual, .. } if actual == payload.len() as u64),
+            matches!(short, ImageError::PayloadLength { actual, .. } if actual == len),
             "{short}"
         );
         assert!(short.to_string().contains("ended early"), "{short}");
-        let long = write_usb_image(
-            &mut out,
-            &layout(),
-            &esp,
-            &mut &payload[..],
-            payload.len() as u64 - 1,
-        )
-        .expect_err("a long payload must fail");
+        let long = write(&layout(), &esp, &payload, len - 1).expect_err("a long payload must fail");
         assert!(long.to_string().contains("too long"), "{long}");
-        let empty =
-            write_usb_image(&mut out, &layout(), &esp, &mut &payload[..0], 0).expect_err("empty");
+        let empty = write(&layout(), &esp, &[], 0).expect_err("empty");
         assert!(matches!(empty, ImageError::EmptyPayload));
     }
 
     #[test]
     fn reused_or_nil_guids_are_refused() {
         let (esp, payload) = (esp(), payload());
-        let mut out = Cursor::new(Vec::new());
+        let len = payload.len() as u64;
         let mut twice = layout();
         twice.payload_guid = twice.esp_guid;
-        let err = write_usb_image(
-            &mut out,
-            &twice,
-            &esp,
-            &mut &payload[..],
-            payload.len() as u64,
-        )
-        .expect_err("same GUID");
+        let err = write(&twice, &esp, &payload, len).expect_err("same GUID");
         assert!(err.to_string().contains("ESP and payload GUIDs"), "{err}");
         let mut nil = layout();
         nil.disk_guid = Uuid::nil();
-        let err = write_usb_image(
-            &mut out,
-            &nil,
-            &esp,
-            &mut &payload[..],
-            payload.len() as u64,
-        )
-        .expect_err("nil GUID");
+        let err = write(&nil, &esp, &payload, len).expect_err("nil GUID");
         assert!(err.to_string().contains("disk GUID is nil"), "{err}");
-    }
-
-    #[test]
-    fn bios_code_prints_its_message_from_where_it_is_loaded() {
-        let code = imgforge_fat::bios_message_code(90);
-        let at = u16::from_le_bytes([code[12], code[13]]) as usize;
-        assert_eq!(at, 0x7C00 + 90 + 33);
-        assert!(code[33..].starts_with(b"This medium boots in UEFI mode only"));
-        assert_eq!(code.last(), Some(&0));
-        assert!(
-            90 + code.len() <= 510,
-            "fits the FAT boot sector's code area"
-        );
     }
 }

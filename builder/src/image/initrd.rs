@@ -331,8 +331,8 @@ pub fn installer_initrd(
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_tools::text;
     use super::*;
+    use imgforge_fat::checks::text;
     use std::io::Read;
     use std::process::{Command, Stdio};
 

@@ -3,6 +3,11 @@
 //! Parsing is strict (unknown keys are errors) and every error is located
 //! (`file:line:col`). Nothing here executes anything: the profile is turned
 //! into a [`imgforge_plan::Plan`] by [`crate::compile`].
+//!
+//! A key with a fixed set of values is an enum, so the parser refuses any
+//! other value at its place and the schema lists the values. The types
+//! also derive `Serialize`: that is how the schema (`imgforge schema`,
+//! docs/profile.md) states each key's default.
 
 pub mod grammar;
 mod size;
@@ -12,11 +17,11 @@ pub mod validate;
 use std::path::{Path, PathBuf};
 
 use imgforge_plan::{Action, SelectPolicy, Transport};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub use size::ByteSize;
 
-#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Profile {
     /// Where the Ubuntu live-server ISO and its signed checksums come from.
@@ -42,7 +47,7 @@ pub struct Profile {
 
 /// Where the Ubuntu live-server ISO and its signed checksums come from.
 /// Relative paths are relative to the profile file.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Source {
     /// Ubuntu release, e.g. "24.04" (the newest point release listed) or
@@ -66,14 +71,14 @@ pub struct Source {
     pub keyring: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Format {
     Usb,
     Pxe,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Output {
     /// Media to build: "usb" (the "pxe" format is not supported yet).
@@ -93,7 +98,7 @@ fn default_formats() -> Vec<Format> {
     vec![Format::Usb]
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct System {
     /// Host name of the installed machine.
@@ -126,7 +131,9 @@ pub struct System {
     pub cloud_init: bool,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Initramfs {
     #[default]
@@ -135,14 +142,14 @@ pub enum Initramfs {
 }
 
 fn default_timezone() -> String {
-    "UTC".into()
+    imgforge_plan::DEFAULT_TIMEZONE.into()
 }
 
 fn default_locale() -> String {
-    "C.UTF-8".into()
+    imgforge_plan::DEFAULT_LOCALE.into()
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct User {
     /// Login name.
@@ -171,7 +178,7 @@ pub struct User {
     pub existing: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Disk {
     /// Rules a disk must meet to be installed on.
@@ -186,7 +193,7 @@ pub struct Disk {
 }
 
 /// Rules a disk must meet to be installed on. All set rules must hold.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DiskMatch {
     /// Smallest acceptable disk, e.g. "32GiB".
@@ -208,7 +215,9 @@ pub struct DiskMatch {
     pub by_path: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Layout {
     /// ESP (512 MiB, FAT32) + ext4 root on the rest of the disk.
@@ -216,7 +225,7 @@ pub enum Layout {
     EfiRoot,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Packages {
     /// Packages to install into the target.
@@ -234,12 +243,14 @@ pub struct Packages {
     /// The Ubuntu archive the builder resolves against and bundles from,
     /// and the installed system's apt source: an http:// or https:// URL,
     /// or an absolute directory holding a copy in the archive's layout
-    /// (written as `file:<dir>`). Default "http://archive.ubuntu.com/ubuntu".
+    /// (written as `file:<dir>`).
+    #[schemars(extend("default" = DEFAULT_ARCHIVE_MIRROR))]
     pub mirror: Option<String>,
     /// Archive suites (default: the ISO pool's suite S, then S-updates and
     /// S-security, e.g. noble, noble-updates, noble-security).
     pub suites: Option<Vec<String>>,
-    /// Archive components (default ["main", "universe"]).
+    /// Archive components.
+    #[schemars(extend("default" = DEFAULT_COMPONENTS))]
     pub components: Option<Vec<String>>,
     /// Armored OpenPGP keys that sign the archive's InRelease files, path
     /// relative to the profile (default: Ubuntu's archive keys, built in).
@@ -254,7 +265,7 @@ pub struct Packages {
 /// The network the installer brings up to reach the mirror, before any
 /// disk is touched. It is the installer's only: the installed system's
 /// network is `[network]`.
-#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PackagesNetwork {
     /// NIC name as the installer's kernel names it (e.g. "eth0": the
@@ -327,7 +338,9 @@ impl Default for Packages {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Renderer {
     #[default]
@@ -335,7 +348,7 @@ pub enum Renderer {
     Netplan,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Network {
     /// "ifupdown" writes /etc/network/interfaces; "netplan" writes /etc/netplan/90-imgforge.yaml.
@@ -353,7 +366,7 @@ pub struct Network {
 }
 
 /// An OVS bond: several NICs as one port of a bridge.
-#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Bond {
     pub name: String,
@@ -361,9 +374,9 @@ pub struct Bond {
     pub bridge: String,
     /// At least two NIC names.
     pub interfaces: Vec<String>,
-    /// OVS bond_mode: active-backup, balance-slb or balance-tcp.
-    #[serde(default = "default_bond_mode")]
-    pub mode: String,
+    /// OVS bond_mode:
+    #[serde(default)]
+    pub mode: BondMode,
     #[serde(default)]
     pub lacp: bool,
     pub tag: Option<u16>,
@@ -373,12 +386,23 @@ pub struct Bond {
     pub mtu: Option<u32>,
 }
 
-fn default_bond_mode() -> String {
-    "active-backup".into()
+/// How an OVS bond spreads traffic over its NICs (ovs-vswitchd.conf.db(5), `bond_mode`).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum BondMode {
+    /// one NIC carries the traffic; another takes over when it fails.
+    #[default]
+    ActiveBackup,
+    /// balances by source MAC and VLAN; needs no switch support.
+    BalanceSlb,
+    /// balances by L3/L4 headers; needs LACP (`lacp = true`).
+    BalanceTcp,
 }
 
 /// A NIC with its own address, not attached to a bridge.
-#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Interface {
     pub name: String,
@@ -425,7 +449,7 @@ macro_rules! ip_config {
 ip_config!(Interface);
 ip_config!(InternalPort);
 
-#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Bridge {
     pub name: String,
@@ -437,7 +461,7 @@ pub struct Bridge {
     pub internal: Vec<InternalPort>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum VlanMode {
     Access,
@@ -447,7 +471,7 @@ pub enum VlanMode {
 }
 
 /// A physical NIC attached to a bridge.
-#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BridgePort {
     /// NIC name, e.g. "eth0".
@@ -463,7 +487,7 @@ pub struct BridgePort {
 }
 
 /// An OVS internal port: an interface of the host itself on a VLAN.
-#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InternalPort {
     pub name: String,
@@ -483,7 +507,7 @@ pub struct InternalPort {
     pub iface_id: bool,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Openvswitch {
     /// OVS_CTL_OPTS='--delete-bridges': the network configuration is the
@@ -492,7 +516,7 @@ pub struct Openvswitch {
     pub delete_bridges_on_start: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Libvirt {
     /// Keep the package's NAT network "default".
@@ -518,7 +542,7 @@ fn default_true() -> bool {
     true
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Pool {
     pub name: String,
@@ -535,7 +559,7 @@ pub struct Pool {
     pub autostart: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LibvirtNetwork {
     pub name: String,
@@ -544,8 +568,9 @@ pub struct LibvirtNetwork {
     pub mode: NetworkMode,
     /// Host bridge (mode "bridge"); for "nat", the name of libvirt's bridge.
     pub bridge: String,
-    /// "openvswitch" for an OVS bridge.
-    pub virtualport: Option<String>,
+    /// The bridge's port type: "openvswitch" for an OVS bridge; without it
+    /// libvirt treats the bridge as a Linux bridge.
+    pub virtualport: Option<Virtualport>,
     /// NAT networks: the host address in CIDR form, e.g. "192.168.122.1/24".
     pub address: Option<String>,
     /// NAT networks: first and last address handed out by DHCP.
@@ -561,7 +586,9 @@ pub struct LibvirtNetwork {
     pub autostart: bool,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum NetworkMode {
     #[default]
@@ -569,15 +596,30 @@ pub enum NetworkMode {
     Nat,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
+/// libvirt's `<virtualport type=…>` of a bridge network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Virtualport {
+    Openvswitch,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrunkVlan {
     pub tag: u16,
-    /// "untagged" or "tagged": this VLAN is the native one.
-    pub native: Option<String>,
+    /// This VLAN is the native one: frames on it leave the port untagged or tagged.
+    pub native: Option<NativeMode>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
+/// libvirt's `nativeMode` of the native VLAN of a trunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum NativeMode {
+    Untagged,
+    Tagged,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Portgroup {
     pub name: String,
@@ -586,7 +628,7 @@ pub struct Portgroup {
     pub default: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Report {
     /// URL that would receive every event as JSON (POST): not supported
@@ -742,7 +784,16 @@ pub fn load(path: &Path) -> Result<LoadedProfile, ProfileError> {
 /// Parses and validates profile text; `path` is only used in error messages.
 pub fn parse(text: &str, path: &Path) -> Result<Profile, ProfileError> {
     let profile = toml::from_str::<Profile>(text).map_err(|e| {
-        let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
+        let span = e.span();
+        let (line, col) = span
+            .as_ref()
+            .map(|s| line_col(text, s.start))
+            .unwrap_or((1, 1));
+        // The parser names no key; a refused value (an unknown enum value,
+        // a wrong type) is found by where it is written.
+        let key = span
+            .and_then(|s| spans::Spans::index(text).path_at(&s).map(str::to_owned))
+            .unwrap_or_default();
         let message = e.message().trim().to_owned();
         let hint = hint_for(&message);
         ProfileError::Invalid {
@@ -750,7 +801,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Profile, ProfileError> {
             problems: vec![LocatedProblem {
                 line,
                 col,
-                key: String::new(),
+                key,
                 message,
                 hint,
             }],
@@ -861,6 +912,23 @@ mod tests {
         assert!(
             err.contains("unknown variant `biggest`") && err.contains("largest"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_enum_value_in_a_list_of_tables_names_its_key_and_the_choices() {
+        let text = "[system]\nhostname = \"a\"\n[disk]\n\n[[network.bridges]]\nname = \"br0\"\n\n\
+                    [[network.bonds]]\nname = \"bond0\"\nbridge = \"br0\"\ninterfaces = [\"eth1\", \"eth2\"]\nmode = \"round-robin\"\n";
+        let err = parse(text, Path::new("p.toml")).unwrap_err();
+        let [problem] = err.problems() else {
+            panic!("{err}")
+        };
+        assert_eq!(problem.key, "network.bonds[0].mode", "{err}");
+        assert_eq!((problem.line, problem.col), (12, 8), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "p.toml:12:8: network.bonds[0].mode: unknown variant `round-robin`, expected one of \
+             `active-backup`, `balance-slb`, `balance-tcp`\n  fix: use one of the values listed above"
         );
     }
 

@@ -45,6 +45,17 @@ impl Spans {
         }
     }
 
+    /// The path of the value written exactly at `span` (the innermost, when
+    /// a table and its only value share it), for errors the TOML parser
+    /// reports with a span but no key.
+    pub fn path_at(&self, span: &Range<usize>) -> Option<&str> {
+        self.values
+            .iter()
+            .filter(|(_, s)| *s == span)
+            .map(|(p, _)| p.as_str())
+            .max_by_key(|p| (p.len(), *p))
+    }
+
     /// The span of `path`, or of its nearest written parent (a problem with
     /// a default value points at the table that left it out).
     pub fn find(&self, path: &str) -> Option<Range<usize>> {
@@ -73,5 +84,8 @@ mod tests {
         assert_eq!(at("network.bridges[0].ports[0].tag"), "31");
         // Not written: falls back to the port's table.
         assert!(at("network.bridges[0].ports[0].trunks").starts_with("{ name"));
+        let tag = spans.find("network.bridges[0].ports[0].tag").unwrap();
+        assert_eq!(spans.path_at(&tag), Some("network.bridges[0].ports[0].tag"));
+        assert_eq!(spans.path_at(&(0..1)), None);
     }
 }

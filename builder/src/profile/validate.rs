@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnet::{Ipv4Net, Ipv6Net};
 
 use super::grammar::{self, is_unix_name};
-use super::{Format, IpConfig, NetworkMode, Profile, Renderer, VlanMode};
+use super::{BondMode, Format, IpConfig, NetworkMode, Profile, Renderer, VlanMode};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -837,14 +837,7 @@ fn network(p: &Profile, v: &mut Problems) {
                 "list two or more NICs, or attach the NIC to the bridge as a port",
             );
         }
-        if !["active-backup", "balance-slb", "balance-tcp"].contains(&bond.mode.as_str()) {
-            v.add(
-                format!("{path}.mode"),
-                format!("unknown bond mode {:?}", bond.mode),
-                "use \"active-backup\", \"balance-slb\" or \"balance-tcp\"",
-            );
-        }
-        if bond.mode == "balance-tcp" && !bond.lacp {
+        if bond.mode == BondMode::BalanceTcp && !bond.lacp {
             v.add(
                 format!("{path}.lacp"),
                 "balance-tcp needs LACP",
@@ -1165,13 +1158,6 @@ fn libvirt(p: &Profile, v: &mut Problems) {
                 }
             }
         }
-        if let Some(vp) = net.virtualport.as_deref().filter(|vp| *vp != "openvswitch") {
-            v.add(
-                format!("{path}.virtualport"),
-                format!("unknown virtualport {vp:?}"),
-                "use \"openvswitch\" (or leave it out for a Linux bridge)",
-            );
-        }
         let tags: Vec<u16> = net.trunk.iter().map(|t| t.tag).collect();
         check_trunks(v, &format!("{path}.trunk"), &tags);
         let natives: Vec<usize> = net
@@ -1181,19 +1167,6 @@ fn libvirt(p: &Profile, v: &mut Problems) {
             .filter(|(_, t)| t.native.is_some())
             .map(|(j, _)| j)
             .collect();
-        for (j, t) in net.trunk.iter().enumerate() {
-            if let Some(native) = t
-                .native
-                .as_deref()
-                .filter(|n| *n != "untagged" && *n != "tagged")
-            {
-                v.add(
-                    format!("{path}.trunk[{j}].native"),
-                    format!("{native:?} is not a native mode"),
-                    "use \"untagged\" or \"tagged\"",
-                );
-            }
-        }
         if natives.len() > 1 {
             v.add(
                 format!("{path}.trunk[{}].native", natives[1]),

@@ -63,6 +63,7 @@ pub fn files(p: &Profile, pool_suite: &str) -> Vec<FilePlan> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::{run, Gnupg};
     use sha2::{Digest, Sha256};
     use std::path::Path;
     use std::process::Command;
@@ -111,19 +112,6 @@ mod tests {
         );
     }
 
-    fn run(cmd: &mut Command) -> String {
-        let out = cmd.output().unwrap_or_else(|e| {
-            panic!("running {cmd:?}: {e}; install the Debian packages apt and gnupg")
-        });
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "{cmd:?}: {text}");
-        text
-    }
-
     /// apt, confined to `root` (its configuration, state and cache), reads
     /// the rendered file as the installed system's apt would.
     fn apt(root: &Path, args: &[&str]) -> String {
@@ -167,37 +155,17 @@ mod tests {
             hex::encode(Sha256::digest(packages)),
             packages.len()
         );
-        let gnupg = work.path().join("gnupg");
-        std::fs::create_dir(&gnupg).unwrap();
-        let gpg = |args: &[&str]| {
-            run(Command::new("gpg")
-                .env("GNUPGHOME", &gnupg)
-                .args([
-                    "--batch",
-                    "--quiet",
-                    "--pinentry-mode",
-                    "loopback",
-                    "--passphrase",
-                    "",
-                ])
-                .args(args))
-        };
-        gpg(&[
-            "--quick-gen-key",
-            "archive <a@test.invalid>",
-            "ed25519",
-            "sign",
-            "never",
-        ]);
+        let gpg = Gnupg::new();
+        gpg.generate_key("archive <a@test.invalid>", "sign");
         std::fs::write(work.path().join("Release"), &release).unwrap();
-        gpg(&[
+        gpg.run(&[
             "--clearsign",
             "-o",
             archive.join("dists/noble/InRelease").to_str().unwrap(),
             work.path().join("Release").to_str().unwrap(),
         ]);
         let key = work.path().join("archive.asc");
-        gpg(&[
+        gpg.run(&[
             "--export",
             "--armor",
             "-o",
@@ -239,9 +207,5 @@ mod tests {
         );
         let policy = apt(&root, &["-s", "install", "hello"]);
         assert!(policy.contains("Inst hello (1.0 "), "{policy}");
-        let _ = Command::new("gpgconf")
-            .env("GNUPGHOME", &gnupg)
-            .args(["--kill", "all"])
-            .status();
     }
 }

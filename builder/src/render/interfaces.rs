@@ -4,7 +4,16 @@
 
 use std::fmt::Write;
 
-use crate::profile::{Bond, BridgePort, IpConfig, Profile, VlanMode};
+use crate::profile::{Bond, BondMode, BridgePort, IpConfig, Profile, VlanMode};
+
+/// OVS's name of a bond mode (`bond_mode=`), which netplan takes as well.
+pub fn bond_mode(m: BondMode) -> &'static str {
+    match m {
+        BondMode::ActiveBackup => "active-backup",
+        BondMode::BalanceSlb => "balance-slb",
+        BondMode::BalanceTcp => "balance-tcp",
+    }
+}
 
 fn vlan_mode(m: VlanMode) -> &'static str {
     match m {
@@ -52,7 +61,7 @@ fn bond_stanza(out: &mut String, bond: &Bond) {
     let _ = writeln!(out, "    ovs_bridge {}", bond.bridge);
     let _ = writeln!(out, "    ovs_type OVSBond");
     let _ = writeln!(out, "    ovs_bonds {}", bond.interfaces.join(" "));
-    let mut opts = format!("bond_mode={}", bond.mode);
+    let mut opts = format!("bond_mode={}", bond_mode(bond.mode));
     if bond.lacp {
         opts.push_str(" lacp=active");
     }

@@ -7,7 +7,7 @@ use imgforge_plan::{FileKind, FilePlan};
 use ipnet::Ipv4Net;
 
 use super::{file, stable_uuid};
-use crate::profile::{Libvirt, LibvirtNetwork, NetworkMode, Pool};
+use crate::profile::{Libvirt, LibvirtNetwork, NativeMode, NetworkMode, Pool, Virtualport};
 
 const POOL_DIR: &str = "/etc/libvirt/storage";
 const NETWORK_DIR: &str = "/etc/libvirt/qemu/networks";
@@ -81,25 +81,21 @@ pub fn network_xml(net: &LibvirtNetwork) -> String {
         NetworkMode::Bridge => {
             let _ = writeln!(out, "  <forward mode='bridge'/>");
             let _ = writeln!(out, "  <bridge name='{}'/>", esc(&net.bridge));
-            if let Some(vp) = &net.virtualport {
-                let _ = writeln!(out, "  <virtualport type='{}'/>", esc(vp));
+            match net.virtualport {
+                Some(Virtualport::Openvswitch) => {
+                    let _ = writeln!(out, "  <virtualport type='openvswitch'/>");
+                }
+                None => {}
             }
             if !net.trunk.is_empty() {
                 let _ = writeln!(out, "  <vlan trunk='yes'>");
                 for t in &net.trunk {
-                    match &t.native {
-                        Some(mode) => {
-                            let _ = writeln!(
-                                out,
-                                "    <tag id='{}' nativeMode='{}'/>",
-                                t.tag,
-                                esc(mode)
-                            );
-                        }
-                        None => {
-                            let _ = writeln!(out, "    <tag id='{}'/>", t.tag);
-                        }
-                    }
+                    let native = match t.native {
+                        Some(NativeMode::Untagged) => " nativeMode='untagged'",
+                        Some(NativeMode::Tagged) => " nativeMode='tagged'",
+                        None => "",
+                    };
+                    let _ = writeln!(out, "    <tag id='{}'{native}/>", t.tag);
                 }
                 let _ = writeln!(out, "  </vlan>");
             }

@@ -5,6 +5,7 @@
 
 use std::fmt::Write;
 
+use super::interfaces::bond_mode;
 use crate::profile::{IpConfig, Profile};
 
 /// YAML double-quoted scalar. Every profile value is written this way, so
@@ -119,7 +120,11 @@ pub fn netplan(p: &Profile) -> String {
                 q(&bond.name),
                 list(bond.interfaces.iter().map(|i| q(i)))
             );
-            let _ = writeln!(out, "      parameters: {{mode: {}}}", q(&bond.mode));
+            let _ = writeln!(
+                out,
+                "      parameters: {{mode: {}}}",
+                q(bond_mode(bond.mode))
+            );
             if bond.lacp {
                 out.push_str("      openvswitch: {lacp: active}\n");
             }

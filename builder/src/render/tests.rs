@@ -7,6 +7,7 @@ use std::process::Command;
 
 use super::*;
 use crate::profile::{self, Profile};
+use crate::test_support::run;
 
 fn load(rel: &str) -> Profile {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel);
@@ -83,19 +84,6 @@ fn reference_machine_matches_the_golden_files() {
         want.keys().collect::<Vec<_>>(),
         "rendered file set differs from the goldens"
     );
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e} (scripts/deps installs the tools)"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{cmd:?} failed:\n{text}");
-    text
 }
 
 #[test]
@@ -639,4 +627,104 @@ fn ovs_bridges_under_ifupdown_start_openvswitch_before_networking_without_defaul
         .path()
         .join(OVS_EARLY_DROPIN.trim_start_matches('/'))
         .exists());
+}
+
+/// The reference profile (or its netplan variant) with bond0 of eth1 and
+/// eth2 on vmbr0 in `mode`.
+fn with_bond(profile: &str, mode: &str) -> Profile {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(profile))
+        .unwrap()
+        .replacen(
+            "[openvswitch]",
+            &format!("[[network.bonds]]\nname = \"bond0\"\nbridge = \"vmbr0\"\ninterfaces = [\"eth1\", \"eth2\"]\nmode = \"{mode}\"\nlacp = true\n\n[openvswitch]"),
+            1,
+        );
+    profile::parse(&text, Path::new("bond.toml")).unwrap_or_else(|e| panic!("{mode}: {e}"))
+}
+
+#[test]
+fn every_bond_mode_reaches_ifupdown_and_netplan_as_ovs_spells_it() {
+    for mode in ["active-backup", "balance-slb", "balance-tcp"] {
+        let tree = rendered_tree(&with_bond("profiles/hypervisor.toml", mode));
+        let file = tree.path().join("etc/network/interfaces");
+        let bond = run(Command::new("ifquery").arg("-i").arg(&file).arg("bond0"));
+        assert!(
+            bond.contains(&format!("ovs_options: bond_mode={mode} lacp=active")),
+            "{mode}: {bond}"
+        );
+
+        let tree = rendered_tree(&with_bond("profiles/examples/netplan.toml", mode));
+        run(Command::new("netplan")
+            .arg("generate")
+            .arg("--root-dir")
+            .arg(tree.path()));
+        let unit = std::fs::read_to_string(
+            tree.path()
+                .join("run/systemd/system/netplan-ovs-bond0.service"),
+        )
+        .unwrap_or_else(|e| panic!("{mode}: netplan made no OVS unit for bond0: {e}"));
+        assert!(
+            unit.contains(&format!("bond_mode={mode}")),
+            "{mode}: {unit}"
+        );
+    }
+}
+
+/// The value of an XPath expression over `xml`, as xmllint reads the file.
+fn xpath(xml: &str, expr: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("network.xml");
+    std::fs::write(&file, xml).unwrap();
+    let value = run(Command::new("xmllint").arg("--xpath").arg(expr).arg(&file));
+    value.trim_end_matches('\n').to_owned()
+}
+
+#[test]
+fn libvirt_network_xml_carries_each_virtualport_and_native_mode() {
+    use crate::profile::{NativeMode, TrunkVlan, Virtualport};
+
+    let mut net = reference().libvirt.networks.remove(0);
+    for (virtualport, expected) in [(Some(Virtualport::Openvswitch), "openvswitch"), (None, "")] {
+        net.virtualport = virtualport;
+        let xml = network_xml(&net);
+        assert_eq!(
+            xpath(&xml, "string(/network/virtualport/@type)"),
+            expected,
+            "{xml}"
+        );
+        let elements = if expected.is_empty() { "0" } else { "1" };
+        assert_eq!(
+            xpath(&xml, "count(/network/virtualport)"),
+            elements,
+            "{xml}"
+        );
+    }
+    for (native, expected) in [
+        (Some(NativeMode::Untagged), "untagged"),
+        (Some(NativeMode::Tagged), "tagged"),
+        (None, ""),
+    ] {
+        net.trunk = vec![
+            TrunkVlan { tag: 31, native },
+            TrunkVlan {
+                tag: 32,
+                native: None,
+            },
+        ];
+        let xml = network_xml(&net);
+        assert_eq!(
+            xpath(
+                &xml,
+                "string(/network/vlan[@trunk='yes']/tag[@id='31']/@nativeMode)"
+            ),
+            expected,
+            "{xml}"
+        );
+        let natives = if expected.is_empty() { "0" } else { "1" };
+        assert_eq!(
+            xpath(&xml, "count(/network/vlan/tag[@nativeMode])"),
+            natives,
+            "{xml}"
+        );
+    }
 }

@@ -2,6 +2,7 @@
 //! times, so every policy case is built on purpose rather than found.
 
 use super::*;
+use crate::test_support::Gnupg;
 use pgp::composed::{
     ArmorOptions, CleartextSignedMessage, KeyType, SecretKeyParamsBuilder, SignedSecretKey,
     SubkeyParamsBuilder,
@@ -339,16 +340,7 @@ fn subkey_bound_by_another_primary_is_refused() {
         &armored(&sign_at(&key.secret_subkeys[0].key, DATA, T0 + DAY)),
     )
     .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            VerifyError::KeyNotValid {
-                role: KeyRole::SigningSubkey,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_refuses_key(&err, KeyRole::SigningSubkey);
     assert_eq!(
         err.to_string(),
         format!(
@@ -490,16 +482,7 @@ fn revoked_subkey_is_refused_unless_retired_after_the_signature() {
         &sig,
     )
     .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            VerifyError::KeyNotValid {
-                role: KeyRole::SigningSubkey,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_refuses_key(&err, KeyRole::SigningSubkey);
 }
 
 #[test]
@@ -518,16 +501,7 @@ fn revoked_primary_voids_its_subkeys() {
         &armored(&sign_at(&key.secret_subkeys[0].key, DATA, T0 + DAY)),
     )
     .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            VerifyError::KeyNotValid {
-                role: KeyRole::PrimaryKey,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_refuses_key(&err, KeyRole::PrimaryKey);
     assert!(err.to_string().contains("was revoked on"), "{err}");
 }
 
@@ -535,36 +509,10 @@ fn revoked_primary_voids_its_subkeys() {
 fn expired_primary_is_refused() {
     let key = make_key(1, "primary", true, false);
     let primary = &key.primary_key;
-    let mut flags = KeyFlags::default();
-    flags.set_certify(true);
-    flags.set_sign(true);
-    let mut config = SignatureConfig::v4(
-        SignatureType::CertPositive,
-        primary.algorithm(),
-        HashAlgorithm::Sha256,
-    );
-    config.hashed_subpackets = vec![
-        sp(SubpacketData::SignatureCreationTime(Timestamp::from_secs(
-            T0 + 100,
-        ))),
-        sp(SubpacketData::IssuerFingerprint(primary.fingerprint())),
-        sp(SubpacketData::KeyFlags(flags)),
-        sp(SubpacketData::KeyExpirationTime(Duration::from_secs(
-            3 * DAY,
-        ))),
-    ];
-    let mut public = key.to_public_key();
-    let user = &mut public.details.users[0];
-    let self_sig = config
-        .sign_certification(
-            primary,
-            primary.public_key(),
-            &Password::empty(),
-            Tag::UserId,
-            &user.id,
-        )
-        .unwrap();
-    user.signatures = vec![self_sig];
+    let expires = sp(SubpacketData::KeyExpirationTime(Duration::from_secs(
+        3 * DAY,
+    )));
+    let public = self_signed_with_subpackets(&key, HashAlgorithm::Sha256, T0 + 100, vec![expires]);
     let keys = trust(&public);
     verify_detached(&keys, DATA, &armored(&sign_at(primary, DATA, T0 + DAY))).unwrap();
     let err = verify_detached(&keys, DATA, &armored(&sign_at(primary, DATA, T0 + 4 * DAY)))
@@ -751,65 +699,26 @@ fn built_in_and_shipped_ubuntu_keys_have_the_published_fingerprints() {
     }
 }
 
+/// Asserts that `err` refuses a key of `role` (primary key or signing subkey).
+fn assert_refuses_key(err: &VerifyError, role: KeyRole) {
+    assert!(
+        matches!(err, VerifyError::KeyNotValid { role: r, .. } if *r == role),
+        "{err}"
+    );
+}
+
 /// GnuPG is the signer in the real world; its keys (back-signature in the
-/// binding, issuer subpackets) must pass the same checks. GnuPG is a test
-/// dependency (`scripts/deps` installs it): without it this test fails.
+/// binding, issuer subpackets) must pass the same checks.
 #[test]
 fn gnupg_made_subkey_signature_is_good() {
-    if let Err(e) = std::process::Command::new("gpg").arg("--version").output() {
-        panic!("gpg cannot be run ({e}); install the Debian package gnupg (scripts/deps does)");
-    }
-    let home = tempfile::tempdir().unwrap();
-    let gpg = |args: &[&str]| {
-        let out = std::process::Command::new("gpg")
-            .env("GNUPGHOME", home.path())
-            .args([
-                "--batch",
-                "--quiet",
-                "--pinentry-mode",
-                "loopback",
-                "--passphrase",
-                "",
-            ])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "gpg {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
-    };
-    gpg(&[
-        "--quick-gen-key",
-        "gpg signer <gpg@test.invalid>",
-        "ed25519",
-        "cert",
-        "never",
-    ]);
-    let listing =
-        String::from_utf8(gpg(&["--with-colons", "--list-keys", "gpg@test.invalid"])).unwrap();
-    let fprs: Vec<&str> = listing
-        .lines()
-        .filter(|l| l.starts_with("fpr:"))
-        .map(|l| l.split(':').nth(9).unwrap())
-        .collect();
-    gpg(&["--quick-add-key", fprs[0], "ed25519", "sign", "never"]);
-    let listing =
-        String::from_utf8(gpg(&["--with-colons", "--list-keys", "gpg@test.invalid"])).unwrap();
-    let sub_fpr = listing
-        .lines()
-        .filter(|l| l.starts_with("fpr:"))
-        .nth(1)
-        .unwrap()
-        .split(':')
-        .nth(9)
-        .unwrap()
-        .to_owned();
-    let data_path = home.path().join("SHA256SUMS");
+    let gpg = Gnupg::new();
+    gpg.generate_key("gpg signer <gpg@test.invalid>", "cert");
+    let primary = gpg.fingerprints("gpg@test.invalid")[0].clone();
+    gpg.run(&["--quick-add-key", &primary, "ed25519", "sign", "never"]);
+    let sub_fpr = gpg.fingerprints("gpg@test.invalid")[1].clone();
+    let data_path = gpg.home().join("SHA256SUMS");
     std::fs::write(&data_path, DATA).unwrap();
-    let sig = gpg(&[
+    let sig = gpg.run(&[
         "--armor",
         "--local-user",
         &format!("{sub_fpr}!"),
@@ -819,19 +728,15 @@ fn gnupg_made_subkey_signature_is_good() {
         data_path.to_str().unwrap(),
     ]);
     let keys =
-        TrustedKeys::from_bytes(&gpg(&["--export", "gpg@test.invalid"]), "gpg export").unwrap();
+        TrustedKeys::from_bytes(&gpg.run(&["--export", "gpg@test.invalid"]), "gpg export").unwrap();
     let good = verify_detached(&keys, DATA, &sig).unwrap();
     assert_eq!(
         (
             good.primary_fingerprint.as_str(),
             good.signing_key_fingerprint.as_str()
         ),
-        (fprs[0], sub_fpr.as_str())
+        (primary.as_str(), sub_fpr.as_str())
     );
-    let _ = std::process::Command::new("gpgconf")
-        .env("GNUPGHOME", home.path())
-        .args(["--kill", "all"])
-        .status();
 }
 
 #[test]
@@ -971,6 +876,16 @@ fn rsa2048() -> &'static SignedSecretKey {
 /// The key's public half with its one user id certified only by a
 /// self-signature with `hash`, made at `made`.
 fn self_signed_with(key: &SignedSecretKey, hash: HashAlgorithm, made: u32) -> SignedPublicKey {
+    self_signed_with_subpackets(key, hash, made, vec![])
+}
+
+/// As [`self_signed_with`], with `extra` hashed subpackets in the self-signature.
+fn self_signed_with_subpackets(
+    key: &SignedSecretKey,
+    hash: HashAlgorithm,
+    made: u32,
+    extra: Vec<Subpacket>,
+) -> SignedPublicKey {
     let primary = &key.primary_key;
     let mut flags = KeyFlags::default();
     flags.set_certify(true);
@@ -983,6 +898,7 @@ fn self_signed_with(key: &SignedSecretKey, hash: HashAlgorithm, made: u32) -> Si
         sp(SubpacketData::IssuerFingerprint(primary.fingerprint())),
         sp(SubpacketData::KeyFlags(flags)),
     ];
+    config.hashed_subpackets.extend(extra);
     let mut public = key.to_public_key();
     let user = &mut public.details.users[0];
     let self_sig = config
@@ -1223,16 +1139,7 @@ fn a_sha1_self_signature_counts_only_if_made_before_the_2023_cutoff() {
     // Made after 2023-02-01: ignored, so the key has no self-signature.
     let keys = trust(&self_signed_with(key, HashAlgorithm::Sha1, T0));
     let err = verify_detached(&keys, DATA, &sig).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            VerifyError::KeyNotValid {
-                role: KeyRole::PrimaryKey,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_refuses_key(&err, KeyRole::PrimaryKey);
     assert_eq!(
         err.to_string(),
         format!(
@@ -1271,16 +1178,7 @@ fn a_sha1_subkey_binding_made_after_the_cutoff_is_refused() {
     .unwrap();
     let keys = trust(&rebound(key, key, sha1_binding(T0 + 60), vec![]));
     let err = verify_detached(&keys, DATA, &sig).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            VerifyError::KeyNotValid {
-                role: KeyRole::SigningSubkey,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_refuses_key(&err, KeyRole::SigningSubkey);
     assert_eq!(
         err.to_string(),
         format!(
@@ -1492,40 +1390,11 @@ fn unsigned_text_around_a_clearsigned_message_is_refused() {
 
 #[test]
 fn gnupg_clearsigned_file_verifies() {
-    let home = tempfile::tempdir().unwrap();
-    let gpg = |args: &[&str]| {
-        let out = std::process::Command::new("gpg")
-            .env("GNUPGHOME", home.path())
-            .args([
-                "--batch",
-                "--quiet",
-                "--pinentry-mode",
-                "loopback",
-                "--passphrase",
-                "",
-            ])
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| {
-                panic!("gpg cannot be run ({e}); install the Debian package gnupg")
-            });
-        assert!(
-            out.status.success(),
-            "gpg {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
-    };
-    gpg(&[
-        "--quick-gen-key",
-        "archive <a@test.invalid>",
-        "ed25519",
-        "sign",
-        "never",
-    ]);
-    let path = home.path().join("Release");
+    let gpg = Gnupg::new();
+    gpg.generate_key("archive <a@test.invalid>", "sign");
+    let path = gpg.home().join("Release");
     std::fs::write(&path, format!("{RELEASE_TEXT}trailing blanks   \n")).unwrap();
-    let message = gpg(&[
+    let message = gpg.run(&[
         "--digest-algo",
         "SHA512",
         "--clearsign",
@@ -1534,14 +1403,10 @@ fn gnupg_clearsigned_file_verifies() {
         path.to_str().unwrap(),
     ]);
     let keys = TrustedKeys::from_bytes(
-        &gpg(&["--export", "--armor", "a@test.invalid"]),
+        &gpg.run(&["--export", "--armor", "a@test.invalid"]),
         "gpg export",
     )
     .unwrap();
     let good = verify_cleartext(&keys, &message).unwrap();
     assert_eq!(good.text, format!("{RELEASE_TEXT}trailing blanks"));
-    let _ = std::process::Command::new("gpgconf")
-        .env("GNUPGHOME", home.path())
-        .args(["--kill", "all"])
-        .status();
 }
