@@ -68,13 +68,6 @@ pub struct Resolution {
     pub bundled: Vec<BundledDeb>,
 }
 
-impl Resolution {
-    /// Bytes of the packages the bundle carries.
-    pub fn bundled_bytes(&self) -> u64 {
-        self.bundled.iter().map(|b| b.entry.size).sum()
-    }
-}
-
 /// A bundle file whose bytes are not the ones its index lists.
 #[derive(Debug, thiserror::Error)]
 #[error("bundle file {path} ({file}): {size} bytes with SHA-256 {actual}, but {index} lists {listed_size} bytes with SHA-256 {listed}: the file changed after it was fetched or the mirror's copy is damaged; nothing was written")]

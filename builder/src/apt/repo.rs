@@ -42,14 +42,6 @@ impl Mirror {
             Mirror::Dir(dir) => Location::Path(dir.join(path)),
         }
     }
-
-    /// How apt names it in a sources entry: the URL, or `file:<dir>`.
-    pub fn apt_uri(&self) -> String {
-        match self {
-            Mirror::Url(u) => u.clone(),
-            Mirror::Dir(d) => format!("file:{}", d.display()),
-        }
-    }
 }
 
 impl std::fmt::Display for Mirror {
