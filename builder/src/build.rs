@@ -34,7 +34,7 @@ use crate::fetch::{self, FetchOptions, Fetched, SourceOverrides};
 use crate::image::{self, UsbLayout};
 use crate::iso::{IsoReader, Window};
 use crate::profile::{self, LoadedProfile};
-use crate::progress::{ProgressMode, Reporter, Task, TrackedRead, TrackedWrite, Tracker};
+use crate::progress::{ProgressMode, Reporter, Task, Tracked, Tracker};
 use crate::verify::{self, HashingReader, TrustedKeys};
 
 #[derive(Debug, Clone)]
@@ -582,7 +582,7 @@ fn write_bundle(
     }
     let dest = image.dest.display().to_string();
     let writer = image::bundle_writer(image.file(), iso_size).map_err(BuildError::Image)?;
-    let mut writer = TrackedWrite::new(writer, reporter.start(Task::Write, "bundle", None));
+    let mut writer = Tracked::new(writer, reporter.start(Task::Write, "bundle", None));
     let summary = bundle::write_bundle(&mut writer, &files, &dest)?;
     let len = writer.finish().finish().map_err(BuildError::Image)?;
     if len != summary.size {
@@ -689,7 +689,7 @@ fn load_keyring(path: &Path) -> Result<TrustedKeys, BuildError> {
 fn hash_stream(file: &mut File, tracker: Tracker<'_>) -> std::io::Result<([u8; 32], u64)> {
     file.seek(SeekFrom::Start(0))?;
     let reader = HashingReader::new(BufReader::with_capacity(1 << 20, &mut *file));
-    let mut reader = TrackedRead::new(reader, tracker);
+    let mut reader = Tracked::new(reader, tracker);
     std::io::copy(&mut reader, &mut std::io::sink())?;
     Ok(reader.finish().finish())
 }
@@ -706,7 +706,7 @@ fn copy_verified_payload(
         .map_err(io("reading ISO", &iso.path))?;
     let payload = HashingReader::new(BufReader::with_capacity(1 << 20, &mut iso.file));
     let tracker = reporter.start(Task::Write, "payload", Some(iso.facts.size));
-    let mut payload = TrackedRead::new(payload, tracker);
+    let mut payload = Tracked::new(payload, tracker);
     image::write_payload(image.file(), &mut payload, iso.facts.size).map_err(|e| match e {
         image::ImageError::PayloadLength { .. } | image::ImageError::PayloadRead { .. } => {
             BuildError::Source(format!("{}: {e}; nothing was written", iso.path.display()))
@@ -841,7 +841,7 @@ fn digest<R: std::io::Read + Seek>(
     let mut hashing = HashingReader::new(file);
     let copied = match progress {
         Some(r) => {
-            let mut tracked = TrackedRead::new(&mut hashing, r.start(Task::Hash, path, total));
+            let mut tracked = Tracked::new(&mut hashing, r.start(Task::Hash, path, total));
             std::io::copy(&mut tracked, &mut std::io::sink()).map(|_| {
                 tracked.finish();
             })

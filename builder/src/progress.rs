@@ -385,25 +385,25 @@ impl Drop for Tracker<'_> {
     }
 }
 
-/// A reader that tells a [`Tracker`] how far it got.
-pub struct TrackedRead<'a, R> {
-    inner: R,
+/// A reader or writer that tells a [`Tracker`] how far it got.
+pub struct Tracked<'a, T> {
+    inner: T,
     tracker: Tracker<'a>,
 }
 
-impl<'a, R: Read> TrackedRead<'a, R> {
-    pub fn new(inner: R, tracker: Tracker<'a>) -> Self {
-        TrackedRead { inner, tracker }
+impl<'a, T> Tracked<'a, T> {
+    pub fn new(inner: T, tracker: Tracker<'a>) -> Self {
+        Tracked { inner, tracker }
     }
 
-    /// Reports `done` and hands back the reader.
-    pub fn finish(self) -> R {
+    /// Reports `done` and hands back the reader or writer.
+    pub fn finish(self) -> T {
         self.tracker.finish();
         self.inner
     }
 }
 
-impl<R: Read> Read for TrackedRead<'_, R> {
+impl<R: Read> Read for Tracked<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.tracker.add(n as u64);
@@ -411,25 +411,7 @@ impl<R: Read> Read for TrackedRead<'_, R> {
     }
 }
 
-/// A writer that tells a [`Tracker`] how far it got.
-pub struct TrackedWrite<'a, W> {
-    inner: W,
-    tracker: Tracker<'a>,
-}
-
-impl<'a, W: Write> TrackedWrite<'a, W> {
-    pub fn new(inner: W, tracker: Tracker<'a>) -> Self {
-        TrackedWrite { inner, tracker }
-    }
-
-    /// Reports `done` and hands back the writer.
-    pub fn finish(self) -> W {
-        self.tracker.finish();
-        self.inner
-    }
-}
-
-impl<W: Write> Write for TrackedWrite<'_, W> {
+impl<W: Write> Write for Tracked<'_, W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = self.inner.write(buf)?;
         self.tracker.add(n as u64);

@@ -180,6 +180,21 @@ fn event_steps(report: &serde_json::Value) -> Vec<(String, State)> {
         .collect()
 }
 
+/// The build failed, its error says each of `needles`, and the output
+/// directory holds no image and no partial file.
+fn assert_refused_and_nothing_written(output: &Output, out: &Path, needles: &[&str]) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    for needle in needles {
+        assert!(stderr.contains(needle), "{needle:?} missing: {stderr}");
+    }
+    assert_eq!(
+        dir_entries(out),
+        Vec::<String>::new(),
+        "no image and no partial file"
+    );
+}
+
 fn dir_entries(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(dir)
         .map(|rd| {
@@ -821,17 +836,7 @@ fn tampered_iso_is_refused_and_nothing_is_written() {
 
     let out = tmp.path().join("out");
     let output = build(&out, &tampered, &fixture("SHA256SUMS_GPG"));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success());
-    assert!(
-        stderr.contains("SHA-256 of") && stderr.contains("tampered"),
-        "{stderr}"
-    );
-    assert_eq!(
-        dir_entries(&out),
-        Vec::<String>::new(),
-        "no image and no partial file"
-    );
+    assert_refused_and_nothing_written(&output, &out, &["SHA-256 of", "tampered"]);
 }
 
 #[test]
@@ -840,10 +845,7 @@ fn signature_from_an_untrusted_key_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     let output = build(&out, &fixture("ISO"), &fixture("ROGUE_SHA256SUMS_GPG"));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success());
-    assert!(stderr.contains("not in the trusted keyring"), "{stderr}");
-    assert_eq!(dir_entries(&out), Vec::<String>::new());
+    assert_refused_and_nothing_written(&output, &out, &["not in the trusted keyring"]);
 }
 
 #[test]
@@ -1061,16 +1063,10 @@ fn the_fixture_is_downloaded_over_loopback_verified_cached_and_built_from() {
     let (cache2, out2) = (tmp.path().join("cache2"), tmp.path().join("out2"));
     server.fault(&iso_path, Fault::FlipByte(iso_len / 2));
     let bad = build_from_cache(&profile, &cache2, &out2);
-    let stderr = String::from_utf8_lossy(&bad.stderr);
-    assert!(!bad.status.success());
-    assert!(
-        stderr.contains("the file is corrupt or was tampered with") && stderr.contains("deleted"),
-        "{stderr}"
-    );
-    assert_eq!(
-        dir_entries(&out2),
-        Vec::<String>::new(),
-        "no image and no partial file"
+    assert_refused_and_nothing_written(
+        &bad,
+        &out2,
+        &["the file is corrupt or was tampered with", "deleted"],
     );
     assert_eq!(
         dir_entries(&cache2.join("objects"))

@@ -624,10 +624,8 @@ fn hash_prefix(
     file.seek(SeekFrom::Start(0))?;
     let name = format!("{} (partial download)", crate::progress::short_name(url));
     let tracker = reporter.start(Task::Hash, name, Some(len));
-    let mut reader = crate::progress::TrackedRead::new(
-        io::BufReader::with_capacity(1 << 20, &mut *file),
-        tracker,
-    );
+    let mut reader =
+        crate::progress::Tracked::new(io::BufReader::with_capacity(1 << 20, &mut *file), tracker);
     let n = io::copy(&mut reader, &mut HashWriter(hasher))?;
     reader.finish();
     Ok(n)

@@ -13,7 +13,7 @@ pub mod http;
 use std::path::{Path, PathBuf};
 
 use crate::profile::LoadedProfile;
-use crate::progress::{ProgressEvent, Reporter, Task, TrackedRead};
+use crate::progress::{ProgressEvent, Reporter, Task, Tracked};
 use crate::verify::{self, Sha256Sums, TrustedKeys};
 use cache::{Cache, UrlEntry};
 use http::{Http, RetryPolicy, SizeLimit, Small};
@@ -713,7 +713,7 @@ fn hash_file(
         return Ok(reader.finish());
     };
     let total = file.get_ref().metadata().map_err(io_at(path))?.len();
-    let mut reader = TrackedRead::new(
+    let mut reader = Tracked::new(
         verify::HashingReader::new(file),
         reporter.start(Task::Hash, name, Some(total)),
     );
