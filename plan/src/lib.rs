@@ -736,6 +736,14 @@ pub struct Event {
     /// Step-specific structured facts (the chosen disk, the partitions, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<serde_json::Value>,
+    /// Which machine reports (its hostname or a MAC address): events sent
+    /// over the network need it, console lines do not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<String>,
+    /// A random id for this boot of the installer (or of the first boot):
+    /// `seq` counts within it, so (`machine`, `boot`, `seq`) names one event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot: Option<String>,
 }
 
 impl Event {
@@ -752,6 +760,8 @@ impl Event {
             error: Vec::new(),
             log_tail: Vec::new(),
             data: None,
+            machine: None,
+            boot: None,
         }
     }
 
@@ -1061,6 +1071,30 @@ mod tests {
             .unwrap();
         assert_eq!(parsed, ev);
         assert!(Event::from_line("plain kernel message").is_none());
+    }
+
+    #[test]
+    fn machine_and_boot_are_left_out_when_absent_and_round_trip_when_set() {
+        let mut ev = Event::new(7, 1733300000.25, steps::ROOT_TREE, State::Progress);
+        ev.percent = Some(40.0);
+        ev.bytes = Some(92274688);
+        // The line docs/events.md shows, byte for byte: no new fields appear.
+        assert_eq!(
+            ev.to_line(),
+            r#"IMGFORGE-EVENT {"v":1,"seq":7,"ts":1733300000.25,"step":"root-tree","state":"progress","percent":40.0,"bytes":92274688}"#
+        );
+        ev.machine = Some("hv-01".into());
+        ev.boot = Some("4f1c2a9e".into());
+        let line = ev.to_line();
+        assert!(
+            line.ends_with(r#""machine":"hv-01","boot":"4f1c2a9e"}"#),
+            "{line}"
+        );
+        assert_eq!(Event::from_line(&line).unwrap().unwrap(), ev);
+        // An event from an agent that knows neither field still reads.
+        let old = r#"IMGFORGE-EVENT {"v":1,"seq":1,"ts":1.0,"step":"agent","state":"started"}"#;
+        let parsed = Event::from_line(old).unwrap().unwrap();
+        assert_eq!((parsed.machine, parsed.boot), (None, None));
     }
 
     const UBUNTU_2404: &str = "- description:\n    en: A minimal server.\n  id: ubuntu-server-minimal\n  default: false\n  path: ubuntu-server-minimal.squashfs\n  size: 1\n  type: fsimage-layered\n  variant: server\n- default: true\n  description:\n    en: The default.\n  id: ubuntu-server\n  path: ubuntu-server-minimal.ubuntu-server.squashfs\n  size: 2\n  type: fsimage-layered\n  variations:\n    minimal:\n      path: ubuntu-server-minimal.squashfs\n  variant: server\n";
