@@ -15,6 +15,7 @@ mod plan;
 mod relay;
 mod render;
 mod schema;
+mod serve;
 mod validate;
 
 use std::process::ExitCode;
@@ -56,6 +57,8 @@ enum Command {
     Schema(schema::SchemaArgs),
     /// Install an image into a blank disk in QEMU and report the installer's events.
     BootTest(boot_test::BootTestArgs),
+    /// Serve DIR over HTTP for network installs, collect the installers' events (POST /events) and show every machine.
+    Serve(serve::ServeArgs),
     /// Copy stdin to a TCP connection to HOST:PORT and its answer to stdout
     /// (run by QEMU for each connection of --install-net).
     #[command(hide = true)]
@@ -76,6 +79,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Render(args) => render::run(args),
         Command::Schema(args) => schema::run(args),
         Command::BootTest(args) => boot_test::run(args),
+        Command::Serve(args) => serve::run(args),
         Command::Relay(args) => relay::run(args),
     }
 }
