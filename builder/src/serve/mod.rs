@@ -430,7 +430,8 @@ fn post_events(
 /// what it missed.
 fn stream_events(shared: &Shared, req: &Request, out: &mut TcpStream, head_only: bool) {
     let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n";
-    if out.write_all(head.as_bytes()).is_err() || head_only {
+    if head_only {
+        let _ = out.write_all(head.as_bytes());
         return;
     }
     let resume = req
@@ -451,8 +452,10 @@ fn stream_events(shared: &Shared, req: &Request, out: &mut TcpStream, head_only:
             None => Vec::new(),
         }
     };
+    // Subscribed before the head goes out: a client that has read the head
+    // gets every event stored after that.
     let mut send = |text: String| out.write_all(text.as_bytes()).and_then(|()| out.flush());
-    if send("retry: 2000\n\n".to_owned()).is_err() {
+    if send(format!("{head}retry: 2000\n\n")).is_err() {
         return;
     }
     for (n, json) in missed {

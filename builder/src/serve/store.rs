@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use imgforge_plan::{Event, EVENT_VERSION};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 /// How far past the highest seq of its boot an event may jump: an
@@ -27,7 +28,7 @@ pub const MAX_ID_LEN: usize = 128;
 struct LogLine {
     n: u64,
     received: f64,
-    event: Value,
+    event: Box<RawValue>,
 }
 
 /// One event in the log.
@@ -37,8 +38,9 @@ pub struct Stored {
     pub n: u64,
     /// When the server stored it (seconds since the Unix epoch).
     pub received: f64,
-    /// The event as it was sent (fields this version does not know included).
-    pub raw: Value,
+    /// The event as it was sent, compact, its known fields in the order
+    /// the installer writes them, then any this version does not know.
+    pub raw: Box<RawValue>,
     pub event: Event,
     pub machine: String,
     pub boot: String,
@@ -52,7 +54,7 @@ pub struct Stored {
 pub struct RecordView<'a> {
     pub n: u64,
     pub received: f64,
-    pub event: &'a Value,
+    pub event: &'a RawValue,
     /// The seqs before this one of its boot that are still missing.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub gap_before: Vec<u64>,
@@ -179,7 +181,13 @@ impl EventLog {
                     where_()
                 )
             })?;
-            let (event, machine, boot) = identified(&entry.event).map_err(|e| {
+            let value: Value = serde_json::from_str(entry.event.get()).with_context(|| {
+                format!(
+                    "{}: the event is not JSON; move the log away or remove the line",
+                    where_()
+                )
+            })?;
+            let (event, machine, boot) = identified(&value).map_err(|e| {
                 anyhow::anyhow!("{}: {e}; move the log away or remove the line", where_())
             })?;
             if let Some(last) = log.records.last() {
@@ -246,7 +254,7 @@ impl EventLog {
     /// failed write stores none of it.
     pub fn append(
         &mut self,
-        batch: Vec<(Value, Event)>,
+        batch: Vec<(Box<RawValue>, Event)>,
         received: f64,
     ) -> Result<Vec<Outcome>, AppendError> {
         if let Some(why) = &self.broken {
@@ -443,7 +451,7 @@ fn sync_parent(path: &Path) -> anyhow::Result<()> {
 /// The events of a POST body: one event object or an array of them. Each
 /// must be an installer event of this version with `machine`, `boot` and a
 /// `seq` from 1.
-pub fn parse_batch(body: &[u8]) -> Result<Vec<(Value, Event)>, String> {
+pub fn parse_batch(body: &[u8]) -> Result<Vec<(Box<RawValue>, Event)>, String> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         format!("the body is not JSON ({e}); send one event object or an array of them")
     })?;
@@ -462,9 +470,28 @@ pub fn parse_batch(body: &[u8]) -> Result<Vec<(Value, Event)>, String> {
                 format!("event {} of the batch", i + 1)
             };
             let (event, _, _) = identified(&v).map_err(|e| format!("{which}: {e}"))?;
-            Ok((v, event))
+            let json = ordered(&v, &event).map_err(|e| format!("{which}: {e}"))?;
+            Ok((json, event))
         })
         .collect()
+}
+
+/// The event as one compact line: the fields [`Event`] knows in its order
+/// (as the installer writes them), then the others as they were sent.
+fn ordered(sent: &Value, event: &Event) -> Result<Box<RawValue>, serde_json::Error> {
+    let mut text = serde_json::to_string(event)?;
+    let known: serde_json::Map<String, Value> = serde_json::from_str(&text)?;
+    text.pop(); // the closing brace
+    if let Value::Object(fields) = sent {
+        for (key, value) in fields.iter().filter(|(k, _)| !known.contains_key(*k)) {
+            text.push(',');
+            text.push_str(&serde_json::to_string(key)?);
+            text.push(':');
+            text.push_str(&serde_json::to_string(value)?);
+        }
+    }
+    text.push('}');
+    RawValue::from_string(text)
 }
 
 /// Reads one event and checks what the log relies on: the version, the
@@ -509,17 +536,23 @@ mod tests {
     use super::*;
     use imgforge_plan::{steps, State};
 
-    fn event(machine: &str, boot: &str, seq: u64) -> (Value, Event) {
+    fn event(machine: &str, boot: &str, seq: u64) -> (Box<RawValue>, Event) {
         let mut e = Event::new(seq, 1000.0 + seq as f64, steps::PARTITION, State::Progress);
         e.machine = Some(machine.into());
         e.boot = Some(boot.into());
-        (serde_json::to_value(&e).unwrap(), e)
+        (
+            RawValue::from_string(serde_json::to_string(&e).unwrap()).unwrap(),
+            e,
+        )
     }
 
     fn stored_seqs(log: &EventLog) -> Vec<(u64, u64)> {
         log.after(0, usize::MAX)
             .iter()
-            .map(|r| (r.n, r.event["seq"].as_u64().unwrap()))
+            .map(|r| {
+                let event: Event = serde_json::from_str(r.event.get()).unwrap();
+                (r.n, event.seq)
+            })
             .collect()
     }
 
@@ -642,9 +675,13 @@ mod tests {
 
     #[test]
     fn batches_are_checked_before_anything_is_stored() {
-        let ok = br#"{"v":1,"seq":1,"ts":1.0,"step":"agent","state":"started","machine":"m","boot":"b","extra":1}"#;
+        let ok = br#"{"boot":"b", "extra": [1, 2],"machine":"m","seq":1,"state":"started","step":"agent","ts":1.0,"v":1,"percent":null}"#;
         let parsed = parse_batch(ok).unwrap();
-        assert_eq!(parsed[0].0["extra"], 1, "unknown fields are kept");
+        assert_eq!(
+            parsed[0].0.get(),
+            r#"{"v":1,"seq":1,"ts":1.0,"step":"agent","state":"started","machine":"m","boot":"b","extra":[1,2],"percent":null}"#,
+            "the installer's order, compact, unknown fields kept"
+        );
         assert_eq!(parse_batch(b"[]").unwrap().len(), 0);
         let err = |body: &str| parse_batch(body.as_bytes()).unwrap_err();
         assert!(err("nope").contains("not JSON"));
