@@ -113,6 +113,7 @@ fn every_command_has_its_help_on_the_page() {
             "imgforge render",
             "imgforge schema",
             "imgforge boot-test",
+            "imgforge serve",
         ]
     );
     for global in ["-v, --verbose", "-q, --quiet"] {
