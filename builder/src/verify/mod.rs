@@ -839,10 +839,19 @@ fn check_subkey(
 
 /// `YYYY-MM-DD HH:MM:SS UTC` for seconds since the Unix epoch.
 fn utc(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (proleptic Gregorian), after
-    // Howard Hinnant's `civil_from_days`.
+    let (year, month, day) = civil_from_days((secs / 86_400) as i64);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3_600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// The civil date (year, month 1-12, day 1-31) of a day counted from
+/// 1970-01-01 (proleptic Gregorian), after Howard Hinnant's `civil_from_days`.
+pub(crate) fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -852,12 +861,7 @@ fn utc(secs: u64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        rem / 3_600,
-        rem / 60 % 60,
-        rem % 60
-    )
+    (year, month, day)
 }
 
 /// The entries of a `SHA256SUMS` file, in file order.
