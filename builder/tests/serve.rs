@@ -31,13 +31,20 @@ impl Serve {
     /// Starts serve on DIR with its log at LOG, the token and `extra`
     /// arguments, and waits until it listens.
     fn start(dir: &Path, log: &Path, listen: &str, extra: &[&str]) -> Serve {
+        let mut args = vec!["--listen", listen, "--token", TOKEN, "--json"];
+        args.extend(extra);
+        Serve::spawn(dir, log, &args)
+    }
+
+    /// Starts serve on DIR with its log at LOG and exactly `args`, and
+    /// waits until it listens.
+    fn spawn(dir: &Path, log: &Path, args: &[&str]) -> Serve {
         let mut child = Command::new(IMGFORGE)
             .arg("serve")
             .arg(dir)
             .arg("--log")
             .arg(log)
-            .args(["--listen", listen, "--token", TOKEN, "--json"])
-            .args(extra)
+            .args(args)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -489,51 +496,28 @@ fn serve_needs_a_token_or_an_explicit_no_token() {
     // --token-file, and --no-token: both start; without a token anyone may post.
     let token_file = d.tree.parent().unwrap().join("token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
-    let mut child = Command::new(IMGFORGE)
-        .arg("serve")
-        .arg(&d.tree)
-        .arg("--log")
-        .arg(&d.log)
-        .args(["--listen", "127.0.0.1:0", "--token-file"])
-        .arg(&token_file)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr: SocketAddr = loop {
-        let line = lines.next().unwrap().unwrap();
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            break rest.split('/').next().unwrap().parse().unwrap();
-        }
-    };
+    let token_file = token_file.to_str().unwrap();
+    let with_file = Serve::spawn(
+        &d.tree,
+        &d.log,
+        &["--listen", "127.0.0.1:0", "--token-file", token_file],
+    );
     let one = event("m", "b", 1, "agent", "started");
-    assert_eq!(post(addr, &one).status, 200, "the token from the file");
-    child.kill().unwrap();
-    child.wait().unwrap();
+    assert_eq!(
+        post(with_file.addr, &one).status,
+        200,
+        "the token from the file"
+    );
+    drop(with_file);
 
     let open_log = d.tree.parent().unwrap().join("open.jsonl");
-    let mut child = Command::new(IMGFORGE)
-        .arg("serve")
-        .arg(&d.tree)
-        .arg("--log")
-        .arg(&open_log)
-        .args(["--listen", "127.0.0.1:0", "--no-token"])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr: SocketAddr = loop {
-        let line = lines.next().unwrap().unwrap();
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            break rest.split('/').next().unwrap().parse().unwrap();
-        }
-    };
-    let r = post_raw(addr, None, one.to_string().as_bytes()).unwrap();
+    let open = Serve::spawn(
+        &d.tree,
+        &open_log,
+        &["--listen", "127.0.0.1:0", "--no-token"],
+    );
+    let r = post_raw(open.addr, None, one.to_string().as_bytes()).unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
-    child.kill().unwrap();
-    child.wait().unwrap();
 }
 
 /// Posts one event until the server acknowledges it, as an installer
