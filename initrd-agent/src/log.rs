@@ -45,7 +45,11 @@ static LINES: Mutex<Vec<Line>> = Mutex::new(Vec::new());
 pub fn init(file: Option<&'static str>) {
     let started = Instant::now();
     let _ = tracing_subscriber::registry()
-        .with(InstallerLog { file, started })
+        .with(InstallerLog {
+            path: file,
+            file: Mutex::new(None),
+            started,
+        })
         .try_init();
 }
 
@@ -89,7 +93,10 @@ pub fn steps_in(log: &str) -> Vec<String> {
 }
 
 struct InstallerLog {
-    file: Option<&'static str>,
+    path: Option<&'static str>,
+    /// The log file, opened at the first line that finds its directory
+    /// and kept open for the rest.
+    file: Mutex<Option<std::fs::File>>,
     started: Instant,
 }
 
@@ -148,12 +155,16 @@ where
         event.record(&mut text);
         let text = text.0;
         println!("imgforge: {text}");
-        if let Some(path) = self.file {
-            if let Ok(mut f) = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-            {
+        if let Some(path) = self.path {
+            let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+            if file.is_none() {
+                *file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .ok();
+            }
+            if let Some(f) = file.as_mut() {
                 let line = file_line(self.started.elapsed().as_secs_f64(), &step, &text);
                 let _ = writeln!(f, "{line}");
             }
