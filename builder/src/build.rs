@@ -91,6 +91,8 @@ impl BuildOptions {
 #[derive(Debug, Clone)]
 pub struct BuildOutput {
     pub image: PathBuf,
+    /// The PXE tree (`OUT/<profile>-pxe/`), when the profile asks for it.
+    pub pxe: Option<PathBuf>,
     pub plan_file: PathBuf,
     pub plan: Plan,
     pub image_size: u64,
@@ -236,6 +238,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, BuildError> {
     let _image = tracing::debug_span!("image").entered();
     tracing::debug!("assembling the ESP, the initrd and the GPT");
 
+    let pxe_boot = wants_pxe(&loaded).then(|| (boot.esp.clone(), boot.initrd.clone()));
     let esp_files = esp_contents(
         boot,
         &agent,
@@ -262,9 +265,16 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, BuildError> {
         .map_err(|e| image.error(e))?;
     image.persist()?;
 
+    let pxe = match pxe_boot {
+        Some((esp, initrd)) => Some(write_pxe_tree(
+            &loaded, opts, &plan, &image_path, &esp, &initrd, &agent,
+        )?),
+        None => None,
+    };
     let plan_file = opts.out_dir.join(format!("{}.plan.json", loaded.name));
     write_atomically(&plan_file, plan_json.as_bytes())?;
     Ok(BuildOutput {
+        pxe,
         image: image_path,
         plan_file,
         plan,
@@ -272,6 +282,98 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, BuildError> {
         signer: iso.signer,
         resolve_seconds: packages.seconds,
     })
+}
+
+fn wants_pxe(loaded: &LoadedProfile) -> bool {
+    loaded
+        .profile
+        .output
+        .formats
+        .contains(&crate::profile::Format::Pxe)
+}
+
+/// Writes `OUT/<profile>-pxe/`: the ISO's loaders, kernel and an installer
+/// initrd whose plan fetches the payload over HTTP, grub.cfg, the iPXE
+/// script, and the payload copied from the image just written (each range
+/// hashed again against the verified digest on the way).
+fn write_pxe_tree(
+    loaded: &LoadedProfile,
+    opts: &BuildOptions,
+    plan: &Plan,
+    image_path: &Path,
+    esp: &BTreeMap<String, Vec<u8>>,
+    initrd: &[u8],
+    agent: &[u8],
+) -> Result<PathBuf, BuildError> {
+    use image::pxe;
+    let url = loaded
+        .profile
+        .pxe
+        .as_ref()
+        .map(|p| p.url.clone())
+        .ok_or_else(|| BuildError::Source("output.formats lists \"pxe\" but the profile has no [pxe] url".into()))?;
+    let _span = tracing::debug_span!("pxe").entered();
+    let mut tree_plan = plan.clone();
+    tree_plan.payload.http = Some(imgforge_plan::HttpPayload {
+        url: url.clone(),
+        iso: FileDigest {
+            path: pxe::ISO.into(),
+            sha256: plan.payload.iso_sha256.clone(),
+            size: plan.payload.iso_size,
+        },
+        bundle: plan.payload.bundle.as_ref().map(|b| FileDigest {
+            path: pxe::BUNDLE.into(),
+            sha256: b.sha256.clone(),
+            size: b.size,
+        }),
+    });
+    let tree_json = tree_plan.to_json();
+    let esp_file = |name: &str| {
+        esp.get(name).cloned().map(pxe::TreeFile::Bytes).ok_or_else(|| {
+            BuildError::Source(format!("the ISO's {name} is missing from what was read for the ESP"))
+        })
+    };
+    let consoles = &plan.report.consoles;
+    let mut files = BTreeMap::new();
+    files.insert(pxe::SHIM.to_owned(), esp_file(EFI_LOADERS[0].1)?);
+    files.insert(pxe::GRUB.to_owned(), esp_file(EFI_LOADERS[1].1)?);
+    files.insert(pxe::MOK_MANAGER.to_owned(), esp_file(EFI_LOADERS[2].1)?);
+    files.insert(pxe::KERNEL.to_owned(), esp_file(ISO_KERNEL)?);
+    files.insert(
+        pxe::INITRD.to_owned(),
+        pxe::TreeFile::Bytes(image::installer_initrd(initrd, agent, tree_json.as_bytes())?),
+    );
+    files.insert(
+        pxe::GRUB_CFG.to_owned(),
+        pxe::TreeFile::Bytes(pxe::grub_cfg(&loaded.name, consoles).into_bytes()),
+    );
+    files.insert(
+        pxe::IPXE_SCRIPT.to_owned(),
+        pxe::TreeFile::Bytes(pxe::ipxe_script(&loaded.name, &url, consoles).into_bytes()),
+    );
+    files.insert(
+        pxe::ISO.to_owned(),
+        pxe::TreeFile::Range {
+            path: image_path.to_path_buf(),
+            offset: image::PAYLOAD_FIRST_LBA * image::SECTOR_SIZE,
+            len: plan.payload.iso_size,
+            sha256: plan.payload.iso_sha256.clone(),
+        },
+    );
+    if let Some(b) = &plan.payload.bundle {
+        files.insert(
+            pxe::BUNDLE.to_owned(),
+            pxe::TreeFile::Range {
+                path: image_path.to_path_buf(),
+                offset: image::bundle_offset(plan.payload.iso_size),
+                len: b.size,
+                sha256: b.sha256.clone(),
+            },
+        );
+    }
+    let dest = opts.out_dir.join(format!("{}-pxe", loaded.name));
+    pxe::write_tree(&dest, &files).map_err(io("writing the PXE tree", &dest))?;
+    Ok(dest)
 }
 
 /// An online install downloads what the pool lacks from the mirror at

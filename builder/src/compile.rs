@@ -68,6 +68,7 @@ pub fn compile(loaded: &LoadedProfile, iso: &IsoFacts, guids: &MediaGuids) -> Pl
             layers: Vec::new(),
             pool_release: None,
             bundle: None,
+            http: None,
         },
         disk: DiskPlan {
             rules: DiskRules {

@@ -177,7 +177,11 @@ const CASES: &[Case] = &[
     Case { name: "console twice", edit: &[(r#"on_success = "reboot""#, "consoles = [\"ttyS1,115200n8\", \"ttyS1\"]\non_success = \"reboot\"")], anchor: ("\"ttyS1\"", 0), message: "ttyS1 is listed twice" },
     Case { name: "no console", edit: &[(r#"on_success = "reboot""#, "consoles = []\non_success = \"reboot\"")], anchor: ("[]", 0), message: "report.consoles is empty" },
     Case { name: "webhook", edit: &[(r#"on_success = "reboot""#, "webhook = \"http://deploy.example:8080/events\"\non_success = \"reboot\"")], anchor: (r#""http://deploy"#, 0), message: "report.webhook is not supported yet" },
-    Case { name: "pxe format", edit: &[(r#"formats = ["usb"]"#, r#"formats = ["usb", "pxe"]"#)], anchor: (r#""pxe""#, 0), message: r#"the "pxe" format is not supported yet"# },
+    Case { name: "pxe format without [pxe]", edit: &[(r#"formats = ["usb"]"#, r#"formats = ["usb", "pxe"]"#)], anchor: (r#"["usb", "pxe"]"#, 0), message: r#"the "pxe" format needs [pxe] url"# },
+    Case { name: "[pxe] without the format", edit: &[("[system]", "[pxe]\nurl = \"http://10.0.2.100/hv-pxe/\"\n\n[system]")], anchor: ("[pxe]", 0), message: r#"[pxe] is only used by the "pxe" format"# },
+    Case { name: "pxe over https", edit: &[(r#"formats = ["usb"]"#, r#"formats = ["usb", "pxe"]"#), ("[system]", "[pxe]\nurl = \"https://10.0.2.100/hv-pxe/\"\n\n[system]")], anchor: ("\"https://", 0), message: "https:// is not supported yet: the installer has no TLS client" },
+    Case { name: "pxe url without the final slash", edit: &[(r#"formats = ["usb"]"#, r#"formats = ["usb", "pxe"]"#), ("[system]", "[pxe]\nurl = \"http://10.0.2.100/hv-pxe\"\n\n[system]")], anchor: ("\"http://10.0.2.100", 0), message: "the URL must end with \"/\"" },
+    Case { name: "pxe url with a grub variable", edit: &[(r#"formats = ["usb"]"#, r#"formats = ["usb", "pxe"]"#), ("[system]", "[pxe]\nurl = \"http://10.0.2.100/${root}/\"\n\n[system]")], anchor: ("\"http://10.0.2.100", 0), message: "is not allowed in the URL's path (letters, digits and /-._~ only)" },
     Case { name: "no usb format", edit: &[(r#"formats = ["usb"]"#, "formats = []")], anchor: ("[]", 0), message: r#"output.formats does not list "usb""# },
     // Network rules.
     Case { name: "access port with trunks", edit: &[(r#"vlan_mode = "native-untagged""#, r#"vlan_mode = "access""#)], anchor: ("[31, 32] }", 0), message: "an access port carries one VLAN and cannot have trunks" },
@@ -556,6 +560,8 @@ const BUILD_KEYS: &[(&str, &str)] = &[
     ("packages.suites", "build::resolve_packages: the archive suites fetched and bundled; render::apt::files"),
     ("packages.components", "build::resolve_packages: the archive components fetched and bundled; render::apt::files"),
     ("packages.keyring", "build::PackageTrust: the keys trusted for the archive's InRelease, plan.archive_keys"),
+    ("output.formats", "build::build: the PXE tree is written when it lists \"pxe\"; builder/tests/pxe.rs"),
+    ("pxe.url", "pxe::write_tree: the tree plan's payload.http.url, the iPXE script and grub.cfg; builder/tests/pxe.rs"),
 ];
 
 /// Keys whose only accepted value is the default; any other value is
@@ -565,11 +571,6 @@ const NOT_SUPPORTED: &[(&str, &str, &str)] = &[
         "report.webhook",
         r#""http://deploy.example:8080/events""#,
         "report.webhook is not supported yet",
-    ),
-    (
-        "output.formats",
-        r#"["usb", "pxe"]"#,
-        r#"the "pxe" format is not supported yet"#,
     ),
 ];
 

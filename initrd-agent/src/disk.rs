@@ -30,7 +30,14 @@ pub fn select(plan: &Plan, source: &Source, step: &mut Step) -> Result<Target> {
         info!("disk {}", d.describe());
     }
     // Disks found since the payload step may carry copies of the image too.
-    let medium = disks::locate_medium(&all, &plan.payload.partition_guid, &source.boot)
+    let found = disks::locate_medium(&all, &plan.payload.partition_guid, &source.boot);
+    // A network install has no medium to keep out; a stick with the
+    // image plugged in is still found above and kept out.
+    let found = match &plan.payload.http {
+        Some(_) => found.or_else(|| Some(source.medium.clone())),
+        None => found,
+    };
+    let medium = found
         .with_context(|| {
             format!(
                 "the install medium {} is gone; plug it back in and restart the installer",

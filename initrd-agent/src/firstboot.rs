@@ -177,13 +177,13 @@ pub fn installer_log_check(log: Option<&InstallerLogFacts>) -> (bool, String) {
     let expected: Vec<&str> = steps::INSTALLER
         .iter()
         .copied()
-        .filter(|s| *s != steps::NETWORK)
+        .filter(|s| !steps::is_optional(s))
         .collect();
     let seen: Vec<&str> = log
         .steps
         .iter()
         .map(String::as_str)
-        .filter(|s| *s != steps::NETWORK)
+        .filter(|s| !steps::is_optional(s))
         .collect();
     let ok = seen == expected;
     (
@@ -1111,7 +1111,7 @@ mod tests {
             lines: 900,
             steps: steps::INSTALLER
                 .iter()
-                .filter(|s| **s != steps::NETWORK)
+                .filter(|s| !steps::is_optional(s))
                 .map(|s| (*s).to_owned())
                 .collect(),
         })

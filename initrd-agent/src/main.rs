@@ -20,6 +20,7 @@ mod gpt_read;
 mod log;
 mod modules;
 mod net;
+mod netboot;
 mod packages;
 mod partition;
 mod report;
@@ -219,6 +220,9 @@ fn load_plan() -> anyhow::Result<Plan> {
 /// step reports its own done event; the first failure ends the install.
 fn install(plan: &Plan, r: &mut Reporter) -> Result<(), StepFailure> {
     let mut hw = r.step(steps::MODULES, modules::step)?;
+    if let Some(http) = &plan.payload.http {
+        return install_over_network(plan, http, hw, r);
+    }
     let source = r.step(steps::PAYLOAD, |s| source::payload(plan, &mut hw, s))?;
     // An online install must reach its mirror before any disk is touched.
     let net = match &plan.online {
@@ -233,6 +237,35 @@ fn install(plan: &Plan, r: &mut Reporter) -> Result<(), StepFailure> {
     r.step(steps::ROOT_TREE, |s| source::copy_root_tree(&source, s))?;
     r.step(steps::PACKAGES, |s| {
         packages::step(plan, &source, &target, net.as_ref(), s)
+    })?;
+    r.step(steps::CONFIGURE, |s| configure::step(plan, s))?;
+    r.step(steps::BOOTLOADER, bootloader::step)
+}
+
+/// A network install: the NIC the machine booted from and the payload
+/// checked over HTTP before any disk is touched; after the filesystems,
+/// the payload fetched onto the target, checked again and mounted; then
+/// the same steps as from a USB medium.
+fn install_over_network(
+    plan: &Plan,
+    http: &imgforge_plan::HttpPayload,
+    mut hw: modules::Hardware,
+    r: &mut Reporter,
+) -> Result<(), StepFailure> {
+    let up = r.step(steps::NETWORK, |s| netboot::network(http, &mut hw, s))?;
+    let mut source = r.step(steps::PAYLOAD, |s| source::payload_over_http(http, &up, s))?;
+    let target = r.step(steps::SELECT_DISK, |s| disk::select(plan, &source, s))?;
+    let layout = r.step(steps::PARTITION, |s| disk::partition(plan, &target, s))?;
+    r.step(steps::FILESYSTEMS, |s| {
+        disk::filesystems(plan, &target, &layout, s)
+    })?;
+    r.step(steps::DOWNLOAD, |s| {
+        source::download(plan, http, &up, &mut source, s)
+    })?;
+    r.step(steps::ROOT_TREE, |s| source::copy_root_tree(&source, s))?;
+    r.step(steps::PACKAGES, |s| {
+        packages::step(plan, &source, &target, None, s)?;
+        source::release_download()
     })?;
     r.step(steps::CONFIGURE, |s| configure::step(plan, s))?;
     r.step(steps::BOOTLOADER, bootloader::step)

@@ -68,12 +68,12 @@ pub struct Probe {
 
 /// What has been tried so far, for the failure message.
 #[derive(Default)]
-struct Tried {
-    steps: Vec<String>,
+pub struct Tried {
+    pub steps: Vec<String>,
 }
 
 impl Tried {
-    fn note(&mut self, s: impl Into<String>) {
+    pub fn note(&mut self, s: impl Into<String>) {
         let s = s.into();
         info!("network: {s}");
         self.steps.push(s);
@@ -134,8 +134,6 @@ fn bring_up_inner(
     load_module: &mut dyn FnMut(&str) -> bool,
     tried: &mut Tried,
 ) -> Result<NetUp> {
-    let started = Instant::now();
-    let nic = net.interface.as_str();
     let mirror = parse_url(&online.mirror)
         .with_context(|| format!("the plan's mirror {:?}", online.mirror))?;
     let proxy = net
@@ -144,6 +142,34 @@ fn bring_up_inner(
         .map(parse_url)
         .transpose()
         .context("the plan's proxy")?;
+    let suite = online
+        .suites
+        .first()
+        .context("the plan's online source names no suite")?;
+    let rel = format!("dists/{suite}/InRelease");
+    bring_up_with(net, load_module, tried, &mut |dns, tried| {
+        probe_url(
+            &mirror,
+            proxy.as_ref(),
+            &rel,
+            dns,
+            tried,
+            "the mirror",
+            "check packages.mirror and packages.suites",
+        )
+    })
+}
+
+/// Brings `net` up (link, VLAN, address, route, name servers), then
+/// checks with `probe` that the server it is for answers.
+pub fn bring_up_with(
+    net: &InstallNetwork,
+    load_module: &mut dyn FnMut(&str) -> bool,
+    tried: &mut Tried,
+    probe: &mut dyn FnMut(&[Ipv4Addr], &mut Tried) -> Result<Probe>,
+) -> Result<NetUp> {
+    let started = Instant::now();
+    let nic = net.interface.as_str();
     wait_for_nic(nic)?;
     let mac = std::fs::read_to_string(format!("/sys/class/net/{nic}/address"))
         .unwrap_or_default()
@@ -246,11 +272,7 @@ fn bring_up_inner(
     std::fs::create_dir_all("/run/imgforge").context("creating /run/imgforge")?;
     std::fs::write(RESOLV_CONF, &resolv).with_context(|| format!("writing {RESOLV_CONF}"))?;
     let _ = std::fs::write("/etc/resolv.conf", &resolv);
-    let suite = online
-        .suites
-        .first()
-        .context("the plan's online source names no suite")?;
-    let probe = probe_mirror(&mirror, proxy.as_ref(), suite, &dns, tried)?;
+    let probe = probe(&dns, tried)?;
     Ok(NetUp {
         interface: nic.to_owned(),
         device,
@@ -1010,7 +1032,7 @@ pub fn dns_answers(id: u16, b: &[u8]) -> std::result::Result<Vec<Ipv4Addr>, Stri
     Ok(out)
 }
 
-fn resolve(host: &str, port: u16, dns: &[Ipv4Addr]) -> Result<SocketAddr> {
+pub fn resolve(host: &str, port: u16, dns: &[Ipv4Addr]) -> Result<SocketAddr> {
     if let Ok(a) = host.parse::<Ipv4Addr>() {
         return Ok(SocketAddr::V4(SocketAddrV4::new(a, port)));
     }
@@ -1079,21 +1101,26 @@ fn probe_once(
         .with_context(|| format!("{addr} answered {line:?}, not HTTP"))
 }
 
-fn probe_mirror(
-    mirror: &Url,
+/// GETs `rel` under `base` until it answers, with backoff within
+/// [`PROBE_BUDGET`]; `what` names the server and `fix` says what to check
+/// when it answers 4xx.
+pub fn probe_url(
+    base: &Url,
     proxy: Option<&Url>,
-    suite: &str,
+    rel: &str,
     dns: &[Ipv4Addr],
     tried: &mut Tried,
+    what: &str,
+    fix: &str,
 ) -> Result<Probe> {
-    let rel = format!("dists/{suite}/InRelease");
-    let url = mirror.join(&rel);
+    let mirror = base;
+    let url = mirror.join(rel);
     let start = Instant::now();
     let mut backoff = Duration::from_secs(1);
     let mut attempts = 0u32;
     loop {
         attempts += 1;
-        let outcome = probe_once(mirror, proxy, &rel, dns);
+        let outcome = probe_once(mirror, proxy, rel, dns);
         let seconds = start.elapsed().as_secs_f64();
         let last = match outcome {
             Ok(status @ (None | Some(200..=299))) => {
@@ -1119,7 +1146,7 @@ fn probe_mirror(
             }
             Ok(Some(s @ 400..=499)) => {
                 tried.note(format!("GET {url}: HTTP {s}"));
-                bail!("the mirror answered HTTP {s} for {url}: check packages.mirror and packages.suites");
+                bail!("{what} answered HTTP {s} for {url}: {fix}");
             }
             Ok(Some(s)) => format!("HTTP {s}"),
             Err(e) => format!("{e:#}"),
@@ -1129,7 +1156,7 @@ fn probe_mirror(
                 "GET {url}: {attempts} attempt(s) over {seconds:.0} s, last: {last}"
             ));
             bail!(
-                "the mirror did not answer {url} within {} s: {last}",
+                "{what} did not answer {url} within {} s: {last}",
                 PROBE_BUDGET.as_secs()
             );
         }

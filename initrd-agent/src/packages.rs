@@ -30,6 +30,7 @@ pub fn step(
     step: &mut Step,
 ) -> Result<()> {
     let bundle_device = match &plan.payload.bundle {
+        Some(_) if source.bundle_file.is_some() => source.bundle_file.clone(),
         Some(bundle) => {
             let disk = source
                 .medium

@@ -28,6 +28,8 @@ pub struct Source {
     pub boot: Result<BootDevice, String>,
     /// The unpacked size of the layers (for progress).
     pub unpacked: u64,
+    /// Network installs: the bundle fetched onto the target.
+    pub bundle_file: Option<String>,
 }
 
 /// The payload step: finds the install medium (loading drivers for disks
@@ -56,8 +58,76 @@ pub fn payload(plan: &Plan, hw: &mut Hardware, step: &mut Step) -> Result<Source
         medium,
         boot,
         unpacked,
+        bundle_file: None,
     })
 }
+
+/// The payload step of a network install: the files are checked over the
+/// network; the medium is the network, nothing is mounted yet.
+pub fn payload_over_http(
+    http: &imgforge_plan::HttpPayload,
+    up: &crate::net::NetUp,
+    step: &mut Step,
+) -> Result<Source> {
+    crate::netboot::verify_remote(http, up, step)?;
+    Ok(Source {
+        medium: crate::netboot::medium(http, up),
+        boot: Err("the machine booted from the network".into()),
+        unpacked: 0,
+        bundle_file: None,
+    })
+}
+
+/// The download step of a network install: the payload fetched onto the
+/// target's root and checked, then the ISO attached and mounted as the
+/// medium is in a USB install.
+pub fn download(
+    plan: &Plan,
+    http: &imgforge_plan::HttpPayload,
+    up: &crate::net::NetUp,
+    source: &mut Source,
+    step: &mut Step,
+) -> Result<()> {
+    let fetched = crate::netboot::download(http, up, Path::new(TARGET), step)?;
+    let iso = std::fs::File::open(&fetched.iso)
+        .with_context(|| format!("opening {}", fetched.iso.display()))?;
+    let dev = loop_attach(&iso, &fetched.iso)?;
+    source.unpacked = verify_and_mount_source(plan, &dev)?;
+    source.medium.partition_device = dev;
+    source.bundle_file = fetched
+        .bundle
+        .map(|b| b.to_string_lossy().into_owned());
+    Ok(())
+}
+
+/// After the packages step of a network install: the ISO and its layers
+/// unmounted and detached, and the payload removed from the target.
+pub fn release_download() -> Result<()> {
+    use rustix::mount::{unmount, UnmountFlags};
+    let _ = unmount(format!("{TARGET}/cdrom").as_str(), UnmountFlags::empty());
+    let _ = unmount(SOURCE_ROOT, UnmountFlags::empty());
+    if let Ok(layers) = std::fs::read_dir("/run/imgforge/layers") {
+        for l in layers.flatten() {
+            let _ = unmount(l.path().as_path(), UnmountFlags::empty());
+        }
+    }
+    let _ = unmount(ISO_MOUNT, UnmountFlags::empty());
+    for dev in ATTACHED.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+        const LOOP_CLR_FD: libc::c_ulong = 0x4C01;
+        if let Ok(f) = std::fs::File::open(&dev) {
+            use std::os::fd::AsRawFd;
+            // SAFETY: LOOP_CLR_FD takes no argument.
+            unsafe { libc::ioctl(f.as_raw_fd(), LOOP_CLR_FD) };
+        }
+    }
+    let dir = format!("{TARGET}/{}", crate::netboot::SCRATCH);
+    std::fs::remove_dir_all(&dir).with_context(|| format!("removing {dir}"))?;
+    info!("the fetched payload is unmounted and removed from the target");
+    Ok(())
+}
+
+/// Loop devices this installer attached, to detach after a network install.
+static ATTACHED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 
 /// The root-tree step: copies the stacked layers onto the target's root
 /// filesystem, with a progress event every tenth of the way.
@@ -127,6 +197,10 @@ fn loop_attach(backing: &std::fs::File, shown: &Path) -> Result<String> {
         return Err(std::io::Error::last_os_error())
             .with_context(|| format!("attaching {} to {dev}", shown.display()));
     }
+    ATTACHED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(dev.clone());
     Ok(dev)
 }
 

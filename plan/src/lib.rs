@@ -261,6 +261,26 @@ pub struct Payload {
     /// installs only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bundle: Option<BundlePlan>,
+    /// Network installs: the ISO (and the bundle) come over HTTP from the
+    /// PXE tree instead of from partitions of the install medium.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpPayload>,
+}
+
+/// The payload of a network install: files of the PXE tree, fetched over
+/// HTTP by the NIC the machine booted from, each checked against its digest
+/// before it is used.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpPayload {
+    /// Base URL of the PXE tree, `http://host[:port]/path/` (ends with `/`).
+    pub url: String,
+    /// The verified ISO, byte for byte; `path` is relative to `url`.
+    pub iso: FileDigest,
+    /// The bundle's cpio archive (offline installs with packages the pool
+    /// lacks); `path` is relative to `url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle: Option<FileDigest>,
 }
 
 /// The bundle partition of the install medium: a newc cpio archive that
@@ -647,11 +667,16 @@ pub mod steps {
     pub const AGENT: &str = "agent";
     pub const MODULES: &str = "modules";
     pub const PAYLOAD: &str = "payload";
-    /// Online installs only: the install network and the mirror's reachability.
+    /// Online and network installs only: the install network and the
+    /// reachability of the mirror (after the payload step) or of the PXE
+    /// tree (network installs: before it).
     pub const NETWORK: &str = "network";
     pub const SELECT_DISK: &str = "select-disk";
     pub const PARTITION: &str = "partition";
     pub const FILESYSTEMS: &str = "filesystems";
+    /// Network installs only: the payload fetched onto the target's scratch
+    /// space, checked again, and mounted.
+    pub const DOWNLOAD: &str = "download";
     pub const ROOT_TREE: &str = "root-tree";
     pub const PACKAGES: &str = "packages";
     pub const CONFIGURE: &str = "configure";
@@ -660,7 +685,7 @@ pub mod steps {
     pub const FIRSTBOOT: &str = "firstboot";
 
     /// Every installer step, in the order the installer runs them.
-    pub const INSTALLER: [&str; 11] = [
+    pub const INSTALLER: [&str; 12] = [
         AGENT,
         MODULES,
         PAYLOAD,
@@ -668,11 +693,17 @@ pub mod steps {
         SELECT_DISK,
         PARTITION,
         FILESYSTEMS,
+        DOWNLOAD,
         ROOT_TREE,
         PACKAGES,
         CONFIGURE,
         BOOTLOADER,
     ];
+
+    /// Steps that only some installs have: every install runs the others.
+    pub fn is_optional(step: &str) -> bool {
+        step == NETWORK || step == DOWNLOAD
+    }
 }
 
 /// The layout of the live-server ISO's `casper/` directory: which squashfs

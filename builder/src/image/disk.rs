@@ -112,6 +112,12 @@ pub fn esp_first_lba(payload_len: u64, bundle_len: u64) -> u64 {
     Placement::new(0, payload_len, bundle_len).esp_first
 }
 
+/// The byte offset of the bundle partition in an image whose payload is
+/// `payload_len` bytes long.
+pub fn bundle_offset(payload_len: u64) -> u64 {
+    Placement::new(0, payload_len, 1).bundle_first * SECTOR_SIZE
+}
+
 /// Writes the bundle partition's contents after [`write_payload`]: bytes
 /// written to it land at the bundle's place, and [`BundleWriter::finish`]
 /// zero-fills the partition to its 1 MiB-rounded end.

@@ -278,6 +278,24 @@ pub fn http_url(s: &str) -> Result<HttpUrl, String> {
     })
 }
 
+/// The base URL of a PXE tree: `http://HOST[:PORT]/PATH/`. It is written
+/// into the iPXE script, grub.cfg and the kernel command line, so its path
+/// keeps to letters, digits and `/-._~` (nothing any of those grammars
+/// reads), and it ends with `/`. Plain http: the installer has no TLS client.
+pub fn pxe_url(s: &str) -> Result<HttpUrl, String> {
+    let url = http_url(s)?;
+    if url.https {
+        return Err("https:// is not supported yet: the installer has no TLS client; serve the tree over http:// on the install network (every file is checked against its SHA-256 in the plan)".into());
+    }
+    if let Some(c) = first_bad(&url.path, |c| c.is_ascii_alphanumeric() || "/-._~".contains(c)) {
+        return Err(format!("{} is not allowed in the URL's path (letters, digits and /-._~ only)", describe(c)));
+    }
+    if !url.path.ends_with('/') {
+        return Err("the URL must end with \"/\": it is the directory that holds the tree".into());
+    }
+    Ok(url)
+}
+
 /// An HTTP proxy as apt's `Acquire::http::Proxy` takes it:
 /// `http://HOST[:PORT][/]`.
 pub fn http_proxy(s: &str) -> Result<HttpUrl, String> {

@@ -43,6 +43,21 @@ pub struct Profile {
     pub libvirt: Libvirt,
     #[serde(default)]
     pub report: Report,
+    /// Network installs (output.formats has "pxe"): where the PXE tree is served.
+    pub pxe: Option<Pxe>,
+}
+
+/// A network install: the machine boots the PXE tree (iPXE or UEFI
+/// PXE/HTTP boot with the ISO's signed shim and grub), and the installer
+/// fetches the ISO from the same tree over HTTP on the NIC it booted from,
+/// with DHCP.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Pxe {
+    /// The http:// URL where OUT/<profile>-pxe/ is served, ending with "/",
+    /// e.g. "http://10.0.0.5:8080/hypervisor-pxe/" (`imgforge serve OUT`
+    /// serves it at that path).
+    pub url: String,
 }
 
 /// Where the Ubuntu live-server ISO and its signed checksums come from.
@@ -81,7 +96,8 @@ pub enum Format {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Output {
-    /// Media to build: "usb" (the "pxe" format is not supported yet).
+    /// Media to build: "usb" (OUT/<profile>.img) and/or "pxe"
+    /// (OUT/<profile>-pxe/, which needs [pxe]).
     #[serde(default = "default_formats")]
     pub formats: Vec<Format>,
 }

@@ -63,8 +63,37 @@ pub fn validate(p: &Profile) -> Vec<Problem> {
     network(p, &mut v);
     libvirt(p, &mut v);
     report(p, &mut v);
+    pxe(p, &mut v);
     not_supported_yet(p, &mut v);
     v.0
+}
+
+/// A network install needs the URL its tree is served at; the URL goes
+/// into the iPXE script, grub.cfg and the kernel command line.
+fn pxe(p: &Profile, v: &mut Problems) {
+    let wanted = p.output.formats.contains(&Format::Pxe);
+    match (&p.pxe, wanted) {
+        (None, true) => v.add(
+            "output.formats",
+            "the \"pxe\" format needs [pxe] url: the installer fetches the ISO from the tree over HTTP",
+            "add [pxe] with url = \"http://<server>:<port>/<profile>-pxe/\", where the server (e.g. `imgforge serve OUT`) serves OUT/<profile>-pxe/",
+        ),
+        (Some(_), false) => v.add(
+            "pxe",
+            "[pxe] is only used by the \"pxe\" format, and output.formats does not list it",
+            "add \"pxe\" to output.formats, or remove [pxe]",
+        ),
+        (Some(x), true) => {
+            if let Err(why) = grammar::pxe_url(&x.url) {
+                v.add(
+                    "pxe.url",
+                    format!("{:?} is not a URL the installer can fetch the tree from: {why}", x.url),
+                    "write the http:// URL of the directory that serves OUT/<profile>-pxe/, ending with \"/\", e.g. \"http://10.0.0.5:8080/hypervisor-pxe/\"",
+                );
+            }
+        }
+        (None, false) => {}
+    }
 }
 
 /// The consoles end up on the installer's kernel command line in grub.cfg.
@@ -121,18 +150,11 @@ fn not_supported_yet(p: &Profile, v: &mut Problems) {
             "remove report.webhook; events go to the console",
         );
     }
-    if let Some(i) = p.output.formats.iter().position(|f| *f == Format::Pxe) {
-        v.add(
-            format!("output.formats[{i}]"),
-            "the \"pxe\" format is not supported yet: only the USB image is built",
-            "remove \"pxe\" from output.formats",
-        );
-    }
     if !p.output.formats.contains(&Format::Usb) {
         v.add(
             "output.formats",
-            "output.formats does not list \"usb\", the medium that is built",
-            "set formats = [\"usb\"]",
+            "output.formats does not list \"usb\": a PXE tree alone is not supported yet (the tree is built beside the USB image)",
+            "set formats = [\"usb\"] or [\"usb\", \"pxe\"]",
         );
     }
 }
