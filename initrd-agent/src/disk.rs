@@ -74,22 +74,29 @@ pub fn partition(plan: &Plan, target: &Target, step: &mut Step) -> Result<Vec<Pl
     Ok(layout)
 }
 
-/// The filesystems step.
+/// The filesystems step. `root_bytes` limits the root filesystem (a
+/// network install keeps its payload after it until the packages are in).
 pub fn filesystems(
     plan: &Plan,
     target: &Target,
     layout: &[PlannedPartition],
+    root_bytes: Option<u64>,
     step: &mut Step,
 ) -> Result<()> {
     step.started(None, None);
-    make_filesystems(plan, &target.disk, layout)
+    make_filesystems(plan, &target.disk, layout, root_bytes)
 }
 
 /// Makes the filesystems with the ids the rendered fstab expects: the
 /// ESP (partition 1) is formatted here, as the installed system's minimal
 /// layer may lack dosfstools; the root (partition 2) with the installed
 /// system's own mkfs.ext4 (e2fsprogs is always there).
-fn make_filesystems(plan: &Plan, disk: &DiskFacts, layout: &[PlannedPartition]) -> Result<()> {
+fn make_filesystems(
+    plan: &Plan,
+    disk: &DiskFacts,
+    layout: &[PlannedPartition],
+    root_bytes: Option<u64>,
+) -> Result<()> {
     let ids = plan
         .filesystems
         .as_ref()
@@ -109,20 +116,18 @@ fn make_filesystems(plan: &Plan, disk: &DiskFacts, layout: &[PlannedPartition]) 
         let at = format!("{SOURCE_ROOT}/{dst}");
         mount_bind(src, &at).with_context(|| format!("binding {src} into the source tree"))?;
     }
-    run_in(
-        SOURCE_ROOT,
-        &[
-            "mkfs.ext4",
-            "-q",
-            "-F",
-            "-L",
-            "root",
-            "-U",
-            &ids.root_uuid,
-            &root,
-        ],
-        "formatting the root filesystem",
-    )?;
+    let mut mkfs = vec!["mkfs.ext4", "-q", "-F", "-L", "root", "-U", &ids.root_uuid];
+    // Only the filesystem's own blocks are written (and no discard): the
+    // payload after them stays as it is.
+    let size = root_bytes.map(|b| format!("{}k", b / 1024));
+    if size.is_some() {
+        mkfs.extend(["-E", "nodiscard"]);
+    }
+    mkfs.push(&root);
+    if let Some(size) = &size {
+        mkfs.push(size);
+    }
+    run_in(SOURCE_ROOT, &mkfs, "formatting the root filesystem")?;
     for dst in ["sys", "proc", "dev"] {
         let _ = unmount(
             format!("{SOURCE_ROOT}/{dst}").as_str(),
@@ -163,7 +168,7 @@ fn format_esp(device: &str, part: &PlannedPartition, sector: u64, volume_id: &st
     Ok(())
 }
 
-fn wait_for(dev: &str) -> Result<()> {
+pub fn wait_for(dev: &str) -> Result<()> {
     let start = Instant::now();
     while !Path::new(dev).exists() {
         if start.elapsed() > Duration::from_secs(10) {

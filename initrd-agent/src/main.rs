@@ -232,7 +232,7 @@ fn install(plan: &Plan, r: &mut Reporter) -> Result<(), StepFailure> {
     let target = r.step(steps::SELECT_DISK, |s| disk::select(plan, &source, s))?;
     let layout = r.step(steps::PARTITION, |s| disk::partition(plan, &target, s))?;
     r.step(steps::FILESYSTEMS, |s| {
-        disk::filesystems(plan, &target, &layout, s)
+        disk::filesystems(plan, &target, &layout, None, s)
     })?;
     r.step(steps::ROOT_TREE, |s| source::copy_root_tree(&source, s))?;
     r.step(steps::PACKAGES, |s| {
@@ -243,9 +243,10 @@ fn install(plan: &Plan, r: &mut Reporter) -> Result<(), StepFailure> {
 }
 
 /// A network install: the NIC the machine booted from and the payload
-/// checked over HTTP before any disk is touched; after the filesystems,
-/// the payload fetched onto the target, checked again and mounted; then
-/// the same steps as from a USB medium.
+/// checked over HTTP before any disk is touched; after partitioning, the
+/// payload fetched into the tail of the root partition, checked again and
+/// mounted; the root filesystem made before it, and grown over it once the
+/// packages are in; the other steps as from a USB medium.
 fn install_over_network(
     plan: &Plan,
     http: &imgforge_plan::HttpPayload,
@@ -256,16 +257,16 @@ fn install_over_network(
     let mut source = r.step(steps::PAYLOAD, |s| source::payload_over_http(http, &up, s))?;
     let target = r.step(steps::SELECT_DISK, |s| disk::select(plan, &source, s))?;
     let layout = r.step(steps::PARTITION, |s| disk::partition(plan, &target, s))?;
-    r.step(steps::FILESYSTEMS, |s| {
-        disk::filesystems(plan, &target, &layout, s)
+    let fetched = r.step(steps::DOWNLOAD, |s| {
+        source::download(plan, http, &up, &target, &layout, &mut source, s)
     })?;
-    r.step(steps::DOWNLOAD, |s| {
-        source::download(plan, http, &up, &mut source, s)
+    r.step(steps::FILESYSTEMS, |s| {
+        disk::filesystems(plan, &target, &layout, Some(fetched.scratch.fs_bytes), s)
     })?;
     r.step(steps::ROOT_TREE, |s| source::copy_root_tree(&source, s))?;
     r.step(steps::PACKAGES, |s| {
         packages::step(plan, &source, &target, None, s)?;
-        source::release_download()
+        source::release_download(&fetched)
     })?;
     r.step(steps::CONFIGURE, |s| configure::step(plan, s))?;
     r.step(steps::BOOTLOADER, bootloader::step)

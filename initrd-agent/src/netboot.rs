@@ -7,14 +7,13 @@
 //! is streamed twice. First in the payload step, hashed and thrown away,
 //! so that a file that is not the one the installer was built with stops
 //! the install before any disk is touched; then, in the download step
-//! after the target's filesystems exist, onto the target's scratch space,
-//! hashed again on the way (the server may have changed it since), and
-//! only then attached and mounted like the install medium.
+//! after partitioning, into the tail of the target's root partition (the
+//! root filesystem is made smaller until the packages are in, then grown
+//! over it), hashed again on the way (the server may have changed it
+//! since), and only then attached and mounted like the install medium.
 
-use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -34,8 +33,6 @@ const NIC_WAIT: Duration = Duration::from_secs(20);
 const IO_TIMEOUT: Duration = Duration::from_secs(15);
 /// A file gives up after this many attempts in a row that brought no byte.
 const STALLED_ATTEMPTS: u32 = 6;
-/// Where the download step keeps the payload on the target's root.
-pub const SCRATCH: &str = "imgforge-payload";
 
 /// The MAC of the NIC the machine booted from, from the kernel command
 /// line: `imgforge.bootif=52:54:00:12:34:56` (our grub.cfg and iPXE script)
@@ -243,80 +240,93 @@ fn payload_files(http: &HttpPayload) -> Vec<FileDigest> {
         .collect()
 }
 
-/// The payload on the target's scratch space, checked.
-pub struct Fetched {
-    pub iso: PathBuf,
-    pub bundle: Option<PathBuf>,
+/// Where the payload goes on the target: the tail of the root partition,
+/// which the root filesystem leaves free until the payload is released.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scratch {
+    /// Byte offset of the ISO in the root partition (1 MiB aligned).
+    pub iso_offset: u64,
+    /// Byte offset of the bundle, after the ISO (1 MiB aligned).
+    pub bundle_offset: Option<u64>,
+    /// The root filesystem's size while the payload is there: up to the ISO.
+    pub fs_bytes: u64,
 }
 
-/// The download step: each payload file streamed onto the target's root
-/// filesystem (`<root>/imgforge-payload/`), hashed on the way and checked
-/// before anything opens it.
-pub fn download(http: &HttpPayload, up: &NetUp, root: &Path, step: &mut Step) -> Result<Fetched> {
-    let base = net::parse_url(&http.url)?;
-    let files = payload_files(http);
-    let total: u64 = files.iter().map(|f| f.size).sum();
-    let dir = root.join(SCRATCH);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let free = free_bytes(&dir)?;
-    if free < total + (64 << 20) {
+const MIB: u64 = 1 << 20;
+/// The installed system needs at least this much beside the payload.
+const MIN_SYSTEM: u64 = 4 << 30;
+
+/// Places the payload at the end of a root partition of `root_bytes`.
+pub fn scratch(http: &HttpPayload, root_bytes: u64) -> Result<Scratch> {
+    let iso_len = http.iso.size.next_multiple_of(MIB);
+    let bundle_len = http.bundle.as_ref().map_or(0, |b| b.size.next_multiple_of(MIB));
+    let need = iso_len + bundle_len;
+    if root_bytes < need + MIN_SYSTEM {
         bail!(
-            "the target's root filesystem has {free} bytes free, and the payload needs {total} (plus 64 MiB): \
-             use a larger disk or a layout with a larger root"
+            "the root partition has {root_bytes} bytes; a network install keeps the payload ({need} bytes) at its end \
+             until the packages are in, and the system needs {MIN_SYSTEM} more: use a larger disk (the profile's disk rules)"
         );
     }
+    let iso_offset = (root_bytes - need) / MIB * MIB;
+    Ok(Scratch {
+        iso_offset,
+        bundle_offset: http.bundle.as_ref().map(|_| iso_offset + iso_len),
+        fs_bytes: iso_offset,
+    })
+}
+
+/// The download step: each payload file streamed into its place in the
+/// root partition `device`, hashed on the way and checked before
+/// anything reads it.
+pub fn download(http: &HttpPayload, up: &NetUp, device: &str, at: &Scratch, step: &mut Step) -> Result<()> {
+    let base = net::parse_url(&http.url)?;
+    let files: Vec<(FileDigest, u64)> = std::iter::once((http.iso.clone(), at.iso_offset))
+        .chain(http.bundle.clone().zip(at.bundle_offset))
+        .collect();
+    let total: u64 = files.iter().map(|(f, _)| f.size).sum();
     step.started(
-        Some(format!("fetching {total} bytes from {} onto {}", http.url, dir.display())),
+        Some(format!(
+            "fetching {total} bytes from {} into the end of {device} (free until the packages are in)",
+            http.url
+        )),
         Some(total),
     );
     let started = Instant::now();
     let mut meter = Meter::new(total);
-    let mut paths = Vec::new();
-    for f in &files {
-        let name = Path::new(&f.path)
-            .file_name()
-            .context("a payload file without a name")?;
-        let path = dir.join(name);
-        let mut out = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .open(device)
+        .with_context(|| format!("opening {device}"))?;
+    for (f, offset) in &files {
+        std::io::Seek::seek(&mut out, std::io::SeekFrom::Start(*offset))
+            .with_context(|| format!("seeking {device} to {offset}"))?;
         fetch(
             &base,
             f,
             &up.dns,
-            &mut |chunk| {
-                out.write_all(chunk)
-                    .with_context(|| format!("writing {}", path.display()))
-            },
+            &mut |chunk| out.write_all(chunk).with_context(|| format!("writing {device}")),
             &mut |n| {
                 if let Some(p) = meter.add(n) {
                     step.progress(p, meter.done);
                 }
             },
         )?;
-        out.sync_all()
-            .with_context(|| format!("flushing {}", path.display()))?;
-        info!("{} on {}: SHA-256 {} checked", f.path, path.display(), f.sha256);
-        paths.push(path);
+        info!("{} at byte {offset} of {device}: SHA-256 {} checked", f.path, f.sha256);
     }
+    out.sync_all().with_context(|| format!("flushing {device}"))?;
     let secs = started.elapsed().as_secs_f64();
     step.bytes(total);
     step.done(format!("{total} bytes fetched and checked in {secs:.1} s"));
     step.data(json!({
         "url": http.url,
-        "dir": dir,
-        "files": files,
+        "device": device,
+        "iso_offset": at.iso_offset,
+        "bundle_offset": at.bundle_offset,
+        "files": files.iter().map(|(f, _)| f).collect::<Vec<_>>(),
         "seconds": secs,
         "bytes_per_second": total as f64 / secs.max(1e-6),
     }));
-    let mut paths = paths.into_iter();
-    Ok(Fetched {
-        iso: paths.next().context("no ISO was fetched")?,
-        bundle: paths.next(),
-    })
-}
-
-fn free_bytes(dir: &Path) -> Result<u64> {
-    let st = rustix::fs::statvfs(dir).with_context(|| format!("statvfs {}", dir.display()))?;
-    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+    Ok(())
 }
 
 /// Progress in tenths.
@@ -552,6 +562,24 @@ mod tests {
         assert_eq!(boot_mac("imgforge.bootif=52:54:00:12:34"), None);
         assert_eq!(boot_mac("imgforge.bootif=zz:54:00:12:34:01"), None);
         assert_eq!(boot_mac("quiet"), None);
+    }
+
+    #[test]
+    fn the_payload_sits_at_the_end_of_the_root_partition() {
+        let file = |size| FileDigest { path: "x".into(), sha256: String::new(), size };
+        let http = HttpPayload {
+            url: "http://10.0.2.100/hv-pxe/".into(),
+            iso: file(220_950_528),
+            bundle: Some(file(42_539_564)),
+        };
+        let root = 40u64 << 30;
+        let at = scratch(&http, root).unwrap();
+        assert_eq!(at.iso_offset % MIB, 0);
+        assert_eq!(at.fs_bytes, at.iso_offset);
+        assert_eq!(at.bundle_offset, Some(at.iso_offset + 211 * MIB));
+        assert_eq!(at.bundle_offset.unwrap() + 41 * MIB, root, "the bundle ends the partition");
+        let err = scratch(&http, 4 << 30).unwrap_err().to_string();
+        assert!(err.contains("use a larger disk"), "{err}");
     }
 
     #[test]

@@ -78,52 +78,146 @@ pub fn payload_over_http(
     })
 }
 
-/// The download step of a network install: the payload fetched onto the
-/// target's root and checked, then the ISO attached and mounted as the
-/// medium is in a USB install.
+/// Where a network install's payload lies on the target.
+pub struct NetPayload {
+    pub root: String,
+    pub root_bytes: u64,
+    pub scratch: crate::netboot::Scratch,
+}
+
+/// The download step of a network install: the payload fetched into the
+/// tail of the target's root partition and checked, then the ISO (and the
+/// bundle) attached from there and mounted as the medium is in a USB install.
 pub fn download(
     plan: &Plan,
     http: &imgforge_plan::HttpPayload,
     up: &crate::net::NetUp,
+    target: &crate::disk::Target,
+    layout: &[crate::partition::PlannedPartition],
     source: &mut Source,
     step: &mut Step,
-) -> Result<()> {
-    let fetched = crate::netboot::download(http, up, Path::new(TARGET), step)?;
-    let iso = std::fs::File::open(&fetched.iso)
-        .with_context(|| format!("opening {}", fetched.iso.display()))?;
-    let dev = loop_attach(&iso, &fetched.iso)?;
-    source.unpacked = verify_and_mount_source(plan, &dev)?;
-    source.medium.partition_device = dev;
-    source.bundle_file = fetched
-        .bundle
-        .map(|b| b.to_string_lossy().into_owned());
-    Ok(())
+) -> Result<NetPayload> {
+    let part = layout
+        .iter()
+        .find(|p| p.number == 2)
+        .context("the partition layout has no partition 2 for the root filesystem")?;
+    let root_bytes = (part.last_lba + 1 - part.first_lba) * target.disk.known_block_size()?;
+    let root = disks::partition_device(&target.disk.name, 2);
+    crate::disk::wait_for(&root)?;
+    let scratch = crate::netboot::scratch(http, root_bytes)?;
+    crate::netboot::download(http, up, &root, &scratch, step)?;
+    let device = std::fs::File::open(&root).with_context(|| format!("opening {root}"))?;
+    let iso = loop_attach_range(&device, Path::new(&root), scratch.iso_offset, http.iso.size)?;
+    source.unpacked = verify_and_mount_source(plan, &iso)?;
+    source.medium.partition_device = iso;
+    if let (Some(b), Some(offset)) = (&http.bundle, scratch.bundle_offset) {
+        source.bundle_file = Some(loop_attach_range(&device, Path::new(&root), offset, b.size)?);
+    }
+    Ok(NetPayload {
+        root,
+        root_bytes,
+        scratch,
+    })
 }
 
-/// After the packages step of a network install: the ISO and its layers
-/// unmounted and detached, and the payload removed from the target.
-pub fn release_download() -> Result<()> {
+/// After the packages step of a network install: the ISO, its layers and
+/// the bundle unmounted and detached, and the root filesystem grown over
+/// the partition's tail where they were.
+pub fn release_download(net: &NetPayload) -> Result<()> {
     use rustix::mount::{unmount, UnmountFlags};
     let _ = unmount(format!("{TARGET}/cdrom").as_str(), UnmountFlags::empty());
-    let _ = unmount(SOURCE_ROOT, UnmountFlags::empty());
+    unmount(SOURCE_ROOT, UnmountFlags::empty()).with_context(|| format!("unmounting {SOURCE_ROOT}"))?;
     if let Ok(layers) = std::fs::read_dir("/run/imgforge/layers") {
         for l in layers.flatten() {
             let _ = unmount(l.path().as_path(), UnmountFlags::empty());
         }
     }
-    let _ = unmount(ISO_MOUNT, UnmountFlags::empty());
-    for dev in ATTACHED.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+    unmount(ISO_MOUNT, UnmountFlags::empty()).with_context(|| format!("unmounting {ISO_MOUNT}"))?;
+    let attached: Vec<String> = ATTACHED.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
+    for dev in attached.iter().rev() {
         const LOOP_CLR_FD: libc::c_ulong = 0x4C01;
-        if let Ok(f) = std::fs::File::open(&dev) {
-            use std::os::fd::AsRawFd;
-            // SAFETY: LOOP_CLR_FD takes no argument.
-            unsafe { libc::ioctl(f.as_raw_fd(), LOOP_CLR_FD) };
+        let f = std::fs::File::open(dev).with_context(|| format!("opening {dev}"))?;
+        use std::os::fd::AsRawFd;
+        // SAFETY: LOOP_CLR_FD takes no argument.
+        if unsafe { libc::ioctl(f.as_raw_fd(), LOOP_CLR_FD) } != 0 {
+            return Err(std::io::Error::last_os_error()).with_context(|| format!("detaching {dev}"));
         }
     }
-    let dir = format!("{TARGET}/{}", crate::netboot::SCRATCH);
-    std::fs::remove_dir_all(&dir).with_context(|| format!("removing {dir}"))?;
-    info!("the fetched payload is unmounted and removed from the target");
+    grow_root(net)?;
+    info!(
+        "the payload is released; the root filesystem on {} now spans its {} bytes",
+        net.root, net.root_bytes
+    );
     Ok(())
+}
+
+/// Grows the mounted root filesystem to the whole partition (ext4's online
+/// resize, as resize2fs does it).
+fn grow_root(net: &NetPayload) -> Result<()> {
+    const EXT4_IOC_RESIZE_FS: libc::c_ulong = 0x4008_6610;
+    let st = rustix::fs::statvfs(TARGET).with_context(|| format!("statvfs {TARGET}"))?;
+    let block = st.f_bsize.max(1024);
+    let blocks: u64 = net.root_bytes / block;
+    let dir = std::fs::File::open(TARGET).with_context(|| format!("opening {TARGET}"))?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: the argument is a pointer to the new block count, which outlives the call.
+    if unsafe { libc::ioctl(dir.as_raw_fd(), EXT4_IOC_RESIZE_FS, &blocks as *const u64) } != 0 {
+        return Err(std::io::Error::last_os_error()).with_context(|| {
+            format!(
+                "growing the root filesystem on {} from {} to {} bytes",
+                net.root, net.scratch.fs_bytes, net.root_bytes
+            )
+        });
+    }
+    Ok(())
+}
+
+/// Attaches `len` bytes at `offset` of an open file or device to a free
+/// loop device, read-only.
+fn loop_attach_range(backing: &std::fs::File, shown: &Path, offset: u64, len: u64) -> Result<String> {
+    /// The kernel's struct loop_info64.
+    #[repr(C)]
+    struct LoopInfo64 {
+        device: u64,
+        inode: u64,
+        rdevice: u64,
+        offset: u64,
+        sizelimit: u64,
+        number: u32,
+        encrypt_type: u32,
+        encrypt_key_size: u32,
+        flags: u32,
+        file_name: [u8; 64],
+        crypt_name: [u8; 64],
+        encrypt_key: [u8; 32],
+        init: [u64; 2],
+    }
+    const LOOP_SET_STATUS64: libc::c_ulong = 0x4C04;
+    const LO_FLAGS_READ_ONLY: u32 = 1;
+    let dev = loop_attach(backing, shown)?;
+    let info = LoopInfo64 {
+        device: 0,
+        inode: 0,
+        rdevice: 0,
+        offset,
+        sizelimit: len,
+        number: 0,
+        encrypt_type: 0,
+        encrypt_key_size: 0,
+        flags: LO_FLAGS_READ_ONLY,
+        file_name: [0; 64],
+        crypt_name: [0; 64],
+        encrypt_key: [0; 32],
+        init: [0; 2],
+    };
+    let loopdev = std::fs::File::open(&dev).with_context(|| format!("opening {dev}"))?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: the argument points to a loop_info64 that outlives the call.
+    if unsafe { libc::ioctl(loopdev.as_raw_fd(), LOOP_SET_STATUS64, &info as *const LoopInfo64) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("setting {dev} to {len} bytes at {offset} of {}", shown.display()));
+    }
+    Ok(dev)
 }
 
 /// Loop devices this installer attached, to detach after a network install.

@@ -674,8 +674,8 @@ pub mod steps {
     pub const SELECT_DISK: &str = "select-disk";
     pub const PARTITION: &str = "partition";
     pub const FILESYSTEMS: &str = "filesystems";
-    /// Network installs only: the payload fetched onto the target's scratch
-    /// space, checked again, and mounted.
+    /// Network installs only: the payload fetched into the tail of the
+    /// target's root partition, checked again, and mounted.
     pub const DOWNLOAD: &str = "download";
     pub const ROOT_TREE: &str = "root-tree";
     pub const PACKAGES: &str = "packages";
@@ -692,8 +692,8 @@ pub mod steps {
         NETWORK,
         SELECT_DISK,
         PARTITION,
-        FILESYSTEMS,
         DOWNLOAD,
+        FILESYSTEMS,
         ROOT_TREE,
         PACKAGES,
         CONFIGURE,

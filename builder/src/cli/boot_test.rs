@@ -12,7 +12,9 @@ use crate::qemu::{self, BootTestOptions, TargetBus};
 // No doc comment: the subcommand's help comes from its variant in `Command`.
 #[derive(clap::Args)]
 pub struct BootTestArgs {
-    /// The USB image built by `imgforge build`.
+    /// The USB image built by `imgforge build`, or its PXE tree (OUT/<profile>-pxe/):
+    /// the VM then boots from the network (QEMU's TFTP hands out boot.ipxe, which
+    /// fetches the kernel and initrd over HTTP through --install-net).
     image: PathBuf,
     /// Target disk image (created sparse when missing; kept afterwards).
     #[arg(long)]
@@ -56,6 +58,18 @@ pub struct BootTestArgs {
     /// serial-over-LAN is ttyS1.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=3))]
     serial_port: u8,
+    /// The VM's NIC's MAC address (both boots), e.g. 52:54:00:12:34:01.
+    #[arg(long, value_parser = parse_mac)]
+    mac: Option<String>,
+}
+
+fn parse_mac(s: &str) -> Result<String, String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    if parts.len() == 6 && parts.iter().all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit())) {
+        Ok(s.to_ascii_lowercase())
+    } else {
+        Err(format!("{s:?} is not a MAC address like 52:54:00:12:34:01"))
+    }
 }
 
 impl BootTestArgs {
@@ -78,6 +92,7 @@ impl BootTestArgs {
             stop_after: self.stop_after,
             install_net: self.install_net,
             serial_port: self.serial_port,
+            mac: self.mac,
         }
     }
 }

@@ -54,16 +54,19 @@ fn kernel_args(consoles: &[Console]) -> String {
     args.join(" ")
 }
 
-/// The iPXE script: kernel and initrd over HTTP from `url` (checked by
-/// `grammar::pxe_url`: letters, digits and `/-._~` in its path), the NIC
-/// iPXE booted from passed on as its MAC.
+/// The iPXE script: kernel and initrd from where the script came from
+/// (TFTP or HTTP: iPXE resolves the names against the script's own URL),
+/// the NIC iPXE booted from passed on as its MAC. The installer fetches the
+/// payload from `url` (checked by `grammar::pxe_url`: letters, digits and
+/// `/-._~` in its path), which the plan in the initrd names.
 pub fn ipxe_script(name: &str, url: &str, consoles: &[Console]) -> String {
     format!(
         "#!ipxe\n\
          # Written by imgforge: installs {name} over the network onto the disk\n\
-         # chosen by the profile's rules.\n\
-         kernel {url}{KERNEL} initrd={INITRD} {BOOTIF_ARG}=${{netX/mac}} {args}\n\
-         initrd {url}{INITRD}\n\
+         # chosen by the profile's rules; the installer fetches the ISO from\n\
+         # {url}\n\
+         kernel {KERNEL} initrd={INITRD} {BOOTIF_ARG}=${{netX/mac}} {args}\n\
+         initrd {INITRD}\n\
          boot\n",
         args = kernel_args(consoles)
     )
@@ -192,16 +195,17 @@ mod tests {
     }
 
     #[test]
-    fn the_ipxe_script_loads_kernel_and_initrd_from_the_url_and_passes_the_nic() {
+    fn the_ipxe_script_loads_kernel_and_initrd_beside_it_and_passes_the_nic() {
         let s = ipxe_script("hv", "http://10.0.2.100/hv-pxe/", &consoles());
         assert_eq!(
             s.lines().collect::<Vec<_>>(),
             [
                 "#!ipxe",
                 "# Written by imgforge: installs hv over the network onto the disk",
-                "# chosen by the profile's rules.",
-                "kernel http://10.0.2.100/hv-pxe/vmlinuz initrd=initrd imgforge.bootif=${netX/mac} console=tty0 console=ttyS0,115200n8 ---",
-                "initrd http://10.0.2.100/hv-pxe/initrd",
+                "# chosen by the profile's rules; the installer fetches the ISO from",
+                "# http://10.0.2.100/hv-pxe/",
+                "kernel vmlinuz initrd=initrd imgforge.bootif=${netX/mac} console=tty0 console=ttyS0,115200n8 ---",
+                "initrd initrd",
                 "boot",
             ]
         );

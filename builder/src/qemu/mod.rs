@@ -51,6 +51,16 @@ pub struct BootTestOptions {
     /// The serial port read for events (0 is ttyS0); the ports before it
     /// exist and their output is dropped.
     pub serial_port: u8,
+    /// The NIC's MAC address in both boots (QEMU's default otherwise).
+    pub mac: Option<String>,
+}
+
+impl BootTestOptions {
+    /// `image` is a PXE tree: the install boot has no stick and boots from
+    /// the network (QEMU's TFTP hands out the tree's boot.ipxe).
+    pub fn netboot(&self) -> bool {
+        self.image.is_dir()
+    }
 }
 
 /// A USB disk on the boot stick's controller: blank, or starting with a
@@ -240,7 +250,7 @@ pub fn qemu_command(opts: &BootTestOptions, vars: &Path, phase: Phase) -> Comman
             "if=pflash,format=raw,unit=1,file={}",
             vars.display()
         ));
-    if phase == Phase::Install {
+    if phase == Phase::Install && !opts.netboot() {
         // The stick is attached read-only in effect: writes go to a throw-away overlay.
         // Fixed ports keep the firmware's device paths the same from run to run.
         cmd.args(["-device", "qemu-xhci,id=xhci", "-drive"])
@@ -283,24 +293,49 @@ pub fn qemu_command(opts: &BootTestOptions, vars: &Path, phase: Phase) -> Comman
             }
             TargetBus::Nvme => format!("nvme,drive=target,serial=imgforge-target{target_boot}"),
         });
+    let relay_exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("imgforge"));
+    let mac = opts
+        .mac
+        .as_deref()
+        .map(|m| format!(",mac={m}"))
+        .unwrap_or_default();
     match phase {
+        Phase::Install if opts.netboot() => {
+            // Restricted user networking with QEMU's TFTP for the first stage
+            // (iPXE, the NIC's option ROM, runs boot.ipxe); the forwards reach
+            // the HTTP server of the tree.
+            let mut netdev = format!(
+                "user,id=net0,restrict=on,tftp={},bootfile={}",
+                opts.image.display(),
+                crate::image::pxe::IPXE_SCRIPT
+            );
+            for f in &opts.install_net {
+                netdev.push(',');
+                netdev.push_str(&f.netdev_option(&relay_exe));
+            }
+            cmd.arg("-netdev")
+                .arg(netdev)
+                .arg("-device")
+                .arg(format!("virtio-net-pci,netdev=net0{mac},bootindex=0"))
+        }
         Phase::Install if !opts.install_net.is_empty() => {
             // Restricted user networking: DHCP (10.0.2.15, router 10.0.2.2) and
             // the forwarded addresses, nothing else.
-            let relay_exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("imgforge"));
             let forwards: Vec<String> = opts
                 .install_net
                 .iter()
                 .map(|f| f.netdev_option(&relay_exe))
                 .collect();
             cmd.arg("-nic").arg(format!(
-                "user,restrict=on,model=virtio-net-pci,{}",
+                "user,restrict=on,model=virtio-net-pci{mac},{}",
                 forwards.join(",")
             ))
         }
         Phase::Install => cmd.args(["-nic", "none"]),
         // One NIC, eth0 in the guest; restricted user networking reaches nothing outside.
-        Phase::FirstBoot => cmd.args(["-nic", "user,restrict=on,model=virtio-net-pci"]),
+        Phase::FirstBoot => cmd
+            .arg("-nic")
+            .arg(format!("user,restrict=on,model=virtio-net-pci{mac}")),
     };
     cmd
 }
@@ -612,6 +647,7 @@ mod tests {
             stop_after: None,
             install_net: Vec::new(),
             serial_port: 0,
+            mac: None,
         };
         let cmd = qemu_command(&opts, Path::new("/tmp/w/VARS.fd"), Phase::Install);
         let args: Vec<String> = cmd
@@ -812,6 +848,7 @@ mod tests {
             stop_after: None,
             install_net: Vec::new(),
             serial_port: 0,
+            mac: None,
         };
         let made = create_usb_disks(&opts(vec![
             UsbDisk {
