@@ -1637,3 +1637,169 @@ fn an_online_install_whose_mirror_does_not_answer_fails_in_the_network_step_and_
         "the machine stays up for inspection: {tail}"
     );
 }
+
+// ---- network installs: the PXE tree booted over QEMU's TFTP and iPXE,
+// the payload from `imgforge serve` over HTTP ----
+
+/// Where the guest reaches `imgforge serve`: 10.0.2.100:80 is forwarded to it.
+const NETBOOT_URL: &str = "http://10.0.2.100/hypervisor-pxe/";
+const NETBOOT_MAC: &str = "52:54:00:12:34:01";
+
+/// Builds the reference profile with its PXE tree into `dir/out`; returns
+/// the tree and the plan in its initrd's stead (the stick's plan).
+fn build_netboot_reference(dir: &Path) -> (PathBuf, Plan) {
+    let text = fs::read_to_string(REFERENCE_PROFILE)
+        .unwrap()
+        .replacen(r#"formats = ["usb"]"#, r#"formats = ["usb", "pxe"]"#, 1)
+        .replacen("[system]", &format!("[pxe]\nurl = \"{NETBOOT_URL}\"\n\n[system]"), 1);
+    let profile = dir.join("hypervisor.toml");
+    fs::write(&profile, text).unwrap();
+    let out = dir.join("out");
+    build_profile(&profile, &out);
+    let plan =
+        Plan::from_json(&fs::read_to_string(out.join("hypervisor.plan.json")).unwrap()).unwrap();
+    (out.join("hypervisor-pxe"), plan)
+}
+
+/// Boots `tree` over the network with the NIC's MAC `mac`, the tree's
+/// server at 10.0.2.100:80.
+fn netboot(
+    tree: &Path,
+    serve: &support::serve::Serve,
+    mac: &str,
+    target: &Path,
+    report: &Path,
+    extra: &[&str],
+) -> (i32, serde_json::Value) {
+    let forward = format!("10.0.2.100:80=127.0.0.1:{}", serve.addr.port());
+    let mut args = vec!["--install-net", forward.as_str(), "--mac", mac];
+    args.extend(extra);
+    boot_test_with(tree, target, "40GiB", report, &args)
+}
+
+fn serve_tree(dir: &Path, log: &Path) -> support::serve::Serve {
+    support::serve::Serve::spawn(dir, log, &["--listen", "127.0.0.1:0", "--no-token", "--json"])
+}
+
+/// The ext4 filesystem's size in bytes, read from its superblock.
+fn ext4_bytes(image: &Path, partition_offset: u64) -> u64 {
+    let mut sb = [0u8; 1024];
+    let mut f = fs::File::open(image).unwrap();
+    f.seek(SeekFrom::Start(partition_offset + 1024)).unwrap();
+    f.read_exact(&mut sb).unwrap();
+    let u32_at = |o: usize| u32::from_le_bytes(sb[o..o + 4].try_into().unwrap()) as u64;
+    assert_eq!(&sb[0x38..0x3a], &[0x53, 0xef], "an ext4 superblock");
+    let blocks = u32_at(4) | (u32_at(0x150) << 32);
+    blocks * (1024 << u32_at(24))
+}
+
+#[test]
+#[ignore = "needs the fixture ISO and QEMU: run scripts/test"]
+fn a_machine_with_no_disk_of_ours_installs_over_the_network_from_serve() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (tree, plan) = build_netboot_reference(tmp.path());
+    let serve = serve_tree(&tmp.path().join("out"), &tmp.path().join("events.jsonl"));
+    let target = tmp.path().join("target.img");
+    // Half the RAM of the USB installs: the payload is never held in memory.
+    let (code, report) = netboot(
+        &tree,
+        &serve,
+        NETBOOT_MAC,
+        &target,
+        &tmp.path().join("report.json"),
+        &["--firstboot", "--memory", "1024"],
+    );
+    assert_eq!(code, 0, "boot-test failed: {:#}", report["console_tail"]);
+    let order: Vec<(String, State)> = event_steps(&report)
+        .into_iter()
+        .filter(|(_, st)| *st == State::Done)
+        .collect();
+    let done: Vec<&str> = order.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(
+        done,
+        [
+            steps::MODULES,
+            steps::NETWORK,
+            steps::PAYLOAD,
+            steps::SELECT_DISK,
+            steps::PARTITION,
+            steps::DOWNLOAD,
+            steps::FILESYSTEMS,
+            steps::ROOT_TREE,
+            steps::PACKAGES,
+            steps::CONFIGURE,
+            steps::BOOTLOADER,
+            steps::INSTALL,
+            steps::FIRSTBOOT
+        ]
+    );
+    let events = report["events"].as_array().unwrap();
+    let first = &events[0];
+    eprintln!(
+        "network install: power-on to the first event {:.1} s, install {:.1} s",
+        first["at_s"].as_f64().unwrap(),
+        events.iter().find(|e| e["event"]["step"] == steps::INSTALL).unwrap()["at_s"].as_f64().unwrap()
+    );
+    // The NIC it booted from, its lease, and the tree's first answer.
+    let net = &step_events(&report, steps::NETWORK).last().unwrap()["data"].clone();
+    assert_eq!(net["mac"], NETBOOT_MAC, "{net:#}");
+    assert_eq!(net["method"], "dhcp", "{net:#}");
+    assert_eq!(net["dhcp_server"], "10.0.2.2", "{net:#}");
+    assert_eq!(net["probe"]["status"], 200, "{net:#}");
+    assert_eq!(net["probe"]["url"], format!("{NETBOOT_URL}install.iso"), "{net:#}");
+    // Checked over HTTP before any disk was chosen, then fetched onto the target.
+    let http = plan.payload.bundle.as_ref().map_or(0, |b| b.size) + plan.payload.iso_size;
+    let checked = step_events(&report, steps::PAYLOAD).last().unwrap().clone();
+    assert_eq!(checked["bytes"], http, "{checked:#}");
+    let fetched = step_events(&report, steps::DOWNLOAD).last().unwrap().clone();
+    assert_eq!(fetched["bytes"], http, "{fetched:#}");
+    assert_eq!(fetched["data"]["device"], "/dev/vda2", "{fetched:#}");
+
+    // The root filesystem was grown over the payload: it fills its partition.
+    let disk = gpt::GptConfig::new().writable(false).open(&target).unwrap();
+    let root = disk.partitions().values().find(|p| p.name == "root").unwrap().clone();
+    let root_bytes = (root.last_lba - root.first_lba + 1) * 512;
+    assert_eq!(ext4_bytes(&target, root.first_lba * 512), root_bytes / 4096 * 4096);
+
+    // The installed machine's own report.
+    let first_boot = events.iter().find(|e| e["event"]["step"] == steps::FIRSTBOOT).unwrap();
+    let facts = &first_boot["event"]["data"];
+    assert_eq!(first_boot["event"]["state"], "done", "{facts:#}");
+    assert!(
+        facts["addresses"]["vlan31"].as_array().unwrap().contains(&"192.168.1.10/24".into()),
+        "{facts:#}"
+    );
+    let checks = facts["checks"].as_array().expect("named checks");
+    let failed: Vec<&serde_json::Value> = checks.iter().filter(|c| c["outcome"] != "pass").collect();
+    assert!(failed.is_empty(), "{failed:#?}");
+    assert!(checks.iter().any(|c| c["name"] == "installer log"), "{facts:#}");
+    drop(serve);
+}
+
+#[test]
+#[ignore = "needs the fixture ISO and QEMU: run scripts/test"]
+fn a_payload_corrupted_on_the_server_stops_the_install_before_any_disk_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (tree, _plan) = build_netboot_reference(tmp.path());
+    // The server's copy of the ISO has one changed byte deep inside.
+    let iso = tree.join("install.iso");
+    let len = fs::metadata(&iso).unwrap().len();
+    let mut f = fs::OpenOptions::new().read(true).write(true).open(&iso).unwrap();
+    let mut byte = [0u8; 1];
+    f.seek(SeekFrom::Start(len / 2)).unwrap();
+    f.read_exact(&mut byte).unwrap();
+    f.seek(SeekFrom::Start(len / 2)).unwrap();
+    f.write_all(&[byte[0] ^ 0x01]).unwrap();
+    drop(f);
+    let serve = serve_tree(&tmp.path().join("out"), &tmp.path().join("events.jsonl"));
+    let target = tmp.path().join("target.img");
+    let (code, report) = netboot(&tree, &serve, NETBOOT_MAC, &target, &tmp.path().join("report.json"), &[]);
+    assert_eq!(code, 1, "the install fails: {:#}", report["console_tail"]);
+    let failed = step_events(&report, steps::PAYLOAD).last().unwrap().clone();
+    assert_eq!(failed["state"], "failed", "{failed:#}");
+    let error = failed["error"].to_string();
+    assert!(error.contains("install.iso has SHA-256") && error.contains("but the plan says"), "{error}");
+    assert!(error.contains("nothing was written to any disk"), "{error}");
+    assert_no_disk_step_ran(&report, "the verification failure");
+    assert_target_unallocated(&target);
+}

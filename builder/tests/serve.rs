@@ -7,89 +7,28 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
+mod support;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use support::serve::Serve;
 
 const IMGFORGE: &str = env!("CARGO_BIN_EXE_imgforge");
+
 const TOKEN: &str = "tok-3f9a1c";
 
-/// A running `imgforge serve`.
-struct Serve {
-    child: Child,
-    addr: SocketAddr,
-    /// What it said on stderr before it listened.
-    startup: Vec<String>,
-}
-
-impl Serve {
-    /// Starts serve on DIR with its log at LOG, the token and `extra`
-    /// arguments, and waits until it listens.
-    fn start(dir: &Path, log: &Path, listen: &str, extra: &[&str]) -> Serve {
-        let mut args = vec!["--listen", listen, "--token", TOKEN, "--json"];
-        args.extend(extra);
-        Serve::spawn(dir, log, &args)
-    }
-
-    /// Starts serve on DIR with its log at LOG and exactly `args`, and
-    /// waits until it listens.
-    fn spawn(dir: &Path, log: &Path, args: &[&str]) -> Serve {
-        let mut child = Command::new(IMGFORGE)
-            .arg("serve")
-            .arg(dir)
-            .arg("--log")
-            .arg(log)
-            .args(args)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, stderr) = mpsc::channel::<String>();
-        let pipe = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            // Read to the end, so serve never writes into a closed pipe.
-            for line in BufReader::new(pipe).lines() {
-                let Ok(line) = line else { return };
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut seen = Vec::new();
-        let addr = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = stderr
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("serve did not start: {seen:?}"));
-            if let Some(rest) = line.split("listening on http://").nth(1) {
-                break rest.split('/').next().unwrap().parse().unwrap();
-            }
-            seen.push(line);
-        };
-        Serve {
-            child,
-            addr,
-            startup: seen,
-        }
-    }
-
-    fn kill(&mut self) {
-        // Child::kill is SIGKILL: no chance to clean up, as in a crash.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// Starts serve on DIR with its log at LOG, the token and `extra`
+/// arguments, and waits until it listens.
+fn start(dir: &Path, log: &Path, listen: &str, extra: &[&str]) -> Serve {
+    let mut args = vec!["--listen", listen, "--token", TOKEN, "--json"];
+    args.extend(extra);
+    Serve::spawn(dir, log, &args)
 }
 
 /// One HTTP response.
@@ -248,7 +187,7 @@ fn static_files_with_ranges_etags_and_no_way_out() {
     std::os::unix::fs::symlink(&outside, d.tree.join("escape")).unwrap();
     std::os::unix::fs::symlink("../secret.txt", d.tree.join("sub/escape-relative")).unwrap();
     std::os::unix::fs::symlink("small.bin", d.tree.join("inside-link")).unwrap();
-    let serve = Serve::start(&d.tree, &d.log, "127.0.0.1:0", &[]);
+    let serve = start(&d.tree, &d.log, "127.0.0.1:0", &[]);
     let addr = serve.addr;
 
     let full = get(addr, "/small.bin", &[]);
@@ -356,7 +295,7 @@ fn static_files_with_ranges_etags_and_no_way_out() {
 #[test]
 fn posts_need_the_token_and_are_stored_once() {
     let d = dirs();
-    let serve = Serve::start(&d.tree, &d.log, "127.0.0.1:0", &[]);
+    let serve = start(&d.tree, &d.log, "127.0.0.1:0", &[]);
     let addr = serve.addr;
     let one = event("hv-01", "b1", 1, "agent", "started");
     let body = one.to_string();
@@ -541,7 +480,7 @@ fn post_until_acknowledged(addr: SocketAddr, event: &Value) -> u32 {
 #[test]
 fn a_killed_and_restarted_server_loses_nothing_and_stores_nothing_twice() {
     let d = dirs();
-    let mut serve = Serve::start(&d.tree, &d.log, "127.0.0.1:0", &[]);
+    let mut serve = start(&d.tree, &d.log, "127.0.0.1:0", &[]);
     let addr = serve.addr;
     let listen = addr.to_string();
     let total = 60u64;
@@ -570,7 +509,7 @@ fn a_killed_and_restarted_server_loses_nothing_and_stores_nothing_twice() {
         }
         serve.kill();
         std::thread::sleep(Duration::from_millis(100));
-        serve = Serve::start(&d.tree, &d.log, &listen, &[]);
+        serve = start(&d.tree, &d.log, &listen, &[]);
         assert_eq!(serve.addr, addr);
     }
     let retries = client.join().unwrap();
@@ -607,7 +546,7 @@ fn a_killed_and_restarted_server_loses_nothing_and_stores_nothing_twice() {
 #[test]
 fn a_torn_last_line_is_dropped_on_restart() {
     let d = dirs();
-    let mut serve = Serve::start(&d.tree, &d.log, "127.0.0.1:0", &[]);
+    let mut serve = start(&d.tree, &d.log, "127.0.0.1:0", &[]);
     post(
         serve.addr,
         &json!([
@@ -621,7 +560,7 @@ fn a_torn_last_line_is_dropped_on_restart() {
     torn.extend_from_slice(br#"{"n":3,"received":1733300000.5,"event":{"v":1,"seq":3,"ts":17"#);
     std::fs::write(&d.log, &torn).unwrap();
 
-    let serve = Serve::start(&d.tree, &d.log, "127.0.0.1:0", &[]);
+    let serve = start(&d.tree, &d.log, "127.0.0.1:0", &[]);
     let said = serve.startup.join("\n");
     assert!(said.contains("dropped a torn last line"), "{said}");
     assert!(said.contains("2 events read back"), "{said}");
@@ -650,7 +589,7 @@ fn a_torn_last_line_is_dropped_on_restart() {
 #[test]
 fn a_gap_is_flagged_until_the_missing_event_arrives() {
     let d = dirs();
-    let serve = Serve::start(&d.tree, &d.log, "127.0.0.1:0", &[]);
+    let serve = start(&d.tree, &d.log, "127.0.0.1:0", &[]);
     let addr = serve.addr;
     for seq in [1, 2, 4] {
         post(addr, &event("hv-01", "b1", seq, "partition", "progress"));
@@ -681,7 +620,7 @@ fn a_gap_is_flagged_until_the_missing_event_arrives() {
 #[test]
 fn events_after_n_and_the_machines_last_state() {
     let d = dirs();
-    let serve = Serve::start(&d.tree, &d.log, "127.0.0.1:0", &[]);
+    let serve = start(&d.tree, &d.log, "127.0.0.1:0", &[]);
     let addr = serve.addr;
     let mut failed = event("hv-02", "b7", 3, "partition", "failed");
     failed["message"] = json!("could not write the partition table");
@@ -770,7 +709,7 @@ fn next_data(reader: &mut impl BufRead) -> (Option<u64>, Value) {
 #[test]
 fn the_stream_pushes_each_stored_event() {
     let d = dirs();
-    let serve = Serve::start(&d.tree, &d.log, "127.0.0.1:0", &[]);
+    let serve = start(&d.tree, &d.log, "127.0.0.1:0", &[]);
     let addr = serve.addr;
     post(addr, &event("hv-01", "b1", 1, "agent", "started"));
 
@@ -805,7 +744,7 @@ fn the_stream_pushes_each_stored_event() {
 fn the_status_page_is_one_self_contained_html_file() {
     let d = dirs();
     std::fs::write(d.tree.join("index.html"), "a file of the tree").unwrap();
-    let serve = Serve::start(&d.tree, &d.log, "127.0.0.1:0", &[]);
+    let serve = start(&d.tree, &d.log, "127.0.0.1:0", &[]);
     let page = get(serve.addr, "/", &[]);
     assert_eq!(page.status, 200);
     assert_eq!(

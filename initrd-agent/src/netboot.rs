@@ -311,6 +311,11 @@ pub fn download(http: &HttpPayload, up: &NetUp, device: &str, at: &Scratch, step
                 }
             },
         )?;
+        // Zeros up to the next MiB, as on the stick's partition, where
+        // readers of the archive may look past its last byte.
+        let pad = (f.size.next_multiple_of(MIB) - f.size) as usize;
+        out.write_all(&vec![0u8; pad])
+            .with_context(|| format!("writing {device}"))?;
         info!("{} at byte {offset} of {device}: SHA-256 {} checked", f.path, f.sha256);
     }
     out.sync_all().with_context(|| format!("flushing {device}"))?;

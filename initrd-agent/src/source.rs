@@ -111,7 +111,9 @@ pub fn download(
     source.unpacked = verify_and_mount_source(plan, &iso)?;
     source.medium.partition_device = iso;
     if let (Some(b), Some(offset)) = (&http.bundle, scratch.bundle_offset) {
-        source.bundle_file = Some(loop_attach_range(&device, Path::new(&root), offset, b.size)?);
+        // The bundle with its zero padding, as its partition on the stick.
+        let len = b.size.next_multiple_of(1 << 20);
+        source.bundle_file = Some(loop_attach_range(&device, Path::new(&root), offset, len)?);
     }
     Ok(NetPayload {
         root,

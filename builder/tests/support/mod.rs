@@ -2,6 +2,8 @@
 
 pub mod fixtures;
 pub mod httpd;
+#[allow(dead_code)] // not every test crate runs serve
+pub mod serve;
 
 use std::path::Path;
 

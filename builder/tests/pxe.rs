@@ -1,0 +1,171 @@
+//! `formats = ["usb", "pxe"]` writes OUT/<profile>-pxe/: the ISO's signed
+//! loaders, grub.cfg and an iPXE script, the kernel, an initrd whose plan
+//! fetches the payload over HTTP, and the payload itself, each file
+//! checked here against its source. Needs the fixture ISO (`scripts/test`
+//! runs these with `--include-ignored`).
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use imgforge::build::{build, BuildOptions};
+use imgforge::fetch::http::RetryPolicy;
+use imgforge::fetch::FetchOptions;
+use imgforge::image::{initrd_segments, SegmentKind};
+use imgforge::iso::IsoReader;
+use imgforge_plan::Plan;
+use support::fixtures::{agent, fixture, REFERENCE_PROFILE};
+use support::sha256_hex;
+
+const URL: &str = "http://10.0.2.100:8080/hv-pxe/";
+
+/// The reference profile with the PXE tree asked for.
+fn pxe_profile(dir: &Path) -> PathBuf {
+    let text = fs::read_to_string(REFERENCE_PROFILE)
+        .unwrap()
+        .replace(r#"formats = ["usb"]"#, r#"formats = ["usb", "pxe"]"#)
+        .replacen("[system]", &format!("[pxe]\nurl = \"{URL}\"\n\n[system]"), 1);
+    let path = dir.join("hv.toml");
+    fs::write(&path, text).unwrap();
+    path
+}
+
+fn options(work: &Path, profile: PathBuf, out: &Path) -> BuildOptions {
+    let fetch = FetchOptions {
+        cache_dir: work.join("cache"),
+        offline: true,
+        retry: RetryPolicy::default(),
+        max_size: None,
+    };
+    let mut opts = BuildOptions::new(profile, out.to_path_buf(), fetch);
+    opts.sources.iso = Some(fixture("ISO"));
+    opts.sources.sha256sums = Some(fixture("SHA256SUMS"));
+    opts.sources.signature = Some(fixture("SHA256SUMS_GPG"));
+    opts.keyring = Some(fixture("KEYRING"));
+    opts.archive_keyring = Some(fixture("ARCHIVE_KEYRING"));
+    opts.archive_mirror = Some(fixture("ARCHIVE").display().to_string());
+    opts.agent = Some(agent());
+    opts
+}
+
+/// The plan inside an installer initrd (the last, appended archive).
+fn plan_in_initrd(initrd: &[u8]) -> Plan {
+    let last = initrd_segments(initrd).unwrap().pop().unwrap();
+    assert_eq!(last.kind, SegmentKind::Zstd, "the appended archive is zstd");
+    let start = last.offset as usize;
+    let cpio = zstd::decode_all(&initrd[start..start + last.len as usize]).unwrap();
+    let mut rest = cpio.as_slice();
+    loop {
+        let entry = cpio::NewcReader::new(rest).unwrap();
+        let name = entry.entry().name().to_owned();
+        assert_ne!(name, "TRAILER!!!", "no plan in the initrd");
+        let mut body = Vec::new();
+        let mut entry = entry;
+        std::io::Read::read_to_end(&mut entry, &mut body).unwrap();
+        rest = entry.finish().unwrap();
+        if name == "etc/imgforge/plan.json" {
+            return Plan::from_json(std::str::from_utf8(&body).unwrap()).unwrap();
+        }
+    }
+}
+
+fn sums(tree: &Path) -> BTreeMap<String, String> {
+    fs::read_to_string(tree.join("SHA256SUMS"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (sum, name) = l.split_once("  ").unwrap();
+            (name.to_owned(), sum.to_owned())
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "needs the fixture ISO (scripts/test)"]
+fn the_pxe_tree_holds_the_verified_payload_and_an_initrd_that_fetches_it() {
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("out");
+    let profile = pxe_profile(work.path());
+    let built = build(&options(work.path(), profile.clone(), &out)).unwrap();
+    let tree = built.pxe.clone().expect("a PXE tree");
+    assert_eq!(tree, out.join("hv-pxe"));
+
+    let listed = sums(&tree);
+    let mut files: Vec<String> = listed.keys().cloned().collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "boot.ipxe",
+            "bootx64.efi",
+            "bundle.cpio",
+            "grub/grub.cfg",
+            "grubx64.efi",
+            "initrd",
+            "install.iso",
+            "mmx64.efi",
+            "vmlinuz"
+        ]
+    );
+    for (name, sum) in &listed {
+        assert_eq!(&sha256_hex(&fs::read(tree.join(name)).unwrap()), sum, "{name}");
+    }
+
+    // The payload: the verified ISO byte for byte, the bundle as on the stick.
+    let iso = fs::read(fixture("ISO")).unwrap();
+    assert!(fs::read(tree.join("install.iso")).unwrap() == iso, "install.iso is the fixture ISO");
+    let bundle = built.plan.payload.bundle.as_ref().expect("the reference install has a bundle");
+    assert_eq!(listed["bundle.cpio"], bundle.sha256);
+
+    // The loaders and the kernel are the ISO's own (signed) files.
+    let mut reader = IsoReader::open(fs::File::open(fixture("ISO")).unwrap()).unwrap();
+    for (ours, theirs) in [
+        ("bootx64.efi", "EFI/boot/bootx64.efi"),
+        ("grubx64.efi", "EFI/boot/grubx64.efi"),
+        ("mmx64.efi", "EFI/boot/mmx64.efi"),
+        ("vmlinuz", "casper/vmlinuz"),
+    ] {
+        assert!(fs::read(tree.join(ours)).unwrap() == reader.read_file(theirs).unwrap(), "{ours}");
+    }
+
+    // The tree's initrd carries the plan of a network install: the USB
+    // plan plus where and what to fetch.
+    let tree_plan = plan_in_initrd(&fs::read(tree.join("initrd")).unwrap());
+    let http = tree_plan.payload.http.clone().expect("payload.http in the tree's plan");
+    assert_eq!(http.url, URL);
+    assert_eq!(
+        (http.iso.path.as_str(), http.iso.sha256.as_str(), http.iso.size),
+        ("install.iso", listed["install.iso"].as_str(), iso.len() as u64)
+    );
+    let b = http.bundle.expect("the bundle over HTTP");
+    assert_eq!((b.path.as_str(), b.sha256.as_str(), b.size), ("bundle.cpio", bundle.sha256.as_str(), bundle.size));
+    let mut usb_plan = tree_plan.clone();
+    usb_plan.payload.http = None;
+    assert_eq!(usb_plan, built.plan, "apart from payload.http, the same plan as the stick's");
+    assert!(built.plan.payload.http.is_none(), "the stick's plan reads partitions");
+
+    // The boot scripts: iPXE and grub pass the booted NIC and the consoles.
+    let ipxe = fs::read_to_string(tree.join("boot.ipxe")).unwrap();
+    assert!(ipxe.starts_with("#!ipxe\n"), "{ipxe}");
+    assert!(ipxe.contains("\nkernel vmlinuz initrd=initrd imgforge.bootif=${netX/mac} console=tty0 console=ttyS0,115200n8 ---\ninitrd initrd\nboot\n"), "{ipxe}");
+    let grub = tree.join("grub/grub.cfg");
+    let check = Command::new("grub-script-check").arg(&grub).output().expect("grub-script-check (grub-common)");
+    assert!(check.status.success(), "grub-script-check: {}", String::from_utf8_lossy(&check.stderr));
+    let grub = fs::read_to_string(grub).unwrap();
+    assert!(grub.contains("linux $cmdpath/vmlinuz imgforge.bootif=$net_default_mac console=tty0"), "{grub}");
+
+    // Built again: the same bytes, the tree replaced whole, nothing left over.
+    let again = build(&options(work.path(), profile, &out)).unwrap();
+    assert_eq!(sums(&again.pxe.unwrap()), listed, "the tree is deterministic");
+    let mut left: Vec<String> = fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["hv-pxe", "hv.img", "hv.plan.json"]);
+}
