@@ -127,14 +127,25 @@ pub fn download(
 /// the partition's tail where they were.
 pub fn release_download(net: &NetPayload) -> Result<()> {
     use rustix::mount::{unmount, UnmountFlags};
-    let _ = unmount(format!("{TARGET}/cdrom").as_str(), UnmountFlags::empty());
-    unmount(SOURCE_ROOT, UnmountFlags::empty()).with_context(|| format!("unmounting {SOURCE_ROOT}"))?;
+    let unmount_now = |at: &str| -> Result<()> {
+        match unmount(at, UnmountFlags::empty()) {
+            Ok(()) => Ok(()),
+            Err(rustix::io::Errno::INVAL) => Ok(()), // not mounted
+            Err(e) => {
+                info!("unmounting {at}: {e}; detaching it");
+                unmount(at, UnmountFlags::DETACH).with_context(|| format!("unmounting {at}"))
+            }
+        }
+    };
+    unmount_now(&format!("{TARGET}/cdrom"))?;
+    unmount_now(SOURCE_ROOT)?;
     if let Ok(layers) = std::fs::read_dir("/run/imgforge/layers") {
         for l in layers.flatten() {
-            let _ = unmount(l.path().as_path(), UnmountFlags::empty());
+            unmount_now(&l.path().to_string_lossy())?;
         }
     }
-    unmount(ISO_MOUNT, UnmountFlags::empty()).with_context(|| format!("unmounting {ISO_MOUNT}"))?;
+    // The layers' loop devices hold files on the ISO: detached first. The
+    // ISO's own, still mounted, is marked to go when it is unmounted.
     let attached: Vec<String> = ATTACHED.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
     for dev in attached.iter().rev() {
         const LOOP_CLR_FD: libc::c_ulong = 0x4C01;
@@ -145,6 +156,7 @@ pub fn release_download(net: &NetPayload) -> Result<()> {
             return Err(std::io::Error::last_os_error()).with_context(|| format!("detaching {dev}"));
         }
     }
+    unmount_now(ISO_MOUNT)?;
     grow_root(net)?;
     info!(
         "the payload is released; the root filesystem on {} now spans its {} bytes",

@@ -940,6 +940,19 @@ mod tests {
                         size: 1024,
                     }],
                 }),
+                http: Some(HttpPayload {
+                    url: "http://10.0.2.100/hv-pxe/".into(),
+                    iso: FileDigest {
+                        path: "install.iso".into(),
+                        sha256: "44".repeat(32),
+                        size: 1 << 30,
+                    },
+                    bundle: Some(FileDigest {
+                        path: "bundle.cpio".into(),
+                        sha256: "22".repeat(32),
+                        size: 8192,
+                    }),
+                }),
             },
             disk: DiskPlan {
                 rules: DiskRules {
