@@ -267,7 +267,13 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, BuildError> {
 
     let pxe = match pxe_boot {
         Some((esp, initrd)) => Some(write_pxe_tree(
-            &loaded, opts, &plan, &image_path, &esp, &initrd, &agent,
+            &loaded,
+            opts,
+            &plan,
+            &image_path,
+            &esp,
+            &initrd,
+            &agent,
         )?),
         None => None,
     };
@@ -311,7 +317,11 @@ fn write_pxe_tree(
         .pxe
         .as_ref()
         .map(|p| p.url.clone())
-        .ok_or_else(|| BuildError::Source("output.formats lists \"pxe\" but the profile has no [pxe] url".into()))?;
+        .ok_or_else(|| {
+            BuildError::Source(
+                "output.formats lists \"pxe\" but the profile has no [pxe] url".into(),
+            )
+        })?;
     let _span = tracing::debug_span!("pxe").entered();
     let mut tree_plan = plan.clone();
     tree_plan.payload.http = Some(imgforge_plan::HttpPayload {
@@ -329,9 +339,14 @@ fn write_pxe_tree(
     });
     let tree_json = tree_plan.to_json();
     let esp_file = |name: &str| {
-        esp.get(name).cloned().map(pxe::TreeFile::Bytes).ok_or_else(|| {
-            BuildError::Source(format!("the ISO's {name} is missing from what was read for the ESP"))
-        })
+        esp.get(name)
+            .cloned()
+            .map(pxe::TreeFile::Bytes)
+            .ok_or_else(|| {
+                BuildError::Source(format!(
+                    "the ISO's {name} is missing from what was read for the ESP"
+                ))
+            })
     };
     let consoles = &plan.report.consoles;
     let mut files = BTreeMap::new();
@@ -341,7 +356,11 @@ fn write_pxe_tree(
     files.insert(pxe::KERNEL.to_owned(), esp_file(ISO_KERNEL)?);
     files.insert(
         pxe::INITRD.to_owned(),
-        pxe::TreeFile::Bytes(image::installer_initrd(initrd, agent, tree_json.as_bytes())?),
+        pxe::TreeFile::Bytes(image::installer_initrd(
+            initrd,
+            agent,
+            tree_json.as_bytes(),
+        )?),
     );
     files.insert(
         pxe::GRUB_CFG.to_owned(),

@@ -1651,7 +1651,11 @@ fn build_netboot_reference(dir: &Path) -> (PathBuf, Plan) {
     let text = fs::read_to_string(REFERENCE_PROFILE)
         .unwrap()
         .replacen(r#"formats = ["usb"]"#, r#"formats = ["usb", "pxe"]"#, 1)
-        .replacen("[system]", &format!("[pxe]\nurl = \"{NETBOOT_URL}\"\n\n[system]"), 1);
+        .replacen(
+            "[system]",
+            &format!("[pxe]\nurl = \"{NETBOOT_URL}\"\n\n[system]"),
+            1,
+        );
     let profile = dir.join("hypervisor.toml");
     fs::write(&profile, text).unwrap();
     let out = dir.join("out");
@@ -1678,7 +1682,11 @@ fn netboot(
 }
 
 fn serve_tree(dir: &Path, log: &Path) -> support::serve::Serve {
-    support::serve::Serve::spawn(dir, log, &["--listen", "127.0.0.1:0", "--no-token", "--json"])
+    support::serve::Serve::spawn(
+        dir,
+        log,
+        &["--listen", "127.0.0.1:0", "--no-token", "--json"],
+    )
 }
 
 /// The ext4 filesystem's size in bytes, read from its superblock.
@@ -1738,7 +1746,12 @@ fn a_machine_with_no_disk_of_ours_installs_over_the_network_from_serve() {
     eprintln!(
         "network install: power-on to the first event {:.1} s, install {:.1} s",
         first["at_s"].as_f64().unwrap(),
-        events.iter().find(|e| e["event"]["step"] == steps::INSTALL).unwrap()["at_s"].as_f64().unwrap()
+        events
+            .iter()
+            .find(|e| e["event"]["step"] == steps::INSTALL)
+            .unwrap()["at_s"]
+            .as_f64()
+            .unwrap()
     );
     // The NIC it booted from, its lease, and the tree's first answer.
     let net = &step_events(&report, steps::NETWORK).last().unwrap()["data"].clone();
@@ -1746,33 +1759,58 @@ fn a_machine_with_no_disk_of_ours_installs_over_the_network_from_serve() {
     assert_eq!(net["method"], "dhcp", "{net:#}");
     assert_eq!(net["dhcp_server"], "10.0.2.2", "{net:#}");
     assert_eq!(net["probe"]["status"], 200, "{net:#}");
-    assert_eq!(net["probe"]["url"], format!("{NETBOOT_URL}install.iso"), "{net:#}");
+    assert_eq!(
+        net["probe"]["url"],
+        format!("{NETBOOT_URL}install.iso"),
+        "{net:#}"
+    );
     // Checked over HTTP before any disk was chosen, then fetched onto the target.
     let http = plan.payload.bundle.as_ref().map_or(0, |b| b.size) + plan.payload.iso_size;
     let checked = step_events(&report, steps::PAYLOAD).last().unwrap().clone();
     assert_eq!(checked["bytes"], http, "{checked:#}");
-    let fetched = step_events(&report, steps::DOWNLOAD).last().unwrap().clone();
+    let fetched = step_events(&report, steps::DOWNLOAD)
+        .last()
+        .unwrap()
+        .clone();
     assert_eq!(fetched["bytes"], http, "{fetched:#}");
     assert_eq!(fetched["data"]["device"], "/dev/vda2", "{fetched:#}");
 
     // The root filesystem was grown over the payload: it fills its partition.
     let disk = gpt::GptConfig::new().writable(false).open(&target).unwrap();
-    let root = disk.partitions().values().find(|p| p.name == "root").unwrap().clone();
+    let root = disk
+        .partitions()
+        .values()
+        .find(|p| p.name == "root")
+        .unwrap()
+        .clone();
     let root_bytes = (root.last_lba - root.first_lba + 1) * 512;
-    assert_eq!(ext4_bytes(&target, root.first_lba * 512), root_bytes / 4096 * 4096);
+    assert_eq!(
+        ext4_bytes(&target, root.first_lba * 512),
+        root_bytes / 4096 * 4096
+    );
 
     // The installed machine's own report.
-    let first_boot = events.iter().find(|e| e["event"]["step"] == steps::FIRSTBOOT).unwrap();
+    let first_boot = events
+        .iter()
+        .find(|e| e["event"]["step"] == steps::FIRSTBOOT)
+        .unwrap();
     let facts = &first_boot["event"]["data"];
     assert_eq!(first_boot["event"]["state"], "done", "{facts:#}");
     assert!(
-        facts["addresses"]["vlan31"].as_array().unwrap().contains(&"192.168.1.10/24".into()),
+        facts["addresses"]["vlan31"]
+            .as_array()
+            .unwrap()
+            .contains(&"192.168.1.10/24".into()),
         "{facts:#}"
     );
     let checks = facts["checks"].as_array().expect("named checks");
-    let failed: Vec<&serde_json::Value> = checks.iter().filter(|c| c["outcome"] != "pass").collect();
+    let failed: Vec<&serde_json::Value> =
+        checks.iter().filter(|c| c["outcome"] != "pass").collect();
     assert!(failed.is_empty(), "{failed:#?}");
-    assert!(checks.iter().any(|c| c["name"] == "installer log"), "{facts:#}");
+    assert!(
+        checks.iter().any(|c| c["name"] == "installer log"),
+        "{facts:#}"
+    );
     drop(serve);
 }
 
@@ -1784,7 +1822,11 @@ fn a_payload_corrupted_on_the_server_stops_the_install_before_any_disk_is_writte
     // The server's copy of the ISO has one changed byte deep inside.
     let iso = tree.join("install.iso");
     let len = fs::metadata(&iso).unwrap().len();
-    let mut f = fs::OpenOptions::new().read(true).write(true).open(&iso).unwrap();
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&iso)
+        .unwrap();
     let mut byte = [0u8; 1];
     f.seek(SeekFrom::Start(len / 2)).unwrap();
     f.read_exact(&mut byte).unwrap();
@@ -1793,12 +1835,22 @@ fn a_payload_corrupted_on_the_server_stops_the_install_before_any_disk_is_writte
     drop(f);
     let serve = serve_tree(&tmp.path().join("out"), &tmp.path().join("events.jsonl"));
     let target = tmp.path().join("target.img");
-    let (code, report) = netboot(&tree, &serve, NETBOOT_MAC, &target, &tmp.path().join("report.json"), &[]);
+    let (code, report) = netboot(
+        &tree,
+        &serve,
+        NETBOOT_MAC,
+        &target,
+        &tmp.path().join("report.json"),
+        &[],
+    );
     assert_eq!(code, 1, "the install fails: {:#}", report["console_tail"]);
     let failed = step_events(&report, steps::PAYLOAD).last().unwrap().clone();
     assert_eq!(failed["state"], "failed", "{failed:#}");
     let error = failed["error"].to_string();
-    assert!(error.contains("install.iso has SHA-256") && error.contains("but the plan says"), "{error}");
+    assert!(
+        error.contains("install.iso has SHA-256") && error.contains("but the plan says"),
+        "{error}"
+    );
     assert!(error.contains("nothing was written to any disk"), "{error}");
     assert_no_disk_step_ran(&report, "the verification failure");
     assert_target_unallocated(&target);

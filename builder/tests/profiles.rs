@@ -566,13 +566,11 @@ const BUILD_KEYS: &[(&str, &str)] = &[
 
 /// Keys whose only accepted value is the default; any other value is
 /// refused with this message until the feature exists.
-const NOT_SUPPORTED: &[(&str, &str, &str)] = &[
-    (
-        "report.webhook",
-        r#""http://deploy.example:8080/events""#,
-        "report.webhook is not supported yet",
-    ),
-];
+const NOT_SUPPORTED: &[(&str, &str, &str)] = &[(
+    "report.webhook",
+    r#""http://deploy.example:8080/events""#,
+    "report.webhook is not supported yet",
+)];
 
 /// Edits to a profile: (path, TOML value) pairs.
 type Edits = &'static [(&'static str, &'static str)];

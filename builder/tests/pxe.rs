@@ -29,7 +29,11 @@ fn pxe_profile(dir: &Path) -> PathBuf {
     let text = fs::read_to_string(REFERENCE_PROFILE)
         .unwrap()
         .replace(r#"formats = ["usb"]"#, r#"formats = ["usb", "pxe"]"#)
-        .replacen("[system]", &format!("[pxe]\nurl = \"{URL}\"\n\n[system]"), 1);
+        .replacen(
+            "[system]",
+            &format!("[pxe]\nurl = \"{URL}\"\n\n[system]"),
+            1,
+        );
     let path = dir.join("hv.toml");
     fs::write(&path, text).unwrap();
     path
@@ -113,13 +117,25 @@ fn the_pxe_tree_holds_the_verified_payload_and_an_initrd_that_fetches_it() {
         ]
     );
     for (name, sum) in &listed {
-        assert_eq!(&sha256_hex(&fs::read(tree.join(name)).unwrap()), sum, "{name}");
+        assert_eq!(
+            &sha256_hex(&fs::read(tree.join(name)).unwrap()),
+            sum,
+            "{name}"
+        );
     }
 
     // The payload: the verified ISO byte for byte, the bundle as on the stick.
     let iso = fs::read(fixture("ISO")).unwrap();
-    assert!(fs::read(tree.join("install.iso")).unwrap() == iso, "install.iso is the fixture ISO");
-    let bundle = built.plan.payload.bundle.as_ref().expect("the reference install has a bundle");
+    assert!(
+        fs::read(tree.join("install.iso")).unwrap() == iso,
+        "install.iso is the fixture ISO"
+    );
+    let bundle = built
+        .plan
+        .payload
+        .bundle
+        .as_ref()
+        .expect("the reference install has a bundle");
     assert_eq!(listed["bundle.cpio"], bundle.sha256);
 
     // The loaders and the kernel are the ISO's own (signed) files.
@@ -130,38 +146,76 @@ fn the_pxe_tree_holds_the_verified_payload_and_an_initrd_that_fetches_it() {
         ("mmx64.efi", "EFI/boot/mmx64.efi"),
         ("vmlinuz", "casper/vmlinuz"),
     ] {
-        assert!(fs::read(tree.join(ours)).unwrap() == reader.read_file(theirs).unwrap(), "{ours}");
+        assert!(
+            fs::read(tree.join(ours)).unwrap() == reader.read_file(theirs).unwrap(),
+            "{ours}"
+        );
     }
 
     // The tree's initrd carries the plan of a network install: the USB
     // plan plus where and what to fetch.
     let tree_plan = plan_in_initrd(&fs::read(tree.join("initrd")).unwrap());
-    let http = tree_plan.payload.http.clone().expect("payload.http in the tree's plan");
+    let http = tree_plan
+        .payload
+        .http
+        .clone()
+        .expect("payload.http in the tree's plan");
     assert_eq!(http.url, URL);
     assert_eq!(
-        (http.iso.path.as_str(), http.iso.sha256.as_str(), http.iso.size),
-        ("install.iso", listed["install.iso"].as_str(), iso.len() as u64)
+        (
+            http.iso.path.as_str(),
+            http.iso.sha256.as_str(),
+            http.iso.size
+        ),
+        (
+            "install.iso",
+            listed["install.iso"].as_str(),
+            iso.len() as u64
+        )
     );
     let b = http.bundle.expect("the bundle over HTTP");
-    assert_eq!((b.path.as_str(), b.sha256.as_str(), b.size), ("bundle.cpio", bundle.sha256.as_str(), bundle.size));
+    assert_eq!(
+        (b.path.as_str(), b.sha256.as_str(), b.size),
+        ("bundle.cpio", bundle.sha256.as_str(), bundle.size)
+    );
     let mut usb_plan = tree_plan.clone();
     usb_plan.payload.http = None;
-    assert_eq!(usb_plan, built.plan, "apart from payload.http, the same plan as the stick's");
-    assert!(built.plan.payload.http.is_none(), "the stick's plan reads partitions");
+    assert_eq!(
+        usb_plan, built.plan,
+        "apart from payload.http, the same plan as the stick's"
+    );
+    assert!(
+        built.plan.payload.http.is_none(),
+        "the stick's plan reads partitions"
+    );
 
     // The boot scripts: iPXE and grub pass the booted NIC and the consoles.
     let ipxe = fs::read_to_string(tree.join("boot.ipxe")).unwrap();
     assert!(ipxe.starts_with("#!ipxe\n"), "{ipxe}");
     assert!(ipxe.contains("\nkernel vmlinuz initrd=initrd imgforge.bootif=${netX/mac} console=tty0 console=ttyS0,115200n8 ---\ninitrd initrd\nboot\n"), "{ipxe}");
     let grub = tree.join("grub/grub.cfg");
-    let check = Command::new("grub-script-check").arg(&grub).output().expect("grub-script-check (grub-common)");
-    assert!(check.status.success(), "grub-script-check: {}", String::from_utf8_lossy(&check.stderr));
+    let check = Command::new("grub-script-check")
+        .arg(&grub)
+        .output()
+        .expect("grub-script-check (grub-common)");
+    assert!(
+        check.status.success(),
+        "grub-script-check: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
     let grub = fs::read_to_string(grub).unwrap();
-    assert!(grub.contains("linux $cmdpath/vmlinuz imgforge.bootif=$net_default_mac console=tty0"), "{grub}");
+    assert!(
+        grub.contains("linux $cmdpath/vmlinuz imgforge.bootif=$net_default_mac console=tty0"),
+        "{grub}"
+    );
 
     // Built again: the same bytes, the tree replaced whole, nothing left over.
     let again = build(&options(work.path(), profile, &out)).unwrap();
-    assert_eq!(sums(&again.pxe.unwrap()), listed, "the tree is deterministic");
+    assert_eq!(
+        sums(&again.pxe.unwrap()),
+        listed,
+        "the tree is deterministic"
+    );
     let mut left: Vec<String> = fs::read_dir(&out)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

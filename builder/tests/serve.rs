@@ -899,7 +899,20 @@ fn the_status_page_shows_every_machine_in_a_browser() {
     let d = dirs();
     let serve = start(&d.tree, &d.log, "127.0.0.1:0", &[]);
     let mut events = Vec::new();
-    let steps = ["agent", "modules", "network", "payload", "select-disk", "partition", "download", "filesystems", "root-tree", "packages", "configure", "bootloader"];
+    let steps = [
+        "agent",
+        "modules",
+        "network",
+        "payload",
+        "select-disk",
+        "partition",
+        "download",
+        "filesystems",
+        "root-tree",
+        "packages",
+        "configure",
+        "bootloader",
+    ];
     // Each installer numbers its own events.
     let mut seqs = std::collections::HashMap::new();
     let mut push = |machine: &str, step: &str, state: &str, extra: Value| {
@@ -919,15 +932,25 @@ fn the_status_page_shows_every_machine_in_a_browser() {
     for step in &steps[..4] {
         push("hv02", step, "done", json!({}));
     }
-    push("hv02", "select-disk", "failed", json!({
-        "message": "no disk matches the rules",
-        "error": ["no disk matches the rules", "vda: 20.0 GiB is smaller than 32 GiB"],
-        "log_tail": ["step select-disk", "disk vda 20.0 GiB virtio"]
-    }));
+    push(
+        "hv02",
+        "select-disk",
+        "failed",
+        json!({
+            "message": "no disk matches the rules",
+            "error": ["no disk matches the rules", "vda: 20.0 GiB is smaller than 32 GiB"],
+            "log_tail": ["step select-disk", "disk vda 20.0 GiB virtio"]
+        }),
+    );
     for step in &steps[..8] {
         push("hv03", step, "done", json!({}));
     }
-    push("hv03", "root-tree", "progress", json!({"percent": 40.0, "bytes": 1_000_000}));
+    push(
+        "hv03",
+        "root-tree",
+        "progress",
+        json!({"percent": 40.0, "bytes": 1_000_000}),
+    );
     // One machine's events per batch, as each installer posts its own.
     for machine in ["hv01", "hv02", "hv03"] {
         let batch: Vec<&Value> = events.iter().filter(|e| e["machine"] == machine).collect();
@@ -936,30 +959,57 @@ fn the_status_page_shows_every_machine_in_a_browser() {
     let url = format!("http://{}/?snapshot", serve.addr);
     let chromium = |args: &[&str]| {
         let out = std::process::Command::new("chromium")
-            .args(["--headless", "--no-sandbox", "--disable-gpu", "--window-size=1280,1000", "--virtual-time-budget=5000"])
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--window-size=1280,1000",
+                "--virtual-time-budget=5000",
+            ])
             .args(args)
             .arg(&url)
             .output()
             .expect("running chromium (Debian's chromium package)");
-        assert!(out.status.success(), "chromium: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "chromium: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         out
     };
     let dom = String::from_utf8(chromium(&["--dump-dom"]).stdout).unwrap();
     for needle in [
-        "hv01", "hv02", "hv03",
-        "badge succeeded", "badge failed", "badge running",
+        "hv01",
+        "hv02",
+        "hv03",
+        "badge succeeded",
+        "badge failed",
+        "badge running",
         "failed in select-disk: no disk matches the rules",
         "vda: 20.0 GiB is smaller than 32 GiB",
         "root-tree progress 40%",
     ] {
-        assert!(dom.contains(needle), "{needle:?} is not on the rendered page:\n{dom}");
+        assert!(
+            dom.contains(needle),
+            "{needle:?} is not on the rendered page:\n{dom}"
+        );
     }
-    assert!(!dom.contains("<p class=\"empty\">"), "the rows replaced the empty notice: {dom}");
-    assert!(!dom.contains("class=\"gaps\""), "no machine misses an event: {dom}");
+    assert!(
+        !dom.contains("<p class=\"empty\">"),
+        "the rows replaced the empty notice: {dom}"
+    );
+    assert!(
+        !dom.contains("class=\"gaps\""),
+        "no machine misses an event: {dom}"
+    );
     let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
     let _ = std::fs::remove_file(&shot);
     chromium(&[&format!("--screenshot={}", shot.display())]);
     let png = std::fs::read(&shot).expect("the screenshot");
-    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000, "{} bytes", png.len());
+    assert!(
+        png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000,
+        "{} bytes",
+        png.len()
+    );
     eprintln!("status page screenshot: {}", shot.display());
 }

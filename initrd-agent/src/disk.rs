@@ -37,13 +37,12 @@ pub fn select(plan: &Plan, source: &Source, step: &mut Step) -> Result<Target> {
         Some(_) => found.or_else(|| Some(source.medium.clone())),
         None => found,
     };
-    let medium = found
-        .with_context(|| {
-            format!(
-                "the install medium {} is gone; plug it back in and restart the installer",
-                source.medium.partition_device
-            )
-        })?;
+    let medium = found.with_context(|| {
+        format!(
+            "the install medium {} is gone; plug it back in and restart the installer",
+            source.medium.partition_device
+        )
+    })?;
     let selection = disks::select_target_disk(&all, &plan.disk.rules, plan.disk.select, &medium)?;
     step.done(format!("target disk {}", selection.chosen.describe()));
     step.data(json!({ "chosen": selection.chosen, "rejected": selection.rejected, "disks": all }));

@@ -134,7 +134,8 @@ pub fn network(http: &HttpPayload, hw: &mut Hardware, step: &mut Step) -> Result
         )),
         None,
     );
-    let base = net::parse_url(&http.url).with_context(|| format!("the plan's URL {:?}", http.url))?;
+    let base =
+        net::parse_url(&http.url).with_context(|| format!("the plan's URL {:?}", http.url))?;
     let config = InstallNetwork {
         interface: nic.clone(),
         vlan: None,
@@ -204,7 +205,11 @@ pub fn verify_remote(http: &HttpPayload, up: &NetUp, step: &mut Step) -> Result<
     step.started(
         Some(format!(
             "checking {} over HTTP against the plan before any disk is touched",
-            files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>().join(" and ")
+            files
+                .iter()
+                .map(|f| f.path.as_str())
+                .collect::<Vec<_>>()
+                .join(" and ")
         )),
         Some(total),
     );
@@ -222,7 +227,11 @@ pub fn verify_remote(http: &HttpPayload, up: &NetUp, step: &mut Step) -> Result<
     step.bytes(total);
     step.done(format!(
         "{} checked over HTTP: {total} bytes in {secs:.1} s",
-        files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>().join(" and ")
+        files
+            .iter()
+            .map(|f| f.path.as_str())
+            .collect::<Vec<_>>()
+            .join(" and ")
     ));
     step.data(json!({
         "url": http.url,
@@ -259,7 +268,10 @@ const MIN_SYSTEM: u64 = 4 << 30;
 /// Places the payload at the end of a root partition of `root_bytes`.
 pub fn scratch(http: &HttpPayload, root_bytes: u64) -> Result<Scratch> {
     let iso_len = http.iso.size.next_multiple_of(MIB);
-    let bundle_len = http.bundle.as_ref().map_or(0, |b| b.size.next_multiple_of(MIB));
+    let bundle_len = http
+        .bundle
+        .as_ref()
+        .map_or(0, |b| b.size.next_multiple_of(MIB));
     let need = iso_len + bundle_len;
     if root_bytes < need + MIN_SYSTEM {
         bail!(
@@ -278,7 +290,13 @@ pub fn scratch(http: &HttpPayload, root_bytes: u64) -> Result<Scratch> {
 /// The download step: each payload file streamed into its place in the
 /// root partition `device`, hashed on the way and checked before
 /// anything reads it.
-pub fn download(http: &HttpPayload, up: &NetUp, device: &str, at: &Scratch, step: &mut Step) -> Result<()> {
+pub fn download(
+    http: &HttpPayload,
+    up: &NetUp,
+    device: &str,
+    at: &Scratch,
+    step: &mut Step,
+) -> Result<()> {
     let base = net::parse_url(&http.url)?;
     let files: Vec<(FileDigest, u64)> = std::iter::once((http.iso.clone(), at.iso_offset))
         .chain(http.bundle.clone().zip(at.bundle_offset))
@@ -304,7 +322,10 @@ pub fn download(http: &HttpPayload, up: &NetUp, device: &str, at: &Scratch, step
             &base,
             f,
             &up.dns,
-            &mut |chunk| out.write_all(chunk).with_context(|| format!("writing {device}")),
+            &mut |chunk| {
+                out.write_all(chunk)
+                    .with_context(|| format!("writing {device}"))
+            },
             &mut |n| {
                 if let Some(p) = meter.add(n) {
                     step.progress(p, meter.done);
@@ -316,9 +337,13 @@ pub fn download(http: &HttpPayload, up: &NetUp, device: &str, at: &Scratch, step
         let pad = (f.size.next_multiple_of(MIB) - f.size) as usize;
         out.write_all(&vec![0u8; pad])
             .with_context(|| format!("writing {device}"))?;
-        info!("{} at byte {offset} of {device}: SHA-256 {} checked", f.path, f.sha256);
+        info!(
+            "{} at byte {offset} of {device}: SHA-256 {} checked",
+            f.path, f.sha256
+        );
     }
-    out.sync_all().with_context(|| format!("flushing {device}"))?;
+    out.sync_all()
+        .with_context(|| format!("flushing {device}"))?;
     let secs = started.elapsed().as_secs_f64();
     step.bytes(total);
     step.done(format!("{total} bytes fetched and checked in {secs:.1} s"));
@@ -375,7 +400,8 @@ pub struct Head {
 pub fn parse_head(head: &str) -> std::result::Result<Head, String> {
     let mut lines = head.split("\r\n");
     let status_line = lines.next().unwrap_or_default();
-    let status = net::status_of(status_line).ok_or_else(|| format!("{status_line:?} is not an HTTP status line"))?;
+    let status = net::status_of(status_line)
+        .ok_or_else(|| format!("{status_line:?} is not an HTTP status line"))?;
     let mut out = Head {
         status,
         length: None,
@@ -389,7 +415,11 @@ pub fn parse_head(head: &str) -> std::result::Result<Head, String> {
         let value = value.trim();
         match name.trim().to_ascii_lowercase().as_str() {
             "content-length" => {
-                out.length = Some(value.parse().map_err(|_| format!("Content-Length {value:?}"))?)
+                out.length = Some(
+                    value
+                        .parse()
+                        .map_err(|_| format!("Content-Length {value:?}"))?,
+                )
             }
             "content-range" => {
                 let start = value
@@ -482,7 +512,10 @@ fn fetch(
             };
             take(&rest, &mut done)?;
             loop {
-                let n = stream.read(&mut buf).context("reading the answer").map_err(Attempt::Retry)?;
+                let n = stream
+                    .read(&mut buf)
+                    .context("reading the answer")
+                    .map_err(Attempt::Retry)?;
                 if n == 0 {
                     break;
                 }
@@ -492,7 +525,10 @@ fn fetch(
         })();
         match outcome {
             Ok(()) if done == file.size => break,
-            Ok(()) => info!("{url}: the connection ended after {done} of {} bytes; resuming", file.size),
+            Ok(()) => info!(
+                "{url}: the connection ended after {done} of {} bytes; resuming",
+                file.size
+            ),
             Err(Attempt::Fatal(e)) => return Err(e),
             Err(Attempt::Retry(e)) => info!("{url}: {e:#}; resuming at byte {done}"),
         }
@@ -563,7 +599,11 @@ mod tests {
             boot_mac("BOOTIF=01-52-54-00-12-34-01 quiet").as_deref(),
             Some("52:54:00:12:34:01")
         );
-        assert_eq!(boot_mac("imgforge.bootif= x"), None, "an empty value (grub without a network)");
+        assert_eq!(
+            boot_mac("imgforge.bootif= x"),
+            None,
+            "an empty value (grub without a network)"
+        );
         assert_eq!(boot_mac("imgforge.bootif=52:54:00:12:34"), None);
         assert_eq!(boot_mac("imgforge.bootif=zz:54:00:12:34:01"), None);
         assert_eq!(boot_mac("quiet"), None);
@@ -571,7 +611,11 @@ mod tests {
 
     #[test]
     fn the_payload_sits_at_the_end_of_the_root_partition() {
-        let file = |size| FileDigest { path: "x".into(), sha256: String::new(), size };
+        let file = |size| FileDigest {
+            path: "x".into(),
+            sha256: String::new(),
+            size,
+        };
         let http = HttpPayload {
             url: "http://10.0.2.100/hv-pxe/".into(),
             iso: file(220_950_528),
@@ -582,7 +626,11 @@ mod tests {
         assert_eq!(at.iso_offset % MIB, 0);
         assert_eq!(at.fs_bytes, at.iso_offset);
         assert_eq!(at.bundle_offset, Some(at.iso_offset + 211 * MIB));
-        assert_eq!(at.bundle_offset.unwrap() + 41 * MIB, root, "the bundle ends the partition");
+        assert_eq!(
+            at.bundle_offset.unwrap() + 41 * MIB,
+            root,
+            "the bundle ends the partition"
+        );
         let err = scratch(&http, 4 << 30).unwrap_err().to_string();
         assert!(err.contains("use a larger disk"), "{err}");
     }
@@ -604,7 +652,12 @@ mod tests {
         );
         assert_eq!(
             parse_head("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked"),
-            Ok(Head { status: 200, length: None, range_start: None, chunked: true })
+            Ok(Head {
+                status: 200,
+                length: None,
+                range_start: None,
+                chunked: true
+            })
         );
         assert!(parse_head("SSH-2.0-OpenSSH").is_err());
         assert!(parse_head("HTTP/1.1 206 x\r\nContent-Range: items 1-2").is_err());
@@ -652,7 +705,17 @@ mod tests {
         let base = net::parse_url(&format!("http://127.0.0.1:{port}/t/")).unwrap();
         let mut got = Vec::new();
         let mut counted = 0;
-        fetch(&base, &digest(&body), &[], &mut |c| { got.extend_from_slice(c); Ok(()) }, &mut |n| counted += n).unwrap();
+        fetch(
+            &base,
+            &digest(&body),
+            &[],
+            &mut |c| {
+                got.extend_from_slice(c);
+                Ok(())
+            },
+            &mut |n| counted += n,
+        )
+        .unwrap();
         assert_eq!(got, body);
         assert_eq!(counted, 20);
         let requests = server.join().unwrap();
@@ -665,18 +728,30 @@ mod tests {
         let body = b"0123456789abcdefghij".to_vec();
         let mut bad = body.clone();
         bad[3] ^= 1;
-        let (port, server) = serve(vec![[b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n".as_slice(), &bad].concat()]);
+        let (port, server) = serve(vec![[
+            b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n".as_slice(),
+            &bad,
+        ]
+        .concat()]);
         let base = net::parse_url(&format!("http://127.0.0.1:{port}/t/")).unwrap();
         let err = fetch(&base, &digest(&body), &[], &mut |_| Ok(()), &mut |_| {}).unwrap_err();
         let text = format!("{err:#}");
-        assert!(text.contains("has SHA-256") && text.contains("but the plan says"), "{text}");
+        assert!(
+            text.contains("has SHA-256") && text.contains("but the plan says"),
+            "{text}"
+        );
         server.join().unwrap();
 
         let longer = [body.as_slice(), b"!"].concat();
-        let (port, server) = serve(vec![[b"HTTP/1.1 200 OK\r\n\r\n".as_slice(), &longer].concat()]);
+        let (port, server) = serve(vec![
+            [b"HTTP/1.1 200 OK\r\n\r\n".as_slice(), &longer].concat()
+        ]);
         let base = net::parse_url(&format!("http://127.0.0.1:{port}/t/")).unwrap();
         let err = fetch(&base, &digest(&body), &[], &mut |_| Ok(()), &mut |_| {}).unwrap_err();
-        assert!(format!("{err:#}").contains("is longer than the 20 bytes in the plan"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("is longer than the 20 bytes in the plan"),
+            "{err:#}"
+        );
         server.join().unwrap();
     }
 
@@ -684,14 +759,25 @@ mod tests {
     fn a_server_that_ignores_the_range_is_not_appended() {
         let body = b"0123456789abcdefghij".to_vec();
         let replies = vec![
-            [b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n".as_slice(), &body[..8]].concat(),
+            [
+                b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n".as_slice(),
+                &body[..8],
+            ]
+            .concat(),
             // Python's http.server: the whole file again, 200.
-            [b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n".as_slice(), &body].concat(),
+            [
+                b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n".as_slice(),
+                &body,
+            ]
+            .concat(),
         ];
         let (port, server) = serve(replies);
         let base = net::parse_url(&format!("http://127.0.0.1:{port}/t/")).unwrap();
         let err = fetch(&base, &digest(&body), &[], &mut |_| Ok(()), &mut |_| {}).unwrap_err();
-        assert!(format!("{err:#}").contains("HTTP 200 for bytes 8-: the server ignores Range requests"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("HTTP 200 for bytes 8-: the server ignores Range requests"),
+            "{err:#}"
+        );
         server.join().unwrap();
     }
 }

@@ -146,14 +146,19 @@ pub fn release_download(net: &NetPayload) -> Result<()> {
     }
     // The layers' loop devices hold files on the ISO: detached first. The
     // ISO's own, still mounted, is marked to go when it is unmounted.
-    let attached: Vec<String> = ATTACHED.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
+    let attached: Vec<String> = ATTACHED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .drain(..)
+        .collect();
     for dev in attached.iter().rev() {
         const LOOP_CLR_FD: libc::c_ulong = 0x4C01;
         let f = std::fs::File::open(dev).with_context(|| format!("opening {dev}"))?;
         use std::os::fd::AsRawFd;
         // SAFETY: LOOP_CLR_FD takes no argument.
         if unsafe { libc::ioctl(f.as_raw_fd(), LOOP_CLR_FD) } != 0 {
-            return Err(std::io::Error::last_os_error()).with_context(|| format!("detaching {dev}"));
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("detaching {dev}"));
         }
     }
     unmount_now(ISO_MOUNT)?;
@@ -188,7 +193,12 @@ fn grow_root(net: &NetPayload) -> Result<()> {
 
 /// Attaches `len` bytes at `offset` of an open file or device to a free
 /// loop device, read-only.
-fn loop_attach_range(backing: &std::fs::File, shown: &Path, offset: u64, len: u64) -> Result<String> {
+fn loop_attach_range(
+    backing: &std::fs::File,
+    shown: &Path,
+    offset: u64,
+    len: u64,
+) -> Result<String> {
     /// The kernel's struct loop_info64.
     #[repr(C)]
     struct LoopInfo64 {
@@ -227,9 +237,20 @@ fn loop_attach_range(backing: &std::fs::File, shown: &Path, offset: u64, len: u6
     let loopdev = std::fs::File::open(&dev).with_context(|| format!("opening {dev}"))?;
     use std::os::fd::AsRawFd;
     // SAFETY: the argument points to a loop_info64 that outlives the call.
-    if unsafe { libc::ioctl(loopdev.as_raw_fd(), LOOP_SET_STATUS64, &info as *const LoopInfo64) } != 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("setting {dev} to {len} bytes at {offset} of {}", shown.display()));
+    if unsafe {
+        libc::ioctl(
+            loopdev.as_raw_fd(),
+            LOOP_SET_STATUS64,
+            &info as *const LoopInfo64,
+        )
+    } != 0
+    {
+        return Err(std::io::Error::last_os_error()).with_context(|| {
+            format!(
+                "setting {dev} to {len} bytes at {offset} of {}",
+                shown.display()
+            )
+        });
     }
     Ok(dev)
 }

@@ -65,7 +65,11 @@ pub struct BootTestArgs {
 
 fn parse_mac(s: &str) -> Result<String, String> {
     let parts: Vec<&str> = s.split(':').collect();
-    if parts.len() == 6 && parts.iter().all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit())) {
+    if parts.len() == 6
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
+    {
         Ok(s.to_ascii_lowercase())
     } else {
         Err(format!("{s:?} is not a MAC address like 52:54:00:12:34:01"))

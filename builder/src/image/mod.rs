@@ -14,9 +14,9 @@ mod initrd;
 pub mod pxe;
 
 pub use disk::{
-    bundle_offset, bundle_writer, esp_first_lba, finish_usb_image, write_payload, write_usb_image, BundleWriter,
-    PartitionSummary, UsbImageSummary, UsbLayout, BUNDLE_PARTITION_NAME, ESP_PARTITION_NAME,
-    PAYLOAD_FIRST_LBA, PAYLOAD_PARTITION_NAME, SECTOR_SIZE,
+    bundle_offset, bundle_writer, esp_first_lba, finish_usb_image, write_payload, write_usb_image,
+    BundleWriter, PartitionSummary, UsbImageSummary, UsbLayout, BUNDLE_PARTITION_NAME,
+    ESP_PARTITION_NAME, PAYLOAD_FIRST_LBA, PAYLOAD_PARTITION_NAME, SECTOR_SIZE,
 };
 pub use fat::{fat32_image_with, Fat32Options};
 pub use initrd::{

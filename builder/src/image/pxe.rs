@@ -230,7 +230,12 @@ mod tests {
         files.insert("a/b.txt".to_owned(), TreeFile::Bytes(b"one".to_vec()));
         files.insert(
             ISO.to_owned(),
-            TreeFile::Range { path: big.clone(), offset: 4, len: 11, sha256: good.clone() },
+            TreeFile::Range {
+                path: big.clone(),
+                offset: 4,
+                len: 11,
+                sha256: good.clone(),
+            },
         );
         write_tree(&dest, &files).unwrap();
         assert_eq!(std::fs::read(dest.join(ISO)).unwrap(), b"hello world");
@@ -241,11 +246,20 @@ mod tests {
         files.insert("a/b.txt".to_owned(), TreeFile::Bytes(b"two".to_vec()));
         files.insert(
             ISO.to_owned(),
-            TreeFile::Range { path: big, offset: 5, len: 11, sha256: good },
+            TreeFile::Range {
+                path: big,
+                offset: 5,
+                len: 11,
+                sha256: good,
+            },
         );
         let err = write_tree(&dest, &files).unwrap_err().to_string();
         assert!(err.contains("nothing was replaced"), "{err}");
-        assert_eq!(std::fs::read(dest.join("a/b.txt")).unwrap(), b"one", "the old tree stays");
+        assert_eq!(
+            std::fs::read(dest.join("a/b.txt")).unwrap(),
+            b"one",
+            "the old tree stays"
+        );
         let left: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

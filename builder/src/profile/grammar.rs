@@ -287,8 +287,13 @@ pub fn pxe_url(s: &str) -> Result<HttpUrl, String> {
     if url.https {
         return Err("https:// is not supported yet: the installer has no TLS client; serve the tree over http:// on the install network (every file is checked against its SHA-256 in the plan)".into());
     }
-    if let Some(c) = first_bad(&url.path, |c| c.is_ascii_alphanumeric() || "/-._~".contains(c)) {
-        return Err(format!("{} is not allowed in the URL's path (letters, digits and /-._~ only)", describe(c)));
+    if let Some(c) = first_bad(&url.path, |c| {
+        c.is_ascii_alphanumeric() || "/-._~".contains(c)
+    }) {
+        return Err(format!(
+            "{} is not allowed in the URL's path (letters, digits and /-._~ only)",
+            describe(c)
+        ));
     }
     if !url.path.ends_with('/') {
         return Err("the URL must end with \"/\": it is the directory that holds the tree".into());
