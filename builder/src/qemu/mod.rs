@@ -743,6 +743,48 @@ mod tests {
             nic.ends_with(" relay 127.0.0.1:38080"),
             "one relay per connection: {nic}"
         );
+
+        // A PXE tree: no stick; the NIC boots first, from QEMU's TFTP.
+        let tree = tempfile::tempdir().unwrap();
+        let netboot = BootTestOptions {
+            image: tree.path().to_path_buf(),
+            mac: Some("52:54:00:12:34:01".into()),
+            ..online
+        };
+        let args: Vec<String> = qemu_command(&netboot, Path::new("/tmp/w/VARS.fd"), Phase::Install)
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let after = |flag: &str| {
+            args.iter()
+                .position(|a| a == flag)
+                .map(|i| args[i + 1].clone())
+                .unwrap_or_default()
+        };
+        let netdev = after("-netdev");
+        assert!(
+            netdev.starts_with(&format!(
+                "user,id=net0,restrict=on,tftp={},bootfile=boot.ipxe,guestfwd=tcp:10.0.2.100:8080-cmd:",
+                tree.path().display()
+            )),
+            "{netdev}"
+        );
+        assert!(
+            args.iter()
+                .any(|a| a == "virtio-net-pci,netdev=net0,mac=52:54:00:12:34:01,bootindex=0"),
+            "{args:?}"
+        );
+        assert!(!args.iter().any(|a| a.contains("usb-storage")), "{args:?}");
+        let first = qemu_command(&netboot, Path::new("/tmp/w/VARS.fd"), Phase::FirstBoot);
+        let nic: Vec<String> = first
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            nic.iter()
+                .any(|a| a == "user,restrict=on,model=virtio-net-pci,mac=52:54:00:12:34:01"),
+            "the same NIC on the first boot: {nic:?}"
+        );
     }
 
     #[test]
