@@ -2,12 +2,12 @@
 
 use imgforge_plan::{
     CloudInitExpectation, DiskPlan, DiskRules, Expectations, ExpectedBridge, ExpectedDir,
-    ExpectedPort, ExpectedUser, FilesystemPlan, InstallAddress, InstallNetwork, OnlineSource,
-    PartitionPlan, Payload, Plan, ReportPlan, SystemPlan, UserPlan, PLAN_VERSION,
+    ExpectedPort, ExpectedUser, FilesystemPlan, InstallAddress, InstallNetwork, MachinePlan,
+    OnlineSource, PartitionPlan, Payload, Plan, ReportPlan, SystemPlan, UserPlan, PLAN_VERSION,
 };
 use uuid::Uuid;
 
-use crate::profile::{Layout, LoadedProfile};
+use crate::profile::{Layout, LoadedProfile, Machine};
 use crate::render;
 
 /// The firmware boot entry's label: the installer runs `grub-install
@@ -57,10 +57,52 @@ pub fn media_guids(profile_name: &str, iso: &IsoFacts) -> MediaGuids {
 
 pub fn compile(loaded: &LoadedProfile, iso: &IsoFacts, guids: &MediaGuids) -> Plan {
     let p = &loaded.profile;
+    let mut plan = compile_profile(&loaded.name, p, iso, guids);
+    plan.machines = p
+        .machines
+        .iter()
+        .map(|m| {
+            machine_plan(
+                m,
+                compile_profile(&loaded.name, &p.for_machine(m), iso, guids),
+            )
+        })
+        .collect();
+    plan
+}
+
+/// A row of the machines table: its keys (canonical) and the sections of
+/// the plan compiled for it that differ from machine to machine.
+fn machine_plan(m: &Machine, own: Plan) -> MachinePlan {
+    MachinePlan {
+        mac: m
+            .mac
+            .as_deref()
+            .map(|x| imgforge_plan::canonical_mac(x).unwrap_or_else(|| x.to_owned())),
+        uuid: m
+            .uuid
+            .as_deref()
+            .map(|x| imgforge_plan::canonical_uuid(x).unwrap_or_else(|| x.to_owned())),
+        serial: m.serial.clone(),
+        system: own.system,
+        files: own.files,
+        disk_rules: own.disk.rules,
+        filesystems: own.filesystems,
+        expect: own.expect,
+    }
+}
+
+/// The plan of one profile, without its machines table.
+fn compile_profile(
+    name: &str,
+    p: &crate::profile::Profile,
+    iso: &IsoFacts,
+    guids: &MediaGuids,
+) -> Plan {
     let rules = &p.disk.rules;
     Plan {
         version: PLAN_VERSION,
-        name: loaded.name.clone(),
+        name: name.to_owned(),
         payload: Payload {
             partition_guid: guids.payload.to_string(),
             iso_sha256: iso.sha256_hex.clone(),
@@ -128,6 +170,7 @@ pub fn compile(loaded: &LoadedProfile, iso: &IsoFacts, guids: &MediaGuids) -> Pl
         archive_keys: None,
         online: online_source(p),
         expect: expectations(p),
+        machines: Vec::new(),
         test_hooks: None,
     }
 }
