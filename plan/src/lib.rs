@@ -698,9 +698,10 @@ impl MachinePlan {
         if keys.iter().all(|k| k.is_none()) {
             return false;
         }
-        let mac_ok = self.mac.as_deref().is_none_or(|m| {
-            canonical_mac(m).is_some_and(|m| id.macs.iter().any(|have| *have == m))
-        });
+        let mac_ok = self
+            .mac
+            .as_deref()
+            .is_none_or(|m| canonical_mac(m).is_some_and(|m| id.macs.contains(&m)));
         let uuid_ok = self
             .uuid
             .as_deref()

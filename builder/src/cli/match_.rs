@@ -183,7 +183,7 @@ fn describe_rules(r: &DiskRules) -> String {
     let size = |b: u64| {
         [("TiB", 40), ("GiB", 30), ("MiB", 20)]
             .into_iter()
-            .find(|(_, shift)| b >= 1 << shift && b % (1 << shift) == 0)
+            .find(|(_, shift)| b >= 1 << shift && b.is_multiple_of(1 << shift))
             .map_or_else(
                 || format!("{b}B"),
                 |(unit, shift)| format!("{}{unit}", b >> shift),
