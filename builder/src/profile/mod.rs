@@ -55,8 +55,13 @@ pub struct Profile {
     pub machines: Vec<Machine>,
 }
 
-/// One machine of the fleet: at least one key, its host name, and what
-/// else differs from the profile for it.
+/// One machine of a fleet: one profile and one image install every row's
+/// machine. The installer reads the machine's NIC MACs, SMBIOS UUID and
+/// serial, finds the row whose keys all match (a MAC: any of its NICs) and
+/// installs the profile with that row's host name, addresses and disk
+/// rules; a machine that no row or several rows match is left untouched.
+/// Each row needs at least one key; no two rows share a key or a host
+/// name. `imgforge match PROFILE --mac …` tells which row a machine gets.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Machine {
