@@ -210,7 +210,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, BuildError> {
     plan.archive_keys = Some(trust.archive_armored.clone());
     plan.packages = packages.wanted.clone();
     plan.resolved = packages.resolution.resolved.clone();
-    plan.files.extend(crate::render::apt::files(
+    plan.add_files(&crate::render::apt::files(
         &loaded.profile,
         &packages.pool.suite,
     ));

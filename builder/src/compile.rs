@@ -2,12 +2,12 @@
 
 use imgforge_plan::{
     CloudInitExpectation, DiskPlan, DiskRules, Expectations, ExpectedBridge, ExpectedDir,
-    ExpectedPort, ExpectedUser, FilesystemPlan, InstallAddress, InstallNetwork, OnlineSource,
-    PartitionPlan, Payload, Plan, ReportPlan, SystemPlan, UserPlan, PLAN_VERSION,
+    ExpectedPort, ExpectedUser, FilesystemPlan, InstallAddress, InstallNetwork, MachinePlan,
+    OnlineSource, PartitionPlan, Payload, Plan, ReportPlan, SystemPlan, UserPlan, PLAN_VERSION,
 };
 use uuid::Uuid;
 
-use crate::profile::{Layout, LoadedProfile};
+use crate::profile::{Layout, LoadedProfile, Machine};
 use crate::render;
 
 /// The firmware boot entry's label: the installer runs `grub-install
@@ -57,10 +57,52 @@ pub fn media_guids(profile_name: &str, iso: &IsoFacts) -> MediaGuids {
 
 pub fn compile(loaded: &LoadedProfile, iso: &IsoFacts, guids: &MediaGuids) -> Plan {
     let p = &loaded.profile;
+    let mut plan = compile_profile(&loaded.name, p, iso, guids);
+    plan.machines = p
+        .machines
+        .iter()
+        .map(|m| {
+            machine_plan(
+                m,
+                compile_profile(&loaded.name, &p.for_machine(m), iso, guids),
+            )
+        })
+        .collect();
+    plan
+}
+
+/// A row of the machines table: its keys (canonical) and the sections of
+/// the plan compiled for it that differ from machine to machine.
+fn machine_plan(m: &Machine, own: Plan) -> MachinePlan {
+    MachinePlan {
+        mac: m
+            .mac
+            .as_deref()
+            .map(|x| imgforge_plan::canonical_mac(x).unwrap_or_else(|| x.to_owned())),
+        uuid: m
+            .uuid
+            .as_deref()
+            .map(|x| imgforge_plan::canonical_uuid(x).unwrap_or_else(|| x.to_owned())),
+        serial: m.serial.clone(),
+        system: own.system,
+        files: own.files,
+        disk_rules: own.disk.rules,
+        filesystems: own.filesystems,
+        expect: own.expect,
+    }
+}
+
+/// The plan of one profile, without its machines table.
+fn compile_profile(
+    name: &str,
+    p: &crate::profile::Profile,
+    iso: &IsoFacts,
+    guids: &MediaGuids,
+) -> Plan {
     let rules = &p.disk.rules;
     Plan {
         version: PLAN_VERSION,
-        name: loaded.name.clone(),
+        name: name.to_owned(),
         payload: Payload {
             partition_guid: guids.payload.to_string(),
             iso_sha256: iso.sha256_hex.clone(),
@@ -128,6 +170,7 @@ pub fn compile(loaded: &LoadedProfile, iso: &IsoFacts, guids: &MediaGuids) -> Pl
         archive_keys: None,
         online: online_source(p),
         expect: expectations(p),
+        machines: Vec::new(),
         test_hooks: None,
     }
 }
@@ -448,5 +491,104 @@ mod tests {
             size: 1,
         };
         assert_ne!(a.payload, media_guids("hv", &other_iso).payload);
+    }
+
+    fn file<'a>(files: &'a [imgforge_plan::FilePlan], path: &str) -> &'a str {
+        match files.iter().find(|f| f.path == path).map(|f| &f.kind) {
+            Some(imgforge_plan::FileKind::File { content }) => content,
+            other => panic!("{path}: {other:?}"),
+        }
+    }
+
+    fn fleet() -> LoadedProfile {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../profiles/examples/fleet.toml"
+        ));
+        profile::load(path).unwrap()
+    }
+
+    #[test]
+    fn each_machine_of_a_fleet_gets_its_own_hostname_addresses_and_checks() {
+        let loaded = fleet();
+        let plan = compile(&loaded, &iso(), &media_guids(&loaded.name, &iso()));
+        let [hv01, hv02] = plan.machines.as_slice() else {
+            panic!("{:?}", plan.machines)
+        };
+        assert_eq!(hv01.mac.as_deref(), Some("52:54:00:12:34:01"));
+        assert_eq!(hv02.mac.as_deref(), Some("52:54:00:12:34:02"));
+        assert_eq!((hv02.uuid.as_deref(), hv02.serial.as_deref()), (None, None));
+        for (m, host, v31, v32) in [
+            (hv01, "hv01", "192.168.1.10/24", "192.168.2.25/24"),
+            (hv02, "hv02", "192.168.1.11/24", "192.168.2.26/24"),
+        ] {
+            assert_eq!(m.system.hostname, host);
+            assert_eq!(file(&m.files, "/etc/hostname"), format!("{host}\n"));
+            let interfaces = file(&m.files, "/etc/network/interfaces");
+            for address in [v31, v32] {
+                assert!(
+                    interfaces.contains(&format!("address {address}")),
+                    "{host}:\n{interfaces}"
+                );
+            }
+            assert_eq!(
+                m.expect.addresses,
+                [
+                    ("vlan31".to_owned(), v31.to_owned()),
+                    ("vlan32".to_owned(), v32.to_owned())
+                ]
+            );
+            // The filesystem ids derive from the host name: each machine its own.
+            let ids = crate::render::FilesystemIds::for_host(host);
+            assert_eq!(
+                m.filesystems.as_ref().map(|f| f.root_uuid.clone()),
+                Some(ids.root.to_string())
+            );
+            assert_eq!(m.disk_rules, plan.disk.rules);
+        }
+        assert_ne!(hv01.filesystems, hv02.filesystems);
+        // The base plan is the profile without the table.
+        assert_eq!(plan.system.hostname, "hv");
+        // The effective plan of hv02: its sections, the rest shared.
+        let effective = plan.for_machine(hv02);
+        assert_eq!(effective.system.hostname, "hv02");
+        assert_eq!(effective.files, hv02.files);
+        assert_eq!(effective.expect, hv02.expect);
+        assert_eq!(
+            (&effective.users, &effective.packages),
+            (&plan.users, &plan.packages)
+        );
+        assert!(effective.machines.is_empty());
+        // A machine's plan equals the plan of the profile with its row applied.
+        let mut own = loaded.clone();
+        own.profile = loaded.profile.for_machine(&loaded.profile.machines[1]);
+        let own_plan = compile(&own, &iso(), &media_guids(&loaded.name, &iso()));
+        assert_eq!(effective, own_plan);
+    }
+
+    #[test]
+    fn a_machine_disk_rule_replaces_the_profiles_and_nothing_else_changes() {
+        let mut loaded = fleet();
+        loaded.profile.machines[1].disk = Some(crate::profile::MachineDisk {
+            rules: crate::profile::DiskMatch {
+                model: Some("Samsung SSD*".into()),
+                ..Default::default()
+            },
+        });
+        let plan = review_plan(&loaded);
+        assert_eq!(plan.machines[0].disk_rules, plan.disk.rules);
+        let rules = &plan.machines[1].disk_rules;
+        assert_eq!(rules.model.as_deref(), Some("Samsung SSD*"));
+        assert_eq!(rules.min_size_bytes, None);
+        assert_eq!(
+            plan.for_machine(&plan.machines[1]).disk.select,
+            plan.disk.select
+        );
+    }
+
+    #[test]
+    fn a_profile_without_machines_has_none_in_its_plan() {
+        let json = review_plan(&reference()).to_json();
+        assert!(!json.contains("\"machines\""));
     }
 }

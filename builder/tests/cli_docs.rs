@@ -109,6 +109,7 @@ fn every_command_has_its_help_on_the_page() {
             "imgforge cache ls",
             "imgforge cache gc",
             "imgforge validate",
+            "imgforge match",
             "imgforge plan",
             "imgforge render",
             "imgforge schema",

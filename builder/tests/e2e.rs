@@ -253,6 +253,7 @@ fn install_and_first_boot(extra: &[&str], bus: &str, edits: &[(&str, &str)]) {
     let expected = [
         (steps::AGENT, State::Started),
         (steps::MODULES, State::Done),
+        (steps::IDENTIFY, State::Done),
         (steps::PAYLOAD, State::Done),
         (steps::SELECT_DISK, State::Done),
         (steps::PARTITION, State::Started),
@@ -797,6 +798,7 @@ fn events_reach_a_second_serial_port_that_is_not_the_kernel_console() {
         [
             (steps::AGENT.to_owned(), State::Started),
             (steps::MODULES.to_owned(), State::Done),
+            (steps::IDENTIFY.to_owned(), State::Done),
             (steps::PAYLOAD.to_owned(), State::Done),
             (steps::SELECT_DISK.to_owned(), State::Failed),
         ]
@@ -1727,6 +1729,7 @@ fn a_machine_with_no_disk_of_ours_installs_over_the_network_from_serve() {
         done,
         [
             steps::MODULES,
+            steps::IDENTIFY,
             steps::NETWORK,
             steps::PAYLOAD,
             steps::SELECT_DISK,

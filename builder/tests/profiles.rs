@@ -261,6 +261,68 @@ const CASES: &[Case] = &[
     Case { name: "unknown virtualport", edit: &[(r#"virtualport = "openvswitch""#, r#"virtualport = "802.1Qbh""#)], anchor: (r#""802.1Qbh""#, 0), message: "unknown variant `802.1Qbh`, expected `openvswitch`" },
     Case { name: "unknown native mode", edit: &[(r#"native = "untagged""#, r#"native = "yes""#)], anchor: (r#""yes""#, 0), message: "unknown variant `yes`, expected `untagged` or `tagged`" },
     Case { name: "two native VLANs", edit: &[("{ tag = 32 }]", r#"{ tag = 32, native = "tagged" }]"#)], anchor: (r#""tagged""#, 0), message: "a trunk has at most one native VLAN" },
+    // The machines table.
+    Case { name: "machine row without a key", edit: &[("[report]", "[[machines]]\nhostname = \"hv02\"\n\n[report]")], anchor: ("[[machines]]", 0), message: "the row names no machine: it has no mac, uuid or serial" },
+    Case { name: "machine MAC that is not one", edit: &[("[report]", "[[machines]]\nmac = \"52:54:00:12:34\"\nhostname = \"hv02\"\n\n[report]")], anchor: ("\"52:54:00:12:34\"", 0), message: "\"52:54:00:12:34\" is not a MAC address" },
+    Case { name: "machine UUID that is not one", edit: &[("[report]", "[[machines]]\nuuid = \"4c4c4544-0042\"\nhostname = \"hv02\"\n\n[report]")], anchor: ("\"4c4c4544-0042\"", 0), message: "\"4c4c4544-0042\" is not a UUID" },
+    Case { name: "machine serial with a line break", edit: &[("[report]", "[[machines]]\nserial = \"SN1\\nSN2\"\nhostname = \"hv02\"\n\n[report]")], anchor: ("\"SN1", 0), message: "is not an SMBIOS serial number: a line break is not allowed" },
+    Case { name: "machine serial with a space at the end", edit: &[("[report]", "[[machines]]\nserial = \"SN1 \"\nhostname = \"hv02\"\n\n[report]")], anchor: ("\"SN1 \"", 0), message: "it starts or ends with a space" },
+    Case {
+        name: "two machines with one MAC",
+        edit: &[("[report]", "[[machines]]\nmac = \"52:54:00:12:34:01\"\nhostname = \"hv01\"\n\n[[machines]]\nmac = \"52:54:00:12:34:0A\"\nhostname = \"hv02\"\n\n[[machines]]\nmac = \"52:54:00:12:34:0a\"\nserial = \"SN3\"\nhostname = \"hv03\"\n\n[report]")],
+        anchor: ("\"52:54:00:12:34:0a\"", 0),
+        message: "two rows name the MAC 52:54:00:12:34:0a (also at machines[1].mac)",
+    },
+    Case {
+        name: "two machines with one UUID",
+        edit: &[("[report]", "[[machines]]\nuuid = \"4C4C4544-0042-3510-8052-B4C04F4E3032\"\nhostname = \"hv01\"\n\n[[machines]]\nuuid = \"4c4c4544-0042-3510-8052-b4c04f4e3032\"\nhostname = \"hv02\"\n\n[report]")],
+        anchor: ("\"4c4c4544", 0),
+        message: "two rows name the UUID 4c4c4544-0042-3510-8052-b4c04f4e3032 (also at machines[0].uuid)",
+    },
+    Case {
+        name: "two machines with one serial",
+        edit: &[("[report]", "[[machines]]\nserial = \"SN1\"\nhostname = \"hv01\"\n\n[[machines]]\nserial = \"SN1\"\nhostname = \"hv02\"\n\n[report]")],
+        anchor: ("\"SN1\"", 1),
+        message: "two rows name the serial SN1 (also at machines[0].serial)",
+    },
+    Case {
+        name: "two machines with one host name",
+        edit: &[("[report]", "[[machines]]\nmac = \"52:54:00:12:34:01\"\nhostname = \"hv01\"\n\n[[machines]]\nmac = \"52:54:00:12:34:02\"\nhostname = \"hv01\"\n\n[report]")],
+        anchor: ("\"hv01\"", 2),
+        message: "duplicate machine host name \"hv01\" (also at machines[0].hostname)",
+    },
+    Case { name: "bad machine host name", edit: &[("[report]", "[[machines]]\nmac = \"52:54:00:12:34:01\"\nhostname = \"hv_02\"\n\n[report]")], anchor: ("\"hv_02\"", 0), message: "\"hv_02\" is not a valid host name" },
+    Case {
+        name: "machine address of an unknown interface",
+        edit: &[("[report]", "[[machines]]\nmac = \"52:54:00:12:34:01\"\nhostname = \"hv02\"\naddresses = { vlan33 = \"192.168.3.10/24\" }\n\n[report]")],
+        anchor: ("\"192.168.3.10/24\"", 0),
+        message: "\"vlan33\" is not an interface the profile gives an address to",
+    },
+    Case {
+        name: "machine address of an interface without one",
+        edit: &[("[report]", "[[machines]]\nmac = \"52:54:00:12:34:01\"\nhostname = \"hv02\"\naddresses = { vmbr0 = \"192.168.3.10/24\" }\n\n[report]")],
+        anchor: ("\"192.168.3.10/24\"", 0),
+        message: "\"vmbr0\" is not an interface the profile gives an address to",
+    },
+    Case {
+        name: "machine address that is not CIDR",
+        edit: &[("[report]", "[[machines]]\nmac = \"52:54:00:12:34:01\"\nhostname = \"hv02\"\naddresses = { vlan32 = \"192.168.2.26\" }\n\n[report]")],
+        anchor: ("\"192.168.2.26\"", 0),
+        message: "\"192.168.2.26\" is not an IPv4 address in CIDR form",
+    },
+    Case {
+        name: "machine address outside its gateway's subnet",
+        edit: &[("[report]", "[[machines]]\nmac = \"52:54:00:12:34:01\"\nhostname = \"hv02\"\naddresses = { vlan31 = \"192.168.7.11/24\" }\n\n[report]")],
+        anchor: ("\"192.168.7.11/24\"", 0),
+        message: "vlan31's gateway 192.168.1.1 is outside the subnet 192.168.7.0/24 of this address",
+    },
+    Case {
+        name: "machine disk rules that match no disk",
+        edit: &[("[report]", "[[machines]]\nmac = \"52:54:00:12:34:01\"\nhostname = \"hv02\"\ndisk = { match = { min_size = \"2TiB\", max_size = \"1TiB\" } }\n\n[report]")],
+        anchor: ("\"1TiB\"", 0),
+        message: "max_size is smaller than min_size",
+    },
+    Case { name: "unknown key in a machine row", edit: &[("[report]", "[[machines]]\nmac = \"52:54:00:12:34:01\"\nhostname = \"hv02\"\nhost = \"hv02\"\n\n[report]")], anchor: ("host =", 0), message: "unknown field `host`" },
 ];
 
 fn line_col_of(text: &str, anchor: &str, occurrence: usize) -> (usize, usize) {
@@ -286,13 +348,22 @@ fn edited(case: &Case) -> String {
 }
 
 #[test]
-fn the_reference_profile_is_valid() {
+fn the_reference_profile_and_every_example_are_valid() {
     profile::parse(REFERENCE, Path::new("hypervisor.toml")).unwrap();
-    profile::parse(
-        include_str!("../../profiles/examples/netplan.toml"),
-        Path::new("netplan.toml"),
-    )
-    .unwrap();
+    let examples = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../profiles/examples"));
+    let mut checked = Vec::new();
+    for entry in std::fs::read_dir(examples).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            profile::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            checked.push(path.file_name().unwrap().to_string_lossy().into_owned());
+        }
+    }
+    checked.sort();
+    assert!(
+        checked.iter().any(|n| n == "fleet.toml") && checked.iter().any(|n| n == "netplan.toml"),
+        "{checked:?}"
+    );
 }
 
 #[test]
@@ -635,6 +706,10 @@ const MAXIMAL: &[(&str, &str)] = &[
         "libvirt.networks[1]",
         r#"{ name = "nat0", mode = "nat", bridge = "virbr1", address = "192.168.100.1/24", dhcp_range = ["192.168.100.10", "192.168.100.99"] }"#,
     ),
+    (
+        "machines",
+        r#"[{ mac = "52:54:00:12:34:01", uuid = "4c4c4544-0042-3510-8052-b4c04f4e3032", serial = "SN1", hostname = "hv11", addresses = { vlan32 = "192.168.2.11/24" }, disk = { match = { min_size = "40GiB", max_size = "4TiB", model = "QEMU*", serial = "D1*", transport = "virtio", rotational = false, by_path = "pci-0000:00:04.0" } } }]"#,
+    ),
 ];
 
 /// The netplan example with a plain NIC, for keys netplan alone takes.
@@ -752,6 +827,69 @@ const MUTATIONS: &[(&str, Base, Edits)] = &[
         "disk.match.by_path",
         Base::Maximal,
         &[("disk.match.by_path", r#""pci-0000:00:1f.2""#)],
+    ),
+    (
+        "machines[].mac",
+        Base::Maximal,
+        &[("machines[0].mac", r#""52:54:00:12:34:09""#)],
+    ),
+    (
+        "machines[].uuid",
+        Base::Maximal,
+        &[(
+            "machines[0].uuid",
+            r#""4c4c4544-0042-3510-8052-b4c04f4e3039""#,
+        )],
+    ),
+    (
+        "machines[].serial",
+        Base::Maximal,
+        &[("machines[0].serial", r#""SN9""#)],
+    ),
+    (
+        "machines[].hostname",
+        Base::Maximal,
+        &[("machines[0].hostname", r#""hv19""#)],
+    ),
+    (
+        "machines[].addresses",
+        Base::Maximal,
+        &[("machines[0].addresses", r#"{ eth3 = "10.0.0.19/24" }"#)],
+    ),
+    (
+        "machines[].disk.match.min_size",
+        Base::Maximal,
+        &[("machines[0].disk.match.min_size", r#""50GiB""#)],
+    ),
+    (
+        "machines[].disk.match.max_size",
+        Base::Maximal,
+        &[("machines[0].disk.match.max_size", r#""8TiB""#)],
+    ),
+    (
+        "machines[].disk.match.model",
+        Base::Maximal,
+        &[("machines[0].disk.match.model", r#""Samsung SSD*""#)],
+    ),
+    (
+        "machines[].disk.match.serial",
+        Base::Maximal,
+        &[("machines[0].disk.match.serial", r#""S4EN*""#)],
+    ),
+    (
+        "machines[].disk.match.transport",
+        Base::Maximal,
+        &[("machines[0].disk.match.transport", r#""nvme""#)],
+    ),
+    (
+        "machines[].disk.match.rotational",
+        Base::Maximal,
+        &[("machines[0].disk.match.rotational", "true")],
+    ),
+    (
+        "machines[].disk.match.by_path",
+        Base::Maximal,
+        &[("machines[0].disk.match.by_path", r#""pci-0000:00:1f.2""#)],
     ),
     (
         "disk.select",
@@ -1460,7 +1598,8 @@ fn every_enum_key_refuses_an_unknown_value_at_its_place_and_lists_the_accepted_o
         );
         checked += 1;
     }
-    // select, transport, layout, formats, initramfs, renderer, two vlan_modes,
-    // bond mode, network mode, virtualport, native, on_success, on_failure.
-    assert_eq!(checked, 14, "enum keys found in the schema");
+    // select, two transports (the profile's and a machine's), layout,
+    // formats, initramfs, renderer, two vlan_modes, bond mode, network mode,
+    // virtualport, native, on_success, on_failure.
+    assert_eq!(checked, 15, "enum keys found in the schema");
 }

@@ -1121,7 +1121,7 @@ mod tests {
     fn the_installer_log_must_hold_every_step_in_order() {
         assert!(installer_log_check(complete_log().as_ref()).0);
         let mut online = complete_log().unwrap();
-        online.steps.insert(3, steps::NETWORK.into());
+        online.steps.insert(4, steps::NETWORK.into());
         assert!(installer_log_check(Some(&online)).0, "{online:?}");
         let mut cut = complete_log().unwrap();
         cut.steps.pop();

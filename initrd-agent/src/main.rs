@@ -17,6 +17,7 @@ mod disk;
 mod disks;
 mod firstboot;
 mod gpt_read;
+mod identify;
 mod log;
 mod modules;
 mod net;
@@ -220,6 +221,9 @@ fn load_plan() -> anyhow::Result<Plan> {
 /// step reports its own done event; the first failure ends the install.
 fn install(plan: &Plan, r: &mut Reporter) -> Result<(), StepFailure> {
     let mut hw = r.step(steps::MODULES, modules::step)?;
+    // From here on the plan is this machine's own: its row of the machines
+    // table applied (and the copy the installed system keeps is that one).
+    let plan = &r.step(steps::IDENTIFY, |s| identify::step(plan, s))?;
     if let Some(http) = &plan.payload.http {
         return install_over_network(plan, http, hw, r);
     }

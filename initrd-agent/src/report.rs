@@ -234,17 +234,17 @@ mod tests {
         ev.message = Some("writing a GPT with 2 partitions to /dev/vda".into());
         assert_eq!(
             screen_line(&ev),
-            "imgforge [6/12 partition] started: writing a GPT with 2 partitions to /dev/vda"
+            "imgforge [7/13 partition] started: writing a GPT with 2 partitions to /dev/vda"
         );
         let mut ev = Event::new(8, 0.0, steps::ROOT_TREE, State::Progress);
         ev.percent = Some(41.6);
-        assert_eq!(screen_line(&ev), "imgforge [9/12 root-tree] 42%");
+        assert_eq!(screen_line(&ev), "imgforge [10/13 root-tree] 42%");
         let mut ev = Event::new(9, 0.0, steps::SELECT_DISK, State::Failed);
         ev.message = Some("no disk matches".into());
         ev.error = vec!["no disk matches".into(), "vda: 2 GiB < 32 GiB".into()];
         assert_eq!(
             screen_line(&ev),
-            "imgforge [5/12 select-disk] FAILED: no disk matches: no disk matches: vda: 2 GiB < 32 GiB"
+            "imgforge [6/13 select-disk] FAILED: no disk matches: no disk matches: vda: 2 GiB < 32 GiB"
         );
         let ev = Event::new(10, 0.0, steps::INSTALL, State::Done);
         assert_eq!(screen_line(&ev), "imgforge [install] done");

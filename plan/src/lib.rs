@@ -75,6 +75,12 @@ pub struct Plan {
     /// What the installed system must show on its first boot.
     #[serde(default)]
     pub expect: Expectations,
+    /// One profile for a fleet (`[[machines]]`): each row names a machine
+    /// by its keys and holds the sections that differ for it, complete.
+    /// The installer finds its own row ([`match_machine`]) and installs
+    /// [`Plan::for_machine`]; without rows every machine gets this plan.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub machines: Vec<MachinePlan>,
     /// Faults that tests inject on purpose. `imgforge build` sets them only
     /// when asked through a hidden test option; a profile cannot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -661,11 +667,194 @@ pub enum State {
     Failed,
 }
 
+/// One row of the machines table: the keys that name a machine and the
+/// sections of the plan that are its own, each complete (compiled from
+/// the profile with the row's hostname, addresses and disk rules).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MachinePlan {
+    /// A MAC address of one of the machine's NICs (lower case, `:`-separated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    /// The SMBIOS system UUID (lower case, 8-4-4-4-12).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
+    /// The SMBIOS system serial number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    pub system: SystemPlan,
+    pub files: Vec<FilePlan>,
+    pub disk_rules: DiskRules,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filesystems: Option<FilesystemPlan>,
+    pub expect: Expectations,
+}
+
+impl MachinePlan {
+    /// True when every key the row gives matches the machine (the MAC:
+    /// any of its NICs). A row without keys matches nothing.
+    pub fn matches(&self, id: &Identity) -> bool {
+        let keys = [&self.mac, &self.uuid, &self.serial];
+        if keys.iter().all(|k| k.is_none()) {
+            return false;
+        }
+        let mac_ok = self
+            .mac
+            .as_deref()
+            .is_none_or(|m| canonical_mac(m).is_some_and(|m| id.macs.contains(&m)));
+        let uuid_ok = self
+            .uuid
+            .as_deref()
+            .is_none_or(|u| canonical_uuid(u).is_some() && canonical_uuid(u) == id.uuid);
+        let serial_ok = self
+            .serial
+            .as_deref()
+            .is_none_or(|s| id.serial.as_deref() == Some(s.trim()));
+        mac_ok && uuid_ok && serial_ok
+    }
+
+    /// The row's keys as a person reads them: `mac 52:54:00:12:34:01, serial S1`.
+    pub fn keys(&self) -> String {
+        let keys: Vec<String> = [
+            ("mac", &self.mac),
+            ("uuid", &self.uuid),
+            ("serial", &self.serial),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| value.as_ref().map(|v| format!("{name} {v}")))
+        .collect();
+        if keys.is_empty() {
+            "no keys".into()
+        } else {
+            keys.join(", ")
+        }
+    }
+}
+
+/// What names a machine: the addresses of its physical NICs, and its
+/// SMBIOS system UUID and serial number, canonicalised (lower-case
+/// `:`-separated MACs, sorted, each once; a lower-case UUID; a serial
+/// without surrounding blanks). Empty values are absent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    pub macs: Vec<String>,
+    pub uuid: Option<String>,
+    pub serial: Option<String>,
+}
+
+impl Identity {
+    /// Canonicalises what was read; a value that is not a MAC or UUID is dropped.
+    pub fn new<S: AsRef<str>>(macs: &[S], uuid: Option<&str>, serial: Option<&str>) -> Identity {
+        let mut macs: Vec<String> = macs
+            .iter()
+            .filter_map(|m| canonical_mac(m.as_ref()))
+            .filter(|m| m != "00:00:00:00:00:00")
+            .collect();
+        macs.sort();
+        macs.dedup();
+        Identity {
+            macs,
+            uuid: uuid.and_then(canonical_uuid),
+            serial: serial
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned),
+        }
+    }
+
+    /// The name a machine's events carry: its SMBIOS UUID when the
+    /// firmware sets one (not all zeros or all `f`, which firmware uses
+    /// for "not set"), else its lowest NIC MAC as `mac-52-54-00-12-34-01`,
+    /// else `unknown`.
+    pub fn machine_id(&self) -> String {
+        let placeholder = |u: &str| {
+            let hex: Vec<char> = u.chars().filter(|c| *c != '-').collect();
+            hex.iter().all(|c| *c == '0') || hex.iter().all(|c| *c == 'f')
+        };
+        if let Some(u) = self.uuid.as_deref().filter(|u| !placeholder(u)) {
+            return u.to_owned();
+        }
+        match self.macs.first() {
+            Some(mac) => format!("mac-{}", mac.replace(':', "-")),
+            None => "unknown".into(),
+        }
+    }
+
+    /// What the machine has, as a person reads it:
+    /// `macs 52:54:00:12:34:01, 52:54:00:12:34:02; uuid …; serial …`.
+    pub fn describe(&self) -> String {
+        let macs = if self.macs.is_empty() {
+            "no NIC".to_owned()
+        } else {
+            format!("macs {}", self.macs.join(", "))
+        };
+        format!(
+            "{macs}; uuid {}; serial {}",
+            self.uuid.as_deref().unwrap_or("(none)"),
+            self.serial.as_deref().unwrap_or("(none)")
+        )
+    }
+}
+
+/// Why no row of the machines table was chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoMatch {
+    /// No row matches the machine.
+    None,
+    /// Several rows match (their indices, in table order).
+    Several(Vec<usize>),
+}
+
+/// The one row of the machines table that matches `id`.
+pub fn match_machine<'a>(
+    machines: &'a [MachinePlan],
+    id: &Identity,
+) -> Result<&'a MachinePlan, NoMatch> {
+    let hits: Vec<usize> = machines
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.matches(id))
+        .map(|(i, _)| i)
+        .collect();
+    match hits.as_slice() {
+        [one] => Ok(&machines[*one]),
+        [] => Err(NoMatch::None),
+        _ => Err(NoMatch::Several(hits)),
+    }
+}
+
+/// A MAC address as six hex pairs separated by `:` or `-`, in lower case
+/// with `:`; `None` when it is not one.
+pub fn canonical_mac(s: &str) -> Option<String> {
+    let s = s.trim();
+    let parts: Vec<&str> = s.split([':', '-']).collect();
+    let ok = parts.len() == 6
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()));
+    ok.then(|| parts.join(":").to_ascii_lowercase())
+}
+
+/// A UUID as 8-4-4-4-12 hex digits, in lower case; `None` when it is not one.
+pub fn canonical_uuid(s: &str) -> Option<String> {
+    let s = s.trim();
+    let groups: Vec<&str> = s.split('-').collect();
+    let lens: Vec<usize> = groups.iter().map(|g| g.len()).collect();
+    let ok = lens == [8, 4, 4, 4, 12]
+        && groups
+            .iter()
+            .all(|g| g.chars().all(|c| c.is_ascii_hexdigit()));
+    ok.then(|| s.to_ascii_lowercase())
+}
+
 /// Step names used by the installer. The final step of a successful
 /// installation is [`steps::INSTALL`] with state `done`.
 pub mod steps {
     pub const AGENT: &str = "agent";
     pub const MODULES: &str = "modules";
+    /// Who the machine is (its NICs' MACs, SMBIOS UUID and serial) and,
+    /// with a machines table, which row of it is this machine's.
+    pub const IDENTIFY: &str = "identify";
     pub const PAYLOAD: &str = "payload";
     /// Online and network installs only: the install network and the
     /// reachability of the mirror (after the payload step) or of the PXE
@@ -685,9 +874,10 @@ pub mod steps {
     pub const FIRSTBOOT: &str = "firstboot";
 
     /// Every installer step, in the order the installer runs them.
-    pub const INSTALLER: [&str; 12] = [
+    pub const INSTALLER: [&str; 13] = [
         AGENT,
         MODULES,
+        IDENTIFY,
         PAYLOAD,
         NETWORK,
         SELECT_DISK,
@@ -820,6 +1010,29 @@ impl Event {
 }
 
 impl Plan {
+    /// The plan one machine of the fleet installs: the row's sections
+    /// replace the base ones, and the table is gone (so the installed
+    /// system's copy of the plan is this machine's own).
+    pub fn for_machine(&self, machine: &MachinePlan) -> Plan {
+        let mut plan = self.clone();
+        plan.system = machine.system.clone();
+        plan.files = machine.files.clone();
+        plan.disk.rules = machine.disk_rules.clone();
+        plan.filesystems = machine.filesystems.clone();
+        plan.expect = machine.expect.clone();
+        plan.machines = Vec::new();
+        plan
+    }
+
+    /// Adds files to the base plan and to every machine's, so that
+    /// whichever plan a machine installs has them.
+    pub fn add_files(&mut self, files: &[FilePlan]) {
+        self.files.extend_from_slice(files);
+        for m in &mut self.machines {
+            m.files.extend_from_slice(files);
+        }
+    }
+
     pub fn from_json(text: &str) -> Result<Plan, PlanError> {
         let value: serde_json::Value = serde_json::from_str(text).map_err(PlanError::Json)?;
         let version = value.get("version").and_then(|v| v.as_u64());
@@ -1002,6 +1215,7 @@ mod tests {
             archive_keys: None,
             online: None,
             expect: Expectations::default(),
+            machines: Vec::new(),
             test_hooks: None,
             files: vec![
                 FilePlan {
@@ -1159,6 +1373,168 @@ mod tests {
             Some("a.squashfs")
         );
         assert_eq!(casper::default_source_path(""), None);
+    }
+
+    fn row(mac: Option<&str>, uuid: Option<&str>, serial: Option<&str>, host: &str) -> MachinePlan {
+        let base = sample_plan();
+        MachinePlan {
+            mac: mac.map(str::to_owned),
+            uuid: uuid.map(str::to_owned),
+            serial: serial.map(str::to_owned),
+            system: SystemPlan {
+                hostname: host.into(),
+                ..base.system.clone()
+            },
+            files: vec![FilePlan {
+                path: "/etc/hostname".into(),
+                mode: "0644".into(),
+                owner: None,
+                group: None,
+                kind: FileKind::File {
+                    content: format!("{host}\n"),
+                },
+            }],
+            disk_rules: DiskRules {
+                model: Some(format!("{host}*")),
+                ..Default::default()
+            },
+            filesystems: None,
+            expect: Expectations {
+                addresses: vec![("vlan31".into(), format!("192.168.1.{}/24", host.len()))],
+                ..Default::default()
+            },
+        }
+    }
+
+    const UUID: &str = "4c4c4544-0042-3510-8052-b4c04f4e3032";
+
+    fn fleet() -> Vec<MachinePlan> {
+        vec![
+            row(Some("52:54:00:12:34:01"), None, None, "hv01"),
+            row(Some("52:54:00:12:34:02"), None, None, "hv02"),
+            row(None, Some(UUID), Some("SN-7"), "hv03"),
+        ]
+    }
+
+    fn hostname_of(r: Result<&MachinePlan, NoMatch>) -> Result<&str, NoMatch> {
+        r.map(|m| m.system.hostname.as_str())
+    }
+
+    #[test]
+    fn one_row_matches_by_any_of_the_machines_nics_in_any_case() {
+        let table = fleet();
+        let one = Identity::new(&["52:54:00:12:34:01"], None, None);
+        assert_eq!(hostname_of(match_machine(&table, &one)), Ok("hv01"));
+        // The second of three NICs, written in upper case with dashes.
+        let many = Identity::new(
+            &[
+                "0A:00:00:00:00:09",
+                "52-54-00-12-34-02",
+                "52:54:00:AA:BB:CC",
+            ],
+            None,
+            None,
+        );
+        assert_eq!(hostname_of(match_machine(&table, &many)), Ok("hv02"));
+        // The table's own keys may be in upper case too.
+        let upper = vec![row(Some("52:54:00:12:34:0A"), None, None, "hvA")];
+        let id = Identity::new(&["52:54:00:12:34:0a"], None, None);
+        assert_eq!(hostname_of(match_machine(&upper, &id)), Ok("hvA"));
+    }
+
+    #[test]
+    fn no_row_and_several_rows_are_told_apart() {
+        let table = fleet();
+        let stranger = Identity::new(&["52:54:00:99:99:99"], Some(UUID), None);
+        assert_eq!(match_machine(&table, &stranger), Err(NoMatch::None));
+        let both = Identity::new(&["52:54:00:12:34:01", "52:54:00:12:34:02"], None, None);
+        assert_eq!(
+            match_machine(&table, &both),
+            Err(NoMatch::Several(vec![0, 1]))
+        );
+        assert_eq!(match_machine(&[], &both), Err(NoMatch::None));
+        // A row without keys matches nothing rather than everything.
+        let keyless = vec![row(None, None, None, "any")];
+        assert_eq!(match_machine(&keyless, &both), Err(NoMatch::None));
+    }
+
+    #[test]
+    fn a_row_with_several_keys_needs_all_of_them() {
+        let table = fleet();
+        let upper_uuid = UUID.to_ascii_uppercase();
+        let right = Identity::new::<&str>(&[], Some(&upper_uuid), Some("  SN-7 "));
+        assert_eq!(hostname_of(match_machine(&table, &right)), Ok("hv03"));
+        let wrong_serial = Identity::new::<&str>(&[], Some(UUID), Some("SN-8"));
+        assert_eq!(match_machine(&table, &wrong_serial), Err(NoMatch::None));
+        let no_serial = Identity::new::<&str>(&[], Some(UUID), None);
+        assert_eq!(match_machine(&table, &no_serial), Err(NoMatch::None));
+        // The serial is compared as written: case counts.
+        let lower = Identity::new::<&str>(&[], Some(UUID), Some("sn-7"));
+        assert_eq!(match_machine(&table, &lower), Err(NoMatch::None));
+    }
+
+    #[test]
+    fn identities_are_canonical_and_name_the_machine() {
+        let id = Identity::new(
+            &[
+                "52:54:00:12:34:02",
+                "junk",
+                "52-54-00-12-34-01",
+                "00:00:00:00:00:00",
+                "52:54:00:12:34:02",
+            ],
+            Some(" 4C4C4544-0042-3510-8052-B4C04F4E3032\n"),
+            Some(""),
+        );
+        assert_eq!(id.macs, ["52:54:00:12:34:01", "52:54:00:12:34:02"]);
+        assert_eq!(id.uuid.as_deref(), Some(UUID));
+        assert_eq!(id.serial, None);
+        assert_eq!(id.machine_id(), UUID);
+        let unset = |uuid: &str| {
+            Identity::new(
+                &["52:54:00:12:34:02", "52:54:00:12:34:01"],
+                Some(uuid),
+                None,
+            )
+        };
+        for placeholder in [
+            "00000000-0000-0000-0000-000000000000",
+            "FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF",
+        ] {
+            assert_eq!(unset(placeholder).machine_id(), "mac-52-54-00-12-34-01");
+        }
+        assert_eq!(Identity::default().machine_id(), "unknown");
+        assert_eq!(canonical_uuid("4c4c4544-0042-3510-8052"), None);
+        assert_eq!(canonical_mac("52:54:00:12:34"), None);
+        assert_eq!(
+            id.describe(),
+            format!("macs 52:54:00:12:34:01, 52:54:00:12:34:02; uuid {UUID}; serial (none)")
+        );
+    }
+
+    #[test]
+    fn the_effective_plan_takes_the_rows_sections_and_drops_the_table() {
+        let mut plan = sample_plan();
+        plan.machines = fleet();
+        let json = plan.to_json();
+        assert_eq!(Plan::from_json(&json).unwrap(), plan);
+        let hv02 = plan.for_machine(&plan.machines[1]);
+        assert_eq!(hv02.system.hostname, "hv02");
+        assert_eq!(hv02.files, plan.machines[1].files);
+        assert_eq!(hv02.disk.rules.model.as_deref(), Some("hv02*"));
+        assert_eq!(hv02.disk.select, plan.disk.select);
+        assert_eq!(hv02.expect, plan.machines[1].expect);
+        assert_eq!(hv02.filesystems, None);
+        assert!(hv02.machines.is_empty());
+        assert!(!hv02.to_json().contains("\"machines\""));
+        assert_eq!(
+            (hv02.users, hv02.payload),
+            (plan.users.clone(), plan.payload.clone())
+        );
+        // Files added after compiling reach every machine.
+        let extra = plan.files[..1].to_vec();
+        plan.add_files(&extra);
+        assert!(plan.machines.iter().all(|m| m.files.len() == 2));
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod build;
 mod cache;
 mod fetch;
 pub mod logging;
+mod match_;
 mod packages;
 mod plan;
 mod relay;
@@ -49,6 +50,8 @@ enum Command {
     Cache(cache::CacheArgs),
     /// Check a profile; every problem is printed as FILE:LINE:COL with a fix.
     Validate(validate::ValidateArgs),
+    /// Tell which row of the profile's [[machines]] table a machine gets, from its NICs' MACs, SMBIOS UUID or serial (exit 1 when none or several match).
+    Match(match_::MatchArgs),
     /// Print the compiled plan as JSON (the ISO fields are filled in by `build`).
     Plan(plan::PlanArgs),
     /// Write the files the installer would write into the target, as a tree under DIR.
@@ -75,6 +78,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Fetch(args) => fetch::run(args, &log),
         Command::Cache(args) => cache::run(args),
         Command::Validate(args) => validate::run(args),
+        Command::Match(args) => match_::run(args),
         Command::Plan(args) => plan::run(args),
         Command::Render(args) => render::run(args),
         Command::Schema(args) => schema::run(args),

@@ -388,6 +388,26 @@ pub fn hostname(s: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// An SMBIOS system serial number as a machine row names it: 1 to 64
+/// printable ASCII characters (what the firmware's string table holds and
+/// the kernel shows in /sys/class/dmi/id/product_serial), without blanks at
+/// the ends, which the kernel trims.
+pub fn smbios_serial(s: &str) -> Result<(), String> {
+    if s.is_empty() || s.len() > 64 {
+        return Err("it must be 1 to 64 characters long".into());
+    }
+    if let Some(c) = first_bad(s, |c| c.is_ascii_graphic() || c == ' ') {
+        return Err(format!(
+            "{} is not allowed (printable ASCII only)",
+            describe(c)
+        ));
+    }
+    if s.starts_with(' ') || s.ends_with(' ') {
+        return Err("it starts or ends with a space".into());
+    }
+    Ok(())
+}
+
 /// User and group names: what useradd accepts by default, without the
 /// characters (`,` `:`) that group lists and passwd lines use as separators.
 pub fn is_unix_name(s: &str) -> bool {
@@ -1053,6 +1073,24 @@ mod tests {
             };
             let err = ssh_key_options(&line).expect_err(bad);
             assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn smbios_serials() {
+        for ok in ["SN-7", "CZ1234567X", "To Be Filled", "a"] {
+            assert_eq!(smbios_serial(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            " SN",
+            "SN ",
+            "S\u{e9}rie",
+            "a\nb",
+            "a\tb",
+            &"x".repeat(65),
+        ] {
+            assert!(smbios_serial(bad).is_err(), "{bad:?}");
         }
     }
 

@@ -45,6 +45,104 @@ pub struct Profile {
     pub report: Report,
     /// Network installs (output.formats has "pxe"): where the PXE tree is served.
     pub pxe: Option<Pxe>,
+    /// One profile for a fleet: each row names a machine by its keys and
+    /// says what differs for it. The installer finds the row of the
+    /// machine it runs on (every key the row gives must match) and installs
+    /// the profile with that row applied; a machine no row matches, or
+    /// several rows match, is left untouched. `imgforge match` tells which
+    /// row a machine gets.
+    #[serde(default)]
+    pub machines: Vec<Machine>,
+}
+
+/// One machine of a fleet: one profile and one image install every row's
+/// machine. The installer reads the machine's NIC MACs, SMBIOS UUID and
+/// serial, finds the row whose keys all match (a MAC: any of its NICs) and
+/// installs the profile with that row's host name, addresses and disk
+/// rules; a machine that no row or several rows match is left untouched.
+/// Each row needs at least one key; no two rows share a key or a host
+/// name. `imgforge match PROFILE --mac …` tells which row a machine gets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Machine {
+    /// The MAC address of one of the machine's NICs, e.g.
+    /// "52:54:00:12:34:01" (any case; the NIC's own address, as
+    /// /sys/class/net/<nic>/address shows it in the installer).
+    pub mac: Option<String>,
+    /// The SMBIOS system UUID, 8-4-4-4-12 hex digits (any case), as
+    /// /sys/class/dmi/id/product_uuid or `dmidecode -s system-uuid` shows it.
+    pub uuid: Option<String>,
+    /// The SMBIOS system serial number, as /sys/class/dmi/id/product_serial
+    /// or `dmidecode -s system-serial-number` shows it (printable ASCII, at
+    /// most 64 characters, no blanks at the ends).
+    pub serial: Option<String>,
+    /// Host name of this machine (replaces system.hostname).
+    pub hostname: String,
+    /// Interface name -> IPv4 address in CIDR form, replacing the address
+    /// the profile gives that internal port or NIC, e.g.
+    /// `{ vlan31 = "192.168.1.11/24" }`.
+    #[serde(default)]
+    pub addresses: std::collections::BTreeMap<String, String>,
+    /// Disk rules of this machine (replace [disk].match).
+    pub disk: Option<MachineDisk>,
+}
+
+/// The target disk rules of one machine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MachineDisk {
+    /// Rules a disk must meet to be installed on, as [disk].match; they
+    /// replace the profile's rules for this machine.
+    #[serde(rename = "match", default)]
+    pub rules: DiskMatch,
+}
+
+impl Profile {
+    /// The profile as one machine of the fleet gets it: the row's host
+    /// name, addresses and disk rules applied, without the table.
+    pub fn for_machine(&self, machine: &Machine) -> Profile {
+        let mut p = self.clone();
+        p.machines = Vec::new();
+        p.system.hostname = machine.hostname.clone();
+        for port in p
+            .network
+            .bridges
+            .iter_mut()
+            .flat_map(|b| b.internal.iter_mut())
+        {
+            if let Some(a) = machine.addresses.get(&port.name) {
+                port.address = Some(a.clone());
+            }
+        }
+        for nic in &mut p.network.interfaces {
+            if let Some(a) = machine.addresses.get(&nic.name) {
+                nic.address = Some(a.clone());
+            }
+        }
+        if let Some(disk) = &machine.disk {
+            p.disk.rules = disk.rules.clone();
+        }
+        p
+    }
+
+    /// The interfaces whose address a machine row may replace: internal
+    /// ports and NICs that the profile gives an address to.
+    pub fn addressed_interfaces(&self) -> Vec<&str> {
+        let ports = self
+            .network
+            .bridges
+            .iter()
+            .flat_map(|b| b.internal.iter())
+            .filter(|p| p.address.is_some())
+            .map(|p| p.name.as_str());
+        let nics = self
+            .network
+            .interfaces
+            .iter()
+            .filter(|n| n.address.is_some())
+            .map(|n| n.name.as_str());
+        ports.chain(nics).collect()
+    }
 }
 
 /// A network install: the machine boots the PXE tree (iPXE or UEFI

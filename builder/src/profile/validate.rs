@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnet::{Ipv4Net, Ipv6Net};
 
 use super::grammar::{self, is_unix_name};
-use super::{BondMode, Format, IpConfig, NetworkMode, Profile, Renderer, VlanMode};
+use super::{BondMode, DiskMatch, Format, IpConfig, NetworkMode, Profile, Renderer, VlanMode};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -64,6 +64,7 @@ pub fn validate(p: &Profile) -> Vec<Problem> {
     libvirt(p, &mut v);
     report(p, &mut v);
     pxe(p, &mut v);
+    machines(p, &mut v);
     not_supported_yet(p, &mut v);
     v.0
 }
@@ -651,11 +652,15 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
 }
 
 fn disk(p: &Profile, v: &mut Problems) {
-    let r = &p.disk.rules;
+    disk_rules(v, "disk.match", &p.disk.rules);
+}
+
+/// `[disk].match`, or a machine's `disk.match` at `base`.
+fn disk_rules(v: &mut Problems, base: &str, r: &DiskMatch) {
     if let (Some(min), Some(max)) = (r.min_size, r.max_size) {
         if min > max {
             v.add(
-                "disk.match.max_size",
+                format!("{base}.max_size"),
                 "max_size is smaller than min_size, so no disk can match",
                 "swap the values or remove one of them",
             );
@@ -671,11 +676,174 @@ fn disk(p: &Profile, v: &mut Problems) {
             .and_then(|g| grammar::printable_line(g, 128).err())
         {
             v.add(
-                format!("disk.match.{key}"),
+                format!("{base}.{key}"),
                 format!("not a usable glob: {why}"),
                 "write a printable pattern of at most 128 characters, e.g. \"Samsung SSD*\"",
             );
         }
+    }
+}
+
+/// The machines table: each row names one machine by keys no other row
+/// uses, has a host name of its own, and replaces only addresses the
+/// profile has.
+fn machines(p: &Profile, v: &mut Problems) {
+    let settable = p.addressed_interfaces();
+    let mut keys: Vec<(&str, String, String)> = Vec::new();
+    for (i, m) in p.machines.iter().enumerate() {
+        let base = format!("machines[{i}]");
+        if m.mac.is_none() && m.uuid.is_none() && m.serial.is_none() {
+            v.add(
+                &base,
+                "the row names no machine: it has no mac, uuid or serial",
+                "add at least one key: mac = \"52:54:00:12:34:01\" (a NIC's address, `ip link`), uuid or serial (`dmidecode -s system-uuid`, `dmidecode -s system-serial-number`)",
+            );
+        }
+        if let Some(mac) = &m.mac {
+            match imgforge_plan::canonical_mac(mac).filter(|_| is_mac(mac)) {
+                Some(c) => keys.push(("MAC", format!("{base}.mac"), c)),
+                None => v.add(
+                    format!("{base}.mac"),
+                    format!("{mac:?} is not a MAC address"),
+                    "write six hex pairs separated by ':', e.g. \"52:54:00:12:34:01\"",
+                ),
+            }
+        }
+        if let Some(uuid) = &m.uuid {
+            match imgforge_plan::canonical_uuid(uuid) {
+                Some(c) => keys.push(("UUID", format!("{base}.uuid"), c)),
+                None => v.add(
+                    format!("{base}.uuid"),
+                    format!("{uuid:?} is not a UUID"),
+                    "write the SMBIOS system UUID as 8-4-4-4-12 hex digits, as `dmidecode -s system-uuid` prints it",
+                ),
+            }
+        }
+        if let Some(serial) = &m.serial {
+            match grammar::smbios_serial(serial) {
+                Ok(()) => keys.push(("serial", format!("{base}.serial"), serial.clone())),
+                Err(why) => v.add(
+                    format!("{base}.serial"),
+                    format!("{serial:?} is not an SMBIOS serial number: {why}"),
+                    "write the serial as `dmidecode -s system-serial-number` prints it",
+                ),
+            }
+        }
+        if let Err(why) = grammar::hostname(&m.hostname) {
+            v.add(
+                format!("{base}.hostname"),
+                format!("{:?} is not a valid host name: {why}", m.hostname),
+                "use letters, digits and '-' in dot-separated labels of at most 63 characters, 64 in all, e.g. \"hv02\"",
+            );
+        }
+        for (name, address) in &m.addresses {
+            machine_address(
+                p,
+                v,
+                &settable,
+                &format!("{base}.addresses.{name}"),
+                name,
+                address,
+            );
+        }
+        if let Some(disk) = &m.disk {
+            disk_rules(v, &format!("{base}.disk.match"), &disk.rules);
+        }
+    }
+    let mut seen: HashMap<(&str, &str), &str> = HashMap::new();
+    for (what, path, value) in &keys {
+        match seen.get(&(*what, value.as_str())) {
+            Some(first) => v.add(
+                path,
+                format!("two rows name the {what} {value} (also at {first})"),
+                "give each machine keys of its own: a machine with that key would match both rows",
+            ),
+            None => {
+                seen.insert((what, value), path);
+            }
+        }
+    }
+    v.unique(
+        "machine host name",
+        p.machines
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (format!("machines[{i}].hostname"), m.hostname.as_str())),
+    );
+}
+
+/// One address a machine row replaces: a static IPv4 address of an
+/// interface the profile gives an address to, in the subnet of its gateway.
+fn machine_address(
+    p: &Profile,
+    v: &mut Problems,
+    settable: &[&str],
+    path: &str,
+    name: &str,
+    address: &str,
+) {
+    if !settable.contains(&name) {
+        let fix = if settable.is_empty() {
+            "the profile gives no internal port or NIC an address; remove addresses from this row"
+                .to_owned()
+        } else {
+            format!("use one of: {}", settable.join(", "))
+        };
+        v.add(
+            path,
+            format!("{name:?} is not an interface the profile gives an address to, so the row has no address to replace"),
+            fix,
+        );
+        return;
+    }
+    let net = match address.parse::<Ipv4Net>() {
+        Ok(n)
+            if n.prefix_len() == 32
+                || (n.prefix_len() < 31
+                    && (n.addr() == n.network() || n.addr() == n.broadcast())) =>
+        {
+            v.add(
+                path,
+                format!("{address:?} is not a host address of its subnet"),
+                "write the machine's own address with the subnet's prefix length, e.g. \"192.168.1.11/24\"",
+            );
+            return;
+        }
+        Ok(n) => n,
+        Err(_) => {
+            v.add(
+                path,
+                format!("{address:?} is not an IPv4 address in CIDR form"),
+                "write address/prefix, e.g. \"192.168.1.11/24\"",
+            );
+            return;
+        }
+    };
+    let gateway = p
+        .network
+        .bridges
+        .iter()
+        .flat_map(|b| b.internal.iter())
+        .filter(|i| i.name == name)
+        .map(|i| &i.gateway)
+        .chain(
+            p.network
+                .interfaces
+                .iter()
+                .filter(|i| i.name == name)
+                .map(|i| &i.gateway),
+        )
+        .flatten()
+        .find_map(|g| g.parse::<Ipv4Addr>().ok());
+    if let Some(gw) = gateway.filter(|gw| !net.contains(gw)) {
+        v.add(
+            path,
+            format!(
+                "{name}'s gateway {gw} is outside the subnet {} of this address",
+                net.trunc()
+            ),
+            "use an address in the gateway's subnet, or fix the prefix length",
+        );
     }
 }
 

@@ -234,10 +234,10 @@ mod tests {
         let with_times: Vec<(f64, &Event)> = events.iter().map(|e| (e.ts + 1000.0, e)).collect();
         let v = view("hv-01", "b1", 1, &with_times, vec![], 1130.0).unwrap();
         assert_eq!((v.step.as_str(), v.state), ("root-tree", State::Progress));
-        assert_eq!(v.step_index, Some(8));
+        assert_eq!(v.step_index, Some(9));
         assert_eq!(
             v.progress,
-            Some(((8.0 + 0.4) / 12.0 * 1000.0_f64).round() / 10.0)
+            Some(((9.0 + 0.4) / 13.0 * 1000.0_f64).round() / 10.0)
         );
         assert_eq!(v.outcome, Outcome::Running);
         assert_eq!((v.elapsed_s, v.last_event_age_s), (30.0, 10.0));

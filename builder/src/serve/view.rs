@@ -142,7 +142,7 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[2].starts_with("MACHINE"), "{text}");
         assert!(
-            lines[3].contains("[9/12] root-tree")
+            lines[3].contains("[10/13] root-tree")
                 && lines[3].contains("[##########..........]  50.0%"),
             "{text}"
         );
