@@ -1641,30 +1641,36 @@ fn an_online_install_whose_mirror_does_not_answer_fails_in_the_network_step_and_
 }
 
 // ---- network installs: the PXE tree booted over QEMU's TFTP and iPXE,
-// the payload from `imgforge serve` over HTTP ----
+// the payload from `imgforge serve` over HTTP; one fleet profile ----
 
-/// Where the guest reaches `imgforge serve`: 10.0.2.100:80 is forwarded to it.
-const NETBOOT_URL: &str = "http://10.0.2.100/hypervisor-pxe/";
-const NETBOOT_MAC: &str = "52:54:00:12:34:01";
+/// The fleet example (the reference machine as hv01 and hv02, told apart
+/// by MAC) with its PXE tree served at 10.0.2.100:80 (forwarded to serve).
+const FLEET_PROFILE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../profiles/examples/fleet.toml"
+);
+const NETBOOT_URL: &str = "http://10.0.2.100/fleet-pxe/";
+const HV01_MAC: &str = "52:54:00:12:34:01";
+const HV02_MAC: &str = "52:54:00:12:34:02";
 
-/// Builds the reference profile with its PXE tree into `dir/out`; returns
-/// the tree and the plan in its initrd's stead (the stick's plan).
-fn build_netboot_reference(dir: &Path) -> (PathBuf, Plan) {
-    let text = fs::read_to_string(REFERENCE_PROFILE)
-        .unwrap()
+/// Builds the fleet profile with its PXE tree into `dir/out`; returns the
+/// tree and the stick's plan (the tree's is the same but for payload.http).
+fn build_netboot_fleet(dir: &Path) -> (PathBuf, Plan) {
+    let text = fs::read_to_string(FLEET_PROFILE).unwrap();
+    assert!(text.contains("formats = [\"usb\"]\n") && text.contains("\n[system]\n"));
+    let text = text
         .replacen(r#"formats = ["usb"]"#, r#"formats = ["usb", "pxe"]"#, 1)
         .replacen(
-            "[system]",
-            &format!("[pxe]\nurl = \"{NETBOOT_URL}\"\n\n[system]"),
+            "\n[system]\n",
+            &format!("\n[pxe]\nurl = \"{NETBOOT_URL}\"\n\n[system]\n"),
             1,
         );
-    let profile = dir.join("hypervisor.toml");
+    let profile = dir.join("fleet.toml");
     fs::write(&profile, text).unwrap();
     let out = dir.join("out");
     build_profile(&profile, &out);
-    let plan =
-        Plan::from_json(&fs::read_to_string(out.join("hypervisor.plan.json")).unwrap()).unwrap();
-    (out.join("hypervisor-pxe"), plan)
+    let plan = Plan::from_json(&fs::read_to_string(out.join("fleet.plan.json")).unwrap()).unwrap();
+    (out.join("fleet-pxe"), plan)
 }
 
 /// Boots `tree` over the network with the NIC's MAC `mac`, the tree's
@@ -1707,24 +1713,24 @@ fn ext4_bytes(image: &Path, partition_offset: u64) -> u64 {
 #[ignore = "needs the fixture ISO and QEMU: run scripts/test"]
 fn a_machine_with_no_disk_of_ours_installs_over_the_network_from_serve() {
     let tmp = tempfile::tempdir().unwrap();
-    let (tree, plan) = build_netboot_reference(tmp.path());
+    let (tree, plan) = build_netboot_fleet(tmp.path());
     let serve = serve_tree(&tmp.path().join("out"), &tmp.path().join("events.jsonl"));
     let target = tmp.path().join("target.img");
     // Half the RAM of the USB installs: the payload is never held in memory.
     let (code, report) = netboot(
         &tree,
         &serve,
-        NETBOOT_MAC,
+        HV01_MAC,
         &target,
         &tmp.path().join("report.json"),
         &["--firstboot", "--memory", "1024"],
     );
     assert_eq!(code, 0, "boot-test failed: {:#}", report["console_tail"]);
-    let order: Vec<(String, State)> = event_steps(&report)
+    let done: Vec<String> = event_steps(&report)
         .into_iter()
         .filter(|(_, st)| *st == State::Done)
+        .map(|(s, _)| s)
         .collect();
-    let done: Vec<&str> = order.iter().map(|(s, _)| s.as_str()).collect();
     assert_eq!(
         done,
         [
@@ -1745,10 +1751,9 @@ fn a_machine_with_no_disk_of_ours_installs_over_the_network_from_serve() {
         ]
     );
     let events = report["events"].as_array().unwrap();
-    let first = &events[0];
     eprintln!(
-        "network install: power-on to the first event {:.1} s, install {:.1} s",
-        first["at_s"].as_f64().unwrap(),
+        "network install: power-on to the first event {:.1} s, install done at {:.1} s",
+        events[0]["at_s"].as_f64().unwrap(),
         events
             .iter()
             .find(|e| e["event"]["step"] == steps::INSTALL)
@@ -1756,9 +1761,16 @@ fn a_machine_with_no_disk_of_ours_installs_over_the_network_from_serve() {
             .as_f64()
             .unwrap()
     );
+    // The fleet's row for this MAC.
+    let identified = step_events(&report, steps::IDENTIFY)
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(identified["data"]["hostname"], "hv01", "{identified:#}");
+    assert_eq!(identified["data"]["row"], 0, "{identified:#}");
     // The NIC it booted from, its lease, and the tree's first answer.
-    let net = &step_events(&report, steps::NETWORK).last().unwrap()["data"].clone();
-    assert_eq!(net["mac"], NETBOOT_MAC, "{net:#}");
+    let net = step_events(&report, steps::NETWORK).last().unwrap()["data"].clone();
+    assert_eq!(net["mac"], HV01_MAC, "{net:#}");
     assert_eq!(net["method"], "dhcp", "{net:#}");
     assert_eq!(net["dhcp_server"], "10.0.2.2", "{net:#}");
     assert_eq!(net["probe"]["status"], 200, "{net:#}");
@@ -1792,7 +1804,7 @@ fn a_machine_with_no_disk_of_ours_installs_over_the_network_from_serve() {
         root_bytes / 4096 * 4096
     );
 
-    // The installed machine's own report.
+    // The installed machine's own report: hv01's addresses, every check passed.
     let first_boot = events
         .iter()
         .find(|e| e["event"]["step"] == steps::FIRSTBOOT)
@@ -1800,12 +1812,22 @@ fn a_machine_with_no_disk_of_ours_installs_over_the_network_from_serve() {
     let facts = &first_boot["event"]["data"];
     assert_eq!(first_boot["event"]["state"], "done", "{facts:#}");
     assert!(
-        facts["addresses"]["vlan31"]
-            .as_array()
-            .unwrap()
-            .contains(&"192.168.1.10/24".into()),
-        "{facts:#}"
+        first_boot["event"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("hv01 "),
+        "{:#}",
+        first_boot["event"]
     );
+    for (port, address) in [("vlan31", "192.168.1.10/24"), ("vlan32", "192.168.2.25/24")] {
+        assert!(
+            facts["addresses"][port]
+                .as_array()
+                .unwrap()
+                .contains(&address.into()),
+            "{facts:#}"
+        );
+    }
     let checks = facts["checks"].as_array().expect("named checks");
     let failed: Vec<&serde_json::Value> =
         checks.iter().filter(|c| c["outcome"] != "pass").collect();
@@ -1814,14 +1836,82 @@ fn a_machine_with_no_disk_of_ours_installs_over_the_network_from_serve() {
         checks.iter().any(|c| c["name"] == "installer log"),
         "{facts:#}"
     );
-    drop(serve);
+}
+
+#[test]
+#[ignore = "needs the fixture ISO and QEMU: run scripts/test"]
+fn fleet_machines_get_their_own_row_and_an_unknown_mac_is_refused_with_what_was_seen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (tree, _plan) = build_netboot_fleet(tmp.path());
+    let serve = serve_tree(&tmp.path().join("out"), &tmp.path().join("events.jsonl"));
+
+    // The second machine: its own row, from the same tree (stopped there).
+    let target = tmp.path().join("hv02.img");
+    let (code, report) = netboot(
+        &tree,
+        &serve,
+        HV02_MAC,
+        &target,
+        &tmp.path().join("hv02.json"),
+        &["--stop-after", steps::IDENTIFY],
+    );
+    assert_eq!(
+        code, 4,
+        "stopped after identify: {:#}",
+        report["console_tail"]
+    );
+    let identified = step_events(&report, steps::IDENTIFY)
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(identified["data"]["hostname"], "hv02", "{identified:#}");
+    assert_eq!(identified["data"]["row"], 1, "{identified:#}");
+    assert!(
+        identified["data"]["macs"]
+            .as_array()
+            .unwrap()
+            .contains(&HV02_MAC.into()),
+        "{identified:#}"
+    );
+
+    // A MAC the table does not hold: a failed event that lists what the
+    // machine has and what the table holds; the disk never touched.
+    let target = tmp.path().join("unknown.img");
+    let (code, report) = netboot(
+        &tree,
+        &serve,
+        "52:54:00:12:34:03",
+        &target,
+        &tmp.path().join("unknown.json"),
+        &[],
+    );
+    assert_eq!(code, 1, "the install fails: {:#}", report["console_tail"]);
+    let failed = step_events(&report, steps::IDENTIFY)
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(failed["state"], "failed", "{failed:#}");
+    let error = failed["message"].as_str().unwrap();
+    for needle in [
+        "no row of the machines table matches this machine",
+        "52:54:00:12:34:03",
+        "machines[0] hv01",
+        "machines[1] hv02",
+        HV01_MAC,
+        HV02_MAC,
+        "No disk was touched",
+    ] {
+        assert!(error.contains(needle), "{needle:?} missing: {error}");
+    }
+    assert_no_disk_step_ran(&report, "the unknown machine");
+    assert_target_unallocated(&target);
 }
 
 #[test]
 #[ignore = "needs the fixture ISO and QEMU: run scripts/test"]
 fn a_payload_corrupted_on_the_server_stops_the_install_before_any_disk_is_written() {
     let tmp = tempfile::tempdir().unwrap();
-    let (tree, _plan) = build_netboot_reference(tmp.path());
+    let (tree, _plan) = build_netboot_fleet(tmp.path());
     // The server's copy of the ISO has one changed byte deep inside.
     let iso = tree.join("install.iso");
     let len = fs::metadata(&iso).unwrap().len();
@@ -1841,7 +1931,7 @@ fn a_payload_corrupted_on_the_server_stops_the_install_before_any_disk_is_writte
     let (code, report) = netboot(
         &tree,
         &serve,
-        NETBOOT_MAC,
+        HV01_MAC,
         &target,
         &tmp.path().join("report.json"),
         &[],
