@@ -13,32 +13,21 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use imgforge::build::{build, BuildOptions};
-use imgforge::fetch::http::RetryPolicy;
-use imgforge::fetch::FetchOptions;
 use imgforge::iso::IsoReader;
 use imgforge_plan::Plan;
 use sha2::{Digest, Sha256};
 use support::entries;
-use support::fixtures::{agent, fixture, REFERENCE_PROFILE};
+use support::fixtures::{build_options, fixture, REFERENCE_PROFILE};
 
 /// Build options for the reference profile from `iso` (a copy of the
 /// fixture ISO: the cached one is never modified) into `out`.
 fn options(work: &Path, iso: &Path, out: &Path) -> BuildOptions {
-    let fetch = FetchOptions {
-        cache_dir: work.join("cache"),
-        offline: true,
-        retry: RetryPolicy::default(),
-        max_size: None,
-    };
-    let mut opts = BuildOptions::new(PathBuf::from(REFERENCE_PROFILE), out.to_path_buf(), fetch);
-    opts.sources.iso = Some(iso.to_path_buf());
-    opts.sources.sha256sums = Some(fixture("SHA256SUMS"));
-    opts.sources.signature = Some(fixture("SHA256SUMS_GPG"));
-    opts.keyring = Some(fixture("KEYRING"));
-    opts.archive_keyring = Some(fixture("ARCHIVE_KEYRING"));
-    opts.archive_mirror = Some(fixture("ARCHIVE").display().to_string());
-    opts.agent = Some(agent());
-    opts
+    build_options(
+        work,
+        PathBuf::from(REFERENCE_PROFILE),
+        iso.to_path_buf(),
+        out,
+    )
 }
 
 fn copy_of_fixture_iso(dir: &Path) -> PathBuf {

@@ -1673,28 +1673,44 @@ fn build_netboot_fleet(dir: &Path) -> (PathBuf, Plan) {
     (out.join("fleet-pxe"), plan)
 }
 
-/// Boots `tree` over the network with the NIC's MAC `mac`, the tree's
-/// server at 10.0.2.100:80.
-fn netboot(
-    tree: &Path,
-    serve: &support::serve::Serve,
-    mac: &str,
-    target: &Path,
-    report: &Path,
-    extra: &[&str],
-) -> (i32, serde_json::Value) {
-    let forward = format!("10.0.2.100:80=127.0.0.1:{}", serve.addr.port());
-    let mut args = vec!["--install-net", forward.as_str(), "--mac", mac];
-    args.extend(extra);
-    boot_test_with(tree, target, "40GiB", report, &args)
+/// The fleet's PXE tree built and served: what each network-install
+/// test starts from.
+struct Netboot {
+    tmp: tempfile::TempDir,
+    tree: PathBuf,
+    plan: Plan,
+    serve: support::serve::Serve,
 }
 
-fn serve_tree(dir: &Path, log: &Path) -> support::serve::Serve {
-    support::serve::Serve::spawn(
-        dir,
-        log,
-        &["--listen", "127.0.0.1:0", "--no-token", "--json"],
-    )
+impl Netboot {
+    fn new() -> Netboot {
+        let tmp = tempfile::tempdir().unwrap();
+        let (tree, plan) = build_netboot_fleet(tmp.path());
+        let serve = support::serve::Serve::spawn(
+            &tmp.path().join("out"),
+            &tmp.path().join("events.jsonl"),
+            &["--listen", "127.0.0.1:0", "--no-token", "--json"],
+        );
+        Netboot {
+            tmp,
+            tree,
+            plan,
+            serve,
+        }
+    }
+
+    /// Boots the tree over the network with the NIC's MAC `mac` onto the
+    /// blank disk `NAME.img`, the tree's server at 10.0.2.100:80; returns
+    /// the exit code, the report and the disk.
+    fn boot(&self, mac: &str, name: &str, extra: &[&str]) -> (i32, serde_json::Value, PathBuf) {
+        let forward = format!("10.0.2.100:80=127.0.0.1:{}", self.serve.addr.port());
+        let mut args = vec!["--install-net", forward.as_str(), "--mac", mac];
+        args.extend(extra);
+        let target = self.tmp.path().join(format!("{name}.img"));
+        let report = self.tmp.path().join(format!("{name}.json"));
+        let (code, report) = boot_test_with(&self.tree, &target, "40GiB", &report, &args);
+        (code, report, target)
+    }
 }
 
 /// The ext4 filesystem's size in bytes, read from its superblock.
@@ -1712,19 +1728,10 @@ fn ext4_bytes(image: &Path, partition_offset: u64) -> u64 {
 #[test]
 #[ignore = "needs the fixture ISO and QEMU: run scripts/test"]
 fn a_machine_with_no_disk_of_ours_installs_over_the_network_from_serve() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (tree, plan) = build_netboot_fleet(tmp.path());
-    let serve = serve_tree(&tmp.path().join("out"), &tmp.path().join("events.jsonl"));
-    let target = tmp.path().join("target.img");
+    let net = Netboot::new();
     // Half the RAM of the USB installs: the payload is never held in memory.
-    let (code, report) = netboot(
-        &tree,
-        &serve,
-        HV01_MAC,
-        &target,
-        &tmp.path().join("report.json"),
-        &["--firstboot", "--memory", "1024"],
-    );
+    let (code, report, target) = net.boot(HV01_MAC, "hv01", &["--firstboot", "--memory", "1024"]);
+    let plan = &net.plan;
     assert_eq!(code, 0, "boot-test failed: {:#}", report["console_tail"]);
     let done: Vec<String> = event_steps(&report)
         .into_iter()
@@ -1841,20 +1848,9 @@ fn a_machine_with_no_disk_of_ours_installs_over_the_network_from_serve() {
 #[test]
 #[ignore = "needs the fixture ISO and QEMU: run scripts/test"]
 fn fleet_machines_get_their_own_row_and_an_unknown_mac_is_refused_with_what_was_seen() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (tree, _plan) = build_netboot_fleet(tmp.path());
-    let serve = serve_tree(&tmp.path().join("out"), &tmp.path().join("events.jsonl"));
-
+    let net = Netboot::new();
     // The second machine: its own row, from the same tree (stopped there).
-    let target = tmp.path().join("hv02.img");
-    let (code, report) = netboot(
-        &tree,
-        &serve,
-        HV02_MAC,
-        &target,
-        &tmp.path().join("hv02.json"),
-        &["--stop-after", steps::IDENTIFY],
-    );
+    let (code, report, _) = net.boot(HV02_MAC, "hv02", &["--stop-after", steps::IDENTIFY]);
     assert_eq!(
         code, 4,
         "stopped after identify: {:#}",
@@ -1876,15 +1872,7 @@ fn fleet_machines_get_their_own_row_and_an_unknown_mac_is_refused_with_what_was_
 
     // A MAC the table does not hold: a failed event that lists what the
     // machine has and what the table holds; the disk never touched.
-    let target = tmp.path().join("unknown.img");
-    let (code, report) = netboot(
-        &tree,
-        &serve,
-        "52:54:00:12:34:03",
-        &target,
-        &tmp.path().join("unknown.json"),
-        &[],
-    );
+    let (code, report, target) = net.boot("52:54:00:12:34:03", "unknown", &[]);
     assert_eq!(code, 1, "the install fails: {:#}", report["console_tail"]);
     let failed = step_events(&report, steps::IDENTIFY)
         .last()
@@ -1910,10 +1898,9 @@ fn fleet_machines_get_their_own_row_and_an_unknown_mac_is_refused_with_what_was_
 #[test]
 #[ignore = "needs the fixture ISO and QEMU: run scripts/test"]
 fn a_payload_corrupted_on_the_server_stops_the_install_before_any_disk_is_written() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (tree, _plan) = build_netboot_fleet(tmp.path());
+    let net = Netboot::new();
     // The server's copy of the ISO has one changed byte deep inside.
-    let iso = tree.join("install.iso");
+    let iso = net.tree.join("install.iso");
     let len = fs::metadata(&iso).unwrap().len();
     let mut f = fs::OpenOptions::new()
         .read(true)
@@ -1926,16 +1913,7 @@ fn a_payload_corrupted_on_the_server_stops_the_install_before_any_disk_is_writte
     f.seek(SeekFrom::Start(len / 2)).unwrap();
     f.write_all(&[byte[0] ^ 0x01]).unwrap();
     drop(f);
-    let serve = serve_tree(&tmp.path().join("out"), &tmp.path().join("events.jsonl"));
-    let target = tmp.path().join("target.img");
-    let (code, report) = netboot(
-        &tree,
-        &serve,
-        HV01_MAC,
-        &target,
-        &tmp.path().join("report.json"),
-        &[],
-    );
+    let (code, report, target) = net.boot(HV01_MAC, "hv01", &[]);
     assert_eq!(code, 1, "the install fails: {:#}", report["console_tail"]);
     let failed = step_events(&report, steps::PAYLOAD).last().unwrap().clone();
     assert_eq!(failed["state"], "failed", "{failed:#}");

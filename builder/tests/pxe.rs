@@ -14,12 +14,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use imgforge::build::{build, BuildOptions};
-use imgforge::fetch::http::RetryPolicy;
-use imgforge::fetch::FetchOptions;
 use imgforge::image::{initrd_segments, SegmentKind};
 use imgforge::iso::IsoReader;
 use imgforge_plan::Plan;
-use support::fixtures::{agent, fixture, REFERENCE_PROFILE};
+use support::fixtures::{build_options, fixture, REFERENCE_PROFILE};
 use support::sha256_hex;
 
 const URL: &str = "http://10.0.2.100:8080/hv-pxe/";
@@ -40,21 +38,7 @@ fn pxe_profile(dir: &Path) -> PathBuf {
 }
 
 fn options(work: &Path, profile: PathBuf, out: &Path) -> BuildOptions {
-    let fetch = FetchOptions {
-        cache_dir: work.join("cache"),
-        offline: true,
-        retry: RetryPolicy::default(),
-        max_size: None,
-    };
-    let mut opts = BuildOptions::new(profile, out.to_path_buf(), fetch);
-    opts.sources.iso = Some(fixture("ISO"));
-    opts.sources.sha256sums = Some(fixture("SHA256SUMS"));
-    opts.sources.signature = Some(fixture("SHA256SUMS_GPG"));
-    opts.keyring = Some(fixture("KEYRING"));
-    opts.archive_keyring = Some(fixture("ARCHIVE_KEYRING"));
-    opts.archive_mirror = Some(fixture("ARCHIVE").display().to_string());
-    opts.agent = Some(agent());
-    opts
+    build_options(work, profile, fixture("ISO"), out)
 }
 
 /// The plan inside an installer initrd (the last, appended archive).

@@ -35,3 +35,29 @@ pub fn agent() -> PathBuf {
     );
     agent
 }
+
+/// Build options for `profile` from the fixture's signed sources with
+/// `iso` as the ISO, offline, the fixture archive and the static agent,
+/// into `out`; the download cache lives in `work`.
+pub fn build_options(
+    work: &Path,
+    profile: PathBuf,
+    iso: PathBuf,
+    out: &Path,
+) -> imgforge::build::BuildOptions {
+    let fetch = imgforge::fetch::FetchOptions {
+        cache_dir: work.join("cache"),
+        offline: true,
+        retry: imgforge::fetch::http::RetryPolicy::default(),
+        max_size: None,
+    };
+    let mut opts = imgforge::build::BuildOptions::new(profile, out.to_path_buf(), fetch);
+    opts.sources.iso = Some(iso);
+    opts.sources.sha256sums = Some(fixture("SHA256SUMS"));
+    opts.sources.signature = Some(fixture("SHA256SUMS_GPG"));
+    opts.keyring = Some(fixture("KEYRING"));
+    opts.archive_keyring = Some(fixture("ARCHIVE_KEYRING"));
+    opts.archive_mirror = Some(fixture("ARCHIVE").display().to_string());
+    opts.agent = Some(agent());
+    opts
+}
