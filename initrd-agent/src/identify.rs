@@ -16,7 +16,7 @@ use tracing::info;
 use crate::report::Step;
 
 /// Where the kernel shows the NICs and the firmware's tables.
-const SYSFS: &str = "/sys";
+pub const SYSFS: &str = "/sys";
 /// A NIC's driver may register it a moment after the modules step loaded
 /// the driver: without a matching row, the NICs are read again until this
 /// much time has passed.
@@ -74,12 +74,10 @@ pub fn step(plan: &Plan, step: &mut Step) -> Result<Plan> {
     }
 }
 
-/// What the kernel shows of the machine under `sys` (`/sys`, or a test's
-/// stand-in): the address of every NIC with a device behind it (not lo,
-/// bridges, VLANs or bonds), the SMBIOS UUID and serial. Missing files
-/// are absent values: virtual machines and some boards have no serial.
-pub fn read_identity(sys: &Path) -> Identity {
-    let mut macs = Vec::new();
+/// The NICs with a device behind them under `sys` (not lo, bridges, VLANs
+/// or bonds): name and MAC (lower case), sorted by name.
+pub fn physical_nics(sys: &Path) -> Vec<(String, String)> {
+    let mut found = Vec::new();
     if let Ok(entries) = std::fs::read_dir(sys.join("class/net")) {
         for entry in entries.flatten() {
             let nic = entry.path();
@@ -87,10 +85,21 @@ pub fn read_identity(sys: &Path) -> Identity {
                 continue;
             }
             if let Ok(address) = std::fs::read_to_string(nic.join("address")) {
-                macs.push(address.trim().to_owned());
+                let name = entry.file_name().to_string_lossy().into_owned();
+                found.push((name, address.trim().to_ascii_lowercase()));
             }
         }
     }
+    found.sort();
+    found
+}
+
+/// What the kernel shows of the machine under `sys` (`/sys`, or a test's
+/// stand-in): the address of every NIC with a device behind it (not lo,
+/// bridges, VLANs or bonds), the SMBIOS UUID and serial. Missing files
+/// are absent values: virtual machines and some boards have no serial.
+pub fn read_identity(sys: &Path) -> Identity {
+    let macs: Vec<String> = physical_nics(sys).into_iter().map(|(_, mac)| mac).collect();
     let dmi = |name: &str| std::fs::read_to_string(sys.join("class/dmi/id").join(name)).ok();
     Identity::new(
         &macs,

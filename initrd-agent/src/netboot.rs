@@ -60,32 +60,12 @@ pub fn boot_mac(cmdline: &str) -> Option<String> {
     None
 }
 
-/// The physical NICs (those with a device behind them): name and MAC.
-fn nics() -> Vec<(String, String)> {
-    let mut found = Vec::new();
-    if let Ok(entries) = std::fs::read_dir("/sys/class/net") {
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if !e.path().join("device").exists() {
-                continue;
-            }
-            let mac = std::fs::read_to_string(e.path().join("address"))
-                .unwrap_or_default()
-                .trim()
-                .to_ascii_lowercase();
-            found.push((name, mac));
-        }
-    }
-    found.sort();
-    found
-}
-
 /// The NIC to install over: the one with the boot loader's MAC, or the only
 /// NIC there is; loads drivers for devices that show up late.
 fn boot_nic(wanted: Option<&str>, hw: &mut Hardware) -> Result<(String, String)> {
     let start = Instant::now();
     loop {
-        let all = nics();
+        let all = crate::identify::physical_nics(std::path::Path::new(crate::identify::SYSFS));
         let pick = match wanted {
             Some(mac) => all.iter().find(|(_, m)| m == mac).cloned(),
             None if all.len() == 1 => all.first().cloned(),
