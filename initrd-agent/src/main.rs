@@ -51,6 +51,11 @@ imgforge-firstboot.service) checks the system against the plan and reports.
 directory DST exactly as the installer copies the root tree (owners, modes,
 xattrs, hard links, holes) and prints the bytes and files copied.
 
+`imgforge-agent post-events [--token-file FILE] [--machine ID] URL EVENTS`
+sends the events of the file EVENTS (JSON lines or IMGFORGE-EVENT console
+lines) to the webhook URL as the installer does (batches, bearer token,
+retries, a new boot id) and waits up to 20 s for them to be acknowledged.
+
 Options:
   --version   print the version
   --help      print this text";
@@ -164,6 +169,7 @@ fn main() {
     match args.first().map(String::as_str) {
         Some("firstboot") => std::process::exit(firstboot::run()),
         Some("copy-tree") => std::process::exit(copy_tree_command(&args[1..])),
+        Some("post-events") => std::process::exit(webhook::post_events_command(&args[1..])),
         _ => {}
     }
     if !rustix::process::getpid().is_init() {

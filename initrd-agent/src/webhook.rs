@@ -872,6 +872,8 @@ pub fn start_firstboot(report: &ReportPlan) {
         queue.configure(None);
         return;
     };
+    // The delivery's changes of state go to the journal with the report.
+    crate::log::init(None);
     let dir = Path::new(SPOOL_DIR);
     let replay = unacknowledged(dir).unwrap_or_else(|e| {
         warn!("spool {}: {e}; nothing to replay", dir.display());
@@ -892,6 +894,89 @@ pub fn start_firstboot(report: &ReportPlan) {
     queue.replay(replay);
     queue.configure(Some(endpoint));
     spool_to(SPOOL_DIR);
+}
+
+/// `imgforge-agent post-events [--token-file F] [--machine ID] URL FILE`:
+/// sends the events of FILE (JSON lines, or console lines with the
+/// `IMGFORGE-EVENT ` prefix) to URL exactly as the installer does, with a
+/// new boot id, and waits for them to be acknowledged: a collector can be
+/// tried against the installer's client without installing anything.
+pub fn post_events_command(args: &[String]) -> i32 {
+    const USAGE: &str =
+        "usage: imgforge-agent post-events [--token-file FILE] [--machine ID] URL EVENTS-FILE";
+    let mut token_file = None;
+    let mut machine = None;
+    let mut rest = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--token-file" => token_file = it.next(),
+            "--machine" => machine = it.next().cloned(),
+            _ => rest.push(a),
+        }
+    }
+    let [url, file] = rest[..] else {
+        eprintln!("imgforge-agent: {USAGE}");
+        return 2;
+    };
+    let token = match token_file.map(std::fs::read_to_string).transpose() {
+        Ok(t) => t.map(|t| t.trim().to_owned()),
+        Err(e) => {
+            eprintln!("imgforge-agent: reading the token file: {e}");
+            return 2;
+        }
+    };
+    let endpoint = match net::parse_url(url) {
+        Ok(u) if !u.https => Endpoint { url: u, token },
+        Ok(_) => {
+            eprintln!(
+                "imgforge-agent: {url}: https is not supported (the installer has no TLS client)"
+            );
+            return 2;
+        }
+        Err(e) => {
+            eprintln!("imgforge-agent: {e:#}");
+            return 2;
+        }
+    };
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("imgforge-agent: reading {file}: {e}");
+            return 2;
+        }
+    };
+    let mut events = Vec::new();
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let parsed = Event::from_line(line).unwrap_or_else(|| serde_json::from_str(line));
+        match parsed {
+            Ok(ev) => events.push(ev),
+            Err(e) => {
+                eprintln!("imgforge-agent: {file}:{}: not an event: {e}", i + 1);
+                return 2;
+            }
+        }
+    }
+    crate::log::init(None);
+    let machine = machine
+        .or_else(|| firmware_machine_id(Path::new("/sys")))
+        .unwrap_or_else(|| crate::identify::read_identity(Path::new("/sys")).machine_id());
+    let queue = Queue::new(new_boot_id(), Some(machine));
+    for ev in &events {
+        queue.push(ev);
+    }
+    queue.configure(Some(endpoint));
+    let left = queue.drain(FLUSH_WAIT);
+    println!(
+        "{} events acknowledged, {left} not (boot {})",
+        events.len() - left,
+        queue.boot()
+    );
+    i32::from(left > 0)
 }
 
 #[cfg(test)]
