@@ -493,10 +493,16 @@ impl Queue {
         if inner.endpoint.is_none() {
             return Ok(());
         }
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
+        // Only the spool itself is private: the parents (the target's
+        // /var/spool) get their modes from the root tree copied over them.
+        if let Some(parent) = dir.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
         let mount = std::fs::read_to_string("/proc/self/mountinfo")
             .ok()
             .and_then(|m| mount_of(&m, dir));
