@@ -975,8 +975,8 @@ pub struct Event {
     /// Step-specific structured facts (the chosen disk, the partitions, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<serde_json::Value>,
-    /// Which machine reports (its hostname or a MAC address): events sent
-    /// over the network need it, console lines do not.
+    /// Which machine reports (`Identity::machine_id`): events sent over
+    /// the network carry it, console lines do not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub machine: Option<String>,
     /// A random id for this boot of the installer (or of the first boot):
