@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
@@ -182,16 +182,24 @@ fn truncate(s: &str, max: usize) -> &str {
 }
 
 /// An IPv4 literal as it is; a name through the install network's name
-/// servers when there are any, else through the system's resolver (the
-/// installed system's first boot).
+/// servers when there are any, else through the ones /etc/resolv.conf
+/// names (the installed system's first boot: systemd-resolved's stub).
+/// The agent is static: the C library's resolver is not relied on.
 fn resolve(host: &str, port: u16, dns: &[Ipv4Addr]) -> anyhow::Result<SocketAddr> {
     if host.parse::<Ipv4Addr>().is_ok() || !dns.is_empty() {
         return net::resolve(host, port, dns);
     }
-    (host, port)
-        .to_socket_addrs()?
-        .find(SocketAddr::is_ipv4)
-        .ok_or_else(|| anyhow::anyhow!("{host} has no IPv4 address"))
+    let conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    net::resolve(host, port, &name_servers(&conf))
+}
+
+/// The IPv4 `nameserver` lines of a resolv.conf.
+fn name_servers(resolv_conf: &str) -> Vec<Ipv4Addr> {
+    resolv_conf
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|a| a.trim().parse().ok())
+        .collect()
 }
 
 /// A random id for this run: 32 hex characters.
@@ -1405,6 +1413,20 @@ mod tests {
         assert_eq!(e.token.as_deref(), Some("s3cr3t-token-0123456789"));
         report.webhook = Some("https://10.0.2.100/events".into());
         assert!(Endpoint::from_plan(&report).is_none());
+    }
+
+    #[test]
+    fn names_are_looked_up_through_the_resolv_conf_name_servers() {
+        let conf =
+            "# stub\nnameserver 127.0.0.53\noptions edns0\nnameserver ::1\n nameserver 10.0.2.3\n";
+        assert_eq!(
+            name_servers(conf),
+            [Ipv4Addr::new(127, 0, 0, 53), Ipv4Addr::new(10, 0, 2, 3)]
+        );
+        assert_eq!(
+            resolve("10.0.2.100", 8080, &[]).unwrap(),
+            "10.0.2.100:8080".parse().unwrap()
+        );
     }
 
     #[test]
