@@ -178,6 +178,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, BuildError> {
         None => find_agent()?,
     };
     let agent = read_static_agent(&agent_path)?;
+    let token = webhook_token(&loaded)?;
 
     let trust = PackageTrust::load(&loaded, opts)?;
     let reporter = Reporter::new(opts.progress);
@@ -214,6 +215,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, BuildError> {
         &loaded.profile,
         &packages.pool.suite,
     ));
+    plan.report.token = token;
     plan.test_hooks = opts.test_hooks.clone();
     plan.payload.layers = boot.layers.clone();
     plan.payload.pool_release = Some(boot.pool_release.clone());
@@ -288,6 +290,27 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, BuildError> {
         signer: iso.signer,
         resolve_seconds: packages.seconds,
     })
+}
+
+/// The webhook's bearer token from `report.token_file` (relative to the
+/// profile). It goes into the plan only; errors name the file, never the token.
+pub fn webhook_token(
+    loaded: &LoadedProfile,
+) -> Result<Option<imgforge_plan::BearerToken>, BuildError> {
+    let Some(file) = &loaded.profile.report.token_file else {
+        return Ok(None);
+    };
+    let path = loaded.resolve(file);
+    let text = std::fs::read_to_string(&path).map_err(io("reading report.token_file", &path))?;
+    let token = text.trim();
+    crate::profile::grammar::bearer_token(token).map_err(|why| {
+        BuildError::Source(format!(
+            "{}: report.token_file: {why}\n  fix: write one token of 16 to 512 letters, digits and ._~+/=- into the file (e.g. `head -c 32 /dev/urandom | base64 > {}`), the same file `imgforge serve --token-file` reads",
+            path.display(),
+            path.display()
+        ))
+    })?;
+    Ok(Some(imgforge_plan::BearerToken(token.to_owned())))
 }
 
 fn wants_pxe(loaded: &LoadedProfile) -> bool {
@@ -1240,6 +1263,39 @@ mod tests {
         assert!(
             cfg.contains("\tlinux /casper/vmlinuz console=ttyS1,57600n8 console=tty0 ---\n"),
             "{cfg}"
+        );
+    }
+
+    #[test]
+    fn the_webhook_token_is_read_relative_to_the_profile_and_never_repeated_in_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut loaded = profile::load(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../profiles/hypervisor.toml"
+        )))
+        .unwrap();
+        loaded.path = dir.path().join("hv.toml");
+        assert!(webhook_token(&loaded).unwrap().is_none());
+        loaded.profile.report.webhook = Some("http://10.0.2.100/events".into());
+        loaded.profile.report.token_file = Some("events.token".into());
+        let missing = webhook_token(&loaded).unwrap_err().to_string();
+        assert!(
+            missing.contains("reading report.token_file") && missing.contains("events.token"),
+            "{missing}"
+        );
+        std::fs::write(
+            dir.path().join("events.token"),
+            "  s3cr3t-t0ken-0123456789+/=\n",
+        )
+        .unwrap();
+        let token = webhook_token(&loaded).unwrap().unwrap();
+        assert_eq!(token.0, "s3cr3t-t0ken-0123456789+/=");
+        assert!(!format!("{token:?}").contains("s3cr3t"));
+        std::fs::write(dir.path().join("events.token"), "s3cr3t t0ken 0123456789\n").unwrap();
+        let bad = webhook_token(&loaded).unwrap_err().to_string();
+        assert!(
+            bad.contains("character 7 of the token") && !bad.contains("s3cr3t"),
+            "{bad}"
         );
     }
 

@@ -133,6 +133,9 @@ fn compile_profile(
         },
         report: ReportPlan {
             webhook: p.report.webhook.clone(),
+            // Read from report.token_file at build time (build::webhook_token):
+            // compiling touches no file.
+            token: None,
             on_success: p.report.on_success,
             on_failure: p.report.on_failure,
             // Validation parsed every console already.

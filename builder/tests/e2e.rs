@@ -1656,9 +1656,16 @@ const HV02_MAC: &str = "52:54:00:12:34:02";
 /// Builds the fleet profile with its PXE tree into `dir/out`; returns the
 /// tree and the stick's plan (the tree's is the same but for payload.http).
 fn build_netboot_fleet(dir: &Path) -> (PathBuf, Plan) {
+    build_netboot_fleet_reporting(dir, "")
+}
+
+/// [`build_netboot_fleet`] with `report` lines added to its `[report]`.
+fn build_netboot_fleet_reporting(dir: &Path, report: &str) -> (PathBuf, Plan) {
     let text = fs::read_to_string(FLEET_PROFILE).unwrap();
     assert!(text.contains("formats = [\"usb\"]\n") && text.contains("\n[system]\n"));
+    assert!(text.contains("\n[report]\n"));
     let text = text
+        .replacen("\n[report]\n", &format!("\n[report]\n{report}"), 1)
         .replacen(r#"formats = ["usb"]"#, r#"formats = ["usb", "pxe"]"#, 1)
         .replacen(
             "\n[system]\n",
@@ -1699,6 +1706,36 @@ impl Netboot {
         }
     }
 
+    /// The fleet with `report.webhook` at serve's `/events` (the same
+    /// address as the tree) and a token both sides read from one file.
+    fn with_webhook() -> Netboot {
+        let tmp = tempfile::tempdir().unwrap();
+        let token = tmp.path().join("events.token");
+        fs::write(&token, "e2e-webhook-token-0123456789\n").unwrap();
+        let (tree, plan) = build_netboot_fleet_reporting(
+            tmp.path(),
+            "webhook = \"http://10.0.2.100/events\"\ntoken_file = \"events.token\"\n",
+        );
+        assert!(plan.report.token.is_some());
+        let serve = support::serve::Serve::spawn(
+            &tmp.path().join("out"),
+            &tmp.path().join("events.jsonl"),
+            &[
+                "--listen",
+                "127.0.0.1:0",
+                "--token-file",
+                token.to_str().unwrap(),
+                "--json",
+            ],
+        );
+        Netboot {
+            tmp,
+            tree,
+            plan,
+            serve,
+        }
+    }
+
     /// Boots the tree over the network with the NIC's MAC `mac` onto the
     /// blank disk `NAME.img`, the tree's server at 10.0.2.100:80; returns
     /// the exit code, the report and the disk.
@@ -1723,6 +1760,57 @@ fn ext4_bytes(image: &Path, partition_offset: u64) -> u64 {
     assert_eq!(&sb[0x38..0x3a], &[0x53, 0xef], "an ext4 superblock");
     let blocks = u32_at(4) | (u32_at(0x150) << 32);
     blocks * (1024 << u32_at(24))
+}
+
+/// The installer's events reach serve's `/events` as well as the console:
+/// each install event once, in order, under one machine and boot, the
+/// same events the serial console showed.
+#[test]
+#[ignore = "needs the fixture ISO and QEMU: run scripts/test"]
+fn a_network_install_posts_every_event_to_serve_once_and_in_order() {
+    let net = Netboot::with_webhook();
+    let (code, report, _target) = net.boot(HV01_MAC, "hv01", &["--memory", "1024"]);
+    assert_eq!(code, 0, "boot-test failed: {:#}", report["console_tail"]);
+    let console: Vec<(String, String, u64)> = report["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let e = &e["event"];
+            (
+                e["step"].as_str().unwrap().to_owned(),
+                e["state"].as_str().unwrap().to_owned(),
+                e["seq"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let log = fs::read_to_string(net.tmp.path().join("events.jsonl")).unwrap();
+    let stored: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["event"].clone())
+        .collect();
+    let posted: Vec<(String, String, u64)> = stored
+        .iter()
+        .map(|e| {
+            (
+                e["step"].as_str().unwrap().to_owned(),
+                e["state"].as_str().unwrap().to_owned(),
+                e["seq"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(posted, console, "serve's log:\n{log}");
+    let seqs: Vec<u64> = posted.iter().map(|p| p.2).collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+    assert_eq!(posted.last().unwrap().0, steps::INSTALL);
+    let (machine, boot) = (&stored[0]["machine"], &stored[0]["boot"]);
+    assert_eq!(boot.as_str().unwrap().len(), 32, "{boot}");
+    assert!(machine.as_str().unwrap().len() > 1, "{machine}");
+    assert!(stored
+        .iter()
+        .all(|e| &e["machine"] == machine && &e["boot"] == boot));
+    // The token stays out of the console.
+    assert!(!report.to_string().contains("e2e-webhook-token"));
 }
 
 #[test]

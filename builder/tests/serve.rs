@@ -1013,3 +1013,77 @@ fn the_status_page_shows_every_machine_in_a_browser() {
     );
     eprintln!("status page screenshot: {}", shot.display());
 }
+
+/// The installer's own client (`imgforge-agent post-events`, the queue the
+/// installer sends its events through) against serve: started before
+/// serve listens, it retries quietly until serve is up, and every event
+/// is stored once, in order, under one machine and boot.
+#[test]
+#[ignore = "needs the static agent that scripts/build makes (scripts/test runs both)"]
+fn the_installers_client_delivers_to_serve_once_in_order_when_serve_comes_up_late() {
+    let d = dirs();
+    let token_file = d.log.with_file_name("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let events_file = d.log.with_file_name("install.events");
+    let steps = [
+        "agent",
+        "modules",
+        "identify",
+        "payload",
+        "select-disk",
+        "install",
+    ];
+    let lines: Vec<String> = steps
+        .iter()
+        .enumerate()
+        .map(|(i, step)| {
+            let ev = json!({"v": 1, "seq": i + 1, "ts": 1.7333e9 + i as f64, "step": step, "state": "done"});
+            format!("IMGFORGE-EVENT {ev}")
+        })
+        .collect();
+    std::fs::write(&events_file, lines.join("\n")).unwrap();
+    // A port nobody listens on until serve starts there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let agent = Command::new(support::fixtures::agent())
+        .arg("post-events")
+        .arg("--token-file")
+        .arg(&token_file)
+        .args(["--machine", "hv-01"])
+        .arg(format!("http://{listen}/events"))
+        .arg(&events_file)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let _serve = start(&d.tree, &d.log, &listen, &[]);
+    let out = agent.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("6 events acknowledged, 0 not"), "{said}");
+    let records = log_records(&d.log);
+    let got: Vec<(String, u64)> = records
+        .iter()
+        .map(|r| {
+            (
+                r["event"]["step"].as_str().unwrap().to_owned(),
+                r["event"]["seq"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, u64)> = steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| ((*s).to_owned(), i as u64 + 1))
+        .collect();
+    assert_eq!(got, want);
+    let boot = records[0]["event"]["boot"].as_str().unwrap();
+    assert_eq!(boot.len(), 32);
+    assert!(records
+        .iter()
+        .all(|r| r["event"]["machine"] == "hv-01" && r["event"]["boot"] == boot));
+}

@@ -19,6 +19,9 @@ pub fn step(step: &mut Step) -> Result<()> {
     let text = std::fs::read_to_string(log::LOG_FILE)
         .with_context(|| format!("reading the installer log {}", log::LOG_FILE))?;
     write_file(&format!("{TARGET}{}", log::INSTALLED_LOG), &text, 0o600)?;
+    // The spool's last events are written when the installer ends, with
+    // the target mounted again for a moment.
+    crate::webhook::detach_spool();
     leave_target()?;
     step.done(how);
     Ok(())

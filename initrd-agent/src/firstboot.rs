@@ -982,6 +982,7 @@ pub fn run() -> i32 {
         }
     };
     crate::report::use_consoles(&plan.report.consoles);
+    crate::webhook::start_firstboot(&plan.report);
     let start = Instant::now();
     let (facts, diffs) = loop {
         let facts = gather(&plan.expect);
@@ -1005,6 +1006,7 @@ pub fn run() -> i32 {
     ev.error = diffs;
     ev.data = Some(report_data(&plan.expect, &facts));
     emit(&ev);
+    crate::webhook::drain();
     // Report once: later boots do not run the check again.
     let _ = std::fs::rename(PLAN_PATH, DONE_PATH);
     if state == State::Done {

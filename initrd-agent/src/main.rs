@@ -28,6 +28,7 @@ mod report;
 mod source;
 mod system;
 mod target;
+mod webhook;
 
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::OnceLock;
@@ -49,6 +50,11 @@ imgforge-firstboot.service) checks the system against the plan and reports.
 `imgforge-agent copy-tree SRC DST` copies a mounted tree into the existing
 directory DST exactly as the installer copies the root tree (owners, modes,
 xattrs, hard links, holes) and prints the bytes and files copied.
+
+`imgforge-agent post-events [--token-file FILE] [--machine ID] URL EVENTS`
+sends the events of the file EVENTS (JSON lines or IMGFORGE-EVENT console
+lines) to the webhook URL as the installer does (batches, bearer token,
+retries, a new boot id) and waits up to 20 s for them to be acknowledged.
 
 Options:
   --version   print the version
@@ -163,6 +169,7 @@ fn main() {
     match args.first().map(String::as_str) {
         Some("firstboot") => std::process::exit(firstboot::run()),
         Some("copy-tree") => std::process::exit(copy_tree_command(&args[1..])),
+        Some("post-events") => std::process::exit(webhook::post_events_command(&args[1..])),
         _ => {}
     }
     if !rustix::process::getpid().is_init() {
@@ -193,6 +200,7 @@ fn main() {
         }
     };
     report::use_consoles(&plan.report.consoles);
+    webhook::start(&plan.report);
     set_on_failure(plan.report.on_failure);
     let _ = HOOKS.set(plan.test_hooks.clone());
     enter_step(plan.test_hooks.as_ref(), steps::AGENT);
@@ -223,7 +231,12 @@ fn install(plan: &Plan, r: &mut Reporter) -> Result<(), StepFailure> {
     let mut hw = r.step(steps::MODULES, modules::step)?;
     // From here on the plan is this machine's own: its row of the machines
     // table applied (and the copy the installed system keeps is that one).
-    let plan = &r.step(steps::IDENTIFY, |s| identify::step(plan, s))?;
+    let identified = r.step(steps::IDENTIFY, |s| identify::step(plan, s));
+    // Known even when no row matched: the failure event carries it too.
+    if let Some(id) = identify::machine_id() {
+        r.set_machine(id.to_owned());
+    }
+    let plan = &identified?;
     if let Some(http) = &plan.payload.http {
         return install_over_network(plan, http, hw, r);
     }
@@ -233,11 +246,15 @@ fn install(plan: &Plan, r: &mut Reporter) -> Result<(), StepFailure> {
         Some(online) => Some(r.step(steps::NETWORK, |s| net::step(online, &mut hw, s))?),
         None => None,
     };
+    if let Some(up) = &net {
+        webhook::set_dns(&up.dns);
+    }
     let target = r.step(steps::SELECT_DISK, |s| disk::select(plan, &source, s))?;
     let layout = r.step(steps::PARTITION, |s| disk::partition(plan, &target, s))?;
     r.step(steps::FILESYSTEMS, |s| {
         disk::filesystems(plan, &target, &layout, None, s)
     })?;
+    webhook::spool_to(&format!("{}{}", target::TARGET, webhook::SPOOL_DIR));
     r.step(steps::ROOT_TREE, |s| source::copy_root_tree(&source, s))?;
     r.step(steps::PACKAGES, |s| {
         packages::step(plan, &source, &target, net.as_ref(), s)
@@ -258,6 +275,7 @@ fn install_over_network(
     r: &mut Reporter,
 ) -> Result<(), StepFailure> {
     let up = r.step(steps::NETWORK, |s| netboot::network(http, &mut hw, s))?;
+    webhook::set_dns(&up.dns);
     let mut source = r.step(steps::PAYLOAD, |s| source::payload_over_http(http, &up, s))?;
     let target = r.step(steps::SELECT_DISK, |s| disk::select(plan, &source, s))?;
     let layout = r.step(steps::PARTITION, |s| disk::partition(plan, &target, s))?;
@@ -267,6 +285,7 @@ fn install_over_network(
     r.step(steps::FILESYSTEMS, |s| {
         disk::filesystems(plan, &target, &layout, Some(fetched.scratch.fs_bytes), s)
     })?;
+    webhook::spool_to(&format!("{}{}", target::TARGET, webhook::SPOOL_DIR));
     r.step(steps::ROOT_TREE, |s| source::copy_root_tree(&source, s))?;
     r.step(steps::PACKAGES, |s| {
         packages::step(plan, &source, &target, None, s)?;

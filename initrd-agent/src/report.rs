@@ -149,6 +149,12 @@ impl Reporter {
         emit(&event);
     }
 
+    /// The machine id events sent over the network carry from now on (and
+    /// the queued ones that have none yet).
+    pub fn set_machine(&mut self, id: String) {
+        crate::webhook::global().set_machine(id);
+    }
+
     /// Runs one installer step in its span: the done event after it
     /// succeeds (with what the step put in it), or its failure.
     pub fn step<T>(
@@ -194,8 +200,15 @@ impl Reporter {
     }
 }
 
-/// Writes an event to every console in use; with none, to standard output.
+/// Writes an event to every console in use (with none, to standard
+/// output), then queues it for the webhook: the console never waits for
+/// the network.
 pub fn emit(event: &Event) {
+    write_consoles(event);
+    crate::webhook::global().push(event);
+}
+
+fn write_consoles(event: &Event) {
     let mut consoles = CONSOLES.lock().unwrap_or_else(|e| e.into_inner());
     if consoles.is_empty() {
         let mut out = std::io::stdout().lock();

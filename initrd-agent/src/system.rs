@@ -45,6 +45,9 @@ fn attach_console() {
 /// Does the plan's final action. PID 1 never returns: if the kernel call
 /// fails or the shell exits, it waits forever rather than panic the kernel.
 pub fn finish(action: Action) -> ! {
+    // Every way out (done, failed, panicked) gives the webhook its chance;
+    // what it does not acknowledge in time stays in the spool.
+    crate::webhook::drain();
     match action {
         Action::Poweroff | Action::Reboot => {
             rustix::fs::sync();

@@ -526,14 +526,32 @@ pub enum FileKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReportPlan {
+    /// The http:// URL the installer and the first boot POST every event
+    /// to (docs/events.md, "How the installer delivers events").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<String>,
+    /// The bearer token sent with every POST to the webhook, read from the
+    /// profile's `report.token_file` at build time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<BearerToken>,
     pub on_success: Action,
     pub on_failure: Action,
     /// The consoles the installer and the first boot report on, in the
     /// order of the kernel's `console=` arguments (the last one is
     /// /dev/console).
     pub consoles: Vec<Console>,
+}
+
+/// A secret the plan carries: serialised as the plain string, but never
+/// shown by `Debug` (logs and panics print plans and their parts).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct BearerToken(pub String);
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BearerToken(hidden)")
+    }
 }
 
 /// One console, as the kernel's `console=` argument names it: a device
@@ -957,8 +975,8 @@ pub struct Event {
     /// Step-specific structured facts (the chosen disk, the partitions, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<serde_json::Value>,
-    /// Which machine reports (its hostname or a MAC address): events sent
-    /// over the network need it, console lines do not.
+    /// Which machine reports (`Identity::machine_id`): events sent over
+    /// the network carry it, console lines do not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub machine: Option<String>,
     /// A random id for this boot of the installer (or of the first boot):
@@ -1188,6 +1206,7 @@ mod tests {
             },
             report: ReportPlan {
                 webhook: None,
+                token: None,
                 on_success: Action::Poweroff,
                 on_failure: Action::Shell,
                 consoles: default_consoles(),

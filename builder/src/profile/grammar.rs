@@ -317,6 +317,44 @@ pub fn http_proxy(s: &str) -> Result<HttpUrl, String> {
     Ok(url)
 }
 
+/// The URL the installer POSTs its events to: `http://HOST[:PORT][/PATH]`
+/// as [`http_url`] reads it (HOST an IPv4 address or a name the installer
+/// looks up through its DHCP or configured name servers), plain http only.
+pub fn webhook_url(s: &str) -> Result<HttpUrl, String> {
+    let url = http_url(s)?;
+    if url.https {
+        return Err("https:// is not supported yet: the installer has no TLS client; send events over http:// on the install network (a bearer token from report.token_file guards POST /events)".into());
+    }
+    Ok(url)
+}
+
+/// The shortest and longest bearer token the installer sends.
+pub const TOKEN_LEN: std::ops::RangeInclusive<usize> = 16..=512;
+
+/// A bearer token as `Authorization: Bearer TOKEN` carries it (RFC 6750's
+/// b64token): 16 to 512 of `A-Z a-z 0-9 . _ ~ + / = -`. The error never
+/// repeats the token, only where it goes wrong.
+pub fn bearer_token(s: &str) -> Result<(), String> {
+    let n = s.chars().count();
+    if !TOKEN_LEN.contains(&n) {
+        return Err(format!(
+            "the token has {n} characters; it needs {} to {}",
+            TOKEN_LEN.start(),
+            TOKEN_LEN.end()
+        ));
+    }
+    if let Some(i) = s
+        .chars()
+        .position(|c| !(c.is_ascii_alphanumeric() || "._~+/=-".contains(c)))
+    {
+        return Err(format!(
+            "character {} of the token is not a letter, digit or one of ._~+/=-",
+            i + 1
+        ));
+    }
+    Ok(())
+}
+
 /// The kernel command line is limited to 2048 bytes on x86; leave room for
 /// what grub adds (BOOT_IMAGE, root=, ro).
 pub const KERNEL_ARGS_MAX: usize = 1024;
@@ -689,6 +727,45 @@ pub fn profile_name(s: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn webhooks_are_plain_http_urls_and_tokens_are_b64tokens() {
+        let u = webhook_url("http://deploy.example:8080/events").expect("valid");
+        assert_eq!(
+            (u.host.as_str(), u.port, u.path.as_str()),
+            ("deploy.example", 8080, "/events")
+        );
+        assert_eq!(
+            webhook_url("http://10.0.2.100/events").expect("valid").port,
+            80
+        );
+        for (bad, why) in [
+            (
+                "https://deploy.example/events",
+                "not supported yet: the installer has no TLS client",
+            ),
+            ("http://u:secret@deploy.example/events", "credentials"),
+            ("http://deploy.example/events?x=1", "'?' is not allowed"),
+            ("deploy.example/events", "not an http://"),
+        ] {
+            let err = webhook_url(bad).expect_err(bad);
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+        bearer_token("0123456789abcdefABCDEF._~+/=-").expect("valid");
+        for (bad, why) in [
+            ("short", "has 5 characters; it needs 16 to 512"),
+            ("0123456789abcdef ghij", "character 17 of the token"),
+            ("0123456789abcdef\nghij", "character 17 of the token"),
+        ] {
+            let err = bearer_token(bad).expect_err(bad);
+            assert!(err.contains(why), "{bad}: {err}");
+            assert!(
+                !err.contains("0123456789"),
+                "the error repeats the token: {err}"
+            );
+        }
+        assert!(bearer_token(&"a".repeat(513)).is_err());
+    }
 
     #[test]
     fn http_urls_are_split_and_everything_apt_or_a_request_line_would_misread_is_refused() {

@@ -745,9 +745,17 @@ pub struct Portgroup {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Report {
-    /// URL that would receive every event as JSON (POST): not supported
-    /// yet, events go to the console.
+    /// http:// URL that receives every event of the installer and of the
+    /// first boot as JSON (POST, in batches), e.g. `imgforge serve`'s
+    /// "http://10.0.0.5:8080/events". Delivery is at-least-once: events
+    /// wait in a queue (and on the target disk) until the server
+    /// acknowledges them (docs/events.md). https:// is not supported yet.
     pub webhook: Option<String>,
+    /// File whose contents (trimmed) are the bearer token sent with every
+    /// POST to the webhook: 16 to 512 letters, digits and ._~+/=- (the
+    /// file `imgforge serve --token-file` reads). Read at build time into
+    /// the plan. Relative to the profile file.
+    pub token_file: Option<String>,
     #[serde(default = "default_on_success")]
     pub on_success: Action,
     #[serde(default = "default_on_failure")]
@@ -764,6 +772,7 @@ impl Default for Report {
     fn default() -> Self {
         Report {
             webhook: None,
+            token_file: None,
             on_success: default_on_success(),
             on_failure: default_on_failure(),
             consoles: default_consoles(),

@@ -117,6 +117,25 @@ fn report(p: &Profile, v: &mut Problems) {
             format!("keep the {MAX_CONSOLES} consoles someone watches"),
         );
     }
+    if let Some(url) = &p.report.webhook {
+        if let Err(why) = grammar::webhook_url(url) {
+            v.add(
+                "report.webhook",
+                format!("{url:?} is not a webhook URL: {why}"),
+                "set report.webhook to an http:// URL with an IPv4 address or a host name, e.g. \"http://10.0.0.5:8080/events\" (imgforge serve collects events at /events)",
+            );
+        }
+    }
+    if let Some(file) = &p.report.token_file {
+        check_location(v, "report.token_file", file);
+        if p.report.webhook.is_none() {
+            v.add(
+                "report.token_file",
+                "report.token_file is set but report.webhook is not: the token would go nowhere",
+                "set report.webhook to the collector's URL, or remove report.token_file",
+            );
+        }
+    }
     let mut seen = std::collections::BTreeSet::new();
     for (i, text) in consoles.iter().enumerate() {
         match imgforge_plan::Console::parse(text) {
@@ -144,13 +163,6 @@ const MAX_CONSOLES: usize = 8;
 /// Settings the schema knows but nothing implements yet: refused, so that
 /// no profile relies on a key that does nothing.
 fn not_supported_yet(p: &Profile, v: &mut Problems) {
-    if p.report.webhook.is_some() {
-        v.add(
-            "report.webhook",
-            "report.webhook is not supported yet: nothing sends events over the network",
-            "remove report.webhook; events go to the console",
-        );
-    }
     if !p.output.formats.contains(&Format::Usb) {
         v.add(
             "output.formats",
