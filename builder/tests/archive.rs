@@ -317,12 +317,7 @@ fn serve_archive() -> Server {
 
 fn expect_failure(opts: &BuildOptions) -> String {
     let err: BuildError = build(opts)
-        .map(|b| {
-            panic!(
-                "the build must fail, but it wrote {}",
-                format!("{:?}", b.image)
-            )
-        })
+        .map(|b| panic!("the build must fail, but it wrote {:?}", b.image))
         .unwrap_err();
     assert_eq!(
         entries(&opts.out_dir),
