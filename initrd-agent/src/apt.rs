@@ -180,6 +180,42 @@ pub fn install_command(plan: &Plan, simulate: bool) -> Vec<String> {
     args
 }
 
+/// How far `apt-get install` is, from the lines dpkg prints: each package
+/// is unpacked, then set up, so each counts twice.
+#[derive(Debug)]
+pub struct InstallProgress {
+    packages: usize,
+    seen: usize,
+    reported_tenth: usize,
+}
+
+impl InstallProgress {
+    pub fn new(packages: usize) -> Self {
+        InstallProgress {
+            packages,
+            seen: 0,
+            reported_tenth: 0,
+        }
+    }
+
+    /// The percent done when `line` takes it past another tenth.
+    pub fn line(&mut self, line: &str) -> Option<f64> {
+        if self.packages == 0
+            || !(line.starts_with("Unpacking ") || line.starts_with("Setting up "))
+        {
+            return None;
+        }
+        self.seen = (self.seen + 1).min(2 * self.packages);
+        let percent = self.seen as f64 * 100.0 / (2 * self.packages) as f64;
+        let tenth = (percent / 10.0) as usize;
+        // 100 % is the done event's to say.
+        (tenth > self.reported_tenth && tenth < 10).then(|| {
+            self.reported_tenth = tenth;
+            percent
+        })
+    }
+}
+
 /// The packages (name, version) of the `Inst` lines of `apt-get -s`
 /// output, e.g. `Inst ifupdown (0.8.41ubuntu1 Ubuntu:24.04/noble [amd64])`
 /// or, for an upgrade, `Inst libc6 [2.39-0ubuntu8] (2.39-0ubuntu8.3 …)`.
@@ -257,6 +293,42 @@ fn compare(
 mod tests {
     use super::*;
     use imgforge_plan::{BundleSuite, PackageOrigin};
+
+    #[test]
+    fn install_progress_counts_unpacking_and_setting_up_in_tenths() {
+        let mut p = InstallProgress::new(5);
+        let mut reported = Vec::new();
+        for name in ["a", "b", "c", "d", "e"] {
+            assert_eq!(
+                p.line(&format!("Selecting previously unselected package {name}.")),
+                None
+            );
+            reported.extend(p.line(&format!("Unpacking {name} (1.0-1) ...")));
+        }
+        for name in ["a", "b", "c", "d", "e"] {
+            reported.extend(p.line(&format!("Setting up {name} (1.0-1) ...")));
+            assert_eq!(
+                p.line("Processing triggers for man-db (2.12.0-4build2) ..."),
+                None
+            );
+        }
+        assert_eq!(
+            reported,
+            [10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0]
+        );
+        // More lines than packages (a package set up twice) stay below 100 %.
+        assert_eq!(p.line("Setting up a (1.0-1) ..."), None);
+        assert_eq!(
+            InstallProgress::new(0).line("Setting up a (1.0-1) ..."),
+            None
+        );
+        // Many packages: one event per tenth, not per line.
+        let mut p = InstallProgress::new(126);
+        let events = (0..252)
+            .filter_map(|i| p.line(&format!("Unpacking p{i} (1) ...")))
+            .count();
+        assert_eq!(events, 9);
+    }
 
     fn lines(text: &str) -> Vec<String> {
         text.lines().map(str::to_owned).collect()

@@ -15,7 +15,9 @@ use crate::disk::Target;
 use crate::net::NetUp;
 use crate::report::Step;
 use crate::source::{verify_pool_release, Source, ISO_MOUNT};
-use crate::target::{enter_target, run_in, run_in_capturing, write_file, write_plan_file, TARGET};
+use crate::target::{
+    enter_target, run_in, run_in_capturing, run_in_watching, write_file, write_plan_file, TARGET,
+};
 use crate::{apt, bundle, checks, disks};
 
 const UPDATE_INITRAMFS: &str = "/usr/sbin/update-initramfs";
@@ -63,7 +65,9 @@ pub fn step(
         }),
         None,
     );
-    let outcome = install_packages(plan, bundle_device.as_deref(), net)?;
+    let outcome = install_packages(plan, bundle_device.as_deref(), net, &mut |p| {
+        step.percent(p)
+    })?;
     step.done(format!("{} packages installed", outcome.installed.len()));
     step.data(json!({
         "installed": outcome.installed,
@@ -93,6 +97,7 @@ fn install_packages(
     plan: &Plan,
     bundle_device: Option<&str>,
     net: Option<&NetUp>,
+    progress: &mut dyn FnMut(f64),
 ) -> Result<PackagesOutcome> {
     let release = plan.payload.pool_release.as_ref().context("the plan carries no digest of the ISO's package index; rebuild the image with this version of imgforge")?;
     // Checked again right before apt reads it: the medium stayed in the machine all along.
@@ -113,7 +118,7 @@ fn install_packages(
         (Some(_), Some(_)) => Some(TargetResolvConf::install()?),
         _ => None,
     };
-    let result = install_from_sources(plan, bundle_device, pool_keys, &list);
+    let result = install_from_sources(plan, bundle_device, pool_keys, &list, progress);
     if let Some(r) = resolv {
         r.restore();
     }
@@ -196,6 +201,7 @@ fn install_from_sources(
     bundle_device: Option<&str>,
     pool_keys: &str,
     list: &str,
+    progress: &mut dyn FnMut(f64),
 ) -> Result<PackagesOutcome> {
     let mut outcome = PackagesOutcome {
         installed: Vec::new(),
@@ -322,10 +328,18 @@ fn install_from_sources(
         "#!/bin/sh\n# imgforge: deferred until all packages are installed\nexit 0\n",
         0o755,
     )?;
-    let installed = run_in(
+    // dpkg's lines tell how far it is: progress events through a step
+    // that takes minutes.
+    let mut counted = apt::InstallProgress::new(would.len());
+    let installed = run_in_watching(
         TARGET,
         &strs(&apt::install_command(plan, false)),
         "installing packages",
+        &mut |line| {
+            if let Some(p) = counted.line(line) {
+                progress(p);
+            }
+        },
     );
     let _ = std::fs::remove_file(format!("{TARGET}{UPDATE_INITRAMFS}"));
     run_in(

@@ -111,6 +111,13 @@ impl Step<'_> {
         self.reporter.emit(ev);
     }
 
+    /// A progress event with a percent only, for work not counted in bytes.
+    pub fn percent(&mut self, percent: f64) {
+        let mut ev = self.reporter.event(&self.done.step, State::Progress);
+        ev.percent = Some(percent.min(100.0));
+        self.reporter.emit(ev);
+    }
+
     /// What the done event says.
     pub fn done(&mut self, message: String) {
         self.done.message = Some(message);

@@ -29,6 +29,16 @@ pub fn run_in(root: &str, args: &[&str], what: &str) -> Result<()> {
 
 /// [`run_in`], returning the lines the program printed on its standard output.
 pub fn run_in_capturing(root: &str, args: &[&str], what: &str) -> Result<Vec<String>> {
+    run_in_watching(root, args, what, &mut |_| {})
+}
+
+/// [`run_in_capturing`], with `watch` seeing each line of standard output as it comes.
+pub fn run_in_watching(
+    root: &str,
+    args: &[&str],
+    what: &str,
+    watch: &mut dyn FnMut(&str),
+) -> Result<Vec<String>> {
     let started = Instant::now();
     let root_owned = root.to_owned();
     let mut cmd = Command::new(args[0]);
@@ -88,6 +98,7 @@ pub fn run_in_capturing(root: &str, args: &[&str], what: &str) -> Result<Vec<Str
     for (is_stdout, line) in rx {
         info!("  | {line}");
         if is_stdout {
+            watch(&line);
             stdout.push(line.clone());
         }
         if tail.len() == 15 {
