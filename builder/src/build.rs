@@ -204,6 +204,17 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, BuildError> {
         iso.facts.size,
         &reporter,
     )?;
+    // Before anything is assembled, so an ISO without it fails early.
+    let netboot_grub = if wants_pxe(&loaded) {
+        Some(read_netboot_grub(
+            image.file.as_file(),
+            payload_start,
+            iso.facts.size,
+            &packages.pool,
+        )?)
+    } else {
+        None
+    };
 
     let guids = compile::media_guids(&loaded.name, &iso.facts);
     let mut plan = compile::compile(&loaded, &iso.facts, &guids);
@@ -240,7 +251,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, BuildError> {
     let _image = tracing::debug_span!("image").entered();
     tracing::debug!("assembling the ESP, the initrd and the GPT");
 
-    let pxe_boot = wants_pxe(&loaded).then(|| (boot.esp.clone(), boot.initrd.clone()));
+    let pxe_boot = netboot_grub.map(|grub| (boot.esp.clone(), boot.initrd.clone(), grub));
     let esp_files = esp_contents(
         boot,
         &agent,
@@ -268,13 +279,16 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, BuildError> {
     image.persist()?;
 
     let pxe = match pxe_boot {
-        Some((esp, initrd)) => Some(write_pxe_tree(
+        Some((esp, initrd, grub)) => Some(write_pxe_tree(
             &loaded,
             opts,
             &plan,
             &image_path,
-            &esp,
-            &initrd,
+            PxeBoot {
+                esp: &esp,
+                initrd: &initrd,
+                grub: &grub,
+            },
             &agent,
         )?),
         None => None,
@@ -321,20 +335,108 @@ fn wants_pxe(loaded: &LoadedProfile) -> bool {
         .contains(&crate::profile::Format::Pxe)
 }
 
-/// Writes `OUT/<profile>-pxe/`: the ISO's loaders, kernel and an installer
-/// initrd whose plan fetches the payload over HTTP, grub.cfg, the iPXE
-/// script, and the payload copied from the image just written (each range
-/// hashed again against the verified digest on the way).
+/// The pool package that carries the distribution's signed network grub,
+/// and that grub inside it (the same names in Debian and Ubuntu).
+pub const NETBOOT_GRUB_PACKAGE: &str = "grub-efi-amd64-signed";
+pub const NETBOOT_GRUB: &str = "usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed";
+
+/// The signed network grub and where in the PXE tree its configuration goes.
+struct NetbootGrub {
+    image: Vec<u8>,
+    /// From the prefix built into `image`, e.g. `grub/grub.cfg`.
+    cfg_path: String,
+}
+
+/// Takes [`NETBOOT_GRUB`] out of the ISO's [`NETBOOT_GRUB_PACKAGE`]. The
+/// ISO's grubx64.efi is grub's CD image, which cannot read the network;
+/// the network grub is signed with the same distribution key, so shim
+/// still accepts it under Secure Boot. The package is read from the ISO's
+/// copy in the image, which was verified whole against the signed
+/// SHA256SUMS: the file is as verified as the rest of the ISO (its
+/// SHA-256 is also checked against the pool's signed index, as apt would).
+fn read_netboot_grub(
+    file: &File,
+    iso_start: u64,
+    iso_size: u64,
+    pool: &Pool,
+) -> Result<NetbootGrub, BuildError> {
+    let needed = format!(
+        "a PXE tree boots UEFI machines through shim and the network grub {NETBOOT_GRUB} from the ISO's {NETBOOT_GRUB_PACKAGE} package"
+    );
+    let entry = pool
+        .packages
+        .iter()
+        .find(|p| p.name == NETBOOT_GRUB_PACKAGE && p.architecture == crate::apt::ARCH)
+        .ok_or_else(|| {
+            BuildError::Source(format!(
+                "the ISO's pool (suite {}) has no {NETBOOT_GRUB_PACKAGE} package for {}: {needed};                  use an Ubuntu live-server ISO (its pool carries it) or drop \"pxe\" from output.formats; nothing was written",
+                pool.suite,
+                crate::apt::ARCH
+            ))
+        })?;
+    let mut reader = IsoReader::open(BufReader::with_capacity(
+        1 << 20,
+        Window::new(file, iso_start, iso_size),
+    ))
+    .map_err(|source| BuildError::Iso {
+        path: "/".into(),
+        source,
+    })?;
+    let deb = reader
+        .read_file(&entry.filename)
+        .map_err(|source| BuildError::Iso {
+            path: entry.filename.clone(),
+            source,
+        })?;
+    let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&deb));
+    if sha256 != entry.sha256 {
+        return Err(BuildError::Source(format!(
+            "{} on the ISO has SHA-256 {sha256}, but the pool's signed index says {}: the ISO's pool is damaged; use an intact ISO",
+            entry.filename, entry.sha256
+        )));
+    }
+    let image = crate::apt::deb::extract_file(&deb, NETBOOT_GRUB).map_err(|e| {
+        BuildError::Source(format!(
+            "{} on the ISO {e}: {needed}; use an ISO whose pool carries it, or drop \"pxe\" from output.formats",
+            entry.filename
+        ))
+    })?;
+    let cfg_path = image::pxe::grub_cfg_path(&image).map_err(|why| {
+        BuildError::Source(format!(
+            "{NETBOOT_GRUB} in {}: {why}; the PXE tree cannot hold the configuration it reads",
+            entry.filename
+        ))
+    })?;
+    tracing::debug!(
+        "network grub from {} reads its configuration from the tree's {cfg_path}",
+        entry.filename
+    );
+    Ok(NetbootGrub { image, cfg_path })
+}
+
+/// What the PXE tree boots, read from the verified ISO.
+struct PxeBoot<'a> {
+    /// The ESP's files (shim, MokManager, the kernel).
+    esp: &'a BTreeMap<String, Vec<u8>>,
+    initrd: &'a [u8],
+    grub: &'a NetbootGrub,
+}
+
+/// Writes `OUT/<profile>-pxe/`: the ISO's shim, MokManager and kernel, the
+/// network grub and its grub.cfg, an installer initrd whose plan fetches
+/// the payload over HTTP, the iPXE script, and the payload copied from the
+/// image just written (each range hashed again against the verified
+/// digest on the way).
 fn write_pxe_tree(
     loaded: &LoadedProfile,
     opts: &BuildOptions,
     plan: &Plan,
     image_path: &Path,
-    esp: &BTreeMap<String, Vec<u8>>,
-    initrd: &[u8],
+    boot: PxeBoot<'_>,
     agent: &[u8],
 ) -> Result<PathBuf, BuildError> {
     use image::pxe;
+    let PxeBoot { esp, initrd, grub } = boot;
     let url = loaded
         .profile
         .pxe
@@ -374,7 +476,7 @@ fn write_pxe_tree(
     let consoles = &plan.report.consoles;
     let mut files = BTreeMap::new();
     files.insert(pxe::SHIM.to_owned(), esp_file(EFI_LOADERS[0].1)?);
-    files.insert(pxe::GRUB.to_owned(), esp_file(EFI_LOADERS[1].1)?);
+    files.insert(pxe::GRUB.to_owned(), pxe::TreeFile::Bytes(grub.image.clone()));
     files.insert(pxe::MOK_MANAGER.to_owned(), esp_file(EFI_LOADERS[2].1)?);
     files.insert(pxe::KERNEL.to_owned(), esp_file(ISO_KERNEL)?);
     files.insert(
@@ -386,7 +488,7 @@ fn write_pxe_tree(
         )?),
     );
     files.insert(
-        pxe::GRUB_CFG.to_owned(),
+        grub.cfg_path.clone(),
         pxe::TreeFile::Bytes(pxe::grub_cfg(&loaded.name, consoles).into_bytes()),
     );
     files.insert(
