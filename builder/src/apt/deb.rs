@@ -170,7 +170,11 @@ mod tests {
         let file = root.join(GRUB);
         std::fs::create_dir_all(file.parent().unwrap()).unwrap();
         std::fs::write(&file, format!("MZ signed grub, {compression}")).unwrap();
-        std::fs::write(root.join("usr/lib/grub/x86_64-efi-signed/gcdx64.efi.signed"), b"cd").unwrap();
+        std::fs::write(
+            root.join("usr/lib/grub/x86_64-efi-signed/gcdx64.efi.signed"),
+            b"cd",
+        )
+        .unwrap();
         std::os::unix::fs::symlink(
             "grubnetx64.efi.signed",
             root.join("usr/lib/grub/x86_64-efi-signed/link.efi"),
@@ -224,8 +228,15 @@ mod tests {
         let mut out = AR_MAGIC.to_vec();
         for (name, body) in members {
             out.extend_from_slice(
-                format!("{name:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n", 0, 0, 0, 100644, body.len())
-                    .as_bytes(),
+                format!(
+                    "{name:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n",
+                    0,
+                    0,
+                    0,
+                    100644,
+                    body.len()
+                )
+                .as_bytes(),
             );
             out.extend_from_slice(body);
             if body.len() % 2 == 1 {
@@ -271,6 +282,9 @@ mod tests {
         let mut cut = ar(&[("debian-binary", b"2.0\n"), ("data.tar", &data)]);
         cut.truncate(cut.len() - 10);
         let err = extract_file(&cut, "a").unwrap_err().to_string();
-        assert!(err.ends_with("says 2048 bytes, but only 2038 follow"), "{err}");
+        assert!(
+            err.ends_with("says 2048 bytes, but only 2038 follow"),
+            "{err}"
+        );
     }
 }

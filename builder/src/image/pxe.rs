@@ -73,9 +73,10 @@ pub fn ipxe_script(name: &str, url: &str, consoles: &[Console]) -> String {
 }
 
 /// grub.cfg for UEFI PXE and HTTP boot through the ISO's signed shim and
-/// grub: the kernel and initrd come from the directory grub itself was
-/// loaded from (`$cmdpath`, TFTP or HTTP), and grub passes the MAC of the
-/// NIC it booted from.
+/// the signed network grub: the kernel and initrd come from the directory
+/// grub itself was loaded from (`$cmdpath`, e.g. `(tftp,10.0.2.2)`), and
+/// grub passes the MAC of the NIC it booted from. It lies where
+/// [`grub_cfg_path`] says.
 pub fn grub_cfg(name: &str, consoles: &[Console]) -> String {
     format!(
         "# Written by imgforge: installs {name} over the network onto the disk\n\
@@ -110,7 +111,8 @@ pub fn grub_cfg_path(grub_efi: &[u8]) -> Result<String, String> {
         !c.is_empty()
             && c != "."
             && c != ".."
-            && c.bytes().all(|b| b.is_ascii_alphanumeric() || b"._+-".contains(&b))
+            && c.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._+-".contains(&b))
     };
     if dir.is_empty() {
         return Ok("grub.cfg".into());
@@ -284,6 +286,39 @@ pub fn write_tree(dest: &Path, files: &BTreeMap<String, TreeFile>) -> std::io::R
 }
 
 #[cfg(test)]
+/// A minimal PE image with a grub `mods` section holding `modules`
+/// (type, body) after the module-info header.
+pub(crate) fn test_grub_image(modules: &[(u32, &[u8])]) -> Vec<u8> {
+    let mut mods = b"mimg\0\0\0\0".to_vec();
+    let mut body = Vec::new();
+    for (kind, bytes) in modules {
+        let len = 8 + bytes.len().next_multiple_of(8);
+        body.extend_from_slice(&kind.to_le_bytes());
+        body.extend_from_slice(&(len as u32).to_le_bytes());
+        body.extend_from_slice(bytes);
+        body.resize(body.len() + len - 8 - bytes.len(), 0);
+    }
+    mods.extend_from_slice(&24u64.to_le_bytes());
+    mods.extend_from_slice(&(24 + body.len() as u64).to_le_bytes());
+    mods.extend_from_slice(&body);
+    let mut image = vec![0u8; 0x200];
+    image[..2].copy_from_slice(b"MZ");
+    image[0x3c..0x40].copy_from_slice(&0x40u32.to_le_bytes());
+    image[0x40..0x44].copy_from_slice(b"PE\0\0");
+    image[0x46..0x48].copy_from_slice(&2u16.to_le_bytes());
+    let table = 0x40 + 24;
+    image[table..table + 5].copy_from_slice(b".text");
+    let section = table + 40;
+    image[section..section + 4].copy_from_slice(b"mods");
+    image[section + 8..section + 12].copy_from_slice(&(mods.len() as u32).to_le_bytes());
+    image[section + 16..section + 20].copy_from_slice(&0x400u32.to_le_bytes());
+    image[section + 20..section + 24].copy_from_slice(&0x200u32.to_le_bytes());
+    image.extend_from_slice(&mods);
+    image.resize(0x600, 0);
+    image
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -316,57 +351,32 @@ mod tests {
         assert!(s.contains("set timeout=0\n"), "{s}");
     }
 
-    /// A minimal PE image with a grub `mods` section holding `modules`
-    /// (type, body) after the module-info header.
-    fn grub_image(modules: &[(u32, &[u8])]) -> Vec<u8> {
-        let mut mods = b"mimg\0\0\0\0".to_vec();
-        let mut body = Vec::new();
-        for (kind, bytes) in modules {
-            let len = 8 + bytes.len().next_multiple_of(8);
-            body.extend_from_slice(&kind.to_le_bytes());
-            body.extend_from_slice(&(len as u32).to_le_bytes());
-            body.extend_from_slice(bytes);
-            body.resize(body.len() + len - 8 - bytes.len(), 0);
-        }
-        mods.extend_from_slice(&24u64.to_le_bytes());
-        mods.extend_from_slice(&(24 + body.len() as u64).to_le_bytes());
-        mods.extend_from_slice(&body);
-        let mut image = vec![0u8; 0x200];
-        image[..2].copy_from_slice(b"MZ");
-        image[0x3c..0x40].copy_from_slice(&0x40u32.to_le_bytes());
-        image[0x40..0x44].copy_from_slice(b"PE\0\0");
-        image[0x46..0x48].copy_from_slice(&2u16.to_le_bytes());
-        let table = 0x40 + 24;
-        image[table..table + 5].copy_from_slice(b".text");
-        let section = table + 40;
-        image[section..section + 4].copy_from_slice(b"mods");
-        image[section + 8..section + 12].copy_from_slice(&(mods.len() as u32).to_le_bytes());
-        image[section + 16..section + 20].copy_from_slice(&0x400u32.to_le_bytes());
-        image[section + 20..section + 24].copy_from_slice(&0x200u32.to_le_bytes());
-        image.extend_from_slice(&mods);
-        image.resize(0x600, 0);
-        image
-    }
-
     #[test]
     fn grub_cfg_goes_under_the_prefix_built_into_grub() {
         let config = b"normal (memdisk)/grub.cfg\n\0".as_slice();
         for (prefix, want) in [
             (Some(b"/grub\0".as_slice()), "grub/grub.cfg"),
-            (Some(b"/debian-installer/amd64/grub\0"), "debian-installer/amd64/grub/grub.cfg"),
+            (
+                Some(b"/debian-installer/amd64/grub\0"),
+                "debian-installer/amd64/grub/grub.cfg",
+            ),
             (Some(b"/\0"), "grub.cfg"),
             (None, "grub.cfg"),
         ] {
             let mut modules = vec![(1, b"memdisk".as_slice()), (2, config)];
             modules.extend(prefix.map(|p| (3, p)));
-            assert_eq!(grub_cfg_path(&grub_image(&modules)).unwrap(), want, "{prefix:?}");
+            assert_eq!(
+                grub_cfg_path(&test_grub_image(&modules)).unwrap(),
+                want,
+                "{prefix:?}"
+            );
         }
         for (prefix, want) in [
             (b"(hd0,gpt2)/boot/grub\0".as_slice(), "names a device"),
             (b"/grub/../etc\0", "is not a plain path"),
             (b"/grub dir\0", "is not a plain path"),
         ] {
-            let err = grub_cfg_path(&grub_image(&[(3, prefix)])).unwrap_err();
+            let err = grub_cfg_path(&test_grub_image(&[(3, prefix)])).unwrap_err();
             assert!(err.contains(want), "{err}");
         }
         assert_eq!(
@@ -379,7 +389,7 @@ mod tests {
             grub_cfg_path(&not_pe).unwrap_err(),
             "not a grub EFI image: no PE header"
         );
-        let mut no_mods = grub_image(&[(3, b"/grub\0")]);
+        let mut no_mods = test_grub_image(&[(3, b"/grub\0")]);
         no_mods[0x40 + 24 + 40..0x40 + 24 + 44].copy_from_slice(b"data");
         assert_eq!(
             grub_cfg_path(&no_mods).unwrap_err(),

@@ -818,9 +818,9 @@ mod tests {
             "{netdev}"
         );
         assert!(
-            args.iter().any(
-                |a| a == "virtio-net-pci,netdev=net0,mac=52:54:00:12:34:01,romfile=,bootindex=0"
-            ),
+            args.iter()
+                .any(|a| a
+                    == "virtio-net-pci,netdev=net0,mac=52:54:00:12:34:01,romfile=,bootindex=0"),
             "{args:?}"
         );
         assert!(
