@@ -2025,7 +2025,12 @@ fn uefi_pxe_under_secure_boot_boots_the_tree_through_shim_and_the_network_grub()
     let (code, report, target) = net.boot(
         HV01_MAC,
         "uefi",
-        &["--uefi-pxe", "--secure-boot", "--stop-after", steps::NETWORK],
+        &[
+            "--uefi-pxe",
+            "--secure-boot",
+            "--stop-after",
+            steps::NETWORK,
+        ],
     );
     assert_eq!(
         code, 4,
@@ -2057,7 +2062,10 @@ fn uefi_pxe_under_secure_boot_boots_the_tree_through_shim_and_the_network_grub()
         "BOOT_IMAGE=(tftp,10.0.2.2)/vmlinuz imgforge.bootif=52:54:00:12:34:01 ",
         "Secure boot enabled",
     ] {
-        assert!(console.contains(needle), "{needle:?} is not in the console log");
+        assert!(
+            console.contains(needle),
+            "{needle:?} is not in the console log"
+        );
     }
     assert!(!console.contains("iPXE"), "iPXE took no part");
     assert_no_disk_step_ran(&report, "a boot stopped after the network step");
