@@ -33,7 +33,7 @@ use crate::compile::{self, IsoFacts, MediaGuids};
 use crate::fetch::{self, FetchOptions, Fetched, SourceOverrides};
 use crate::image::{self, UsbLayout};
 use crate::iso::{IsoReader, Window};
-use crate::profile::{self, LoadedProfile};
+use crate::profile::{self, Format, LoadedProfile};
 use crate::progress::{ProgressMode, Reporter, Task, Tracked, Tracker};
 use crate::verify::{self, HashingReader, TrustedKeys};
 
@@ -89,13 +89,19 @@ impl BuildOptions {
 }
 
 #[derive(Debug, Clone)]
+pub struct UsbImage {
+    pub path: PathBuf,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone)]
 pub struct BuildOutput {
-    pub image: PathBuf,
+    /// The USB image (`OUT/<profile>.img`), when the profile asks for it.
+    pub image: Option<UsbImage>,
     /// The PXE tree (`OUT/<profile>-pxe/`), when the profile asks for it.
     pub pxe: Option<PathBuf>,
     pub plan_file: PathBuf,
     pub plan: Plan,
-    pub image_size: u64,
     pub signer: String,
     /// Seconds spent verifying the pool and the archive and resolving.
     pub resolve_seconds: f64,
@@ -276,14 +282,28 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, BuildError> {
     };
     let summary = image::finish_usb_image(image.file(), &layout, &esp, iso.facts.size, bundle_len)
         .map_err(|e| image.error(e))?;
-    image.persist()?;
-
+    // A PXE tree alone still stages the image: the tree's ISO and bundle
+    // are read back from it, and the temporary file goes when it is done.
+    let wants_usb = loaded.profile.output.formats.contains(&Format::Usb);
+    let staged = image.file.path().to_path_buf();
+    let mut staging = None;
+    let image_out = if wants_usb {
+        image.persist()?;
+        Some(UsbImage {
+            path: image_path.clone(),
+            size: summary.image_size,
+        })
+    } else {
+        staging = Some(image);
+        None
+    };
+    let tree_source = if wants_usb { &image_path } else { &staged };
     let pxe = match pxe_boot {
         Some((esp, initrd, grub)) => Some(write_pxe_tree(
             &loaded,
             opts,
             &plan,
-            &image_path,
+            tree_source,
             PxeBoot {
                 esp: &esp,
                 initrd: &initrd,
@@ -293,14 +313,14 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, BuildError> {
         )?),
         None => None,
     };
+    drop(staging);
     let plan_file = opts.out_dir.join(format!("{}.plan.json", loaded.name));
     write_atomically(&plan_file, plan_json.as_bytes())?;
     Ok(BuildOutput {
         pxe,
-        image: image_path,
+        image: image_out,
         plan_file,
         plan,
-        image_size: summary.image_size,
         signer: iso.signer,
         resolve_seconds: packages.seconds,
     })
@@ -328,11 +348,7 @@ pub fn webhook_token(
 }
 
 fn wants_pxe(loaded: &LoadedProfile) -> bool {
-    loaded
-        .profile
-        .output
-        .formats
-        .contains(&crate::profile::Format::Pxe)
+    loaded.profile.output.formats.contains(&Format::Pxe)
 }
 
 /// The pool package that carries the distribution's signed network grub,
@@ -389,7 +405,7 @@ fn netboot_grub_from<R: std::io::Read + Seek>(
         .ok_or_else(|| {
             BuildError::Source(format!(
                 "the ISO's pool (suite {suite}) has no {NETBOOT_GRUB_PACKAGE} package for {}: {needed}; \
-                 use an Ubuntu live-server ISO (its pool carries it) or drop \"pxe\" from output.formats; nothing was written",
+                 use an Ubuntu live-server ISO (its pool carries it) or build the USB image alone (formats = [\"usb\"]); nothing was written",
                 crate::apt::ARCH
             ))
         })?;
@@ -408,7 +424,7 @@ fn netboot_grub_from<R: std::io::Read + Seek>(
     }
     let image = crate::apt::deb::extract_file(&deb, NETBOOT_GRUB).map_err(|e| {
         BuildError::Source(format!(
-            "{} on the ISO {e}: {needed}; use an ISO whose pool carries it, or drop \"pxe\" from output.formats",
+            "{} on the ISO {e}: {needed}; use an ISO whose pool carries it, or build the USB image alone (formats = [\"usb\"]); nothing was written",
             entry.filename
         ))
     })?;
@@ -1553,7 +1569,9 @@ mod tests {
             "{err}"
         );
         assert!(
-            err.contains("drop \"pxe\" from output.formats; nothing was written"),
+            err.ends_with(
+                "or build the USB image alone (formats = [\"usb\"]); nothing was written"
+            ),
             "{err}"
         );
 

@@ -152,7 +152,7 @@ fn the_reference_profile_bundles_qemu_libvirt_and_ifupdown() {
     );
 
     // The bundle partition, read back from the image.
-    let start = partition_start(&built.image, 3) * 512;
+    let start = partition_start(&built.image.as_ref().unwrap().path, 3) * 512;
     assert_eq!(
         bundle.partition_guid,
         imgforge::compile::media_guids(
@@ -165,7 +165,7 @@ fn the_reference_profile_bundles_qemu_libvirt_and_ifupdown() {
         .bundle
         .to_string()
     );
-    let mut image = fs::File::open(&built.image).unwrap();
+    let mut image = fs::File::open(&built.image.as_ref().unwrap().path).unwrap();
     std::io::Seek::seek(&mut image, std::io::SeekFrom::Start(start)).unwrap();
     let mut bytes = vec![0u8; bundle.size as usize];
     image.read_exact(&mut bytes).unwrap();
@@ -317,7 +317,7 @@ fn serve_archive() -> Server {
 
 fn expect_failure(opts: &BuildOptions) -> String {
     let err: BuildError = build(opts)
-        .map(|b| panic!("the build must fail, but it wrote {}", b.image.display()))
+        .map(|b| panic!("the build must fail, but it wrote {:?}", b.image))
         .unwrap_err();
     assert_eq!(
         entries(&opts.out_dir),
@@ -557,7 +557,7 @@ fn a_machine_the_pool_covers_gets_no_bundle_partition() {
         built.plan.resolved
     );
     assert_eq!(built.plan.payload.bundle, None);
-    let table = partition_table(&built.image);
+    let table = partition_table(&built.image.as_ref().unwrap().path);
     assert!(
         table.contains("imgforge-payload") && !table.contains("imgforge-bundle"),
         "{table}"
@@ -574,7 +574,7 @@ fn the_same_inputs_give_the_same_image_with_its_bundle() {
             let built = build(&options(work.path(), Path::new(REFERENCE_PROFILE), &mirror))
                 .unwrap_or_else(|e| panic!("{e}"));
             assert!(built.plan.payload.bundle.is_some());
-            sha256_hex(&fs::read(&built.image).unwrap())
+            sha256_hex(&fs::read(&built.image.as_ref().unwrap().path).unwrap())
         })
         .collect();
     assert_eq!(digests[0], digests[1]);
@@ -623,7 +623,7 @@ fn an_online_build_resolves_everything_and_writes_no_bundle_but_fails_on_a_missi
         assert_eq!(origin(name), PackageOrigin::Mirror, "{name}");
     }
     assert_eq!(origin("openvswitch-switch"), PackageOrigin::Pool);
-    let table = partition_table(&built.image);
+    let table = partition_table(&built.image.as_ref().unwrap().path);
     assert!(
         table.contains("imgforge-payload") && !table.contains("imgforge-bundle"),
         "{table}"

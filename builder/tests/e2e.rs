@@ -7,9 +7,11 @@
 
 use std::ffi::OsStr;
 use std::fs;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime};
 
 use imgforge_plan::{part_type, steps, PackageOrigin, Plan, State};
 use support::fixtures::{fixture, REFERENCE_PROFILE};
@@ -106,7 +108,20 @@ fn boot_test_with(
     report: &Path,
     extra: &[&str],
 ) -> (i32, serde_json::Value) {
-    let status = Command::new(IMGFORGE)
+    boot_test_watching(image, target, size, report, extra, |_| {})
+}
+
+/// [`boot_test_with`], calling `watch` with each line boot-test prints
+/// (Some) and once a second when none came (None), while the VM runs.
+fn boot_test_watching(
+    image: &Path,
+    target: &Path,
+    size: &str,
+    report: &Path,
+    extra: &[&str],
+    mut watch: impl FnMut(Option<&str>),
+) -> (i32, serde_json::Value) {
+    let mut child = Command::new(IMGFORGE)
         .arg("boot-test")
         .arg(image)
         .arg("--target")
@@ -116,11 +131,41 @@ fn boot_test_with(
         .arg(report)
         .arg("--work-dir")
         .arg(report.with_extension("d"))
-        .status()
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("running imgforge boot-test");
+    let (tx, lines) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("{line}");
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    loop {
+        match lines.recv_timeout(Duration::from_secs(1)) {
+            Ok(line) => watch(Some(&line)),
+            Err(mpsc::RecvTimeoutError::Timeout) => watch(None),
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    let status = child.wait().expect("waiting for imgforge boot-test");
     let report: serde_json::Value =
         serde_json::from_slice(&fs::read(report).expect("reading report")).expect("report is JSON");
     (status.code().unwrap_or(-1), report)
+}
+
+/// An event line as boot-test prints it: `[   12.3s] step  state…`, as
+/// (the seconds as printed, step, state).
+fn printed_event(line: &str) -> Option<(String, String, String)> {
+    let (at, rest) = line.strip_prefix('[')?.split_once("s]")?;
+    at.trim().parse::<f64>().ok()?;
+    let mut words = rest.split_whitespace();
+    let step = words.next()?.to_owned();
+    let state = words.next()?.trim_end_matches(':').to_owned();
+    Some((at.trim().to_owned(), step, state))
 }
 
 /// The target disk image has no block allocated: nothing was ever written to it.
@@ -1656,22 +1701,22 @@ const HV02_MAC: &str = "52:54:00:12:34:02";
 /// Builds the fleet profile with its PXE tree into `dir/out`; returns the
 /// tree and the stick's plan (the tree's is the same but for payload.http).
 fn build_netboot_fleet(dir: &Path) -> (PathBuf, Plan) {
-    build_netboot_fleet_reporting(dir, "")
+    build_netboot_fleet_with(dir, &[])
 }
 
-/// [`build_netboot_fleet`] with `report` lines added to its `[report]`.
-fn build_netboot_fleet_reporting(dir: &Path, report: &str) -> (PathBuf, Plan) {
-    let text = fs::read_to_string(FLEET_PROFILE).unwrap();
-    assert!(text.contains("formats = [\"usb\"]\n") && text.contains("\n[system]\n"));
-    assert!(text.contains("\n[report]\n"));
-    let text = text
-        .replacen("\n[report]\n", &format!("\n[report]\n{report}"), 1)
-        .replacen(r#"formats = ["usb"]"#, r#"formats = ["usb", "pxe"]"#, 1)
-        .replacen(
-            "\n[system]\n",
-            &format!("\n[pxe]\nurl = \"{NETBOOT_URL}\"\n\n[system]\n"),
-            1,
-        );
+/// [`build_netboot_fleet`] with each `(from, to)` of `edits` made once in
+/// the profile's text.
+fn build_netboot_fleet_with(dir: &Path, edits: &[(&str, &str)]) -> (PathBuf, Plan) {
+    let mut text = fs::read_to_string(FLEET_PROFILE).unwrap();
+    let pxe = format!("\n[pxe]\nurl = \"{NETBOOT_URL}\"\n\n[system]\n");
+    let netboot = [
+        (r#"formats = ["usb"]"#, r#"formats = ["usb", "pxe"]"#),
+        ("\n[system]\n", pxe.as_str()),
+    ];
+    for (from, to) in netboot.iter().chain(edits) {
+        assert!(text.contains(from), "the fleet profile has {from:?}");
+        text = text.replacen(from, to, 1);
+    }
     let profile = dir.join("fleet.toml");
     fs::write(&profile, text).unwrap();
     let out = dir.join("out");
@@ -1708,26 +1753,30 @@ impl Netboot {
 
     /// The fleet with `report.webhook` at serve's `/events` (the same
     /// address as the tree) and a token both sides read from one file.
+    /// VLAN 31, the native VLAN on eth0, is moved into QEMU's user network
+    /// (10.0.2.0/24, router 10.0.2.2), so the installed machine's own
+    /// report reaches serve too; VLAN 32 keeps the reference addresses.
     fn with_webhook() -> Netboot {
         let tmp = tempfile::tempdir().unwrap();
         let token = tmp.path().join("events.token");
         fs::write(&token, "e2e-webhook-token-0123456789\n").unwrap();
-        let (tree, plan) = build_netboot_fleet_reporting(
+        let (tree, plan) = build_netboot_fleet_with(
             tmp.path(),
-            "webhook = \"http://10.0.2.100/events\"\ntoken_file = \"events.token\"\n",
-        );
-        assert!(plan.report.token.is_some());
-        let serve = support::serve::Serve::spawn(
-            &tmp.path().join("out"),
-            &tmp.path().join("events.jsonl"),
             &[
-                "--listen",
-                "127.0.0.1:0",
-                "--token-file",
-                token.to_str().unwrap(),
-                "--json",
+                (
+                    "\n[report]\n",
+                    "\n[report]\nwebhook = \"http://10.0.2.100/events\"\ntoken_file = \"events.token\"\n",
+                ),
+                (
+                    "address = \"192.168.1.10/24\"\ngateway = \"192.168.1.1\"",
+                    "address = \"10.0.2.10/24\"\ngateway = \"10.0.2.2\"",
+                ),
+                ("vlan31 = \"192.168.1.10/24\"", "vlan31 = \"10.0.2.10/24\""),
+                ("vlan31 = \"192.168.1.11/24\"", "vlan31 = \"10.0.2.11/24\""),
             ],
         );
+        assert!(plan.report.token.is_some());
+        let serve = Self::serve_webhook(tmp.path(), "127.0.0.1:0");
         Netboot {
             tmp,
             tree,
@@ -1736,18 +1785,53 @@ impl Netboot {
         }
     }
 
+    /// serve on the tree's directory with the webhook's token, listening on `listen`.
+    fn serve_webhook(dir: &Path, listen: &str) -> support::serve::Serve {
+        support::serve::Serve::spawn(
+            &dir.join("out"),
+            &dir.join("events.jsonl"),
+            &[
+                "--listen",
+                listen,
+                "--token-file",
+                dir.join("events.token").to_str().unwrap(),
+                "--json",
+            ],
+        )
+    }
+
     /// Boots the tree over the network with the NIC's MAC `mac` onto the
     /// blank disk `NAME.img`, the tree's server at 10.0.2.100:80; returns
     /// the exit code, the report and the disk.
     fn boot(&self, mac: &str, name: &str, extra: &[&str]) -> (i32, serde_json::Value, PathBuf) {
-        let forward = format!("10.0.2.100:80=127.0.0.1:{}", self.serve.addr.port());
-        let mut args = vec!["--install-net", forward.as_str(), "--mac", mac];
-        args.extend(extra);
-        let target = self.tmp.path().join(format!("{name}.img"));
-        let report = self.tmp.path().join(format!("{name}.json"));
-        let (code, report) = boot_test_with(&self.tree, &target, "40GiB", &report, &args);
-        (code, report, target)
+        boot_netboot(
+            &self.tree,
+            self.tmp.path(),
+            self.serve.addr.port(),
+            (mac, name),
+            extra,
+            |_| {},
+        )
     }
+}
+
+/// [`Netboot::boot`] from `tree` with serve at `port`, the disk and report
+/// in `dir`, `watch` seeing boot-test's lines as in [`boot_test_watching`].
+fn boot_netboot(
+    tree: &Path,
+    dir: &Path,
+    port: u16,
+    (mac, name): (&str, &str),
+    extra: &[&str],
+    watch: impl FnMut(Option<&str>),
+) -> (i32, serde_json::Value, PathBuf) {
+    let forward = format!("10.0.2.100:80=127.0.0.1:{port}");
+    let mut args = vec!["--install-net", forward.as_str(), "--mac", mac];
+    args.extend(extra);
+    let target = dir.join(format!("{name}.img"));
+    let report = dir.join(format!("{name}.json"));
+    let (code, report) = boot_test_watching(tree, &target, "40GiB", &report, &args, watch);
+    (code, report, target)
 }
 
 /// The ext4 filesystem's size in bytes, read from its superblock.
@@ -1762,64 +1846,112 @@ fn ext4_bytes(image: &Path, partition_offset: u64) -> u64 {
     blocks * (1024 << u32_at(24))
 }
 
-/// The installer's events reach serve's `/events` as well as the console:
-/// each install event once, in order, under one machine and boot, the
-/// same events the serial console showed.
-#[test]
-#[ignore = "needs the fixture ISO and QEMU: run scripts/test"]
-fn a_network_install_posts_every_event_to_serve_once_and_in_order() {
-    let net = Netboot::with_webhook();
-    let (code, report, _target) = net.boot(HV01_MAC, "hv01", &["--memory", "1024"]);
-    assert_eq!(code, 0, "boot-test failed: {:#}", report["console_tail"]);
-    let console: Vec<(String, String, u64)> = report["events"]
-        .as_array()
+/// Seconds since the Unix epoch, as serve stamps `received`.
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap()
-        .iter()
-        .map(|e| {
-            let e = &e["event"];
-            (
-                e["step"].as_str().unwrap().to_owned(),
-                e["state"].as_str().unwrap().to_owned(),
-                e["seq"].as_u64().unwrap(),
-            )
-        })
-        .collect();
-    let log = fs::read_to_string(net.tmp.path().join("events.jsonl")).unwrap();
-    let stored: Vec<serde_json::Value> = log
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["event"].clone())
-        .collect();
-    let posted: Vec<(String, String, u64)> = stored
-        .iter()
-        .map(|e| {
-            (
-                e["step"].as_str().unwrap().to_owned(),
-                e["state"].as_str().unwrap().to_owned(),
-                e["seq"].as_u64().unwrap(),
-            )
-        })
-        .collect();
-    assert_eq!(posted, console, "serve's log:\n{log}");
-    let seqs: Vec<u64> = posted.iter().map(|p| p.2).collect();
-    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
-    assert_eq!(posted.last().unwrap().0, steps::INSTALL);
-    let (machine, boot) = (&stored[0]["machine"], &stored[0]["boot"]);
-    assert_eq!(boot.as_str().unwrap().len(), 32, "{boot}");
-    assert!(machine.as_str().unwrap().len() > 1, "{machine}");
-    assert!(stored
-        .iter()
-        .all(|e| &e["machine"] == machine && &e["boot"] == boot));
-    // The token stays out of the console.
-    assert!(!report.to_string().contains("e2e-webhook-token"));
+        .as_secs_f64()
 }
 
+/// A GET of `path` from serve at `port`; the answer's body as JSON.
+fn get_json(port: u16, path: &str) -> serde_json::Value {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+/// One time serve was down: when it was killed and started again (by the
+/// Unix clock) and the events boot-test printed meanwhile.
+#[derive(Default)]
+struct Outage {
+    killed: f64,
+    restarted: f64,
+    printed: Vec<(String, String, String)>,
+}
+
+/// A machine with no disk of ours boots from serve, installs the fleet's
+/// hv01 over the network, reboots into it and reports. Every event of both
+/// boots reaches serve's log once and in order, though serve is killed
+/// twice (SIGKILL, as in a crash) and started again on the same port:
+/// - from the start of the package step until an event is printed at
+///   least 30 s later: the installer's queue holds what it could not send
+///   and resends it;
+/// - from the bootloader step until the installed system's report: the
+///   installer leaves what was never acknowledged in the spool on the target
+///   disk, and the first boot replays it ahead of its own report.
 #[test]
 #[ignore = "needs the fixture ISO and QEMU: run scripts/test"]
-fn a_machine_with_no_disk_of_ours_installs_over_the_network_from_serve() {
-    let net = Netboot::new();
+fn a_machine_with_no_disk_of_ours_installs_over_the_network_and_serve_killed_twice_loses_no_event()
+{
+    let Netboot {
+        tmp,
+        tree,
+        plan,
+        mut serve,
+    } = Netboot::with_webhook();
+    let port = serve.addr.port();
+    let listen = format!("127.0.0.1:{port}");
+    let firstboot_net = format!("10.0.2.100:80=127.0.0.1:{port}");
+    let mut outages: Vec<Outage> = Vec::new();
+    let mut restart_at: Option<Instant> = None;
+    let mut down = false;
     // Half the RAM of the USB installs: the payload is never held in memory.
-    let (code, report, target) = net.boot(HV01_MAC, "hv01", &["--firstboot", "--memory", "1024"]);
-    let plan = &net.plan;
+    let (code, report, target) = boot_netboot(
+        &tree,
+        tmp.path(),
+        port,
+        (HV01_MAC, "hv01"),
+        &[
+            "--firstboot",
+            "--firstboot-net",
+            &firstboot_net,
+            "--memory",
+            "1024",
+        ],
+        |line| {
+            let printed = line.and_then(printed_event);
+            if down {
+                if let Some(p) = &printed {
+                    outages.last_mut().unwrap().printed.push(p.clone());
+                }
+            }
+            let (step, state) = printed
+                .as_ref()
+                .map_or(("", ""), |(_, step, state)| (step.as_str(), state.as_str()));
+            if !down && state == "started" && (step == steps::PACKAGES || step == steps::BOOTLOADER)
+            {
+                serve.kill();
+                down = true;
+                outages.push(Outage {
+                    killed: unix_now(),
+                    ..Outage::default()
+                });
+                if step == steps::PACKAGES {
+                    restart_at = Some(Instant::now() + Duration::from_secs(30));
+                }
+            }
+            // Back with the first event printed 30 s into the first outage
+            // (the package step is quiet for minutes), and with the first
+            // boot's report in the second.
+            let due = (printed.is_some() && restart_at.is_some_and(|t| Instant::now() >= t))
+                || step == steps::FIRSTBOOT;
+            if down && due {
+                serve = Netboot::serve_webhook(tmp.path(), &listen);
+                down = false;
+                restart_at = None;
+                outages.last_mut().unwrap().restarted = unix_now();
+            }
+        },
+    );
     assert_eq!(code, 0, "boot-test failed: {:#}", report["console_tail"]);
     let done: Vec<String> = event_steps(&report)
         .into_iter()
@@ -1864,15 +1996,15 @@ fn a_machine_with_no_disk_of_ours_installs_over_the_network_from_serve() {
     assert_eq!(identified["data"]["hostname"], "hv01", "{identified:#}");
     assert_eq!(identified["data"]["row"], 0, "{identified:#}");
     // The NIC it booted from, its lease, and the tree's first answer.
-    let net = step_events(&report, steps::NETWORK).last().unwrap()["data"].clone();
-    assert_eq!(net["mac"], HV01_MAC, "{net:#}");
-    assert_eq!(net["method"], "dhcp", "{net:#}");
-    assert_eq!(net["dhcp_server"], "10.0.2.2", "{net:#}");
-    assert_eq!(net["probe"]["status"], 200, "{net:#}");
+    let nic = step_events(&report, steps::NETWORK).last().unwrap()["data"].clone();
+    assert_eq!(nic["mac"], HV01_MAC, "{nic:#}");
+    assert_eq!(nic["method"], "dhcp", "{nic:#}");
+    assert_eq!(nic["dhcp_server"], "10.0.2.2", "{nic:#}");
+    assert_eq!(nic["probe"]["status"], 200, "{nic:#}");
     assert_eq!(
-        net["probe"]["url"],
+        nic["probe"]["url"],
         format!("{NETBOOT_URL}install.iso"),
-        "{net:#}"
+        "{nic:#}"
     );
     // Checked over HTTP before any disk was chosen, then fetched onto the target.
     let http = plan.payload.bundle.as_ref().map_or(0, |b| b.size) + plan.payload.iso_size;
@@ -1914,7 +2046,7 @@ fn a_machine_with_no_disk_of_ours_installs_over_the_network_from_serve() {
         "{:#}",
         first_boot["event"]
     );
-    for (port, address) in [("vlan31", "192.168.1.10/24"), ("vlan32", "192.168.2.25/24")] {
+    for (port, address) in [("vlan31", "10.0.2.10/24"), ("vlan32", "192.168.2.25/24")] {
         assert!(
             facts["addresses"][port]
                 .as_array()
@@ -1931,6 +2063,108 @@ fn a_machine_with_no_disk_of_ours_installs_over_the_network_from_serve() {
         checks.iter().any(|c| c["name"] == "installer log"),
         "{facts:#}"
     );
+
+    // serve's log: every event of both boots, as the console showed them,
+    // once each and in order, under one machine.
+    let key = |e: &serde_json::Value| {
+        (
+            e["step"].as_str().unwrap().to_owned(),
+            e["state"].as_str().unwrap().to_owned(),
+            e["seq"].as_u64().unwrap(),
+        )
+    };
+    let console: Vec<(String, (String, String, u64))> = events
+        .iter()
+        .map(|e| (e["phase"].as_str().unwrap().to_owned(), key(&e["event"])))
+        .collect();
+    let log = fs::read_to_string(tmp.path().join("events.jsonl")).unwrap();
+    let records: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let boots: Vec<&str> = records
+        .iter()
+        .map(|r| r["event"]["boot"].as_str().unwrap())
+        .collect();
+    let install_boot = boots[0];
+    let posted: Vec<(String, (String, String, u64))> = records
+        .iter()
+        .map(|r| {
+            let phase = if r["event"]["boot"] == install_boot {
+                "install"
+            } else {
+                "first-boot"
+            };
+            (phase.to_owned(), key(&r["event"]))
+        })
+        .collect();
+    assert_eq!(posted, console, "serve's log:\n{log}");
+    let firstboot_boot = *boots.last().unwrap();
+    assert_ne!(firstboot_boot, install_boot);
+    assert_eq!(install_boot.len(), 32, "{install_boot}");
+    let machine = &records[0]["event"]["machine"];
+    assert!(machine.as_str().unwrap().len() > 1, "{machine}");
+    assert!(records.iter().all(|r| &r["event"]["machine"] == machine));
+    let ns: Vec<u64> = records.iter().map(|r| r["n"].as_u64().unwrap()).collect();
+    assert_eq!(ns, (1..=ns.len() as u64).collect::<Vec<_>>());
+    // serve's own account: both boots of the one machine, no gaps, done.
+    let machines = get_json(serve.addr.port(), "/machines");
+    let machines = machines.as_array().unwrap();
+    assert_eq!(machines.len(), 1, "{machines:#?}");
+    assert_eq!(machines[0]["boots"], 2, "{machines:#?}");
+    assert_eq!(machines[0]["outcome"], "succeeded", "{machines:#?}");
+    assert_eq!(machines[0]["gaps"], serde_json::json!([]), "{machines:#?}");
+
+    // What was printed while serve was down arrived after it was back: the
+    // first time from the installer's queue, the second from the spool the
+    // first boot replayed (the installer was gone by then).
+    assert_eq!(outages.len(), 2);
+    for (i, outage) in outages.iter().enumerate() {
+        assert!(outage.restarted > outage.killed, "outage {i} ended");
+        assert!(
+            !outage.printed.is_empty(),
+            "events were printed in outage {i}"
+        );
+        for (at, step, state) in &outage.printed {
+            let seen = events
+                .iter()
+                .find(|e| {
+                    format!("{:.1}", e["at_s"].as_f64().unwrap()) == *at
+                        && e["event"]["step"] == step.as_str()
+                        && e["event"]["state"] == state.as_str()
+                })
+                .unwrap_or_else(|| panic!("{at} {step} {state} in the report"));
+            let boot = if seen["phase"] == "install" {
+                install_boot
+            } else {
+                firstboot_boot
+            };
+            let stored = records
+                .iter()
+                .find(|r| r["event"]["boot"] == boot && r["event"]["seq"] == seen["event"]["seq"])
+                .unwrap();
+            assert!(
+                stored["received"].as_f64().unwrap() >= outage.restarted - 1.0,
+                "{stored} arrived after serve was back (outage {i})"
+            );
+        }
+    }
+    let replayed: Vec<&str> = outages[1]
+        .printed
+        .iter()
+        .map(|(_, step, _)| step.as_str())
+        .collect();
+    assert!(
+        replayed.contains(&steps::INSTALL),
+        "the install's last event waited in the spool: {replayed:?}"
+    );
+    eprintln!(
+        "serve down {:.0} s from the package step on and {:.0} s from the bootloader to the first boot; events lost: 0",
+        outages[0].restarted - outages[0].killed,
+        outages[1].restarted - outages[1].killed
+    );
+    // The token stays out of the console.
+    assert!(!report.to_string().contains("e2e-webhook-token"));
 }
 
 #[test]

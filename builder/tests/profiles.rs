@@ -185,7 +185,7 @@ const CASES: &[Case] = &[
     Case { name: "pxe over https", edit: &[(r#"formats = ["usb"]"#, r#"formats = ["usb", "pxe"]"#), ("[system]", "[pxe]\nurl = \"https://10.0.2.100/hv-pxe/\"\n\n[system]")], anchor: ("\"https://", 0), message: "https:// is not supported yet: the installer has no TLS client" },
     Case { name: "pxe url without the final slash", edit: &[(r#"formats = ["usb"]"#, r#"formats = ["usb", "pxe"]"#), ("[system]", "[pxe]\nurl = \"http://10.0.2.100/hv-pxe\"\n\n[system]")], anchor: ("\"http://10.0.2.100", 0), message: "the URL must end with \"/\"" },
     Case { name: "pxe url with a grub variable", edit: &[(r#"formats = ["usb"]"#, r#"formats = ["usb", "pxe"]"#), ("[system]", "[pxe]\nurl = \"http://10.0.2.100/$root/\"\n\n[system]")], anchor: ("\"http://10.0.2.100", 0), message: "is not allowed in the URL's path (letters, digits and /-._~ only)" },
-    Case { name: "no usb format", edit: &[(r#"formats = ["usb"]"#, "formats = []")], anchor: ("[]", 0), message: r#"output.formats does not list "usb""# },
+    Case { name: "no format", edit: &[(r#"formats = ["usb"]"#, "formats = []")], anchor: ("[]", 0), message: "output.formats is empty: the build would make nothing" },
     // Network rules.
     Case { name: "access port with trunks", edit: &[(r#"vlan_mode = "native-untagged""#, r#"vlan_mode = "access""#)], anchor: ("[31, 32] }", 0), message: "an access port carries one VLAN and cannot have trunks" },
     Case {

@@ -1,8 +1,8 @@
-//! `formats = ["usb", "pxe"]` writes OUT/<profile>-pxe/: the ISO's signed
-//! shim and MokManager, the signed network grub from the ISO's pool,
-//! grub.cfg and an iPXE script, the kernel, an initrd whose plan fetches
-//! the payload over HTTP, and the payload itself, each file checked here
-//! against its source. Needs the fixture ISO (`scripts/test`
+//! `formats = ["usb", "pxe"]` (or `["pxe"]` alone) writes OUT/<profile>-pxe/:
+//! the ISO's signed shim and MokManager, the signed network grub from the
+//! ISO's pool, grub.cfg and an iPXE script, the kernel, an initrd whose
+//! plan fetches the payload over HTTP, and the payload itself, each file
+//! checked here against its source. Needs the fixture ISO (`scripts/test`
 //! runs these with `--include-ignored`).
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
@@ -25,9 +25,14 @@ const URL: &str = "http://10.0.2.100:8080/hv-pxe/";
 
 /// The reference profile with the PXE tree asked for.
 fn pxe_profile(dir: &Path) -> PathBuf {
+    pxe_profile_with(dir, r#"formats = ["usb", "pxe"]"#)
+}
+
+/// The reference profile with `[pxe]` and the `formats` line given.
+fn pxe_profile_with(dir: &Path, formats: &str) -> PathBuf {
     let text = fs::read_to_string(REFERENCE_PROFILE)
         .unwrap()
-        .replace(r#"formats = ["usb"]"#, r#"formats = ["usb", "pxe"]"#)
+        .replace(r#"formats = ["usb"]"#, formats)
         .replacen(
             "[system]",
             &format!("[pxe]\nurl = \"{URL}\"\n\n[system]"),
@@ -246,4 +251,37 @@ fn the_pxe_tree_holds_the_verified_payload_and_an_initrd_that_fetches_it() {
         .collect();
     left.sort();
     assert_eq!(left, ["hv-pxe", "hv.img", "hv.plan.json"]);
+}
+
+#[test]
+#[ignore = "needs the fixture ISO (scripts/test)"]
+fn a_pxe_tree_alone_is_the_same_tree_and_leaves_no_image_behind() {
+    let work = tempfile::tempdir().unwrap();
+    let both = work.path().join("both");
+    fs::create_dir(&both).unwrap();
+    let with_usb = build(&options(work.path(), pxe_profile(&both), &both.join("out"))).unwrap();
+    let alone = work.path().join("alone");
+    fs::create_dir(&alone).unwrap();
+    let out = alone.join("out");
+    let profile = pxe_profile_with(&alone, r#"formats = ["pxe"]"#);
+    let built = build(&options(work.path(), profile, &out)).unwrap();
+    assert!(built.image.is_none(), "no USB image asked for");
+    assert_eq!(built.plan, with_usb.plan);
+    let tree = built.pxe.expect("a PXE tree");
+    let listed = sums(&tree);
+    assert_eq!(listed, sums(&with_usb.pxe.unwrap()), "the same tree");
+    for (name, sum) in &listed {
+        assert_eq!(
+            &sha256_hex(&fs::read(tree.join(name)).unwrap()),
+            sum,
+            "{name}"
+        );
+    }
+    // The image was only staged: neither it nor its temporary file is left.
+    let mut left: Vec<String> = fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["hv-pxe", "hv.plan.json"]);
 }

@@ -54,6 +54,15 @@ pub struct BootTestArgs {
     /// e.g. 10.0.2.100:8080=127.0.0.1:38080 for a local mirror; repeatable.
     #[arg(long, value_name = "GUESTIP:PORT=127.0.0.1:HOSTPORT")]
     install_net: Vec<qemu::GuestForward>,
+    /// Give the first boot's NIC the same kind of forward (restricted user
+    /// networking, one NIC), e.g. for the installed system's report to reach a
+    /// webhook on this machine; repeatable.
+    #[arg(
+        long,
+        value_name = "GUESTIP:PORT=127.0.0.1:HOSTPORT",
+        requires = "firstboot"
+    )]
+    firstboot_net: Vec<qemu::GuestForward>,
     /// The serial port whose output is read for events (0 is ttyS0); the
     /// ports before it exist and go nowhere, as on a server whose
     /// serial-over-LAN is ttyS1.
@@ -102,6 +111,7 @@ impl BootTestArgs {
             usb_disks: self.usb_disk,
             stop_after: self.stop_after,
             install_net: self.install_net,
+            firstboot_net: self.firstboot_net,
             serial_port: self.serial_port,
             mac: self.mac,
             uefi_pxe: self.uefi_pxe,

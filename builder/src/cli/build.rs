@@ -61,7 +61,9 @@ pub fn run(args: BuildArgs, log: &LogArgs) -> anyhow::Result<ExitCode> {
         ),
     }
     tracing::info!("plan written to {}", built.plan_file.display());
-    println!("{} ({} bytes)", built.image.display(), built.image_size);
+    if let Some(image) = &built.image {
+        println!("{} ({} bytes)", image.path.display(), image.size);
+    }
     if let Some(tree) = &built.pxe {
         println!("{}/", tree.display());
     }

@@ -65,13 +65,19 @@ pub fn validate(p: &Profile) -> Vec<Problem> {
     report(p, &mut v);
     pxe(p, &mut v);
     machines(p, &mut v);
-    not_supported_yet(p, &mut v);
     v.0
 }
 
 /// A network install needs the URL its tree is served at; the URL goes
 /// into the iPXE script, grub.cfg and the kernel command line.
 fn pxe(p: &Profile, v: &mut Problems) {
+    if p.output.formats.is_empty() {
+        v.add(
+            "output.formats",
+            "output.formats is empty: the build would make nothing",
+            "list the media to build: [\"usb\"], [\"pxe\"] (with [pxe] url) or both",
+        );
+    }
     let wanted = p.output.formats.contains(&Format::Pxe);
     match (&p.pxe, wanted) {
         (None, true) => v.add(
@@ -159,18 +165,6 @@ fn report(p: &Profile, v: &mut Problems) {
 
 /// Linux keeps at most this many consoles from the command line.
 const MAX_CONSOLES: usize = 8;
-
-/// Settings the schema knows but nothing implements yet: refused, so that
-/// no profile relies on a key that does nothing.
-fn not_supported_yet(p: &Profile, v: &mut Problems) {
-    if !p.output.formats.contains(&Format::Usb) {
-        v.add(
-            "output.formats",
-            "output.formats does not list \"usb\": a PXE tree alone is not supported yet (the tree is built beside the USB image)",
-            "set formats = [\"usb\"] or [\"usb\", \"pxe\"]",
-        );
-    }
-}
 
 /// A path or URL that is opened or fetched as given: one word on one line.
 fn check_location(v: &mut Problems, path: &str, value: &str) {

@@ -48,6 +48,9 @@ pub struct BootTestOptions {
     /// A network for the install boot that reaches only these loopback
     /// services (through `imgforge relay`); without any, the installer has no NIC.
     pub install_net: Vec<GuestForward>,
+    /// The same for the first boot: the installed system's NIC reaches
+    /// these loopback services (its report's webhook, say) and nothing else.
+    pub firstboot_net: Vec<GuestForward>,
     /// The serial port read for events (0 is ttyS0); the ports before it
     /// exist and their output is dropped.
     pub serial_port: u8,
@@ -209,6 +212,9 @@ const OVMF_VARS_SECURE: &str = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd";
 const CONSOLE_TAIL_LINES: usize = 40;
 /// After success the installer powers off or reboots by itself; give it this long.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
+/// With `firstboot_net`, how long the first boot stays up after its report:
+/// the installed system waits up to 20 s for its webhook to acknowledge.
+const FIRSTBOOT_DELIVERY_GRACE: Duration = Duration::from_secs(25);
 
 fn io_err<'a>(
     what: &'static str,
@@ -343,10 +349,18 @@ pub fn qemu_command(opts: &BootTestOptions, vars: &Path, phase: Phase) -> Comman
             ))
         }
         Phase::Install => cmd.args(["-nic", "none"]),
-        // One NIC, eth0 in the guest; restricted user networking reaches nothing outside.
-        Phase::FirstBoot => cmd
-            .arg("-nic")
-            .arg(format!("user,restrict=on,model=virtio-net-pci{mac}")),
+        // One NIC, eth0 in the guest; restricted user networking reaches
+        // nothing outside but the forwards asked for.
+        Phase::FirstBoot => {
+            let forwards: String = opts
+                .firstboot_net
+                .iter()
+                .map(|f| format!(",{}", f.netdev_option(&relay_exe)))
+                .collect();
+            cmd.arg("-nic").arg(format!(
+                "user,restrict=on,model=virtio-net-pci{mac}{forwards}"
+            ))
+        }
     };
     cmd
 }
@@ -523,6 +537,14 @@ fn run_phase(
                         // The installer powers off or reboots by itself.
                         deadline = Instant::now() + SHUTDOWN_GRACE;
                     }
+                    (None, Some(Outcome::Success))
+                        if phase == Phase::FirstBoot && !opts.firstboot_net.is_empty() =>
+                    {
+                        outcome = Some(Outcome::Success);
+                        // The report is printed first and posted after: give
+                        // its delivery the time the installed system gives it.
+                        deadline = Instant::now() + FIRSTBOOT_DELIVERY_GRACE;
+                    }
                     (None, Some(o)) => {
                         outcome = Some(o);
                         // Collect what follows briefly, then stop the VM.
@@ -660,6 +682,7 @@ mod tests {
             usb_disks: vec!["64GiB".parse().unwrap(), "8GiB:/tmp/x.img".parse().unwrap()],
             stop_after: None,
             install_net: Vec::new(),
+            firstboot_net: Vec::new(),
             serial_port: 0,
             mac: None,
             uefi_pxe: false,
@@ -839,6 +862,32 @@ mod tests {
                 .any(|a| a == "user,restrict=on,model=virtio-net-pci,mac=52:54:00:12:34:01"),
             "the same NIC on the first boot: {nic:?}"
         );
+        // A first boot that reaches a loopback service: its own forwards only.
+        let reporting = BootTestOptions {
+            firstboot_net: vec!["10.0.2.100:80=127.0.0.1:38081".parse().unwrap()],
+            ..netboot
+        };
+        let first = qemu_command(&reporting, Path::new("/tmp/w/VARS.fd"), Phase::FirstBoot);
+        let args: Vec<String> = first
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let nic = args
+            .iter()
+            .position(|a| a == "-nic")
+            .map(|i| args[i + 1].clone())
+            .expect("a -nic");
+        assert!(
+            nic.starts_with(
+                "user,restrict=on,model=virtio-net-pci,mac=52:54:00:12:34:01,guestfwd=tcp:10.0.2.100:80-cmd:"
+            ),
+            "{nic}"
+        );
+        assert!(nic.ends_with(" relay 127.0.0.1:38081"), "{nic}");
+        assert!(
+            !nic.contains("38080"),
+            "the install's forwards stay with the install: {nic}"
+        );
     }
 
     #[test]
@@ -943,6 +992,7 @@ mod tests {
             usb_disks,
             stop_after: None,
             install_net: Vec::new(),
+            firstboot_net: Vec::new(),
             serial_port: 0,
             mac: None,
             uefi_pxe: false,
