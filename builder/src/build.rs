@@ -210,6 +210,17 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, BuildError> {
         iso.facts.size,
         &reporter,
     )?;
+    // Before anything is assembled, so an ISO without it fails early.
+    let netboot_grub = if wants_pxe(&loaded) {
+        Some(read_netboot_grub(
+            image.file.as_file(),
+            payload_start,
+            iso.facts.size,
+            &packages.pool,
+        )?)
+    } else {
+        None
+    };
 
     let guids = compile::media_guids(&loaded.name, &iso.facts);
     let mut plan = compile::compile(&loaded, &iso.facts, &guids);
@@ -246,7 +257,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, BuildError> {
     let _image = tracing::debug_span!("image").entered();
     tracing::debug!("assembling the ESP, the initrd and the GPT");
 
-    let pxe_boot = wants_pxe(&loaded).then(|| (boot.esp.clone(), boot.initrd.clone()));
+    let pxe_boot = netboot_grub.map(|grub| (boot.esp.clone(), boot.initrd.clone(), grub));
     let esp_files = esp_contents(
         boot,
         &agent,
@@ -288,13 +299,16 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, BuildError> {
     };
     let tree_source = if wants_usb { &image_path } else { &staged };
     let pxe = match pxe_boot {
-        Some((esp, initrd)) => Some(write_pxe_tree(
+        Some((esp, initrd, grub)) => Some(write_pxe_tree(
             &loaded,
             opts,
             &plan,
             tree_source,
-            &esp,
-            &initrd,
+            PxeBoot {
+                esp: &esp,
+                initrd: &initrd,
+                grub: &grub,
+            },
             &agent,
         )?),
         None => None,
@@ -337,20 +351,119 @@ fn wants_pxe(loaded: &LoadedProfile) -> bool {
     loaded.profile.output.formats.contains(&Format::Pxe)
 }
 
-/// Writes `OUT/<profile>-pxe/`: the ISO's loaders, kernel and an installer
-/// initrd whose plan fetches the payload over HTTP, grub.cfg, the iPXE
-/// script, and the payload copied from the image just written (each range
-/// hashed again against the verified digest on the way).
+/// The pool package that carries the distribution's signed network grub,
+/// and that grub inside it (the same names in Debian and Ubuntu).
+pub const NETBOOT_GRUB_PACKAGE: &str = "grub-efi-amd64-signed";
+pub const NETBOOT_GRUB: &str = "usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed";
+
+/// The signed network grub and where in the PXE tree its configuration goes.
+#[derive(Debug)]
+struct NetbootGrub {
+    image: Vec<u8>,
+    /// From the prefix built into `image`, e.g. `grub/grub.cfg`.
+    cfg_path: String,
+}
+
+/// Takes [`NETBOOT_GRUB`] out of the ISO's [`NETBOOT_GRUB_PACKAGE`]. The
+/// ISO's grubx64.efi is grub's CD image, which cannot read the network;
+/// the network grub is signed with the same distribution key, so shim
+/// still accepts it under Secure Boot. The package is read from the ISO's
+/// copy in the image, which was verified whole against the signed
+/// SHA256SUMS: the file is as verified as the rest of the ISO (its
+/// SHA-256 is also checked against the pool's signed index, as apt would).
+fn read_netboot_grub(
+    file: &File,
+    iso_start: u64,
+    iso_size: u64,
+    pool: &Pool,
+) -> Result<NetbootGrub, BuildError> {
+    let mut reader = IsoReader::open(BufReader::with_capacity(
+        1 << 20,
+        Window::new(file, iso_start, iso_size),
+    ))
+    .map_err(|source| BuildError::Iso {
+        path: "/".into(),
+        source,
+    })?;
+    netboot_grub_from(&mut reader, &pool.packages, &pool.suite)
+}
+
+/// [`read_netboot_grub`] from the pool's (verified) index entries: the
+/// package is wherever the index says (`pool/main/g/grub2-signed/` on
+/// Ubuntu's ISO, `pool/main/g/grub-efi-amd64-signed/` in Debian's layout).
+fn netboot_grub_from<R: std::io::Read + Seek>(
+    reader: &mut IsoReader<R>,
+    packages: &[crate::apt::PackageEntry],
+    suite: &str,
+) -> Result<NetbootGrub, BuildError> {
+    let needed = format!(
+        "a PXE tree boots UEFI machines through shim and the network grub {NETBOOT_GRUB} from the ISO's {NETBOOT_GRUB_PACKAGE} package"
+    );
+    let entry = packages
+        .iter()
+        .find(|p| p.name == NETBOOT_GRUB_PACKAGE && p.architecture == crate::apt::ARCH)
+        .ok_or_else(|| {
+            BuildError::Source(format!(
+                "the ISO's pool (suite {suite}) has no {NETBOOT_GRUB_PACKAGE} package for {}: {needed}; \
+                 use an Ubuntu live-server ISO (its pool carries it) or build the USB image alone (formats = [\"usb\"]); nothing was written",
+                crate::apt::ARCH
+            ))
+        })?;
+    let deb = reader
+        .read_file(&entry.filename)
+        .map_err(|source| BuildError::Iso {
+            path: entry.filename.clone(),
+            source,
+        })?;
+    let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&deb));
+    if sha256 != entry.sha256 {
+        return Err(BuildError::Source(format!(
+            "{} on the ISO has SHA-256 {sha256}, but the pool's signed index says {}: the ISO's pool is damaged; use an intact ISO",
+            entry.filename, entry.sha256
+        )));
+    }
+    let image = crate::apt::deb::extract_file(&deb, NETBOOT_GRUB).map_err(|e| {
+        BuildError::Source(format!(
+            "{} on the ISO {e}: {needed}; use an ISO whose pool carries it, or build the USB image alone (formats = [\"usb\"]); nothing was written",
+            entry.filename
+        ))
+    })?;
+    let cfg_path = image::pxe::grub_cfg_path(&image).map_err(|why| {
+        BuildError::Source(format!(
+            "{NETBOOT_GRUB} in {}: {why}; the PXE tree cannot hold the configuration it reads",
+            entry.filename
+        ))
+    })?;
+    tracing::debug!(
+        "network grub from {} reads its configuration from the tree's {cfg_path}",
+        entry.filename
+    );
+    Ok(NetbootGrub { image, cfg_path })
+}
+
+/// What the PXE tree boots, read from the verified ISO.
+struct PxeBoot<'a> {
+    /// The ESP's files (shim, MokManager, the kernel).
+    esp: &'a BTreeMap<String, Vec<u8>>,
+    initrd: &'a [u8],
+    grub: &'a NetbootGrub,
+}
+
+/// Writes `OUT/<profile>-pxe/`: the ISO's shim, MokManager and kernel, the
+/// network grub and its grub.cfg, an installer initrd whose plan fetches
+/// the payload over HTTP, the iPXE script, and the payload copied from the
+/// image just written (each range hashed again against the verified
+/// digest on the way).
 fn write_pxe_tree(
     loaded: &LoadedProfile,
     opts: &BuildOptions,
     plan: &Plan,
     image_path: &Path,
-    esp: &BTreeMap<String, Vec<u8>>,
-    initrd: &[u8],
+    boot: PxeBoot<'_>,
     agent: &[u8],
 ) -> Result<PathBuf, BuildError> {
     use image::pxe;
+    let PxeBoot { esp, initrd, grub } = boot;
     let url = loaded
         .profile
         .pxe
@@ -390,7 +503,10 @@ fn write_pxe_tree(
     let consoles = &plan.report.consoles;
     let mut files = BTreeMap::new();
     files.insert(pxe::SHIM.to_owned(), esp_file(EFI_LOADERS[0].1)?);
-    files.insert(pxe::GRUB.to_owned(), esp_file(EFI_LOADERS[1].1)?);
+    files.insert(
+        pxe::GRUB.to_owned(),
+        pxe::TreeFile::Bytes(grub.image.clone()),
+    );
     files.insert(pxe::MOK_MANAGER.to_owned(), esp_file(EFI_LOADERS[2].1)?);
     files.insert(pxe::KERNEL.to_owned(), esp_file(ISO_KERNEL)?);
     files.insert(
@@ -402,7 +518,7 @@ fn write_pxe_tree(
         )?),
     );
     files.insert(
-        pxe::GRUB_CFG.to_owned(),
+        grub.cfg_path.clone(),
         pxe::TreeFile::Bytes(pxe::grub_cfg(&loaded.name, consoles).into_bytes()),
     );
     files.insert(
@@ -1380,5 +1496,112 @@ mod tests {
         assert!(elf_interpreter(&header_only)
             .unwrap_err()
             .contains("truncated"));
+    }
+
+    /// An ISO laid out like Ubuntu's (the package under the source
+    /// `grub2-signed`, data.tar.zst) holding one grub-efi-amd64-signed
+    /// package with `grub` as its network grub, and that package's index entry.
+    fn iso_with_grub_package(
+        dir: &Path,
+        grub: Option<&[u8]>,
+    ) -> (IsoReader<File>, crate::apt::PackageEntry) {
+        let root = dir.join("pkg");
+        std::fs::create_dir_all(root.join("DEBIAN")).unwrap();
+        std::fs::write(
+            root.join("DEBIAN/control"),
+            "Package: grub-efi-amd64-signed\nVersion: 1.202+2.12-1ubuntu7\nArchitecture: amd64\nMaintainer: imgforge tests <tests@imgforge.invalid>\nDescription: test package\n",
+        )
+        .unwrap();
+        let lib = root.join("usr/lib/grub/x86_64-efi-signed");
+        std::fs::create_dir_all(&lib).unwrap();
+        std::fs::write(lib.join("gcdx64.efi.signed"), b"the CD grub").unwrap();
+        if let Some(grub) = grub {
+            std::fs::write(lib.join("grubnetx64.efi.signed"), grub).unwrap();
+        }
+        let filename =
+            "pool/main/g/grub2-signed/grub-efi-amd64-signed_1.202+2.12-1ubuntu7_amd64.deb";
+        let tree = dir.join("iso");
+        let deb = tree.join(filename);
+        std::fs::create_dir_all(deb.parent().unwrap()).unwrap();
+        crate::test_support::run(
+            std::process::Command::new("dpkg-deb")
+                .args(["--root-owner-group", "-Zzstd", "--build"])
+                .arg(&root)
+                .arg(&deb),
+        );
+        let bytes = std::fs::read(&deb).unwrap();
+        let iso = dir.join("test.iso");
+        crate::test_support::run(
+            std::process::Command::new("xorriso")
+                .args(["-as", "mkisofs", "-quiet", "-R", "-J", "-o"])
+                .arg(&iso)
+                .arg(&tree),
+        );
+        let entry = crate::apt::PackageEntry {
+            name: NETBOOT_GRUB_PACKAGE.into(),
+            version: "1.202+2.12-1ubuntu7".into(),
+            architecture: "amd64".into(),
+            filename: filename.into(),
+            size: bytes.len() as u64,
+            sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)),
+        };
+        (IsoReader::open(File::open(iso).unwrap()).unwrap(), entry)
+    }
+
+    #[test]
+    fn the_network_grub_comes_out_of_the_pool_package_the_index_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let grub = image::pxe::test_grub_image(&[(3, b"/grub\0")]);
+        let (mut iso, entry) = iso_with_grub_package(dir.path(), Some(&grub));
+        let other = crate::apt::PackageEntry {
+            name: "shim-signed".into(),
+            ..entry.clone()
+        };
+        let got = netboot_grub_from(&mut iso, &[other.clone(), entry.clone()], "noble").unwrap();
+        assert!(got.image == grub, "the package's grubnetx64.efi.signed");
+        assert_eq!(got.cfg_path, "grub/grub.cfg");
+
+        let err = netboot_grub_from(&mut iso, &[other], "noble")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("the ISO's pool (suite noble) has no grub-efi-amd64-signed package for amd64: a PXE tree boots UEFI machines through shim and the network grub usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed"),
+            "{err}"
+        );
+        assert!(
+            err.ends_with(
+                "or build the USB image alone (formats = [\"usb\"]); nothing was written"
+            ),
+            "{err}"
+        );
+
+        let damaged = crate::apt::PackageEntry {
+            sha256: "00".repeat(32),
+            ..entry
+        };
+        let err = netboot_grub_from(&mut iso, &[damaged], "noble")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("but the pool's signed index says 0000"),
+            "{err}"
+        );
+        assert!(
+            err.ends_with("the ISO's pool is damaged; use an intact ISO"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_grub_package_without_the_network_grub_fails_the_pxe_tree_with_what_is_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut iso, entry) = iso_with_grub_package(dir.path(), None);
+        let err = netboot_grub_from(&mut iso, &[entry], "noble")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("pool/main/g/grub2-signed/grub-efi-amd64-signed_1.202+2.12-1ubuntu7_amd64.deb on the ISO holds no file usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed: a PXE tree boots UEFI machines"),
+            "{err}"
+        );
     }
 }

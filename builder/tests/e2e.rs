@@ -2248,3 +2248,60 @@ fn a_payload_corrupted_on_the_server_stops_the_install_before_any_disk_is_writte
     assert_no_disk_step_ran(&report, "the verification failure");
     assert_target_unallocated(&target);
 }
+
+#[test]
+#[ignore = "needs the fixture ISO and QEMU: run scripts/test"]
+fn uefi_pxe_under_secure_boot_boots_the_tree_through_shim_and_the_network_grub() {
+    let net = Netboot::new();
+    // The firmware's own PXE (no iPXE ROM on the NIC) loads shim over TFTP,
+    // shim the network grub beside it, grub its grub.cfg, the kernel and the
+    // initrd; stopped once the installer is on the network it booted from.
+    let (code, report, target) = net.boot(
+        HV01_MAC,
+        "uefi",
+        &[
+            "--uefi-pxe",
+            "--secure-boot",
+            "--stop-after",
+            steps::NETWORK,
+        ],
+    );
+    assert_eq!(
+        code, 4,
+        "stopped after the network step: {:#}",
+        report["console_tail"]
+    );
+    assert_eq!(report["secure_boot"], true);
+    let events = report["events"].as_array().unwrap();
+    eprintln!(
+        "UEFI PXE under Secure Boot: power-on to the first event {:.1} s, network done at {:.1} s",
+        events[0]["at_s"].as_f64().unwrap(),
+        events.last().unwrap()["at_s"].as_f64().unwrap()
+    );
+    let identified = step_events(&report, steps::IDENTIFY)
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(identified["data"]["hostname"], "hv01", "{identified:#}");
+    // grub passed the NIC it booted from ($net_default_mac): the installer
+    // brought up that one and reached the tree.
+    let up = step_events(&report, steps::NETWORK).last().unwrap()["data"].clone();
+    assert_eq!(up["mac"], HV01_MAC, "{up:#}");
+    assert_eq!(up["probe"]["status"], 200, "{up:#}");
+
+    let console = fs::read_to_string(net.tmp.path().join("uefi.d/console.log")).unwrap();
+    for needle in [
+        "NBP filename is bootx64.efi",
+        "Fetching Netboot Image grubx64.efi",
+        "BOOT_IMAGE=(tftp,10.0.2.2)/vmlinuz imgforge.bootif=52:54:00:12:34:01 ",
+        "Secure boot enabled",
+    ] {
+        assert!(
+            console.contains(needle),
+            "{needle:?} is not in the console log"
+        );
+    }
+    assert!(!console.contains("iPXE"), "iPXE took no part");
+    assert_no_disk_step_ran(&report, "a boot stopped after the network step");
+    assert_target_unallocated(&target);
+}

@@ -1,6 +1,7 @@
-//! `formats = ["usb", "pxe"]` (or `["pxe"]` alone) writes OUT/<profile>-pxe/: the ISO's signed
-//! loaders, grub.cfg and an iPXE script, the kernel, an initrd whose plan
-//! fetches the payload over HTTP, and the payload itself, each file
+//! `formats = ["usb", "pxe"]` (or `["pxe"]` alone) writes OUT/<profile>-pxe/:
+//! the ISO's signed shim and MokManager, the signed network grub from the
+//! ISO's pool, grub.cfg and an iPXE script, the kernel, an initrd whose
+//! plan fetches the payload over HTTP, and the payload itself, each file
 //! checked here against its source. Needs the fixture ISO (`scripts/test`
 //! runs these with `--include-ignored`).
 
@@ -67,6 +68,35 @@ fn plan_in_initrd(initrd: &[u8]) -> Plan {
     }
 }
 
+/// grubnetx64.efi.signed of the fixture pool's grub-efi-amd64-signed
+/// package, found by listing the pool and unpacked with dpkg-deb.
+fn netboot_grub_of_the_pool(reader: &mut IsoReader<fs::File>, work: &Path) -> Vec<u8> {
+    let dir = "pool/main/g/grub-efi-amd64-signed";
+    let debs: Vec<String> = reader
+        .read_dir(dir)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .filter(|n| n.starts_with("grub-efi-amd64-signed_") && n.ends_with("_amd64.deb"))
+        .collect();
+    assert_eq!(debs.len(), 1, "{debs:?}");
+    let deb = work.join(&debs[0]);
+    fs::write(
+        &deb,
+        reader.read_file(&format!("{dir}/{}", debs[0])).unwrap(),
+    )
+    .unwrap();
+    let unpacked = work.join("grub-efi-amd64-signed");
+    let status = Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(&deb)
+        .arg(&unpacked)
+        .status()
+        .expect("dpkg-deb");
+    assert!(status.success());
+    fs::read(unpacked.join("usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed")).unwrap()
+}
+
 fn sums(tree: &Path) -> BTreeMap<String, String> {
     fs::read_to_string(tree.join("SHA256SUMS"))
         .unwrap()
@@ -127,11 +157,10 @@ fn the_pxe_tree_holds_the_verified_payload_and_an_initrd_that_fetches_it() {
         .expect("the reference install has a bundle");
     assert_eq!(listed["bundle.cpio"], bundle.sha256);
 
-    // The loaders and the kernel are the ISO's own (signed) files.
+    // Shim, MokManager and the kernel are the ISO's own (signed) files.
     let mut reader = IsoReader::open(fs::File::open(fixture("ISO")).unwrap()).unwrap();
     for (ours, theirs) in [
         ("bootx64.efi", "EFI/boot/bootx64.efi"),
-        ("grubx64.efi", "EFI/boot/grubx64.efi"),
         ("mmx64.efi", "EFI/boot/mmx64.efi"),
         ("vmlinuz", "casper/vmlinuz"),
     ] {
@@ -140,6 +169,17 @@ fn the_pxe_tree_holds_the_verified_payload_and_an_initrd_that_fetches_it() {
             "{ours}"
         );
     }
+    // grub is the signed network grub from the pool's grub-efi-amd64-signed
+    // package (taken out here with dpkg-deb), not the ISO's CD grub.
+    let grub = fs::read(tree.join("grubx64.efi")).unwrap();
+    assert!(
+        grub == netboot_grub_of_the_pool(&mut reader, work.path()),
+        "grubx64.efi is grubnetx64.efi.signed"
+    );
+    assert!(
+        grub != reader.read_file("EFI/boot/grubx64.efi").unwrap(),
+        "not the ISO's CD grub"
+    );
 
     // The tree's initrd carries the plan of a network install: the USB
     // plan plus where and what to fetch.

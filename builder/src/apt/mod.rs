@@ -8,8 +8,10 @@
 //!   verified with the archive keys.
 //! - [`bundle`]: what apt installs, resolved against both, and the offline
 //!   bundle holding what the pool lacks.
+//! - [`deb`]: one file out of a package (the PXE tree's network grub).
 
 pub mod bundle;
+pub mod deb;
 pub mod deb822;
 pub mod pool;
 pub mod release;

@@ -14,7 +14,8 @@ use crate::qemu::{self, BootTestOptions, TargetBus};
 pub struct BootTestArgs {
     /// The USB image built by `imgforge build`, or its PXE tree (OUT/<profile>-pxe/):
     /// the VM then boots from the network (QEMU's TFTP hands out boot.ipxe, which
-    /// fetches the kernel and initrd over HTTP through --install-net).
+    /// loads the kernel and initrd beside it; the installer fetches the payload
+    /// over HTTP through --install-net).
     image: PathBuf,
     /// Target disk image (created sparse when missing; kept afterwards).
     #[arg(long)]
@@ -70,6 +71,12 @@ pub struct BootTestArgs {
     /// The VM's NIC's MAC address (both boots), e.g. 52:54:00:12:34:01.
     #[arg(long, value_parser = parse_mac)]
     mac: Option<String>,
+    /// Boot the PXE tree with the firmware's own UEFI PXE instead of iPXE: the NIC
+    /// has no option ROM, QEMU's TFTP hands out bootx64.efi (shim), which loads the
+    /// tree's network grub, which loads the kernel and initrd over TFTP. Add
+    /// --secure-boot to check the signatures on the way.
+    #[arg(long)]
+    uefi_pxe: bool,
 }
 
 fn parse_mac(s: &str) -> Result<String, String> {
@@ -107,6 +114,7 @@ impl BootTestArgs {
             firstboot_net: self.firstboot_net,
             serial_port: self.serial_port,
             mac: self.mac,
+            uefi_pxe: self.uefi_pxe,
         }
     }
 }

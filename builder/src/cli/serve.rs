@@ -42,8 +42,10 @@ pub struct ServeArgs {
     #[arg(long)]
     json: bool,
     /// Print a dnsmasq configuration for proxy DHCP and TFTP that network-boots
-    /// machines from DIR/<PROFILE>-pxe/ (bootx64.efi over TFTP, boot.ipxe over
-    /// HTTP from this server), then exit.
+    /// machines from DIR/<PROFILE>-pxe/, then exit. UEFI PXE clients get
+    /// bootx64.efi over TFTP with the tree as the TFTP root (shim loads the
+    /// tree's network grub, which reads grub/grub.cfg, the kernel and the initrd
+    /// from there); iPXE clients get boot.ipxe over HTTP from this server.
     #[arg(long, requires_all = ["pxe_profile", "dhcp_subnet"])]
     dnsmasq: bool,
     /// With --dnsmasq: the profile whose PXE tree DIR/<PROFILE>-pxe/ machines boot.

@@ -145,10 +145,10 @@ impl Profile {
     }
 }
 
-/// A network install: the machine boots the PXE tree (iPXE or UEFI
-/// PXE/HTTP boot with the ISO's signed shim and grub), and the installer
-/// fetches the ISO from the same tree over HTTP on the NIC it booted from,
-/// with DHCP.
+/// A network install: the machine boots the PXE tree (iPXE, or UEFI
+/// PXE/HTTP boot through the ISO's signed shim and the signed network grub
+/// from the ISO's pool), and the installer fetches the ISO from the same
+/// tree over HTTP on the NIC it booted from, with DHCP.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Pxe {

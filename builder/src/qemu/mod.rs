@@ -56,11 +56,15 @@ pub struct BootTestOptions {
     pub serial_port: u8,
     /// The NIC's MAC address in both boots (QEMU's default otherwise).
     pub mac: Option<String>,
+    /// A PXE tree is booted by the firmware's own UEFI PXE (shim, then the
+    /// tree's network grub) instead of iPXE.
+    pub uefi_pxe: bool,
 }
 
 impl BootTestOptions {
     /// `image` is a PXE tree: the install boot has no stick and boots from
-    /// the network (QEMU's TFTP hands out the tree's boot.ipxe).
+    /// the network (QEMU's TFTP hands out the tree's boot.ipxe, or its
+    /// bootx64.efi with [`BootTestOptions::uefi_pxe`]).
     pub fn netboot(&self) -> bool {
         self.image.is_dir()
     }
@@ -190,6 +194,8 @@ pub enum BootTestError {
         program: String,
         source: std::io::Error,
     },
+    #[error("--uefi-pxe boots a PXE tree, but {0} is not a directory; give the tree OUT/<profile>-pxe/ that `imgforge build` wrote")]
+    UefiPxeNeedsTree(PathBuf),
     #[error("--usb-disk: {image} ({image_size} bytes) does not fit on a {size}-byte disk; give a larger SIZE")]
     UsbDiskTooSmall {
         image: PathBuf,
@@ -308,12 +314,17 @@ pub fn qemu_command(opts: &BootTestOptions, vars: &Path, phase: Phase) -> Comman
     match phase {
         Phase::Install if opts.netboot() => {
             // Restricted user networking with QEMU's TFTP for the first stage
-            // (iPXE, the NIC's option ROM, runs boot.ipxe); the forwards reach
-            // the HTTP server of the tree.
+            // (iPXE, the NIC's option ROM, runs boot.ipxe; or, without the
+            // ROM, the firmware's own PXE loads shim, which loads grub); the
+            // forwards reach the HTTP server of the tree.
+            let (bootfile, rom) = if opts.uefi_pxe {
+                (crate::image::pxe::SHIM, ",romfile=")
+            } else {
+                (crate::image::pxe::IPXE_SCRIPT, "")
+            };
             let mut netdev = format!(
-                "user,id=net0,restrict=on,tftp={},bootfile={}",
+                "user,id=net0,restrict=on,tftp={},bootfile={bootfile}",
                 opts.image.display(),
-                crate::image::pxe::IPXE_SCRIPT
             );
             for f in &opts.install_net {
                 netdev.push(',');
@@ -322,7 +333,7 @@ pub fn qemu_command(opts: &BootTestOptions, vars: &Path, phase: Phase) -> Comman
             cmd.arg("-netdev")
                 .arg(netdev)
                 .arg("-device")
-                .arg(format!("virtio-net-pci,netdev=net0{mac},bootindex=0"))
+                .arg(format!("virtio-net-pci,netdev=net0{mac}{rom},bootindex=0"))
         }
         Phase::Install if !opts.install_net.is_empty() => {
             // Restricted user networking: DHCP (10.0.2.15, router 10.0.2.2) and
@@ -362,6 +373,9 @@ pub fn boot_test(
     let (code, vars_template) = firmware(opts.secure_boot);
     if !Path::new(code).exists() {
         return Err(BootTestError::Firmware(code.into()));
+    }
+    if opts.uefi_pxe && !opts.netboot() {
+        return Err(BootTestError::UefiPxeNeedsTree(opts.image.clone()));
     }
     std::fs::create_dir_all(&opts.work_dir).map_err(io_err("creating", &opts.work_dir))?;
     // One machine, one set of variables: the first boot sees what the installer set.
@@ -671,6 +685,7 @@ mod tests {
             firstboot_net: Vec::new(),
             serial_port: 0,
             mac: None,
+            uefi_pxe: false,
         };
         let cmd = qemu_command(&opts, Path::new("/tmp/w/VARS.fd"), Phase::Install);
         let args: Vec<String> = cmd
@@ -798,6 +813,45 @@ mod tests {
             "{args:?}"
         );
         assert!(!args.iter().any(|a| a.contains("usb-storage")), "{args:?}");
+        assert!(
+            !args.iter().any(|a| a.contains("romfile")),
+            "iPXE is the NIC's option ROM: {args:?}"
+        );
+
+        // The firmware's own UEFI PXE: no option ROM, so OVMF's network
+        // stack boots; QEMU's TFTP hands out shim, which loads grub beside it.
+        let uefi = BootTestOptions {
+            uefi_pxe: true,
+            ..netboot.clone()
+        };
+        let args: Vec<String> = qemu_command(&uefi, Path::new("/tmp/w/VARS.fd"), Phase::Install)
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let netdev = args
+            .iter()
+            .position(|a| a == "-netdev")
+            .map(|i| args[i + 1].clone())
+            .unwrap_or_default();
+        assert!(
+            netdev.starts_with(&format!(
+                "user,id=net0,restrict=on,tftp={},bootfile=bootx64.efi,guestfwd=tcp:10.0.2.100:8080-cmd:",
+                tree.path().display()
+            )),
+            "{netdev}"
+        );
+        assert!(
+            args.iter()
+                .any(|a| a
+                    == "virtio-net-pci,netdev=net0,mac=52:54:00:12:34:01,romfile=,bootindex=0"),
+            "{args:?}"
+        );
+        assert!(
+            args.iter().any(|a| a == "q35,smm=on")
+                && args.iter().any(|a| a.ends_with("OVMF_CODE_4M.secboot.fd")),
+            "under Secure Boot: {args:?}"
+        );
+
         let first = qemu_command(&netboot, Path::new("/tmp/w/VARS.fd"), Phase::FirstBoot);
         let nic: Vec<String> = first
             .get_args()
@@ -941,6 +995,7 @@ mod tests {
             firstboot_net: Vec::new(),
             serial_port: 0,
             mac: None,
+            uefi_pxe: false,
         };
         let made = create_usb_disks(&opts(vec![
             UsbDisk {

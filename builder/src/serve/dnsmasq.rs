@@ -4,9 +4,10 @@
 //! only where to boot from).
 //!
 //! The PXE tree is assumed to be `DIR/<profile>-pxe/` holding
-//! `bootx64.efi` (shim, which UEFI firmware loads over TFTP) and
-//! `boot.ipxe` (the iPXE script, fetched over HTTP from this server by
-//! clients that already run iPXE).
+//! `bootx64.efi` (shim, which UEFI firmware loads over TFTP; it loads the
+//! tree's network grub, which reads `grub/grub.cfg` from the TFTP root,
+//! so the tree is that root) and `boot.ipxe` (the iPXE script, fetched
+//! over HTTP from this server by clients that already run iPXE).
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -108,7 +109,8 @@ pub fn config(setup: &PxeSetup<'_>) -> Result<String, String> {
     line(&format!("dhcp-range={subnet},proxy"));
     line("log-dhcp");
     line("");
-    line("# UEFI firmware (client architectures 7 and 9) loads shim over TFTP.");
+    line("# UEFI firmware (client architectures 7 and 9) loads shim over TFTP; shim loads");
+    line("# grubx64.efi beside it, which reads /grub/grub.cfg: the tree is the TFTP root.");
     line("enable-tftp");
     line(&format!("tftp-root={root}"));
     line("");
