@@ -641,6 +641,22 @@ pub fn describe(e: &TimedEvent) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// QEMU's arguments for one phase, as strings.
+    fn argv(opts: &BootTestOptions, phase: Phase) -> Vec<String> {
+        qemu_command(opts, Path::new("/tmp/w/VARS.fd"), phase)
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// The argument after `flag`, or "" when there is none.
+    fn after(args: &[String], flag: &str) -> String {
+        args.iter()
+            .position(|a| a == flag)
+            .map(|i| args[i + 1].clone())
+            .unwrap_or_default()
+    }
     use imgforge_plan::steps;
 
     fn timed(at_s: f64, ts: f64, step: &str, state: State) -> TimedEvent {
@@ -687,11 +703,7 @@ mod tests {
             mac: None,
             uefi_pxe: false,
         };
-        let cmd = qemu_command(&opts, Path::new("/tmp/w/VARS.fd"), Phase::Install);
-        let args: Vec<String> = cmd
-            .get_args()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
+        let args = argv(&opts, Phase::Install);
         let joined = args.join(" ");
         assert!(joined.contains("-accel tcg"), "{joined}");
         assert!(joined.contains("snapshot=on,file=/tmp/x.img"), "{joined}");
@@ -719,11 +731,7 @@ mod tests {
             serial_port: 1,
             ..opts.clone()
         };
-        let joined = qemu_command(&second_port, Path::new("/tmp/w/VARS.fd"), Phase::Install)
-            .get_args()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect::<Vec<_>>()
-            .join(" ");
+        let joined = argv(&second_port, Phase::Install).join(" ");
         assert!(
             joined.contains("-monitor none -serial null -serial stdio -no-reboot"),
             "ttyS0 goes nowhere, ttyS1 is read: {joined}"
@@ -733,11 +741,7 @@ mod tests {
             secure_boot: true,
             ..opts
         };
-        let first = qemu_command(&secure, Path::new("/tmp/w/VARS.fd"), Phase::FirstBoot);
-        let joined: Vec<String> = first
-            .get_args()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
+        let joined = argv(&secure, Phase::FirstBoot);
         let joined = joined.join(" ");
         assert!(
             !joined.contains("usb-storage"),
@@ -761,16 +765,8 @@ mod tests {
             install_net: vec!["10.0.2.100:8080=127.0.0.1:38080".parse().unwrap()],
             ..secure
         };
-        let install = qemu_command(&online, Path::new("/tmp/w/VARS.fd"), Phase::Install);
-        let args: Vec<String> = install
-            .get_args()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
-        let nic = args
-            .iter()
-            .position(|a| a == "-nic")
-            .map(|i| args[i + 1].clone())
-            .expect("a -nic");
+        let args = argv(&online, Phase::Install);
+        let nic = after(&args, "-nic");
         assert!(
             nic.starts_with(
                 "user,restrict=on,model=virtio-net-pci,guestfwd=tcp:10.0.2.100:8080-cmd:"
@@ -789,17 +785,8 @@ mod tests {
             mac: Some("52:54:00:12:34:01".into()),
             ..online
         };
-        let args: Vec<String> = qemu_command(&netboot, Path::new("/tmp/w/VARS.fd"), Phase::Install)
-            .get_args()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
-        let after = |flag: &str| {
-            args.iter()
-                .position(|a| a == flag)
-                .map(|i| args[i + 1].clone())
-                .unwrap_or_default()
-        };
-        let netdev = after("-netdev");
+        let args = argv(&netboot, Phase::Install);
+        let netdev = after(&args, "-netdev");
         assert!(
             netdev.starts_with(&format!(
                 "user,id=net0,restrict=on,tftp={},bootfile=boot.ipxe,guestfwd=tcp:10.0.2.100:8080-cmd:",
@@ -824,15 +811,8 @@ mod tests {
             uefi_pxe: true,
             ..netboot.clone()
         };
-        let args: Vec<String> = qemu_command(&uefi, Path::new("/tmp/w/VARS.fd"), Phase::Install)
-            .get_args()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
-        let netdev = args
-            .iter()
-            .position(|a| a == "-netdev")
-            .map(|i| args[i + 1].clone())
-            .unwrap_or_default();
+        let args = argv(&uefi, Phase::Install);
+        let netdev = after(&args, "-netdev");
         assert!(
             netdev.starts_with(&format!(
                 "user,id=net0,restrict=on,tftp={},bootfile=bootx64.efi,guestfwd=tcp:10.0.2.100:8080-cmd:",
@@ -852,11 +832,7 @@ mod tests {
             "under Secure Boot: {args:?}"
         );
 
-        let first = qemu_command(&netboot, Path::new("/tmp/w/VARS.fd"), Phase::FirstBoot);
-        let nic: Vec<String> = first
-            .get_args()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
+        let nic = argv(&netboot, Phase::FirstBoot);
         assert!(
             nic.iter()
                 .any(|a| a == "user,restrict=on,model=virtio-net-pci,mac=52:54:00:12:34:01"),
@@ -867,16 +843,8 @@ mod tests {
             firstboot_net: vec!["10.0.2.100:80=127.0.0.1:38081".parse().unwrap()],
             ..netboot
         };
-        let first = qemu_command(&reporting, Path::new("/tmp/w/VARS.fd"), Phase::FirstBoot);
-        let args: Vec<String> = first
-            .get_args()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
-        let nic = args
-            .iter()
-            .position(|a| a == "-nic")
-            .map(|i| args[i + 1].clone())
-            .expect("a -nic");
+        let args = argv(&reporting, Phase::FirstBoot);
+        let nic = after(&args, "-nic");
         assert!(
             nic.starts_with(
                 "user,restrict=on,model=virtio-net-pci,mac=52:54:00:12:34:01,guestfwd=tcp:10.0.2.100:80-cmd:"
