@@ -525,17 +525,7 @@ impl Queue {
             acked_dirty: true,
             mount,
         });
-        let unspooled: Vec<Event> = inner
-            .pending
-            .iter()
-            .filter(|p| !p.spooled)
-            .map(|p| p.event.clone())
-            .collect();
-        let refs: Vec<&Event> = unspooled.iter().collect();
-        let written = spool_now(&mut inner, &refs);
-        for p in inner.pending.iter_mut() {
-            p.spooled |= written;
-        }
+        spool_pending(&mut inner);
         write_marker(&mut inner);
         info!(
             "events not yet acknowledged are spooled in {}",
@@ -738,6 +728,22 @@ fn spool_now(inner: &mut Inner, events: &[&Event]) -> bool {
     }
 }
 
+/// Writes the queued events the spool lacks, and marks them written.
+fn spool_pending(inner: &mut Inner) {
+    let unspooled: Vec<Event> = inner
+        .pending
+        .iter()
+        .filter(|p| !p.spooled)
+        .map(|p| p.event.clone())
+        .collect();
+    let refs: Vec<&Event> = unspooled.iter().collect();
+    if spool_now(inner, &refs) {
+        for p in inner.pending.iter_mut() {
+            p.spooled = true;
+        }
+    }
+}
+
 /// Rewrites the acknowledgement marker when it changed and the spool is attached.
 fn write_marker(inner: &mut Inner) {
     let acked = inner.acked.clone();
@@ -796,18 +802,7 @@ fn persist_detached(inner: &mut Inner) {
     let dir = at.join(rel);
     let original = std::mem::replace(&mut spool.dir, dir);
     spool.detached = false;
-    let unspooled: Vec<Event> = inner
-        .pending
-        .iter()
-        .filter(|p| !p.spooled)
-        .map(|p| p.event.clone())
-        .collect();
-    let refs: Vec<&Event> = unspooled.iter().collect();
-    if spool_now(inner, &refs) {
-        for p in inner.pending.iter_mut() {
-            p.spooled = true;
-        }
-    }
+    spool_pending(inner);
     write_marker(inner);
     if let Some(spool) = inner.spool.as_mut() {
         spool.dir = original;
