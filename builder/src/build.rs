@@ -59,8 +59,9 @@ pub struct BuildOptions {
     pub agent: Option<PathBuf>,
     /// Faults the agent injects on purpose, for tests of its failure paths.
     pub test_hooks: Option<imgforge_plan::TestHooks>,
-    /// Called with the ISO's path after its hash was checked and before it
-    /// is copied into the image, so tests can change the file in between.
+    /// Called with the ISO's path once it is located and the signed list
+    /// checked, before its bytes are read (hashed as they are copied into
+    /// the image), so tests can change the file in between.
     /// Only Rust callers can set it.
     #[doc(hidden)]
     pub after_verify: Option<fn(&Path)>,
@@ -174,6 +175,8 @@ struct VerifiedIso {
     file: File,
     facts: IsoFacts,
     signer: String,
+    /// What the ISO must hash to, and where it came from.
+    fetched: Fetched,
 }
 
 pub fn build(opts: &BuildOptions) -> Result<BuildOutput, BuildError> {
@@ -188,7 +191,9 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, BuildError> {
 
     let trust = PackageTrust::load(&loaded, opts)?;
     let reporter = Reporter::new(opts.progress);
-    let mut iso = verify_sources(&loaded, opts, &reporter)?;
+    // Located and its list verified; its bytes are hashed once, as they
+    // are copied into the image (copy_verified_payload).
+    let mut iso = verify_sources(&loaded, opts, &reporter, false)?;
     if let Some(hook) = opts.after_verify {
         hook(&iso.path);
     }
@@ -197,7 +202,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, BuildError> {
     let image_path = opts.out_dir.join(format!("{}.img", loaded.name));
     let image_span = tracing::debug_span!("image").entered();
     let mut image = TempOutput::create(&image_path)?;
-    copy_verified_payload(&mut iso, &mut image, &reporter)?;
+    copy_verified_payload(&mut iso, &mut image, opts, &reporter)?;
     let boot = read_verified_copy(&mut image, iso.facts.size, &reporter)?;
     drop(image_span);
     let payload_start = image::PAYLOAD_FIRST_LBA * image::SECTOR_SIZE;
@@ -587,7 +592,7 @@ pub fn packages(opts: &BuildOptions) -> Result<PackagesReport, BuildError> {
     let loaded = profile::load(&opts.profile)?;
     let trust = PackageTrust::load(&loaded, opts)?;
     let reporter = Reporter::new(opts.progress);
-    let iso = verify_sources(&loaded, opts, &reporter)?;
+    let iso = verify_sources(&loaded, opts, &reporter, true)?;
     let mut resolved = resolve_packages(
         &loaded,
         opts,
@@ -892,57 +897,68 @@ pub fn signing_keys(loaded: &LoadedProfile, cli: Option<&Path>) -> Result<Truste
 pub fn fetch_iso(opts: &BuildOptions) -> Result<Fetched, BuildError> {
     let loaded = profile::load(&opts.profile)?;
     let reporter = Reporter::new(opts.progress);
-    let fetched = get_iso(&loaded, opts, &reporter)?;
+    let fetched = get_iso(&loaded, opts, &reporter, false)?;
     fetched.check_local(&reporter)?;
     Ok(fetched)
 }
 
 /// Gets the ISO from disk, the cache or the network: fetch checks the
-/// signature on the list and takes the ISO's hash from it. Downloaded and
-/// cached files are hashed on the way; a local one is not yet.
+/// signature on the list and takes the ISO's hash from it. Downloads are
+/// hashed on the way; a local one is not yet, nor, with `unhashed`, a
+/// cached one (the caller hashes what it reads).
 fn get_iso(
     loaded: &LoadedProfile,
     opts: &BuildOptions,
     reporter: &Reporter,
+    unhashed: bool,
 ) -> Result<Fetched, BuildError> {
     let _fetch = tracing::debug_span!("fetch").entered();
     let keys = signing_keys(loaded, opts.keyring.as_deref())?;
-    Ok(fetch::fetch(
-        loaded,
-        &opts.sources,
-        &keys,
-        &opts.fetch,
-        reporter,
-    )?)
+    let get = if unhashed {
+        fetch::fetch_unhashed
+    } else {
+        fetch::fetch
+    };
+    Ok(get(loaded, &opts.sources, &keys, &opts.fetch, reporter)?)
 }
 
-/// Gets the ISO ([`get_iso`]) and hashes the very file that is opened
-/// here, where it is read, against the verified hash.
+/// Gets the ISO ([`get_iso`]) and opens it; with `hash_now`, hashes the
+/// very file that is opened against the verified hash (for readers that
+/// use it in place). Without, the caller hashes what it reads.
 fn verify_sources(
     loaded: &LoadedProfile,
     opts: &BuildOptions,
     reporter: &Reporter,
+    hash_now: bool,
 ) -> Result<VerifiedIso, BuildError> {
-    let fetched = get_iso(loaded, opts, reporter)?;
+    let fetched = get_iso(loaded, opts, reporter, true)?;
     let _verify = tracing::debug_span!("verify").entered();
     let mut file = File::open(&fetched.iso).map_err(io("opening ISO", &fetched.iso))?;
-    let tracker = reporter.start(Task::Hash, fetched.iso_name.as_str(), Some(fetched.size));
-    let (actual, size) =
-        hash_stream(&mut file, tracker).map_err(io("reading ISO", &fetched.iso))?;
-    fetched.check_digest(actual)?;
-    tracing::debug!("{} has the verified SHA-256", fetched.iso.display());
+    let size = if hash_now {
+        let tracker = reporter.start(Task::Hash, fetched.iso_name.as_str(), Some(fetched.size));
+        let (actual, size) =
+            hash_stream(&mut file, tracker).map_err(io("reading ISO", &fetched.iso))?;
+        fetched.check_digest(actual)?;
+        tracing::debug!("{} has the verified SHA-256", fetched.iso.display());
+        size
+    } else {
+        file.metadata()
+            .map_err(io("reading ISO", &fetched.iso))?
+            .len()
+    };
     let signer = fetched
         .signer
         .clone()
         .unwrap_or_else(|| format!("pinned sha256 {}", fetched.sha256));
     Ok(VerifiedIso {
-        path: fetched.iso,
+        path: fetched.iso.clone(),
         file,
         facts: IsoFacts {
-            sha256_hex: fetched.sha256,
+            sha256_hex: fetched.sha256.clone(),
             size,
         },
         signer,
+        fetched,
     })
 }
 
@@ -975,6 +991,7 @@ fn hash_stream(file: &mut File, tracker: Tracker<'_>) -> std::io::Result<([u8; 3
 fn copy_verified_payload(
     iso: &mut VerifiedIso,
     image: &mut TempOutput,
+    opts: &BuildOptions,
     reporter: &Reporter,
 ) -> Result<(), BuildError> {
     iso.file
@@ -990,15 +1007,27 @@ fn copy_verified_payload(
         other => image.error(other),
     })?;
     let (copied, _) = payload.finish().finish();
-    let copied_hex = verify::sha256_hex(&copied);
-    if copied_hex != iso.facts.sha256_hex {
+    // The one pass over the ISO: what was written into the image is what
+    // was hashed, and only a match with the signed list (or the pin) lets
+    // the build go on; the temporary image is removed otherwise.
+    if let Err(e) = iso.fetched.check_digest(copied) {
+        let cached = if iso.fetched.cached {
+            let cache = fetch::cache::Cache::new(&opts.fetch.cache_dir);
+            match cache.evict(&iso.facts.sha256_hex) {
+                Ok(()) => "; the damaged copy was removed from the cache: run the build again to download it afresh",
+                Err(_) => "; the cached copy is damaged: remove it (imgforge cache gc) and run the build again",
+            }
+        } else {
+            "; make sure nothing modifies the ISO during the build, and check where it came from"
+        };
         return Err(BuildError::Source(format!(
-            "{} changed after it was verified: the copy for the image has SHA-256 {copied_hex}, the verified file {}; \
-             nothing was written. Make sure nothing modifies the ISO during the build and run it again",
-            iso.path.display(),
-            iso.facts.sha256_hex
+            "{e}; nothing was written{cached}"
         )));
     }
+    tracing::debug!(
+        "{} copied into the image with the verified SHA-256",
+        iso.path.display()
+    );
     Ok(())
 }
 

@@ -1128,6 +1128,36 @@ fn the_fixture_is_downloaded_over_loopback_verified_cached_and_built_from() {
             .all(|f| f.ends_with(".lock")),
         "no partial bytes left"
     );
+
+    // The cached ISO damaged on disk: the build reads it once, as it copies
+    // it, finds the hash wrong, writes nothing and drops the copy from the
+    // cache; the next build downloads it again and succeeds.
+    let object = cache.join("objects").join(&sha);
+    let mut damaged = fs::read(&object).unwrap();
+    damaged[iso_len as usize / 3] ^= 0x10;
+    fs::write(&object, damaged).unwrap();
+    let out3 = tmp.path().join("out3");
+    let bad = build_from_cache(&profile, &cache, &out3);
+    assert_refused_and_nothing_written(
+        &bad,
+        &out3,
+        &[
+            "the file is corrupt or was tampered with",
+            "the damaged copy was removed from the cache: run the build again",
+        ],
+    );
+    assert!(!object.exists(), "the damaged copy is gone");
+    let again = build_from_cache(&profile, &cache, &out3);
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(server.seen(&iso_path).len(), 3, "downloaded afresh");
+    assert_eq!(
+        fs::read(&object).unwrap(),
+        fs::read(fixture("ISO")).unwrap()
+    );
 }
 
 /// The events of one step, in order.

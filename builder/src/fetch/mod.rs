@@ -109,9 +109,12 @@ pub struct Fetched {
     /// Fingerprint of the primary key that signed the list; `None` when
     /// only `source.sha256` vouches for the ISO.
     pub signer: Option<String>,
-    /// Whether `iso` was hashed here. A local ISO is not: its reader (the
-    /// build) hashes it as it opens it; other callers use [`Fetched::check_local`].
+    /// Whether `iso` was hashed here. A local ISO is not, nor a cached one
+    /// for [`fetch_unhashed`]: its reader (the build) hashes the bytes it
+    /// uses as it reads them; other callers use [`Fetched::check_local`].
     pub hashed: bool,
+    /// Whether `iso` is the cache's object for `sha256`.
+    pub cached: bool,
 }
 
 impl Fetched {
@@ -129,7 +132,7 @@ impl Fetched {
             path: self.iso.display().to_string(),
             size,
             transferred: 0,
-            cached: false,
+            cached: self.cached,
         });
         Ok(())
     }
@@ -297,6 +300,8 @@ struct Fetcher<'a> {
     cache: Cache,
     opts: &'a FetchOptions,
     reporter: &'a Reporter,
+    /// A cached ISO is located, not hashed: the caller hashes what it reads.
+    defer_cached_iso_hash: bool,
 }
 
 impl Fetcher<'_> {
@@ -476,7 +481,30 @@ impl Fetcher<'_> {
                 transferred,
                 signer: signer.clone(),
                 hashed: true,
+                cached,
             }
+        };
+        // The build hashes the ISO as it copies it: hashing a cached one
+        // here first would read it twice.
+        let unhashed_cached = || -> Result<Option<Fetched>, FetchError> {
+            if !self.defer_cached_iso_hash {
+                return Ok(None);
+            }
+            let Some(path) = self.cache.object(&expected_hex) else {
+                return Ok(None);
+            };
+            let size = std::fs::metadata(&path).map_err(io_at(&path))?.len();
+            tracing::debug!("{iso_name}: found in the cache; hashed where it is read");
+            Ok(Some(Fetched {
+                iso: path,
+                iso_name: iso_name.clone(),
+                sha256: expected_hex.clone(),
+                size,
+                transferred: 0,
+                signer: signer.clone(),
+                hashed: false,
+                cached: true,
+            }))
         };
         let url = match &iso_loc {
             // A local ISO is hashed by the build itself, before it is read.
@@ -494,10 +522,14 @@ impl Fetcher<'_> {
                     transferred: 0,
                     signer,
                     hashed: false,
+                    cached: false,
                 });
             }
             Location::Url(u) => u.clone(),
         };
+        if let Some(f) = unhashed_cached()? {
+            return Ok(f);
+        }
         if let Some((path, size)) = self.cached_object(&expected_hex, Some(&iso_name))? {
             return Ok(done(path, size, 0, true));
         }
@@ -515,6 +547,9 @@ impl Fetcher<'_> {
             })
             .map_err(io_at(self.cache.root()))?;
         // Another build may have finished it while this one waited.
+        if let Some(f) = unhashed_cached()? {
+            return Ok(f);
+        }
         if let Some((path, size)) = self.cached_object(&expected_hex, Some(&iso_name))? {
             return Ok(done(path, size, 0, true));
         }
@@ -598,6 +633,7 @@ impl<'a> Downloader<'a> {
         };
         Ok(Downloader {
             fetcher: Fetcher {
+                defer_cached_iso_hash: false,
                 http,
                 cache: Cache::new(&opts.cache_dir),
                 opts,
@@ -730,6 +766,30 @@ pub fn fetch(
     opts: &FetchOptions,
     reporter: &Reporter,
 ) -> Result<Fetched, FetchError> {
+    fetch_with(loaded, cli, keys, opts, reporter, false)
+}
+
+/// [`fetch`] for a reader that hashes the ISO as it reads it (the build):
+/// a cached ISO is located but not hashed here (`hashed` false), so its
+/// bytes are read once; a download is still hashed as it arrives.
+pub fn fetch_unhashed(
+    loaded: &LoadedProfile,
+    cli: &SourceOverrides,
+    keys: &TrustedKeys,
+    opts: &FetchOptions,
+    reporter: &Reporter,
+) -> Result<Fetched, FetchError> {
+    fetch_with(loaded, cli, keys, opts, reporter, true)
+}
+
+fn fetch_with(
+    loaded: &LoadedProfile,
+    cli: &SourceOverrides,
+    keys: &TrustedKeys,
+    opts: &FetchOptions,
+    reporter: &Reporter,
+    defer_cached_iso_hash: bool,
+) -> Result<Fetched, FetchError> {
     let list = candidates(loaded, cli)?;
     let needs_network = !opts.offline
         && list.iter().any(|c| {
@@ -744,6 +804,7 @@ pub fn fetch(
         None
     };
     let fetcher = Fetcher {
+        defer_cached_iso_hash,
         http,
         cache: Cache::new(&opts.cache_dir),
         opts,

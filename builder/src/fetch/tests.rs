@@ -184,6 +184,7 @@ fn a_digest_that_differs_names_the_pin_or_the_signed_list() {
         transferred: 0,
         signer: None,
         hashed: false,
+        cached: false,
     };
     assert!(f.check_digest([0xab; 32]).is_ok());
     let pinned = f.check_digest([0; 32]).unwrap_err().to_string();
