@@ -2199,15 +2199,34 @@ fn a_machine_with_no_disk_of_ours_installs_over_the_network_and_serve_killed_twi
 
 #[test]
 #[ignore = "needs the fixture ISO and QEMU: run scripts/test"]
-fn fleet_machines_get_their_own_row_and_an_unknown_mac_is_refused_with_what_was_seen() {
+fn fleet_machines_get_their_own_row_a_fixed_install_address_and_an_unknown_mac_is_refused() {
     let net = Netboot::new();
-    // The second machine: its own row, from the same tree (stopped there).
-    let (code, report, _) = net.boot(HV02_MAC, "hv02", &["--stop-after", steps::IDENTIFY]);
+    // The second machine: its own row, from the same tree, with a fixed
+    // address for the install network that the boot loader passes
+    // (stopped once the payload is checked over that network).
+    let script = net.tree.join("boot.ipxe");
+    let text = fs::read_to_string(&script).unwrap();
+    let fixed = "imgforge.ip=10.0.2.60::10.0.2.2:255.255.255.0:::off:10.0.2.3";
+    assert!(text.contains(" ---\n"), "{text}");
+    fs::write(&script, text.replacen(" ---\n", &format!(" {fixed} ---\n"), 1)).unwrap();
+    let (code, report, target) = net.boot(HV02_MAC, "hv02", &["--stop-after", steps::PAYLOAD]);
     assert_eq!(
         code, 4,
-        "stopped after identify: {:#}",
+        "stopped after the payload: {:#}",
         report["console_tail"]
     );
+    let up = step_events(&report, steps::NETWORK).last().unwrap()["data"].clone();
+    assert_eq!(up["method"], "static", "{up:#}");
+    assert_eq!(up["address"], "10.0.2.60/24", "{up:#}");
+    assert_eq!(up["gateway"], "10.0.2.2", "{up:#}");
+    assert_eq!(up["dns"], serde_json::json!(["10.0.2.3"]), "{up:#}");
+    assert_eq!(up["mac"], HV02_MAC, "{up:#}");
+    assert_eq!(up["probe"]["status"], 200, "{up:#}");
+    assert_eq!(
+        step_events(&report, steps::PAYLOAD).last().unwrap()["state"],
+        "done"
+    );
+    assert_target_unallocated(&target);
     let identified = step_events(&report, steps::IDENTIFY)
         .last()
         .unwrap()

@@ -60,6 +60,63 @@ pub fn boot_mac(cmdline: &str) -> Option<String> {
     None
 }
 
+/// A fixed address for the network install from the kernel command line's
+/// `imgforge.ip=` (or `ip=`) in the form the kernel and dracut read:
+/// `<address>::<gateway>:<netmask>[:<hostname>[:<device>[:<autoconf>[:<dns0>[:<dns1>]]]]]`,
+/// for networks where DHCP only serves the boot ROMs: e.g.
+/// `imgforge.ip=${ip}::${gateway}:${netmask}:::off` in an iPXE script
+/// (`imgforge.ip=` leaves kernels that configure `ip=` themselves alone).
+/// `None` without one, or with `dhcp`.
+pub fn static_address(cmdline: &str) -> Result<Option<InstallNetwork>> {
+    let last = |prefix: &str| {
+        cmdline
+            .split_whitespace()
+            .filter_map(|w| w.strip_prefix(prefix))
+            .last()
+    };
+    let Some(value) = last("imgforge.ip=").or_else(|| last("ip=")) else {
+        return Ok(None);
+    };
+    if matches!(value, "dhcp" | "on" | "any" | "both") {
+        return Ok(None);
+    }
+    let fields: Vec<&str> = value.split(':').collect();
+    let field = |i: usize| fields.get(i).copied().unwrap_or_default();
+    let ipv4 = |what: &str, v: &str| -> Result<std::net::Ipv4Addr> {
+        v.parse()
+            .with_context(|| format!("ip={value}: the {what} {v:?} is not an IPv4 address"))
+    };
+    let address = ipv4("address", field(0))?;
+    let gateway = ipv4("gateway", field(2))?;
+    let mask = u32::from(ipv4("netmask", field(3))?);
+    let prefix = mask.leading_ones();
+    if mask.checked_shl(prefix).unwrap_or(0) != 0 || prefix == 0 {
+        bail!(
+            "ip={value}: the netmask {} is not a prefix such as 255.255.255.0",
+            field(3)
+        );
+    }
+    if !matches!(field(6), "" | "off" | "none" | "static") {
+        bail!(
+            "ip={value}: autoconf {:?} with a fixed address; write off (or ip=dhcp for DHCP)",
+            field(6)
+        );
+    }
+    let dns = [field(7), field(8)]
+        .into_iter()
+        .filter(|d| !d.is_empty())
+        .map(|d| ipv4("name server", d).map(|a| a.to_string()))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Some(InstallNetwork {
+        interface: field(5).to_owned(),
+        vlan: None,
+        address: InstallAddress::Static(format!("{address}/{prefix}")),
+        gateway: Some(gateway.to_string()),
+        dns,
+        proxy: None,
+    }))
+}
+
 /// The NIC to install over: the one with the boot loader's MAC, or the only
 /// NIC there is; loads drivers for devices that show up late.
 fn boot_nic(wanted: Option<&str>, hw: &mut Hardware) -> Result<(String, String)> {
@@ -106,6 +163,7 @@ fn boot_nic(wanted: Option<&str>, hw: &mut Hardware) -> Result<(String, String)>
 pub fn network(http: &HttpPayload, hw: &mut Hardware, step: &mut Step) -> Result<NetUp> {
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     let wanted = boot_mac(&cmdline);
+    let fixed = static_address(&cmdline)?;
     let (nic, mac) = boot_nic(wanted.as_deref(), hw)?;
     step.started(
         Some(format!(
@@ -116,13 +174,28 @@ pub fn network(http: &HttpPayload, hw: &mut Hardware, step: &mut Step) -> Result
     );
     let base =
         net::parse_url(&http.url).with_context(|| format!("the plan's URL {:?}", http.url))?;
-    let config = InstallNetwork {
-        interface: nic.clone(),
-        vlan: None,
-        address: InstallAddress::Dhcp,
-        gateway: None,
-        dns: Vec::new(),
-        proxy: None,
+    let config = match fixed {
+        Some(fixed) => {
+            if !fixed.interface.is_empty() && fixed.interface != nic {
+                bail!(
+                    "the kernel's ip= names the device {}, but the machine booted from {nic} ({mac}); nothing was written to any disk. \
+                     Leave the device out of ip= (the installer uses the NIC it booted from)",
+                    fixed.interface
+                );
+            }
+            InstallNetwork {
+                interface: nic.clone(),
+                ..fixed
+            }
+        }
+        None => InstallNetwork {
+            interface: nic.clone(),
+            vlan: None,
+            address: InstallAddress::Dhcp,
+            gateway: None,
+            dns: Vec::new(),
+            proxy: None,
+        },
     };
     let mut tried = net::Tried::default();
     let up = net::bring_up_with(
@@ -568,6 +641,52 @@ fn read_head(stream: &mut TcpStream) -> Result<(String, Vec<u8>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fixed_address_comes_from_the_kernels_ip_argument() {
+        let cmdline = "console=ttyS0 ip=10.0.2.60::10.0.2.2:255.255.255.0:hv02::off:10.0.2.3 quiet";
+        let fixed = static_address(cmdline).unwrap().expect("a fixed address");
+        assert_eq!(fixed.address, InstallAddress::Static("10.0.2.60/24".into()));
+        assert_eq!(fixed.gateway.as_deref(), Some("10.0.2.2"));
+        assert_eq!(fixed.dns, ["10.0.2.3"]);
+        assert_eq!(fixed.interface, "");
+        let named = static_address("ip=192.0.2.9::192.0.2.1:255.255.254.0::eth1:none")
+            .unwrap()
+            .unwrap();
+        assert_eq!(named.address, InstallAddress::Static("192.0.2.9/23".into()));
+        assert_eq!(named.interface, "eth1");
+        assert!(named.dns.is_empty());
+        let ours = static_address("ip=dhcp imgforge.ip=10.0.2.61::10.0.2.2:255.255.255.0")
+            .unwrap()
+            .unwrap();
+        assert_eq!(ours.address, InstallAddress::Static("10.0.2.61/24".into()));
+        for dhcp in ["", "console=ttyS0", "ip=dhcp", "ip=on", "imgforge.ip=dhcp"] {
+            assert!(static_address(dhcp).unwrap().is_none(), "{dhcp}");
+        }
+        for (bad, says) in [
+            (
+                "ip=10.0.2.60::10.0.2.2:255.0.255.0:::off",
+                "is not a prefix",
+            ),
+            ("ip=10.0.2.60::10.0.2.2:0.0.0.0:::off", "is not a prefix"),
+            (
+                "ip=10.0.2.60::10.0.2.2:255.255.255.0:::dhcp",
+                "autoconf \"dhcp\"",
+            ),
+            (
+                "ip=10.0.2.600::10.0.2.2:255.255.255.0",
+                "address \"10.0.2.600\"",
+            ),
+            ("ip=10.0.2.60:::255.255.255.0", "gateway \"\""),
+            (
+                "ip=10.0.2.60::10.0.2.2:255.255.255.0:::off:x",
+                "name server \"x\"",
+            ),
+        ] {
+            let err = format!("{:#}", static_address(bad).unwrap_err());
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+    }
 
     #[test]
     fn the_boot_nic_comes_from_either_kernel_argument() {
