@@ -2208,7 +2208,11 @@ fn fleet_machines_get_their_own_row_a_fixed_install_address_and_an_unknown_mac_i
     let text = fs::read_to_string(&script).unwrap();
     let fixed = "imgforge.ip=10.0.2.60::10.0.2.2:255.255.255.0:::off:10.0.2.3";
     assert!(text.contains(" ---\n"), "{text}");
-    fs::write(&script, text.replacen(" ---\n", &format!(" {fixed} ---\n"), 1)).unwrap();
+    fs::write(
+        &script,
+        text.replacen(" ---\n", &format!(" {fixed} ---\n"), 1),
+    )
+    .unwrap();
     let (code, report, target) = net.boot(HV02_MAC, "hv02", &["--stop-after", steps::PAYLOAD]);
     assert_eq!(
         code, 4,

@@ -71,8 +71,8 @@ pub fn static_address(cmdline: &str) -> Result<Option<InstallNetwork>> {
     let last = |prefix: &str| {
         cmdline
             .split_whitespace()
-            .filter_map(|w| w.strip_prefix(prefix))
-            .last()
+            .rev()
+            .find_map(|w| w.strip_prefix(prefix))
     };
     let Some(value) = last("imgforge.ip=").or_else(|| last("ip=")) else {
         return Ok(None);
