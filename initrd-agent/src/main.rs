@@ -229,6 +229,17 @@ fn load_plan() -> anyhow::Result<Plan> {
 /// step reports its own done event; the first failure ends the install.
 fn install(plan: &Plan, r: &mut Reporter) -> Result<(), StepFailure> {
     let mut hw = r.step(steps::MODULES, modules::step)?;
+    // A network install's NIC comes up first (no row of the machines table
+    // changes it), so that even a machine no row matches reports that to
+    // the webhook, not only on its console.
+    let netboot = match &plan.payload.http {
+        Some(http) => {
+            let up = r.step(steps::NETWORK, |s| netboot::network(http, &mut hw, s))?;
+            webhook::set_dns(&up.dns);
+            Some(up)
+        }
+        None => None,
+    };
     // From here on the plan is this machine's own: its row of the machines
     // table applied (and the copy the installed system keeps is that one).
     let identified = r.step(steps::IDENTIFY, |s| identify::step(plan, s));
@@ -237,8 +248,8 @@ fn install(plan: &Plan, r: &mut Reporter) -> Result<(), StepFailure> {
         r.set_machine(id.to_owned());
     }
     let plan = &identified?;
-    if let Some(http) = &plan.payload.http {
-        return install_over_network(plan, http, hw, r);
+    if let (Some(http), Some(up)) = (&plan.payload.http, netboot) {
+        return install_over_network(plan, http, up, r);
     }
     let source = r.step(steps::PAYLOAD, |s| source::payload(plan, &mut hw, s))?;
     // An online install must reach its mirror before any disk is touched.
@@ -263,19 +274,17 @@ fn install(plan: &Plan, r: &mut Reporter) -> Result<(), StepFailure> {
     r.step(steps::BOOTLOADER, bootloader::step)
 }
 
-/// A network install: the NIC the machine booted from and the payload
-/// checked over HTTP before any disk is touched; after partitioning, the
+/// A network install, its NIC up (the network step, before identify): the
+/// payload checked over HTTP before any disk is touched; after partitioning, the
 /// payload fetched into the tail of the root partition, checked again and
 /// mounted; the root filesystem made before it, and grown over it once the
 /// packages are in; the other steps as from a USB medium.
 fn install_over_network(
     plan: &Plan,
     http: &imgforge_plan::HttpPayload,
-    mut hw: modules::Hardware,
+    up: net::NetUp,
     r: &mut Reporter,
 ) -> Result<(), StepFailure> {
-    let up = r.step(steps::NETWORK, |s| netboot::network(http, &mut hw, s))?;
-    webhook::set_dns(&up.dns);
     let mut source = r.step(steps::PAYLOAD, |s| source::payload_over_http(http, &up, s))?;
     let target = r.step(steps::SELECT_DISK, |s| disk::select(plan, &source, s))?;
     let layout = r.step(steps::PARTITION, |s| disk::partition(plan, &target, s))?;
