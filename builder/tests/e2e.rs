@@ -2232,10 +2232,7 @@ fn fleet_machines_get_their_own_row_a_fixed_install_address_and_an_unknown_mac_i
         "done"
     );
     assert_target_unallocated(&target);
-    let identified = step_events(report, steps::IDENTIFY)
-        .last()
-        .unwrap()
-        .clone();
+    let identified = step_events(report, steps::IDENTIFY).last().unwrap().clone();
     assert_eq!(identified["data"]["hostname"], "hv02", "{identified:#}");
     assert_eq!(identified["data"]["row"], 1, "{identified:#}");
     assert!(
