@@ -463,16 +463,18 @@ impl Fetcher<'_> {
             .ok_or_else(|| FetchError::Source(format!("nothing to verify {iso_loc} against")))?;
         let expected_hex = verify::sha256_hex(&expected);
 
-        let done = |path: PathBuf, size: u64, transferred: u64, cached: bool| {
-            let path_text = path.display().to_string();
-            self.reporter.event(ProgressEvent::Verified {
-                name: iso_name.clone(),
-                sha256: expected_hex.clone(),
-                path: path_text,
-                size,
-                transferred,
-                cached,
-            });
+        // The ISO found at `path`; a hashed one is reported verified.
+        let located = |path: PathBuf, size: u64, transferred: u64, cached: bool, hashed: bool| {
+            if hashed {
+                self.reporter.event(ProgressEvent::Verified {
+                    name: iso_name.clone(),
+                    sha256: expected_hex.clone(),
+                    path: path.display().to_string(),
+                    size,
+                    transferred,
+                    cached,
+                });
+            }
             Fetched {
                 iso: path,
                 iso_name: iso_name.clone(),
@@ -480,31 +482,27 @@ impl Fetcher<'_> {
                 size,
                 transferred,
                 signer: signer.clone(),
-                hashed: true,
+                hashed,
                 cached,
             }
         };
-        // The build hashes the ISO as it copies it: hashing a cached one
-        // here first would read it twice.
-        let unhashed_cached = || -> Result<Option<Fetched>, FetchError> {
+        let done = |path: PathBuf, size: u64, transferred: u64, cached: bool| {
+            located(path, size, transferred, cached, true)
+        };
+        // The cache's copy: hashed again here, or, for a reader that hashes
+        // what it reads (the build), only located, so it is read once.
+        let from_cache = || -> Result<Option<Fetched>, FetchError> {
             if !self.defer_cached_iso_hash {
-                return Ok(None);
+                return Ok(self
+                    .cached_object(&expected_hex, Some(&iso_name))?
+                    .map(|(path, size)| done(path, size, 0, true)));
             }
             let Some(path) = self.cache.object(&expected_hex) else {
                 return Ok(None);
             };
             let size = std::fs::metadata(&path).map_err(io_at(&path))?.len();
             tracing::debug!("{iso_name}: found in the cache; hashed where it is read");
-            Ok(Some(Fetched {
-                iso: path,
-                iso_name: iso_name.clone(),
-                sha256: expected_hex.clone(),
-                size,
-                transferred: 0,
-                signer: signer.clone(),
-                hashed: false,
-                cached: true,
-            }))
+            Ok(Some(located(path, size, 0, true, false)))
         };
         let url = match &iso_loc {
             // A local ISO is hashed by the build itself, before it is read.
@@ -514,24 +512,12 @@ impl Fetcher<'_> {
                     p.display()
                 );
                 let size = std::fs::metadata(p).map_err(io_at(p))?.len();
-                return Ok(Fetched {
-                    iso: p.clone(),
-                    iso_name,
-                    sha256: expected_hex,
-                    size,
-                    transferred: 0,
-                    signer,
-                    hashed: false,
-                    cached: false,
-                });
+                return Ok(located(p.clone(), size, 0, false, false));
             }
             Location::Url(u) => u.clone(),
         };
-        if let Some(f) = unhashed_cached()? {
+        if let Some(f) = from_cache()? {
             return Ok(f);
-        }
-        if let Some((path, size)) = self.cached_object(&expected_hex, Some(&iso_name))? {
-            return Ok(done(path, size, 0, true));
         }
         if self.opts.offline {
             return Err(FetchError::Source(format!(
@@ -547,11 +533,8 @@ impl Fetcher<'_> {
             })
             .map_err(io_at(self.cache.root()))?;
         // Another build may have finished it while this one waited.
-        if let Some(f) = unhashed_cached()? {
+        if let Some(f) = from_cache()? {
             return Ok(f);
-        }
-        if let Some((path, size)) = self.cached_object(&expected_hex, Some(&iso_name))? {
-            return Ok(done(path, size, 0, true));
         }
         tracing::debug!("{iso_name} is not in the cache; downloading {url}");
         let got = self.http()?.download(
