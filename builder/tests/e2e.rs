@@ -1876,6 +1876,15 @@ fn ext4_bytes(image: &Path, partition_offset: u64) -> u64 {
     blocks * (1024 << u32_at(24))
 }
 
+/// An event as the delivery tests compare it: (step, state, seq).
+fn event_key(e: &serde_json::Value) -> (String, String, u64) {
+    (
+        e["step"].as_str().unwrap().to_owned(),
+        e["state"].as_str().unwrap().to_owned(),
+        e["seq"].as_u64().unwrap(),
+    )
+}
+
 /// Seconds since the Unix epoch, as serve stamps `received`.
 fn unix_now() -> f64 {
     SystemTime::now()
@@ -2096,16 +2105,14 @@ fn a_machine_with_no_disk_of_ours_installs_over_the_network_and_serve_killed_twi
 
     // serve's log: every event of both boots, as the console showed them,
     // once each and in order, under one machine.
-    let key = |e: &serde_json::Value| {
-        (
-            e["step"].as_str().unwrap().to_owned(),
-            e["state"].as_str().unwrap().to_owned(),
-            e["seq"].as_u64().unwrap(),
-        )
-    };
     let console: Vec<(String, (String, String, u64))> = events
         .iter()
-        .map(|e| (e["phase"].as_str().unwrap().to_owned(), key(&e["event"])))
+        .map(|e| {
+            (
+                e["phase"].as_str().unwrap().to_owned(),
+                event_key(&e["event"]),
+            )
+        })
         .collect();
     let log = fs::read_to_string(tmp.path().join("events.jsonl")).unwrap();
     let records: Vec<serde_json::Value> = log
@@ -2125,7 +2132,7 @@ fn a_machine_with_no_disk_of_ours_installs_over_the_network_and_serve_killed_twi
             } else {
                 "first-boot"
             };
-            (phase.to_owned(), key(&r["event"]))
+            (phase.to_owned(), event_key(&r["event"]))
         })
         .collect();
     assert_eq!(posted, console, "serve's log:\n{log}");
@@ -2288,27 +2295,13 @@ fn fleet_machines_get_their_own_row_a_fixed_install_address_and_an_unknown_mac_i
         let posted: Vec<(String, String, u64)> = records
             .iter()
             .filter(|r| r["event"]["boot"] == boot.as_str())
-            .map(|r| {
-                let e = &r["event"];
-                (
-                    e["step"].as_str().unwrap().to_owned(),
-                    e["state"].as_str().unwrap().to_owned(),
-                    e["seq"].as_u64().unwrap(),
-                )
-            })
+            .map(|r| event_key(&r["event"]))
             .collect();
         let console: Vec<(String, String, u64)> = report["events"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|e| {
-                let e = &e["event"];
-                (
-                    e["step"].as_str().unwrap().to_owned(),
-                    e["state"].as_str().unwrap().to_owned(),
-                    e["seq"].as_u64().unwrap(),
-                )
-            })
+            .map(|e| event_key(&e["event"]))
             .collect();
         assert!(
             !posted.is_empty() && console.starts_with(&posted),
