@@ -997,7 +997,7 @@ fn copy_verified_payload(
     iso.file
         .seek(SeekFrom::Start(0))
         .map_err(io("reading ISO", &iso.path))?;
-    let payload = HashingReader::new(BufReader::with_capacity(1 << 20, &mut iso.file));
+    let payload = HashingReader::in_background(BufReader::with_capacity(1 << 20, &mut iso.file));
     let tracker = reporter.start(Task::Write, "payload", Some(iso.facts.size));
     let mut payload = Tracked::new(payload, tracker);
     image::write_payload(image.file(), &mut payload, iso.facts.size).map_err(|e| match e {

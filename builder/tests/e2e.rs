@@ -576,7 +576,14 @@ fn install_and_first_boot(extra: &[&str], bus: &str, edits: &[(&str, &str)]) {
         .iter()
         .map(|k| k.as_str().unwrap())
         .collect();
-    assert!(!host_keys.is_empty(), "{facts:#}");
+    // One key of each type `ssh-keygen -A` makes (made beside the
+    // packages, then moved into /etc/ssh), and none other.
+    let mut types: Vec<&str> = host_keys
+        .iter()
+        .filter_map(|k| k.rsplit_once(" (").map(|(_, t)| t.trim_end_matches(')')))
+        .collect();
+    types.sort_unstable();
+    assert_eq!(types, ["ECDSA", "ED25519", "RSA"], "{host_keys:?}");
     for layer_key in layer_host_key_fingerprints() {
         assert!(
             !host_keys

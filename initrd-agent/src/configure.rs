@@ -6,20 +6,21 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use imgforge_plan::{Plan, UserPlan};
+use tracing::info;
 
 use crate::checks;
 use crate::report::Step;
 use crate::target::{run_in, write_file, write_plan_file, TARGET};
 
 /// The configure step.
-pub fn step(plan: &Plan, step: &mut Step) -> Result<()> {
+pub fn step(plan: &Plan, host_keys: HostKeys, step: &mut Step) -> Result<()> {
     step.started(None, None);
-    configure(plan)?;
+    configure(plan, host_keys)?;
     install_firstboot(&plan.to_json())
 }
 
 /// Host identity, users, rendered files, the locale.
-fn configure(plan: &Plan) -> Result<()> {
+fn configure(plan: &Plan, host_keys: HostKeys) -> Result<()> {
     // Some groups come with packages (libvirt's), so they can only be checked
     // now; before useradd, so that its error never has to explain them.
     let group = std::fs::read_to_string(format!("{TARGET}/etc/group"))
@@ -46,19 +47,103 @@ fn configure(plan: &Plan) -> Result<()> {
     for f in &plan.files {
         write_plan_file(f)?;
     }
-    new_ssh_host_keys()?;
+    new_ssh_host_keys(host_keys)?;
     generate_locale(&plan.system.locale)
+}
+
+/// Where the target's ssh host keys are made while the packages are
+/// installed: `ssh-keygen -A -f PREFIX` writes them to PREFIX/etc/ssh.
+const HOST_KEYS_PREFIX: &str = "/var/lib/imgforge/host-keys";
+
+/// The target's ssh host keys, made beside the package installation: RSA
+/// key generation takes seconds on a slow machine and needs nothing the
+/// packages bring. They are made under a prefix of their own, so that no
+/// maintainer script sees them or races with them; the configure step
+/// moves them into /etc/ssh.
+pub struct HostKeys(Option<std::thread::JoinHandle<Result<()>>>);
+
+impl HostKeys {
+    /// Starts `ssh-keygen -A` in the target, when its root tree has one.
+    pub fn start() -> HostKeys {
+        if !Path::new(&format!("{TARGET}/usr/bin/ssh-keygen")).exists() {
+            return HostKeys(None);
+        }
+        let prefix = format!("{TARGET}{HOST_KEYS_PREFIX}");
+        let _ = std::fs::remove_dir_all(&prefix);
+        let made = std::fs::create_dir_all(format!("{prefix}/etc/ssh")).and_then(|()| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&prefix, std::fs::Permissions::from_mode(0o700))
+        });
+        if let Err(e) = made {
+            info!("{prefix}: {e}; the ssh host keys are made in the configure step");
+            return HostKeys(None);
+        }
+        HostKeys(Some(std::thread::spawn(|| {
+            run_in(
+                TARGET,
+                &["ssh-keygen", "-A", "-f", HOST_KEYS_PREFIX],
+                "making the ssh host keys beside the packages",
+            )
+        })))
+    }
+
+    /// Waits for the keys; true when they were made.
+    fn made(self) -> bool {
+        let Some(job) = self.0 else { return false };
+        match job.join() {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                info!("{e:#}; making them again");
+                false
+            }
+            Err(_) => {
+                info!("making the ssh host keys beside the packages stopped; making them again");
+                false
+            }
+        }
+    }
 }
 
 /// Every installed machine gets host keys of its own: keys that came with
 /// the ISO's layers would be shared by every machine installed from it
-/// (and Ubuntu's layers carry none, so sshd would not start).
-fn new_ssh_host_keys() -> Result<()> {
+/// (and Ubuntu's layers carry none, so sshd would not start). The keys made
+/// beside the packages replace any that are there; without them (no
+/// ssh-keygen in the layers, or it failed), `ssh-keygen -A` makes them now.
+fn new_ssh_host_keys(host_keys: HostKeys) -> Result<()> {
     let ssh = format!("{TARGET}/etc/ssh");
+    let made = host_keys.made();
+    let prefix = format!("{TARGET}{HOST_KEYS_PREFIX}");
+    let result = install_host_keys(&ssh, made.then(|| format!("{prefix}/etc/ssh")));
+    let _ = std::fs::remove_dir_all(&prefix);
+    result
+}
+
+fn install_host_keys(ssh: &str, made: Option<String>) -> Result<()> {
     if !Path::new(&format!("{TARGET}/usr/sbin/sshd")).exists() {
         return Ok(());
     }
-    if let Ok(entries) = std::fs::read_dir(&ssh) {
+    remove_host_keys(ssh)?;
+    let mut moved = 0;
+    if let Some(made) = made {
+        for entry in std::fs::read_dir(&made).with_context(|| format!("reading {made}"))? {
+            let entry = entry.with_context(|| format!("reading {made}"))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if is_host_key_file(&name) {
+                std::fs::rename(entry.path(), format!("{ssh}/{name}"))
+                    .with_context(|| format!("moving {made}/{name} to {ssh}"))?;
+                moved += 1;
+            }
+        }
+        info!("{moved} ssh host key files made beside the packages moved to /etc/ssh");
+    }
+    if moved == 0 {
+        run_in(TARGET, &["ssh-keygen", "-A"], "making the ssh host keys")?;
+    }
+    Ok(())
+}
+
+fn remove_host_keys(ssh: &str) -> Result<()> {
+    if let Ok(entries) = std::fs::read_dir(ssh) {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if is_host_key_file(&name) {
@@ -67,7 +152,7 @@ fn new_ssh_host_keys() -> Result<()> {
             }
         }
     }
-    run_in(TARGET, &["ssh-keygen", "-A"], "making the ssh host keys")
+    Ok(())
 }
 
 /// `ssh_host_<type>_key` and its `.pub`: what `ssh-keygen -A` makes.

@@ -267,10 +267,11 @@ fn install(plan: &Plan, r: &mut Reporter) -> Result<(), StepFailure> {
     })?;
     webhook::spool_to(&format!("{}{}", target::TARGET, webhook::SPOOL_DIR));
     r.step(steps::ROOT_TREE, |s| source::copy_root_tree(&source, s))?;
+    let host_keys = configure::HostKeys::start();
     r.step(steps::PACKAGES, |s| {
         packages::step(plan, &source, &target, net.as_ref(), s)
     })?;
-    r.step(steps::CONFIGURE, |s| configure::step(plan, s))?;
+    r.step(steps::CONFIGURE, |s| configure::step(plan, host_keys, s))?;
     r.step(steps::BOOTLOADER, bootloader::step)
 }
 
@@ -296,11 +297,12 @@ fn install_over_network(
     })?;
     webhook::spool_to(&format!("{}{}", target::TARGET, webhook::SPOOL_DIR));
     r.step(steps::ROOT_TREE, |s| source::copy_root_tree(&source, s))?;
+    let host_keys = configure::HostKeys::start();
     r.step(steps::PACKAGES, |s| {
         packages::step(plan, &source, &target, None, s)?;
         source::release_download(&fetched)
     })?;
-    r.step(steps::CONFIGURE, |s| configure::step(plan, s))?;
+    r.step(steps::CONFIGURE, |s| configure::step(plan, host_keys, s))?;
     r.step(steps::BOOTLOADER, bootloader::step)
 }
 

@@ -13,9 +13,11 @@ use imgforge_plan::PLAN_PATH;
 
 use super::ImageError;
 
-/// Compression of the appended archive: slow to write, fast to unpack;
-/// zstd's single-threaded output depends only on the input and the level.
-const ZSTD_LEVEL: i32 = 19;
+/// Compression of the appended archive. zstd's single-threaded output
+/// depends only on the input and the level. On the 5 MB agent, level 9
+/// takes 0.1 s for a 10% larger archive than level 19 (2 s); the kernel
+/// unpacks both equally fast.
+const ZSTD_LEVEL: i32 = 9;
 
 const S_IFDIR: u32 = 0o040_000;
 const S_IFREG: u32 = 0o100_000;

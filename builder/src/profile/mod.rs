@@ -231,7 +231,8 @@ pub struct System {
     /// Drivers in the installed system's initramfs: "generic" takes every
     /// storage and filesystem driver (the disk boots in other machines too);
     /// "targeted" only those this machine's root disk needs (MODULES=dep,
-    /// as Debian's installer offers): a smaller initramfs, built in a
+    /// as Debian's installer offers), compressed at level 1
+    /// (COMPRESSLEVEL=1): a smaller initramfs, built in a
     /// fraction of the time.
     #[serde(default)]
     pub initramfs: Initramfs,

@@ -602,14 +602,22 @@ fn forward_lines(stream: impl std::io::Read, tx: mpsc::Sender<String>) {
     }
 }
 
-/// Time per step from the first to the last event of that step, in order of appearance.
+/// Time per step, in order of appearance: from the end of what came before
+/// it (the previous event of the same boot) to its last event. Many steps
+/// report only `done`, so their time is the gap since the step before.
 pub fn step_durations(events: &[TimedEvent]) -> Vec<(String, f64)> {
     let mut out: Vec<(String, f64, f64)> = Vec::new();
+    let mut previous: Option<&TimedEvent> = None;
     for e in events {
+        let began = match previous {
+            Some(p) if p.phase == e.phase => p.event.ts,
+            _ => e.event.ts,
+        };
         match out.iter_mut().find(|(s, _, _)| *s == e.event.step) {
             Some(entry) => entry.2 = e.event.ts,
-            None => out.push((e.event.step.clone(), e.event.ts, e.event.ts)),
+            None => out.push((e.event.step.clone(), began, e.event.ts)),
         }
+        previous = Some(e);
     }
     out.into_iter().map(|(s, a, b)| (s, b - a)).collect()
 }
@@ -669,17 +677,25 @@ mod tests {
 
     #[test]
     fn step_durations_follow_event_timestamps() {
-        let events = [
+        let mut events = vec![
             timed(1.0, 100.0, steps::AGENT, State::Started),
             timed(2.0, 101.0, steps::PARTITION, State::Started),
             timed(3.0, 103.5, steps::PARTITION, State::Done),
-            timed(3.1, 103.6, steps::INSTALL, State::Done),
+            // Only `done`: its time is the gap since the partition step.
+            timed(5.0, 106.0, steps::FILESYSTEMS, State::Done),
+            timed(5.1, 106.1, steps::INSTALL, State::Done),
         ];
+        // The first boot's event starts a span of its own.
+        let mut first_boot = timed(60.0, 200.0, steps::FIRSTBOOT, State::Done);
+        first_boot.phase = Phase::FirstBoot;
+        events.push(first_boot);
         let d = step_durations(&events);
-        assert_eq!(d[0], ("agent".to_owned(), 0.0));
-        assert_eq!(d[1].0, "partition");
-        assert!((d[1].1 - 2.5).abs() < 1e-9);
-        assert_eq!(d.len(), 3);
+        let names: Vec<&str> = d.iter().map(|(s, _)| s.as_str()).collect();
+        assert_eq!(names, ["agent", "partition", "filesystems", "install", "firstboot"]);
+        let secs: Vec<f64> = d.iter().map(|(_, t)| *t).collect();
+        for (got, want) in secs.iter().zip([0.0, 3.5, 2.5, 0.1, 0.0]) {
+            assert!((got - want).abs() < 1e-9, "{d:?}");
+        }
     }
 
     #[test]

@@ -49,6 +49,14 @@ pub(crate) fn file(path: impl Into<String>, mode: &str, content: String) -> File
 /// files under this directory before it builds the initramfs.
 pub const INITRAMFS_CONF: &str = "/etc/initramfs-tools/conf.d/90-imgforge.conf";
 
+/// The initramfs settings for `system.initramfs = "targeted"`: only the
+/// modules this machine's root disk needs, compressed at level 1. At the
+/// distribution's default level (gzip 6, zstd 9) the compression is much of
+/// an initramfs build's time on a slow machine; level 1 makes the archive
+/// about a tenth larger and unpacks as fast.
+const TARGETED_INITRAMFS: &str =
+    "# Written by imgforge: system.initramfs = \"targeted\".\nMODULES=dep\nCOMPRESSLEVEL=1\n";
+
 /// Every file for the target, directories before their contents.
 pub fn render_all(p: &Profile) -> Vec<FilePlan> {
     let ids = FilesystemIds::for_host(&p.system.hostname);
@@ -68,11 +76,7 @@ pub fn render_all(p: &Profile) -> Vec<FilePlan> {
         ),
     ];
     if p.system.initramfs == Initramfs::Targeted {
-        files.push(file(
-            INITRAMFS_CONF,
-            "0644",
-            "# Written by imgforge: system.initramfs = \"targeted\".\nMODULES=dep\n".into(),
-        ));
+        files.push(file(INITRAMFS_CONF, "0644", TARGETED_INITRAMFS.into()));
     }
     files.extend(system::users(&p.users));
     match p.network.renderer {

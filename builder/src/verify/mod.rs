@@ -928,31 +928,133 @@ impl Sha256Sums {
 /// Hashes (SHA-256) and counts every byte read through it.
 pub struct HashingReader<R: Read> {
     inner: R,
-    hasher: Sha256,
+    hasher: Hasher,
     bytes: u64,
+}
+
+/// Where the hashing happens: on the reading thread, or on a worker that
+/// takes whole chunks so the SHA-256 runs beside the reads and writes.
+enum Hasher {
+    Inline(Sha256),
+    Background(BackgroundHasher),
 }
 
 impl<R: Read> HashingReader<R> {
     pub fn new(inner: R) -> Self {
         HashingReader {
             inner,
-            hasher: Sha256::new(),
+            hasher: Hasher::Inline(Sha256::new()),
+            bytes: 0,
+        }
+    }
+
+    /// As [`HashingReader::new`], with the hashing on a second thread: for
+    /// large streams that are also written somewhere, where SHA-256 would
+    /// otherwise be the slower half of each read-then-write.
+    pub fn in_background(inner: R) -> Self {
+        HashingReader {
+            inner,
+            hasher: Hasher::Background(BackgroundHasher::start()),
             bytes: 0,
         }
     }
 
     /// The digest and the number of bytes read so far.
     pub fn finish(self) -> ([u8; 32], u64) {
-        (self.hasher.finalize().into(), self.bytes)
+        let digest = match self.hasher {
+            Hasher::Inline(h) => h.finalize().into(),
+            Hasher::Background(b) => b.finish(),
+        };
+        (digest, self.bytes)
     }
 }
 
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
+        match &mut self.hasher {
+            Hasher::Inline(h) => h.update(&buf[..n]),
+            Hasher::Background(b) => b.update(&buf[..n]),
+        }
         self.bytes += n as u64;
         Ok(n)
+    }
+}
+
+/// A SHA-256 on its own thread, fed in chunks of [`BackgroundHasher::CHUNK`]
+/// bytes through a bounded queue; chunks come back for reuse, so at most
+/// [`BackgroundHasher::CHUNKS`] are ever allocated.
+struct BackgroundHasher {
+    chunk: Vec<u8>,
+    full: std::sync::mpsc::SyncSender<Vec<u8>>,
+    empty: std::sync::mpsc::Receiver<Vec<u8>>,
+    allocated: usize,
+    worker: std::thread::JoinHandle<Sha256>,
+}
+
+impl BackgroundHasher {
+    const CHUNK: usize = 4 << 20;
+    const CHUNKS: usize = 4;
+
+    fn start() -> Self {
+        let (full, to_hash) = std::sync::mpsc::sync_channel::<Vec<u8>>(Self::CHUNKS);
+        let (hashed, empty) = std::sync::mpsc::sync_channel::<Vec<u8>>(Self::CHUNKS);
+        let worker = std::thread::spawn(move || {
+            let mut hasher = Sha256::new();
+            for mut chunk in to_hash {
+                hasher.update(&chunk);
+                chunk.clear();
+                // The reader may have finished and gone: nothing to give back to.
+                let _ = hashed.send(chunk);
+            }
+            hasher
+        });
+        BackgroundHasher {
+            chunk: Vec::with_capacity(Self::CHUNK),
+            full,
+            empty,
+            allocated: 1,
+            worker,
+        }
+    }
+
+    fn update(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let take = (Self::CHUNK - self.chunk.len()).min(bytes.len());
+            self.chunk.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if self.chunk.len() == Self::CHUNK {
+                self.hand_over();
+            }
+        }
+    }
+
+    /// Queues the current chunk for the worker and takes an empty one.
+    fn hand_over(&mut self) {
+        let full = std::mem::take(&mut self.chunk);
+        let _ = self.full.send(full);
+        self.chunk = if self.allocated < Self::CHUNKS {
+            self.allocated += 1;
+            Vec::with_capacity(Self::CHUNK)
+        } else {
+            // Blocks until the worker is done with a chunk. Should the
+            // worker be gone, finish() reports its panic.
+            self.empty
+                .recv()
+                .unwrap_or_else(|_| Vec::with_capacity(Self::CHUNK))
+        };
+    }
+
+    fn finish(mut self) -> [u8; 32] {
+        if !self.chunk.is_empty() {
+            let last = std::mem::take(&mut self.chunk);
+            let _ = self.full.send(last);
+        }
+        drop(self.full);
+        match self.worker.join() {
+            Ok(hasher) => hasher.finalize().into(),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
     }
 }
 

@@ -825,6 +825,40 @@ fn hashing_reader_matches_sha256_of_the_whole_buffer() {
 }
 
 #[test]
+fn hashing_in_the_background_matches_sha256_across_reused_chunks() {
+    // 21 MiB and a bit: more than the worker's 4 chunks of 4 MiB, so
+    // chunks come back and are refilled, and the last one is partial.
+    let len = 21 * (1 << 20) + 12_345;
+    let data: Vec<u8> = (0..len as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let mut r = HashingReader::in_background(&data[..]);
+    let mut sink = Vec::with_capacity(len);
+    let mut buf = vec![0u8; 1_000_003];
+    loop {
+        let n = r.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        sink.extend_from_slice(&buf[..n]);
+    }
+    let (digest, n) = r.finish();
+    assert_eq!(n, len as u64);
+    assert_eq!(digest, <[u8; 32]>::from(Sha256::digest(&data)));
+    assert_eq!(sink, data);
+    // One changed byte in the middle of a reused chunk changes the digest.
+    let mut changed = data.clone();
+    changed[17 * (1 << 20) + 5] ^= 1;
+    let mut r = HashingReader::in_background(&changed[..]);
+    std::io::copy(&mut r, &mut std::io::sink()).unwrap();
+    assert_ne!(r.finish().0, digest);
+    assert_eq!(
+        sha256_hex(&HashingReader::in_background(&b""[..]).finish().0),
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    );
+}
+
+#[test]
 fn hash_mismatch_says_which_file_and_both_hashes() {
     let err = check_hash("x.iso", [1; 32], [2; 32])
         .unwrap_err()
