@@ -430,7 +430,9 @@ mod tests {
 
     #[test]
     fn first_boot_expects_masked_networkd_quiet_cloud_init_and_the_boot_entry() {
-        let plan = compile(&reference(), &iso(), &media_guids("hypervisor", &iso()));
+        let mut with_cloud_init = reference();
+        with_cloud_init.profile.system.cloud_init = true;
+        let plan = compile(&with_cloud_init, &iso(), &media_guids("hypervisor", &iso()));
         assert_eq!(
             plan.expect.masked_units,
             [

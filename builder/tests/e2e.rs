@@ -13,7 +13,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
-use imgforge_plan::{part_type, steps, PackageOrigin, Plan, State};
+use imgforge_plan::{part_type, steps, CloudInitExpectation, PackageOrigin, Plan, State};
 use support::fixtures::{fixture, REFERENCE_PROFILE};
 use support::httpd::{Fault, Server};
 
@@ -354,6 +354,22 @@ fn install_and_first_boot(extra: &[&str], bus: &str, edits: &[(&str, &str)]) {
         part_type::LINUX_ROOT_X86_64
     );
 
+    // The installed boot menu is hidden and does not wait: grub.cfg as
+    // update-grub wrote it, read from the root filesystem.
+    let grub_cfg = run_tool(
+        Command::new("debugfs")
+            .args(["-R", "cat /boot/grub/grub.cfg"])
+            .arg(format!(
+                "{}?offset={}",
+                target.display(),
+                parts[1].first_lba * 512
+            )),
+    );
+    assert!(
+        grub_cfg.contains("set timeout_style=hidden\n    set timeout=0\n"),
+        "{grub_cfg}"
+    );
+
     // What the installed system reported about itself on its first boot.
     let first = events
         .iter()
@@ -506,11 +522,21 @@ fn install_and_first_boot(extra: &[&str], bus: &str, edits: &[(&str, &str)]) {
             "{facts:#}"
         );
     }
-    assert_eq!(
-        outcome("cloud-init without network configuration"),
-        Some("pass".into()),
-        "{facts:#}"
-    );
+    let cloud_init_runs = plan.expect.cloud_init == Some(CloudInitExpectation::NoNetwork);
+    if cloud_init_runs {
+        assert_eq!(
+            outcome("cloud-init without network configuration"),
+            Some("pass".into()),
+            "{facts:#}"
+        );
+        assert_eq!(facts["cloud_init"]["status"], "done", "{facts:#}");
+    } else {
+        assert_eq!(
+            outcome("cloud-init disabled"),
+            Some("pass".into()),
+            "{facts:#}"
+        );
+    }
     assert_eq!(
         facts["cloud_init"]["network_files"],
         serde_json::json!([]),
@@ -549,11 +575,16 @@ fn install_and_first_boot(extra: &[&str], bus: &str, edits: &[(&str, &str)]) {
             .unwrap_or_else(|| panic!("{unit} never became active: {facts:#}"))
     };
     let online = at("network-online.target");
-    let (networking, cloud_init, ovs) = (
-        at("networking.service"),
-        at("cloud-init.service"),
-        at("openvswitch-switch.service"),
-    );
+    let (networking, ovs) = (at("networking.service"), at("openvswitch-switch.service"));
+    let cloud_init = if cloud_init_runs {
+        at("cloud-init.service")
+    } else {
+        assert!(
+            facts["boot"]["active_at_seconds"]["cloud-init.service"].is_null(),
+            "cloud-init ran though the profile switched it off: {facts:#}"
+        );
+        0.0
+    };
     assert!(
         ovs <= networking,
         "openvswitch-switch {ovs} s after networking {networking} s: {facts:#}"
@@ -668,8 +699,11 @@ fn reference_machine_installs_under_secure_boot_onto_nvme() {
         "\n[[users]]\nname = \"root\"\nexisting = true\ngroups = [\"kvm\"]\n",
         "ssh_authorized_keys = [\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKaphkKRRNK7yCAne6d3+10EXW0siwULBCUvLydFtGJl avatar@example.com\"]\n",
     );
+    // And cloud-init, which the reference leaves off, runs here: its first
+    // boot keeps the host keys the installer made and writes no network.
     let edits = [
         ("hostname = \"hv01\"", "hostname = \"hv01\"\nlocale = \"C\""),
+        ("cloud_init = false", "cloud_init = true"),
         (
             "path = \"/home/avatar/vm-images\"",
             "path = \"/home/avatar/vm-images\"\ngroup = \"kvm\"",

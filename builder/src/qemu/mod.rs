@@ -691,7 +691,10 @@ mod tests {
         events.push(first_boot);
         let d = step_durations(&events);
         let names: Vec<&str> = d.iter().map(|(s, _)| s.as_str()).collect();
-        assert_eq!(names, ["agent", "partition", "filesystems", "install", "firstboot"]);
+        assert_eq!(
+            names,
+            ["agent", "partition", "filesystems", "install", "firstboot"]
+        );
         let secs: Vec<f64> = d.iter().map(|(_, t)| *t).collect();
         for (got, want) in secs.iter().zip([0.0, 3.5, 2.5, 0.1, 0.0]) {
             assert!((got - want).abs() < 1e-9, "{d:?}");

@@ -36,7 +36,12 @@ pub fn cloud_init_cfg() -> String {
      # cloud-init never writes its own (no DHCP configuration for the first NIC).\n\
      network: {config: disabled}\n\
      # The profile's users are the only accounts: no distribution default user.\n\
-     system_info:\n  default_user: null\n"
+     system_info:\n  default_user: null\n\
+     # The installer made this machine's ssh host keys: cloud-init keeps them\n\
+     # (it would replace them on the first boot, as for a cloned image) and\n\
+     # makes only the types OpenSSH's ssh-keygen -A makes, should one be missing.\n\
+     ssh_deletekeys: false\n\
+     ssh_genkeytypes: [rsa, ecdsa, ed25519]\n"
         .to_owned()
 }
 

@@ -66,7 +66,11 @@ pub fn grub_defaults(kernel_args: &[String]) -> String {
     let args = kernel_args.join(" ");
     format!(
         "# Written by imgforge: kernel arguments from the profile's system.kernel_args.\n\
-         GRUB_CMDLINE_LINUX=\"${{GRUB_CMDLINE_LINUX:+$GRUB_CMDLINE_LINUX }}\"{}\n",
+         GRUB_CMDLINE_LINUX=\"${{GRUB_CMDLINE_LINUX:+$GRUB_CMDLINE_LINUX }}\"{}\n\
+         # Ubuntu's default on every base: no menu, no wait (Esc or Shift held\n\
+         # at boot shows it).\n\
+         GRUB_TIMEOUT_STYLE=hidden\n\
+         GRUB_TIMEOUT=0\n",
         shell_quote(&args)
     )
 }

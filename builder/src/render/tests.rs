@@ -471,7 +471,9 @@ fn cloud_cfg(tree: &Path) -> serde_yaml::Value {
 
 #[test]
 fn cloud_init_never_configures_the_network_and_is_off_when_asked() {
-    let tree = rendered_tree(&reference());
+    let mut on = reference();
+    on.system.cloud_init = true;
+    let tree = rendered_tree(&on);
     let cfg = cloud_cfg(tree.path());
     assert_eq!(
         cfg["network"]["config"],
@@ -493,18 +495,32 @@ fn cloud_init_never_configures_the_network_and_is_off_when_asked() {
         cfg.get("users").is_none(),
         "`users: []` fails cloud-init's schema: {cfg:?}"
     );
+    // The host keys the installer made stay; a missing type is made, DSA never.
+    assert_eq!(
+        cfg["ssh_deletekeys"],
+        serde_yaml::Value::Bool(false),
+        "{cfg:?}"
+    );
+    let types: Vec<&str> = cfg["ssh_genkeytypes"]
+        .as_sequence()
+        .expect("ssh_genkeytypes is a list")
+        .iter()
+        .filter_map(serde_yaml::Value::as_str)
+        .collect();
+    assert_eq!(types, ["rsa", "ecdsa", "ed25519"], "{cfg:?}");
     assert_eq!(
         cfg.as_mapping().map(|m| m.len()),
-        Some(2),
-        "only the network and system_info keys: {cfg:?}"
+        Some(4),
+        "only the network, system_info and ssh keys: {cfg:?}"
     );
     assert!(
         !tree.path().join("etc/cloud/cloud-init.disabled").exists(),
         "cloud-init runs by default"
     );
 
-    let mut off = reference();
-    off.system.cloud_init = false;
+    // The reference profile switches it off.
+    let off = reference();
+    assert!(!off.system.cloud_init);
     let tree = rendered_tree(&off);
     assert_eq!(
         cloud_cfg(tree.path())["network"]["config"],
