@@ -800,13 +800,11 @@ fn sha256sums_bad_lines_are_located() {
     assert!(matches!(err, VerifyError::SumsDuplicate { .. }), "{err}");
 }
 
-#[test]
-fn hashing_reader_matches_sha256_of_the_whole_buffer() {
-    let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
-    let mut r = HashingReader::new(&data[..]);
+/// Reads `r` to its end in reads of `size` bytes: what came through, and
+/// the digest and count it reports.
+fn read_through<R: Read>(mut r: HashingReader<R>, size: usize) -> (Vec<u8>, ([u8; 32], u64)) {
     let mut sink = Vec::new();
-    // Odd-sized reads, so chunking cannot hide a bug.
-    let mut buf = [0u8; 777];
+    let mut buf = vec![0u8; size];
     loop {
         let n = r.read(&mut buf).unwrap();
         if n == 0 {
@@ -814,7 +812,14 @@ fn hashing_reader_matches_sha256_of_the_whole_buffer() {
         }
         sink.extend_from_slice(&buf[..n]);
     }
-    let (digest, n) = r.finish();
+    (sink, r.finish())
+}
+
+#[test]
+fn hashing_reader_matches_sha256_of_the_whole_buffer() {
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    // Odd-sized reads, so chunking cannot hide a bug.
+    let (sink, (digest, n)) = read_through(HashingReader::new(&data[..]), 777);
     assert_eq!(n, data.len() as u64);
     assert_eq!(digest, <[u8; 32]>::from(Sha256::digest(&data)));
     assert_eq!(sink, data);
@@ -832,17 +837,7 @@ fn hashing_in_the_background_matches_sha256_across_reused_chunks() {
     let data: Vec<u8> = (0..len as u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
-    let mut r = HashingReader::in_background(&data[..]);
-    let mut sink = Vec::with_capacity(len);
-    let mut buf = vec![0u8; 1_000_003];
-    loop {
-        let n = r.read(&mut buf).unwrap();
-        if n == 0 {
-            break;
-        }
-        sink.extend_from_slice(&buf[..n]);
-    }
-    let (digest, n) = r.finish();
+    let (sink, (digest, n)) = read_through(HashingReader::in_background(&data[..]), 1_000_003);
     assert_eq!(n, len as u64);
     assert_eq!(digest, <[u8; 32]>::from(Sha256::digest(&data)));
     assert_eq!(sink, data);
