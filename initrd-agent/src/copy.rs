@@ -10,7 +10,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use anyhow::{bail, Context, Result};
 use rustix::fs::{AtFlags, FileType, Gid, Mode, Timespec, Timestamps, Uid, XattrFlags, CWD};
 use rustix::io::Errno;
 
@@ -23,15 +26,112 @@ pub struct CopyStats {
     pub files: u64,
 }
 
+/// How many threads copy file data at most. Reading a squashfs layer is
+/// decompressing it, and the kernel decompresses on the reading CPU
+/// (SQUASHFS_DECOMP_MULTI_PERCPU on Debian's and Ubuntu's kernels), so
+/// files read on several threads decompress on several CPUs.
+const MAX_WORKERS: usize = 4;
+/// Smaller files are copied by the walk itself: squashfs packs them
+/// together into shared fragment blocks, which threads reading neighbours
+/// would each decompress again.
+const PARALLEL_MIN: u64 = 256 << 10;
+
+/// A regular file for a worker: its data, then its metadata.
+struct FileJob {
+    from: PathBuf,
+    to: PathBuf,
+    meta: fs::Metadata,
+}
+
 /// Copies `src` into the existing directory `dst`. `progress` sees the
-/// number of bytes copied so far.
+/// number of bytes copied so far. One thread walks the tree and makes
+/// every name (directories, links, device nodes, and each regular file,
+/// empty, so that a hard link always finds its first name); the data and
+/// metadata of the regular files are copied by up to [`MAX_WORKERS`]
+/// threads; directories get their metadata last, once all is in.
 pub fn copy_tree(src: &Path, dst: &Path, mut progress: impl FnMut(u64)) -> Result<CopyStats> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, MAX_WORKERS);
+    let bytes = AtomicU64::new(0);
+    let failed: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    let (jobs, queue) = std::sync::mpsc::sync_channel::<FileJob>(256);
+    let queue = Mutex::new(queue);
+    let walked = std::thread::scope(|scope| {
+        for _ in 0..workers {
+            let (queue, bytes, failed) = (&queue, &bytes, &failed);
+            scope.spawn(move || {
+                let mut buf = vec![0u8; CHUNK];
+                loop {
+                    // The lock is held only to take the next job.
+                    let next = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                    let Ok(job) = next else { return };
+                    if failed.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+                        continue;
+                    }
+                    let done =
+                        copy_file(&job.from, &job.to, job.meta.len(), &mut buf).and_then(|n| {
+                            apply_metadata(&job.from, &job.to, &job.meta)?;
+                            Ok(n)
+                        });
+                    match done {
+                        Ok(n) => {
+                            bytes.fetch_add(n, Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            failed
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .get_or_insert(e);
+                        }
+                    }
+                }
+            });
+        }
+        let walked = walk(src, dst, &jobs, &failed, &bytes, &mut || {
+            progress(bytes.load(Ordering::Relaxed));
+        });
+        // No more jobs: the workers finish the queue and end.
+        drop(jobs);
+        walked
+    });
+    // A worker's error first: the walk stopped because of it.
+    if let Some(e) = failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        return Err(e);
+    }
+    let (dirs, files) = walked?;
+    // Directory metadata last, after their contents stopped changing them.
+    for (from, to, meta) in dirs.iter().rev() {
+        apply_metadata(from, to, meta)?;
+    }
+    let bytes = bytes.into_inner();
+    progress(bytes);
+    Ok(CopyStats { bytes, files })
+}
+
+/// The walk of [`copy_tree`]: every name made, each regular file queued
+/// for the workers. Returns the directories (for their metadata) and the
+/// number of regular files queued; stops at the first error, its own or a
+/// worker's.
+#[allow(clippy::type_complexity)]
+fn walk(
+    src: &Path,
+    dst: &Path,
+    jobs: &std::sync::mpsc::SyncSender<FileJob>,
+    failed: &Mutex<Option<anyhow::Error>>,
+    bytes: &AtomicU64,
+    progress: &mut dyn FnMut(),
+) -> Result<(Vec<(PathBuf, PathBuf, fs::Metadata)>, u64)> {
     let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
-    let mut stats = CopyStats { bytes: 0, files: 0 };
+    let mut files = 0u64;
+    let buf = &mut vec![0u8; CHUNK];
     let mut dirs: Vec<(PathBuf, PathBuf, fs::Metadata)> = Vec::new();
-    let mut buf = vec![0u8; CHUNK];
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
+        if failed.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+            // The worker's error is the one reported.
+            return Ok((dirs, files));
+        }
         let from_dir = src.join(&rel);
         let mut entries: Vec<_> = fs::read_dir(&from_dir)
             .with_context(|| format!("listing {}", from_dir.display()))?
@@ -66,9 +166,18 @@ pub fn copy_tree(src: &Path, dst: &Path, mut progress: impl FnMut(u64)) -> Resul
                 std::os::unix::fs::symlink(&target, &to)
                     .with_context(|| format!("creating symlink {}", to.display()))?;
             } else if ft.is_file() {
-                stats.bytes += copy_file(&from, &to, meta.len(), &mut buf)?;
-                stats.files += 1;
-                progress(stats.bytes);
+                File::create(&to).with_context(|| format!("creating {}", to.display()))?;
+                files += 1;
+                if meta.len() < PARALLEL_MIN {
+                    let n = copy_file(&from, &to, meta.len(), buf)?;
+                    bytes.fetch_add(n, Ordering::Relaxed);
+                } else {
+                    if jobs.send(FileJob { from, to, meta }).is_err() {
+                        bail!("the file copying threads stopped");
+                    }
+                    progress();
+                    continue;
+                }
             } else {
                 let mode = meta.mode();
                 rustix::fs::mknodat(
@@ -83,17 +192,17 @@ pub fn copy_tree(src: &Path, dst: &Path, mut progress: impl FnMut(u64)) -> Resul
             apply_metadata(&from, &to, &meta)?;
         }
     }
-    // Directory metadata last, after their contents stopped changing them.
-    for (from, to, meta) in dirs.iter().rev() {
-        apply_metadata(from, to, meta)?;
-    }
-    Ok(stats)
+    Ok((dirs, files))
 }
 
 /// Copies file data, leaving holes where the source has runs of zeros.
 fn copy_file(from: &Path, to: &Path, len: u64, buf: &mut [u8]) -> Result<u64> {
     let mut input = File::open(from).with_context(|| format!("opening {}", from.display()))?;
-    let mut out = File::create(to).with_context(|| format!("creating {}", to.display()))?;
+    // Made (empty) by the walk; opened by name, as a hard link may name it too.
+    let mut out = fs::OpenOptions::new()
+        .write(true)
+        .open(to)
+        .with_context(|| format!("opening {}", to.display()))?;
     let mut copied = 0u64;
     loop {
         let n = input
@@ -272,6 +381,57 @@ mod tests {
         );
         assert_eq!(fs::metadata(s.join("etc/a")).unwrap().mtime(), a.mtime());
         assert_eq!(stats.files, 2, "the hard link is not copied twice");
+    }
+
+    #[test]
+    fn many_files_copied_by_several_threads_arrive_whole_with_their_links() {
+        let src = tempfile::tempdir().unwrap();
+        let dst = tempfile::tempdir().unwrap();
+        let s = src.path();
+        let mut expected = Vec::new();
+        for d in 0..10 {
+            fs::create_dir_all(s.join(format!("d{d}/e"))).unwrap();
+            for f in 0..30 {
+                let rel = format!("d{d}/e/f{f}");
+                // Sizes around the copy buffer, each with its own content.
+                let len = (d * 30 + f) * 7919 % (3 * CHUNK);
+                let data: Vec<u8> = (0..len).map(|i| (i * 31 + d * 7 + f) as u8).collect();
+                fs::write(s.join(&rel), &data).unwrap();
+                fs::set_permissions(
+                    s.join(&rel),
+                    fs::Permissions::from_mode(0o600 + f as u32 % 8),
+                )
+                .unwrap();
+                expected.push((rel, data));
+            }
+            // A second name in another directory, met after or before the first.
+            fs::hard_link(s.join(format!("d{d}/e/f3")), s.join(format!("link{d}"))).unwrap();
+        }
+        let mut seen = 0u64;
+        let stats = copy_tree(s, dst.path(), |b| {
+            assert!(b >= seen, "progress went back from {seen} to {b}");
+            seen = b;
+        })
+        .unwrap();
+        let d = dst.path();
+        for (rel, data) in &expected {
+            assert_eq!(&fs::read(d.join(rel)).unwrap(), data, "{rel}");
+            assert_eq!(
+                fs::metadata(d.join(rel)).unwrap().mode() & 0o777,
+                fs::metadata(s.join(rel)).unwrap().mode() & 0o777,
+                "{rel}"
+            );
+        }
+        for n in 0..10 {
+            let (a, l) = (
+                fs::metadata(d.join(format!("d{n}/e/f3"))).unwrap(),
+                fs::metadata(d.join(format!("link{n}"))).unwrap(),
+            );
+            assert_eq!(a.ino(), l.ino(), "link{n} kept as a hard link");
+        }
+        let total: u64 = expected.iter().map(|(_, d)| d.len() as u64).sum();
+        assert_eq!((stats.files, stats.bytes), (300, total));
+        assert_eq!(seen, total, "the last progress is the whole");
     }
 
     fn xattrs(path: &Path) -> Vec<(String, Vec<u8>)> {
