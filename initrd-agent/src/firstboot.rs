@@ -499,6 +499,12 @@ fn dir_facts(path: &str, passwd: &str, group: &str) -> Option<DirFacts> {
 
 pub fn gather(expect: &Expectations) -> Facts {
     let mut facts = Facts::default();
+    // cloud-init's status comes from a Python program that takes seconds
+    // to start on a slow machine: asked beside the other facts.
+    let cloud_init_status = expect
+        .cloud_init
+        .is_some()
+        .then(|| std::thread::spawn(|| command_output("cloud-init", &["status"])));
     let types: BTreeMap<String, String> = output(
         "ovs-vsctl",
         &[
@@ -604,8 +610,8 @@ pub fn gather(expect: &Expectations) -> Facts {
             .units
             .insert(unit.clone(), UnitFacts { is_enabled, link });
     }
-    if expect.cloud_init.is_some() {
-        let status = command_output("cloud-init", &["status"]);
+    if let Some(asked) = cloud_init_status {
+        let status = asked.join().unwrap_or_default();
         facts.cloud_init = CloudInitFacts {
             installed: status.is_some(),
             status: status.as_deref().and_then(parse_cloud_init_status),

@@ -8,7 +8,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ffi::CStr;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
@@ -27,8 +27,11 @@ const ALWAYS: [&str; 10] = [
     "loop",
     "efivarfs",
 ];
-const MAX_PASSES: usize = 10;
+const MAX_PASSES: usize = 20;
+/// How long a pass waits for the devices its drivers bring up, at most; it
+/// looks every [`POLL`] and goes on as soon as a new one shows up.
 const PASS_DELAY: Duration = Duration::from_millis(500);
+const POLL: Duration = Duration::from_millis(100);
 const MODULE_INIT_COMPRESSED_FILE: i32 = 4;
 
 pub struct ModuleIndex {
@@ -272,7 +275,7 @@ pub fn coldplug(index: &ModuleIndex, state: &mut LoadState) -> Vec<String> {
     for pass in 0..MAX_PASSES {
         let fresh: Vec<String> = device_modaliases()
             .into_iter()
-            .filter(|a| seen.insert(a.clone()))
+            .filter(|a| installer_needs(a) && seen.insert(a.clone()))
             .collect();
         if fresh.is_empty() && pass > 0 {
             break;
@@ -282,7 +285,7 @@ pub fn coldplug(index: &ModuleIndex, state: &mut LoadState) -> Vec<String> {
                 load_with_deps(index, module, state);
             }
         }
-        std::thread::sleep(PASS_DELAY);
+        wait_for_new_devices(&seen);
     }
     state.loaded.iter().cloned().collect()
 }
@@ -394,6 +397,32 @@ fn decompress(path: &Path, mut file: std::fs::File) -> anyhow::Result<Vec<u8>> {
 }
 
 /// Every modalias the kernel exposes for the devices it has found.
+/// Waits up to [`PASS_DELAY`] for a device not in `seen` to appear.
+fn wait_for_new_devices(seen: &HashSet<String>) {
+    let deadline = Instant::now() + PASS_DELAY;
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return;
+        }
+        std::thread::sleep(POLL.min(deadline - now));
+        if device_modaliases()
+            .iter()
+            .any(|a| installer_needs(a) && !seen.contains(a))
+        {
+            return;
+        }
+    }
+}
+
+/// Whether the installer loads drivers for a device: not for the CPU's
+/// features (`cpu:type:x86,...` matches kvm, microcode, thermal and
+/// crypto acceleration modules; none is needed to install, and kvm alone
+/// takes a second to load on a slow machine).
+fn installer_needs(modalias: &str) -> bool {
+    !modalias.starts_with("cpu:")
+}
+
 fn device_modaliases() -> Vec<String> {
     let mut out = Vec::new();
     let mut stack = vec![PathBuf::from("/sys/devices")];
@@ -422,6 +451,19 @@ fn device_modaliases() -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_features_load_nothing_devices_do() {
+        assert!(!installer_needs(
+            "cpu:type:x86,ven0002fam000Fmod006B:feature:,0000,0001,0002,0003,0004"
+        ));
+        assert!(installer_needs(
+            "pci:v00001AF4d00001001sv00001AF4sd00000002bc01sc00i00"
+        ));
+        assert!(installer_needs(
+            "usb:v46F4p0001d0000dc00dsc00dp00ic08isc06ip50in00"
+        ));
+    }
 
     #[test]
     fn globs_match_like_modprobe() {
