@@ -240,7 +240,8 @@ pub struct System {
     /// it). true: it may run, but never writes a network configuration
     /// (/etc/cloud/cloud.cfg.d/99-imgforge.cfg sets `network: {config:
     /// disabled}`, as Ubuntu's installer does), so it cannot add a DHCP
-    /// configuration for the first NIC beside the profile's network.
+    /// configuration for the first NIC beside the profile's network, and
+    /// it keeps the ssh host keys the installer made (`ssh_deletekeys: false`).
     /// false: it is switched off entirely (/etc/cloud/cloud-init.disabled).
     #[serde(default = "default_true")]
     pub cloud_init: bool,
