@@ -355,10 +355,13 @@ fn install_and_first_boot(extra: &[&str], bus: &str, edits: &[(&str, &str)]) {
     );
 
     // The installed boot menu is hidden and does not wait: grub.cfg as
-    // update-grub wrote it, read from the root filesystem.
+    // update-grub wrote it, read from the root filesystem. The first boot
+    // was stopped without unmounting it, so debugfs reads it as it is on
+    // disk (-c: read-only, bitmaps not read; the journal is not replayed,
+    // and the install, which wrote grub.cfg, unmounted it cleanly).
     let grub_cfg = run_tool(
         Command::new("debugfs")
-            .args(["-R", "cat /boot/grub/grub.cfg"])
+            .args(["-c", "-R", "cat /boot/grub/grub.cfg"])
             .arg(format!(
                 "{}?offset={}",
                 target.display(),
