@@ -60,7 +60,7 @@ const CASES: &[Case] = &[
     Case { name: "VLAN out of range", edit: &[("trunks = [31, 32]", "trunks = [31, 5000]")], anchor: ("5000]", 0), message: "VLAN 5000 is out of range" },
     Case {
         name: "cloud_init that is not a bool",
-        edit: &[("initramfs = \"targeted\"", "initramfs = \"targeted\"\ncloud_init = \"no\"")],
+        edit: &[("cloud_init = false", "cloud_init = \"no\"")],
         anchor: ("\"no\"", 0),
         message: "invalid type: string \"no\", expected a boolean",
     },
@@ -771,7 +771,7 @@ const MUTATIONS: &[(&str, Base, Edits)] = &[
     (
         "system.cloud_init",
         Base::Maximal,
-        &[("system.cloud_init", "false")],
+        &[("system.cloud_init", "true")],
     ),
     (
         "users[].name",

@@ -175,7 +175,10 @@ fn render_does_not_write_through_a_link_at_a_final_or_temporary_name() {
 
 /// `imgforge render` of the reference profile, with `cloud_init` set when given.
 fn render_with_cloud_init(dir: &Path, cloud_init: Option<bool>) -> BTreeMap<String, String> {
-    let mut text = std::fs::read_to_string(REFERENCE).expect("reading the reference profile");
+    // The reference switches cloud-init off; without the key it is on.
+    let mut text = std::fs::read_to_string(REFERENCE)
+        .expect("reading the reference profile")
+        .replacen("cloud_init = false\n", "", 1);
     if let Some(on) = cloud_init {
         text = text.replacen("[system]\n", &format!("[system]\ncloud_init = {on}\n"), 1);
     }
