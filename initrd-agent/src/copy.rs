@@ -40,6 +40,8 @@ const PARALLEL_MIN: u64 = 256 << 10;
 struct FileJob {
     from: PathBuf,
     to: PathBuf,
+    /// `to`, as the walk created it.
+    out: File,
     meta: fs::Metadata,
 }
 
@@ -69,8 +71,8 @@ pub fn copy_tree(src: &Path, dst: &Path, mut progress: impl FnMut(u64)) -> Resul
                     if failed.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
                         continue;
                     }
-                    let done =
-                        copy_file(&job.from, &job.to, job.meta.len(), &mut buf).and_then(|n| {
+                    let done = copy_file(&job.from, job.out, &job.to, job.meta.len(), &mut buf)
+                        .and_then(|n| {
                             apply_metadata(&job.from, &job.to, &job.meta)?;
                             Ok(n)
                         });
@@ -166,18 +168,27 @@ fn walk(
                 std::os::unix::fs::symlink(&target, &to)
                     .with_context(|| format!("creating symlink {}", to.display()))?;
             } else if ft.is_file() {
-                File::create(&to).with_context(|| format!("creating {}", to.display()))?;
+                let out =
+                    File::create(&to).with_context(|| format!("creating {}", to.display()))?;
                 files += 1;
-                if meta.len() < PARALLEL_MIN {
-                    let n = copy_file(&from, &to, meta.len(), buf)?;
-                    bytes.fetch_add(n, Ordering::Relaxed);
-                } else {
-                    if jobs.send(FileJob { from, to, meta }).is_err() {
+                if meta.len() >= PARALLEL_MIN {
+                    if jobs
+                        .send(FileJob {
+                            from,
+                            to,
+                            out,
+                            meta,
+                        })
+                        .is_err()
+                    {
                         bail!("the file copying threads stopped");
                     }
                     progress();
                     continue;
                 }
+                let n = copy_file(&from, out, &to, meta.len(), buf)?;
+                bytes.fetch_add(n, Ordering::Relaxed);
+                progress();
             } else {
                 let mode = meta.mode();
                 rustix::fs::mknodat(
@@ -196,13 +207,9 @@ fn walk(
 }
 
 /// Copies file data, leaving holes where the source has runs of zeros.
-fn copy_file(from: &Path, to: &Path, len: u64, buf: &mut [u8]) -> Result<u64> {
+/// `out` is `to`, made empty by the walk.
+fn copy_file(from: &Path, mut out: File, to: &Path, len: u64, buf: &mut [u8]) -> Result<u64> {
     let mut input = File::open(from).with_context(|| format!("opening {}", from.display()))?;
-    // Made (empty) by the walk; opened by name, as a hard link may name it too.
-    let mut out = fs::OpenOptions::new()
-        .write(true)
-        .open(to)
-        .with_context(|| format!("opening {}", to.display()))?;
     let mut copied = 0u64;
     loop {
         let n = input
