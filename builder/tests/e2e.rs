@@ -332,6 +332,37 @@ fn install_and_first_boot(extra: &[&str], bus: &str, edits: &[(&str, &str)]) {
         install_seqs.windows(2).all(|w| w[1] == w[0] + 1),
         "seq not consecutive: {install_seqs:?}"
     );
+    // The agent says when the kernel started it and when it first reported,
+    // and the last event how much of the machine's memory the install used.
+    let install_data = |step: &str, state: &str| {
+        events
+            .iter()
+            .find(|e| {
+                e["phase"] == "install"
+                    && e["event"]["step"] == step
+                    && e["event"]["state"] == state
+            })
+            .map(|e| e["event"]["data"].clone())
+            .unwrap()
+    };
+    let agent = install_data(steps::AGENT, "started");
+    let (spawned, reported) = (
+        agent["process_started_s"].as_f64().unwrap(),
+        agent["uptime_s"].as_f64().unwrap(),
+    );
+    assert!(
+        0.0 < spawned && spawned <= reported && reported < 120.0,
+        "{agent}"
+    );
+    let memory = &install_data(steps::INSTALL, "done")["memory"];
+    let (total, peak) = (
+        memory["total_mib"].as_f64().unwrap(),
+        memory["peak_used_mib"].as_f64().unwrap(),
+    );
+    // boot-test's 2048 MiB less what firmware and kernel keep; the initrd's
+    // files alone are tens of MiB in use, and the install never ran out.
+    assert!((1536.0..2048.0).contains(&total), "{memory}");
+    assert!(32.0 < peak && peak < total, "{memory}");
 
     // The host reads the GPT back from the target disk.
     let disk = gpt::GptConfig::new()

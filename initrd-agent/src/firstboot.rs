@@ -478,11 +478,6 @@ pub fn slowest_units(blame: &str) -> Vec<String> {
         .collect()
 }
 
-/// Seconds since boot: the first field of /proc/uptime.
-pub fn parse_uptime(text: &str) -> Option<f64> {
-    text.split_whitespace().next()?.parse().ok()
-}
-
 fn dir_facts(path: &str, passwd: &str, group: &str) -> Option<DirFacts> {
     use std::os::unix::fs::MetadataExt;
     // A link is not the directory the plan made, even if it leads to one.
@@ -685,9 +680,7 @@ fn boot_facts() -> BootFacts {
     let mut show = vec!["show", "-p", "Id", "-p", "ActiveEnterTimestampMonotonic"];
     show.extend(TIMED_UNITS);
     BootFacts {
-        uptime_seconds: std::fs::read_to_string("/proc/uptime")
-            .ok()
-            .and_then(|t| parse_uptime(&t)),
+        uptime_seconds: crate::usage::uptime_s(),
         active_at_seconds: parse_active_enter(&output("systemctl", &show)),
         slowest_units: slowest_units(&output("systemd-analyze", &["blame", "--no-pager"])),
     }
@@ -1691,8 +1684,8 @@ mod tests {
                 ("network-online.target".into(), 17.234)
             ])
         );
-        assert_eq!(parse_uptime("141.27 260.11\n"), Some(141.27));
-        assert_eq!(parse_uptime(""), None);
+        assert_eq!(crate::usage::parse_uptime("141.27 260.11\n"), Some(141.27));
+        assert_eq!(crate::usage::parse_uptime(""), None);
         let blame =
             "2min 1.212s systemd-networkd-wait-online.service\n     3.1s networking.service\n\n"
                 .to_owned()

@@ -28,6 +28,7 @@ mod report;
 mod source;
 mod system;
 mod target;
+mod usage;
 mod webhook;
 
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
@@ -182,6 +183,7 @@ fn main() {
 
     install_panic_hook();
     system::early_setup();
+    usage::start_sampling();
     log::init(Some(log::LOG_FILE));
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     report::use_consoles(&report::kernel_consoles(&cmdline));
@@ -190,6 +192,12 @@ fn main() {
     });
     let mut started = reporter.event(steps::AGENT, State::Started);
     started.message = Some(format!("imgforge-agent {VERSION}"));
+    // When the kernel started the agent, and when it reports: together
+    // with the harness's clock, where the time to the first event goes.
+    started.data = Some(serde_json::json!({
+        "process_started_s": usage::process_started_s(),
+        "uptime_s": usage::uptime_s(),
+    }));
     reporter.emit(started);
 
     let plan = match load_plan() {
@@ -206,7 +214,8 @@ fn main() {
     enter_step(plan.test_hooks.as_ref(), steps::AGENT);
     match install(&plan, &mut reporter) {
         Ok(()) => {
-            let done = reporter.event(steps::INSTALL, State::Done);
+            let mut done = reporter.event(steps::INSTALL, State::Done);
+            done.data = usage::memory_data().map(|m| serde_json::json!({ "memory": m }));
             reporter.emit(done);
             system::finish(plan.report.on_success);
         }

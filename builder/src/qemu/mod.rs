@@ -132,6 +132,9 @@ pub enum Outcome {
     VmExited,
     /// The step given as `stop_after` reported `done`; the VM was stopped there.
     Stopped,
+    /// The guest kernel panicked (for example out of memory with nothing
+    /// left to kill); the VM was stopped instead of waiting for the timeout.
+    KernelPanic,
 }
 
 impl Outcome {
@@ -144,6 +147,7 @@ impl Outcome {
             Outcome::Timeout => 2,
             Outcome::VmExited => 3,
             Outcome::Stopped => 4,
+            Outcome::KernelPanic => 5,
         }
     }
 }
@@ -465,6 +469,12 @@ fn create_usb_disks(opts: &BootTestOptions) -> Result<Vec<PathBuf>, BootTestErro
     Ok(paths)
 }
 
+/// Whether a console line is the guest kernel's panic, after which it
+/// halts for good (no `panic=` on the command line).
+fn is_kernel_panic(line: &str) -> bool {
+    line.contains("Kernel panic - not syncing")
+}
+
 /// Whether an event ends a phase, and how.
 fn phase_outcome(phase: Phase, event: &Event, stop_after: Option<&str>) -> Option<Outcome> {
     match (phase, event.state) {
@@ -516,6 +526,11 @@ fn run_phase(
                 }
                 tail.push_back(line.clone());
                 let Some(Ok(event)) = Event::from_line(&line) else {
+                    if outcome.is_none() && is_kernel_panic(&line) {
+                        outcome = Some(Outcome::KernelPanic);
+                        // Its call trace follows; then the VM goes.
+                        deadline = Instant::now() + Duration::from_secs(3);
+                    }
                     continue;
                 };
                 let timed = TimedEvent {
@@ -924,6 +939,22 @@ mod tests {
     }
 
     #[test]
+    fn a_kernel_panic_on_the_console_is_told_from_ordinary_lines() {
+        assert!(is_kernel_panic(
+            "[   41.203311] Kernel panic - not syncing: System is deadlocked on memory"
+        ));
+        assert!(is_kernel_panic(
+            "[    2.1] Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)"
+        ));
+        assert!(!is_kernel_panic(
+            "[    0.0] Kernel command line: panic=0 quiet"
+        ));
+        assert!(!is_kernel_panic(
+            r#"IMGFORGE-EVENT {"v":1,"seq":3,"ts":1.0,"step":"packages","state":"progress"}"#
+        ));
+    }
+
+    #[test]
     fn exit_codes_are_distinct() {
         let codes = [
             Outcome::Success,
@@ -931,9 +962,10 @@ mod tests {
             Outcome::Timeout,
             Outcome::VmExited,
             Outcome::Stopped,
+            Outcome::KernelPanic,
         ]
         .map(Outcome::exit_code);
-        assert_eq!(codes, [0, 1, 2, 3, 4]);
+        assert_eq!(codes, [0, 1, 2, 3, 4, 5]);
     }
 
     #[test]
