@@ -347,7 +347,7 @@ fn install_and_first_boot(extra: &[&str], bus: &str, edits: &[(&str, &str)]) {
     };
     let agent = install_data(steps::AGENT, "started");
     let (spawned, reported) = (
-        agent["process_started_s"].as_f64().unwrap(),
+        agent["started_s"].as_f64().unwrap(),
         agent["uptime_s"].as_f64().unwrap(),
     );
     assert!(

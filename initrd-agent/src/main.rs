@@ -158,6 +158,7 @@ fn install_panic_hook() {
 static HOOKS: OnceLock<Option<TestHooks>> = OnceLock::new();
 
 fn main() {
+    let entered = usage::boot_clock_s();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--version") {
         println!("imgforge-agent {VERSION}");
@@ -192,11 +193,11 @@ fn main() {
     });
     let mut started = reporter.event(steps::AGENT, State::Started);
     started.message = Some(format!("imgforge-agent {VERSION}"));
-    // When the kernel started the agent, and when it reports: together
-    // with the harness's clock, where the time to the first event goes.
+    // When the kernel ran the agent, and when it reports: together with
+    // the harness's clock, where the time to the first event goes.
     started.data = Some(serde_json::json!({
-        "process_started_s": usage::process_started_s(),
-        "uptime_s": usage::uptime_s(),
+        "started_s": entered,
+        "uptime_s": usage::boot_clock_s(),
     }));
     reporter.emit(started);
 

@@ -1,6 +1,6 @@
 //! What the installer uses of the machine, for its events: when the agent
-//! started (kernel uptime), and the most memory the machine had in use
-//! during the install, sampled in the background.
+//! started (the kernel's uptime as its `main` began), and the most memory
+//! the machine had in use during the install, sampled in the background.
 //!
 //! "In use" is MemTotal − MemAvailable from /proc/meminfo: the memory the
 //! kernel could not hand to a new program without swapping. It counts the
@@ -30,15 +30,6 @@ pub fn parse_meminfo(text: &str) -> Option<(u64, u64)> {
     Some((field("MemTotal")?, field("MemAvailable")?))
 }
 
-/// When the process started, in clock ticks since boot: field 22 of
-/// /proc/self/stat. The second field (the command name, in parentheses)
-/// may hold spaces and parentheses itself, so fields count from the last ')'.
-pub fn parse_start_ticks(stat: &str) -> Option<u64> {
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    // Field 3 (state) is the first one after the name; 22 is the 20th.
-    after_name.split_whitespace().nth(19)?.parse().ok()
-}
-
 /// Seconds since boot: the first field of /proc/uptime.
 pub fn parse_uptime(text: &str) -> Option<f64> {
     text.split_whitespace().next()?.parse().ok()
@@ -49,11 +40,12 @@ pub fn uptime_s() -> Option<f64> {
     parse_uptime(&std::fs::read_to_string("/proc/uptime").ok()?)
 }
 
-/// The kernel's uptime when this process started, in seconds.
-pub fn process_started_s() -> Option<f64> {
-    let ticks = parse_start_ticks(&std::fs::read_to_string("/proc/self/stat").ok()?)?;
-    let per_second = rustix::param::clock_ticks_per_second();
-    (per_second > 0).then(|| ticks as f64 / per_second as f64)
+/// The kernel's uptime now, by the clock /proc/uptime reads: usable before
+/// /proc is mounted. (Not the process's start time in /proc/self/stat: PID
+/// 1 exists from early in the kernel's start, long before it runs /init.)
+pub fn boot_clock_s() -> f64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
 }
 
 fn sample() {
@@ -118,20 +110,14 @@ mod tests {
     }
 
     #[test]
-    fn start_time_is_field_22_counted_after_the_command_name() {
-        // A name with a space and a parenthesis, as a program may call itself.
-        let stat = "1 (init (x) y) S 0 1 1 0 -1 4194560 3470 0 10 0 2 5 0 0 20 0 1 0 305 \
-                    21585920 700 18446744073709551615 1 1 0 0 0 0 0 4096 1260 0 0 0 17 1 0 0";
-        assert_eq!(parse_start_ticks(stat), Some(305));
-        assert_eq!(parse_start_ticks("1 (init) S 0 1"), None);
-        assert_eq!(parse_start_ticks(""), None);
-    }
-
-    #[test]
-    fn this_process_started_before_now_and_its_peak_is_within_the_total() {
-        let started = process_started_s().unwrap();
-        let now = uptime_s().unwrap();
-        assert!(started > 0.0 && started <= now, "{started} {now}");
+    fn the_boot_clock_is_the_uptime_and_the_peak_is_within_the_total() {
+        // /proc/uptime is read to hundredths, after the clock.
+        let clock = boot_clock_s();
+        let uptime = uptime_s().unwrap();
+        assert!(
+            clock > 0.0 && (clock - uptime).abs() < 0.5,
+            "{clock} {uptime}"
+        );
         start_sampling();
         let data = memory_data().unwrap();
         let total = data["total_mib"].as_f64().unwrap();

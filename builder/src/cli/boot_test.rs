@@ -120,7 +120,8 @@ impl BootTestArgs {
 }
 
 /// Exit code: the outcome's (0 success, 1 installer failed, 2 timeout, 3
-/// no outcome, 4 stopped after --stop-after, 5 the guest kernel panicked).
+/// no outcome, 4 stopped after --stop-after, 5 the guest halted: a kernel
+/// panic, or grub booted no entry).
 pub fn run(args: BootTestArgs) -> anyhow::Result<ExitCode> {
     let report = args.report.clone();
     let opts = args.options();
